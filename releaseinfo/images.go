@@ -1,0 +1,296 @@
+package releaseinfo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Files read from component images.
+const (
+	dtkReleasePath = "etc/driver-toolkit-release.json"
+	metaJSONPath   = "usr/share/openshift/base/meta.json"
+)
+
+// rtNotInstalled is what DTK builds off x86_64 (and late 4.12.z) write for RT.
+const rtNotInstalled = "package kernel-rt-core is not installed"
+
+// dtkKernels is what a Driver Toolkit image says.
+type dtkKernels struct {
+	kernel, rt Kernel
+	rhel       string
+	source     string
+	warnings   []string
+}
+
+// dtkReleaseJSON is etc/driver-toolkit-release.json.
+type dtkReleaseJSON struct {
+	KernelVersion   string `json:"KERNEL_VERSION"`
+	RTKernelVersion string `json:"RT_KERNEL_VERSION"`
+	RHELVersion     string `json:"RHEL_VERSION"`
+}
+
+// imageConfig is the part of an image config we read.
+type imageConfig struct {
+	Architecture string `json:"architecture"`
+	Config       struct {
+		Labels map[string]string `json:"Labels"`
+	} `json:"config"`
+}
+
+func (in *Inspector) readConfig(ctx context.Context, r *resolved) (*imageConfig, error) {
+	info := r.manifest.ConfigInfo()
+	data, err := in.reg.ReadBlobBytes(ctx, r.img, info, in.opts.Limits.MaxConfigBytes)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	var cfg imageConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("parsing config %s: %w", info.Digest, err)
+	}
+	return &cfg, nil
+}
+
+// readDTK finds etc/driver-toolkit-release.json by walking the DTK's layers
+// from the top, reading only small layers; if it is not there, it falls back
+// to the DTK's kernel-version label.
+func (in *Inspector) readDTK(ctx context.Context, pullspec string) (dtkKernels, error) {
+	var out dtkKernels
+	r, err := in.open(ctx, pullspec)
+	if err != nil {
+		return out, err
+	}
+	defer r.img.Close()
+	lim := in.opts.Limits
+	layers := r.manifest.LayerInfos()
+	for i, walked := len(layers)-1, 0; i >= 0 && walked < lim.MaxDTKLayers; i, walked = i-1, walked+1 {
+		layer := layers[i]
+		if layer.Size < 0 || layer.Size > lim.MaxDTKLayerBytes {
+			out.warnings = append(out.warnings, fmt.Sprintf("driver-toolkit layer %d (%s, %d bytes) is over the %d-byte limit for a metadata layer: not read", i, layer.Digest, layer.Size, lim.MaxDTKLayerBytes))
+			break
+		}
+		var files map[string][]byte
+		err := in.reg.ReadBlob(ctx, r.img, layer.BlobInfo, lim.MaxDTKLayerBytes, func(rd io.Reader) error {
+			var err error
+			files, err = extractFiles(rd, map[string]int64{dtkReleasePath: lim.MaxDTKJSONBytes}, lim)
+			return err
+		})
+		if err != nil {
+			return out, fmt.Errorf("reading layer %d: %w", i, err)
+		}
+		if data, ok := files[dtkReleasePath]; ok {
+			out.source = SourceDTKReleaseJSON
+			parseDTKRelease(data, &out)
+			return out, nil
+		}
+	}
+	// Not in the small top layers (a squashed image?): the labels are all
+	// that is cheap. They come from build args that are often empty.
+	cfg, err := in.readConfig(ctx, r)
+	if err != nil {
+		return out, err
+	}
+	if v := cfg.Config.Labels["kernel-version"]; v != "" {
+		if k, err := kernelFromLabel(v, cfg.Architecture); err == nil {
+			out.kernel, out.source = k, SourceDTKLabel
+		} else {
+			out.warnings = append(out.warnings, fmt.Sprintf("driver-toolkit label kernel-version: %v", err))
+		}
+	}
+	if out.kernel.IsZero() {
+		out.warnings = append(out.warnings, fmt.Sprintf("driver-toolkit: no %s in its top %d layers and no kernel-version label", dtkReleasePath, lim.MaxDTKLayers))
+	}
+	return out, nil
+}
+
+// kernelFromLabel accepts a `uname -r` value or VERSION-RELEASE, the latter
+// completed with the image's architecture.
+func kernelFromLabel(v, goarch string) (Kernel, error) {
+	if k, err := ParseKernel(v); err == nil {
+		return k, nil
+	}
+	k, err := ParseKernelVR(v)
+	if err != nil {
+		return Kernel{}, err
+	}
+	k.Arch = kernelArch(goarch)
+	if _, err := ParseKernel(k.String()); err != nil {
+		return Kernel{}, err
+	}
+	return k, nil
+}
+
+func parseDTKRelease(data []byte, out *dtkKernels) {
+	warn := func(format string, args ...any) { out.warnings = append(out.warnings, fmt.Sprintf(format, args...)) }
+	var j dtkReleaseJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		warn("driver-toolkit %s: %v", dtkReleasePath, err)
+		out.source = ""
+		return
+	}
+	k, err := ParseKernel(strings.TrimSpace(j.KernelVersion))
+	if err != nil {
+		warn("driver-toolkit %s KERNEL_VERSION: %v", dtkReleasePath, err)
+		out.source = ""
+	} else {
+		out.kernel = k
+	}
+	switch rt := strings.TrimSpace(j.RTKernelVersion); rt {
+	case "", rtNotInstalled:
+	default:
+		if k, err := ParseKernel(rt); err != nil {
+			warn("driver-toolkit %s RT_KERNEL_VERSION: %v", dtkReleasePath, err)
+		} else {
+			out.rt = k
+		}
+	}
+	if v := strings.TrimSpace(j.RHELVersion); v != "" {
+		if rhelVersionPattern.MatchString(v) {
+			out.rhel = v
+		} else {
+			warn("driver-toolkit %s RHEL_VERSION %q is not a RHEL version", dtkReleasePath, v)
+		}
+	}
+}
+
+// osKernels is what an RHCOS (or machine-os-content) image says.
+type osKernels struct {
+	kernel, rt Kernel
+	source     string
+	arch       string
+	warnings   []string
+}
+
+// readOS reads the OS image's config labels, and its metadata layer only
+// when the labels do not name a kernel (4.22 sets ostree.linux to "true").
+func (in *Inspector) readOS(ctx context.Context, pullspec string) (osKernels, error) {
+	var out osKernels
+	r, err := in.open(ctx, pullspec)
+	if err != nil {
+		return out, err
+	}
+	defer r.img.Close()
+	cfg, err := in.readConfig(ctx, r)
+	if err != nil {
+		return out, err
+	}
+	out.arch = cfg.Architecture
+	labels := cfg.Config.Labels
+	for _, l := range []struct{ label, source string }{
+		{"ostree.linux", SourceOSTreeLabel},
+		{"com.coreos.rpm.kernel", SourceRPMLabel},
+	} {
+		v, ok := labels[l.label]
+		if !ok || !out.kernel.IsZero() {
+			continue
+		}
+		k, err := ParseKernel(v)
+		switch {
+		case err == nil:
+			out.kernel, out.source = k, l.source
+		case v == "true" && labels["io.openshift.metalayer"] == "true":
+			// 4.22+: the label only says the kernel is in the metadata layer.
+		default:
+			out.warnings = append(out.warnings, fmt.Sprintf("OS label %s: %v", l.label, err))
+		}
+	}
+	if v, ok := labels["com.coreos.rpm.kernel-rt-core"]; ok {
+		if k, err := ParseKernel(v); err == nil {
+			out.rt = asRT(k)
+		} else if v != "" {
+			out.warnings = append(out.warnings, fmt.Sprintf("OS label com.coreos.rpm.kernel-rt-core: %v", err))
+		}
+	}
+	if out.kernel.IsZero() && labels["io.openshift.metalayer"] == "true" {
+		if err := in.readMetaLayer(ctx, r, &out); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// readMetaLayer reads usr/share/openshift/base/meta.json from the OS image's
+// last layer, which 4.19+ RHCOS images keep small for exactly this.
+func (in *Inspector) readMetaLayer(ctx context.Context, r *resolved, out *osKernels) error {
+	lim := in.opts.Limits
+	layers := r.manifest.LayerInfos()
+	last := layers[len(layers)-1]
+	if last.Size < 0 || last.Size > lim.MaxMetaLayerBytes {
+		out.warnings = append(out.warnings, fmt.Sprintf("OS metadata layer %s is %d bytes, over the %d-byte limit: not read", last.Digest, last.Size, lim.MaxMetaLayerBytes))
+		return nil
+	}
+	var files map[string][]byte
+	err := in.reg.ReadBlob(ctx, r.img, last.BlobInfo, lim.MaxMetaLayerBytes, func(rd io.Reader) error {
+		var err error
+		files, err = extractFiles(rd, map[string]int64{metaJSONPath: lim.MaxMetaJSONBytes}, lim)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("reading metadata layer: %w", err)
+	}
+	data, ok := files[metaJSONPath]
+	if !ok {
+		out.warnings = append(out.warnings, fmt.Sprintf("OS metadata layer %s has no %s", last.Digest, metaJSONPath))
+		return nil
+	}
+	kernel, rt, err := parseMetaJSON(data)
+	if err != nil {
+		out.warnings = append(out.warnings, fmt.Sprintf("OS %s: %v", metaJSONPath, err))
+		return nil
+	}
+	out.kernel, out.source = kernel, SourceMetaLayer
+	if out.rt.IsZero() {
+		out.rt = rt
+	}
+	return nil
+}
+
+// parseMetaJSON finds the kernel packages in an RHCOS meta.json, whose
+// "rpmdb.pkglist" is a list of [name, epoch, version, release, arch].
+func parseMetaJSON(data []byte) (kernel, rt Kernel, err error) {
+	var meta struct {
+		Pkglist [][]json.RawMessage `json:"rpmdb.pkglist"`
+	}
+	if err := json.Unmarshal(data, &meta); err != nil {
+		return kernel, rt, err
+	}
+	for _, p := range meta.Pkglist {
+		if len(p) != 5 {
+			continue
+		}
+		f := make([]string, 5)
+		for i, raw := range p {
+			if json.Unmarshal(raw, &f[i]) != nil {
+				f[i] = string(raw) // an epoch may be a number
+			}
+		}
+		name, version, release, arch := f[0], f[2], f[3], f[4]
+		full := version + "-" + release + "." + arch
+		switch name {
+		case "kernel", "kernel-core":
+			if k, err := ParseKernel(full); err == nil && kernel.IsZero() {
+				kernel = k
+			}
+		case "kernel-rt-core":
+			if k, err := ParseKernel(full); err == nil && rt.IsZero() {
+				rt = asRT(k)
+			}
+		}
+	}
+	if kernel.IsZero() {
+		return kernel, rt, fmt.Errorf("rpmdb.pkglist names no kernel package")
+	}
+	return kernel, rt, nil
+}
+
+// asRT turns the kernel-rt package's version into the RT kernel's `uname -r`:
+// RHEL 8 and early RHEL 9 carry "rt" inside the release
+// (4.18.0-305.19.1.rt7.91.el8_4), later ones add "+rt" after the arch.
+func asRT(k Kernel) Kernel {
+	if !strings.Contains(k.Release, ".rt") {
+		k.RT = true
+	}
+	return k
+}

@@ -1,0 +1,464 @@
+// Package releaseinfo answers "which kernels does this OpenShift release
+// ship?" from a release payload pullspec, with a few small registry reads:
+// the release image's manifest and last layer (verified at EOF), and for each
+// OS stream the manifests, configs and the small top layers of its RHCOS and
+// Driver Toolkit images. It re-implements the part of `oc adm release info`
+// that dtkbot needs on containers/image.
+//
+// It never downloads an OS content layer or a DTK base layer, never trusts a
+// byte before its digest is verified, and never takes a label for a kernel
+// without checking its shape.
+package releaseinfo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/manifest"
+	"go.podman.io/image/v5/types"
+
+	"github.com/dtkbot/dtkbot/registry"
+)
+
+// Limits bound everything read from a registry. The defaults are generous
+// for real payloads and small enough that a hostile one cannot exhaust memory.
+type Limits struct {
+	MaxConfigBytes          int64 // an image config
+	MaxReleaseLayerBytes    int64 // the release image's last layer, compressed
+	MaxDecompressedBytes    int64 // what one layer may inflate to before we stop
+	MaxTarEntries           int   // entries walked in one layer
+	MaxImageReferencesBytes int64 // release-manifests/image-references
+	MaxReleaseMetadataBytes int64 // release-manifests/release-metadata
+	MaxDTKLayers            int   // DTK layers walked from the top
+	MaxDTKLayerBytes        int64 // a DTK layer larger than this is never read
+	MaxDTKJSONBytes         int64 // etc/driver-toolkit-release.json
+	MaxMetaLayerBytes       int64 // the RHCOS metadata layer (4.19+)
+	MaxMetaJSONBytes        int64 // usr/share/openshift/base/meta.json
+}
+
+// DefaultLimits are the limits used when Options.Limits is zero.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxConfigBytes:          4 << 20,
+		MaxReleaseLayerBytes:    64 << 20,
+		MaxDecompressedBytes:    256 << 20,
+		MaxTarEntries:           20000,
+		MaxImageReferencesBytes: 8 << 20,
+		MaxReleaseMetadataBytes: 1 << 20,
+		MaxDTKLayers:            3,
+		MaxDTKLayerBytes:        32 << 20,
+		MaxDTKJSONBytes:         64 << 10,
+		MaxMetaLayerBytes:       32 << 20,
+		MaxMetaJSONBytes:        16 << 20,
+	}
+}
+
+// Cache remembers reports by payload digest and arch. Implementations must
+// be safe for concurrent use. The state store implements it persistently.
+type Cache interface {
+	Get(key string) (*Report, bool)
+	Put(key string, r *Report)
+}
+
+// MemoryCache is a Cache in memory.
+type MemoryCache struct{ m sync.Map }
+
+// Get returns a copy of the cached report.
+func (c *MemoryCache) Get(key string) (*Report, bool) {
+	v, ok := c.m.Load(key)
+	if !ok {
+		return nil, false
+	}
+	r := cloneReport(v.(*Report))
+	return r, true
+}
+
+// Put stores a copy of r.
+func (c *MemoryCache) Put(key string, r *Report) { c.m.Store(key, cloneReport(r)) }
+
+func cloneReport(r *Report) *Report {
+	b, _ := json.Marshal(r)
+	var out Report
+	_ = json.Unmarshal(b, &out)
+	return &out
+}
+
+// CacheKey is the cache key of a payload digest inspected for arch.
+func CacheKey(d digest.Digest, arch string) string { return d.String() + "/" + arch }
+
+// Options configure an Inspector.
+type Options struct {
+	// Arch is the architecture to read, as the update graph names it
+	// (amd64, arm64, s390x, ppc64le); it picks the instance of a manifest list.
+	Arch   string
+	Limits Limits
+	// Cache, if set, answers repeated inspections of a digest with no request.
+	Cache Cache
+	// Concurrency bounds the releases InspectAll reads at once. Default 4.
+	Concurrency int
+}
+
+// Inspector reads release payloads.
+type Inspector struct {
+	reg  *registry.Client
+	opts Options
+}
+
+// New returns an Inspector reading through reg.
+func New(reg *registry.Client, opts Options) *Inspector {
+	if opts.Arch == "" {
+		opts.Arch = "amd64"
+	}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits()
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 4
+	}
+	return &Inspector{reg: reg, opts: opts}
+}
+
+// Result is one release of InspectAll.
+type Result struct {
+	Pullspec string
+	Report   *Report
+	Err      error
+}
+
+// InspectAll inspects pullspecs concurrently and returns results in order.
+func (in *Inspector) InspectAll(ctx context.Context, pullspecs []string) []Result {
+	results := make([]Result, len(pullspecs))
+	slots := make(chan struct{}, in.opts.Concurrency)
+	var wg sync.WaitGroup
+	for i, p := range pullspecs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				results[i] = Result{Pullspec: p, Err: ctx.Err()}
+				return
+			}
+			defer func() { <-slots }()
+			r, err := in.Inspect(ctx, p)
+			results[i] = Result{Pullspec: p, Report: r, Err: err}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// Inspect reads the release payload at pullspec. A pullspec by digest that
+// was inspected before is answered from the cache without any request.
+func (in *Inspector) Inspect(ctx context.Context, pullspec string) (*Report, error) {
+	named, err := reference.ParseNormalizedNamed(pullspec)
+	if err != nil {
+		return nil, fmt.Errorf("parsing release pullspec %q: %w", pullspec, err)
+	}
+	if c, ok := named.(reference.Canonical); ok {
+		if r, ok := in.cached(c.Digest(), pullspec); ok {
+			return r, nil
+		}
+	}
+	img, err := in.reg.Open(ctx, pullspec)
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", pullspec, err)
+	}
+	defer img.Close()
+	if r, ok := in.cached(img.Digest, pullspec); ok {
+		return r, nil
+	}
+	r, err := in.inspectRelease(ctx, img)
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", pullspec, err)
+	}
+	if in.opts.Cache != nil {
+		in.opts.Cache.Put(CacheKey(img.Digest, in.opts.Arch), r)
+	}
+	return r, nil
+}
+
+func (in *Inspector) cached(d digest.Digest, pullspec string) (*Report, bool) {
+	if in.opts.Cache == nil {
+		return nil, false
+	}
+	r, ok := in.opts.Cache.Get(CacheKey(d, in.opts.Arch))
+	if ok {
+		r.Pullspec = pullspec
+	}
+	return r, ok
+}
+
+// resolved is one image narrowed to the wanted architecture.
+type resolved struct {
+	img      *registry.Image
+	manifest manifest.Manifest
+	instance digest.Digest // set when img is a manifest list
+	arch     string        // set when chosen from a manifest list
+}
+
+// resolve picks the instance for the wanted arch from a manifest list, or
+// parses a single manifest as it is.
+func (in *Inspector) resolve(ctx context.Context, img *registry.Image) (*resolved, error) {
+	blob, mt := img.Manifest, img.MIMEType
+	out := &resolved{img: img}
+	if manifest.MIMETypeIsMultiImage(mt) {
+		list, err := manifest.ListFromBlob(blob, mt)
+		if err != nil {
+			return nil, fmt.Errorf("parsing manifest list: %w", err)
+		}
+		inst, err := list.ChooseInstance(&types.SystemContext{ArchitectureChoice: in.opts.Arch, OSChoice: "linux"})
+		if err != nil {
+			return nil, fmt.Errorf("manifest list has no linux/%s image: %w", in.opts.Arch, err)
+		}
+		blob, mt, err = in.reg.Instance(ctx, img, inst)
+		if err != nil {
+			return nil, err
+		}
+		if manifest.MIMETypeIsMultiImage(mt) {
+			return nil, fmt.Errorf("manifest %s is a list inside a list", inst)
+		}
+		out.instance, out.arch = inst, in.opts.Arch
+	}
+	m, err := manifest.FromBlob(blob, mt)
+	if err != nil {
+		return nil, fmt.Errorf("parsing manifest: %w", err)
+	}
+	if len(m.LayerInfos()) == 0 {
+		return nil, fmt.Errorf("image has no layers")
+	}
+	out.manifest = m
+	return out, nil
+}
+
+func (in *Inspector) open(ctx context.Context, pullspec string) (*resolved, error) {
+	img, err := in.reg.Open(ctx, pullspec)
+	if err != nil {
+		return nil, err
+	}
+	r, err := in.resolve(ctx, img)
+	if err != nil {
+		img.Close()
+		return nil, fmt.Errorf("image %s: %w", pullspec, err)
+	}
+	return r, nil
+}
+
+func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*Report, error) {
+	rel, err := in.resolve(ctx, img)
+	if err != nil {
+		return nil, err
+	}
+	layers := rel.manifest.LayerInfos()
+	last := layers[len(layers)-1]
+	lim := in.opts.Limits
+	var files map[string][]byte
+	err = in.reg.ReadBlob(ctx, img, last.BlobInfo, lim.MaxReleaseLayerBytes, func(r io.Reader) error {
+		var err error
+		files, err = extractFiles(r, map[string]int64{
+			imageReferencesPath: lim.MaxImageReferencesBytes,
+			releaseMetadataPath: lim.MaxReleaseMetadataBytes,
+		}, lim)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading last layer: %w", err)
+	}
+	refs, ok := files[imageReferencesPath]
+	if !ok {
+		return nil, fmt.Errorf("reading last layer %s: no regular file %s (is this a release image?)", last.Digest, imageReferencesPath)
+	}
+	comps, err := parseImageReferences(refs)
+	if err != nil {
+		return nil, err
+	}
+	report := &Report{
+		Release:        comps.version,
+		Pullspec:       img.Ref,
+		Digest:         img.Digest.String(),
+		InstanceDigest: rel.instance.String(),
+		Arch:           rel.arch,
+		RHCOSVersions:  []string{},
+		Streams:        []Stream{},
+	}
+	if meta, ok := files[releaseMetadataPath]; !ok {
+		report.Warnings = append(report.Warnings, "no "+releaseMetadataPath+" in the last layer")
+	} else if md, err := parseReleaseMetadata(meta); err != nil {
+		report.Warnings = append(report.Warnings, err.Error())
+	} else if md.Version != comps.version {
+		report.Warnings = append(report.Warnings, fmt.Sprintf("release-metadata says version %s, image-references %s", md.Version, comps.version))
+	}
+
+	specs := streamSpecs(comps)
+	if len(specs) == 0 {
+		return nil, fmt.Errorf("image-references names no OS image (rhel-coreos, rhel-coreos-8, machine-os-content)")
+	}
+	for _, spec := range specs {
+		s, osArch, err := in.inspectStream(ctx, comps, spec)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", spec.osTag, err)
+		}
+		if report.Arch == "" {
+			report.Arch = osArch
+		}
+		if s.RHCOSVersion != "" && !slices.Contains(report.RHCOSVersions, s.RHCOSVersion) {
+			report.RHCOSVersions = append(report.RHCOSVersions, s.RHCOSVersion)
+		}
+		report.Streams = append(report.Streams, s)
+	}
+	if report.Arch == "" {
+		report.Arch = in.opts.Arch
+	}
+	for i := range report.Streams {
+		s := &report.Streams[i]
+		if want := kernelArch(report.Arch); s.KernelFull != "" && !strings.Contains(s.KernelFull, "."+want) {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("kernel %s is not built for %s", s.KernelFull, report.Arch))
+			s.Consistent = false
+		}
+	}
+	return report, nil
+}
+
+// streamSpec names the OS and DTK components of one stream.
+type streamSpec struct {
+	osTag, dtkTag string
+	stream        string // when the tag name alone says it
+}
+
+// streamSpecs lists a payload's OS streams. rhel-coreos-10 (4.21+) is its own
+// stream; otherwise the newest OS tag wins: rhel-coreos (4.13+), then
+// rhel-coreos-8 (4.12), then machine-os-content (up to 4.14, alone up to 4.11).
+func streamSpecs(c *components) []streamSpec {
+	var out []streamSpec
+	for _, os := range []string{"rhel-coreos", "rhel-coreos-8", "machine-os-content"} {
+		if _, ok := c.tags[os]; ok {
+			spec := streamSpec{osTag: os}
+			if os != "rhel-coreos" {
+				spec.stream = "rhel-8"
+			}
+			if _, ok := c.tags["driver-toolkit"]; ok {
+				spec.dtkTag = "driver-toolkit"
+			}
+			out = append(out, spec)
+			break
+		}
+	}
+	if _, ok := c.tags["rhel-coreos-10"]; ok {
+		spec := streamSpec{osTag: "rhel-coreos-10", stream: "rhel-10"}
+		if _, ok := c.tags["driver-toolkit-10"]; ok {
+			spec.dtkTag = "driver-toolkit-10"
+		}
+		out = append(out, spec)
+	}
+	return out
+}
+
+var (
+	rhelVersionPattern = regexp.MustCompile(`^[0-9]{1,2}(?:\.[0-9]{1,2})?$`)
+	streamClassPattern = regexp.MustCompile(`^rhel-[0-9]{1,2}$`)
+)
+
+// inspectStream reads the kernel of one stream from its DTK and OS images.
+func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec streamSpec) (Stream, string, error) {
+	s := Stream{OSTag: spec.osTag, DTKTag: spec.dtkTag, KernelSource: SourceUnknown}
+	warn := func(format string, args ...any) { s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...)) }
+	var err error
+	if s.OSImage, err = comps.image(spec.osTag); err != nil {
+		return s, "", err
+	}
+	if id := comps.buildVersions(spec.osTag)["machine-os"]; id != "" {
+		if _, ok := rhelOfRHCOS(id); ok {
+			s.RHCOSVersion = id
+		} else {
+			warn("machine-os annotation %q is not an RHCOS build id", id)
+		}
+	}
+
+	var dtk dtkKernels
+	if spec.dtkTag != "" {
+		if s.DTKImage, err = comps.image(spec.dtkTag); err != nil {
+			return s, "", err
+		}
+		if dtk, err = in.readDTK(ctx, s.DTKImage); err != nil {
+			return s, "", fmt.Errorf("driver-toolkit %s: %w", s.DTKImage, err)
+		}
+		s.Warnings = append(s.Warnings, dtk.warnings...)
+	}
+	osk, err := in.readOS(ctx, s.OSImage)
+	if err != nil {
+		return s, "", fmt.Errorf("OS image %s: %w", s.OSImage, err)
+	}
+	s.Warnings = append(s.Warnings, osk.warnings...)
+	if !osk.kernel.IsZero() {
+		s.OSKernel, s.OSKernelSource = osk.kernel.String(), osk.source
+	}
+
+	kernel, rt := dtk.kernel, dtk.rt
+	switch {
+	case !dtk.kernel.IsZero():
+		s.KernelSource = dtk.source
+	case !osk.kernel.IsZero():
+		kernel, s.KernelSource = osk.kernel, osk.source
+	}
+	if rt.IsZero() {
+		rt = osk.rt
+	}
+	switch {
+	case !dtk.kernel.IsZero() && !osk.kernel.IsZero():
+		s.Consistent = dtk.kernel.VR() == osk.kernel.VR() && dtk.kernel.Arch == osk.kernel.Arch
+		if !s.Consistent {
+			warn("inconsistent payload: driver-toolkit kernel %s differs from %s kernel %s", dtk.kernel, spec.osTag, osk.kernel)
+		}
+	case spec.dtkTag == "" && kernel.IsZero():
+		warn("kernel unknown: this payload has no driver-toolkit image and its %s image carries no kernel label (payloads before 4.8); only pulling the OS image would tell", spec.osTag)
+	case dtk.kernel.IsZero() && osk.kernel.IsZero():
+		warn("kernel unknown: neither the driver-toolkit nor the OS image declares one cheaply")
+	case spec.dtkTag == "":
+		warn("no driver-toolkit image in this payload: kernel taken from the OS image, not cross-checked")
+	case dtk.kernel.IsZero():
+		warn("driver-toolkit kernel unknown: cannot cross-check the OS kernel %s", osk.kernel)
+	default:
+		warn("OS kernel unknown: cannot cross-check the driver-toolkit kernel %s", dtk.kernel)
+	}
+	if !kernel.IsZero() {
+		s.Kernel, s.KernelFull = kernel.VR(), kernel.String()
+	}
+	if !rt.IsZero() {
+		s.RTKernel, s.RTKernelFull = rt.VR(), rt.String()
+	}
+
+	rhelFromID, _ := rhelOfRHCOS(s.RHCOSVersion)
+	switch {
+	case dtk.rhel != "":
+		s.RHELVersion = dtk.rhel
+	case rhelFromID != "":
+		s.RHELVersion = rhelFromID
+	default:
+		s.RHELVersion = kernel.RHEL()
+	}
+	s.Stream = spec.stream
+	if sc := comps.tags[spec.osTag].Annotations["io.openshift.os.streamclass"]; s.Stream == "" && streamClassPattern.MatchString(sc) {
+		s.Stream = sc
+	}
+	if s.Stream == "" && s.RHELVersion != "" {
+		major, _, _ := strings.Cut(s.RHELVersion, ".")
+		s.Stream = "rhel-" + major
+	}
+	if s.Stream == "" {
+		s.Stream = kernel.Stream()
+	}
+	if ks := kernel.Stream(); ks != "" && s.Stream != "" && ks != s.Stream {
+		warn("kernel %s belongs to %s, not to stream %s", kernel, ks, s.Stream)
+		s.Consistent = false
+	}
+	return s, osk.arch, nil
+}

@@ -1,0 +1,129 @@
+package releaseinfo
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Kernel is one kernel build, as `uname -r` names it.
+type Kernel struct {
+	Version string // 5.14.0
+	Release string // 427.22.1.el9_4
+	Arch    string // x86_64
+	RT      bool   // the "+rt" flavour of RHEL 9 and later (RHEL 8 writes "rt" into Release)
+}
+
+// kernelPattern is the shape of a `uname -r` string: VERSION-RELEASE.ARCH with
+// an optional "+rt". RELEASE must carry a dist tag (el8_4, el9, el10_0, fc37)
+// so that labels like "true" or "package kernel-rt-core is not installed" are
+// never taken for kernels.
+var (
+	kernelPattern = regexp.MustCompile(`^([0-9]+\.[0-9]+(?:\.[0-9]+)?)-([0-9][0-9A-Za-z_]*(?:\.[0-9A-Za-z_]+)*)\.(x86_64|aarch64|s390x|ppc64le)(\+rt)?$`)
+	vrPattern     = regexp.MustCompile(`^([0-9]+\.[0-9]+(?:\.[0-9]+)?)-([0-9][0-9A-Za-z_]*(?:\.[0-9A-Za-z_]+)*)$`)
+	distPattern   = regexp.MustCompile(`(?:^|\.)(el[0-9]+(?:_[0-9]+)?|fc[0-9]+)(?:\.|$)`)
+)
+
+const maxKernelLen = 128
+
+// ParseKernel parses a `uname -r` string such as "5.14.0-427.22.1.el9_4.x86_64"
+// or "5.14.0-427.22.1.el9_4.x86_64+rt". It is strict: anything else is an error.
+func ParseKernel(s string) (Kernel, error) {
+	if len(s) > maxKernelLen {
+		return Kernel{}, fmt.Errorf("kernel %.40q...: longer than %d characters", s, maxKernelLen)
+	}
+	m := kernelPattern.FindStringSubmatch(s)
+	if m == nil {
+		return Kernel{}, fmt.Errorf("kernel %q: not of the form VERSION-RELEASE.ARCH", s)
+	}
+	if !distPattern.MatchString(m[2]) {
+		return Kernel{}, fmt.Errorf("kernel %q: release %q has no dist tag (el9_4, fc37, ...)", s, m[2])
+	}
+	return Kernel{Version: m[1], Release: m[2], Arch: m[3], RT: m[4] != ""}, nil
+}
+
+// ParseKernelVR parses VERSION-RELEASE without arch, as the DTK recipe's
+// KERNEL_VERSION build argument takes it ("4.18.0-348.2.1.el8_5").
+func ParseKernelVR(s string) (Kernel, error) {
+	if len(s) > maxKernelLen {
+		return Kernel{}, fmt.Errorf("kernel %.40q...: longer than %d characters", s, maxKernelLen)
+	}
+	m := vrPattern.FindStringSubmatch(s)
+	if m == nil || !distPattern.MatchString(m[2]) {
+		return Kernel{}, fmt.Errorf("kernel %q: not of the form VERSION-RELEASE (4.18.0-348.2.1.el8_5)", s)
+	}
+	for _, a := range []string{".x86_64", ".aarch64", ".s390x", ".ppc64le"} {
+		if strings.HasSuffix(s, a) {
+			return Kernel{}, fmt.Errorf("kernel %q: give VERSION-RELEASE without the architecture", s)
+		}
+	}
+	return Kernel{Version: m[1], Release: m[2]}, nil
+}
+
+// VR is VERSION-RELEASE, the form package managers and the DTK recipe use.
+func (k Kernel) VR() string {
+	if k.Version == "" {
+		return ""
+	}
+	return k.Version + "-" + k.Release
+}
+
+// String is the `uname -r` form.
+func (k Kernel) String() string {
+	if k.Version == "" {
+		return ""
+	}
+	s := k.VR()
+	if k.Arch != "" {
+		s += "." + k.Arch
+	}
+	if k.RT {
+		s += "+rt"
+	}
+	return s
+}
+
+// IsZero reports whether k is the unknown kernel.
+func (k Kernel) IsZero() bool { return k.Version == "" }
+
+// Dist is the dist tag of the release: "el9_4", "el8_5", "el10_0", "fc37".
+func (k Kernel) Dist() string {
+	m := distPattern.FindStringSubmatch(k.Release)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// RHEL is the RHEL minor version the dist tag names ("9.4" for el9_4), or
+// only the major ("9") for a dist tag without minor; empty for non-RHEL.
+func (k Kernel) RHEL() string {
+	d := k.Dist()
+	if !strings.HasPrefix(d, "el") {
+		return ""
+	}
+	return strings.Replace(strings.TrimPrefix(d, "el"), "_", ".", 1)
+}
+
+// Stream is the OS stream the kernel belongs to: "rhel-8", "rhel-9", "rhel-10".
+func (k Kernel) Stream() string {
+	r := k.RHEL()
+	if r == "" {
+		return ""
+	}
+	major, _, _ := strings.Cut(r, ".")
+	return "rhel-" + major
+}
+
+// kernelArch maps the architecture names of the update graph and of image
+// configs (GOARCH style) to the kernel's.
+func kernelArch(goarch string) string {
+	switch goarch {
+	case "amd64":
+		return "x86_64"
+	case "arm64":
+		return "aarch64"
+	default:
+		return goarch
+	}
+}
