@@ -57,6 +57,18 @@ func (in *Inspector) readConfig(ctx context.Context, r *resolved) (*imageConfig,
 // from the top, reading only small layers; if it is not there, it falls back
 // to the DTK's kernel-version label.
 func (in *Inspector) readDTK(ctx context.Context, pullspec string) (dtkKernels, error) {
+	key := "dtk " + pullspec
+	if v, ok := in.images.Load(key); ok {
+		return v.(dtkKernels), nil
+	}
+	out, err := in.readDTKUncached(ctx, pullspec)
+	if err == nil {
+		in.images.Store(key, out)
+	}
+	return out, err
+}
+
+func (in *Inspector) readDTKUncached(ctx context.Context, pullspec string) (dtkKernels, error) {
 	var out dtkKernels
 	r, err := in.open(ctx, pullspec)
 	if err != nil {
@@ -166,6 +178,18 @@ type osKernels struct {
 // readOS reads the OS image's config labels, and its metadata layer only
 // when the labels do not name a kernel (4.22 sets ostree.linux to "true").
 func (in *Inspector) readOS(ctx context.Context, pullspec string) (osKernels, error) {
+	key := "os " + pullspec
+	if v, ok := in.images.Load(key); ok {
+		return v.(osKernels), nil
+	}
+	out, err := in.readOSUncached(ctx, pullspec)
+	if err == nil {
+		in.images.Store(key, out)
+	}
+	return out, err
+}
+
+func (in *Inspector) readOSUncached(ctx context.Context, pullspec string) (osKernels, error) {
 	var out osKernels
 	r, err := in.open(ctx, pullspec)
 	if err != nil {

@@ -110,6 +110,10 @@ type Options struct {
 type Inspector struct {
 	reg  *registry.Client
 	opts Options
+	// images remembers what each DTK and OS image (pinned by digest) said:
+	// z-streams that share an RHCOS build share these images, so a backfill
+	// reads each of them once.
+	images sync.Map
 }
 
 // New returns an Inspector reading through reg.

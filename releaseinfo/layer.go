@@ -19,9 +19,9 @@ var ErrLimit = errors.New("over the limit")
 // contents of the regular files named in want (name -> maximum size). Only
 // regular files whose name, cleaned of a leading "./" or "/", equals a wanted
 // name exactly are taken: symlinks, hard links, devices and names with ".."
-// are ignored, so a hostile layer cannot point us elsewhere. A wanted name
-// that appears twice is an error. Reading stops once every wanted file is
-// found. Nothing returned may be trusted before the caller has verified the
+// are ignored, so a hostile layer cannot point us elsewhere. The whole tar
+// is walked (within the limits), so that a wanted name appearing twice, which
+// would make the layer ambiguous, is an error. Nothing returned may be trusted before the caller has verified the
 // layer's digest.
 func extractFiles(r io.Reader, want map[string]int64, lim Limits) (map[string][]byte, error) {
 	br := bufio.NewReader(r)
@@ -40,7 +40,7 @@ func extractFiles(r io.Reader, want map[string]int64, lim Limits) (map[string][]
 	inflated := &limitedReader{r: content, left: lim.MaxDecompressedBytes}
 	tr := tar.NewReader(inflated)
 	found := map[string][]byte{}
-	for entries := 0; len(found) < len(want); entries++ {
+	for entries := 0; ; entries++ {
 		if entries >= lim.MaxTarEntries {
 			return nil, fmt.Errorf("more than %d tar entries: %w", lim.MaxTarEntries, ErrLimit)
 		}

@@ -204,7 +204,7 @@ func (w *World) Release(spec ReleaseSpec) *Payload {
 		for _, osTag := range plan.osTags {
 			var inst []Pushed
 			for _, arch := range arches {
-				inst = append(inst, w.pushOS(spec.Version, osTag, arch, minor, plan.s, oci))
+				inst = append(inst, w.pushOS(osTag, arch, minor, plan.s, oci))
 			}
 			img := w.maybeList(inst, oci)
 			p.OS[osTag] = img
@@ -222,7 +222,7 @@ func (w *World) Release(spec ReleaseSpec) *Payload {
 		if plan.dtkTag != "" {
 			var inst []Pushed
 			for _, arch := range arches {
-				inst = append(inst, w.pushDTK(spec.Version, plan.dtkTag, arch, minor, plan.s, plan.stream, oci))
+				inst = append(inst, w.pushDTK(plan.dtkTag, arch, minor, plan.s, plan.stream, oci))
 			}
 			img := w.maybeList(inst, oci)
 			p.DTK[plan.dtkTag] = img
@@ -370,10 +370,12 @@ func releaseEntries(spec ReleaseSpec, suffix string, refs map[string]string, ann
 	return entries
 }
 
-// pushOS pushes one arch of an OS image with the labels of its era.
-func (w *World) pushOS(version, osTag, arch string, minor int, s Stream, oci bool) Pushed {
+// pushOS pushes one arch of an OS image with the labels of its era. Its
+// content depends only on the kernel, so z-streams sharing a kernel share the
+// image, as releases sharing an RHCOS build do.
+func (w *World) pushOS(osTag, arch string, minor int, s Stream, oci bool) Pushed {
 	full := s.Kernel + "." + kernelArch(arch)
-	labels := map[string]string{"version": version}
+	labels := map[string]string{"io.openshift.build.source-location": "https://github.com/openshift/os"}
 	layers := [][]byte{NoiseLayer("os-"+osTag+"-"+s.Kernel+"-"+arch, w.ContentSize)}
 	switch {
 	case minor <= 7:
@@ -411,8 +413,9 @@ func metaLayer(s Stream, arch string) []byte {
 
 // pushDTK pushes one arch of a Driver Toolkit image: two content layers, the
 // layer of its last RUN with driver-toolkit-release.json, and from 4.16 a
-// small trailing layer (newer builds add one).
-func (w *World) pushDTK(version, dtkTag, arch string, minor int, s Stream, stream string, oci bool) Pushed {
+// small trailing layer (newer builds add one). Like the OS image, it is
+// shared by releases with the same kernel.
+func (w *World) pushDTK(dtkTag, arch string, minor int, s Stream, stream string, oci bool) Pushed {
 	kernel := s.Kernel
 	if s.DTKKernel != "" {
 		kernel = s.DTKKernel
@@ -434,7 +437,7 @@ func (w *World) pushDTK(version, dtkTag, arch string, minor int, s Stream, strea
 	if minor >= 16 {
 		layers = append(layers, TarGz(File("usr/share/buildinfo/content-sets.json", []byte(`{"content_sets":["rhel-9-for-x86_64-baseos-rpms"]}`))))
 	}
-	labels := map[string]string{"kernel-version": "", "kernel-rt-version": "", "version": version}
+	labels := map[string]string{"kernel-version": "", "kernel-rt-version": ""}
 	if minor >= 19 {
 		labels["io.openshift.os.streamclass"] = stream
 	}

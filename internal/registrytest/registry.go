@@ -184,6 +184,19 @@ func (r *Registry) PutManifest(repo, tag, mediaType string, body []byte) digest.
 	return d
 }
 
+// DeleteManifest removes a manifest and the tags pointing at it.
+func (r *Registry) DeleteManifest(repo string, d digest.Digest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rp := r.repo(repo)
+	delete(rp.manifests, d)
+	for t, td := range rp.tags {
+		if td == d {
+			delete(rp.tags, t)
+		}
+	}
+}
+
 // Tags lists the tags of repo, sorted.
 func (r *Registry) Tags(repo string) []string {
 	r.mu.Lock()
