@@ -100,11 +100,15 @@ func TestInspectRejectsBadPayloads(t *testing.T) {
 		{name: "image-references over the size limit", tweak: bigRefs, want: []string{"release-manifests/image-references is", "over the limit"}, isErr: ErrLimit},
 		{name: "last layer over the size limit", limits: func(l *Limits) { l.MaxReleaseLayerBytes = 1 << 10 }, want: []string{"over the limit of 1024"}},
 		{name: "manifest list without the wanted arch", arch: "s390x", want: []string{"no linux/s390x image"}},
-		{name: "missing release", mutate: func(tw *testWorld, p *payloadtest.Payload) { p.Pullspec = tw.srv.Host() + "/openshift-release-dev/ocp-release:4.16.99-x86_64" }, want: []string{"4.16.99-x86_64", "manifest unknown"}},
+		{name: "missing release", mutate: func(tw *testWorld, p *payloadtest.Payload) {
+			p.Pullspec = tw.srv.Host() + "/openshift-release-dev/ocp-release:4.16.99-x86_64"
+		}, want: []string{"4.16.99-x86_64", "manifest unknown"}},
 		{
-			name:   "missing DTK image",
-			mutate: func(tw *testWorld, p *payloadtest.Payload) { tw.srv.DeleteManifest(tw.w.ComponentRepo, p.DTK["driver-toolkit"].Digest) },
-			want:   []string{"stream rhel-coreos: driver-toolkit", "manifest unknown"},
+			name: "missing DTK image",
+			mutate: func(tw *testWorld, p *payloadtest.Payload) {
+				tw.srv.DeleteManifest(tw.w.ComponentRepo, p.DTK["driver-toolkit"].Digest)
+			},
+			want: []string{"stream rhel-coreos: driver-toolkit", "manifest unknown"},
 		},
 	}
 	for _, tt := range tests {

@@ -42,19 +42,7 @@ func (tw *testWorld) inspector(opts Options) *Inspector {
 }
 
 // eraReleases are payloads of every era of DOMAIN.md's table.
-func eraReleases() []payloadtest.ReleaseSpec {
-	return []payloadtest.ReleaseSpec{
-		{Version: "4.6.13", Stream: payloadtest.Stream{Kernel: "4.18.0-193.40.1.el8_2"}},
-		{Version: "4.9.0", Stream: payloadtest.Stream{Kernel: "4.18.0-305.19.1.el8_4", RTKernel: "4.18.0-305.19.1.rt7.91.el8_4"}},
-		{Version: "4.12.3", Stream: payloadtest.Stream{Kernel: "4.18.0-372.43.1.el8_6", RHCOS: "412.86.202302091057-0"}},
-		{Version: "4.14.1", Stream: payloadtest.Stream{Kernel: "5.14.0-284.36.1.el9_2", RTKernel: "5.14.0-284.36.1.rt14.321.el9_2"}},
-		{Version: "4.16.15", Stream: payloadtest.Stream{Kernel: "5.14.0-427.37.1.el9_4", RTKernel: "5.14.0-427.37.1.el9_4", RHCOS: "416.94.202409040013-0"}},
-		{Version: "4.19.1", Stream: payloadtest.Stream{Kernel: "5.14.0-570.19.1.el9_6", RTKernel: "5.14.0-570.19.1.el9_6", RHCOS: "9.6.20250530-0"}},
-		{Version: "4.22.0", Stream: payloadtest.Stream{Kernel: "5.14.0-611.5.1.el9_7", RTKernel: "5.14.0-611.5.1.el9_7", RHCOS: "9.6.20251201-1"},
-			Stream10: &payloadtest.Stream{Kernel: "6.12.0-55.9.1.el10_1", RTKernel: "6.12.0-55.9.1.el10_1", RHCOS: "10.1.20251202-0"}},
-		{Version: "4.18.14", Arches: []string{"amd64", "arm64"}, Stream: payloadtest.Stream{Kernel: "5.14.0-427.68.1.el9_4", RTKernel: "5.14.0-427.68.1.el9_4"}},
-	}
-}
+func eraReleases() []payloadtest.ReleaseSpec { return payloadtest.Eras() }
 
 func TestInspectEveryEra(t *testing.T) {
 	tw := newTestWorld(t)

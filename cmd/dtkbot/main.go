@@ -1,18 +1,20 @@
+// Command dtkbot watches OpenShift releases for new RHCOS kernels and keeps
+// Driver Toolkit images built, verified, tagged and announced for them.
+//
+// main only turns signals into a context and the result into an exit code;
+// everything else runs in run, so tests can drive the whole command.
 package main
 
 import (
 	"context"
-	"fmt"
-
-	"go.podman.io/image/v5/docker"
-	"go.podman.io/image/v5/manifest"
-	"go.podman.io/image/v5/types"
+	"os"
+	"os/signal"
+	"syscall"
 )
 
 func main() {
-	ref, err := docker.ParseReference("//localhost:5000/x:y")
-	fmt.Println(ref, err)
-	src, err := ref.NewImageSource(context.Background(), &types.SystemContext{})
-	fmt.Println(src, err)
-	_ = manifest.DockerV2Schema2MediaType
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

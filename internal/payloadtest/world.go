@@ -54,10 +54,10 @@ type Stream struct {
 
 // ReleaseSpec describes a release to build.
 type ReleaseSpec struct {
-	Version string   // 4.16.15
-	Arches  []string // amd64 by default; several make a manifest list
-	Stream  Stream   // the main stream (RHEL 8 or 9)
-	Stream10 *Stream // the RHEL 10 stream of 4.21+ dual-stream payloads
+	Version  string   // 4.16.15
+	Arches   []string // amd64 by default; several make a manifest list
+	Stream   Stream   // the main stream (RHEL 8 or 9)
+	Stream10 *Stream  // the RHEL 10 stream of 4.21+ dual-stream payloads
 	// Tweak, when set, may replace the release image's last-layer entries
 	// (for bad-input tests).
 	Tweak func(entries []TarEntry) []TarEntry
@@ -193,7 +193,7 @@ func (w *World) Release(spec ReleaseSpec) *Payload {
 	}
 
 	// Components: OS images (per OS tag) and DTKs, per arch, then lists.
-	refs := map[string]string{}            // tag -> pullspec
+	refs := map[string]string{} // tag -> pullspec
 	annotations := map[string]map[string]string{}
 	for si, plan := range plans {
 		rhel := rhelOf(plan.s.Kernel)
@@ -332,9 +332,9 @@ func releaseEntries(spec ReleaseSpec, suffix string, refs map[string]string, ann
 	}
 	for _, n := range names {
 		t := map[string]any{
-			"name": n,
-			"from": map[string]string{"kind": "DockerImage", "name": refs[n]},
-			"importPolicy": map[string]any{},
+			"name":            n,
+			"from":            map[string]string{"kind": "DockerImage", "name": refs[n]},
+			"importPolicy":    map[string]any{},
 			"referencePolicy": map[string]string{"type": "Source"},
 		}
 		if a, ok := annotations[n]; ok {

@@ -373,7 +373,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 // names blobs and manifests the repository has.
 func (r *Registry) missingReferences(repo string, body []byte) string {
 	var m struct {
-		Config    *struct{ Digest digest.Digest } `json:"config"`
+		Config    *struct{ Digest digest.Digest }  `json:"config"`
 		Layers    []struct{ Digest digest.Digest } `json:"layers"`
 		Manifests []struct{ Digest digest.Digest } `json:"manifests"`
 	}

@@ -1,0 +1,35 @@
+# dtkbot: pure Go, no cgo, pure-Go OpenPGP in containers/image.
+export CGO_ENABLED := 0
+export GOFLAGS := -tags=containers_image_openpgp
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build test bench lint demo clean
+
+all: lint test build
+
+## build: the dtkbot binary in bin/
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dtkbot ./cmd/dtkbot
+
+## test: every test, with the race detector off (CGO_ENABLED=0)
+test:
+	$(GO) test -count=1 ./...
+
+## bench: registry requests and bytes per release, cold and warm
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./releaseinfo/
+	$(GO) test -count=1 -run 'TestInspectRequestBudget' -v ./releaseinfo/ | grep -E 'cold:|ok|FAIL'
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## demo: offline demo against a local registry of sample payloads
+demo:
+	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/dtkbot demo
+
+clean:
+	rm -rf bin

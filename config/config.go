@@ -1,0 +1,313 @@
+// Package config loads dtkbot's config.yaml: strict decoding (an unknown key
+// is an error with its line), defaults set before decoding, and a Validate
+// that reports every problem at once with the line it is on. Secrets are
+// never values in this file: only paths to files or names of environment
+// variables.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole of config.yaml.
+type Config struct {
+	// Schedule is when `dtkbot run` starts a pass: a cron line (UTC) or
+	// "@every 30m".
+	Schedule string `yaml:"schedule"`
+	// State is the state file; relative paths are relative to the config
+	// file's folder.
+	State string `yaml:"state"`
+	// Listen is the daemon's HTTP address (/healthz, /readyz, /metrics, ...).
+	Listen string `yaml:"listen"`
+	Log    Log    `yaml:"log"`
+	Graph  Graph  `yaml:"graph"`
+	// Releases are payload pullspecs read in addition to the graph's
+	// (disconnected mirrors, pre-release payloads).
+	Releases []string `yaml:"releases"`
+	Registry Registry `yaml:"registry"`
+	Target   Target   `yaml:"target"`
+
+	// path is the file this was loaded from.
+	path string
+	root *yaml.Node
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json, console, auto (console on a terminal)
+}
+
+// Graph is the update service to discover releases from.
+type Graph struct {
+	URL      string   `yaml:"url"`
+	Channels []string `yaml:"channels"`
+	Arches   []string `yaml:"arches"`
+	Timeout  Duration `yaml:"timeout"`
+	MaxBytes int64    `yaml:"max_bytes"`
+}
+
+// Registry configures reads from (and later writes to) registries.
+type Registry struct {
+	// Authfile is a containers auth.json or pull secret; empty means
+	// $REGISTRY_AUTH_FILE, then the containers defaults.
+	Authfile       string   `yaml:"authfile"`
+	TLSVerify      *bool    `yaml:"tls_verify"`
+	RegistriesConf string   `yaml:"registries_conf"`
+	Timeout        Duration `yaml:"timeout"`
+	Attempts       int      `yaml:"attempts"`
+	Concurrency    int      `yaml:"concurrency"`
+}
+
+// Target is where dtkbot's DTK images and tags go.
+type Target struct {
+	// Repository receives the DTK images, e.g. quay.io/acme/driver-toolkit.
+	Repository string `yaml:"repository"`
+	// KernelTag names the image built for one kernel.
+	KernelTag string `yaml:"kernel_tag"`
+	// ReleaseTags are the tags promoted for each release.
+	ReleaseTags []string `yaml:"release_tags"`
+	// FloatingTags move forward with the newest release ({{.Minor}}, latest).
+	FloatingTags []string `yaml:"floating_tags"`
+	// Mirrors receive copies of every promoted tag.
+	Mirrors []string `yaml:"mirrors"`
+}
+
+// Duration is a time.Duration written as "30s", "2m".
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (30s, 2m, 1h)", n.Line, s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration back as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Default returns the configuration used for keys the file leaves out.
+func Default() Config {
+	return Config{
+		Schedule: "@every 30m",
+		State:    "dtkbot.db",
+		Listen:   ":8080",
+		Log:      Log{Level: "info", Format: "auto"},
+		Graph: Graph{
+			URL:      "https://api.openshift.com/api/upgrades_info/v1/graph",
+			Arches:   []string{"amd64"},
+			Timeout:  Duration{30 * time.Second},
+			MaxBytes: 16 << 20,
+		},
+		Registry: Registry{Timeout: Duration{2 * time.Minute}, Attempts: 4, Concurrency: 8},
+		Target: Target{
+			KernelTag:   "{{.KernelFull}}",
+			ReleaseTags: []string{"{{.Release}}"},
+		},
+	}
+}
+
+// Load reads, decodes and validates path. Every problem is reported, each
+// with its line.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.path = path
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes data over the defaults without validating it.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file means the defaults
+		return nil, err
+	}
+	cfg.root = &root
+	return &cfg, nil
+}
+
+// Path is the file the config was loaded from ("" if parsed from bytes).
+func (c *Config) Path() string { return c.path }
+
+// StatePath resolves State relative to the config file's folder.
+func (c *Config) StatePath() string {
+	if filepath.IsAbs(c.State) || c.path == "" {
+		return c.State
+	}
+	return filepath.Join(filepath.Dir(c.path), c.State)
+}
+
+// Arches the graph is read for, in graph terms.
+var knownArches = []string{"amd64", "arm64", "s390x", "ppc64le", "multi"}
+
+var (
+	channelPattern = regexp.MustCompile(`^(stable|fast|candidate|eus)-4\.[0-9]+$`)
+	levels         = []string{"trace", "debug", "info", "warn", "error"}
+	formats        = []string{"auto", "json", "console"}
+)
+
+// Validate returns every problem of the configuration, joined, each naming
+// its key and line.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		line := ""
+		if n := c.lineOf(key); n > 0 {
+			line = fmt.Sprintf("line %d: ", n)
+		}
+		errs = append(errs, fmt.Errorf("%s%s: %s", line, key, fmt.Sprintf(format, args...)))
+	}
+	if c.Schedule == "" {
+		bad("schedule", "must not be empty (a cron line or @every 30m)")
+	}
+	if c.State == "" {
+		bad("state", "must not be empty")
+	}
+	if !slices.Contains(levels, c.Log.Level) {
+		bad("log.level", "%q is not one of %s", c.Log.Level, strings.Join(levels, ", "))
+	}
+	if !slices.Contains(formats, c.Log.Format) {
+		bad("log.format", "%q is not one of %s", c.Log.Format, strings.Join(formats, ", "))
+	}
+	if u, err := url.Parse(c.Graph.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		bad("graph.url", "%q is not an http(s) URL", c.Graph.URL)
+	}
+	for i, ch := range c.Graph.Channels {
+		if !channelPattern.MatchString(ch) {
+			bad(fmt.Sprintf("graph.channels[%d]", i), "%q is not a channel like stable-4.16", ch)
+		}
+	}
+	if len(c.Graph.Arches) == 0 && len(c.Graph.Channels) > 0 {
+		bad("graph.arches", "must name at least one of %s", strings.Join(knownArches, ", "))
+	}
+	for i, a := range c.Graph.Arches {
+		if !slices.Contains(knownArches, a) {
+			bad(fmt.Sprintf("graph.arches[%d]", i), "%q is not one of %s", a, strings.Join(knownArches, ", "))
+		}
+	}
+	if c.Graph.Timeout.Duration <= 0 {
+		bad("graph.timeout", "must be positive")
+	}
+	if c.Graph.MaxBytes <= 0 {
+		bad("graph.max_bytes", "must be positive")
+	}
+	for i, r := range c.Releases {
+		if _, err := reference.ParseNormalizedNamed(r); err != nil {
+			bad(fmt.Sprintf("releases[%d]", i), "%q: %v", r, err)
+		}
+	}
+	if c.Registry.Timeout.Duration <= 0 {
+		bad("registry.timeout", "must be positive")
+	}
+	if c.Registry.Attempts < 1 || c.Registry.Attempts > 20 {
+		bad("registry.attempts", "%d is not between 1 and 20", c.Registry.Attempts)
+	}
+	if c.Registry.Concurrency < 1 || c.Registry.Concurrency > 64 {
+		bad("registry.concurrency", "%d is not between 1 and 64", c.Registry.Concurrency)
+	}
+	if c.Registry.Authfile != "" {
+		if _, err := os.Stat(c.resolve(c.Registry.Authfile)); err != nil {
+			bad("registry.authfile", "%v", err)
+		}
+	}
+	if c.Target.Repository != "" {
+		if n, err := reference.ParseNormalizedNamed(c.Target.Repository); err != nil || !reference.IsNameOnly(n) {
+			bad("target.repository", "%q is not a repository (registry/namespace/name, no tag)", c.Target.Repository)
+		}
+	}
+	for i, m := range c.Target.Mirrors {
+		if n, err := reference.ParseNormalizedNamed(m); err != nil || !reference.IsNameOnly(n) {
+			bad(fmt.Sprintf("target.mirrors[%d]", i), "%q is not a repository", m)
+		}
+	}
+	if len(c.Graph.Channels) == 0 && len(c.Releases) == 0 {
+		bad("graph.channels", "no channel and no releases: nothing to watch")
+	}
+	return errors.Join(errs...)
+}
+
+// resolve makes a path relative to the config file's folder.
+func (c *Config) resolve(p string) string {
+	if filepath.IsAbs(p) || c.path == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.path), p)
+}
+
+// AuthfilePath is registry.authfile resolved against the config's folder.
+func (c *Config) AuthfilePath() string {
+	if c.Registry.Authfile == "" {
+		return ""
+	}
+	return c.resolve(c.Registry.Authfile)
+}
+
+// lineOf finds the line of a dotted key ("graph.channels[1]") in the file,
+// or 0 when the key is not written there (a default).
+func (c *Config) lineOf(key string) int {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return 0
+	}
+	n := c.root.Content[0]
+	line := 0
+	for _, part := range strings.Split(key, ".") {
+		name, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 {
+			name = part[:i]
+			fmt.Sscanf(part[i:], "[%d]", &idx)
+		}
+		if n.Kind != yaml.MappingNode {
+			return line
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == name {
+				line, next = n.Content[i].Line, n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+		if idx >= 0 && n.Kind == yaml.SequenceNode && idx < len(n.Content) {
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}

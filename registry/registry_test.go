@@ -1,0 +1,223 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.podman.io/image/v5/types"
+
+	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
+)
+
+type fixture struct {
+	srv   *registrytest.Server
+	image payloadtest.Pushed
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	srv := registrytest.New().Server()
+	t.Cleanup(srv.Close)
+	w := payloadtest.New(srv.Registry, srv.Host())
+	img := w.PushImage("acme/image", "v1", payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("a", 4096)}})
+	return &fixture{srv: srv, image: img}
+}
+
+func testClient(opts Options) *Client {
+	f := false
+	opts.TLSVerify = &f
+	opts.RegistriesConf = "/dev/null"
+	if opts.Backoff == 0 {
+		opts.Backoff = 10 * time.Millisecond
+	}
+	return New(opts)
+}
+
+func (f *fixture) readLayer(t *testing.T, c *Client) error {
+	t.Helper()
+	img, err := c.Open(context.Background(), f.image.Pullspec)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	_, err = c.ReadBlobBytes(context.Background(), img, types.BlobInfo{Digest: f.image.Layers[0], Size: -1}, 1<<20)
+	return err
+}
+
+func isBlob(r *http.Request) bool { return strings.Contains(r.URL.Path, "/blobs/sha256:") }
+
+func TestRetriesServerErrors(t *testing.T) {
+	f := newFixture(t)
+	var fails atomic.Int32
+	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if (isBlob(r) || strings.Contains(r.URL.Path, "/manifests/")) && fails.Add(1) <= 2 {
+			http.Error(w, "try later", http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	}
+	c := testClient(Options{})
+	if err := f.readLayer(t, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Counters().Retries; got != 2 {
+		t.Errorf("%d retries, want 2", got)
+	}
+}
+
+func TestDoesNotRetryNotFound(t *testing.T) {
+	f := newFixture(t)
+	c := testClient(Options{})
+	_, err := c.Open(context.Background(), f.srv.Host()+"/acme/image:nope")
+	if err == nil || !strings.Contains(err.Error(), "acme/image:nope") {
+		t.Fatalf("error %v", err)
+	}
+	if c.Counters().Retries != 0 {
+		t.Errorf("a 404 was retried")
+	}
+}
+
+func TestGivesUpAfterAttempts(t *testing.T) {
+	f := newFixture(t)
+	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if isBlob(r) {
+			http.Error(w, "down", http.StatusBadGateway)
+			return true
+		}
+		return false
+	}
+	c := testClient(Options{Attempts: 3})
+	err := f.readLayer(t, c)
+	if err == nil || !strings.Contains(err.Error(), "after 3 attempts") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestHonoursRetryAfter(t *testing.T) {
+	f := newFixture(t)
+	var limited atomic.Bool
+	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if isBlob(r) && !limited.Swap(true) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return true
+		}
+		return false
+	}
+	start := time.Now()
+	if err := f.readLayer(t, testClient(Options{})); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("retried after %s, Retry-After said 1s", waited)
+	}
+}
+
+func TestStalledBodyTimesOut(t *testing.T) {
+	f := newFixture(t)
+	release := make(chan struct{})
+	defer close(release)
+	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if isBlob(r) {
+			w.Header().Set("Content-Length", "4096")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return true
+		}
+		return false
+	}
+	c := testClient(Options{Timeout: 200 * time.Millisecond, Attempts: 2})
+	start := time.Now()
+	err := f.readLayer(t, c)
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("error %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a stalled body held the call for %s", d)
+	}
+}
+
+func TestCorruptBlobIsRejected(t *testing.T) {
+	f := newFixture(t)
+	f.srv.PutBlobUnchecked("acme/image", f.image.Layers[0], []byte("not the layer"))
+	c := testClient(Options{})
+	img, err := c.Open(context.Background(), f.image.Pullspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	var consumed []byte
+	err = c.ReadBlob(context.Background(), img, types.BlobInfo{Digest: f.image.Layers[0], Size: -1}, 1<<20, func(r io.Reader) error {
+		consumed, _ = io.ReadAll(r)
+		return nil
+	})
+	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), f.image.Layers[0].String()) {
+		t.Fatalf("error %v (consumer saw %d bytes)", err, len(consumed))
+	}
+}
+
+func TestManifestDigestIsVerified(t *testing.T) {
+	f := newFixture(t)
+	// Serve another manifest under the pinned digest.
+	other := payloadtest.New(f.srv.Registry, f.srv.Host()).PushImage("acme/image", "v2", payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("b", 10)}})
+	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/manifests/"+f.image.Digest.String()) {
+			body, mt, _ := f.srv.Manifest("acme/image", other.Digest.String())
+			w.Header().Set("Content-Type", mt)
+			_, _ = w.Write(body)
+			return true
+		}
+		return false
+	}
+	_, err := testClient(Options{}).Open(context.Background(), f.image.Pullspec)
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestConcurrencyIsBounded(t *testing.T) {
+	f := newFixture(t)
+	var inFlight, peak atomic.Int32
+	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if isBlob(r) {
+			n := inFlight.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			time.Sleep(30 * time.Millisecond)
+			inFlight.Add(-1)
+		}
+		return false
+	}
+	c := testClient(Options{Concurrency: 2})
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.readLayer(t, c); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p > 2 {
+		t.Errorf("%d blob reads at once, limit 2", p)
+	}
+}
