@@ -228,3 +228,33 @@ func TestInspectNeedsCredentials(t *testing.T) {
 		t.Fatalf("with REGISTRY_AUTH_FILE: %v", err)
 	}
 }
+
+// TestInspectThroughMirror reads a payload whose pullspecs name a registry
+// that does not resolve, through a registries.conf mirror: a disconnected
+// cluster's setup.
+func TestInspectThroughMirror(t *testing.T) {
+	tw := newTestWorld(t)
+	upstream := "quay.example.invalid"
+	w := payloadtest.New(tw.srv.Registry, upstream)
+	p := w.Release(spec416(nil))
+	conf := filepath.Join(t.TempDir(), "registries.conf")
+	err := os.WriteFile(conf, []byte(fmt.Sprintf(`
+[[registry]]
+location = "%s/openshift-release-dev"
+[[registry.mirror]]
+location = "%s/openshift-release-dev"
+insecure = true
+`, upstream, tw.srv.Host())), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := false
+	c := registry.New(registry.Options{RegistriesConf: conf, TLSVerify: &f, Attempts: 1, Timeout: 5 * time.Second})
+	r, err := New(c, Options{}).Inspect(context.Background(), p.Pullspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Streams[0].Kernel != "5.14.0-427.37.1.el9_4" || !strings.HasPrefix(r.Streams[0].DTKImage, upstream+"/") {
+		t.Errorf("stream %+v", r.Streams[0])
+	}
+}
