@@ -19,7 +19,10 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/dtkbot/dtkbot/rebuild"
 )
 
 // Config is the whole of config.yaml.
@@ -39,6 +42,10 @@ type Config struct {
 	Releases []string `yaml:"releases"`
 	Registry Registry `yaml:"registry"`
 	Target   Target   `yaml:"target"`
+	Build    Build    `yaml:"build"`
+	// TriggerTokenFile holds the bearer token POST /trigger requires;
+	// without it the endpoint is off.
+	TriggerTokenFile string `yaml:"trigger_token_file"`
 
 	// path is the file this was loaded from.
 	path string
@@ -86,6 +93,19 @@ type Target struct {
 	Mirrors []string `yaml:"mirrors"`
 }
 
+// Build configures how DTK images are built.
+type Build struct {
+	// Backend is none (plan builds, request nothing), podman, buildah,
+	// github-actions or webhook.
+	Backend string `yaml:"backend"`
+	// Timeout is how long a requested build may take to appear in the
+	// target registry before it is retried.
+	Timeout     Duration `yaml:"timeout"`
+	MaxAttempts int      `yaml:"max_attempts"`
+	// Backoff is the wait before a retry, doubled for each further one.
+	Backoff Duration `yaml:"backoff"`
+}
+
 // Duration is a time.Duration written as "30s", "2m".
 type Duration struct{ time.Duration }
 
@@ -122,8 +142,9 @@ func Default() Config {
 		Registry: Registry{Timeout: Duration{2 * time.Minute}, Attempts: 4, Concurrency: 8},
 		Target: Target{
 			KernelTag:   "{{.KernelFull}}",
-			ReleaseTags: []string{"{{.Release}}"},
+			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
 		},
+		Build: Build{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute}},
 	}
 }
 
@@ -175,6 +196,9 @@ func (c *Config) StatePath() string {
 // Arches the graph is read for, in graph terms.
 var knownArches = []string{"amd64", "arm64", "s390x", "ppc64le", "multi"}
 
+// backends are the build.backend values.
+var backends = []string{"none", "podman", "buildah", "github-actions", "webhook"}
+
 var (
 	channelPattern = regexp.MustCompile(`^(stable|fast|candidate|eus)-4\.[0-9]+$`)
 	levels         = []string{"trace", "debug", "info", "warn", "error"}
@@ -192,8 +216,8 @@ func (c *Config) Validate() error {
 		}
 		errs = append(errs, fmt.Errorf("%s%s: %s", line, key, fmt.Sprintf(format, args...)))
 	}
-	if c.Schedule == "" {
-		bad("schedule", "must not be empty (a cron line or @every 30m)")
+	if _, err := cron.ParseStandard(c.Schedule); err != nil {
+		bad("schedule", "%q: %v (a cron line such as \"0 * * * *\", or @every 30m)", c.Schedule, err)
 	}
 	if c.State == "" {
 		bad("state", "must not be empty")
@@ -255,6 +279,43 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("target.mirrors[%d]", i), "%q is not a repository", m)
 		}
 	}
+	for _, t := range []struct {
+		key, tmpl string
+	}{{"target.kernel_tag", c.Target.KernelTag}} {
+		if err := checkTemplate(t.tmpl); err != nil {
+			bad(t.key, "%v", err)
+		}
+	}
+	for i, t := range c.Target.ReleaseTags {
+		if err := checkTemplate(t); err != nil {
+			bad(fmt.Sprintf("target.release_tags[%d]", i), "%v", err)
+		}
+	}
+	for i, t := range c.Target.FloatingTags {
+		if err := checkTemplate(t); err != nil {
+			bad(fmt.Sprintf("target.floating_tags[%d]", i), "%v", err)
+		}
+	}
+	if !slices.Contains(backends, c.Build.Backend) {
+		bad("build.backend", "%q is not one of %s", c.Build.Backend, strings.Join(backends, ", "))
+	}
+	if c.Build.Backend != "none" && c.Target.Repository == "" {
+		bad("target.repository", "must be set to build (build.backend is %s)", c.Build.Backend)
+	}
+	if c.Build.Timeout.Duration <= 0 {
+		bad("build.timeout", "must be positive")
+	}
+	if c.Build.MaxAttempts < 1 {
+		bad("build.max_attempts", "must be at least 1")
+	}
+	if c.Build.Backoff.Duration < 0 {
+		bad("build.backoff", "must not be negative")
+	}
+	if c.TriggerTokenFile != "" {
+		if _, err := os.Stat(c.resolve(c.TriggerTokenFile)); err != nil {
+			bad("trigger_token_file", "%v", err)
+		}
+	}
 	if len(c.Graph.Channels) == 0 && len(c.Releases) == 0 {
 		bad("graph.channels", "no channel and no releases: nothing to watch")
 	}
@@ -267,6 +328,14 @@ func (c *Config) resolve(p string) string {
 		return p
 	}
 	return filepath.Join(filepath.Dir(c.path), p)
+}
+
+// TriggerTokenPath is trigger_token_file resolved against the config's folder.
+func (c *Config) TriggerTokenPath() string {
+	if c.TriggerTokenFile == "" {
+		return ""
+	}
+	return c.resolve(c.TriggerTokenFile)
 }
 
 // AuthfilePath is registry.authfile resolved against the config's folder.
@@ -311,3 +380,7 @@ func (c *Config) lineOf(key string) int {
 	}
 	return line
 }
+
+// checkTemplate renders a tag template with sample values, so a typo in a
+// field name is a config error, not a failed promotion at 3 a.m.
+func checkTemplate(tmpl string) error { return rebuild.ValidateTemplate(tmpl) }

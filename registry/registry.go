@@ -59,10 +59,11 @@ type Options struct {
 // Counters are what a Client has asked registries for, for metrics and
 // benchmarks. Pings and token requests made by containers/image are not seen.
 type Counters struct {
-	ManifestGETs int64
-	BlobGETs     int64
-	BlobBytes    int64
-	Retries      int64
+	ManifestGETs  int64
+	ManifestHEADs int64
+	BlobGETs      int64
+	BlobBytes     int64
+	Retries       int64
 }
 
 // Client reads images. It is safe for concurrent use.
@@ -73,7 +74,7 @@ type Client struct {
 	backoff  time.Duration
 	slots    chan struct{}
 
-	manifestGETs, blobGETs, blobBytes, retries atomic.Int64
+	manifestGETs, manifestHEADs, blobGETs, blobBytes, retries atomic.Int64
 }
 
 // New returns a Client for opts.
@@ -114,10 +115,11 @@ func (c *Client) SystemContext() *types.SystemContext { return c.sys }
 // Counters returns what the client has requested so far.
 func (c *Client) Counters() Counters {
 	return Counters{
-		ManifestGETs: c.manifestGETs.Load(),
-		BlobGETs:     c.blobGETs.Load(),
-		BlobBytes:    c.blobBytes.Load(),
-		Retries:      c.retries.Load(),
+		ManifestGETs:  c.manifestGETs.Load(),
+		ManifestHEADs: c.manifestHEADs.Load(),
+		BlobGETs:      c.blobGETs.Load(),
+		BlobBytes:     c.blobBytes.Load(),
+		Retries:       c.retries.Load(),
 	}
 }
 
@@ -380,4 +382,44 @@ func Transient(err error) bool {
 		}
 	}
 	return false
+}
+
+// ErrNotFound is returned by Digest when the registry has no such tag.
+var ErrNotFound = errors.New("not found")
+
+// Digest asks the registry for the digest a reference points at, with one
+// HEAD request: the cheap "does this tag exist yet?" check before any
+// irreversible step. A missing tag (or repository) is ErrNotFound.
+func (c *Client) Digest(ctx context.Context, pullspec string) (digest.Digest, error) {
+	ref, err := docker.ParseReference("//" + pullspec)
+	if err != nil {
+		return "", fmt.Errorf("parsing image reference %q: %w", pullspec, err)
+	}
+	var d digest.Digest
+	err = c.do(ctx, func(ctx context.Context) error {
+		c.manifestHEADs.Add(1)
+		var err error
+		d, err = docker.GetDigest(ctx, c.sys, ref)
+		if err != nil && isNotFound(err) {
+			return permanent(ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("checking %s: %w", pullspec, err)
+	}
+	return d, nil
+}
+
+func isNotFound(err error) bool {
+	var status docker.UnexpectedHTTPStatusError
+	if errors.As(err, &status) {
+		return status.StatusCode == 404
+	}
+	var ec errcode.Error
+	if errors.As(err, &ec) {
+		return ec.Code.Descriptor().HTTPStatusCode == 404
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "StatusCode: 404") || strings.Contains(msg, "manifest unknown") || strings.Contains(msg, "404 Not Found")
 }

@@ -221,3 +221,25 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		t.Errorf("%d blob reads at once, limit 2", p)
 	}
 }
+
+func TestDigestIsOneHEAD(t *testing.T) {
+	f := newFixture(t)
+	c := testClient(Options{})
+	before := f.srv.Stats()
+	d, err := c.Digest(context.Background(), f.srv.Host()+"/acme/image:v1")
+	if err != nil || d != f.image.Digest {
+		t.Fatalf("digest %s, %v", d, err)
+	}
+	if s := f.srv.Stats().Sub(before); s.Requests != 1 || s.ManifestHEADs != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	for _, missing := range []string{"/acme/image:v9", "/acme/nothing:v1"} {
+		_, err = c.Digest(context.Background(), f.srv.Host()+missing)
+		if !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: %v", missing, err)
+		}
+	}
+	if c.Counters().Retries != 0 {
+		t.Errorf("a missing tag was retried")
+	}
+}

@@ -24,8 +24,16 @@ const (
 	usageHeader = `dtkbot keeps Driver Toolkit images for the kernels OpenShift ships.
 
 Usage:
+  dtkbot reconcile --config config.yaml [--dry-run] [--channel C] [--release V] [-o table|json]
+                                one pass: discover releases, read new payloads, build, promote, notify
+  dtkbot run --config config.yaml
+                                the daemon: a pass at start and on the schedule, with /healthz,
+                                /readyz, /metrics, /status and POST /trigger
   dtkbot release-info PULLSPEC... [--arch amd64] [--authfile F] [--tls-verify=false] [-o table|json]
-  dtkbot demo                   offline demo: sample payloads in a local registry, then release-info
+                                the kernels of release payloads
+  dtkbot validate-config --config config.yaml
+  dtkbot state export --config config.yaml [-o json]
+  dtkbot demo                   offline demo against a local registry and update graph
   dtkbot version
 
 Run "dtkbot COMMAND -h" for a command's flags.
@@ -47,6 +55,10 @@ type cliEnv struct {
 func commands() []command {
 	return []command{
 		{"release-info", runReleaseInfo},
+		{"reconcile", runReconcile},
+		{"run", runDaemon},
+		{"validate-config", runValidateConfig},
+		{"state", runState},
 		{"demo", runDemo},
 		{"version", func(_ context.Context, env *cliEnv, _ []string) int {
 			fmt.Fprintln(env.stdout, "dtkbot", version)

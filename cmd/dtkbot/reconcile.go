@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/dtkbot/dtkbot/config"
+	"github.com/dtkbot/dtkbot/daemon"
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/reconcile"
+	"github.com/dtkbot/dtkbot/state"
+)
+
+func cronParse(spec string) (cron.Schedule, error) { return daemon.ParseSchedule(spec) }
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// loadConfig loads --config and builds the logger it configures.
+func loadConfig(env *cliEnv, path string) (*config.Config, bool) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		errorf(env, "%v", err)
+		return nil, false
+	}
+	env.log = newLogger(env.stderr, cfg.Log.Level, cfg.Log.Format)
+	return cfg, true
+}
+
+func runReconcile(ctx context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "reconcile", "[--config config.yaml] [--dry-run] [--channel C]... [--release V] [-o table|json]")
+	path := fs.String("config", "config.yaml", "the config file")
+	dryRun := fs.Bool("dry-run", false, "print the plan; change nothing but the inspection cache")
+	release := fs.String("release", "", "only this release version")
+	output := fs.String("o", "table", "output format: table or json")
+	var channels stringList
+	fs.Var(&channels, "channel", "only this channel (repeatable)")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return usageExit(err)
+	}
+	if *output != "table" && *output != "json" {
+		errorf(env, "reconcile: -o %q: want table or json", *output)
+		return exitUsage
+	}
+	cfg, ok := loadConfig(env, *path)
+	if !ok {
+		return exitUsage
+	}
+	store, err := state.Open(cfg.StatePath(), 2*time.Second)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitFailed
+	}
+	defer store.Close()
+	r, _ := newReconciler(cfg, store, env.log)
+	if isTerminal(env.stderr) {
+		r.Progress = func(done, total int) {
+			if total >= 10 {
+				fmt.Fprintf(env.stderr, "\rinspecting payloads: %d/%d", done, total)
+				if done == total {
+					fmt.Fprintln(env.stderr)
+				}
+			}
+		}
+	}
+	res, err := r.RunOnce(ctx, time.Now().UTC(), reconcile.Options{DryRun: *dryRun, Channels: channels, Release: *release})
+	if *output == "json" {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(res)
+	} else {
+		printPass(env.stdout, res)
+	}
+	if err != nil {
+		for _, e := range res.Errors {
+			errorf(env, "%s", e)
+		}
+		return exitFailed
+	}
+	return exitOK
+}
+
+// printPass writes a pass's actions for people.
+func printPass(w io.Writer, res *reconcile.Result) {
+	mode := ""
+	if res.DryRun {
+		mode = " (dry run: nothing was done)"
+	}
+	fmt.Fprintf(w, "%d releases, %d newly inspected, %d actions%s\n", res.Releases, res.Inspected, len(res.Actions), mode)
+	if len(res.Actions) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nACTION\tKERNEL\tSTREAM\tARCH\tRELEASE\tTAG / IMAGE\tREASON\tRESULT")
+	for _, a := range res.Actions {
+		rel := a.Release
+		if a.Type == rebuild.ActionBuild || a.Type == rebuild.ActionNotify {
+			rel = strings.Join(a.Releases, ",")
+		}
+		target := a.Tag
+		if target == "" {
+			target = a.Image
+		}
+		reason := a.Reason
+		if len(reason) > 80 {
+			reason = reason[:77] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Type, dash(a.Kernel), dash(a.Stream), dash(a.Arch), dash(rel), dash(target), dash(reason), dash(a.Result))
+	}
+	_ = tw.Flush()
+}
+
+func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "run", "[--config config.yaml]")
+	path := fs.String("config", "config.yaml", "the config file")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return usageExit(err)
+	}
+	cfg, ok := loadConfig(env, *path)
+	if !ok {
+		return exitUsage
+	}
+	store, err := state.Open(cfg.StatePath(), 2*time.Second)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitFailed
+	}
+	defer store.Close()
+	var token []byte
+	if p := cfg.TriggerTokenPath(); p != "" {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			errorf(env, "reading trigger_token_file: %v", err)
+			return exitUsage
+		}
+		token = []byte(strings.TrimSpace(string(raw)))
+	}
+	r, reg := newReconciler(cfg, store, env.log)
+	d := &daemon.Daemon{
+		Passer: r, Store: store, Registry: reg, Schedule: cfg.Schedule, Listen: cfg.Listen,
+		TriggerToken: token, StaleAfter: staleAfter(cfg.Schedule, time.Now()), Version: version, Log: env.log,
+	}
+	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		errorf(env, "%v", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func runValidateConfig(_ context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "validate-config", "[--config config.yaml]")
+	path := fs.String("config", "config.yaml", "the config file")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return usageExit(err)
+	}
+	if _, err := config.Load(*path); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(env.stderr, line)
+		}
+		return exitUsage
+	}
+	fmt.Fprintf(env.stdout, "%s: ok\n", *path)
+	return exitOK
+}
+
+func runState(_ context.Context, env *cliEnv, args []string) int {
+	if len(args) == 0 || args[0] != "export" {
+		errorf(env, "usage: dtkbot state export [--config config.yaml] [-o json]")
+		return exitUsage
+	}
+	fs := newFlagSet(env, "state export", "[--config config.yaml] [-o json]")
+	path := fs.String("config", "config.yaml", "the config file")
+	output := fs.String("o", "json", "output format: json")
+	if _, err := parseInterleaved(fs, args[1:]); err != nil {
+		return usageExit(err)
+	}
+	if *output != "json" {
+		errorf(env, "state export: -o %q: only json", *output)
+		return exitUsage
+	}
+	cfg, ok := loadConfig(env, *path)
+	if !ok {
+		return exitUsage
+	}
+	store, err := state.OpenReadOnly(cfg.StatePath(), 2*time.Second)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitFailed
+	}
+	defer store.Close()
+	exp, err := store.Export()
+	if err != nil {
+		errorf(env, "exporting state: %v", err)
+		return exitFailed
+	}
+	enc := json.NewEncoder(env.stdout)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(exp)
+	return exitOK
+}

@@ -1,0 +1,270 @@
+// Package daemon runs dtkbot as a service: the reconcile pass at start and
+// on a cron schedule (UTC), never two at once, panics turned into failed
+// passes, and an HTTP listener for probes (/healthz, /readyz), Prometheus
+// (/metrics), a status page (/status) and an authenticated POST /trigger.
+//
+// It owns no business logic: a pass is reconcile.Reconciler.RunOnce, the
+// same one `dtkbot reconcile` runs.
+package daemon
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"github.com/rs/zerolog"
+
+	"github.com/dtkbot/dtkbot/reconcile"
+	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/state"
+)
+
+// Passer runs one pass.
+type Passer interface {
+	RunOnce(ctx context.Context, now time.Time, opts reconcile.Options) (*reconcile.Result, error)
+}
+
+// Daemon is the service. Set the fields, then call Run.
+type Daemon struct {
+	Passer   Passer
+	Store    *state.Store
+	Registry *registry.Client // for request counters; may be nil
+	Schedule string
+	Listen   string
+	// TriggerToken is the bearer token POST /trigger requires; empty turns
+	// the endpoint off.
+	TriggerToken []byte
+	// StaleAfter: /readyz fails when the last successful pass is older.
+	StaleAfter time.Duration
+	// Grace is how long a running pass may finish after shutdown starts.
+	Grace   time.Duration
+	Version string
+	Log     zerolog.Logger
+	Now     func() time.Time
+
+	running atomic.Bool
+	wg      sync.WaitGroup
+	passCtx context.Context
+	m       metrics
+}
+
+// ParseSchedule checks a schedule: a standard cron line or a descriptor
+// such as "@every 30m" or "@hourly".
+func ParseSchedule(spec string) (cron.Schedule, error) {
+	return cron.ParseStandard(spec)
+}
+
+func (d *Daemon) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully: no new
+// pass starts, the running one gets Grace to finish, the listener closes.
+func (d *Daemon) Run(ctx context.Context) error {
+	if d.Grace <= 0 {
+		d.Grace = 30 * time.Second
+	}
+	ln, err := net.Listen("tcp", d.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", d.Listen, err)
+	}
+	return d.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened (tests use port 0).
+func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
+	if d.Grace <= 0 {
+		d.Grace = 30 * time.Second
+	}
+	sched, err := ParseSchedule(d.Schedule)
+	if err != nil {
+		return fmt.Errorf("schedule %q: %w", d.Schedule, err)
+	}
+	// Passes get their own context: a shutdown lets the running one finish
+	// within Grace before cancelling it.
+	passCtx, cancelPasses := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelPasses()
+	d.passCtx = passCtx
+
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	d.Log.Info().Str("listen", ln.Addr().String()).Str("schedule", d.Schedule).Msg("dtkbot daemon started")
+
+	c := cron.New(cron.WithLocation(time.UTC), cron.WithParser(cronParser{}))
+	c.Schedule(sched, cron.FuncJob(func() { d.Trigger("schedule") }))
+	c.Start()
+	d.Trigger("start")
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		c.Stop()
+		cancelPasses()
+		d.wg.Wait()
+		return fmt.Errorf("serving HTTP: %w", err)
+	}
+	d.Log.Info().Msg("shutting down")
+	<-c.Stop().Done()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d.Grace):
+		d.Log.Warn().Dur("grace", d.Grace).Msg("the running pass did not finish in time: cancelling it")
+		cancelPasses()
+		<-done
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+// cronParser is the standard parser; a type so Schedule's parser is explicit.
+type cronParser struct{}
+
+func (cronParser) Parse(spec string) (cron.Schedule, error) { return cron.ParseStandard(spec) }
+
+// Trigger starts a pass unless one is running; it reports whether it did.
+func (d *Daemon) Trigger(reason string) bool {
+	if !d.running.CompareAndSwap(false, true) {
+		d.m.skipped.Add(1)
+		d.Log.Info().Str("reason", reason).Msg("a pass is already running: skipped")
+		return false
+	}
+	ctx := d.passCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer d.running.Store(false)
+		d.runPass(ctx, reason)
+	}()
+	return true
+}
+
+// runPass runs one pass, turning a panic into a failed pass.
+func (d *Daemon) runPass(ctx context.Context, reason string) {
+	start := d.now()
+	var res *reconcile.Result
+	err := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("pass panicked: %v", p)
+				d.Log.Error().Str("stack", string(debug.Stack())).Msg("pass panicked")
+			}
+		}()
+		res, err = d.Passer.RunOnce(ctx, start, reconcile.Options{})
+		return err
+	}()
+	d.m.record(start, d.now(), res, err)
+	ev := d.Log.Info()
+	if err != nil {
+		ev = d.Log.Error().Err(err)
+	}
+	if res != nil {
+		ev = ev.Int("releases", res.Releases).Int("inspected", res.Inspected).Int("actions", len(res.Actions))
+	}
+	ev.Str("reason", reason).Dur("took", d.now().Sub(start)).Msg("pass finished")
+}
+
+// Handler serves the HTTP endpoints.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", d.readyz)
+	mux.HandleFunc("GET /metrics", d.metrics)
+	mux.HandleFunc("GET /status", d.status)
+	mux.HandleFunc("POST /trigger", d.trigger)
+	return mux
+}
+
+func (d *Daemon) readyz(w http.ResponseWriter, _ *http.Request) {
+	last := d.m.lastSuccess()
+	stale := d.StaleAfter
+	if stale <= 0 {
+		stale = time.Hour
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	switch {
+	case last.IsZero():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "no pass has succeeded yet")
+	case d.now().Sub(last) > stale:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "the last successful pass was at %s, more than %s ago\n", last.UTC().Format(time.RFC3339), stale)
+	default:
+		fmt.Fprintf(w, "ok: last successful pass at %s\n", last.UTC().Format(time.RFC3339))
+	}
+}
+
+func (d *Daemon) trigger(w http.ResponseWriter, r *http.Request) {
+	if len(d.TriggerToken) == 0 {
+		http.Error(w, "trigger is off: set trigger_token_file", http.StatusNotFound)
+		return
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), d.TriggerToken) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="dtkbot"`)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	if !d.Trigger("http") {
+		http.Error(w, "a pass is already running", http.StatusConflict)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+	fmt.Fprintln(w, "pass started")
+}
+
+// statusBody is GET /status.
+type statusBody struct {
+	Running  bool           `json:"running"`
+	LastPass *passSummary   `json:"last_pass,omitempty"`
+	Releases int            `json:"releases"`
+	States   map[string]int `json:"states"`
+	Kernels  []state.Kernel `json:"kernels"`
+}
+
+func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
+	body := statusBody{Running: d.running.Load(), LastPass: d.m.last(), Kernels: []state.Kernel{}, States: map[string]int{}}
+	err := d.Store.View(func(tx *state.Tx) error {
+		ks, err := tx.Kernels()
+		if err != nil {
+			return err
+		}
+		body.Kernels = append(body.Kernels, ks...)
+		rels, err := tx.Releases()
+		body.Releases = len(rels)
+		return err
+	})
+	if err != nil {
+		http.Error(w, "reading state: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	for _, k := range body.Kernels {
+		body.States[k.State]++
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(body)
+}
+

@@ -1,0 +1,263 @@
+// Package rebuild decides and performs what dtkbot does about kernels: Plan
+// is a pure function from the releases, the kernel ledger and the tags
+// already promoted to a list of actions (build a kernel's DTK image once,
+// promote each release's tags onto it, move floating tags forward, notify,
+// or hold a payload that must not be built from); the effects sit behind
+// small interfaces (Builder, Promoter, Notifier) so that the pass can apply
+// them and tests can fake them.
+//
+// Plan does no I/O and reads no clock: the pass passes now in.
+package rebuild
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
+)
+
+// Action types.
+const (
+	ActionBuild   = "build"
+	ActionPromote = "promote"
+	ActionNotify  = "notify"
+	ActionHold    = "hold"
+)
+
+// Action is one step of a plan. For a build, Image is the reference to push
+// and Releases the releases that ship the kernel. For a promotion, Tag is the
+// destination reference (repository:tag) and Image the kernel's image.
+type Action struct {
+	Type     string   `json:"type"`
+	Kernel   string   `json:"kernel,omitempty"`
+	Stream   string   `json:"stream,omitempty"`
+	Arch     string   `json:"arch,omitempty"`
+	Releases []string `json:"releases,omitempty"`
+	Release  string   `json:"release,omitempty"`
+	Tag      string   `json:"tag,omitempty"`
+	Image    string   `json:"image,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
+	Result   string   `json:"result,omitempty"`
+	// KernelKey is the ledger key the action is about.
+	KernelKey string `json:"-"`
+	// Floating marks a promotion of a floating tag.
+	Floating bool `json:"floating,omitempty"`
+}
+
+// Target is where images and tags go.
+type Target struct {
+	Repository   string
+	KernelTag    string
+	ReleaseTags  []string
+	FloatingTags []string
+	Mirrors      []string
+}
+
+// Policy bounds builds.
+type Policy struct {
+	// RequireVerified: promote only kernels whose image was verified.
+	RequireVerified bool
+}
+
+// Input is everything Plan decides from.
+type Input struct {
+	Now      time.Time
+	Releases []state.Release
+	Kernels  []state.Kernel
+	Promoted map[string]state.Promotion
+	Target   Target
+	Policy   Policy
+}
+
+// KernelImage is the reference of the image built for kernel k.
+func KernelImage(t Target, k state.Kernel) (string, error) {
+	release := ""
+	if len(k.Releases) > 0 {
+		release = k.Releases[0]
+	}
+	tag, err := RenderTag(t.KernelTag, TagData{
+		Kernel: k.Kernel, KernelFull: k.KernelFull, RTKernel: k.RTKernel, RHEL: k.RHEL,
+		Release: release, Minor: minorOf(release), Arch: k.Arch, Stream: k.Stream,
+	})
+	if err != nil {
+		return "", err
+	}
+	return t.Repository + ":" + tag, nil
+}
+
+// promotable reports whether k's image may receive tags.
+func (in Input) promotable(k state.Kernel) bool {
+	if k.ImageDigest == "" {
+		return false
+	}
+	switch k.State {
+	case state.KernelVerified, state.KernelPromoted:
+		return true
+	case state.KernelBuilt:
+		return !in.Policy.RequireVerified
+	}
+	return false
+}
+
+// Plan computes the actions of one pass: holds, builds, promotions. Notify
+// actions come from Notifications, after the effects are applied.
+func Plan(in Input) []Action {
+	var holds, builds, promotes []Action
+	releases := map[string]state.Release{}
+	for _, r := range in.Releases {
+		releases[r.Version+"/"+r.Arch] = r
+		for _, s := range r.Streams {
+			if s.Held != "" {
+				holds = append(holds, Action{Type: ActionHold, Release: r.Version, Stream: s.Stream, Arch: r.Arch, Kernel: s.Kernel, Reason: s.Held})
+			}
+		}
+	}
+
+	kernels := append([]state.Kernel(nil), in.Kernels...)
+	sort.Slice(kernels, func(i, j int) bool { return kernels[i].Key() < kernels[j].Key() })
+
+	// desired release tags: ref -> the kernel that should own it.
+	type want struct {
+		k       state.Kernel
+		release string
+	}
+	desired := map[string][]want{}
+	floating := map[string]want{}
+	for _, k := range kernels {
+		image, err := KernelImage(in.Target, k)
+		if err != nil {
+			holds = append(holds, Action{Type: ActionHold, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, KernelKey: k.Key(), Reason: err.Error()})
+			continue
+		}
+		switch {
+		case k.State == state.KernelNew && !in.Now.Before(k.NextAttemptAt):
+			reason := "new kernel"
+			if k.Attempts > 0 {
+				reason = fmt.Sprintf("retry %d: %s", k.Attempts+1, k.Reason)
+			}
+			builds = append(builds, Action{Type: ActionBuild, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch,
+				Releases: k.Releases, Image: image, Reason: reason, KernelKey: k.Key()})
+		case k.State == state.KernelFailed:
+			holds = append(holds, Action{Type: ActionHold, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, KernelKey: k.Key(),
+				Reason: "build failed: " + k.Reason})
+		}
+		if !in.promotable(k) {
+			continue
+		}
+		for _, v := range k.Releases {
+			data, ok := tagData(k, releases[v+"/"+k.Arch], v)
+			if !ok {
+				continue
+			}
+			for _, tmpl := range in.Target.ReleaseTags {
+				tag, err := RenderTag(tmpl, data)
+				if err != nil {
+					holds = append(holds, Action{Type: ActionHold, Release: v, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, Reason: err.Error()})
+					continue
+				}
+				for _, repo := range append([]string{in.Target.Repository}, in.Target.Mirrors...) {
+					desired[repo+":"+tag] = append(desired[repo+":"+tag], want{k, v})
+				}
+			}
+			for _, tmpl := range in.Target.FloatingTags {
+				tag, err := RenderTag(tmpl, data)
+				if err != nil {
+					continue
+				}
+				for _, repo := range append([]string{in.Target.Repository}, in.Target.Mirrors...) {
+					ref := repo + ":" + tag
+					if cur, ok := floating[ref]; !ok || watcher.CompareVersions(v, cur.release) > 0 {
+						floating[ref] = want{k, v}
+					}
+				}
+			}
+		}
+	}
+
+	refs := make([]string, 0, len(desired))
+	for ref := range desired {
+		refs = append(refs, ref)
+	}
+	sort.Strings(refs)
+	for _, ref := range refs {
+		ws := desired[ref]
+		owner := ws[0]
+		conflict := false
+		for _, w := range ws[1:] {
+			if w.k.Key() != owner.k.Key() {
+				conflict = true
+			}
+		}
+		if conflict {
+			holds = append(holds, Action{Type: ActionHold, Release: owner.release, Tag: ref,
+				Reason: fmt.Sprintf("tag %s would name %d different kernels: add {{.Stream}}, {{.StreamSuffix}} or {{.Arch}} to target.release_tags", ref, len(ws))})
+			continue
+		}
+		if p, ok := in.Promoted[ref]; ok && p.Digest == owner.k.ImageDigest {
+			continue
+		}
+		promotes = append(promotes, promoteAction(owner.k, owner.release, ref, false))
+	}
+	frefs := make([]string, 0, len(floating))
+	for ref := range floating {
+		frefs = append(frefs, ref)
+	}
+	sort.Strings(frefs)
+	for _, ref := range frefs {
+		w := floating[ref]
+		if p, ok := in.Promoted[ref]; ok && (p.Digest == w.k.ImageDigest || watcher.CompareVersions(p.Release, w.release) > 0) {
+			continue // already there, or a newer release holds it: floating tags only move forward
+		}
+		promotes = append(promotes, promoteAction(w.k, w.release, ref, true))
+	}
+
+	sort.SliceStable(holds, func(i, j int) bool { return watcher.CompareVersions(holds[i].Release, holds[j].Release) < 0 })
+	out := append(holds, builds...)
+	return append(out, promotes...)
+}
+
+func promoteAction(k state.Kernel, release, ref string, floating bool) Action {
+	return Action{Type: ActionPromote, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, Release: release, Tag: ref,
+		Image: imageByDigest(k), KernelKey: k.Key(), Floating: floating}
+}
+
+// imageByDigest pins the kernel image: a promotion copies exactly what was verified.
+func imageByDigest(k state.Kernel) string {
+	repo := k.Image
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo = repo[:i]
+	}
+	return repo + "@" + k.ImageDigest
+}
+
+// tagData is the template data for kernel k promoted for release version v.
+func tagData(k state.Kernel, r state.Release, v string) (TagData, bool) {
+	d := TagData{Kernel: k.Kernel, KernelFull: k.KernelFull, RTKernel: k.RTKernel, RHEL: k.RHEL,
+		Release: v, Minor: minorOf(v), Arch: k.Arch, Stream: k.Stream}
+	for i, s := range r.Streams {
+		if s.Stream == k.Stream && s.Kernel == k.Kernel {
+			if i > 0 {
+				d.StreamSuffix = "-" + s.Stream
+			}
+			return d, true
+		}
+	}
+	return d, r.Version == "" // a release not in the input still gets tags
+}
+
+// Notifications are the notify actions due: every kernel whose state changed
+// since it was last announced.
+func Notifications(kernels []state.Kernel) []Action {
+	var out []Action
+	for _, k := range kernels {
+		if k.NotifiedState != k.State {
+			out = append(out, Action{Type: ActionNotify, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch,
+				Releases: k.Releases, Image: k.Image, Reason: k.State, KernelKey: k.Key()})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].KernelKey < out[j].KernelKey })
+	return out
+}

@@ -1,0 +1,450 @@
+// Package state is dtkbot's embedded store (bbolt): the cache of payload
+// inspections (a payload digest is read once in its life), the conditional
+// state of each update graph, the releases seen, the kernel ledger with each
+// kernel's lifecycle, the tags promoted, what was notified, and a journal of
+// every action applied.
+//
+// Every write is one bbolt transaction, so a kill -9 at any point leaves the
+// file consistent. It is a cache and a journal: the registry and GitHub are
+// the truth, and the pass checks them before any irreversible step.
+package state
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/watcher"
+)
+
+// SchemaVersion is the layout version written into new files. Open refuses
+// a file of a newer schema rather than misread it.
+const SchemaVersion = 1
+
+var (
+	bucketMeta        = []byte("meta")
+	bucketInspections = []byte("inspections")
+	bucketGraphs      = []byte("graphs")
+	bucketReleases    = []byte("releases")
+	bucketKernels     = []byte("kernels")
+	bucketTags        = []byte("tags")
+	bucketJournal     = []byte("journal")
+	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal}
+)
+
+// ErrLocked is returned by Open when another process holds the file.
+var ErrLocked = errors.New("state file is in use by another dtkbot process")
+
+// Store is an open state file.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens (creating if needed) the state file at path. It waits at most
+// wait for another process's lock, then fails with ErrLocked.
+func Open(path string, wait time.Duration) (*Store, error) {
+	if wait <= 0 {
+		wait = time.Second
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("opening state %s: %w", path, err)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: wait})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("opening state %s: %w (waited %s; stop the other one, or give each its own state:)", path, ErrLocked, wait)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening state %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		v := meta.Get([]byte("schema"))
+		if v == nil {
+			return meta.Put([]byte("schema"), []byte(fmt.Sprint(SchemaVersion)))
+		}
+		var have int
+		fmt.Sscanf(string(v), "%d", &have)
+		if have > SchemaVersion {
+			return fmt.Errorf("schema version %d is newer than this dtkbot's %d: upgrade dtkbot", have, SchemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// OpenReadOnly opens an existing state file for reading only.
+func OpenReadOnly(path string, wait time.Duration) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("opening state: %w", err)
+	}
+	if wait <= 0 {
+		wait = time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: wait, ReadOnly: true})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("opening state %s: %w (a running daemon holds it: use its GET /status)", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening state %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the file's path.
+func (s *Store) Path() string { return s.path }
+
+func getJSON(tx *bolt.Tx, bucket []byte, key string, v any) (bool, error) {
+	data := tx.Bucket(bucket).Get([]byte(key))
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("decoding %s/%s: %w", bucket, key, err)
+	}
+	return true, nil
+}
+
+func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(key), data)
+}
+
+// ---- inspections: releaseinfo.Cache ----
+
+// Get returns a stored inspection.
+func (s *Store) Get(key string) (*releaseinfo.Report, bool) {
+	var r releaseinfo.Report
+	var ok bool
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		ok, err = getJSON(tx, bucketInspections, key, &r)
+		return err
+	})
+	if !ok {
+		return nil, false
+	}
+	return &r, true
+}
+
+// Put stores an inspection. A failed write only costs a re-read later.
+func (s *Store) Put(key string, r *releaseinfo.Report) {
+	_ = s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketInspections, key, r) })
+}
+
+// ---- graphs: watcher.GraphStore ----
+
+// GraphState returns what the last fetch of channel/arch left.
+func (s *Store) GraphState(channel, arch string) (watcher.GraphState, error) {
+	var st watcher.GraphState
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, err := getJSON(tx, bucketGraphs, channel+"/"+arch, &st)
+		return err
+	})
+	return st, err
+}
+
+// SaveGraphState stores st for channel/arch.
+func (s *Store) SaveGraphState(channel, arch string, st watcher.GraphState) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketGraphs, channel+"/"+arch, st) })
+}
+
+// ---- releases ----
+
+// Release is a payload seen and read, with the kernels of its streams.
+type Release struct {
+	Version   string         `json:"version"`
+	Pullspec  string         `json:"pullspec"`
+	Digest    string         `json:"digest"`
+	Arch      string         `json:"arch"` // the arch read (amd64, arm64, ...)
+	Channels  []string       `json:"channels,omitempty"`
+	Streams   []ReleaseShips `json:"streams"`
+	FirstSeen time.Time      `json:"first_seen"`
+}
+
+// ReleaseShips is one stream of a release: the kernel it ships, or why it
+// is held.
+type ReleaseShips struct {
+	Stream     string `json:"stream"`
+	Kernel     string `json:"kernel,omitempty"`
+	KernelFull string `json:"kernel_full,omitempty"`
+	Held       string `json:"held,omitempty"` // the reason no build may be based on it
+}
+
+// ReleaseKey identifies a release read for one arch.
+func ReleaseKey(digest, arch string) string { return digest + "/" + arch }
+
+// ---- the kernel ledger ----
+
+// Kernel lifecycle states.
+const (
+	KernelNew            = "new"
+	KernelBuildRequested = "build_requested"
+	KernelBuilt          = "built"
+	KernelVerified       = "verified"
+	KernelPromoted       = "promoted"
+	KernelFailed         = "failed"
+)
+
+// Kernel is one entry of the ledger: a kernel of one stream and arch, the
+// releases that ship it, and what has been done about it.
+type Kernel struct {
+	Stream      string   `json:"stream"`
+	Arch        string   `json:"arch"`
+	Kernel      string   `json:"kernel"` // VERSION-RELEASE
+	KernelFull  string   `json:"kernel_full"`
+	RTKernel    string   `json:"rt_kernel,omitempty"`
+	RHEL        string   `json:"rhel_version,omitempty"`
+	DTKImage    string   `json:"dtk_image,omitempty"` // the payload's DTK, for reference
+	Releases    []string `json:"releases"`
+	State       string   `json:"state"`
+	Attempts    int      `json:"attempts,omitempty"`
+	Reason      string   `json:"reason,omitempty"`
+	Image       string   `json:"image,omitempty"`        // repository:tag of our DTK image
+	ImageDigest string   `json:"image_digest,omitempty"` // its digest once seen
+	// NotifiedState is the State last announced; a notification is due
+	// whenever it differs from State.
+	NotifiedState    string    `json:"notified_state,omitempty"`
+	FirstSeen        time.Time `json:"first_seen"`
+	UpdatedAt        time.Time `json:"updated_at"`
+	BuildRequestedAt time.Time `json:"build_requested_at,omitzero"`
+	// NextAttemptAt holds back a retry after a failed attempt (backoff).
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+}
+
+// KernelKey identifies a ledger entry.
+func KernelKey(stream, arch, kernel string) string { return stream + "/" + arch + "/" + kernel }
+
+// Key is the entry's KernelKey.
+func (k Kernel) Key() string { return KernelKey(k.Stream, k.Arch, k.Kernel) }
+
+// Promotion records a tag dtkbot has pointed at an image.
+type Promotion struct {
+	Ref     string    `json:"ref"` // repository:tag
+	Digest  string    `json:"digest"`
+	Release string    `json:"release"`
+	Kernel  string    `json:"kernel"`
+	At      time.Time `json:"at"`
+}
+
+// JournalEntry is one applied action and its result.
+type JournalEntry struct {
+	At     time.Time       `json:"at"`
+	Action json.RawMessage `json:"action"`
+	Result string          `json:"result"`
+}
+
+// Tx is a read-write view of the store inside one transaction: the pass
+// records a release, its kernels and their ledger changes atomically.
+type Tx struct{ tx *bolt.Tx }
+
+// Update runs fn in one transaction; nothing of it is kept if fn fails.
+func (s *Store) Update(fn func(*Tx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(*Tx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// Release returns a stored release.
+func (t *Tx) Release(key string) (Release, bool, error) {
+	var r Release
+	ok, err := getJSON(t.tx, bucketReleases, key, &r)
+	return r, ok, err
+}
+
+// PutRelease stores a release.
+func (t *Tx) PutRelease(r Release) error {
+	return putJSON(t.tx, bucketReleases, ReleaseKey(r.Digest, r.Arch), r)
+}
+
+// Releases lists every stored release, oldest version first.
+func (t *Tx) Releases() ([]Release, error) {
+	var out []Release
+	err := t.tx.Bucket(bucketReleases).ForEach(func(k, v []byte) error {
+		var r Release
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decoding release %s: %w", k, err)
+		}
+		out = append(out, r)
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return watcher.CompareVersions(out[i].Version, out[j].Version) < 0 })
+	return out, err
+}
+
+// Kernel returns a ledger entry.
+func (t *Tx) Kernel(key string) (Kernel, bool, error) {
+	var k Kernel
+	ok, err := getJSON(t.tx, bucketKernels, key, &k)
+	return k, ok, err
+}
+
+// PutKernel stores a ledger entry.
+func (t *Tx) PutKernel(k Kernel) error { return putJSON(t.tx, bucketKernels, k.Key(), k) }
+
+// Kernels lists the ledger in key order.
+func (t *Tx) Kernels() ([]Kernel, error) {
+	var out []Kernel
+	err := t.tx.Bucket(bucketKernels).ForEach(func(k, v []byte) error {
+		var e Kernel
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("decoding kernel %s: %w", k, err)
+		}
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// Promotion returns the record of a promoted tag.
+func (t *Tx) Promotion(ref string) (Promotion, bool, error) {
+	var p Promotion
+	ok, err := getJSON(t.tx, bucketTags, ref, &p)
+	return p, ok, err
+}
+
+// PutPromotion records a promoted tag.
+func (t *Tx) PutPromotion(p Promotion) error { return putJSON(t.tx, bucketTags, p.Ref, p) }
+
+// Promotions lists every promoted tag.
+func (t *Tx) Promotions() (map[string]Promotion, error) {
+	out := map[string]Promotion{}
+	err := t.tx.Bucket(bucketTags).ForEach(func(k, v []byte) error {
+		var p Promotion
+		if err := json.Unmarshal(v, &p); err != nil {
+			return fmt.Errorf("decoding tag %s: %w", k, err)
+		}
+		out[string(k)] = p
+		return nil
+	})
+	return out, err
+}
+
+// Journal appends an entry.
+func (t *Tx) Journal(e JournalEntry) error {
+	b := t.tx.Bucket(bucketJournal)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	key := make([]byte, 8)
+	binary.BigEndian.PutUint64(key, seq)
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}
+
+// Export is the whole store as JSON, for `dtkbot state export`.
+type Export struct {
+	Schema      int                            `json:"schema"`
+	Graphs      map[string]watcher.GraphState  `json:"graphs"`
+	Releases    []Release                      `json:"releases"`
+	Kernels     []Kernel                       `json:"kernels"`
+	Tags        map[string]Promotion           `json:"tags"`
+	Inspections map[string]*releaseinfo.Report `json:"inspections"`
+	Journal     []JournalEntry                 `json:"journal"`
+}
+
+// Export reads everything in one consistent view.
+func (s *Store) Export() (*Export, error) {
+	out := &Export{Schema: SchemaVersion, Graphs: map[string]watcher.GraphState{}, Inspections: map[string]*releaseinfo.Report{}}
+	err := s.db.View(func(btx *bolt.Tx) error {
+		t := &Tx{btx}
+		var err error
+		if out.Releases, err = t.Releases(); err != nil {
+			return err
+		}
+		if out.Kernels, err = t.Kernels(); err != nil {
+			return err
+		}
+		if out.Tags, err = t.Promotions(); err != nil {
+			return err
+		}
+		if err := btx.Bucket(bucketGraphs).ForEach(func(k, v []byte) error {
+			var g watcher.GraphState
+			if err := json.Unmarshal(v, &g); err != nil {
+				return err
+			}
+			g.Nodes = nil // the releases list says it better
+			out.Graphs[string(k)] = g
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := btx.Bucket(bucketInspections).ForEach(func(k, v []byte) error {
+			var r releaseinfo.Report
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out.Inspections[string(k)] = &r
+			return nil
+		}); err != nil {
+			return err
+		}
+		return btx.Bucket(bucketJournal).ForEach(func(_, v []byte) error {
+			var e JournalEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out.Journal = append(out.Journal, e)
+			return nil
+		})
+	})
+	if out.Releases == nil {
+		out.Releases = []Release{}
+	}
+	if out.Kernels == nil {
+		out.Kernels = []Kernel{}
+	}
+	return out, err
+}
+
+// Counts returns the number of kernels in each state, for metrics.
+func (s *Store) Counts() (map[string]int, int, error) {
+	counts := map[string]int{}
+	releases := 0
+	err := s.View(func(t *Tx) error {
+		ks, err := t.Kernels()
+		if err != nil {
+			return err
+		}
+		for _, k := range ks {
+			counts[k.State]++
+		}
+		releases = t.tx.Bucket(bucketReleases).Stats().KeyN
+		return nil
+	})
+	return counts, releases, err
+}

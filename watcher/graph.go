@@ -1,0 +1,195 @@
+// Package watcher discovers OpenShift releases: it reads the update graph
+// (Cincinnati, as api.openshift.com and self-hosted OpenShift Update Services
+// serve it) with conditional requests, adds the payloads listed in the
+// config, and deduplicates them by payload digest.
+//
+// It never reads a payload: that is releaseinfo's job.
+package watcher
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/distribution/reference"
+)
+
+// Node is one release of the graph.
+type Node struct {
+	Version  string            `json:"version"`
+	Payload  string            `json:"payload"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// graphBody is the update graph's JSON ("version": 1). Edges are checked for
+// shape; conditional edges are not used.
+type graphBody struct {
+	Version *int       `json:"version"`
+	Nodes   []Node     `json:"nodes"`
+	Edges   [][]int    `json:"edges"`
+	Cond    []struct{} `json:"conditionalEdges"`
+}
+
+// GraphState is what a previous fetch of one channel and arch left: enough
+// to make the next fetch conditional and to answer it without parsing.
+type GraphState struct {
+	ETag     string `json:"etag,omitempty"`
+	BodyHash string `json:"body_hash,omitempty"`
+	Nodes    []Node `json:"nodes,omitempty"`
+}
+
+// GraphClient reads the update graph.
+type GraphClient struct {
+	URL       string
+	HTTP      *http.Client
+	MaxBytes  int64
+	UserAgent string
+}
+
+// FetchResult is one channel and arch of the graph.
+type FetchResult struct {
+	State GraphState
+	// Changed is false when the server answered 304 or the body hashed as
+	// before: the caller has no further work.
+	Changed bool
+	// Skipped are nodes that could not be used, with the reason.
+	Skipped []string
+}
+
+// graphError is the update service's error body: {"kind": ..., "value": ...}.
+type graphError struct {
+	Kind  string `json:"kind"`
+	Value string `json:"value"`
+}
+
+var versionPattern = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
+
+// Fetch reads channel for arch, conditionally on prev.
+func (c *GraphClient) Fetch(ctx context.Context, channel, arch string, prev GraphState) (FetchResult, error) {
+	where := fmt.Sprintf("update graph %s (channel %s, arch %s)", c.URL, channel, arch)
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return FetchResult{}, fmt.Errorf("%s: %w", where, err)
+	}
+	q := u.Query()
+	q.Set("channel", channel)
+	q.Set("arch", arch)
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return FetchResult{}, fmt.Errorf("%s: %w", where, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	if prev.ETag != "" {
+		req.Header.Set("If-None-Match", prev.ETag)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return FetchResult{}, fmt.Errorf("%s: %w", where, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified && prev.ETag != "" {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		return FetchResult{State: prev}, nil
+	}
+	max := c.MaxBytes
+	if max <= 0 {
+		max = 16 << 20
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		return FetchResult{}, fmt.Errorf("%s: reading body: %w", where, err)
+	}
+	if int64(len(body)) > max {
+		return FetchResult{}, fmt.Errorf("%s: body over the %d-byte limit", where, max)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var ge graphError
+		if json.Unmarshal(body, &ge) == nil && ge.Kind != "" {
+			return FetchResult{}, &HTTPError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s: %s: %s: %s", where, resp.Status, ge.Kind, ge.Value)}
+		}
+		return FetchResult{}, &HTTPError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s: %s: %.200s", where, resp.Status, strings.TrimSpace(string(body)))}
+	}
+	sum := sha256.Sum256(body)
+	hash := hex.EncodeToString(sum[:])
+	etag := resp.Header.Get("ETag")
+	if hash == prev.BodyHash {
+		st := prev
+		st.ETag = etag
+		return FetchResult{State: st}, nil
+	}
+	nodes, skipped, err := ParseGraph(body)
+	if err != nil {
+		return FetchResult{}, fmt.Errorf("%s: %w", where, err)
+	}
+	return FetchResult{State: GraphState{ETag: etag, BodyHash: hash, Nodes: nodes}, Changed: true, Skipped: skipped}, nil
+}
+
+// HTTPError is an update service answer other than 200 or 304.
+type HTTPError struct {
+	Status int
+	Msg    string
+}
+
+func (e *HTTPError) Error() string { return e.Msg }
+
+// Temporary reports whether a later pass may succeed (5xx, 429).
+func (e *HTTPError) Temporary() bool { return e.Status >= 500 || e.Status == http.StatusTooManyRequests }
+
+// ParseGraph validates a graph body and returns its usable nodes. A body that
+// is not a graph is an error; a node that cannot be used (no version, a
+// payload not pinned by digest) is skipped with its reason.
+func ParseGraph(body []byte) (nodes []Node, skipped []string, err error) {
+	var g graphBody
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&g); err != nil {
+		return nil, nil, fmt.Errorf("parsing graph: %w", err)
+	}
+	if dec.More() {
+		return nil, nil, errors.New("parsing graph: trailing data after the JSON object")
+	}
+	if g.Version != nil && *g.Version != 1 {
+		return nil, nil, fmt.Errorf("parsing graph: version %d, want 1", *g.Version)
+	}
+	if g.Nodes == nil {
+		return nil, nil, errors.New("parsing graph: no \"nodes\" (is this an update graph?)")
+	}
+	for i, e := range g.Edges {
+		if len(e) != 2 || e[0] < 0 || e[1] < 0 || e[0] >= len(g.Nodes) || e[1] >= len(g.Nodes) {
+			return nil, nil, fmt.Errorf("parsing graph: edge %d %v does not join two of the %d nodes", i, e, len(g.Nodes))
+		}
+	}
+	for i, n := range g.Nodes {
+		if !versionPattern.MatchString(n.Version) {
+			skipped = append(skipped, fmt.Sprintf("node %d: version %q is not a release version", i, n.Version))
+			continue
+		}
+		named, err := reference.ParseNormalizedNamed(n.Payload)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("node %d (%s): payload %q: %v", i, n.Version, n.Payload, err))
+			continue
+		}
+		if _, ok := named.(reference.Canonical); !ok {
+			skipped = append(skipped, fmt.Sprintf("node %d (%s): payload %q is not pinned by digest", i, n.Version, n.Payload))
+			continue
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, skipped, nil
+}
