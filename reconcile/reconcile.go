@@ -170,13 +170,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 	res.Releases = len(seen)
 
 	// Look at the world for the images still awaited.
-	for _, k := range r.observe(ctx, view, now, res, fail) {
-		if !opts.DryRun {
-			if err := r.Store.Update(func(tx *state.Tx) error { return tx.PutKernel(k) }); err != nil {
-				fail(fmt.Errorf("recording kernel %s: %w", k.Key(), err))
-			}
-		}
-	}
+	r.observeAndRecord(ctx, view, now, res, opts.DryRun, fail)
 
 	in := rebuild.Input{Now: now, Releases: view.releaseList(opts.Release), Kernels: view.kernelList(opts.Release),
 		Promoted: view.promoted, Target: r.Target, Policy: r.Policy}
@@ -185,6 +179,19 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 		res.Actions = append(plan, r.notifications(in.Kernels)...)
 	} else {
 		res.Actions = r.apply(ctx, now, view, plan, fail)
+		if requestedBuild(res.Actions) {
+			// A synchronous builder (podman) has pushed by now: look again
+			// and promote in this pass rather than the next.
+			r.observeAndRecord(ctx, view, now, res, false, fail)
+			in.Kernels, in.Promoted = view.kernelList(opts.Release), view.promoted
+			var promotions []rebuild.Action
+			for _, a := range rebuild.Plan(in) {
+				if a.Type == rebuild.ActionPromote {
+					promotions = append(promotions, a)
+				}
+			}
+			res.Actions = append(res.Actions, r.apply(ctx, now, view, promotions, fail)...)
+		}
 		res.Actions = append(res.Actions, r.notify(ctx, now, view, opts.Release, fail)...)
 	}
 	res.Duration = time.Since(start)
@@ -420,6 +427,27 @@ func (r *Reconciler) observe(ctx context.Context, v *ledgerView, now time.Time, 
 		changed = append(changed, k)
 	}
 	return changed
+}
+
+// observeAndRecord runs observe and writes what changed (unless dry).
+func (r *Reconciler) observeAndRecord(ctx context.Context, v *ledgerView, now time.Time, res *Result, dry bool, fail func(error)) {
+	for _, k := range r.observe(ctx, v, now, res, fail) {
+		if dry {
+			continue
+		}
+		if err := r.Store.Update(func(tx *state.Tx) error { return tx.PutKernel(k) }); err != nil {
+			fail(fmt.Errorf("recording kernel %s: %w", k.Key(), err))
+		}
+	}
+}
+
+func requestedBuild(actions []rebuild.Action) bool {
+	for _, a := range actions {
+		if a.Type == rebuild.ActionBuild && a.Result == "requested" {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Reconciler) backoff(attempts int) time.Duration {

@@ -1,0 +1,238 @@
+package reconcile
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/rs/zerolog"
+
+	"github.com/dtkbot/dtkbot/internal/graphtest"
+	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
+)
+
+// harness is the test world of a pass: a registry with payloads, an update
+// graph, a state file, and fakes for the effects that speak to the registry.
+type harness struct {
+	t         *testing.T
+	srv       *registrytest.Server
+	world     *payloadtest.World
+	graph     *graphtest.Server
+	statePath string
+	store     *state.Store
+	builder   *fakeBuilder
+	promoter  *fakePromoter
+	notifier  *fakeNotifier
+	now       time.Time
+	channels  []string
+	releases  []string // config pullspecs
+	target    rebuild.Target
+	policy    BuildPolicy
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	srv := registrytest.New().Server()
+	t.Cleanup(srv.Close)
+	g := graphtest.New()
+	t.Cleanup(g.Close)
+	h := &harness{
+		t: t, srv: srv, world: payloadtest.New(srv.Registry, srv.Host()), graph: g,
+		statePath: filepath.Join(t.TempDir(), "dtkbot.db"),
+		now:       time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
+		channels:  []string{"stable-4.16"},
+		target: rebuild.Target{
+			Repository:  srv.Host() + "/dtkbot/driver-toolkit",
+			KernelTag:   "{{.KernelFull}}",
+			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
+		},
+		policy: BuildPolicy{Timeout: time.Hour, MaxAttempts: 3, Backoff: 10 * time.Minute},
+	}
+	h.world.ContentSize = 16 << 10
+	h.builder = &fakeBuilder{world: h.world, sync: true}
+	h.promoter = &fakePromoter{reg: srv.Registry}
+	h.notifier = &fakeNotifier{}
+	h.open()
+	t.Cleanup(func() { h.store.Close() })
+	return h
+}
+
+func (h *harness) open() {
+	s, err := state.Open(h.statePath, time.Second)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.store = s
+}
+
+// restart closes and reopens the state file, as a new process would.
+func (h *harness) restart() {
+	h.store.Close()
+	h.open()
+}
+
+func (h *harness) client() *registry.Client {
+	f := false
+	return registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Backoff: 5 * time.Millisecond, Attempts: 2, Timeout: 10 * time.Second})
+}
+
+func (h *harness) reconciler() *Reconciler {
+	reg := h.client()
+	return &Reconciler{
+		Discoverer: &watcher.Discoverer{
+			Graph:    &watcher.GraphClient{URL: h.graph.URL()},
+			Channels: h.channels, Arches: []string{"amd64"}, Releases: h.releases, Store: h.store,
+		},
+		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: h.store, Checker: reg,
+		Builder: h.builder, Promoter: h.promoter, Notifier: h.notifier,
+		Target: h.target, Build: h.policy, Concurrency: 4, Log: zerolog.Nop(),
+	}
+}
+
+// publish builds a release and adds it to the channel.
+func (h *harness) publish(channel, version string, s payloadtest.Stream) *payloadtest.Payload {
+	p := h.world.Release(payloadtest.ReleaseSpec{Version: version, Stream: s})
+	h.graph.Publish(channel, "amd64", version, p.Pullspec)
+	return p
+}
+
+func (h *harness) pass(opts Options) *Result {
+	h.t.Helper()
+	res, err := h.reconciler().RunOnce(context.Background(), h.now, opts)
+	if err != nil {
+		h.t.Fatalf("pass: %v", err)
+	}
+	return res
+}
+
+func count(res *Result, typ string) int {
+	n := 0
+	for _, a := range res.Actions {
+		if a.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+func kernels(t *testing.T, s *state.Store) map[string]state.Kernel {
+	t.Helper()
+	out := map[string]state.Kernel{}
+	if err := s.View(func(tx *state.Tx) error {
+		ks, err := tx.Kernels()
+		for _, k := range ks {
+			out[k.Kernel] = k
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// fakeBuilder "builds" by pushing a DTK-like image under the requested
+// reference, at once (sync) or when told (Finish).
+type fakeBuilder struct {
+	world *payloadtest.World
+	sync  bool
+	mu    sync.Mutex
+	calls map[string]int
+	queue []rebuild.BuildRequest
+	// before, if set, runs first (to simulate a crash or a failure).
+	before func(rebuild.BuildRequest) error
+}
+
+func (b *fakeBuilder) Build(_ context.Context, req rebuild.BuildRequest) error {
+	if b.before != nil {
+		if err := b.before(req); err != nil {
+			return err
+		}
+	}
+	b.mu.Lock()
+	if b.calls == nil {
+		b.calls = map[string]int{}
+	}
+	b.calls[req.Kernel]++
+	b.queue = append(b.queue, req)
+	b.mu.Unlock()
+	if b.sync {
+		b.Finish()
+	}
+	return nil
+}
+
+// Finish pushes every queued build.
+func (b *fakeBuilder) Finish() {
+	b.mu.Lock()
+	q := b.queue
+	b.queue = nil
+	b.mu.Unlock()
+	for _, req := range q {
+		named, err := reference.ParseNormalizedNamed(req.Image)
+		if err != nil {
+			panic(err)
+		}
+		tagged := named.(reference.NamedTagged)
+		repo := strings.TrimPrefix(reference.Path(named), "")
+		release := []byte(`{"KERNEL_VERSION":"` + req.KernelFull + `","RT_KERNEL_VERSION":"","RHEL_VERSION":"` + req.RHEL + `"}`)
+		img := b.world.PushImage(repo, tagged.Tag(), payloadtest.Image{
+			Labels: map[string]string{"kernel-version": req.Kernel},
+			Layers: [][]byte{payloadtest.NoiseLayer("dtk-"+req.Kernel, 4096), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", release))},
+		})
+		_ = img
+	}
+}
+
+func (b *fakeBuilder) total() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, c := range b.calls {
+		n += c
+	}
+	return n
+}
+
+// fakePromoter tags within the registry (the real promoter is tested in rebuild).
+type fakePromoter struct {
+	reg   *registrytest.Registry
+	mu    sync.Mutex
+	calls int
+}
+
+func (p *fakePromoter) Promote(_ context.Context, src, dst string) (string, error) {
+	p.mu.Lock()
+	p.calls++
+	p.mu.Unlock()
+	s, _ := reference.ParseNormalizedNamed(src)
+	d, _ := reference.ParseNormalizedNamed(dst)
+	dig := s.(reference.Canonical).Digest()
+	body, mt, ok := p.reg.Manifest(reference.Path(s), dig.String())
+	if !ok {
+		return "", registry.ErrNotFound
+	}
+	p.reg.PutManifest(reference.Path(d), d.(reference.NamedTagged).Tag(), mt, body)
+	return dig.String(), nil
+}
+
+type fakeNotifier struct {
+	mu      sync.Mutex
+	notices []string
+}
+
+func (n *fakeNotifier) Notify(_ context.Context, k state.Kernel) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.notices = append(n.notices, k.Kernel+"="+k.State)
+	return nil
+}
