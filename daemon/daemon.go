@@ -267,4 +267,3 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(body)
 }
-

@@ -24,7 +24,7 @@ import (
 // harness is the test world of a pass: a registry with payloads, an update
 // graph, a state file, and fakes for the effects that speak to the registry.
 type harness struct {
-	t         *testing.T
+	t         testing.TB
 	srv       *registrytest.Server
 	world     *payloadtest.World
 	graph     *graphtest.Server
@@ -40,7 +40,7 @@ type harness struct {
 	policy    BuildPolicy
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	srv := registrytest.New().Server()
 	t.Cleanup(srv.Close)

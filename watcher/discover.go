@@ -42,7 +42,7 @@ type Discovery struct {
 	// GraphRequests is how many requests were sent; Changed how many graphs
 	// had changed since the last pass.
 	GraphRequests, Changed int
-	Skipped               []string
+	Skipped                []string
 	// Errors are channels that could not be read; their last known nodes
 	// were used instead, so a failing graph server fails a pass softly.
 	Errors []error

@@ -150,7 +150,9 @@ type HTTPError struct {
 func (e *HTTPError) Error() string { return e.Msg }
 
 // Temporary reports whether a later pass may succeed (5xx, 429).
-func (e *HTTPError) Temporary() bool { return e.Status >= 500 || e.Status == http.StatusTooManyRequests }
+func (e *HTTPError) Temporary() bool {
+	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+}
 
 // ParseGraph validates a graph body and returns its usable nodes. A body that
 // is not a graph is an error; a node that cannot be used (no version, a

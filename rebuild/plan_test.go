@@ -1,0 +1,193 @@
+package rebuild
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dtkbot/dtkbot/state"
+)
+
+var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func target() Target {
+	return Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"}}
+}
+
+func release(v string, streams ...state.ReleaseShips) state.Release {
+	return state.Release{Version: v, Arch: "amd64", Digest: "sha256:" + strings.Repeat("a", 64), Streams: streams}
+}
+
+func ships(stream, kernel string) state.ReleaseShips {
+	return state.ReleaseShips{Stream: stream, Kernel: kernel, KernelFull: kernel + ".x86_64"}
+}
+
+func kernel(k, st string, releases ...string) state.Kernel {
+	e := state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: k, KernelFull: k + ".x86_64", State: st, Releases: releases}
+	if st != state.KernelNew && st != state.KernelBuildRequested && st != state.KernelFailed {
+		e.Image = "quay.io/acme/dtk:" + k + ".x86_64"
+		e.ImageDigest = "sha256:" + strings.Repeat("b", 64)
+	}
+	return e
+}
+
+func types(actions []Action) string {
+	var out []string
+	for _, a := range actions {
+		s := a.Type
+		if a.Tag != "" {
+			s += " " + a.Tag
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, "; ")
+}
+
+func TestPlan(t *testing.T) {
+	const ka, kb = "5.14.0-427.37.1.el9_4", "5.14.0-427.40.1.el9_4"
+	tests := []struct {
+		name  string
+		in    Input
+		want  string
+		check func(t *testing.T, actions []Action)
+	}{
+		{
+			name: "a new kernel is built once for all its releases",
+			in: Input{Releases: []state.Release{release("4.16.15", ships("rhel-9", ka)), release("4.16.16", ships("rhel-9", ka))},
+				Kernels: []state.Kernel{kernel(ka, state.KernelNew, "4.16.15", "4.16.16")}},
+			want: "build",
+			check: func(t *testing.T, a []Action) {
+				if a[0].Image != "quay.io/acme/dtk:"+ka+".x86_64" || strings.Join(a[0].Releases, ",") != "4.16.15,4.16.16" {
+					t.Errorf("build %+v", a[0])
+				}
+			},
+		},
+		{
+			name: "a build in flight is left alone",
+			in:   Input{Kernels: []state.Kernel{kernel(ka, state.KernelBuildRequested, "4.16.15")}},
+			want: "",
+		},
+		{
+			name: "a retry waits for its backoff",
+			in: Input{Kernels: []state.Kernel{func() state.Kernel {
+				k := kernel(ka, state.KernelNew, "4.16.15")
+				k.NextAttemptAt = now.Add(time.Minute)
+				return k
+			}()}},
+			want: "",
+		},
+		{
+			name: "a built kernel gets its release tags",
+			in: Input{Releases: []state.Release{release("4.16.15", ships("rhel-9", ka)), release("4.16.16", ships("rhel-9", ka))},
+				Kernels: []state.Kernel{kernel(ka, state.KernelBuilt, "4.16.15", "4.16.16")}},
+			want: "promote quay.io/acme/dtk:4.16.15; promote quay.io/acme/dtk:4.16.16",
+			check: func(t *testing.T, a []Action) {
+				if a[0].Image != "quay.io/acme/dtk@sha256:"+strings.Repeat("b", 64) {
+					t.Errorf("promotion source %q should be pinned by digest", a[0].Image)
+				}
+			},
+		},
+		{
+			name: "verification required: a built kernel waits",
+			in: Input{Releases: []state.Release{release("4.16.15", ships("rhel-9", ka))},
+				Kernels: []state.Kernel{kernel(ka, state.KernelBuilt, "4.16.15")}, Policy: Policy{RequireVerified: true}},
+			want: "",
+		},
+		{
+			name: "tags already at the right digest cost nothing",
+			in: Input{Releases: []state.Release{release("4.16.15", ships("rhel-9", ka))},
+				Kernels:  []state.Kernel{kernel(ka, state.KernelPromoted, "4.16.15")},
+				Promoted: map[string]state.Promotion{"quay.io/acme/dtk:4.16.15": {Digest: "sha256:" + strings.Repeat("b", 64)}}},
+			want: "",
+		},
+		{
+			name: "a dual-stream release names its second stream apart",
+			in: Input{Releases: []state.Release{release("4.22.0", ships("rhel-9", ka), ships("rhel-10", "6.12.0-55.9.1.el10_1"))},
+				Kernels: []state.Kernel{kernel(ka, state.KernelBuilt, "4.22.0"),
+					func() state.Kernel {
+						k := kernel("6.12.0-55.9.1.el10_1", state.KernelBuilt, "4.22.0")
+						k.Stream = "rhel-10"
+						return k
+					}()}},
+			want: "promote quay.io/acme/dtk:4.22.0; promote quay.io/acme/dtk:4.22.0-rhel-10",
+		},
+		{
+			name: "a tag that would name two kernels is held",
+			in: Input{Target: Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Minor}}"}},
+				Releases: []state.Release{release("4.16.15", ships("rhel-9", ka)), release("4.16.17", ships("rhel-9", kb))},
+				Kernels:  []state.Kernel{kernel(ka, state.KernelBuilt, "4.16.15"), kernel(kb, state.KernelBuilt, "4.16.17")}},
+			want: "hold quay.io/acme/dtk:4.16",
+		},
+		{
+			name: "held payloads and failed kernels are reported",
+			in: Input{Releases: []state.Release{release("4.16.15", state.ReleaseShips{Stream: "rhel-9", Held: "inconsistent payload"})},
+				Kernels: []state.Kernel{func() state.Kernel { k := kernel(kb, state.KernelFailed, "4.16.17"); k.Reason = "timeout"; return k }()}},
+			want: "hold; hold",
+		},
+		{
+			name: "a bad kernel tag template holds the kernel",
+			in: Input{Target: Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.Nope}}"},
+				Kernels: []state.Kernel{kernel(ka, state.KernelNew, "4.16.15")}},
+			want: "hold",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in
+			in.Now = now
+			if in.Target.Repository == "" {
+				in.Target = target()
+			}
+			got := Plan(in)
+			if types(got) != tt.want {
+				t.Fatalf("plan %q, want %q\n%+v", types(got), tt.want, got)
+			}
+			if tt.check != nil {
+				tt.check(t, got)
+			}
+		})
+	}
+}
+
+func TestFloatingTagsOnlyMoveForward(t *testing.T) {
+	const ka, kb = "5.14.0-427.37.1.el9_4", "5.14.0-427.40.1.el9_4"
+	in := Input{
+		Now:    now,
+		Target: Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", FloatingTags: []string{"{{.Minor}}", "latest"}},
+		Releases: []state.Release{release("4.16.15", ships("rhel-9", ka)), release("4.16.17", ships("rhel-9", kb)),
+			release("4.15.30", ships("rhel-9", ka))},
+		Kernels: []state.Kernel{kernel(ka, state.KernelBuilt, "4.15.30", "4.16.15"), func() state.Kernel {
+			k := kernel(kb, state.KernelBuilt, "4.16.17")
+			k.ImageDigest = "sha256:" + strings.Repeat("c", 64)
+			return k
+		}()},
+	}
+	got := Plan(in)
+	if types(got) != "promote quay.io/acme/dtk:4.15; promote quay.io/acme/dtk:4.16; promote quay.io/acme/dtk:latest" {
+		t.Fatalf("%s", types(got))
+	}
+	for _, a := range got {
+		if a.Tag == "quay.io/acme/dtk:4.16" && a.Release != "4.16.17" {
+			t.Errorf("4.16 should follow 4.16.17: %+v", a)
+		}
+	}
+	// latest already holds a newer release: it does not move back.
+	in.Promoted = map[string]state.Promotion{"quay.io/acme/dtk:latest": {Release: "4.17.1", Digest: "sha256:" + strings.Repeat("d", 64)}}
+	for _, a := range Plan(in) {
+		if a.Tag == "quay.io/acme/dtk:latest" {
+			t.Errorf("latest moved back to %s", a.Release)
+		}
+	}
+}
+
+func TestRenderTag(t *testing.T) {
+	tag, err := RenderTag("{{.KernelFull}}", TagData{KernelFull: "5.14.0-427.37.1.el9_4.x86_64+rt"})
+	if err != nil || tag != "5.14.0-427.37.1.el9_4.x86_64_rt" {
+		t.Errorf("%q %v", tag, err)
+	}
+	for _, bad := range []string{"{{.Nope}}", "{{.Release", "a/b{{.Release}}", "-{{.Release}}"} {
+		if err := ValidateTemplate(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
