@@ -31,7 +31,7 @@ func kernel(k, st string, releases ...string) state.Kernel {
 	return e
 }
 
-func types(actions []Action) string {
+func summary(actions []Action) string {
 	var out []string
 	for _, a := range actions {
 		s := a.Type
@@ -139,8 +139,8 @@ func TestPlan(t *testing.T) {
 				in.Target = target()
 			}
 			got := Plan(in)
-			if types(got) != tt.want {
-				t.Fatalf("plan %q, want %q\n%+v", types(got), tt.want, got)
+			if summary(got) != tt.want {
+				t.Fatalf("plan %q, want %q\n%+v", summary(got), tt.want, got)
 			}
 			if tt.check != nil {
 				tt.check(t, got)
@@ -163,8 +163,8 @@ func TestFloatingTagsOnlyMoveForward(t *testing.T) {
 		}()},
 	}
 	got := Plan(in)
-	if types(got) != "promote quay.io/acme/dtk:4.15; promote quay.io/acme/dtk:4.16; promote quay.io/acme/dtk:latest" {
-		t.Fatalf("%s", types(got))
+	if summary(got) != "promote quay.io/acme/dtk:4.15; promote quay.io/acme/dtk:4.16; promote quay.io/acme/dtk:latest" {
+		t.Fatalf("%s", summary(got))
 	}
 	for _, a := range got {
 		if a.Tag == "quay.io/acme/dtk:4.16" && a.Release != "4.16.17" {
