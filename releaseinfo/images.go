@@ -318,3 +318,23 @@ func asRT(k Kernel) Kernel {
 	}
 	return k
 }
+
+// DTK is what a Driver Toolkit image declares about its kernel.
+type DTK struct {
+	Kernel, RTKernel Kernel
+	RHEL             string
+	Source           string // SourceDTKReleaseJSON, SourceDTKLabel or ""
+	Warnings         []string
+}
+
+// ReadDTK reads the kernel a DTK image (ours or a payload's) declares, as an
+// inspection does: etc/driver-toolkit-release.json from its small top
+// layers, else its kernel-version label. The image is resolved for the
+// inspector's arch when it is a manifest list.
+func (in *Inspector) ReadDTK(ctx context.Context, pullspec string) (DTK, error) {
+	d, err := in.readDTKUncached(ctx, pullspec)
+	if err != nil {
+		return DTK{}, fmt.Errorf("driver-toolkit %s: %w", pullspec, err)
+	}
+	return DTK{Kernel: d.kernel, RTKernel: d.rt, RHEL: d.rhel, Source: d.source, Warnings: d.warnings}, nil
+}

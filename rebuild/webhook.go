@@ -1,0 +1,144 @@
+package rebuild
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// BuildInputs are the string inputs every remote build receives: the
+// workflow_dispatch inputs of deploy/github/build-dtk.yml and the webhook's
+// JSON body.
+type BuildInputs struct {
+	KernelVersion   string `json:"kernel_version"`
+	RTKernelVersion string `json:"rt_kernel_version"`
+	RHELVersion     string `json:"rhel_version"`
+	Image           string `json:"image"`
+	Releases        string `json:"releases"`
+}
+
+// Inputs turns a request into its string inputs.
+func (r BuildRequest) Inputs() BuildInputs {
+	return BuildInputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ",")}
+}
+
+// WebhookBuilder asks a CI system for a build with a signed POST: the body is
+// the build inputs as JSON, X-Signature-256 is "sha256=" and the hex HMAC-SHA256
+// of the body with the shared secret (as GitHub signs its webhooks), and
+// X-Dtkbot-Delivery is the same for the same image, so the receiver can drop
+// a repeated request. A 2xx means accepted; a 5xx or network error is retried
+// with backoff; anything else fails the attempt.
+type WebhookBuilder struct {
+	URL      string
+	Secret   []byte
+	HTTP     *http.Client
+	Attempts int           // default 4
+	Backoff  time.Duration // first wait, doubled; default 2s
+}
+
+// Build implements Builder.
+func (b *WebhookBuilder) Build(ctx context.Context, req BuildRequest) error {
+	in := req.Inputs()
+	body, err := json.Marshal(struct {
+		BuildInputs
+		Stream     string `json:"stream"`
+		Arch       string `json:"arch"`
+		KernelFull string `json:"kernel_full"`
+	}{in, req.Stream, req.Arch, req.KernelFull})
+	if err != nil {
+		return err
+	}
+	mac := hmac.New(sha256.New, b.Secret)
+	mac.Write(body)
+	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	delivery := sha256.Sum256([]byte(req.Image))
+	return retryHTTP(ctx, "build webhook "+redactURL(b.URL), b.Attempts, b.Backoff, func(ctx context.Context) (*http.Response, error) {
+		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.URL, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		hr.Header.Set("Content-Type", "application/json")
+		hr.Header.Set("X-Signature-256", signature)
+		hr.Header.Set("X-Dtkbot-Delivery", hex.EncodeToString(delivery[:16]))
+		hr.Header.Set("User-Agent", "dtkbot")
+		return client(b.HTTP).Do(hr)
+	})
+}
+
+func client(c *http.Client) *http.Client {
+	if c != nil {
+		return c
+	}
+	return &http.Client{Timeout: time.Minute}
+}
+
+// redactURL drops a URL's query and user info, where tokens hide.
+func redactURL(u string) string {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	if at := strings.Index(u, "@"); at >= 0 {
+		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+			u = u[:scheme+3] + u[at+1:]
+		}
+	}
+	return u
+}
+
+// StatusError is an HTTP answer that failed a call.
+type StatusError struct {
+	What   string
+	Status int
+	Body   string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s: HTTP %d: %s", e.What, e.Status, e.Body)
+}
+
+// retryHTTP calls do until a 2xx, retrying 5xx, 429 and network errors.
+func retryHTTP(ctx context.Context, what string, attempts int, backoff time.Duration, do func(context.Context) (*http.Response, error)) error {
+	if attempts <= 0 {
+		attempts = 4
+	}
+	if backoff <= 0 {
+		backoff = 2 * time.Second
+	}
+	var last error
+	for i := 1; i <= attempts; i++ {
+		resp, err := do(ctx)
+		if err == nil {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+				return nil
+			}
+			last = &StatusError{What: what, Status: resp.StatusCode, Body: strings.TrimSpace(string(msg))}
+			if resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+				return last
+			}
+		} else {
+			last = fmt.Errorf("%s: %w", what, err)
+		}
+		if i == attempts || ctx.Err() != nil {
+			break
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(wait):
+		}
+		backoff *= 2
+	}
+	return fmt.Errorf("after %d attempts: %w", attempts, last)
+}
