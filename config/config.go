@@ -43,6 +43,7 @@ type Config struct {
 	Registry Registry `yaml:"registry"`
 	Target   Target   `yaml:"target"`
 	Build    Build    `yaml:"build"`
+	GitHub   GitHub   `yaml:"github"`
 	// TriggerTokenFile holds the bearer token POST /trigger requires;
 	// without it the endpoint is off.
 	TriggerTokenFile string `yaml:"trigger_token_file"`
@@ -104,6 +105,45 @@ type Build struct {
 	MaxAttempts int      `yaml:"max_attempts"`
 	// Backoff is the wait before a retry, doubled for each further one.
 	Backoff Duration `yaml:"backoff"`
+	// Verify reads every built image's etc/driver-toolkit-release.json
+	// before promoting onto it (default true).
+	Verify        bool         `yaml:"verify"`
+	Podman        PodmanBuild  `yaml:"podman"`
+	GitHubActions ActionsBuild `yaml:"github_actions"`
+	Webhook       WebhookBuild `yaml:"webhook"`
+}
+
+// PodmanBuild configures the podman and buildah backends.
+type PodmanBuild struct {
+	Command       string `yaml:"command"` // default: the backend's name
+	Containerfile string `yaml:"containerfile"`
+	Context       string `yaml:"context"`
+	// BaseImage is the UBI base; {{.RHEL}} and {{.RHELMajor}} are replaced.
+	BaseImage             string   `yaml:"base_image"`
+	RHSMOrgFile           string   `yaml:"rhsm_org_file"`
+	RHSMActivationKeyFile string   `yaml:"rhsm_activation_key_file"`
+	ExtraArgs             []string `yaml:"extra_args"`
+}
+
+// ActionsBuild configures the github-actions backend (auth from github:).
+type ActionsBuild struct {
+	Repository string `yaml:"repository"` // owner/name
+	Workflow   string `yaml:"workflow"`   // build-dtk.yml
+	Ref        string `yaml:"ref"`        // main
+}
+
+// WebhookBuild configures the webhook backend.
+type WebhookBuild struct {
+	URL        string `yaml:"url"`
+	SecretFile string `yaml:"secret_file"`
+}
+
+// GitHub is how dtkbot reaches GitHub (the github-actions backend and
+// notifications).
+type GitHub struct {
+	APIURL string `yaml:"api_url"`
+	// TokenFile holds a token; empty means $GITHUB_TOKEN.
+	TokenFile string `yaml:"token_file"`
 }
 
 // Duration is a time.Duration written as "30s", "2m".
@@ -144,7 +184,15 @@ func Default() Config {
 			KernelTag:   "{{.KernelFull}}",
 			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
 		},
-		Build: Build{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute}},
+		Build: Build{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute}, Verify: true,
+			Podman: PodmanBuild{
+				Containerfile: "deploy/driver-toolkit/Containerfile",
+				Context:       "deploy/driver-toolkit",
+				BaseImage:     "registry.access.redhat.com/ubi{{.RHELMajor}}/ubi:latest",
+			},
+			GitHubActions: ActionsBuild{Workflow: "build-dtk.yml", Ref: "main"},
+		},
+		GitHub: GitHub{APIURL: "https://api.github.com"},
 	}
 }
 
@@ -311,6 +359,46 @@ func (c *Config) Validate() error {
 	if c.Build.Backoff.Duration < 0 {
 		bad("build.backoff", "must not be negative")
 	}
+	switch c.Build.Backend {
+	case "podman", "buildah":
+		p := c.Build.Podman
+		if p.RHSMOrgFile != "" || p.RHSMActivationKeyFile != "" {
+			for key, f := range map[string]string{"build.podman.rhsm_org_file": p.RHSMOrgFile, "build.podman.rhsm_activation_key_file": p.RHSMActivationKeyFile} {
+				if f == "" {
+					bad(key, "set both RHSM files, or neither")
+				} else if _, err := os.Stat(c.resolve(f)); err != nil {
+					bad(key, "%v", err)
+				}
+			}
+		}
+		if _, err := os.Stat(c.resolve(p.Containerfile)); err != nil {
+			bad("build.podman.containerfile", "%v", err)
+		}
+	case "github-actions":
+		if !regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`).MatchString(c.Build.GitHubActions.Repository) {
+			bad("build.github_actions.repository", "%q is not owner/name", c.Build.GitHubActions.Repository)
+		}
+		if c.Build.GitHubActions.Workflow == "" || c.Build.GitHubActions.Ref == "" {
+			bad("build.github_actions", "workflow and ref must be set")
+		}
+		if c.GitHub.TokenFile == "" && os.Getenv("GITHUB_TOKEN") == "" {
+			bad("github.token_file", "the github-actions backend needs a token: github.token_file or $GITHUB_TOKEN")
+		}
+	case "webhook":
+		if u, err := url.Parse(c.Build.Webhook.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("build.webhook.url", "not an http(s) URL")
+		}
+		if c.Build.Webhook.SecretFile == "" {
+			bad("build.webhook.secret_file", "a webhook is signed: give the file of its shared secret")
+		} else if _, err := os.Stat(c.resolve(c.Build.Webhook.SecretFile)); err != nil {
+			bad("build.webhook.secret_file", "%v", err)
+		}
+	}
+	if c.GitHub.TokenFile != "" {
+		if _, err := os.Stat(c.resolve(c.GitHub.TokenFile)); err != nil {
+			bad("github.token_file", "%v", err)
+		}
+	}
 	if c.TriggerTokenFile != "" {
 		if _, err := os.Stat(c.resolve(c.TriggerTokenFile)); err != nil {
 			bad("trigger_token_file", "%v", err)
@@ -336,6 +424,14 @@ func (c *Config) TriggerTokenPath() string {
 		return ""
 	}
 	return c.resolve(c.TriggerTokenFile)
+}
+
+// Resolve makes a path from the config relative to the config's folder.
+func (c *Config) Resolve(p string) string {
+	if p == "" {
+		return ""
+	}
+	return c.resolve(p)
 }
 
 // AuthfilePath is registry.authfile resolved against the config's folder.

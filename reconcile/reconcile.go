@@ -36,6 +36,12 @@ type ImageChecker interface {
 	Digest(ctx context.Context, ref string) (digest.Digest, error)
 }
 
+// Verifier checks that a built image carries the kernel it was built for;
+// an error wrapping rebuild.ErrWrongKernel means it does not (a failed build).
+type Verifier interface {
+	Verify(ctx context.Context, image, kernel, arch string) error
+}
+
 // BuildPolicy bounds builds: a requested build that has not appeared in the
 // registry within Timeout is retried after Backoff (doubling), up to
 // MaxAttempts, then the kernel is marked failed.
@@ -53,7 +59,10 @@ type Reconciler struct {
 	Limits     releaseinfo.Limits
 	Store      *state.Store
 	Checker    ImageChecker
-	Builder    rebuild.Builder
+	// Verifier, when set, must pass a built image before anything is
+	// promoted onto it.
+	Verifier Verifier
+	Builder  rebuild.Builder
 	Promoter   rebuild.Promoter
 	// Notifier may be nil: then no notify actions are planned.
 	Notifier rebuild.Notifier
@@ -393,6 +402,13 @@ func (v *ledgerView) kernelList(only string) []state.Kernel {
 func (r *Reconciler) observe(ctx context.Context, v *ledgerView, now time.Time, res *Result, fail func(error)) []state.Kernel {
 	var changed []state.Kernel
 	for _, k := range v.kernelList("") {
+		if k.State == state.KernelBuilt && r.Verifier != nil {
+			if r.verify(ctx, &k, now, fail) {
+				v.kernels[k.Key()] = k
+				changed = append(changed, k)
+			}
+			continue
+		}
 		if k.State != state.KernelNew && k.State != state.KernelBuildRequested {
 			continue
 		}
@@ -407,6 +423,9 @@ func (r *Reconciler) observe(ctx context.Context, v *ledgerView, now time.Time, 
 			k.State, k.Image, k.ImageDigest, k.Reason = state.KernelBuilt, image, d.String(), ""
 			k.UpdatedAt = now
 			r.Log.Info().Str("kernel", k.Kernel).Str("image", image).Str("digest", d.String()).Msg("kernel image present")
+			if r.Verifier != nil {
+				r.verify(ctx, &k, now, fail)
+			}
 		case !errors.Is(err, registry.ErrNotFound):
 			fail(fmt.Errorf("checking the image of kernel %s: %w", k.Key(), err))
 			continue
@@ -427,6 +446,32 @@ func (r *Reconciler) observe(ctx context.Context, v *ledgerView, now time.Time, 
 		changed = append(changed, k)
 	}
 	return changed
+}
+
+// verify checks a built image and moves k to verified, or to failed when the
+// image carries another kernel; a read error leaves it built for the next
+// pass. It reports whether k changed.
+func (r *Reconciler) verify(ctx context.Context, k *state.Kernel, now time.Time, fail func(error)) bool {
+	pinned := k.Image
+	if i := strings.LastIndex(pinned, ":"); i > strings.LastIndex(pinned, "/") {
+		pinned = pinned[:i]
+	}
+	pinned += "@" + k.ImageDigest
+	err := r.Verifier.Verify(ctx, pinned, k.Kernel, k.Arch)
+	switch {
+	case err == nil:
+		k.State, k.Reason = state.KernelVerified, ""
+		r.Log.Info().Str("kernel", k.Kernel).Str("image", pinned).Msg("kernel image verified")
+	case errors.Is(err, rebuild.ErrWrongKernel):
+		k.State, k.Reason = state.KernelFailed, err.Error()
+		r.Log.Error().Str("kernel", k.Kernel).Str("image", pinned).Err(err).Msg("built image carries the wrong kernel: not promoted")
+		fail(err)
+	default:
+		fail(err)
+		return false
+	}
+	k.UpdatedAt = now
+	return true
 }
 
 // observeAndRecord runs observe and writes what changed (unless dry).

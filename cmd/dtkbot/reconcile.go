@@ -64,7 +64,11 @@ func runReconcile(ctx context.Context, env *cliEnv, args []string) int {
 		return exitFailed
 	}
 	defer store.Close()
-	r, _ := newReconciler(cfg, store, env.log)
+	r, _, err := newReconciler(cfg, store, env.log)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitUsage
+	}
 	if isTerminal(env.stderr) {
 		r.Progress = func(done, total int) {
 			if total >= 10 {
@@ -147,7 +151,11 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		}
 		token = []byte(strings.TrimSpace(string(raw)))
 	}
-	r, reg := newReconciler(cfg, store, env.log)
+	r, reg, err := newReconciler(cfg, store, env.log)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitUsage
+	}
 	d := &daemon.Daemon{
 		Passer: r, Store: store, Registry: reg, Schedule: cfg.Schedule, Listen: cfg.Listen,
 		TriggerToken: token, StaleAfter: staleAfter(cfg.Schedule, time.Now()), Version: version, Log: env.log,

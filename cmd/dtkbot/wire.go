@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -28,10 +31,75 @@ func registryOptions(cfg *config.Config) registry.Options {
 	}
 }
 
+// newBuilder is the build backend the config names.
+func newBuilder(cfg *config.Config, log zerolog.Logger) (rebuild.Builder, error) {
+	b := cfg.Build
+	switch b.Backend {
+	case "podman", "buildah":
+		cmd := b.Podman.Command
+		if cmd == "" {
+			cmd = b.Backend
+		}
+		return &rebuild.CommandBuilder{
+			Command: cmd, Containerfile: cfg.Resolve(b.Podman.Containerfile), Context: cfg.Resolve(b.Podman.Context),
+			BaseImage: b.Podman.BaseImage, RHSMOrgFile: cfg.Resolve(b.Podman.RHSMOrgFile),
+			RHSMActivationKeyFile: cfg.Resolve(b.Podman.RHSMActivationKeyFile),
+			AuthFile:              cfg.AuthfilePath(), TLSVerify: cfg.Registry.TLSVerify, ExtraArgs: b.Podman.ExtraArgs,
+			Timeout: b.Timeout.Duration, Log: log,
+		}, nil
+	case "github-actions":
+		return &rebuild.ActionsBuilder{
+			APIURL: cfg.GitHub.APIURL, Repository: b.GitHubActions.Repository, Workflow: b.GitHubActions.Workflow,
+			Ref: b.GitHubActions.Ref, Token: githubToken(cfg),
+		}, nil
+	case "webhook":
+		secret, err := readSecret(cfg.Resolve(b.Webhook.SecretFile))
+		if err != nil {
+			return nil, fmt.Errorf("build.webhook.secret_file: %w", err)
+		}
+		return &rebuild.WebhookBuilder{URL: b.Webhook.URL, Secret: secret}, nil
+	}
+	return rebuild.Unconfigured{What: "build backend (build.backend)"}, nil
+}
+
+// githubToken reads the token when it is needed, so a rotated file is
+// picked up; $GITHUB_TOKEN when no file is configured.
+func githubToken(cfg *config.Config) func() (string, error) {
+	path := cfg.Resolve(cfg.GitHub.TokenFile)
+	return func() (string, error) {
+		if path == "" {
+			if t := os.Getenv("GITHUB_TOKEN"); t != "" {
+				return t, nil
+			}
+			return "", fmt.Errorf("no GitHub token: set github.token_file or $GITHUB_TOKEN")
+		}
+		b, err := readSecret(path)
+		return string(b), err
+	}
+}
+
+// readSecret reads a secret file, without its trailing newline. The error
+// names the file, never the content.
+func readSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading secret: %w", err)
+	}
+	b = []byte(strings.TrimSpace(string(b)))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("secret file %s is empty", path)
+	}
+	return b, nil
+}
+
 // newReconciler wires a pass from the config: the one place that knows
 // which implementation stands behind each interface.
-func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (*reconcile.Reconciler, *registry.Client) {
+func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (*reconcile.Reconciler, *registry.Client, error) {
 	reg := registry.New(registryOptions(cfg))
+	builder, err := newBuilder(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
 	var arches []string
 	arches = append(arches, cfg.Graph.Arches...)
 	r := &reconcile.Reconciler{
@@ -51,8 +119,8 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Limits:   releaseinfo.DefaultLimits(),
 		Store:    store,
 		Checker:  reg,
-		Builder:  rebuild.Unconfigured{What: "build backend (build.backend)"},
-		Promoter: rebuild.Unconfigured{What: "promotion"},
+		Builder:  builder,
+		Promoter: rebuild.Unconfigured{What: "promotion (target.repository)"},
 		Target: rebuild.Target{
 			Repository:   cfg.Target.Repository,
 			KernelTag:    cfg.Target.KernelTag,
@@ -68,7 +136,14 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Concurrency: cfg.Registry.Concurrency,
 		Log:         log,
 	}
-	return r, reg
+	if cfg.Target.Repository != "" {
+		r.Promoter = rebuild.NewRegistryPromoter(reg)
+	}
+	if cfg.Build.Verify {
+		r.Verifier = &rebuild.Verifier{Registry: reg, Limits: releaseinfo.DefaultLimits()}
+		r.Policy.RequireVerified = true
+	}
+	return r, reg, nil
 }
 
 // staleAfter is how old the last successful pass may be before /readyz

@@ -1,0 +1,156 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/distribution/reference"
+
+	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/state"
+)
+
+// ciServer stands in for a CI system: it takes signed webhook calls or
+// workflow_dispatch calls and "builds" by pushing a DTK image with the
+// requested kernel (or, for kernels in wrong, another one).
+type ciServer struct {
+	h      *harness
+	secret []byte
+	wrong  map[string]string // kernel -> the kernel the broken build carries
+	mu     sync.Mutex
+	builds map[string]int // image -> requests
+}
+
+func (c *ciServer) push(in rebuild.BuildInputs) {
+	c.mu.Lock()
+	c.builds[in.Image]++
+	c.mu.Unlock()
+	kernel := in.KernelVersion
+	if w, ok := c.wrong[kernel]; ok {
+		kernel = w
+	}
+	named, _ := reference.ParseNormalizedNamed(in.Image)
+	release, _ := json.Marshal(map[string]string{"KERNEL_VERSION": kernel + ".x86_64", "RT_KERNEL_VERSION": in.RTKernelVersion + ".x86_64+rt", "RHEL_VERSION": in.RHELVersion})
+	c.h.world.PushImage(reference.Path(named), named.(reference.NamedTagged).Tag(), payloadtest.Image{
+		OCI:    true,
+		Labels: map[string]string{"kernel-version": in.KernelVersion},
+		Layers: [][]byte{payloadtest.NoiseLayer("ubi9", 64<<10), payloadtest.NoiseLayer("kernel-"+kernel, 64<<10),
+			payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", release))},
+	})
+}
+
+func (c *ciServer) webhook(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	mac := hmac.New(sha256.New, c.secret)
+	mac.Write(body)
+	if !hmac.Equal([]byte(r.Header.Get("X-Signature-256")), []byte("sha256="+hex.EncodeToString(mac.Sum(nil)))) {
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	var in rebuild.BuildInputs
+	_ = json.Unmarshal(body, &in)
+	c.push(in)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (c *ciServer) dispatch(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer ghs_test" {
+		http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
+		return
+	}
+	var body struct {
+		Ref    string              `json:"ref"`
+		Inputs rebuild.BuildInputs `json:"inputs"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	c.push(body.Inputs)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func realEffects(h *harness, builder rebuild.Builder) func() *Reconciler {
+	return func() *Reconciler {
+		r := h.reconciler()
+		r.Builder = builder
+		r.Promoter = rebuild.NewRegistryPromoter(r.Registry)
+		r.Verifier = &rebuild.Verifier{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
+		r.Policy.RequireVerified = true
+		return r
+	}
+}
+
+func TestEndToEndWithRemoteBuilders(t *testing.T) {
+	for _, backend := range []string{"webhook", "github-actions"} {
+		t.Run(backend, func(t *testing.T) {
+			h := newHarness(t)
+			ci := &ciServer{h: h, secret: []byte("hook-secret"), builds: map[string]int{}, wrong: map[string]string{k3.Kernel: "5.14.0-427.99.1.el9_4"}}
+			var builder rebuild.Builder
+			switch backend {
+			case "webhook":
+				srv := httptest.NewServer(http.HandlerFunc(ci.webhook))
+				defer srv.Close()
+				builder = &rebuild.WebhookBuilder{URL: srv.URL, Secret: ci.secret}
+			default:
+				mux := http.NewServeMux()
+				mux.HandleFunc("POST /repos/acme/dtk-builds/actions/workflows/build-dtk.yml/dispatches", ci.dispatch)
+				srv := httptest.NewServer(mux)
+				defer srv.Close()
+				builder = &rebuild.ActionsBuilder{APIURL: srv.URL, Repository: "acme/dtk-builds", Workflow: "build-dtk.yml", Ref: "main",
+					Token: func() (string, error) { return "ghs_test", nil }}
+			}
+			newReconciler := realEffects(h, builder)
+			pass := func() *Result {
+				res, _ := newReconciler().RunOnce(context.Background(), h.now, Options{})
+				return res
+			}
+			h.publish("stable-4.16", "4.16.15", k1)
+			h.publish("stable-4.16", "4.16.16", k1)
+			h.publish("stable-4.16", "4.16.17", k2)
+			h.publish("stable-4.16", "4.16.18", k3) // its build comes out with the wrong kernel
+			for i := 0; i < 3; i++ {
+				pass()
+				h.restart()
+			}
+			ci.mu.Lock()
+			for image, n := range ci.builds {
+				if n != 1 {
+					t.Errorf("%s built %d times", image, n)
+				}
+			}
+			if len(ci.builds) != 3 {
+				t.Errorf("%d kernels built, want 3", len(ci.builds))
+			}
+			ci.mu.Unlock()
+			ks := kernels(t, h.store)
+			if k := ks[k3.Kernel]; k.State != state.KernelFailed || !strings.Contains(k.Reason, "carries 5.14.0-427.99.1.el9_4") {
+				t.Errorf("the wrong-kernel build: %+v", k)
+			}
+			if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", "4.16.18"); ok {
+				t.Errorf("a wrong-kernel image was promoted")
+			}
+			for v, k := range map[string]payloadtest.Stream{"4.16.15": k1, "4.16.16": k1, "4.16.17": k2} {
+				got, ok := h.srv.TagDigest("dtkbot/driver-toolkit", v)
+				want, _ := h.srv.TagDigest("dtkbot/driver-toolkit", k.Kernel+".x86_64")
+				if !ok || got != want || ks[k.Kernel].State != state.KernelPromoted || ks[k.Kernel].ImageDigest != want.String() {
+					t.Errorf("%s at %s, want %s (%+v)", v, got, want, ks[k.Kernel])
+				}
+			}
+			before := h.srv.Stats()
+			res := pass()
+			cost := h.srv.Stats().Sub(before)
+			if count(res, "build") != 0 || count(res, "promote") != 0 || count(res, "hold") != 1 || cost.BytesUploaded != 0 || cost.ManifestPUTs != 0 {
+				t.Errorf("a later pass: %+v, registry %+v", res.Actions, cost)
+			}
+		})
+	}
+}
