@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/distribution/reference"
+
+	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/state"
+)
+
+// TestMain lets the test binary act as dtkbot itself, so crash tests can
+// start it as a real process and kill it.
+func TestMain(m *testing.M) {
+	if os.Getenv("DTKBOT_RUN_MAIN") == "1" {
+		var args []string
+		_ = json.Unmarshal([]byte(os.Getenv("DTKBOT_ARGS")), &args)
+		os.Exit(run(context.Background(), args, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// startDtkbot runs the test binary as `dtkbot args...`.
+func startDtkbot(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	raw, _ := json.Marshal(args)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "DTKBOT_RUN_MAIN=1", "DTKBOT_ARGS="+string(raw))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// TestKilledPassesLoseNothingAndRepeatNothing kills `dtkbot reconcile`
+// (SIGKILL, a real process) at random points of its passes over a world of
+// 24 releases and 6 kernels, then lets it finish, and checks the end state:
+// the state file opens, every release is recorded, every kernel's image was
+// requested from the build webhook exactly once, and every release tag
+// points at its kernel's image.
+func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts dtkbot processes")
+	}
+	secret := "crash-test-secret"
+	var mu sync.Mutex
+	builds := map[string]int{}
+	var world *payloadtest.World
+	ci := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write(body)
+		if r.Header.Get("X-Signature-256") != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var in rebuild.BuildInputs
+		_ = json.Unmarshal(body, &in)
+		mu.Lock()
+		builds[in.Image]++
+		mu.Unlock()
+		named, _ := reference.ParseNormalizedNamed(in.Image)
+		rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": in.KernelVersion + ".x86_64", "RHEL_VERSION": in.RHELVersion})
+		world.PushImage(reference.Path(named), named.(reference.NamedTagged).Tag(), payloadtest.Image{Layers: [][]byte{
+			payloadtest.NoiseLayer("ubi", 32<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))}})
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer ci.Close()
+	secretFile := filepath.Join(t.TempDir(), "webhook-secret")
+	_ = os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
+
+	cw := newCLIWorld(t, fmt.Sprintf(`build:
+  backend: webhook
+  timeout: 1s
+  max_attempts: 10
+  backoff: 1ms
+  webhook:
+    url: %s
+    secret_file: %s
+`, ci.URL, secretFile))
+	world = cw.world
+	kernelOf := map[string]string{}
+	for i := 0; i < 21; i++ { // 3 releases already in the world
+		v := fmt.Sprintf("4.16.%d", 18+i)
+		k := fmt.Sprintf("5.14.0-427.%d.1.el9_4", 50+i/4)
+		kernelOf[v] = k
+		cw.graph.Publish("stable-4.16", "amd64", v, cw.world.Release(payloadtest.ReleaseSpec{Version: v, Stream: payloadtest.Stream{Kernel: k}}).Pullspec)
+	}
+	kernelOf["4.16.15"], kernelOf["4.16.16"], kernelOf["4.16.17"] = "5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_4", "5.14.0-427.40.1.el9_4"
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	kills := 0
+	for i := 0; i < 12; i++ {
+		cmd := startDtkbot(t, "reconcile", "--config", cw.config)
+		time.Sleep(time.Duration(20+rng.IntN(400)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
+			kills++
+		}
+		_ = cmd.Wait()
+	}
+	// Then let it finish: passes until nothing is left to do (a build whose
+	// request was lost in a kill is retried after build.timeout).
+	for i := 0; i < 10; i++ {
+		code, stdout, stderr := runCLI(t, "reconcile", "--config", cw.config, "-o", "json")
+		var res struct {
+			Actions []rebuild.Action `json:"actions"`
+		}
+		_ = json.Unmarshal([]byte(stdout), &res)
+		pending := 0
+		for _, a := range res.Actions {
+			if a.Type != "notify" {
+				pending++
+			}
+		}
+		if code == exitOK && pending == 0 && i > 0 {
+			break
+		}
+		_ = stderr
+		time.Sleep(1100 * time.Millisecond)
+	}
+	t.Logf("%d kill points tried", kills)
+
+	store, err := state.OpenReadOnly(filepath.Join(filepath.Dir(cw.config), "dtkbot.db"), time.Second)
+	if err != nil {
+		t.Fatalf("the state file does not open after the kills: %v", err)
+	}
+	defer store.Close()
+	exp, err := store.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exp.Releases) != 24 {
+		t.Errorf("%d releases recorded, want 24", len(exp.Releases))
+	}
+	for _, k := range exp.Kernels {
+		if k.State != state.KernelPromoted {
+			t.Errorf("kernel %s ended %s (%s)", k.Kernel, k.State, k.Reason)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(builds) != 8 {
+		t.Errorf("%d kernels built, want 8", len(builds))
+	}
+	for image, n := range builds {
+		if n != 1 {
+			t.Errorf("%s requested %d times", image, n)
+		}
+	}
+	for v, k := range kernelOf {
+		got, ok := cw.srv.TagDigest("dtkbot/driver-toolkit", v)
+		want, _ := cw.srv.TagDigest("dtkbot/driver-toolkit", k+".x86_64")
+		if !ok || got != want {
+			t.Errorf("tag %s at %s, want %s", v, got, want)
+		}
+	}
+}
