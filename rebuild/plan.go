@@ -126,6 +126,7 @@ func Plan(in Input) []Action {
 	}
 	desired := map[string][]want{}
 	floating := map[string]want{}
+	floatingConflict := map[string]bool{}
 	for _, k := range kernels {
 		image, err := KernelImage(in.Target, k)
 		if err != nil {
@@ -169,8 +170,13 @@ func Plan(in Input) []Action {
 				}
 				for _, repo := range append([]string{in.Target.Repository}, in.Target.Mirrors...) {
 					ref := repo + ":" + tag
-					if cur, ok := floating[ref]; !ok || watcher.CompareVersions(v, cur.release) > 0 {
+					cur, ok := floating[ref]
+					switch {
+					case !ok || watcher.CompareVersions(v, cur.release) > 0:
 						floating[ref] = want{k, v}
+						floatingConflict[ref] = false
+					case cur.release == v && cur.k.Key() != k.Key():
+						floatingConflict[ref] = true // two streams of one release
 					}
 				}
 			}
@@ -208,6 +214,11 @@ func Plan(in Input) []Action {
 	sort.Strings(frefs)
 	for _, ref := range frefs {
 		w := floating[ref]
+		if floatingConflict[ref] {
+			holds = append(holds, Action{Type: ActionHold, Release: w.release, Tag: ref,
+				Reason: fmt.Sprintf("floating tag %s would name two streams of %s: add {{.StreamSuffix}} to target.floating_tags", ref, w.release)})
+			continue
+		}
 		if p, ok := in.Promoted[ref]; ok && (p.Digest == w.k.ImageDigest || watcher.CompareVersions(p.Release, w.release) > 0) {
 			continue // already there, or a newer release holds it: floating tags only move forward
 		}

@@ -191,3 +191,19 @@ func TestRenderTag(t *testing.T) {
 		}
 	}
 }
+
+func TestFloatingTagOverTwoStreamsIsHeld(t *testing.T) {
+	const k9, k10 = "5.14.0-570.62.1.el9_6", "6.12.0-55.9.1.el10_1"
+	ten := kernel(k10, state.KernelBuilt, "4.22.0")
+	ten.Stream = "rhel-10"
+	in := Input{Now: now, Target: Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", FloatingTags: []string{"{{.Minor}}"}},
+		Releases: []state.Release{release("4.22.0", ships("rhel-9", k9), ships("rhel-10", k10))},
+		Kernels:  []state.Kernel{kernel(k9, state.KernelBuilt, "4.22.0"), ten}}
+	if got := summary(Plan(in)); got != "hold quay.io/acme/dtk:4.22" {
+		t.Errorf("%s", got)
+	}
+	in.Target.FloatingTags = []string{"{{.Minor}}{{.StreamSuffix}}"}
+	if got := summary(Plan(in)); got != "promote quay.io/acme/dtk:4.22; promote quay.io/acme/dtk:4.22-rhel-10" {
+		t.Errorf("%s", got)
+	}
+}

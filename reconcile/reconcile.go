@@ -299,10 +299,11 @@ func recordRelease(src watcher.Release, rep *releaseinfo.Report, now time.Time) 
 	for _, s := range rep.Streams {
 		ships := state.ReleaseShips{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull}
 		switch {
-		case s.Kernel == "":
-			ships.Held = "kernel unknown: " + strings.Join(s.Warnings, "; ")
-		case !s.Consistent:
-			ships.Held = "inconsistent payload: " + strings.Join(s.Warnings, "; ")
+		case s.Kernel == "" && len(s.Warnings) == 0:
+			ships.Held = "kernel unknown"
+		case s.Kernel == "" || !s.Consistent:
+			// The warnings say why ("kernel unknown: ...", "inconsistent payload: ...").
+			ships.Held = strings.Join(s.Warnings, "; ")
 		}
 		rel.Streams = append(rel.Streams, ships)
 	}

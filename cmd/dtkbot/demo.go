@@ -2,51 +2,183 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 
+	"github.com/distribution/reference"
+
+	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/rebuild"
 )
 
-// runDemo is the offline demo: it starts an in-process registry on loopback,
-// fills it with sample payloads of every era (the test world), and runs
-// release-info against them, so a newcomer without a pull secret or network
-// sees what dtkbot reads and what it costs.
+// runDemo is the offline demo, clearly labelled as such. It starts, on
+// loopback, a registry filled with sample payloads of every era (the test
+// world), an update graph publishing them, and a CI stand-in that "builds" a
+// DTK image when dtkbot's signed webhook asks; then it runs the real
+// commands against them: release-info, a reconcile, and a second reconcile
+// that finds nothing to do. A newcomer sees the whole flow with no pull
+// secret and no network.
 func runDemo(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "demo", "[-o table|json]")
-	output := fs.String("o", "table", "output format: table or json")
+	fs := newFlagSet(env, "demo", "")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return usageExit(err)
 	}
+	dir, err := os.MkdirTemp("", "dtkbot-demo-")
+	if err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
+	defer os.RemoveAll(dir)
+
 	reg := registrytest.New()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	regHost, stopReg, err := serve(reg)
 	if err != nil {
 		errorf(env, "demo: starting the local registry: %v", err)
 		return exitFailed
 	}
-	srv := &http.Server{Handler: reg}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-	host := ln.Addr().String()
+	defer stopReg()
+	graph := graphtest.New()
+	defer graph.Close()
+	world := payloadtest.New(reg, regHost)
+	world.ContentSize = 1 << 20
 
-	world := payloadtest.New(reg, host)
-	world.ContentSize = 2 << 20
+	secret := "demo-webhook-secret"
+	ci, stopCI, err := serve(demoCI(world, []byte(secret)))
+	if err != nil {
+		errorf(env, "demo: starting the CI stand-in: %v", err)
+		return exitFailed
+	}
+	defer stopCI()
+
 	var pullspecs []string
-	var manual int64
 	for _, spec := range payloadtest.Eras() {
 		p := world.Release(spec)
 		pullspecs = append(pullspecs, p.TagPullspec)
-		manual += p.ManualBytes["amd64"]
+		if p.Minor >= 16 && len(spec.Arches) == 0 {
+			graph.Publish(fmt.Sprintf("stable-4.%d", p.Minor), "amd64", spec.Version, p.Pullspec)
+		}
 	}
-	fmt.Fprintf(env.stdout, "DEMO: a local registry at %s holds %d sample payloads, one per era (4.6 to 4.22, one multi-arch);\n"+
-		"DEMO: nothing leaves this machine. Running: dtkbot release-info --tls-verify=false <payloads>\n\n", host, len(pullspecs))
+	// z-streams sharing a kernel, a new kernel, and a broken payload.
+	for i, s := range []payloadtest.Stream{
+		{Kernel: "5.14.0-427.37.1.el9_4", RTKernel: "5.14.0-427.37.1.el9_4"},
+		{Kernel: "5.14.0-427.40.1.el9_4", RTKernel: "5.14.0-427.40.1.el9_4"},
+		{Kernel: "5.14.0-427.42.1.el9_4", DTKKernel: "5.14.0-427.44.1.el9_4"},
+	} {
+		v := fmt.Sprintf("4.16.%d", 16+i)
+		graph.Publish("stable-4.16", "amd64", v, world.Release(payloadtest.ReleaseSpec{Version: v, Stream: s}).Pullspec)
+	}
+	secretFile := filepath.Join(dir, "webhook-secret")
+	if err := os.WriteFile(secretFile, []byte(secret), 0o600); err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	err = os.WriteFile(cfg, []byte(fmt.Sprintf(`# DEMO config: everything on loopback.
+schedule: "@every 30m"
+state: dtkbot.db
+log: {level: error, format: json}
+graph:
+  url: %s
+  channels: [stable-4.16, stable-4.19, stable-4.22]
+registry:
+  tls_verify: false
+  registries_conf: /dev/null
+target:
+  repository: %s/demo/driver-toolkit
+  release_tags: ["{{.Release}}{{.StreamSuffix}}"]
+  floating_tags: ["{{.Minor}}{{.StreamSuffix}}"]
+build:
+  backend: webhook
+  webhook:
+    url: http://%s/build
+    secret_file: %s
+`, graph.URL(), regHost, ci, secretFile)), 0o600)
+	if err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
 
+	fmt.Fprintf(env.stdout, "DEMO: everything below runs on this machine: a registry at %s with sample payloads of every era,\n"+
+		"DEMO: an update graph at %s, and a CI stand-in that builds DTK images on dtkbot's signed webhook.\n\n", regHost, graph.HTTP.URL)
+
+	fmt.Fprintln(env.stdout, "DEMO 1/3: dtkbot release-info --tls-verify=false <one payload per era>")
 	before := reg.Stats()
-	code := runReleaseInfo(ctx, env, append([]string{"--tls-verify=false", "--registries-conf=/dev/null", "-o", *output}, pullspecs...))
+	code := runReleaseInfo(ctx, env, append([]string{"--tls-verify=false", "--registries-conf=/dev/null"}, pullspecs...))
 	cost := reg.Stats().Sub(before)
-	fmt.Fprintf(env.stdout, "\nDEMO: %d releases read with %d registry requests (+%d pings) and %d bytes; pulling the release and DTK images whole would move %d bytes.\n",
-		len(pullspecs), cost.Requests, cost.Auth, cost.BytesServed, manual)
-	return code
+	fmt.Fprintf(env.stdout, "\nDEMO: %d payloads read with %d registry requests (+%d pings) and %d bytes, never a content layer.\n\n",
+		len(pullspecs), cost.Requests, cost.Auth, cost.BytesServed)
+	if code != exitOK {
+		return code
+	}
+
+	fmt.Fprintln(env.stdout, "DEMO 2/3: dtkbot reconcile --config <demo config>   (discover, inspect, build once per kernel, verify, promote)")
+	if code := runReconcile(ctx, env, []string{"--config", cfg}); code != exitOK && code != exitFailed {
+		return code
+	}
+	fmt.Fprintf(env.stdout, "\nDEMO: tags now in %s/demo/driver-toolkit: %v\n\n", regHost, reg.Tags("demo/driver-toolkit"))
+
+	fmt.Fprintln(env.stdout, "DEMO 3/3: dtkbot reconcile again   (nothing new: one conditional graph request per channel, no payload read)")
+	before = reg.Stats()
+	code = runReconcile(ctx, env, []string{"--config", cfg})
+	cost = reg.Stats().Sub(before)
+	fmt.Fprintf(env.stdout, "DEMO: that pass made %d registry requests.\n", cost.Requests)
+	if code != exitOK {
+		return code
+	}
+	return exitOK
+}
+
+// serve starts h on a loopback port.
+func serve(h http.Handler) (host string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// demoCI is the CI stand-in: it checks the webhook's signature and pushes a
+// small image carrying the requested kernel's driver-toolkit-release.json.
+func demoCI(world *payloadtest.World, secret []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		mac := hmac.New(sha256.New, secret)
+		mac.Write(body)
+		if !hmac.Equal([]byte(r.Header.Get("X-Signature-256")), []byte("sha256="+hex.EncodeToString(mac.Sum(nil)))) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var in struct {
+			rebuild.BuildInputs
+			KernelFull string `json:"kernel_full"`
+		}
+		if err := json.Unmarshal(body, &in); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		named, err := reference.ParseNormalizedNamed(in.Image)
+		tagged, ok := named.(reference.NamedTagged)
+		if err != nil || !ok {
+			http.Error(w, "bad image", http.StatusBadRequest)
+			return
+		}
+		rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": in.KernelFull, "RHEL_VERSION": in.RHELVersion})
+		world.PushImage(reference.Path(named), tagged.Tag(), payloadtest.Image{
+			Labels: map[string]string{"kernel-version": in.KernelVersion, "io.dtkbot.demo": "true"},
+			Layers: [][]byte{payloadtest.NoiseLayer("demo-ubi", 64<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))},
+		})
+		w.WriteHeader(http.StatusAccepted)
+	})
 }

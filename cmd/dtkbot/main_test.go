@@ -89,7 +89,8 @@ func TestDemoRuns(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("demo exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"DEMO:", "4.22.0", "rhel-10", "6.12.0-55.9.1.el10_1.x86_64"} {
+	for _, want := range []string{"DEMO:", "4.22.0", "rhel-10", "6.12.0-55.9.1.el10_1.x86_64", "requested", "4.22.0-rhel-10", "inconsistent payload",
+		"0 newly inspected", "that pass made 0 registry requests"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}
