@@ -63,7 +63,7 @@ type Reconciler struct {
 	// promoted onto it.
 	Verifier Verifier
 	Builder  rebuild.Builder
-	Promoter   rebuild.Promoter
+	Promoter rebuild.Promoter
 	// Notifier may be nil: then no notify actions are planned.
 	Notifier rebuild.Notifier
 	Target   rebuild.Target
