@@ -540,6 +540,17 @@ func (r *Reconciler) journal(tx *state.Tx, now time.Time, a rebuild.Action, resu
 	return tx.Journal(state.JournalEntry{At: now, Action: raw, Result: result})
 }
 
+// recordKernel writes a ledger entry and journals the action that changed
+// it, in one transaction.
+func (r *Reconciler) recordKernel(now time.Time, k state.Kernel, a rebuild.Action, result string) error {
+	return r.Store.Update(func(tx *state.Tx) error {
+		if err := tx.PutKernel(k); err != nil {
+			return err
+		}
+		return r.journal(tx, now, a, result)
+	})
+}
+
 func (r *Reconciler) applyBuild(ctx context.Context, now time.Time, v *ledgerView, a *rebuild.Action, fail func(error)) string {
 	before := v.kernels[a.KernelKey]
 	k := before
@@ -547,12 +558,7 @@ func (r *Reconciler) applyBuild(ctx context.Context, now time.Time, v *ledgerVie
 	k.Attempts++
 	// Intent first: if we die after asking for the build, the next pass
 	// waits for it instead of asking again.
-	if err := r.Store.Update(func(tx *state.Tx) error {
-		if err := tx.PutKernel(k); err != nil {
-			return err
-		}
-		return r.journal(tx, now, *a, "requesting")
-	}); err != nil {
+	if err := r.recordKernel(now, k, *a, "requesting"); err != nil {
 		fail(fmt.Errorf("recording the build of %s: %w", a.KernelKey, err))
 		return "error: " + err.Error()
 	}
@@ -577,12 +583,7 @@ func (r *Reconciler) applyBuild(ctx context.Context, now time.Time, v *ledgerVie
 		fail(fmt.Errorf("building kernel %s: %w", a.KernelKey, err))
 	}
 	v.kernels[a.KernelKey] = k
-	if err := r.Store.Update(func(tx *state.Tx) error {
-		if err := tx.PutKernel(k); err != nil {
-			return err
-		}
-		return r.journal(tx, now, *a, result)
-	}); err != nil {
+	if err := r.recordKernel(now, k, *a, result); err != nil {
 		fail(err)
 	}
 	return result
@@ -630,12 +631,7 @@ func (r *Reconciler) notify(ctx context.Context, now time.Time, v *ledgerView, o
 		a.Result = "ok"
 		k.NotifiedState = k.State
 		v.kernels[a.KernelKey] = k
-		if err := r.Store.Update(func(tx *state.Tx) error {
-			if err := tx.PutKernel(k); err != nil {
-				return err
-			}
-			return r.journal(tx, now, *a, "ok")
-		}); err != nil {
+		if err := r.recordKernel(now, k, *a, "ok"); err != nil {
 			fail(err)
 		}
 	}

@@ -57,11 +57,16 @@ func (in *Inspector) readConfig(ctx context.Context, r *resolved) (*imageConfig,
 // from the top, reading only small layers; if it is not there, it falls back
 // to the DTK's kernel-version label.
 func (in *Inspector) readDTK(ctx context.Context, pullspec string) (dtkKernels, error) {
-	key := "dtk " + pullspec
+	return cachedRead(in, "dtk "+pullspec, func() (dtkKernels, error) { return in.readDTKUncached(ctx, pullspec) })
+}
+
+// cachedRead answers from the inspector's per-image memory, or reads and
+// remembers a success.
+func cachedRead[T any](in *Inspector, key string, read func() (T, error)) (T, error) {
 	if v, ok := in.images.Load(key); ok {
-		return v.(dtkKernels), nil
+		return v.(T), nil
 	}
-	out, err := in.readDTKUncached(ctx, pullspec)
+	out, err := read()
 	if err == nil {
 		in.images.Store(key, out)
 	}
@@ -178,15 +183,7 @@ type osKernels struct {
 // readOS reads the OS image's config labels, and its metadata layer only
 // when the labels do not name a kernel (4.22 sets ostree.linux to "true").
 func (in *Inspector) readOS(ctx context.Context, pullspec string) (osKernels, error) {
-	key := "os " + pullspec
-	if v, ok := in.images.Load(key); ok {
-		return v.(osKernels), nil
-	}
-	out, err := in.readOSUncached(ctx, pullspec)
-	if err == nil {
-		in.images.Store(key, out)
-	}
-	return out, err
+	return cachedRead(in, "os "+pullspec, func() (osKernels, error) { return in.readOSUncached(ctx, pullspec) })
 }
 
 func (in *Inspector) readOSUncached(ctx context.Context, pullspec string) (osKernels, error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/dtkbot/dtkbot/daemon"
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/reconcile"
+	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
 )
 
@@ -54,21 +55,12 @@ func runReconcile(ctx context.Context, env *cliEnv, args []string) int {
 		errorf(env, "reconcile: -o %q: want table or json", *output)
 		return exitUsage
 	}
-	cfg, ok := loadConfig(env, *path)
-	if !ok {
-		return exitUsage
+	p, code := openPass(env, *path)
+	if p == nil {
+		return code
 	}
-	store, err := state.Open(cfg.StatePath(), 2*time.Second)
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitFailed
-	}
-	defer store.Close()
-	r, _, err := newReconciler(cfg, store, env.log)
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitUsage
-	}
+	defer p.store.Close()
+	r := p.reconciler
 	if isTerminal(env.stderr) {
 		r.Progress = func(done, total int) {
 			if total >= 10 {
@@ -126,22 +118,48 @@ func printPass(w io.Writer, res *reconcile.Result) {
 	_ = tw.Flush()
 }
 
+// pass is what reconcile and run share: the config, the open state file
+// and the wired reconciler.
+type pass struct {
+	cfg        *config.Config
+	store      *state.Store
+	reconciler *reconcile.Reconciler
+	registry   *registry.Client
+}
+
+// openPass loads the config, opens the state file and wires the pass; on
+// failure it has said why and returns the exit code.
+func openPass(env *cliEnv, path string) (*pass, int) {
+	cfg, ok := loadConfig(env, path)
+	if !ok {
+		return nil, exitUsage
+	}
+	store, err := state.Open(cfg.StatePath(), 2*time.Second)
+	if err != nil {
+		errorf(env, "%v", err)
+		return nil, exitFailed
+	}
+	r, reg, err := newReconciler(cfg, store, env.log)
+	if err != nil {
+		store.Close()
+		errorf(env, "%v", err)
+		return nil, exitUsage
+	}
+	return &pass{cfg: cfg, store: store, reconciler: r, registry: reg}, exitOK
+}
+
 func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	fs := newFlagSet(env, "run", "[--config config.yaml]")
 	path := fs.String("config", "config.yaml", "the config file")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return usageExit(err)
 	}
-	cfg, ok := loadConfig(env, *path)
-	if !ok {
-		return exitUsage
+	p, code := openPass(env, *path)
+	if p == nil {
+		return code
 	}
-	store, err := state.Open(cfg.StatePath(), 2*time.Second)
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitFailed
-	}
-	defer store.Close()
+	defer p.store.Close()
+	cfg := p.cfg
 	var token []byte
 	if p := cfg.TriggerTokenPath(); p != "" {
 		raw, err := os.ReadFile(p)
@@ -151,13 +169,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		}
 		token = []byte(strings.TrimSpace(string(raw)))
 	}
-	r, reg, err := newReconciler(cfg, store, env.log)
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitUsage
-	}
 	d := &daemon.Daemon{
-		Passer: r, Store: store, Registry: reg, Schedule: cfg.Schedule, Listen: cfg.Listen,
+		Passer: p.reconciler, Store: p.store, Registry: p.registry, Schedule: cfg.Schedule, Listen: cfg.Listen,
 		TriggerToken: token, StaleAfter: staleAfter(cfg.Schedule, time.Now()), Version: version, Log: env.log,
 	}
 	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {

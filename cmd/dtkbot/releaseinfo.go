@@ -45,17 +45,8 @@ func (rf *registryFlags) options() (registry.Options, error) {
 			return registry.Options{}, err
 		}
 		cfg = *loaded
-		cfg.Registry.Authfile = loaded.AuthfilePath()
 	}
-	opts := registry.Options{
-		AuthFile:       cfg.Registry.Authfile,
-		TLSVerify:      cfg.Registry.TLSVerify,
-		RegistriesConf: cfg.Registry.RegistriesConf,
-		Timeout:        cfg.Registry.Timeout.Duration,
-		Attempts:       cfg.Registry.Attempts,
-		Concurrency:    cfg.Registry.Concurrency,
-		UserAgent:      "dtkbot/" + version,
-	}
+	opts := registryOptions(&cfg)
 	rf.fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "authfile":

@@ -1,0 +1,96 @@
+package state
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dtkbot/dtkbot/releaseinfo"
+)
+
+func TestRoundTripAndExport(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Put("sha256:abc/amd64", &releaseinfo.Report{Release: "4.16.15"})
+	k := Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: KernelNew, Releases: []string{"4.16.15"}}
+	err = s.Update(func(tx *Tx) error {
+		if err := tx.PutRelease(Release{Version: "4.16.15", Digest: "sha256:abc", Arch: "amd64"}); err != nil {
+			return err
+		}
+		if err := tx.PutKernel(k); err != nil {
+			return err
+		}
+		return tx.Journal(JournalEntry{At: time.Now(), Result: "ok"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A failed transaction leaves nothing behind.
+	_ = s.Update(func(tx *Tx) error {
+		k2 := k
+		k2.State = KernelBuilt
+		_ = tx.PutKernel(k2)
+		return errors.New("crash before commit")
+	})
+	s.Close()
+
+	s, err = Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if r, ok := s.Get("sha256:abc/amd64"); !ok || r.Release != "4.16.15" {
+		t.Errorf("inspection %+v %v", r, ok)
+	}
+	exp, err := s.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exp.Releases) != 1 || len(exp.Kernels) != 1 || exp.Kernels[0].State != KernelNew || len(exp.Journal) != 1 || exp.Schema != SchemaVersion {
+		t.Errorf("export %+v", exp)
+	}
+	counts, releases, err := s.Counts()
+	if err != nil || counts[KernelNew] != 1 || releases != 1 {
+		t.Errorf("counts %v %d %v", counts, releases, err)
+	}
+}
+
+func TestRefusesANewerSchemaAndASecondWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error {
+		b, _ := tx.CreateBucketIfNotExists([]byte("meta"))
+		return b.Put([]byte("schema"), []byte("99"))
+	})
+	db.Close()
+	if _, err := Open(path, time.Second); err == nil || !strings.Contains(err.Error(), "schema version 99") {
+		t.Errorf("newer schema: %v", err)
+	}
+
+	path = filepath.Join(t.TempDir(), "t.db")
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Now()
+	if _, err := Open(path, 200*time.Millisecond); !errors.Is(err, ErrLocked) {
+		t.Errorf("second writer: %v", err)
+	}
+	if _, err := OpenReadOnly(path, 200*time.Millisecond); !errors.Is(err, ErrLocked) {
+		t.Errorf("reader while a writer holds it: %v", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("waited %s", time.Since(start))
+	}
+}
