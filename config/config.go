@@ -142,8 +142,27 @@ type WebhookBuild struct {
 // notifications).
 type GitHub struct {
 	APIURL string `yaml:"api_url"`
-	// TokenFile holds a token; empty means $GITHUB_TOKEN.
-	TokenFile string `yaml:"token_file"`
+	// TokenFile holds a token; empty means $GITHUB_TOKEN. A GitHub App
+	// (app_id, installation_id, private_key_file) is used instead when set.
+	TokenFile      string `yaml:"token_file"`
+	AppID          int64  `yaml:"app_id"`
+	InstallationID int64  `yaml:"installation_id"`
+	PrivateKeyFile string `yaml:"private_key_file"`
+	// Repository receives one issue per new kernel; notifications are off
+	// when it is empty.
+	Repository        string   `yaml:"repository"`
+	Label             string   `yaml:"label"`
+	CloseWhenPromoted bool     `yaml:"close_when_promoted"`
+	MutationInterval  Duration `yaml:"mutation_interval"`
+	PullRequest       GitHubPR `yaml:"pull_request"`
+}
+
+// GitHubPR configures the optional pull request per kernel.
+type GitHubPR struct {
+	Repository string `yaml:"repository"` // default github.repository
+	Path       string `yaml:"path"`       // the file to update; pull requests are off when empty
+	Base       string `yaml:"base"`       // default: the repository's default branch
+	Template   string `yaml:"template"`   // the entry appended for a kernel
 }
 
 // Duration is a time.Duration written as "30s", "2m".
@@ -192,7 +211,7 @@ func Default() Config {
 			},
 			GitHubActions: ActionsBuild{Workflow: "build-dtk.yml", Ref: "main"},
 		},
-		GitHub: GitHub{APIURL: "https://api.github.com"},
+		GitHub: GitHub{APIURL: "https://api.github.com", Label: "dtkbot", CloseWhenPromoted: true, MutationInterval: Duration{time.Second}},
 	}
 }
 
@@ -398,6 +417,31 @@ func (c *Config) Validate() error {
 		if _, err := os.Stat(c.resolve(c.GitHub.TokenFile)); err != nil {
 			bad("github.token_file", "%v", err)
 		}
+	}
+	if g := c.GitHub; g.AppID != 0 || g.InstallationID != 0 || g.PrivateKeyFile != "" {
+		if g.AppID <= 0 || g.InstallationID <= 0 || g.PrivateKeyFile == "" {
+			bad("github.app_id", "a GitHub App needs app_id, installation_id and private_key_file")
+		} else if _, err := os.Stat(c.resolve(g.PrivateKeyFile)); err != nil {
+			bad("github.private_key_file", "%v", err)
+		}
+	}
+	repoPattern := regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`)
+	if r := c.GitHub.Repository; r != "" {
+		if !repoPattern.MatchString(r) {
+			bad("github.repository", "%q is not owner/name", r)
+		}
+		if c.GitHub.TokenFile == "" && c.GitHub.AppID == 0 && os.Getenv("GITHUB_TOKEN") == "" {
+			bad("github.token_file", "notifications need a token (github.token_file, $GITHUB_TOKEN) or a GitHub App")
+		}
+	}
+	if r := c.GitHub.PullRequest.Repository; r != "" && !repoPattern.MatchString(r) {
+		bad("github.pull_request.repository", "%q is not owner/name", r)
+	}
+	if c.GitHub.PullRequest.Path != "" && c.GitHub.Repository == "" && c.GitHub.PullRequest.Repository == "" {
+		bad("github.pull_request.path", "pull requests need github.repository or github.pull_request.repository")
+	}
+	if c.GitHub.MutationInterval.Duration < 0 {
+		bad("github.mutation_interval", "must not be negative")
 	}
 	if c.TriggerTokenFile != "" {
 		if _, err := os.Stat(c.resolve(c.TriggerTokenFile)); err != nil {

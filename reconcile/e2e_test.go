@@ -12,10 +12,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/distribution/reference"
+	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
@@ -152,5 +156,72 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 				t.Errorf("a later pass: %+v, registry %+v", res.Actions, cost)
 			}
 		})
+	}
+}
+
+func TestNotificationsOnGitHub(t *testing.T) {
+	h := newHarness(t)
+	gh := githubtest.New("acme", "driver-ci")
+	defer gh.Close()
+	gh.AddToken("ghp_e2e", "dtkbot-user")
+	gh.SetFile("main", "kernels.yaml", "")
+	t.Setenv("GITHUB_TOKEN", "ghp_e2e")
+	client, _ := notify.NewClient(gh.URL(), notify.TokenAuth{})
+	newReconciler := func() *Reconciler {
+		r := realEffects(h, h.builder)()
+		n, err := notify.New(client, notify.TokenAuth{}, notify.Options{Repository: "acme/driver-ci", CloseWhenPromoted: true,
+			MutationInterval: time.Millisecond, PullRequest: &notify.PullRequestOptions{Path: "kernels.yaml"}}, h.store, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Notifier = n
+		return r
+	}
+	h.builder.sync = false
+	h.publish("stable-4.16", "4.16.15", k1)
+	h.publish("stable-4.16", "4.16.16", k1)
+	h.publish("stable-4.16", "4.16.17", k2)
+	// A dry run previews without writing.
+	res, _ := newReconciler().RunOnce(context.Background(), h.now, Options{DryRun: true})
+	previews := 0
+	for _, a := range res.Actions {
+		if a.Type == "notify" && strings.HasPrefix(a.Result, "would open issue") {
+			previews++
+		}
+	}
+	if previews != 2 || len(gh.Mutations()) != 0 {
+		t.Fatalf("dry run: %d previews, %d GitHub writes: %+v", previews, len(gh.Mutations()), res.Actions)
+	}
+	// GitHub is down for the first pass: the pass still builds, and does not fail.
+	gh.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+		http.Error(w, "unicorn", http.StatusBadGateway)
+		return true
+	}
+	res, err := newReconciler().RunOnce(context.Background(), h.now, Options{})
+	if err != nil || count(res, "build") != 2 || len(res.Errors) == 0 {
+		t.Fatalf("with GitHub down: %v, %+v", err, res)
+	}
+	gh.Fault = nil
+	for i := 0; i < 3; i++ {
+		if i == 1 {
+			h.builder.Finish()
+		}
+		if _, err := newReconciler().RunOnce(context.Background(), h.now, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		h.restart()
+	}
+	issues, pulls := gh.Issues(), gh.Pulls()
+	if len(issues) != 2 || len(pulls) != 2 {
+		t.Fatalf("%d issues and %d pull requests for 2 kernels", len(issues), len(pulls))
+	}
+	for _, i := range issues {
+		if i.State != "closed" || !strings.Contains(i.Body, "**promoted**") {
+			t.Errorf("issue %d: %s\n%s", i.Number, i.State, i.Body)
+		}
+	}
+	res, _ = newReconciler().RunOnce(context.Background(), h.now, Options{DryRun: true})
+	if n := len(gh.Mutations()); count(res, "notify") != 0 {
+		t.Errorf("nothing left to notify, yet %d notify actions (%d writes)", count(res, "notify"), n)
 	}
 }

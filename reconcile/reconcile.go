@@ -114,6 +114,12 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 		errs = append(errs, err)
 		res.Errors = append(res.Errors, err.Error())
 	}
+	// GitHub failures never fail the pass: the notification is retried on
+	// the next one. They are still reported.
+	warn := func(err error) {
+		res.Errors = append(res.Errors, err.Error())
+		r.Log.Warn().Err(err).Msg("notification deferred")
+	}
 
 	disc := r.Discoverer.Discover(ctx, opts.Channels)
 	res.GraphRequests = disc.GraphRequests
@@ -185,7 +191,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 		Promoted: view.promoted, Target: r.Target, Policy: r.Policy}
 	plan := rebuild.Plan(in)
 	if opts.DryRun {
-		res.Actions = append(plan, r.notifications(in.Kernels)...)
+		res.Actions = append(plan, r.preview(ctx, view, r.notifications(in.Kernels))...)
 	} else {
 		res.Actions = r.apply(ctx, now, view, plan, fail)
 		if requestedBuild(res.Actions) {
@@ -201,10 +207,31 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 			}
 			res.Actions = append(res.Actions, r.apply(ctx, now, view, promotions, fail)...)
 		}
-		res.Actions = append(res.Actions, r.notify(ctx, now, view, opts.Release, fail)...)
+		res.Actions = append(res.Actions, r.notify(ctx, now, view, opts.Release, warn)...)
 	}
 	res.Duration = time.Since(start)
 	return res, errors.Join(errs...)
+}
+
+// Previewer is a Notifier that can say what it would do without doing it.
+type Previewer interface {
+	Preview(ctx context.Context, k state.Kernel) (string, error)
+}
+
+// preview fills a dry run's notify actions with what the notifier would do.
+func (r *Reconciler) preview(ctx context.Context, v *ledgerView, actions []rebuild.Action) []rebuild.Action {
+	p, ok := r.Notifier.(Previewer)
+	if !ok {
+		return actions
+	}
+	for i := range actions {
+		out, err := p.Preview(ctx, v.kernels[actions[i].KernelKey])
+		if err != nil {
+			out = "cannot tell: " + err.Error()
+		}
+		actions[i].Result = out
+	}
+	return actions
 }
 
 func (r *Reconciler) notifications(kernels []state.Kernel) []rebuild.Action {
@@ -613,7 +640,7 @@ func (r *Reconciler) applyPromote(ctx context.Context, now time.Time, v *ledgerV
 }
 
 // notify announces every kernel whose state changed since its last notice.
-func (r *Reconciler) notify(ctx context.Context, now time.Time, v *ledgerView, only string, fail func(error)) []rebuild.Action {
+func (r *Reconciler) notify(ctx context.Context, now time.Time, v *ledgerView, only string, warn func(error)) []rebuild.Action {
 	actions := r.notifications(v.kernelList(only))
 	for i := range actions {
 		a := &actions[i]
@@ -624,15 +651,15 @@ func (r *Reconciler) notify(ctx context.Context, now time.Time, v *ledgerView, o
 			a.Result = "skipped: " + err.Error()
 			continue
 		case err != nil:
-			a.Result = "error: " + err.Error()
-			fail(fmt.Errorf("notifying kernel %s: %w", a.KernelKey, err))
+			a.Result = "deferred: " + err.Error()
+			warn(fmt.Errorf("notifying kernel %s: %w", a.KernelKey, err))
 			continue
 		}
 		a.Result = "ok"
 		k.NotifiedState = k.State
 		v.kernels[a.KernelKey] = k
 		if err := r.recordKernel(now, k, *a, "ok"); err != nil {
-			fail(err)
+			warn(err)
 		}
 	}
 	return actions

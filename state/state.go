@@ -38,7 +38,8 @@ var (
 	bucketKernels     = []byte("kernels")
 	bucketTags        = []byte("tags")
 	bucketJournal     = []byte("journal")
-	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal}
+	bucketNotices     = []byte("notices")
+	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal, bucketNotices}
 )
 
 // ErrLocked is returned by Open when another process holds the file.
@@ -366,6 +367,66 @@ func (t *Tx) Journal(e JournalEntry) error {
 	return b.Put(key, data)
 }
 
+// Notice is what dtkbot published on GitHub about one kernel.
+type Notice struct {
+	Key         string `json:"key"` // the kernel's KernelKey
+	IssueNumber int    `json:"issue,omitempty"`
+	IssueURL    string `json:"issue_url,omitempty"`
+	// ClosedByUs: the issue was closed by dtkbot (when the kernel was
+	// promoted). An issue closed by anyone else is never touched again.
+	ClosedByUs bool   `json:"closed_by_us,omitempty"`
+	BodyHash   string `json:"body_hash,omitempty"`
+	PRNumber   int    `json:"pull_request,omitempty"`
+	PRBranch   string `json:"pull_request_branch,omitempty"`
+}
+
+// Notice returns the record of a kernel's notifications.
+func (s *Store) Notice(key string) (Notice, error) {
+	n := Notice{Key: key}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, err := getJSON(tx, bucketNotices, key, &n)
+		return err
+	})
+	return n, err
+}
+
+// PutNotice records a kernel's notifications.
+func (s *Store) PutNotice(n Notice) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketNotices, n.Key, n) })
+}
+
+// BlockedUntil is when a remote API (by name) may be called again after a
+// rate limit: kept here so that a restart or a one-shot run honours it.
+func (s *Store) BlockedUntil(name string) (time.Time, error) {
+	var t time.Time
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, err := getJSON(tx, bucketMeta, "blocked_until/"+name, &t)
+		return err
+	})
+	return t, err
+}
+
+// SetBlockedUntil records a rate limit's end.
+func (s *Store) SetBlockedUntil(name string, t time.Time) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketMeta, "blocked_until/"+name, t) })
+}
+
+// PromotionsOf lists the tags pointing at one image digest.
+func (s *Store) PromotionsOf(digest string) ([]Promotion, error) {
+	var out []Promotion
+	err := s.View(func(t *Tx) error {
+		all, err := t.Promotions()
+		for _, p := range all {
+			if p.Digest == digest {
+				out = append(out, p)
+			}
+		}
+		return err
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
+	return out, err
+}
+
 // Export is the whole store as JSON, for `dtkbot state export`.
 type Export struct {
 	Schema      int                            `json:"schema"`
@@ -374,6 +435,7 @@ type Export struct {
 	Kernels     []Kernel                       `json:"kernels"`
 	Tags        map[string]Promotion           `json:"tags"`
 	Inspections map[string]*releaseinfo.Report `json:"inspections"`
+	Notices     []Notice                       `json:"notices"`
 	Journal     []JournalEntry                 `json:"journal"`
 }
 
@@ -409,6 +471,16 @@ func (s *Store) Export() (*Export, error) {
 				return err
 			}
 			out.Inspections[string(k)] = &r
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := btx.Bucket(bucketNotices).ForEach(func(_, v []byte) error {
+			var n Notice
+			if err := json.Unmarshal(v, &n); err != nil {
+				return err
+			}
+			out.Notices = append(out.Notices, n)
 			return nil
 		}); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/config"
+	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
@@ -48,9 +50,13 @@ func newBuilder(cfg *config.Config, log zerolog.Logger) (rebuild.Builder, error)
 			Timeout: b.Timeout.Duration, Log: log,
 		}, nil
 	case "github-actions":
+		auth, err := githubAuth(cfg)
+		if err != nil {
+			return nil, err
+		}
 		return &rebuild.ActionsBuilder{
 			APIURL: cfg.GitHub.APIURL, Repository: b.GitHubActions.Repository, Workflow: b.GitHubActions.Workflow,
-			Ref: b.GitHubActions.Ref, Token: githubToken(cfg),
+			Ref: b.GitHubActions.Ref, Token: func() (string, error) { return auth.Token(context.Background()) },
 		}, nil
 	case "webhook":
 		secret, err := readSecret(cfg.Resolve(b.Webhook.SecretFile))
@@ -62,20 +68,40 @@ func newBuilder(cfg *config.Config, log zerolog.Logger) (rebuild.Builder, error)
 	return rebuild.Unconfigured{What: "build backend (build.backend)"}, nil
 }
 
-// githubToken reads the token when it is needed, so a rotated file is
-// picked up; $GITHUB_TOKEN when no file is configured.
-func githubToken(cfg *config.Config) func() (string, error) {
-	path := cfg.Resolve(cfg.GitHub.TokenFile)
-	return func() (string, error) {
-		if path == "" {
-			if t := os.Getenv("GITHUB_TOKEN"); t != "" {
-				return t, nil
-			}
-			return "", fmt.Errorf("no GitHub token: set github.token_file or $GITHUB_TOKEN")
+// githubAuth is a GitHub App when one is configured, else a token.
+func githubAuth(cfg *config.Config) (notify.Auth, error) {
+	g := cfg.GitHub
+	if g.AppID != 0 {
+		key, err := notify.LoadAppKey(cfg.Resolve(g.PrivateKeyFile))
+		if err != nil {
+			return nil, err
 		}
-		b, err := readSecret(path)
-		return string(b), err
+		return &notify.AppAuth{APIURL: g.APIURL, AppID: g.AppID, InstallationID: g.InstallationID, Key: key}, nil
 	}
+	return notify.TokenAuth{File: cfg.Resolve(g.TokenFile)}, nil
+}
+
+// newNotifier is the GitHub notifier the config describes.
+func newNotifier(cfg *config.Config, store *state.Store, log zerolog.Logger) (*notify.Notifier, error) {
+	auth, err := githubAuth(cfg)
+	if err != nil {
+		return nil, err
+	}
+	gh, err := notify.NewClient(cfg.GitHub.APIURL, auth)
+	if err != nil {
+		return nil, err
+	}
+	opts := notify.Options{
+		Repository: cfg.GitHub.Repository, Label: cfg.GitHub.Label, CloseWhenPromoted: cfg.GitHub.CloseWhenPromoted,
+		MutationInterval: cfg.GitHub.MutationInterval.Duration,
+	}
+	if opts.Repository == "" {
+		opts.Repository = cfg.GitHub.PullRequest.Repository
+	}
+	if pr := cfg.GitHub.PullRequest; pr.Path != "" {
+		opts.PullRequest = &notify.PullRequestOptions{Repository: pr.Repository, Path: pr.Path, Base: pr.Base, Template: pr.Template}
+	}
+	return notify.New(gh, auth, opts, store, log)
 }
 
 // readSecret reads a secret file, without its trailing newline. The error
@@ -138,6 +164,13 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 	}
 	if cfg.Target.Repository != "" {
 		r.Promoter = rebuild.NewRegistryPromoter(reg)
+	}
+	if cfg.GitHub.Repository != "" || cfg.GitHub.PullRequest.Repository != "" {
+		n, err := newNotifier(cfg, store, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		r.Notifier = n
 	}
 	if cfg.Build.Verify {
 		r.Verifier = &rebuild.Verifier{Registry: reg, Limits: releaseinfo.DefaultLimits()}

@@ -1,0 +1,583 @@
+// Package notify tells people on GitHub about new kernels: one issue per
+// kernel (per stream and arch) kept up to date as the kernel is built and
+// promoted, and optionally one pull request per kernel that adds it to a file
+// a driver CI reads. It is the only package that imports go-github.
+//
+// It finds its own issues by listing those its account created with its label
+// and matching a hidden marker (never the search API, whose index lags);
+// edits only when the body changed; never reopens or recreates an issue a
+// person closed; adopts an existing branch or pull request instead of making
+// a second one. Mutations are serialized and spaced, and a rate limit's end is
+// kept in the state store so that a restart does not hammer GitHub.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"github.com/google/go-github/v57/github"
+	"github.com/rs/zerolog"
+
+	"github.com/dtkbot/dtkbot/state"
+)
+
+// ErrRateLimited means GitHub asked us to wait: the notification is left for
+// a later pass.
+var ErrRateLimited = errors.New("GitHub rate limit: retrying on a later pass")
+
+// Store is what the notifier keeps between passes.
+type Store interface {
+	Notice(key string) (state.Notice, error)
+	PutNotice(n state.Notice) error
+	BlockedUntil(name string) (time.Time, error)
+	SetBlockedUntil(name string, t time.Time) error
+	PromotionsOf(digest string) ([]state.Promotion, error)
+}
+
+// Options say where and how to notify.
+type Options struct {
+	Repository        string // owner/name receiving the issues
+	Label             string // default "dtkbot"
+	CloseWhenPromoted bool
+	// MutationInterval spaces every write to GitHub (default 1s).
+	MutationInterval time.Duration
+	// MaxWait is the longest the notifier sleeps for a rate limit inside a
+	// pass; a longer one defers the notification (default 10s).
+	MaxWait     time.Duration
+	PullRequest *PullRequestOptions
+}
+
+// PullRequestOptions configure the per-kernel pull request.
+type PullRequestOptions struct {
+	Repository string // owner/name; default Options.Repository
+	Path       string // the file to update, e.g. kernels.yaml
+	Base       string // default: the repository's default branch
+	// Template renders the entry appended for a kernel.
+	Template string
+}
+
+// DefaultEntryTemplate is a YAML list item for a kernels file.
+const DefaultEntryTemplate = `- kernel: {{.KernelFull}}
+  stream: {{.Stream}}
+  arch: {{.Arch}}
+  image: {{.Image}}
+  releases: [{{join .Releases ", "}}]
+`
+
+// Notifier publishes kernels on GitHub.
+type Notifier struct {
+	gh    *github.Client
+	auth  Auth
+	opts  Options
+	store Store
+	log   zerolog.Logger
+	now   func() time.Time
+	entry *template.Template
+
+	mu           sync.Mutex
+	lastMutation time.Time
+	login        string
+}
+
+// New returns a notifier.
+func New(gh *github.Client, auth Auth, opts Options, store Store, log zerolog.Logger) (*Notifier, error) {
+	if opts.Label == "" {
+		opts.Label = "dtkbot"
+	}
+	if opts.MutationInterval == 0 {
+		opts.MutationInterval = time.Second
+	}
+	if opts.MaxWait == 0 {
+		opts.MaxWait = 10 * time.Second
+	}
+	if _, _, ok := strings.Cut(opts.Repository, "/"); !ok {
+		return nil, fmt.Errorf("github.repository %q is not owner/name", opts.Repository)
+	}
+	n := &Notifier{gh: gh, auth: auth, opts: opts, store: store, log: log, now: time.Now}
+	if pr := opts.PullRequest; pr != nil {
+		if pr.Repository == "" {
+			pr.Repository = opts.Repository
+		}
+		if pr.Template == "" {
+			pr.Template = DefaultEntryTemplate
+		}
+		t, err := template.New("entry").Option("missingkey=error").Funcs(template.FuncMap{"join": strings.Join}).Parse(pr.Template)
+		if err != nil {
+			return nil, fmt.Errorf("github.pull_request.template: %w", err)
+		}
+		n.entry = t
+	}
+	return n, nil
+}
+
+func split(repo string) (string, string) {
+	o, r, _ := strings.Cut(repo, "/")
+	return o, r
+}
+
+// Marker is the hidden line that identifies a kernel's issue.
+func Marker(k state.Kernel) string { return "<!-- dtkbot:kernel " + k.Key() + " -->" }
+
+// Title is the issue title of a kernel.
+func Title(k state.Kernel) string {
+	first := ""
+	if len(k.Releases) > 0 {
+		first = " in OpenShift " + k.Releases[0]
+	}
+	return fmt.Sprintf("New kernel %s (%s, %s)%s", k.Kernel, k.Stream, k.Arch, first)
+}
+
+// Body is the issue body of a kernel.
+func Body(k state.Kernel, tags []state.Promotion) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "OpenShift ships a new RHCOS kernel: `%s`.\n\n", k.KernelFull)
+	fmt.Fprintf(&b, "| | |\n|---|---|\n| Kernel | `%s` |\n| Stream | %s |\n| Arch | %s |\n", k.Kernel, k.Stream, k.Arch)
+	rt := "none"
+	if k.RTKernel != "" {
+		rt = "`" + k.RTKernel + "`"
+	}
+	fmt.Fprintf(&b, "| RT kernel | %s |\n| RHEL | %s |\n", rt, dash(k.RHEL))
+	if k.DTKImage != "" {
+		fmt.Fprintf(&b, "| Payload DTK image | `%s` |\n", k.DTKImage)
+	}
+	fmt.Fprintf(&b, "| DTK build | **%s** |\n", k.State)
+	if k.Image != "" {
+		img := "`" + k.Image + "`"
+		if k.ImageDigest != "" {
+			img += " (`" + k.ImageDigest + "`)"
+		}
+		fmt.Fprintf(&b, "| DTK image | %s |\n", img)
+	}
+	if k.Reason != "" {
+		fmt.Fprintf(&b, "| Note | %s |\n", strings.ReplaceAll(k.Reason, "|", "\\|"))
+	}
+	b.WriteString("\n### Releases shipping it\n\n")
+	for _, r := range k.Releases {
+		fmt.Fprintf(&b, "- %s\n", r)
+	}
+	b.WriteString("\n### Promoted tags\n\n")
+	if len(tags) == 0 {
+		b.WriteString("None yet.\n")
+	}
+	for _, t := range tags {
+		fmt.Fprintf(&b, "- `%s`\n", t.Ref)
+	}
+	b.WriteString("\n<sub>Kept up to date by dtkbot; edits to this text are overwritten.</sub>\n")
+	b.WriteString(Marker(k) + "\n")
+	return b.String()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func hash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:8])
+}
+
+// Notify implements rebuild.Notifier.
+func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
+	n.mu.Lock() // one notification at a time: racing passes cannot both create
+	defer n.mu.Unlock()
+	if err := n.checkBlocked(); err != nil {
+		return err
+	}
+	rec, err := n.store.Notice(k.Key())
+	if err != nil {
+		return err
+	}
+	var tags []state.Promotion
+	if k.ImageDigest != "" {
+		if tags, err = n.store.PromotionsOf(k.ImageDigest); err != nil {
+			return err
+		}
+	}
+	if err := n.issue(ctx, k, tags, &rec); err != nil {
+		return n.classify(err)
+	}
+	if n.entry != nil && (k.State == state.KernelVerified || k.State == state.KernelPromoted || k.State == state.KernelBuilt) && rec.PRNumber == 0 {
+		if err := n.pullRequest(ctx, k, &rec); err != nil {
+			return n.classify(err)
+		}
+	}
+	return nil
+}
+
+// issue creates, adopts, updates or closes the kernel's issue.
+func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promotion, rec *state.Notice) error {
+	owner, repo := split(n.opts.Repository)
+	body := Body(k, tags)
+	var issue *github.Issue
+	if rec.IssueNumber != 0 {
+		var err error
+		if issue, _, err = n.gh.Issues.Get(ctx, owner, repo, rec.IssueNumber); err != nil {
+			return fmt.Errorf("reading issue #%d of %s: %w", rec.IssueNumber, n.opts.Repository, err)
+		}
+	} else {
+		found, err := n.findIssue(ctx, k)
+		if err != nil {
+			return err
+		}
+		if found != nil {
+			// Created before, but the record was lost (a crash between the
+			// create call and the state write): adopt it, then look at it whole.
+			if issue, _, err = n.gh.Issues.Get(ctx, owner, repo, found.GetNumber()); err != nil {
+				return fmt.Errorf("reading issue #%d of %s: %w", found.GetNumber(), n.opts.Repository, err)
+			}
+			n.log.Info().Int("issue", issue.GetNumber()).Str("kernel", k.Kernel).Msg("adopted an existing issue")
+		}
+	}
+	if issue == nil {
+		err := n.mutate(ctx, func() error {
+			var err error
+			issue, _, err = n.gh.Issues.Create(ctx, owner, repo, &github.IssueRequest{
+				Title: github.String(Title(k)), Body: github.String(body), Labels: &[]string{n.opts.Label}})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("opening an issue in %s: %w", n.opts.Repository, err)
+		}
+		rec.IssueNumber, rec.IssueURL, rec.BodyHash = issue.GetNumber(), issue.GetHTMLURL(), hash(body)
+		n.log.Info().Int("issue", issue.GetNumber()).Str("kernel", k.Kernel).Msg("opened an issue")
+		return n.store.PutNotice(*rec)
+	}
+	rec.IssueNumber, rec.IssueURL = issue.GetNumber(), issue.GetHTMLURL()
+	if issue.GetState() == "closed" {
+		// Closed by us (when the kernel was promoted), or by a person, whose
+		// decision stands: never reopened, never recreated.
+		if !rec.ClosedByUs {
+			login, err := n.whoami(ctx)
+			if err != nil {
+				return err
+			}
+			rec.ClosedByUs = issue.GetClosedBy().GetLogin() == login
+			if !rec.ClosedByUs {
+				n.log.Info().Int("issue", issue.GetNumber()).Str("kernel", k.Kernel).Msg("issue closed by a person: left alone")
+			}
+		}
+		return n.store.PutNotice(*rec)
+	}
+	req := &github.IssueRequest{}
+	changed := false
+	if issue.GetBody() != body {
+		req.Body, changed = github.String(body), true
+	}
+	if n.opts.CloseWhenPromoted && k.State == state.KernelPromoted {
+		req.State, changed = github.String("closed"), true
+	}
+	if changed {
+		err := n.mutate(ctx, func() error {
+			_, _, err := n.gh.Issues.Edit(ctx, owner, repo, issue.GetNumber(), req)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("updating issue #%d of %s: %w", issue.GetNumber(), n.opts.Repository, err)
+		}
+		if req.State != nil {
+			rec.ClosedByUs = true
+		}
+		n.log.Info().Int("issue", issue.GetNumber()).Str("kernel", k.Kernel).Bool("closed", req.State != nil).Msg("updated the issue")
+	}
+	rec.BodyHash = hash(body)
+	return n.store.PutNotice(*rec)
+}
+
+// findIssue lists the issues our account created with our label, in every
+// state, and returns the one carrying the kernel's marker.
+func (n *Notifier) findIssue(ctx context.Context, k state.Kernel) (*github.Issue, error) {
+	login, err := n.whoami(ctx)
+	if err != nil {
+		return nil, err
+	}
+	owner, repo := split(n.opts.Repository)
+	marker := Marker(k)
+	opt := &github.IssueListByRepoOptions{Creator: login, Labels: []string{n.opts.Label}, State: "all", ListOptions: github.ListOptions{PerPage: 100}}
+	for {
+		issues, resp, err := n.gh.Issues.ListByRepo(ctx, owner, repo, opt)
+		if err != nil {
+			return nil, fmt.Errorf("listing dtkbot's issues in %s: %w", n.opts.Repository, err)
+		}
+		for _, i := range issues {
+			if strings.Contains(i.GetBody(), marker) {
+				return i, nil
+			}
+		}
+		if resp.NextPage == 0 {
+			return nil, nil
+		}
+		opt.Page = resp.NextPage
+	}
+}
+
+func (n *Notifier) whoami(ctx context.Context) (string, error) {
+	if n.login != "" {
+		return n.login, nil
+	}
+	login, err := n.auth.Login(ctx, n.gh)
+	if err != nil {
+		return "", err
+	}
+	n.login = login
+	return login, nil
+}
+
+// Branch is the deterministic branch of a kernel's pull request.
+func Branch(k state.Kernel) string { return "dtkbot/kernel-" + k.Kernel }
+
+// entryData is what the entry template sees.
+type entryData struct {
+	Kernel, KernelFull, RTKernel, RHEL, Stream, Arch, Image, Tag string
+	Releases                                                     []string
+}
+
+// pullRequest makes sure the kernel's branch, file change and pull request
+// exist, adopting whatever a previous (interrupted) attempt left.
+func (n *Notifier) pullRequest(ctx context.Context, k state.Kernel, rec *state.Notice) error {
+	pr := n.opts.PullRequest
+	owner, repo := split(pr.Repository)
+	branch := Branch(k)
+	base := pr.Base
+	if base == "" {
+		r, _, err := n.gh.Repositories.Get(ctx, owner, repo)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", pr.Repository, err)
+		}
+		base = r.GetDefaultBranch()
+	}
+	// The branch.
+	if _, resp, err := n.gh.Git.GetRef(ctx, owner, repo, "heads/"+branch); err != nil {
+		if resp == nil || resp.StatusCode != http.StatusNotFound {
+			return fmt.Errorf("reading branch %s of %s: %w", branch, pr.Repository, err)
+		}
+		baseRef, _, err := n.gh.Git.GetRef(ctx, owner, repo, "heads/"+base)
+		if err != nil {
+			return fmt.Errorf("reading branch %s of %s: %w", base, pr.Repository, err)
+		}
+		err = n.mutate(ctx, func() error {
+			_, _, err := n.gh.Git.CreateRef(ctx, owner, repo, &github.Reference{Ref: github.String("refs/heads/" + branch), Object: &github.GitObject{SHA: baseRef.Object.SHA}})
+			return err
+		})
+		if err != nil && !alreadyExists(err) {
+			return fmt.Errorf("creating branch %s in %s: %w", branch, pr.Repository, err)
+		}
+	}
+	// The file change.
+	image := k.Image
+	if k.ImageDigest != "" {
+		if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+			image = image[:i]
+		}
+		image += "@" + k.ImageDigest
+	}
+	var entry bytes.Buffer
+	if err := n.entry.Execute(&entry, entryData{Kernel: k.Kernel, KernelFull: k.KernelFull, RTKernel: k.RTKernel, RHEL: k.RHEL,
+		Stream: k.Stream, Arch: k.Arch, Image: image, Tag: k.Image, Releases: k.Releases}); err != nil {
+		return fmt.Errorf("github.pull_request.template: %w", err)
+	}
+	file, _, resp, err := n.gh.Repositories.GetContents(ctx, owner, repo, pr.Path, &github.RepositoryContentGetOptions{Ref: branch})
+	if err != nil && (resp == nil || resp.StatusCode != http.StatusNotFound) {
+		return fmt.Errorf("reading %s on %s of %s: %w", pr.Path, branch, pr.Repository, err)
+	}
+	old, sha := "", (*string)(nil)
+	if file != nil {
+		if old, err = file.GetContent(); err != nil {
+			return fmt.Errorf("decoding %s: %w", pr.Path, err)
+		}
+		sha = file.SHA
+	}
+	if !strings.Contains(old, k.KernelFull) {
+		content := old
+		if content != "" && !strings.HasSuffix(content, "\n") {
+			content += "\n"
+		}
+		content += entry.String()
+		err := n.mutate(ctx, func() error {
+			_, _, err := n.gh.Repositories.UpdateFile(ctx, owner, repo, pr.Path, &github.RepositoryContentFileOptions{
+				Message: github.String(fmt.Sprintf("Add kernel %s (%s, %s)", k.KernelFull, k.Stream, k.Arch)),
+				Content: []byte(content), SHA: sha, Branch: github.String(branch)})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("updating %s on %s of %s: %w", pr.Path, branch, pr.Repository, err)
+		}
+	}
+	// The pull request: adopt any that exists for the branch, open or not.
+	number, err := n.findPull(ctx, owner, repo, branch)
+	if err != nil {
+		return err
+	}
+	if number == 0 {
+		var created *github.PullRequest
+		err := n.mutate(ctx, func() error {
+			var err error
+			created, _, err = n.gh.PullRequests.Create(ctx, owner, repo, &github.NewPullRequest{
+				Title: github.String(fmt.Sprintf("Add kernel %s (%s, %s)", k.Kernel, k.Stream, k.Arch)),
+				Head:  github.String(branch), Base: github.String(base),
+				Body: github.String(fmt.Sprintf("Adds the DTK image of kernel `%s` to `%s`, shipped by OpenShift %s.\n\n%s",
+					k.KernelFull, pr.Path, strings.Join(k.Releases, ", "), Marker(k)))})
+			return err
+		})
+		switch {
+		case err == nil:
+			number = created.GetNumber()
+		case alreadyExists(err):
+			if number, err = n.findPull(ctx, owner, repo, branch); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("opening a pull request in %s: %w", pr.Repository, err)
+		}
+		n.log.Info().Int("pull_request", number).Str("kernel", k.Kernel).Msg("pull request open")
+	}
+	rec.PRNumber, rec.PRBranch = number, branch
+	return n.store.PutNotice(*rec)
+}
+
+func (n *Notifier) findPull(ctx context.Context, owner, repo, branch string) (int, error) {
+	pulls, _, err := n.gh.PullRequests.List(ctx, owner, repo, &github.PullRequestListOptions{Head: owner + ":" + branch, State: "all"})
+	if err != nil {
+		return 0, fmt.Errorf("listing pull requests of %s: %w", branch, err)
+	}
+	if len(pulls) > 0 {
+		return pulls[0].GetNumber(), nil
+	}
+	return 0, nil
+}
+
+// alreadyExists recognizes GitHub's 422 for an existing ref or pull request:
+// for an idempotent bot, that means success.
+func alreadyExists(err error) bool {
+	var er *github.ErrorResponse
+	if !errors.As(err, &er) || er.Response == nil || er.Response.StatusCode != http.StatusUnprocessableEntity {
+		return false
+	}
+	if strings.Contains(er.Message, "already exists") {
+		return true
+	}
+	for _, e := range er.Errors {
+		if strings.Contains(e.Message, "already exists") {
+			return true
+		}
+	}
+	return false
+}
+
+// mutate runs one write: after the previous one plus the interval, never
+// while a rate limit holds, and it records a rate limit GitHub answers with.
+func (n *Notifier) mutate(ctx context.Context, call func() error) error {
+	wait := time.Until(n.lastMutation.Add(n.opts.MutationInterval))
+	if until, err := n.store.BlockedUntil("github"); err == nil {
+		wait = max(wait, until.Sub(n.now()))
+	}
+	if wait > n.opts.MaxWait {
+		return fmt.Errorf("%w (for %s)", ErrRateLimited, wait.Round(time.Second))
+	}
+	if wait > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	err := call()
+	n.lastMutation = time.Now()
+	return err
+}
+
+// checkBlocked refuses to start while a long rate limit holds.
+func (n *Notifier) checkBlocked() error {
+	until, err := n.store.BlockedUntil("github")
+	if err != nil {
+		return err
+	}
+	if wait := until.Sub(n.now()); wait > n.opts.MaxWait {
+		return fmt.Errorf("%w (until %s)", ErrRateLimited, until.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// classify records a rate limit's end and turns it into ErrRateLimited.
+func (n *Notifier) classify(err error) error {
+	var abuse *github.AbuseRateLimitError
+	var primary *github.RateLimitError
+	var until time.Time
+	switch {
+	case errors.As(err, &abuse):
+		wait := time.Minute
+		if abuse.RetryAfter != nil {
+			wait = *abuse.RetryAfter
+		}
+		until = n.now().Add(wait)
+	case errors.As(err, &primary):
+		until = primary.Rate.Reset.Time
+	default:
+		var er *github.ErrorResponse
+		if errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == http.StatusUnauthorized {
+			return fmt.Errorf("GitHub rejected the credentials (an expired or revoked token?): %w", err)
+		}
+		return err
+	}
+	if serr := n.store.SetBlockedUntil("github", until); serr != nil {
+		n.log.Error().Err(serr).Msg("recording the GitHub rate limit")
+	}
+	n.log.Warn().Time("until", until).Msg("GitHub rate limit: notifications wait")
+	return fmt.Errorf("%w: %v", ErrRateLimited, err)
+}
+
+// Preview says what Notify would do, reading GitHub but writing nothing.
+func (n *Notifier) Preview(ctx context.Context, k state.Kernel) (string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rec, err := n.store.Notice(k.Key())
+	if err != nil {
+		return "", err
+	}
+	owner, repo := split(n.opts.Repository)
+	number := rec.IssueNumber
+	if number == 0 {
+		found, err := n.findIssue(ctx, k)
+		if err != nil {
+			return "", err
+		}
+		number = found.GetNumber()
+	}
+	var out string
+	switch {
+	case number == 0:
+		out = fmt.Sprintf("would open issue %q in %s", Title(k), n.opts.Repository)
+	default:
+		issue, _, err := n.gh.Issues.Get(ctx, owner, repo, number)
+		if err != nil {
+			return "", err
+		}
+		var tags []state.Promotion
+		if k.ImageDigest != "" {
+			tags, _ = n.store.PromotionsOf(k.ImageDigest)
+		}
+		switch {
+		case issue.GetState() == "closed":
+			out = fmt.Sprintf("issue #%d is closed: left alone", number)
+		case issue.GetBody() != Body(k, tags):
+			out = fmt.Sprintf("would update issue #%d", number)
+		default:
+			out = fmt.Sprintf("issue #%d is up to date", number)
+		}
+	}
+	if n.entry != nil && rec.PRNumber == 0 && (k.State == state.KernelVerified || k.State == state.KernelPromoted || k.State == state.KernelBuilt) {
+		out += fmt.Sprintf("; would open a pull request from %s updating %s in %s", Branch(k), n.opts.PullRequest.Path, n.opts.PullRequest.Repository)
+	}
+	return out, nil
+}
