@@ -252,7 +252,13 @@ func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promo
 		}
 		rec.IssueNumber, rec.IssueURL, rec.BodyHash = issue.GetNumber(), issue.GetHTMLURL(), hash(body)
 		n.log.Info().Int("issue", issue.GetNumber()).Str("kernel", k.Kernel).Msg("opened an issue")
-		return n.store.PutNotice(*rec)
+		if err := n.store.PutNotice(*rec); err != nil {
+			return err
+		}
+		if !(n.opts.CloseWhenPromoted && k.State == state.KernelPromoted) {
+			return nil
+		}
+		// Found and promoted in one pass: the issue says so, and is done.
 	}
 	rec.IssueNumber, rec.IssueURL = issue.GetNumber(), issue.GetHTMLURL()
 	if issue.GetState() == "closed" {

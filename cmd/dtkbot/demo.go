@@ -15,6 +15,7 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
@@ -24,7 +25,8 @@ import (
 // runDemo is the offline demo, clearly labelled as such. It starts, on
 // loopback, a registry filled with sample payloads of every era (the test
 // world), an update graph publishing them, and a CI stand-in that "builds" a
-// DTK image when dtkbot's signed webhook asks; then it runs the real
+// DTK image when dtkbot's signed webhook asks, and a GitHub stand-in for the
+// issues and pull requests; then it runs the real
 // commands against them: release-info, a reconcile, and a second reconcile
 // that finds nothing to do. A newcomer sees the whole flow with no pull
 // secret and no network.
@@ -51,6 +53,16 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) int {
 	defer graph.Close()
 	world := payloadtest.New(reg, regHost)
 	world.ContentSize = 1 << 20
+
+	gh := githubtest.New("acme", "driver-ci")
+	defer gh.Close()
+	gh.AddToken("demo-github-token", "dtkbot-demo")
+	gh.SetFile("main", "kernels.yaml", "# kernels our driver CI builds for (DEMO)\n")
+	tokenFile := filepath.Join(dir, "github-token")
+	if err := os.WriteFile(tokenFile, []byte("demo-github-token"), 0o600); err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
 
 	secret := "demo-webhook-secret"
 	ci, stopCI, err := serve(demoCI(world, []byte(secret)))
@@ -102,14 +114,22 @@ build:
   webhook:
     url: http://%s/build
     secret_file: %s
-`, graph.URL(), regHost, ci, secretFile)), 0o600)
+github:
+  api_url: %s
+  token_file: %s
+  repository: acme/driver-ci
+  mutation_interval: 1ms
+  pull_request:
+    path: kernels.yaml
+`, graph.URL(), regHost, ci, secretFile, gh.URL(), tokenFile)), 0o600)
 	if err != nil {
 		errorf(env, "demo: %v", err)
 		return exitFailed
 	}
 
 	fmt.Fprintf(env.stdout, "DEMO: everything below runs on this machine: a registry at %s with sample payloads of every era,\n"+
-		"DEMO: an update graph at %s, and a CI stand-in that builds DTK images on dtkbot's signed webhook.\n\n", regHost, graph.HTTP.URL)
+		"DEMO: an update graph at %s, a CI stand-in that builds DTK images on dtkbot's signed webhook,\n"+
+		"DEMO: and a GitHub stand-in at %s with the repository acme/driver-ci.\n\n", regHost, graph.HTTP.URL, gh.HTTP.URL)
 
 	fmt.Fprintln(env.stdout, "DEMO 1/3: dtkbot release-info --tls-verify=false <one payload per era>")
 	before := reg.Stats()
@@ -125,7 +145,15 @@ build:
 	if code := runReconcile(ctx, env, []string{"--config", cfg}); code != exitOK && code != exitFailed {
 		return code
 	}
-	fmt.Fprintf(env.stdout, "\nDEMO: tags now in %s/demo/driver-toolkit: %v\n\n", regHost, reg.Tags("demo/driver-toolkit"))
+	fmt.Fprintf(env.stdout, "\nDEMO: tags now in %s/demo/driver-toolkit: %v\n", regHost, reg.Tags("demo/driver-toolkit"))
+	fmt.Fprintln(env.stdout, "DEMO: issues and pull requests in acme/driver-ci:")
+	for _, i := range gh.Issues() {
+		fmt.Fprintf(env.stdout, "DEMO:   issue #%d [%s] %s\n", i.Number, i.State, i.Title)
+	}
+	for _, p := range gh.Pulls() {
+		fmt.Fprintf(env.stdout, "DEMO:   pull request #%d [%s] %s (%s -> %s)\n", p.Number, p.State, p.Title, p.Head, p.Base)
+	}
+	fmt.Fprintln(env.stdout)
 
 	fmt.Fprintln(env.stdout, "DEMO 3/3: dtkbot reconcile again   (nothing new: one conditional graph request per channel, no payload read)")
 	before = reg.Stats()
