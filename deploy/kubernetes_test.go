@@ -23,11 +23,11 @@ type object struct {
 		Namespace string            `yaml:"namespace"`
 		Labels    map[string]string `yaml:"labels"`
 	} `yaml:"metadata"`
-	Data       map[string]string `yaml:"data"`
-	Type       string            `yaml:"type"`
-	Automount  *bool             `yaml:"automountServiceAccountToken"`
-	Spec       spec              `yaml:"spec"`
-	raw        map[string]any
+	Data      map[string]string `yaml:"data"`
+	Type      string            `yaml:"type"`
+	Automount *bool             `yaml:"automountServiceAccountToken"`
+	Spec      spec              `yaml:"spec"`
+	raw       map[string]any
 }
 
 type spec struct {
@@ -82,7 +82,7 @@ type podTemplate struct {
 			} `yaml:"ports"`
 			LivenessProbe  *probe `yaml:"livenessProbe"`
 			ReadinessProbe *probe `yaml:"readinessProbe"`
-			Resources struct {
+			Resources      struct {
 				Requests map[string]string `yaml:"requests"`
 			} `yaml:"resources"`
 			SecurityContext struct {
