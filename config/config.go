@@ -44,6 +44,7 @@ type Config struct {
 	Target   Target   `yaml:"target"`
 	Build    Build    `yaml:"build"`
 	GitHub   GitHub   `yaml:"github"`
+	Verify   Verify   `yaml:"verify"`
 	// TriggerTokenFile holds the bearer token POST /trigger requires;
 	// without it the endpoint is off.
 	TriggerTokenFile string `yaml:"trigger_token_file"`
@@ -92,6 +93,19 @@ type Target struct {
 	FloatingTags []string `yaml:"floating_tags"`
 	// Mirrors receive copies of every promoted tag.
 	Mirrors []string `yaml:"mirrors"`
+}
+
+// Verify configures release signature checks.
+type Verify struct {
+	// Mode is off, warn (check and log) or strict (an unverified payload
+	// never drives a build or a promotion).
+	Mode string `yaml:"mode"`
+	// SignatureStore holds <store>/sha256=<hex>/signature-N.
+	SignatureStore string `yaml:"signature_store"`
+	// PublicKeys are OpenPGP public key files (armored or binary).
+	PublicKeys []string `yaml:"public_keys"`
+	// Policy is a containers policy.json (sigstore signatures).
+	Policy string `yaml:"policy"`
 }
 
 // Build configures how DTK images are built.
@@ -211,6 +225,7 @@ func Default() Config {
 			},
 			GitHubActions: ActionsBuild{Workflow: "build-dtk.yml", Ref: "main"},
 		},
+		Verify: Verify{Mode: "warn", SignatureStore: "https://mirror.openshift.com/pub/openshift-v4/signatures/openshift/release"},
 		GitHub: GitHub{APIURL: "https://api.github.com", Label: "dtkbot", CloseWhenPromoted: true, MutationInterval: Duration{time.Second}},
 	}
 }
@@ -442,6 +457,29 @@ func (c *Config) Validate() error {
 	}
 	if c.GitHub.MutationInterval.Duration < 0 {
 		bad("github.mutation_interval", "must not be negative")
+	}
+	switch c.Verify.Mode {
+	case "off", "warn", "strict":
+	default:
+		bad("verify.mode", "%q is not one of off, warn, strict", c.Verify.Mode)
+	}
+	if c.Verify.Mode == "strict" && len(c.Verify.PublicKeys) == 0 && c.Verify.Policy == "" {
+		bad("verify.public_keys", "verify.mode strict needs public_keys or a policy")
+	}
+	if c.Verify.Mode != "off" && len(c.Verify.PublicKeys) > 0 {
+		if u, err := url.Parse(c.Verify.SignatureStore); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("verify.signature_store", "%q is not an http(s) URL", c.Verify.SignatureStore)
+		}
+	}
+	for i, k := range c.Verify.PublicKeys {
+		if _, err := os.Stat(c.resolve(k)); err != nil {
+			bad(fmt.Sprintf("verify.public_keys[%d]", i), "%v", err)
+		}
+	}
+	if c.Verify.Policy != "" {
+		if _, err := os.Stat(c.resolve(c.Verify.Policy)); err != nil {
+			bad("verify.policy", "%v", err)
+		}
 	}
 	if c.TriggerTokenFile != "" {
 		if _, err := os.Stat(c.resolve(c.TriggerTokenFile)); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -40,6 +41,12 @@ type ImageChecker interface {
 // an error wrapping rebuild.ErrWrongKernel means it does not (a failed build).
 type Verifier interface {
 	Verify(ctx context.Context, image, kernel, arch string) error
+}
+
+// SignatureChecker checks a payload's signature; an error means the check
+// could not be made (try again), a verdict is final for this pass.
+type SignatureChecker interface {
+	Check(ctx context.Context, pullspec string, d digest.Digest) (releasesig.Verdict, error)
 }
 
 // BuildPolicy bounds builds: a requested build that has not appeared in the
@@ -69,6 +76,12 @@ type Reconciler struct {
 	Target   rebuild.Target
 	Policy   rebuild.Policy
 	Build    BuildPolicy
+	// Signatures and SignatureMode (releasesig.ModeOff, ModeWarn,
+	// ModeStrict): in strict mode a payload whose signature does not verify
+	// is not recorded, so it never drives a build or a promotion; it is
+	// held, and checked again on the next pass.
+	Signatures    SignatureChecker
+	SignatureMode string
 	// Concurrency bounds the payloads inspected at once.
 	Concurrency int
 	Log         zerolog.Logger
@@ -145,6 +158,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 	// Inspect what is new; record it.
 	todo := r.unseen(view, releases)
 	reports := r.inspect(ctx, todo)
+	var sigHolds []rebuild.Action
 	for i, job := range todo {
 		rep, err := reports[i].Report, reports[i].Err
 		if err != nil {
@@ -157,6 +171,10 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 		rel := recordRelease(job.release, rep, now)
 		if _, known := view.releases[state.ReleaseKey(rel.Digest, rel.Arch)]; known {
 			continue // a config pullspec by tag that still points at a payload we know
+		}
+		if hold, ok := r.checkSignature(ctx, job, rep, &rel, fail); !ok {
+			sigHolds = append(sigHolds, hold)
+			continue
 		}
 		res.Inspected++
 		changed := view.addRelease(rel, rep, now)
@@ -189,7 +207,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 
 	in := rebuild.Input{Now: now, Releases: view.releaseList(opts.Release), Kernels: view.kernelList(opts.Release),
 		Promoted: view.promoted, Target: r.Target, Policy: r.Policy}
-	plan := rebuild.Plan(in)
+	plan := append(sigHolds, rebuild.Plan(in)...)
 	if opts.DryRun {
 		res.Actions = append(plan, r.preview(ctx, view, r.notifications(in.Kernels))...)
 	} else {
@@ -239,6 +257,35 @@ func (r *Reconciler) notifications(kernels []state.Kernel) []rebuild.Action {
 		return nil
 	}
 	return rebuild.Notifications(kernels)
+}
+
+// checkSignature applies the signature policy to a newly read payload. It
+// returns false, with a hold, when the payload must not be recorded.
+func (r *Reconciler) checkSignature(ctx context.Context, j job, rep *releaseinfo.Report, rel *state.Release, fail func(error)) (rebuild.Action, bool) {
+	if r.Signatures == nil || r.SignatureMode == "" || r.SignatureMode == releasesig.ModeOff {
+		return rebuild.Action{}, true
+	}
+	hold := rebuild.Action{Type: rebuild.ActionHold, Release: rep.Release, Arch: rep.Arch}
+	v, err := r.Signatures.Check(ctx, j.release.Pullspec, digest.Digest(rep.Digest))
+	switch {
+	case err != nil && r.SignatureMode == releasesig.ModeStrict:
+		fail(fmt.Errorf("checking the signature of %s: %w", rep.Release, err))
+		hold.Reason = "signature not checked yet: " + err.Error()
+		return hold, false
+	case err != nil:
+		rel.Signature = "unchecked: " + err.Error()
+		r.Log.Warn().Str("release", rep.Release).Err(err).Msg("signature not checked")
+	case !v.Verified && r.SignatureMode == releasesig.ModeStrict:
+		hold.Reason = "signature does not verify (verify.mode strict): " + v.Reason
+		r.Log.Error().Str("release", rep.Release).Str("digest", rep.Digest).Str("reason", v.Reason).Msg("unverified payload held")
+		return hold, false
+	case !v.Verified:
+		rel.Signature = "unverified: " + v.Reason
+		r.Log.Warn().Str("release", rep.Release).Str("digest", rep.Digest).Str("reason", v.Reason).Msg("payload signature does not verify")
+	default:
+		rel.Signature = "verified by " + v.By
+	}
+	return rebuild.Action{}, true
 }
 
 // job is one release to inspect for one arch.

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/state"
 )
 
@@ -270,5 +273,77 @@ func TestSecondProcessIsRefused(t *testing.T) {
 	_, err := state.Open(h.statePath, 100*time.Millisecond)
 	if !errors.Is(err, state.ErrLocked) || !strings.Contains(err.Error(), h.statePath) {
 		t.Fatalf("second open: %v", err)
+	}
+}
+
+// fakeSignatures verifies the digests it is told to.
+type fakeSignatures struct {
+	signed map[string]bool
+	down   bool
+}
+
+func (f *fakeSignatures) Check(_ context.Context, _ string, d digest.Digest) (releasesig.Verdict, error) {
+	if f.down {
+		return releasesig.Verdict{}, errors.New("signature store: HTTP 503")
+	}
+	if f.signed[d.String()] {
+		return releasesig.Verdict{Verified: true, By: "test key"}, nil
+	}
+	return releasesig.Verdict{Reason: "no signature verifies"}, nil
+}
+
+func TestStrictSignaturesHoldUnverifiedPayloads(t *testing.T) {
+	h := newHarness(t)
+	good := h.publish("stable-4.16", "4.16.15", k1)
+	unsigned := h.publish("stable-4.16", "4.16.17", k2)
+	sigs := &fakeSignatures{signed: map[string]bool{good.Digest.String(): true}}
+	pass := func() (*Result, error) {
+		r := h.reconciler()
+		r.Signatures, r.SignatureMode = sigs, releasesig.ModeStrict
+		return r.RunOnce(context.Background(), h.now, Options{})
+	}
+	res, err := pass()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if count(res, "build") != 1 || res.Actions[0].Type != "hold" || res.Actions[0].Release != "4.16.17" ||
+		!strings.Contains(res.Actions[0].Reason, "signature does not verify") {
+		t.Fatalf("actions %+v", res.Actions)
+	}
+	if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", "4.16.17"); ok {
+		t.Error("an unverified payload was promoted")
+	}
+	// The store is down: no verdict, still held, the pass reports it.
+	sigs.down = true
+	if _, err := pass(); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("store down: %v", err)
+	}
+	// The signature appears: the next pass builds and promotes.
+	sigs.down = false
+	sigs.signed[unsigned.Digest.String()] = true
+	res, err = pass()
+	if err != nil || count(res, "build") != 1 || count(res, "promote") != 1 || count(res, "hold") != 0 {
+		t.Fatalf("after signing: %v %+v", err, res.Actions)
+	}
+	exp, _ := h.store.Export()
+	for _, rel := range exp.Releases {
+		if rel.Signature != "verified by test key" {
+			t.Errorf("release %s signature %q", rel.Version, rel.Signature)
+		}
+	}
+}
+
+func TestWarnSignaturesProceed(t *testing.T) {
+	h := newHarness(t)
+	h.publish("stable-4.16", "4.16.17", k2)
+	r := h.reconciler()
+	r.Signatures, r.SignatureMode = &fakeSignatures{}, releasesig.ModeWarn
+	res, err := r.RunOnce(context.Background(), h.now, Options{})
+	if err != nil || count(res, "build") != 1 {
+		t.Fatalf("%v %+v", err, res.Actions)
+	}
+	exp, _ := h.store.Export()
+	if exp.Releases[0].Signature != "unverified: no signature verifies" {
+		t.Errorf("signature %q", exp.Releases[0].Signature)
 	}
 }

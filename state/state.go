@@ -187,6 +187,9 @@ type Release struct {
 	Arch      string         `json:"arch"` // the arch read (amd64, arm64, ...)
 	Channels  []string       `json:"channels,omitempty"`
 	Streams   []ReleaseShips `json:"streams"`
+	// Signature is the outcome of the signature check ("verified by ...",
+	// "unverified: ...", or empty when checks are off).
+	Signature string `json:"signature,omitempty"`
 	FirstSeen time.Time      `json:"first_seen"`
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -171,6 +172,17 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			return nil, nil, err
 		}
 		r.Notifier = n
+	}
+	if v := cfg.Verify; v.Mode != "off" {
+		var keys []string
+		for _, k := range v.PublicKeys {
+			keys = append(keys, cfg.Resolve(k))
+		}
+		checker, err := releasesig.New(v.SignatureStore, keys, cfg.Resolve(v.Policy), reg.SystemContext())
+		if err != nil {
+			return nil, nil, err
+		}
+		r.Signatures, r.SignatureMode = checker, v.Mode
 	}
 	if cfg.Build.Verify {
 		r.Verifier = &rebuild.Verifier{Registry: reg, Limits: releaseinfo.DefaultLimits()}

@@ -1,0 +1,213 @@
+package releasesig
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/types"
+
+	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
+)
+
+// key is an OpenPGP key made in the test.
+type key struct {
+	entity *openpgp.Entity
+	file   string // its armored public key
+}
+
+func newKey(t testing.TB, name string) key {
+	t.Helper()
+	e, err := openpgp.NewEntity(name, "test", name+"@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w, _ := armor.Encode(&buf, openpgp.PublicKeyType, nil)
+	if err := e.Serialize(w); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	file := filepath.Join(t.TempDir(), name+".asc")
+	if err := os.WriteFile(file, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return key{entity: e, file: file}
+}
+
+// sign makes an atomic container signature of contents, as Red Hat's are
+// (an OpenPGP signed message, not a detached signature).
+func (k key) sign(t testing.TB, contents string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := openpgp.Sign(&buf, k.entity, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write([]byte(contents))
+	w.Close()
+	return buf.Bytes()
+}
+
+func atomic(d digest.Digest) string {
+	return fmt.Sprintf(`{"critical":{"type":"atomic container signature","image":{"docker-manifest-digest":%q},"identity":{"docker-reference":"quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64"}},"optional":{"creator":"Red Hat OpenShift Signing Authority 0.0.1","timestamp":1726000000}}`, d)
+}
+
+// store serves signatures as mirror.openshift.com lays them out.
+type store struct {
+	mu   sync.Mutex
+	sigs map[string][]byte
+	fail int
+}
+
+func (s *store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != 0 {
+		http.Error(w, "down", s.fail)
+		return
+	}
+	b, ok := s.sigs[r.URL.Path]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	_, _ = w.Write(b)
+}
+
+func (s *store) put(d digest.Digest, n int, sig []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sigs[fmt.Sprintf("/sha256=%s/signature-%d", d.Encoded(), n)] = sig
+}
+
+func TestAtomicSignatures(t *testing.T) {
+	trusted, other := newKey(t, "release"), newKey(t, "stranger")
+	d := digest.FromString("release 4.16.15")
+	tests := []struct {
+		name   string
+		sigs   [][]byte
+		ok     bool
+		reason string
+	}{
+		{name: "signed", sigs: [][]byte{trusted.sign(t, atomic(d))}, ok: true},
+		{name: "second signature verifies", sigs: [][]byte{other.sign(t, atomic(d)), trusted.sign(t, atomic(d))}, ok: true},
+		{name: "untrusted key", sigs: [][]byte{other.sign(t, atomic(d))}, reason: "does not verify"},
+		{name: "another digest", sigs: [][]byte{trusted.sign(t, atomic(digest.FromString("other")))}, reason: "signs \"sha256:"},
+		{name: "unknown critical field", sigs: [][]byte{trusted.sign(t, strings.Replace(atomic(d), `"type"`, `"evil":1,"type"`, 1))}, reason: "unknown field"},
+		{name: "wrong type", sigs: [][]byte{trusted.sign(t, strings.Replace(atomic(d), "atomic container signature", "cosign", 1))}, reason: "type \"cosign\""},
+		{name: "garbage", sigs: [][]byte{[]byte("not a signature at all")}, reason: "signature-1"},
+		{name: "truncated", sigs: [][]byte{trusted.sign(t, atomic(d))[:40]}, reason: "signature-1"},
+		{name: "no signature", reason: "the store has no signature"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &store{sigs: map[string][]byte{}}
+			for i, s := range tt.sigs {
+				st.put(d, i+1, s)
+			}
+			srv := httptest.NewServer(st)
+			defer srv.Close()
+			c, err := New(srv.URL, []string{trusted.file}, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			v, err := c.Check(context.Background(), "quay.io/openshift-release-dev/ocp-release@"+d.String(), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Verified != tt.ok || (!tt.ok && !strings.Contains(v.Reason, tt.reason)) {
+				t.Errorf("verdict %+v, want verified=%v reason containing %q", v, tt.ok, tt.reason)
+			}
+		})
+	}
+}
+
+func TestStoreOutageIsAnErrorNotAVerdict(t *testing.T) {
+	trusted := newKey(t, "release")
+	st := &store{sigs: map[string][]byte{}, fail: http.StatusServiceUnavailable}
+	srv := httptest.NewServer(st)
+	defer srv.Close()
+	c, _ := New(srv.URL, []string{trusted.file}, "", nil)
+	d := digest.FromString("x")
+	if _, err := c.Check(context.Background(), "quay.io/x/y@"+d.String(), d); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("error %v", err)
+	}
+}
+
+func TestStopsAtTen(t *testing.T) {
+	trusted, other := newKey(t, "release"), newKey(t, "stranger")
+	d := digest.FromString("x")
+	st := &store{sigs: map[string][]byte{}}
+	for i := 1; i <= 10; i++ {
+		st.put(d, i, other.sign(t, atomic(d)))
+	}
+	st.put(d, 11, trusted.sign(t, atomic(d)))
+	srv := httptest.NewServer(st)
+	defer srv.Close()
+	c, _ := New(srv.URL, []string{trusted.file}, "", nil)
+	if v, err := c.Check(context.Background(), "quay.io/x/y@"+d.String(), d); err != nil || v.Verified {
+		t.Errorf("signature-11 was used: %+v %v", v, err)
+	}
+}
+
+func TestBadKeyFiles(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.asc")
+	_ = os.WriteFile(bad, []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\nnope\n"), 0o600)
+	if _, err := New("https://example.com", []string{bad}, "", nil); err == nil {
+		t.Error("a bad key file loaded")
+	}
+	if _, err := New("https://example.com", []string{"/nonexistent.asc"}, "", nil); err == nil || !strings.Contains(err.Error(), "verify.public_keys") {
+		t.Errorf("a missing key file: %v", err)
+	}
+}
+
+func FuzzCheckContents(f *testing.F) {
+	d := digest.FromString("release")
+	f.Add([]byte(atomic(d)))
+	f.Add([]byte(`{"critical":{"type":"atomic container signature","image":{"docker-manifest-digest":"sha256:0"},"identity":{}}}`))
+	f.Add([]byte(`{"critical":null}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, contents []byte) {
+		if err := CheckContents(contents, d); err == nil && !bytes.Contains(contents, []byte(d.Encoded())) {
+			t.Errorf("accepted contents that do not name the digest: %q", contents)
+		}
+	})
+}
+
+func TestPolicyJSON(t *testing.T) {
+	srv := registrytest.New().Server()
+	defer srv.Close()
+	img := payloadtest.New(srv.Registry, srv.Host()).PushImage("openshift-release-dev/ocp-release", "4.16.15-x86_64",
+		payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("x", 64)}})
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue, SystemRegistriesConfPath: "/dev/null",
+		RegistriesDirPath: t.TempDir()}
+	for policy, want := range map[string]bool{
+		`{"default":[{"type":"insecureAcceptAnything"}]}`: true,
+		`{"default":[{"type":"reject"}]}`:                 false,
+	} {
+		file := filepath.Join(t.TempDir(), "policy.json")
+		_ = os.WriteFile(file, []byte(policy), 0o600)
+		c, err := New("", nil, file, sys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := c.Check(context.Background(), img.Pullspec, img.Digest)
+		c.Close()
+		if err != nil || v.Verified != want {
+			t.Errorf("%s: %+v %v", policy, v, err)
+		}
+	}
+}
