@@ -261,27 +261,33 @@ func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promo
 		// Found and promoted in one pass: the issue says so, and is done.
 	}
 	rec.IssueNumber, rec.IssueURL = issue.GetNumber(), issue.GetHTMLURL()
-	if issue.GetState() == "closed" {
-		// Closed by us (when the kernel was promoted), or by a person, whose
-		// decision stands: never reopened, never recreated.
+	closed := issue.GetState() == "closed"
+	if closed {
+		// Closed by us (when the kernel was promoted): kept up to date, never
+		// reopened. Closed by a person: that decision stands, the issue is
+		// neither edited, reopened nor recreated.
 		if !rec.ClosedByUs {
 			login, err := n.whoami(ctx)
 			if err != nil {
 				return err
 			}
 			rec.ClosedByUs = issue.GetClosedBy().GetLogin() == login
-			if !rec.ClosedByUs {
-				n.log.Info().Int("issue", issue.GetNumber()).Str("kernel", k.Kernel).Msg("issue closed by a person: left alone")
-			}
 		}
-		return n.store.PutNotice(*rec)
+		if !rec.ClosedByUs {
+			n.log.Info().Int("issue", issue.GetNumber()).Str("kernel", k.Kernel).Msg("issue closed by a person: left alone")
+			return n.store.PutNotice(*rec)
+		}
 	}
 	req := &github.IssueRequest{}
 	changed := false
 	if issue.GetBody() != body {
 		req.Body, changed = github.String(body), true
 	}
-	if n.opts.CloseWhenPromoted && k.State == state.KernelPromoted {
+	if title := Title(k); issue.GetTitle() != title {
+		// The first release shipping the kernel may be found after the issue.
+		req.Title, changed = github.String(title), true
+	}
+	if n.opts.CloseWhenPromoted && k.State == state.KernelPromoted && !closed {
 		req.State, changed = github.String("closed"), true
 	}
 	if changed {
@@ -574,9 +580,9 @@ func (n *Notifier) Preview(ctx context.Context, k state.Kernel) (string, error) 
 			tags, _ = n.store.PromotionsOf(k.ImageDigest)
 		}
 		switch {
-		case issue.GetState() == "closed":
-			out = fmt.Sprintf("issue #%d is closed: left alone", number)
-		case issue.GetBody() != Body(k, tags):
+		case issue.GetState() == "closed" && !rec.ClosedByUs:
+			out = fmt.Sprintf("issue #%d was closed by a person: left alone", number)
+		case issue.GetBody() != Body(k, tags) || issue.GetTitle() != Title(k):
 			out = fmt.Sprintf("would update issue #%d", number)
 		default:
 			out = fmt.Sprintf("issue #%d is up to date", number)

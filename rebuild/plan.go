@@ -259,12 +259,12 @@ func tagData(k state.Kernel, r state.Release, v string) (TagData, bool) {
 	return d, r.Version == "" // a release not in the input still gets tags
 }
 
-// Notifications are the notify actions due: every kernel whose state changed
-// since it was last announced.
+// Notifications are the notify actions due: every kernel whose state,
+// releases or image changed since it was last announced.
 func Notifications(kernels []state.Kernel) []Action {
 	var out []Action
 	for _, k := range kernels {
-		if k.NotifiedState != k.State {
+		if k.NotifiedHash != k.NoticeHash() {
 			out = append(out, Action{Type: ActionNotify, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch,
 				Releases: k.Releases, Image: k.Image, Reason: k.State, KernelKey: k.Key()})
 		}

@@ -85,5 +85,14 @@ func (p *RegistryPromoter) Promote(ctx context.Context, src, dst string) (string
 	if got != want {
 		return "", fmt.Errorf("copying %s to %s: the copy has digest %s", src, dst, got)
 	}
+	// Check the world, not the answer: a proxy that acknowledged the push
+	// without storing it must not leave a promotion recorded that is not there.
+	have, err = p.Registry.Digest(ctx, dst)
+	if err != nil {
+		return "", fmt.Errorf("checking %s after the copy: %w", dst, err)
+	}
+	if have != want {
+		return "", fmt.Errorf("checking %s after the copy: it points at %s, not %s", dst, have, want)
+	}
 	return got.String(), nil
 }

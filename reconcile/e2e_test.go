@@ -220,6 +220,18 @@ func TestNotificationsOnGitHub(t *testing.T) {
 			t.Errorf("issue %d: %s\n%s", i.Number, i.State, i.Body)
 		}
 	}
+	// A z-stream of a promoted kernel: its (closed) issue lists the release.
+	h.publish("stable-4.16", "4.16.18", k2)
+	if _, err := newReconciler().RunOnce(context.Background(), h.now, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	updated := false
+	for _, i := range gh.Issues() {
+		updated = updated || (strings.Contains(i.Title, k2.Kernel) && strings.Contains(i.Body, "- 4.16.18") && i.State == "closed")
+	}
+	if !updated {
+		t.Errorf("the issue of %s does not list 4.16.18: %+v", k2.Kernel, gh.Issues())
+	}
 	res, _ = newReconciler().RunOnce(context.Background(), h.now, Options{DryRun: true})
 	if n := len(gh.Mutations()); count(res, "notify") != 0 {
 		t.Errorf("nothing left to notify, yet %d notify actions (%d writes)", count(res, "notify"), n)

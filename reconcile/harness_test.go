@@ -2,6 +2,8 @@ package reconcile
 
 import (
 	"context"
+	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -38,13 +40,22 @@ type harness struct {
 	releases  []string // config pullspecs
 	target    rebuild.Target
 	policy    BuildPolicy
+	regOpts   registry.Options
 }
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	srv := registrytest.New().Server()
+	same := func(h http.Handler) http.Handler { return h }
+	return newHarnessWith(t, same, same)
+}
+
+// newHarnessWith serves the registry and the graph behind wrappers (fault
+// injectors).
+func newHarnessWith(t testing.TB, wrapRegistry, wrapGraph func(http.Handler) http.Handler) *harness {
+	t.Helper()
+	srv := registrytest.New().ServerWith(wrapRegistry)
 	t.Cleanup(srv.Close)
-	g := graphtest.New()
+	g := graphtest.NewWith(wrapGraph)
 	t.Cleanup(g.Close)
 	h := &harness{
 		t: t, srv: srv, world: payloadtest.New(srv.Registry, srv.Host()), graph: g,
@@ -83,7 +94,18 @@ func (h *harness) restart() {
 
 func (h *harness) client() *registry.Client {
 	f := false
-	return registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Backoff: 5 * time.Millisecond, Attempts: 2, Timeout: 10 * time.Second})
+	o := h.regOpts
+	o.TLSVerify, o.RegistriesConf = &f, "/dev/null"
+	if o.Backoff == 0 {
+		o.Backoff = 5 * time.Millisecond
+	}
+	if o.Attempts == 0 {
+		o.Attempts = 2
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	return registry.New(o)
 }
 
 func (h *harness) reconciler() *Reconciler {
@@ -236,3 +258,5 @@ func (n *fakeNotifier) Notify(_ context.Context, k state.Kernel) error {
 	n.notices = append(n.notices, k.Kernel+"="+k.State)
 	return nil
 }
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }

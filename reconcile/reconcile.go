@@ -703,7 +703,7 @@ func (r *Reconciler) notify(ctx context.Context, now time.Time, v *ledgerView, o
 			continue
 		}
 		a.Result = "ok"
-		k.NotifiedState = k.State
+		k.NotifiedState, k.NotifiedHash = k.State, k.NoticeHash()
 		v.kernels[a.KernelKey] = k
 		if err := r.recordKernel(now, k, *a, "ok"); err != nil {
 			warn(err)

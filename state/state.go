@@ -10,13 +10,16 @@
 package state
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -181,16 +184,16 @@ func (s *Store) SaveGraphState(channel, arch string, st watcher.GraphState) erro
 
 // Release is a payload seen and read, with the kernels of its streams.
 type Release struct {
-	Version   string         `json:"version"`
-	Pullspec  string         `json:"pullspec"`
-	Digest    string         `json:"digest"`
-	Arch      string         `json:"arch"` // the arch read (amd64, arm64, ...)
-	Channels  []string       `json:"channels,omitempty"`
-	Streams   []ReleaseShips `json:"streams"`
+	Version  string         `json:"version"`
+	Pullspec string         `json:"pullspec"`
+	Digest   string         `json:"digest"`
+	Arch     string         `json:"arch"` // the arch read (amd64, arm64, ...)
+	Channels []string       `json:"channels,omitempty"`
+	Streams  []ReleaseShips `json:"streams"`
 	// Signature is the outcome of the signature check ("verified by ...",
 	// "unverified: ...", or empty when checks are off).
-	Signature string `json:"signature,omitempty"`
-	FirstSeen time.Time      `json:"first_seen"`
+	Signature string    `json:"signature,omitempty"`
+	FirstSeen time.Time `json:"first_seen"`
 }
 
 // ReleaseShips is one stream of a release: the kernel it ships, or why it
@@ -233,14 +236,23 @@ type Kernel struct {
 	Reason      string   `json:"reason,omitempty"`
 	Image       string   `json:"image,omitempty"`        // repository:tag of our DTK image
 	ImageDigest string   `json:"image_digest,omitempty"` // its digest once seen
-	// NotifiedState is the State last announced; a notification is due
-	// whenever it differs from State.
+	// NotifiedState is the State last announced, and NotifiedHash the
+	// NoticeHash: a notification is due whenever what people are told
+	// (state, releases, image) changed since.
 	NotifiedState    string    `json:"notified_state,omitempty"`
+	NotifiedHash     string    `json:"notified_hash,omitempty"`
 	FirstSeen        time.Time `json:"first_seen"`
 	UpdatedAt        time.Time `json:"updated_at"`
 	BuildRequestedAt time.Time `json:"build_requested_at,omitzero"`
 	// NextAttemptAt holds back a retry after a failed attempt (backoff).
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+}
+
+// NoticeHash sums what a notification about k says.
+func (k Kernel) NoticeHash() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s", k.State, strings.Join(k.Releases, ","), k.Image, k.ImageDigest, k.Reason)
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 // KernelKey identifies a ledger entry.

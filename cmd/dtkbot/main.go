@@ -10,11 +10,24 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/sirupsen/logrus"
 )
 
 func main() {
+	quietContainersImage()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// quietContainersImage keeps containers/image's own logging (logrus, a
+// global) to warnings, as JSON on stderr: its info lines ("reconnecting")
+// would otherwise interleave with dtkbot's logs as plain text. dtkbot
+// reports the outcome of every call itself.
+func quietContainersImage() {
+	logrus.SetLevel(logrus.WarnLevel)
+	logrus.SetFormatter(&logrus.JSONFormatter{FieldMap: logrus.FieldMap{logrus.FieldKeyMsg: "message"}})
+	logrus.SetOutput(os.Stderr)
 }

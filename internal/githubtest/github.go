@@ -79,9 +79,14 @@ type Server struct {
 
 // New starts a fake with one repository owner/repo on branch main.
 func New(owner, repo string) *Server {
+	return NewWith(owner, repo, func(h http.Handler) http.Handler { return h })
+}
+
+// NewWith starts the fake behind wrap (a fault injector, say).
+func NewWith(owner, repo string, wrap func(http.Handler) http.Handler) *Server {
 	s := &Server{Owner: owner, Repo: repo, tokens: map[string]string{}, refs: map[string]string{"heads/main": sha("init")},
 		files: map[string]string{}, TokenTTL: time.Hour}
-	s.HTTP = httptest.NewServer(s)
+	s.HTTP = httptest.NewServer(wrap(s))
 	return s
 }
 

@@ -33,9 +33,12 @@ type Server struct {
 }
 
 // New starts a server.
-func New() *Server {
+func New() *Server { return NewWith(func(h http.Handler) http.Handler { return h }) }
+
+// NewWith starts a server behind wrap (a fault injector, say).
+func NewWith(wrap func(http.Handler) http.Handler) *Server {
 	s := &Server{channels: map[string][]Node{}}
-	s.HTTP = httptest.NewServer(s)
+	s.HTTP = httptest.NewServer(wrap(s))
 	return s
 }
 

@@ -117,6 +117,11 @@ func (r *Registry) Server() *Server {
 	return &Server{Registry: r, HTTP: httptest.NewServer(r)}
 }
 
+// ServerWith starts the registry behind wrap (a fault injector, say).
+func (r *Registry) ServerWith(wrap func(http.Handler) http.Handler) *Server {
+	return &Server{Registry: r, HTTP: httptest.NewServer(wrap(r))}
+}
+
 // Server is a running registry.
 type Server struct {
 	*Registry

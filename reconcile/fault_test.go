@@ -1,0 +1,212 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/dtkbot/dtkbot/internal/faulttest"
+	"github.com/dtkbot/dtkbot/internal/githubtest"
+	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/notify"
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/registry"
+)
+
+// endState is what a run leaves in the world, comparable across worlds.
+type endState struct {
+	Kernels      map[string]string // kernel key -> state
+	Tags         map[string]string // tag -> digest
+	Issues       []string          // titles, with state
+	Pulls        []string
+	UniqueBuilds int
+}
+
+// faultyRun is one world of 12 releases and 4 kernels on two channels,
+// reconciled pass after pass until nothing is left to do, with every server
+// (registry, update graph, build webhook, GitHub) behind inj.
+type faultyRun struct {
+	state      endState
+	passes     int
+	slowest    time.Duration
+	deliveries int
+}
+
+func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Duration) faultyRun {
+	t.Helper()
+	wrap := func(h http.Handler) http.Handler { return h }
+	if inj != nil {
+		wrap = inj.Wrap
+	}
+	h := newHarnessWith(t, wrap, wrap)
+	h.channels = []string{"stable-4.16", "fast-4.16"}
+	h.regOpts = registry.Options{Timeout: 300 * time.Millisecond, Attempts: 6, Backoff: 5 * time.Millisecond}
+	h.policy = BuildPolicy{Timeout: time.Hour, MaxAttempts: 50, Backoff: time.Millisecond}
+
+	gh := githubtest.NewWith("acme", "driver-ci", wrap)
+	t.Cleanup(gh.Close)
+	gh.AddToken("ghp_fault", "dtkbot-user")
+	gh.SetFile("main", "kernels.yaml", "")
+
+	// The CI drops repeated deliveries of one build, as the header invites.
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	deliveries := 0
+	ci := httptest.NewServer(wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var in rebuild.BuildInputs
+		if json.Unmarshal(body, &in) != nil {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		deliveries++
+		dup := seen[r.Header.Get("X-Dtkbot-Delivery")]
+		seen[r.Header.Get("X-Dtkbot-Delivery")] = true
+		mu.Unlock()
+		if !dup {
+			named, _ := reference.ParseNormalizedNamed(in.Image)
+			rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": in.KernelVersion + ".x86_64", "RHEL_VERSION": in.RHELVersion})
+			h.world.PushImage(reference.Path(named), named.(reference.NamedTagged).Tag(), payloadtest.Image{Layers: [][]byte{
+				payloadtest.NoiseLayer("ubi", 8<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))}})
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})))
+	t.Cleanup(ci.Close)
+
+	for i := 0; i < 12; i++ {
+		k := payloadtest.Stream{Kernel: fmt.Sprintf("5.14.0-427.%d.1.el9_4", 30+i/3)}
+		ch := []string{"stable-4.16", "fast-4.16"}[i%2]
+		h.publish(ch, fmt.Sprintf("4.16.%d", 10+i), k)
+	}
+	client, _ := notify.NewClient(gh.URL(), notify.TokenAuth{File: writeToken(t, "ghp_fault")})
+	newReconciler := func() *Reconciler {
+		r := realEffects(h, &rebuild.WebhookBuilder{URL: ci.URL, Secret: []byte("s"), Attempts: 3, Backoff: time.Millisecond})()
+		n, err := notify.New(client, notify.TokenAuth{File: writeToken(t, "ghp_fault")}, notify.Options{Repository: "acme/driver-ci",
+			CloseWhenPromoted: true, MutationInterval: time.Millisecond, MaxWait: 2 * time.Second,
+			PullRequest: &notify.PullRequestOptions{Path: "kernels.yaml"}}, h.store, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Notifier = n
+		return r
+	}
+
+	var run faultyRun
+	quiet := 0
+	for run.passes = 1; run.passes <= 80 && quiet < 2; run.passes++ {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		start := time.Now()
+		res, err := newReconciler().RunOnce(ctx, h.now, Options{})
+		took := time.Since(start)
+		cancel()
+		run.slowest = max(run.slowest, took)
+		pending := 0
+		for _, a := range res.Actions {
+			if a.Type != rebuild.ActionHold {
+				pending++
+			}
+		}
+		if err == nil && pending == 0 && len(res.Errors) == 0 && res.Releases == 12 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		h.now = h.now.Add(time.Minute) // lets rate limits and backoffs expire
+		if run.passes%10 == 0 {
+			h.restart()
+		}
+	}
+	run.passes--
+	if inj != nil {
+		inj.SetOn(false)
+	}
+
+	run.state = endState{Kernels: map[string]string{}, Tags: map[string]string{}}
+	exp, err := h.store.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range exp.Kernels {
+		run.state.Kernels[k.Key()] = k.State
+	}
+	for _, tag := range h.srv.Tags("dtkbot/driver-toolkit") {
+		d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", tag)
+		run.state.Tags[tag] = d.String()
+	}
+	for _, i := range gh.Issues() {
+		run.state.Issues = append(run.state.Issues, i.State+" "+i.Title)
+	}
+	for _, p := range gh.Pulls() {
+		run.state.Pulls = append(run.state.Pulls, p.State+" "+p.Head)
+	}
+	sort.Strings(run.state.Issues)
+	sort.Strings(run.state.Pulls)
+	mu.Lock()
+	run.state.UniqueBuilds, run.deliveries = len(seen), deliveries
+	mu.Unlock()
+	return run
+}
+
+func writeToken(t *testing.T, tok string) string {
+	t.Helper()
+	p := t.TempDir() + "/token"
+	if err := writeFile(p, tok); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestFaultsConverge is the fault-injection suite: with 30% of the requests
+// to every server failing (5xx, 429 with Retry-After, connections cut
+// mid-body, stalled bodies, corrupt bytes, garbage), repeated passes reach
+// the same end state as a clean run, no pass outlives its deadline, and no
+// goroutine is left behind.
+func TestFaultsConverge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs dozens of passes")
+	}
+	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
+	deadline := 20 * time.Second
+	clean := runToConvergence(t, nil, deadline)
+	inj := faulttest.New(0.30, 42, faulttest.ServerError, faulttest.Unavailable, faulttest.TooMany, faulttest.Reset,
+		faulttest.Stall, faulttest.Corrupt, faulttest.Garbage)
+	inj.Skip = func(r *http.Request) bool { return r.URL.Path == "/v2/" } // the ping has no body to damage; its 5xx are covered elsewhere
+	inj.StallFor = time.Second                                            // clients without a shorter timeout see the cut after 1s
+	faulty := runToConvergence(t, inj, deadline)
+	counts, total := inj.Counts()
+	t.Logf("clean: %d passes; with faults: %d passes, slowest %s, %d requests, injected %v; build deliveries %d for %d builds",
+		clean.passes, faulty.passes, faulty.slowest.Round(time.Millisecond), total, counts, faulty.deliveries, faulty.state.UniqueBuilds)
+	if !reflect.DeepEqual(clean.state, faulty.state) {
+		t.Errorf("end states differ:\nclean  %+v\nfaulty %+v", clean.state, faulty.state)
+	}
+	if len(clean.state.Kernels) != 4 || clean.state.UniqueBuilds != 4 || len(clean.state.Issues) != 4 || len(clean.state.Pulls) != 4 {
+		t.Errorf("clean end state %+v", clean.state)
+	}
+	for _, st := range clean.state.Kernels {
+		if st != "promoted" {
+			t.Errorf("a kernel ended %s", st)
+		}
+	}
+	for _, i := range faulty.state.Issues {
+		if !strings.HasPrefix(i, "closed ") {
+			t.Errorf("issue %q", i)
+		}
+	}
+	if faulty.slowest > deadline+2*time.Second {
+		t.Errorf("a pass took %s, past its %s deadline", faulty.slowest, deadline)
+	}
+}
