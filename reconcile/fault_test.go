@@ -16,6 +16,7 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/rs/zerolog"
+	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
 	"github.com/dtkbot/dtkbot/internal/faulttest"
@@ -159,6 +160,11 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 	run.state.UniqueBuilds, run.deliveries = len(seen), deliveries
 	mu.Unlock()
 	return run
+}
+
+func init() {
+	// containers/image logs its reconnections at info level: not this suite's news.
+	logrus.SetLevel(logrus.WarnLevel)
 }
 
 func writeToken(t *testing.T, tok string) string {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/state"
@@ -51,11 +52,12 @@ func startDtkbot(t *testing.T, args ...string) *exec.Cmd {
 }
 
 // TestKilledPassesLoseNothingAndRepeatNothing kills `dtkbot reconcile`
-// (SIGKILL, a real process) at random points of its passes over a world of
-// 24 releases and 6 kernels, then lets it finish, and checks the end state:
-// the state file opens, every release is recorded, every kernel's image was
-// requested from the build webhook exactly once, and every release tag
-// points at its kernel's image.
+// (SIGKILL, a real process) at 50 random points of its passes over a world
+// of 24 releases and 8 kernels with a build webhook and GitHub, then lets it
+// finish, and checks the end state: the state file opens after every kill,
+// every release is recorded, every kernel's image was requested exactly once,
+// every release tag points at its kernel's image, and there is exactly one
+// issue and one pull request per kernel.
 func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts dtkbot processes")
@@ -87,34 +89,79 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 	secretFile := filepath.Join(t.TempDir(), "webhook-secret")
 	_ = os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
 
+	gh := githubtest.New("acme", "driver-ci")
+	defer gh.Close()
+	gh.AddToken("ghp_crash_token", "dtkbot-user")
+	gh.SetFile("main", "kernels.yaml", "")
+	tokenFile := filepath.Join(t.TempDir(), "github-token")
+	_ = os.WriteFile(tokenFile, []byte("ghp_crash_token"), 0o600)
+
 	cw := newCLIWorld(t, fmt.Sprintf(`build:
   backend: webhook
   timeout: 1s
-  max_attempts: 10
+  max_attempts: 20
   backoff: 1ms
   webhook:
     url: %s
     secret_file: %s
-`, ci.URL, secretFile))
+github:
+  api_url: %s
+  token_file: %s
+  repository: acme/driver-ci
+  mutation_interval: 1ms
+  pull_request:
+    path: kernels.yaml
+`, ci.URL, secretFile, gh.URL(), tokenFile))
 	world = cw.world
-	kernelOf := map[string]string{}
-	for i := 0; i < 21; i++ { // 3 releases already in the world
-		v := fmt.Sprintf("4.16.%d", 18+i)
-		k := fmt.Sprintf("5.14.0-427.%d.1.el9_4", 50+i/4)
-		kernelOf[v] = k
-		cw.graph.Publish("stable-4.16", "amd64", v, cw.world.Release(payloadtest.ReleaseSpec{Version: v, Stream: payloadtest.Stream{Kernel: k}}).Pullspec)
-	}
-	kernelOf["4.16.15"], kernelOf["4.16.16"], kernelOf["4.16.17"] = "5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_4", "5.14.0-427.40.1.el9_4"
-
+	kernelOf := map[string]string{"4.16.15": "5.14.0-427.37.1.el9_4", "4.16.16": "5.14.0-427.37.1.el9_4", "4.16.17": "5.14.0-427.40.1.el9_4"}
+	statePath := filepath.Join(filepath.Dir(cw.config), "dtkbot.db")
 	rng := rand.New(rand.NewPCG(1, 2))
-	kills := 0
-	for i := 0; i < 12; i++ {
-		cmd := startDtkbot(t, "reconcile", "--config", cw.config)
-		time.Sleep(time.Duration(20+rng.IntN(400)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
-			kills++
+	// Each round publishes a release (a new kernel every fourth), starts a
+	// pass and kills it at a random point while it works; rounds go on
+	// until 50 passes were killed mid-work.
+	kills, rounds := 0, 0
+	for ; kills < 50 && rounds < 200; rounds++ {
+		if rounds < 120 {
+			v := fmt.Sprintf("4.16.%d", 18+rounds)
+			k := fmt.Sprintf("5.14.0-427.%d.1.el9_4", 50+rounds/4)
+			kernelOf[v] = k
+			cw.graph.Publish("stable-4.16", "amd64", v, cw.world.Release(payloadtest.ReleaseSpec{Version: v, Stream: payloadtest.Stream{Kernel: k}}).Pullspec)
 		}
-		_ = cmd.Wait()
+		cmd := startDtkbot(t, "reconcile", "--config", cw.config)
+		time.Sleep(time.Duration(15+rng.IntN(100)) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		if err := cmd.Wait(); err != nil && cmd.ProcessState != nil && !cmd.ProcessState.Exited() {
+			kills++ // killed by the signal, not exited on its own
+		}
+		if rounds%10 == 9 {
+			s, err := state.OpenReadOnly(statePath, time.Second)
+			if err != nil {
+				t.Fatalf("after round %d the state file does not open: %v", rounds+1, err)
+			}
+			if _, err := s.Export(); err != nil {
+				t.Fatalf("after round %d the state file does not read: %v", rounds+1, err)
+			}
+			s.Close()
+		}
+	}
+	if kills < 50 {
+		t.Errorf("only %d passes were killed mid-work in %d rounds", kills, rounds)
+	}
+	// The kills must have fallen among the work, not only before it: the
+	// killed passes together made progress.
+	if s, err := state.OpenReadOnly(statePath, time.Second); err == nil {
+		exp, _ := s.Export()
+		s.Close()
+		mu.Lock()
+		t.Logf("by the last kill: %d of %d releases recorded, %d journal entries, %d builds requested", len(exp.Releases), len(kernelOf), len(exp.Journal), len(builds))
+		if len(exp.Releases) < len(kernelOf)/2 || len(exp.Journal) == 0 {
+			t.Errorf("the killed passes made little progress: %d releases, %d journal entries", len(exp.Releases), len(exp.Journal))
+		}
+		mu.Unlock()
+	}
+	kernels := map[string]bool{}
+	for _, k := range kernelOf {
+		kernels[k] = true
 	}
 	// Then let it finish: passes until nothing is left to do (a build whose
 	// request was lost in a kill is retried after build.timeout).
@@ -136,9 +183,9 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 		_ = stderr
 		time.Sleep(1100 * time.Millisecond)
 	}
-	t.Logf("%d kill points tried", kills)
+	t.Logf("%d passes killed mid-work in %d rounds (%d releases, %d kernels)", kills, rounds, len(kernelOf), len(kernels))
 
-	store, err := state.OpenReadOnly(filepath.Join(filepath.Dir(cw.config), "dtkbot.db"), time.Second)
+	store, err := state.OpenReadOnly(statePath, time.Second)
 	if err != nil {
 		t.Fatalf("the state file does not open after the kills: %v", err)
 	}
@@ -147,8 +194,8 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(exp.Releases) != 24 {
-		t.Errorf("%d releases recorded, want 24", len(exp.Releases))
+	if len(exp.Releases) != len(kernelOf) {
+		t.Errorf("%d releases recorded, want %d", len(exp.Releases), len(kernelOf))
 	}
 	for _, k := range exp.Kernels {
 		if k.State != state.KernelPromoted {
@@ -157,13 +204,16 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(builds) != 8 {
-		t.Errorf("%d kernels built, want 8", len(builds))
+	if len(builds) != len(kernels) {
+		t.Errorf("%d kernels built, want %d", len(builds), len(kernels))
 	}
 	for image, n := range builds {
 		if n != 1 {
 			t.Errorf("%s requested %d times", image, n)
 		}
+	}
+	if len(gh.Issues()) != len(kernels) || len(gh.Pulls()) != len(kernels) {
+		t.Errorf("%d issues and %d pull requests for %d kernels", len(gh.Issues()), len(gh.Pulls()), len(kernels))
 	}
 	for v, k := range kernelOf {
 		got, ok := cw.srv.TagDigest("dtkbot/driver-toolkit", v)
