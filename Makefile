@@ -5,7 +5,15 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test bench lint demo clean
+.PHONY: all build test bench lint demo fuzz clean
+
+# Every fuzz target, as package:Target. Their seed corpora run in `make test`.
+FUZZ_TARGETS := \
+	./releaseinfo:FuzzParseKernel ./releaseinfo:FuzzImageReferences ./releaseinfo:FuzzReleaseMetadata \
+	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./releaseinfo:FuzzExtractFiles \
+	./watcher:FuzzParseGraph ./config:FuzzConfig ./rebuild:FuzzRenderTag ./notify:FuzzMarker \
+	./releasesig:FuzzCheckContents
+FUZZTIME ?= 30s
 
 all: lint test build
 
@@ -26,6 +34,12 @@ bench:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+## fuzz: run every fuzz target for FUZZTIME (default 30s) each
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "== $$name ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 ## demo: offline demo against a local registry of sample payloads
 demo:

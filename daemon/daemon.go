@@ -12,6 +12,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -50,6 +51,15 @@ type Daemon struct {
 	Version string
 	Log     zerolog.Logger
 	Now     func() time.Time
+	// TriggerBurst and TriggerEvery rate-limit POST /trigger: at most
+	// TriggerBurst requests at once, one more per TriggerEvery (defaults 3
+	// and 10s). Failed authentications count too.
+	TriggerBurst int
+	TriggerEvery time.Duration
+
+	triggerMu     sync.Mutex
+	triggerTokens float64
+	triggerLast   time.Time
 
 	running atomic.Bool
 	wg      sync.WaitGroup
@@ -193,7 +203,38 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET /metrics", d.metrics)
 	mux.HandleFunc("GET /status", d.status)
 	mux.HandleFunc("POST /trigger", d.trigger)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// No endpoint takes a body worth more than this.
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+const maxBodyBytes = 4 << 10
+
+// allowTrigger is a token bucket for POST /trigger.
+func (d *Daemon) allowTrigger() (bool, time.Duration) {
+	d.triggerMu.Lock()
+	defer d.triggerMu.Unlock()
+	burst, every := d.TriggerBurst, d.TriggerEvery
+	if burst <= 0 {
+		burst = 3
+	}
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	now := d.now()
+	if d.triggerLast.IsZero() {
+		d.triggerTokens = float64(burst)
+	} else {
+		d.triggerTokens = min(float64(burst), d.triggerTokens+now.Sub(d.triggerLast).Seconds()/every.Seconds())
+	}
+	d.triggerLast = now
+	if d.triggerTokens < 1 {
+		return false, time.Duration((1 - d.triggerTokens) * float64(every))
+	}
+	d.triggerTokens--
+	return true, 0
 }
 
 func (d *Daemon) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -220,6 +261,12 @@ func (d *Daemon) trigger(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "trigger is off: set trigger_token_file", http.StatusNotFound)
 		return
 	}
+	if ok, wait := d.allowTrigger(); !ok {
+		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		http.Error(w, "too many triggers", http.StatusTooManyRequests)
+		return
+	}
+	_, _ = io.Copy(io.Discard, r.Body) // bounded by MaxBytesReader
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(got), d.TriggerToken) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="dtkbot"`)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -154,6 +155,7 @@ func TestProbesMetricsAndStatus(t *testing.T) {
 func TestTriggerIsAuthenticatedAndNeverOverlaps(t *testing.T) {
 	p := &fakePasser{started: make(chan struct{}, 10)}
 	r := start(t, p, "s3cret")
+	r.d.TriggerBurst = 10
 	<-p.started // the pass at start
 	waitFor(t, func() bool { return !r.d.running.Load() })
 	if code := post(t, r.url+"/trigger", ""); code != 401 {
@@ -241,5 +243,29 @@ func TestScheduleRuns(t *testing.T) {
 	}
 	if _, err := ParseSchedule("every now and then"); err == nil {
 		t.Error("a bad schedule parsed")
+	}
+}
+
+func TestTriggerIsRateLimitedAndBodiesBounded(t *testing.T) {
+	p := &fakePasser{started: make(chan struct{}, 100)}
+	r := start(t, p, "s3cret")
+	r.d.TriggerBurst, r.d.TriggerEvery = 2, time.Hour
+	<-p.started
+	codes := []int{}
+	for i := 0; i < 4; i++ {
+		waitFor(t, func() bool { return !r.d.running.Load() })
+		codes = append(codes, post(t, r.url+"/trigger", "wrong"))
+	}
+	if fmt.Sprint(codes) != "[401 401 429 429]" {
+		t.Errorf("codes %v: the bucket should refuse after 2", codes)
+	}
+	req, _ := http.NewRequest(http.MethodPost, r.url+"/trigger", strings.NewReader(strings.Repeat("x", 1<<20)))
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 429 && resp.StatusCode != 413 && resp.StatusCode != 202 {
+			t.Errorf("a 1 MiB body: %d", resp.StatusCode)
+		}
 	}
 }

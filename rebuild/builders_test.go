@@ -70,6 +70,10 @@ func TestWebhookSignsAndRetries(t *testing.T) {
 		t.Errorf("%d calls: a 502 should be retried once", calls.Load())
 	}
 
+	refused := &WebhookBuilder{URL: "http://127.0.0.1:1/build?token=abc", Secret: secret, Attempts: 2, Backoff: time.Millisecond}
+	if err := refused.Build(context.Background(), req); err == nil || strings.Contains(err.Error(), "token=abc") || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("an unreachable webhook: %v (the URL's query must not show)", err)
+	}
 	wrong := &WebhookBuilder{URL: srv.URL + "/build?token=abc", Secret: []byte("nope"), Backoff: time.Millisecond}
 	err := wrong.Build(context.Background(), req)
 	if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "token=abc") {

@@ -7,10 +7,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -127,6 +129,11 @@ func retryHTTP(ctx context.Context, what string, attempts int, backoff time.Dura
 				return last
 			}
 		} else {
+			// net/http's errors quote the whole URL, query (and token) included.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				ue.URL = redactURL(ue.URL)
+			}
 			last = fmt.Errorf("%s: %w", what, err)
 		}
 		if i == attempts || ctx.Err() != nil {

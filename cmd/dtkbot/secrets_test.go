@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dtkbot/dtkbot/internal/githubtest"
+	"github.com/dtkbot/dtkbot/state"
+)
+
+// syncBuffer is a buffer safe to write from the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestNoSecretInAnyLogLine runs a full reconcile and the daemon, at debug
+// level, with every kind of secret configured (a pull secret for a registry
+// that requires it, a GitHub token, a webhook secret, a trigger token), and
+// greps everything dtkbot printed for each of them.
+func TestNoSecretInAnyLogLine(t *testing.T) {
+	secrets := map[string]string{
+		"pull password": "pull-s3cret-password-8f3a",
+		"github token":  "ghp_s3cretgithubtoken0123456789abcdef",
+		"webhook":       "whsec-s3cret-webhook-4b1d",
+		"trigger":       "trigger-s3cret-token-77aa",
+	}
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	gh := githubtest.New("acme", "driver-ci")
+	defer gh.Close()
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no builds today", http.StatusBadRequest)
+	}))
+	defer hook.Close()
+	gh.AddToken(secrets["github token"], "dtkbot-user")
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	listen := ln.Addr().String()
+	ln.Close()
+	cw := newCLIWorld(t, fmt.Sprintf(`  mirrors: []
+build:
+  backend: webhook
+  max_attempts: 1
+  webhook:
+    url: %s/hook?token=%s
+    secret_file: %s
+github:
+  api_url: %s
+  token_file: %s
+  repository: acme/driver-ci
+trigger_token_file: %s
+listen: %q
+`, hook.URL, secrets["webhook"], write("webhook", secrets["webhook"]), gh.URL(), write("gh", secrets["github token"]+"\n"),
+		write("trigger", secrets["trigger"]), listen))
+	auth := base64.StdEncoding.EncodeToString([]byte("pull-bot:" + secrets["pull password"]))
+	secrets["pull auth"] = auth
+	authfile := write("auth.json", fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, cw.srv.Host(), auth))
+	cw.srv.RequireBasicAuth("pull-bot", secrets["pull password"])
+	cfg, _ := os.ReadFile(cw.config)
+	cfg = bytes.Replace(cfg, []byte("log: {level: warn, format: json}"), []byte("log: {level: debug, format: json}"), 1)
+	cfg = bytes.Replace(cfg, []byte("registry:\n"), []byte(fmt.Sprintf("registry:\n  authfile: %s\n", authfile)), 1)
+	_ = os.WriteFile(cw.config, cfg, 0o600)
+
+	var out syncBuffer
+	run(context.Background(), []string{"reconcile", "--config", cw.config, "-o", "json"}, &out, &out)
+	if !strings.Contains(out.String(), `"releases": 3`) {
+		t.Fatalf("the reconcile did not run:\n%s", out.String())
+	}
+	// The daemon, with a trigger refused and one accepted.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- run(ctx, []string{"run", "--config", cw.config}, &out, &out) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + listen + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, tok := range []string{"wrong", secrets["trigger"]} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+listen+"/trigger", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+
+	logs := out.String()
+	if !strings.Contains(logs, `"level":"debug"`) && !strings.Contains(logs, `"level":"info"`) {
+		t.Fatalf("no log line was captured:\n%s", logs)
+	}
+	for name, secret := range secrets {
+		if strings.Contains(logs, secret) {
+			i := strings.Index(logs, secret)
+			t.Errorf("the %s appears in dtkbot's output: ...%s...", name, logs[max(0, i-120):min(len(logs), i+40)])
+		}
+	}
+}
+
+func TestSecondDtkbotOnTheSameStateIsRefused(t *testing.T) {
+	cw := newCLIWorld(t, "")
+	s, err := state.Open(filepath.Join(filepath.Dir(cw.config), "dtkbot.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Now()
+	code, _, stderr := runCLI(t, "reconcile", "--config", cw.config)
+	if code != exitFailed || !strings.Contains(stderr, "state file is in use by another dtkbot process") {
+		t.Errorf("exit %d: %s", code, stderr)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("took %s to refuse", time.Since(start))
+	}
+}
