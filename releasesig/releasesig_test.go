@@ -15,6 +15,11 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/signature/signer"
+	"go.podman.io/image/v5/signature/sigstore"
 	"go.podman.io/image/v5/types"
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
@@ -209,5 +214,59 @@ func TestPolicyJSON(t *testing.T) {
 		if err != nil || v.Verified != want {
 			t.Errorf("%s: %+v %v", policy, v, err)
 		}
+	}
+}
+
+// TestSigstoreThroughPolicyJSON signs a payload with a sigstore key made in
+// the test (copying it with containers/image, which stores the signature as
+// an attachment in the registry), then checks it through a policy.json
+// requiring that key.
+func TestSigstoreThroughPolicyJSON(t *testing.T) {
+	srv := registrytest.New().Server()
+	defer srv.Close()
+	w := payloadtest.New(srv.Registry, srv.Host())
+	src := w.PushImage("staging/ocp-release", "4.16.15-x86_64", payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("x", 64)}})
+	other := w.PushImage("openshift-release-dev/ocp-release", "unsigned", payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("y", 64)}})
+
+	dir := t.TempDir()
+	keys, err := sigstore.GenerateKeyPair([]byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, pub := filepath.Join(dir, "cosign.key"), filepath.Join(dir, "cosign.pub")
+	_ = os.WriteFile(priv, keys.PrivateKey, 0o600)
+	_ = os.WriteFile(pub, keys.PublicKey, 0o600)
+	regd := filepath.Join(dir, "registries.d")
+	_ = os.MkdirAll(regd, 0o700)
+	_ = os.WriteFile(filepath.Join(regd, "default.yaml"), []byte("default-docker:\n  use-sigstore-attachments: true\n"), 0o600)
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue, SystemRegistriesConfPath: "/dev/null", RegistriesDirPath: regd}
+
+	sig, err := sigstore.NewSigner(sigstore.WithPrivateKeyFile(priv, []byte("pass")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sig.Close()
+	srcRef, _ := docker.ParseReference("//" + src.Pullspec)
+	dstRef, _ := docker.ParseReference("//" + srv.Host() + "/openshift-release-dev/ocp-release:4.16.15-x86_64")
+	accept, _ := signature.NewPolicyContext(&signature.Policy{Default: []signature.PolicyRequirement{signature.NewPRInsecureAcceptAnything()}})
+	defer accept.Destroy()
+	if _, err := copy.Image(context.Background(), accept, dstRef, srcRef, &copy.Options{SourceCtx: sys, DestinationCtx: sys, Signers: []*signer.Signer{sig}}); err != nil {
+		t.Fatalf("signing copy: %v", err)
+	}
+
+	policy := filepath.Join(dir, "policy.json")
+	_ = os.WriteFile(policy, []byte(fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{%q:[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}]}}}`,
+		srv.Host()+"/openshift-release-dev/ocp-release", pub)), 0o600)
+	c, err := New("", nil, policy, sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	signed := srv.Host() + "/openshift-release-dev/ocp-release@" + src.Digest.String()
+	if v, err := c.Check(context.Background(), signed, src.Digest); err != nil || !v.Verified {
+		t.Errorf("the signed payload: %+v %v", v, err)
+	}
+	if v, err := c.Check(context.Background(), other.Pullspec, other.Digest); err != nil || v.Verified || !strings.Contains(v.Reason, "policy") {
+		t.Errorf("the unsigned payload: %+v %v", v, err)
 	}
 }
