@@ -55,7 +55,10 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 	h := newHarnessWith(t, wrap, wrap)
 	h.channels = []string{"stable-4.16", "fast-4.16"}
 	h.regOpts = registry.Options{Timeout: 300 * time.Millisecond, Attempts: 6, Backoff: 5 * time.Millisecond}
-	h.policy = BuildPolicy{Timeout: time.Hour, MaxAttempts: 50, Backoff: time.Millisecond}
+	// A build request a proxy acknowledged but never delivered (a 200 with
+	// garbage) is only noticed when the build does not appear in time: with
+	// the clock moving a minute per pass, three passes.
+	h.policy = BuildPolicy{Timeout: 3 * time.Minute, MaxAttempts: 50, Backoff: time.Millisecond}
 
 	gh := githubtest.NewWith("acme", "driver-ci", wrap)
 	t.Cleanup(gh.Close)
@@ -121,7 +124,11 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 				pending++
 			}
 		}
-		if err == nil && pending == 0 && len(res.Errors) == 0 && res.Releases == 12 {
+		settled := true
+		for _, k := range kernels(t, h.store) {
+			settled = settled && (k.State == "promoted" || k.State == "failed")
+		}
+		if err == nil && pending == 0 && len(res.Errors) == 0 && res.Releases == 12 && settled {
 			quiet++
 		} else {
 			quiet = 0

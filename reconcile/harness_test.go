@@ -147,7 +147,7 @@ func count(res *Result, typ string) int {
 	return n
 }
 
-func kernels(t *testing.T, s *state.Store) map[string]state.Kernel {
+func kernels(t testing.TB, s *state.Store) map[string]state.Kernel {
 	t.Helper()
 	out := map[string]state.Kernel{}
 	if err := s.View(func(tx *state.Tx) error {
