@@ -2,21 +2,15 @@ package reconcile
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/notify"
@@ -24,63 +18,6 @@ import (
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
 )
-
-// ciServer stands in for a CI system: it takes signed webhook calls or
-// workflow_dispatch calls and "builds" by pushing a DTK image with the
-// requested kernel (or, for kernels in wrong, another one).
-type ciServer struct {
-	h      *harness
-	secret []byte
-	wrong  map[string]string // kernel -> the kernel the broken build carries
-	mu     sync.Mutex
-	builds map[string]int // image -> requests
-}
-
-func (c *ciServer) push(in rebuild.BuildInputs) {
-	c.mu.Lock()
-	c.builds[in.Image]++
-	c.mu.Unlock()
-	kernel := in.KernelVersion
-	if w, ok := c.wrong[kernel]; ok {
-		kernel = w
-	}
-	named, _ := reference.ParseNormalizedNamed(in.Image)
-	release, _ := json.Marshal(map[string]string{"KERNEL_VERSION": kernel + ".x86_64", "RT_KERNEL_VERSION": in.RTKernelVersion + ".x86_64+rt", "RHEL_VERSION": in.RHELVersion})
-	c.h.world.PushImage(reference.Path(named), named.(reference.NamedTagged).Tag(), payloadtest.Image{
-		OCI:    true,
-		Labels: map[string]string{"kernel-version": in.KernelVersion},
-		Layers: [][]byte{payloadtest.NoiseLayer("ubi9", 64<<10), payloadtest.NoiseLayer("kernel-"+kernel, 64<<10),
-			payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", release))},
-	})
-}
-
-func (c *ciServer) webhook(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	mac := hmac.New(sha256.New, c.secret)
-	mac.Write(body)
-	if !hmac.Equal([]byte(r.Header.Get("X-Signature-256")), []byte("sha256="+hex.EncodeToString(mac.Sum(nil)))) {
-		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	var in rebuild.BuildInputs
-	_ = json.Unmarshal(body, &in)
-	c.push(in)
-	w.WriteHeader(http.StatusAccepted)
-}
-
-func (c *ciServer) dispatch(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer ghs_test" {
-		http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
-		return
-	}
-	var body struct {
-		Ref    string              `json:"ref"`
-		Inputs rebuild.BuildInputs `json:"inputs"`
-	}
-	_ = json.NewDecoder(r.Body).Decode(&body)
-	c.push(body.Inputs)
-	w.WriteHeader(http.StatusNoContent)
-}
 
 func realEffects(h *harness, builder rebuild.Builder) func() *Reconciler {
 	return func() *Reconciler {
@@ -97,16 +34,16 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 	for _, backend := range []string{"webhook", "github-actions"} {
 		t.Run(backend, func(t *testing.T) {
 			h := newHarness(t)
-			ci := &ciServer{h: h, secret: []byte("hook-secret"), builds: map[string]int{}, wrong: map[string]string{k3.Kernel: "5.14.0-427.99.1.el9_4"}}
+			ci := &citest.CI{World: h.world, Secret: []byte("hook-secret"), Token: "ghs_test", Wrong: map[string]string{k3.Kernel: "5.14.0-427.99.1.el9_4"}}
 			var builder rebuild.Builder
 			switch backend {
 			case "webhook":
-				srv := httptest.NewServer(http.HandlerFunc(ci.webhook))
+				srv := httptest.NewServer(http.HandlerFunc(ci.Webhook))
 				defer srv.Close()
-				builder = &rebuild.WebhookBuilder{URL: srv.URL, Secret: ci.secret}
+				builder = &rebuild.WebhookBuilder{URL: srv.URL, Secret: ci.Secret}
 			default:
 				mux := http.NewServeMux()
-				mux.HandleFunc("POST /repos/acme/dtk-builds/actions/workflows/build-dtk.yml/dispatches", ci.dispatch)
+				mux.HandleFunc("POST /repos/acme/dtk-builds/actions/workflows/build-dtk.yml/dispatches", ci.Dispatch)
 				srv := httptest.NewServer(mux)
 				defer srv.Close()
 				builder = &rebuild.ActionsBuilder{APIURL: srv.URL, Repository: "acme/dtk-builds", Workflow: "build-dtk.yml", Ref: "main",
@@ -125,16 +62,15 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 				pass()
 				h.restart()
 			}
-			ci.mu.Lock()
-			for image, n := range ci.builds {
+			builds := ci.Builds()
+			for image, n := range builds {
 				if n != 1 {
 					t.Errorf("%s built %d times", image, n)
 				}
 			}
-			if len(ci.builds) != 3 {
-				t.Errorf("%d kernels built, want 3", len(ci.builds))
+			if len(builds) != 3 {
+				t.Errorf("%d kernels built, want 3", len(builds))
 			}
-			ci.mu.Unlock()
 			ks := kernels(t, h.store)
 			if k := ks[k3.Kernel]; k.State != state.KernelFailed || !strings.Contains(k.Reason, "carries 5.14.0-427.99.1.el9_4") {
 				t.Errorf("the wrong-kernel build: %+v", k)

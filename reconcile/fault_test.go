@@ -2,23 +2,20 @@ package reconcile
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/rs/zerolog"
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
+	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/faulttest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
@@ -66,30 +63,9 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 	gh.SetFile("main", "kernels.yaml", "")
 
 	// The CI drops repeated deliveries of one build, as the header invites.
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	deliveries := 0
-	ci := httptest.NewServer(wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var in rebuild.BuildInputs
-		if json.Unmarshal(body, &in) != nil {
-			http.Error(w, "bad body", http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		deliveries++
-		dup := seen[r.Header.Get("X-Dtkbot-Delivery")]
-		seen[r.Header.Get("X-Dtkbot-Delivery")] = true
-		mu.Unlock()
-		if !dup {
-			named, _ := reference.ParseNormalizedNamed(in.Image)
-			rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": in.KernelVersion + ".x86_64", "RHEL_VERSION": in.RHELVersion})
-			h.world.PushImage(reference.Path(named), named.(reference.NamedTagged).Tag(), payloadtest.Image{Layers: [][]byte{
-				payloadtest.NoiseLayer("ubi", 8<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))}})
-		}
-		w.WriteHeader(http.StatusAccepted)
-	})))
-	t.Cleanup(ci.Close)
+	ci := &citest.CI{World: h.world, Secret: []byte("s"), Dedupe: true}
+	ciServer := httptest.NewServer(wrap(http.HandlerFunc(ci.Webhook)))
+	t.Cleanup(ciServer.Close)
 
 	for i := 0; i < 12; i++ {
 		k := payloadtest.Stream{Kernel: fmt.Sprintf("5.14.0-427.%d.1.el9_4", 30+i/3)}
@@ -98,7 +74,7 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 	}
 	client, _ := notify.NewClient(gh.URL(), notify.TokenAuth{File: writeToken(t, "ghp_fault")})
 	newReconciler := func() *Reconciler {
-		r := realEffects(h, &rebuild.WebhookBuilder{URL: ci.URL, Secret: []byte("s"), Attempts: 3, Backoff: time.Millisecond})()
+		r := realEffects(h, &rebuild.WebhookBuilder{URL: ciServer.URL, Secret: []byte("s"), Attempts: 3, Backoff: time.Millisecond})()
 		n, err := notify.New(client, notify.TokenAuth{File: writeToken(t, "ghp_fault")}, notify.Options{Repository: "acme/driver-ci",
 			CloseWhenPromoted: true, MutationInterval: time.Millisecond, MaxWait: 2 * time.Second,
 			PullRequest: &notify.PullRequestOptions{Path: "kernels.yaml"}}, h.store, zerolog.Nop())
@@ -163,9 +139,11 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 	}
 	sort.Strings(run.state.Issues)
 	sort.Strings(run.state.Pulls)
-	mu.Lock()
-	run.state.UniqueBuilds, run.deliveries = len(seen), deliveries
-	mu.Unlock()
+	builds := ci.Builds()
+	run.state.UniqueBuilds = len(builds)
+	for _, n := range builds {
+		run.deliveries += n
+	}
 	return run
 }
 
@@ -201,7 +179,7 @@ func TestFaultsConverge(t *testing.T) {
 	inj.StallFor = time.Second                                            // clients without a shorter timeout see the cut after 1s
 	faulty := runToConvergence(t, inj, deadline)
 	counts, total := inj.Counts()
-	t.Logf("clean: %d passes; with faults: %d passes, slowest %s, %d requests, injected %v; build deliveries %d for %d builds",
+	t.Logf("clean: %d passes; with faults: %d passes, slowest %s, %d requests, injected %v; build requests received %d for %d kernels",
 		clean.passes, faulty.passes, faulty.slowest.Round(time.Millisecond), total, counts, faulty.deliveries, faulty.state.UniqueBuilds)
 	if !reflect.DeepEqual(clean.state, faulty.state) {
 		t.Errorf("end states differ:\nclean  %+v\nfaulty %+v", clean.state, faulty.state)

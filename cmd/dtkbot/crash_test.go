@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,13 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/distribution/reference"
-
+	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/rebuild"
@@ -63,29 +58,9 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 		t.Skip("starts dtkbot processes")
 	}
 	secret := "crash-test-secret"
-	var mu sync.Mutex
-	builds := map[string]int{}
-	var world *payloadtest.World
-	ci := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write(body)
-		if r.Header.Get("X-Signature-256") != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
-			http.Error(w, "bad signature", http.StatusUnauthorized)
-			return
-		}
-		var in rebuild.BuildInputs
-		_ = json.Unmarshal(body, &in)
-		mu.Lock()
-		builds[in.Image]++
-		mu.Unlock()
-		named, _ := reference.ParseNormalizedNamed(in.Image)
-		rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": in.KernelVersion + ".x86_64", "RHEL_VERSION": in.RHELVersion})
-		world.PushImage(reference.Path(named), named.(reference.NamedTagged).Tag(), payloadtest.Image{Layers: [][]byte{
-			payloadtest.NoiseLayer("ubi", 32<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))}})
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	defer ci.Close()
+	ci := &citest.CI{Secret: []byte(secret)} // no de-duplication: a second request is a second build
+	ciServer := httptest.NewServer(http.HandlerFunc(ci.Webhook))
+	defer ciServer.Close()
 	secretFile := filepath.Join(t.TempDir(), "webhook-secret")
 	_ = os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
 
@@ -111,24 +86,38 @@ github:
   mutation_interval: 1ms
   pull_request:
     path: kernels.yaml
-`, ci.URL, secretFile, gh.URL(), tokenFile))
-	world = cw.world
+`, ciServer.URL, secretFile, gh.URL(), tokenFile))
+	ci.World = cw.world
 	kernelOf := map[string]string{"4.16.15": "5.14.0-427.37.1.el9_4", "4.16.16": "5.14.0-427.37.1.el9_4", "4.16.17": "5.14.0-427.40.1.el9_4"}
 	statePath := filepath.Join(filepath.Dir(cw.config), "dtkbot.db")
 	rng := rand.New(rand.NewPCG(1, 2))
 	// Each round publishes a release (a new kernel every fourth), starts a
 	// pass and kills it at a random point while it works; rounds go on
 	// until 50 passes were killed mid-work.
-	kills, rounds := 0, 0
+	// Kill points are drawn within the time a pass with one new release
+	// takes on this machine now (start-up included), so that they fall
+	// among the work however loaded the machine is.
+	publish := func(round int) {
+		v := fmt.Sprintf("4.16.%d", 18+round)
+		k := fmt.Sprintf("5.14.0-427.%d.1.el9_4", 50+round/4)
+		kernelOf[v] = k
+		cw.graph.Publish("stable-4.16", "amd64", v, cw.world.Release(payloadtest.ReleaseSpec{Version: v, Stream: payloadtest.Stream{Kernel: k}}).Pullspec)
+	}
+	start := time.Now()
+	if err := startDtkbot(t, "reconcile", "--config", cw.config).Wait(); err != nil {
+		t.Logf("the first pass: %v", err)
+	}
+	publish(0)
+	start = time.Now()
+	_ = startDtkbot(t, "reconcile", "--config", cw.config).Wait()
+	pass := time.Since(start)
+	kills, rounds := 0, 1
 	for ; kills < 50 && rounds < 200; rounds++ {
 		if rounds < 120 {
-			v := fmt.Sprintf("4.16.%d", 18+rounds)
-			k := fmt.Sprintf("5.14.0-427.%d.1.el9_4", 50+rounds/4)
-			kernelOf[v] = k
-			cw.graph.Publish("stable-4.16", "amd64", v, cw.world.Release(payloadtest.ReleaseSpec{Version: v, Stream: payloadtest.Stream{Kernel: k}}).Pullspec)
+			publish(rounds)
 		}
 		cmd := startDtkbot(t, "reconcile", "--config", cw.config)
-		time.Sleep(time.Duration(15+rng.IntN(100)) * time.Millisecond)
+		time.Sleep(pass/4 + time.Duration(rng.Int64N(int64(pass))))
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		if err := cmd.Wait(); err != nil && cmd.ProcessState != nil && !cmd.ProcessState.Exited() {
 			kills++ // killed by the signal, not exited on its own
@@ -152,12 +141,10 @@ github:
 	if s, err := state.OpenReadOnly(statePath, time.Second); err == nil {
 		exp, _ := s.Export()
 		s.Close()
-		mu.Lock()
-		t.Logf("by the last kill: %d of %d releases recorded, %d journal entries, %d builds requested", len(exp.Releases), len(kernelOf), len(exp.Journal), len(builds))
+		t.Logf("by the last kill: %d of %d releases recorded, %d journal entries, %d builds requested", len(exp.Releases), len(kernelOf), len(exp.Journal), len(ci.Builds()))
 		if len(exp.Releases) < len(kernelOf)/2 || len(exp.Journal) == 0 {
 			t.Errorf("the killed passes made little progress: %d releases, %d journal entries", len(exp.Releases), len(exp.Journal))
 		}
-		mu.Unlock()
 	}
 	kernels := map[string]bool{}
 	for _, k := range kernelOf {
@@ -183,7 +170,7 @@ github:
 		_ = stderr
 		time.Sleep(1100 * time.Millisecond)
 	}
-	t.Logf("%d passes killed mid-work in %d rounds (%d releases, %d kernels)", kills, rounds, len(kernelOf), len(kernels))
+	t.Logf("%d passes killed mid-work in %d rounds (a pass with one new release took %s; %d releases, %d kernels)", kills, rounds, pass.Round(time.Millisecond), len(kernelOf), len(kernels))
 
 	store, err := state.OpenReadOnly(statePath, time.Second)
 	if err != nil {
@@ -202,8 +189,7 @@ github:
 			t.Errorf("kernel %s ended %s (%s)", k.Kernel, k.State, k.Reason)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	builds := ci.Builds()
 	if len(builds) != len(kernels) {
 		t.Errorf("%d kernels built, want %d", len(builds), len(kernels))
 	}

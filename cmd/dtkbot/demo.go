@@ -2,24 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 
-	"github.com/distribution/reference"
-
+	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
-	"github.com/dtkbot/dtkbot/rebuild"
 )
 
 // runDemo is the offline demo, clearly labelled as such. It starts, on
@@ -65,7 +58,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) int {
 	}
 
 	secret := "demo-webhook-secret"
-	ci, stopCI, err := serve(demoCI(world, []byte(secret)))
+	ci, stopCI, err := serve(http.HandlerFunc((&citest.CI{World: world, Secret: []byte(secret), Dedupe: true}).Webhook))
 	if err != nil {
 		errorf(env, "demo: starting the CI stand-in: %v", err)
 		return exitFailed
@@ -175,38 +168,4 @@ func serve(h http.Handler) (host string, stop func(), err error) {
 	srv := &http.Server{Handler: h}
 	go func() { _ = srv.Serve(ln) }()
 	return ln.Addr().String(), func() { _ = srv.Close() }, nil
-}
-
-// demoCI is the CI stand-in: it checks the webhook's signature and pushes a
-// small image carrying the requested kernel's driver-toolkit-release.json.
-func demoCI(world *payloadtest.World, secret []byte) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		mac := hmac.New(sha256.New, secret)
-		mac.Write(body)
-		if !hmac.Equal([]byte(r.Header.Get("X-Signature-256")), []byte("sha256="+hex.EncodeToString(mac.Sum(nil)))) {
-			http.Error(w, "bad signature", http.StatusUnauthorized)
-			return
-		}
-		var in struct {
-			rebuild.BuildInputs
-			KernelFull string `json:"kernel_full"`
-		}
-		if err := json.Unmarshal(body, &in); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		named, err := reference.ParseNormalizedNamed(in.Image)
-		tagged, ok := named.(reference.NamedTagged)
-		if err != nil || !ok {
-			http.Error(w, "bad image", http.StatusBadRequest)
-			return
-		}
-		rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": in.KernelFull, "RHEL_VERSION": in.RHELVersion})
-		world.PushImage(reference.Path(named), tagged.Tag(), payloadtest.Image{
-			Labels: map[string]string{"kernel-version": in.KernelVersion, "io.dtkbot.demo": "true"},
-			Layers: [][]byte{payloadtest.NoiseLayer("demo-ubi", 64<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))},
-		})
-		w.WriteHeader(http.StatusAccepted)
-	})
 }

@@ -1,0 +1,126 @@
+// Package citest is a CI system stand-in for tests and the demo: it takes
+// dtkbot's signed build webhooks and GitHub workflow_dispatch calls and
+// "builds" by pushing a small DTK-shaped image (a base layer and
+// /etc/driver-toolkit-release.json naming the kernel) under the requested
+// reference. It counts requests per image, can drop repeated deliveries as
+// the X-Dtkbot-Delivery header invites, and can build the wrong kernel on
+// purpose.
+package citest
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/distribution/reference"
+
+	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/rebuild"
+)
+
+// CI builds into a payloadtest world.
+type CI struct {
+	World *payloadtest.World
+	// Secret signs webhooks (X-Signature-256); Token authorizes dispatches.
+	Secret []byte
+	Token  string
+	// Dedupe drops a delivery seen before.
+	Dedupe bool
+	// Wrong maps a kernel to the kernel its build carries instead.
+	Wrong map[string]string
+
+	mu         sync.Mutex
+	builds     map[string]int
+	deliveries map[string]bool
+}
+
+// Builds returns how many times each image was requested.
+func (c *CI) Builds() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range c.builds {
+		out[k] = v
+	}
+	return out
+}
+
+// Webhook is the build webhook endpoint.
+func (c *CI) Webhook(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	mac := hmac.New(sha256.New, c.Secret)
+	mac.Write(body)
+	if !hmac.Equal([]byte(r.Header.Get("X-Signature-256")), []byte("sha256="+hex.EncodeToString(mac.Sum(nil)))) {
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	var in struct {
+		rebuild.BuildInputs
+		KernelFull string `json:"kernel_full"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if c.build(w, in.BuildInputs, in.KernelFull, r.Header.Get("X-Dtkbot-Delivery")) {
+		w.WriteHeader(http.StatusAccepted)
+	}
+}
+
+// Dispatch is GitHub's workflow_dispatch endpoint.
+func (c *CI) Dispatch(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+c.Token {
+		http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
+		return
+	}
+	var body struct {
+		Ref    string              `json:"ref"`
+		Inputs rebuild.BuildInputs `json:"inputs"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
+		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+		return
+	}
+	if c.build(w, body.Inputs, "", "") {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// build pushes the image; it answers the request itself only on error.
+func (c *CI) build(w http.ResponseWriter, in rebuild.BuildInputs, kernelFull, delivery string) bool {
+	named, err := reference.ParseNormalizedNamed(in.Image)
+	tagged, ok := named.(reference.NamedTagged)
+	if err != nil || !ok {
+		http.Error(w, "bad image", http.StatusBadRequest)
+		return false
+	}
+	c.mu.Lock()
+	if c.builds == nil {
+		c.builds, c.deliveries = map[string]int{}, map[string]bool{}
+	}
+	c.builds[in.Image]++
+	dup := delivery != "" && c.deliveries[delivery]
+	c.deliveries[delivery] = true
+	c.mu.Unlock()
+	if dup && c.Dedupe {
+		return true
+	}
+	kernel := in.KernelVersion
+	if k, ok := c.Wrong[kernel]; ok {
+		kernel = k
+	}
+	if kernelFull == "" || kernel != in.KernelVersion {
+		kernelFull = kernel + ".x86_64"
+	}
+	rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": kernelFull, "RHEL_VERSION": in.RHELVersion})
+	c.World.PushImage(reference.Path(named), tagged.Tag(), payloadtest.Image{
+		OCI:    true,
+		Labels: map[string]string{"kernel-version": in.KernelVersion},
+		Layers: [][]byte{payloadtest.NoiseLayer("ubi", 16<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))},
+	})
+	return true
+}
