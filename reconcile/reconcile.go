@@ -596,9 +596,16 @@ func (r *Reconciler) apply(ctx context.Context, now time.Time, v *ledgerView, pl
 			a.Result = "held"
 		}
 	}
-	// A promotable kernel whose tags are all in place is promoted.
+	// A promotable kernel whose tags are in place is promoted: no promotion
+	// of it failed, and at least one tag points at it (unless no release tag
+	// is configured), so that a kernel whose tags are all held is not.
+	tagged := map[string]bool{}
+	for _, p := range v.promoted {
+		tagged[p.Digest] = true
+	}
 	for key, k := range v.kernels {
-		if (k.State == state.KernelBuilt && !r.Policy.RequireVerified || k.State == state.KernelVerified) && !promoteFailed[key] {
+		placed := tagged[k.ImageDigest] || len(r.Target.ReleaseTags) == 0
+		if (k.State == state.KernelBuilt && !r.Policy.RequireVerified || k.State == state.KernelVerified) && !promoteFailed[key] && placed {
 			k.State, k.UpdatedAt = state.KernelPromoted, now
 			v.kernels[key] = k
 			if err := r.Store.Update(func(tx *state.Tx) error { return tx.PutKernel(k) }); err != nil {
