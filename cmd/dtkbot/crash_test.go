@@ -103,12 +103,13 @@ github:
 		kernelOf[v] = k
 		cw.graph.Publish("stable-4.16", "amd64", v, cw.world.Release(payloadtest.ReleaseSpec{Version: v, Stream: payloadtest.Stream{Kernel: k}}).Pullspec)
 	}
-	start := time.Now()
+	// A first pass does the work of the releases already there; the next,
+	// with one new release, is the one measured.
 	if err := startDtkbot(t, "reconcile", "--config", cw.config).Wait(); err != nil {
 		t.Logf("the first pass: %v", err)
 	}
 	publish(0)
-	start = time.Now()
+	start := time.Now()
 	_ = startDtkbot(t, "reconcile", "--config", cw.config).Wait()
 	pass := time.Since(start)
 	kills, rounds := 0, 1
