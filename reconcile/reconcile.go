@@ -134,7 +134,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 		r.Log.Warn().Err(err).Msg("notification deferred")
 	}
 
-	disc := r.Discoverer.Discover(ctx, opts.Channels)
+	disc := r.Discoverer.Discover(ctx, opts.Channels, opts.DryRun)
 	res.GraphRequests = disc.GraphRequests
 	for _, err := range disc.Errors {
 		fail(err)

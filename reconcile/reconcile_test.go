@@ -116,8 +116,9 @@ func TestDryRunChangesNothingButTheInspectionCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(exp.Releases) != 0 || len(exp.Kernels) != 0 || len(exp.Inspections) != 2 {
-		t.Errorf("dry run wrote %d releases, %d kernels, %d inspections", len(exp.Releases), len(exp.Kernels), len(exp.Inspections))
+	if len(exp.Releases) != 0 || len(exp.Kernels) != 0 || len(exp.Inspections) != 2 || len(exp.Graphs) != 0 || len(exp.Journal) != 0 {
+		t.Errorf("dry run wrote %d releases, %d kernels, %d graph states, %d journal entries (and %d inspections)",
+			len(exp.Releases), len(exp.Kernels), len(exp.Graphs), len(exp.Journal), len(exp.Inspections))
 	}
 	// The next pass reads no payload again: the inspection cache answers.
 	before := h.srv.Stats()

@@ -50,8 +50,9 @@ type Discovery struct {
 
 // Discover reads every channel and arch (conditionally), adds the config's
 // pullspecs, and deduplicates by payload digest. only, when not empty,
-// restricts the graph to those channels.
-func (d *Discoverer) Discover(ctx context.Context, only []string) Discovery {
+// restricts the graph to those channels; readOnly leaves the stored graph
+// state as it was (a dry run).
+func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool) Discovery {
 	var out Discovery
 	byDigest := map[string]*Release{}
 	var order []string
@@ -75,7 +76,7 @@ func (d *Discoverer) Discover(ctx context.Context, only []string) Discovery {
 					out.Changed++
 				}
 				out.Skipped = append(out.Skipped, res.Skipped...)
-				if res.Changed || res.State.ETag != prev.ETag {
+				if !readOnly && (res.Changed || res.State.ETag != prev.ETag) {
 					if err := d.Store.SaveGraphState(ch, arch, st); err != nil {
 						out.Errors = append(out.Errors, fmt.Errorf("saving graph state of %s/%s: %w", ch, arch, err))
 					}
