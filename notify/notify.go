@@ -387,13 +387,7 @@ func (n *Notifier) pullRequest(ctx context.Context, k state.Kernel, rec *state.N
 		}
 	}
 	// The file change.
-	image := k.Image
-	if k.ImageDigest != "" {
-		if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
-			image = image[:i]
-		}
-		image += "@" + k.ImageDigest
-	}
+	image := k.PinnedImage()
 	var entry bytes.Buffer
 	if err := n.entry.Execute(&entry, entryData{Kernel: k.Kernel, KernelFull: k.KernelFull, RTKernel: k.RTKernel, RHEL: k.RHEL,
 		Stream: k.Stream, Arch: k.Arch, Image: image, Tag: k.Image, Releases: k.Releases}); err != nil {

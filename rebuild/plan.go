@@ -12,7 +12,6 @@ package rebuild
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/dtkbot/dtkbot/state"
@@ -232,16 +231,7 @@ func Plan(in Input) []Action {
 
 func promoteAction(k state.Kernel, release, ref string, floating bool) Action {
 	return Action{Type: ActionPromote, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, Release: release, Tag: ref,
-		Image: imageByDigest(k), KernelKey: k.Key(), Floating: floating}
-}
-
-// imageByDigest pins the kernel image: a promotion copies exactly what was verified.
-func imageByDigest(k state.Kernel) string {
-	repo := k.Image
-	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
-		repo = repo[:i]
-	}
-	return repo + "@" + k.ImageDigest
+		Image: k.PinnedImage(), KernelKey: k.Key(), Floating: floating}
 }
 
 // tagData is the template data for kernel k promoted for release version v.

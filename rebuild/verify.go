@@ -38,7 +38,7 @@ func (v *Verifier) Verify(ctx context.Context, image, kernel, arch string) error
 	if dtk.Kernel.VR() != kernel {
 		return fmt.Errorf("verifying %s: %w: it carries %s, want %s", image, ErrWrongKernel, dtk.Kernel, kernel)
 	}
-	if want := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[arch]; want != "" && dtk.Kernel.Arch != want {
+	if want := releaseinfo.KernelArch(arch); dtk.Kernel.Arch != want {
 		return fmt.Errorf("verifying %s: %w: it carries a %s kernel, want %s", image, ErrWrongKernel, dtk.Kernel.Arch, want)
 	}
 	return nil

@@ -527,11 +527,7 @@ func (r *Reconciler) observe(ctx context.Context, v *ledgerView, now time.Time, 
 // image carries another kernel; a read error leaves it built for the next
 // pass. It reports whether k changed.
 func (r *Reconciler) verify(ctx context.Context, k *state.Kernel, now time.Time, fail func(error)) bool {
-	pinned := k.Image
-	if i := strings.LastIndex(pinned, ":"); i > strings.LastIndex(pinned, "/") {
-		pinned = pinned[:i]
-	}
-	pinned += "@" + k.ImageDigest
+	pinned := k.PinnedImage()
 	err := r.Verifier.Verify(ctx, pinned, k.Kernel, k.Arch)
 	switch {
 	case err == nil:

@@ -132,7 +132,7 @@ func kernelFromLabel(v, goarch string) (Kernel, error) {
 	if err != nil {
 		return Kernel{}, err
 	}
-	k.Arch = kernelArch(goarch)
+	k.Arch = KernelArch(goarch)
 	if _, err := ParseKernel(k.String()); err != nil {
 		return Kernel{}, err
 	}

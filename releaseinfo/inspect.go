@@ -324,7 +324,7 @@ func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*
 	}
 	for i := range report.Streams {
 		s := &report.Streams[i]
-		if want := kernelArch(report.Arch); s.KernelFull != "" && !strings.Contains(s.KernelFull, "."+want) {
+		if want := KernelArch(report.Arch); s.KernelFull != "" && !strings.Contains(s.KernelFull, "."+want) {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("kernel %s is not built for %s", s.KernelFull, report.Arch))
 			s.Consistent = false
 		}

@@ -115,9 +115,9 @@ func (k Kernel) Stream() string {
 	return "rhel-" + major
 }
 
-// kernelArch maps the architecture names of the update graph and of image
-// configs (GOARCH style) to the kernel's.
-func kernelArch(goarch string) string {
+// KernelArch maps the architecture names of the update graph and of image
+// configs (GOARCH style: amd64, arm64) to the kernel's (x86_64, aarch64).
+func KernelArch(goarch string) string {
 	switch goarch {
 	case "amd64":
 		return "x86_64"

@@ -248,6 +248,20 @@ type Kernel struct {
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
 }
 
+// PinnedImage is the kernel's image by digest (repository@sha256:...), what
+// verification read and what promotions copy; Image when the digest is not
+// known yet.
+func (k Kernel) PinnedImage() string {
+	if k.ImageDigest == "" {
+		return k.Image
+	}
+	repo := k.Image
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo = repo[:i] // drop the tag, not a registry port
+	}
+	return repo + "@" + k.ImageDigest
+}
+
 // NoticeHash sums what a notification about k says.
 func (k Kernel) NoticeHash() string {
 	h := sha256.New()

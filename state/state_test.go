@@ -94,3 +94,16 @@ func TestRefusesANewerSchemaAndASecondWriter(t *testing.T) {
 		t.Errorf("waited %s", time.Since(start))
 	}
 }
+
+func TestPinnedImage(t *testing.T) {
+	for _, tc := range []struct{ image, digest, want string }{
+		{"quay.io/acme/dtk:5.14.0-427.37.1.el9_4.x86_64", "sha256:ab", "quay.io/acme/dtk@sha256:ab"},
+		{"127.0.0.1:5000/acme/dtk:k", "sha256:ab", "127.0.0.1:5000/acme/dtk@sha256:ab"},
+		{"127.0.0.1:5000/acme/dtk", "sha256:ab", "127.0.0.1:5000/acme/dtk@sha256:ab"},
+		{"quay.io/acme/dtk:k", "", "quay.io/acme/dtk:k"},
+	} {
+		if got := (Kernel{Image: tc.image, ImageDigest: tc.digest}).PinnedImage(); got != tc.want {
+			t.Errorf("%s + %s: %s, want %s", tc.image, tc.digest, got, tc.want)
+		}
+	}
+}
