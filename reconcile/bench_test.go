@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -31,7 +32,16 @@ func TestBackfillAndSteadyStateCost(t *testing.T) {
 	h := backfillWorld(t, 300)
 	before, graph0 := h.srv.Stats(), h.graph.Requests.Load()
 	start := time.Now()
-	res := h.pass(Options{})
+	r := h.reconciler()
+	last, total := 0, 0
+	r.Progress = func(done, all int) { last, total = done, all }
+	res, err := r.RunOnce(context.Background(), h.now, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != 300 || total != 300 {
+		t.Errorf("progress ended at %d/%d", last, total)
+	}
 	cold, coldTime := h.srv.Stats().Sub(before), time.Since(start)
 	kernels := count(res, "build")
 	t.Logf("cold backfill: %d releases, %d inspected, %d builds, %d promotions in %s; graph %d requests; registry %d requests (+%d pings): %d manifest GETs, %d blob GETs, %d HEADs, %d bytes served",

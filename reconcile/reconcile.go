@@ -331,38 +331,38 @@ func (r *Reconciler) inspector(arch string) *releaseinfo.Inspector {
 	return in
 }
 
-// inspect reads the jobs with bounded concurrency, reporting progress.
+// inspect reads the jobs, arch by arch, with the inspectors' bounded
+// concurrency, reporting progress over all of them.
 func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Result {
 	out := make([]releaseinfo.Result, len(jobs))
-	n := r.Concurrency
-	if n <= 0 {
-		n = 4
-	}
-	slots := make(chan struct{}, n)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	done := 0
+	byArch := map[string][]int{}
+	var arches []string
 	for i, j := range jobs {
-		in := r.inspector(j.arch)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			rep, err := in.Inspect(ctx, j.release.Pullspec)
-			out[i] = releaseinfo.Result{Pullspec: j.release.Pullspec, Report: rep, Err: err}
-			if err == nil && j.release.Version != "" && rep.Release != j.release.Version {
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("the graph calls this payload %s", j.release.Version))
-			}
-			mu.Lock()
-			done++
-			if r.Progress != nil {
-				r.Progress(done, len(jobs))
-			}
-			mu.Unlock()
-		}()
+		if _, ok := byArch[j.arch]; !ok {
+			arches = append(arches, j.arch)
+		}
+		byArch[j.arch] = append(byArch[j.arch], i)
 	}
-	wg.Wait()
+	before := 0
+	for _, arch := range arches {
+		idx := byArch[arch]
+		pullspecs := make([]string, len(idx))
+		for k, i := range idx {
+			pullspecs[k] = jobs[i].release.Pullspec
+		}
+		var progress func(done, total int)
+		if r.Progress != nil {
+			progress = func(done, _ int) { r.Progress(before+done, len(jobs)) }
+		}
+		for k, res := range r.inspector(arch).InspectAll(ctx, pullspecs, progress) {
+			j := jobs[idx[k]]
+			if res.Err == nil && j.release.Version != "" && res.Report.Release != j.release.Version {
+				res.Report.Warnings = append(res.Report.Warnings, fmt.Sprintf("the graph calls this payload %s", j.release.Version))
+			}
+			out[idx[k]] = res
+		}
+		before += len(idx)
+	}
 	return out
 }
 

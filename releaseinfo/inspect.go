@@ -138,23 +138,31 @@ type Result struct {
 }
 
 // InspectAll inspects pullspecs concurrently and returns results in order.
-func (in *Inspector) InspectAll(ctx context.Context, pullspecs []string) []Result {
+// progress, if not nil, is told how many are done after each one.
+func (in *Inspector) InspectAll(ctx context.Context, pullspecs []string, progress func(done, total int)) []Result {
 	results := make([]Result, len(pullspecs))
 	slots := make(chan struct{}, in.opts.Concurrency)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
 	for i, p := range pullspecs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			select {
 			case slots <- struct{}{}:
+				r, err := in.Inspect(ctx, p)
+				<-slots
+				results[i] = Result{Pullspec: p, Report: r, Err: err}
 			case <-ctx.Done():
 				results[i] = Result{Pullspec: p, Err: ctx.Err()}
-				return
 			}
-			defer func() { <-slots }()
-			r, err := in.Inspect(ctx, p)
-			results[i] = Result{Pullspec: p, Report: r, Err: err}
+			if progress != nil {
+				mu.Lock()
+				done++
+				progress(done, len(pullspecs))
+				mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()

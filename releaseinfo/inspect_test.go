@@ -150,7 +150,14 @@ func TestInspectAllKeepsOrderAndErrors(t *testing.T) {
 		pullspecs = append(pullspecs, tw.w.Release(spec).Pullspec)
 	}
 	pullspecs = append(pullspecs, tw.srv.Host()+"/openshift-release-dev/ocp-release:4.99.0-x86_64")
-	res := tw.inspector(Options{Concurrency: 3}).InspectAll(context.Background(), pullspecs)
+	var calls []int
+	progress := func(done, total int) {
+		if total != len(pullspecs) {
+			t.Errorf("progress total %d", total)
+		}
+		calls = append(calls, done)
+	}
+	res := tw.inspector(Options{Concurrency: 3}).InspectAll(context.Background(), pullspecs, progress)
 	for i, r := range res[:5] {
 		if r.Err != nil || r.Report.Pullspec != pullspecs[i] {
 			t.Errorf("%d: %v", i, r.Err)
@@ -158,5 +165,8 @@ func TestInspectAllKeepsOrderAndErrors(t *testing.T) {
 	}
 	if res[5].Err == nil || !strings.Contains(res[5].Err.Error(), "4.99.0-x86_64") {
 		t.Errorf("missing release: %v", res[5].Err)
+	}
+	if len(calls) != len(pullspecs) || calls[len(calls)-1] != len(pullspecs) {
+		t.Errorf("progress calls %v", calls)
 	}
 }

@@ -88,7 +88,7 @@ func runReleaseInfo(ctx context.Context, env *cliEnv, args []string) int {
 		return exitUsage
 	}
 	in := releaseinfo.New(registry.New(opts), releaseinfo.Options{Arch: *arch, Concurrency: *concurrency})
-	results := in.InspectAll(ctx, pullspecs)
+	results := in.InspectAll(ctx, pullspecs, nil)
 
 	var reports []*releaseinfo.Report
 	failed := 0
