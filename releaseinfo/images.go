@@ -61,16 +61,33 @@ func (in *Inspector) readDTK(ctx context.Context, pullspec string) (dtkKernels, 
 }
 
 // cachedRead answers from the inspector's per-image memory, or reads and
-// remembers a success.
+// remembers a success. Concurrent inspections of z-streams that share an
+// image wait for one read instead of making their own.
 func cachedRead[T any](in *Inspector, key string, read func() (T, error)) (T, error) {
-	if v, ok := in.images.Load(key); ok {
-		return v.(T), nil
+	c := &imageRead{done: make(chan struct{})}
+	if v, loaded := in.images.LoadOrStore(key, c); loaded {
+		prev := v.(*imageRead)
+		<-prev.done
+		if prev.err != nil {
+			var zero T
+			return zero, prev.err // forgotten: the next inspection reads again
+		}
+		return prev.val.(T), nil
 	}
-	out, err := read()
-	if err == nil {
-		in.images.Store(key, out)
+	val, err := read()
+	c.val, c.err = val, err
+	if err != nil {
+		in.images.Delete(key)
 	}
-	return out, err
+	close(c.done)
+	return val, err
+}
+
+// imageRead is one read of a DTK or OS image, done or under way.
+type imageRead struct {
+	done chan struct{}
+	val  any
+	err  error
 }
 
 func (in *Inspector) readDTKUncached(ctx context.Context, pullspec string) (dtkKernels, error) {
