@@ -112,3 +112,23 @@ func TestInspectZStreamsShareImageReads(t *testing.T) {
 func specWith(version string, s payloadtest.Stream) payloadtest.ReleaseSpec {
 	return payloadtest.ReleaseSpec{Version: version, Stream: s}
 }
+
+// TestConcurrentInspectionsShareImageReads: z-streams inspected at the same
+// time read their shared DTK and OS images once.
+func TestConcurrentInspectionsShareImageReads(t *testing.T) {
+	tw := newTestWorld(t)
+	stream := eraReleases()[4].Stream // 4.16: release 2 + DTK 3 + OS 2 requests alone
+	var pullspecs []string
+	for _, v := range []string{"4.16.15", "4.16.16", "4.16.17", "4.16.18"} {
+		pullspecs = append(pullspecs, tw.w.Release(specWith(v, stream)).Pullspec)
+	}
+	before := tw.srv.Stats()
+	for _, r := range tw.inspector(Options{Concurrency: 4}).InspectAll(context.Background(), pullspecs, nil) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	if n := tw.srv.Stats().Sub(before).Requests; n != 4*2+3+2 {
+		t.Errorf("%d requests for 4 concurrent z-streams, want %d", n, 4*2+3+2)
+	}
+}
