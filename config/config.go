@@ -23,6 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/releasesig"
 )
 
 // Config is the whole of config.yaml.
@@ -91,8 +92,29 @@ type Target struct {
 	ReleaseTags []string `yaml:"release_tags"`
 	// FloatingTags move forward with the newest release ({{.Minor}}, latest).
 	FloatingTags []string `yaml:"floating_tags"`
-	// Mirrors receive copies of every promoted tag.
+	// Mirrors receive copies of every promoted tag, kernel tags included.
 	Mirrors []string `yaml:"mirrors"`
+	// Staging is where builds push; an image is verified there before it
+	// is promoted to the kernel tag.
+	Staging Staging `yaml:"staging"`
+	// Audit checks, every so often, that the promoted tags are where dtkbot
+	// put them.
+	Audit Audit `yaml:"audit"`
+}
+
+// Staging is the reference builds push to.
+type Staging struct {
+	// Repository defaults to target.repository.
+	Repository string `yaml:"repository"`
+	Tag        string `yaml:"tag"`
+}
+
+// Audit is the drift audit of promoted tags.
+type Audit struct {
+	// Interval between audits; 0 turns them off.
+	Interval Duration `yaml:"interval"`
+	// OnDrift is repoint (put the tag back on the verified image) or report.
+	OnDrift string `yaml:"on_drift"`
 }
 
 // Verify configures release signature checks.
@@ -102,7 +124,8 @@ type Verify struct {
 	Mode string `yaml:"mode"`
 	// SignatureStore holds <store>/sha256=<hex>/signature-N.
 	SignatureStore string `yaml:"signature_store"`
-	// PublicKeys are OpenPGP public key files (armored or binary).
+	// PublicKeys are OpenPGP public key files (armored or binary). Left
+	// out, Red Hat's release key is trusted; an empty list trusts no key.
 	PublicKeys []string `yaml:"public_keys"`
 	// Policy is a containers policy.json (sigstore signatures).
 	Policy string `yaml:"policy"`
@@ -216,6 +239,8 @@ func Default() Config {
 		Target: Target{
 			KernelTag:   "{{.KernelFull}}",
 			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
+			Staging:     Staging{Tag: rebuild.DefaultStagingTag},
+			Audit:       Audit{Interval: Duration{24 * time.Hour}, OnDrift: "repoint"},
 		},
 		Build: Build{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute}, Verify: true,
 			Podman: PodmanBuild{
@@ -225,7 +250,7 @@ func Default() Config {
 			},
 			GitHubActions: ActionsBuild{Workflow: "build-dtk.yml", Ref: "main"},
 		},
-		Verify: Verify{Mode: "warn", SignatureStore: "https://mirror.openshift.com/pub/openshift-v4/signatures/openshift/release"},
+		Verify: Verify{Mode: "warn", SignatureStore: releasesig.DefaultStore},
 		GitHub: GitHub{APIURL: "https://api.github.com", Label: "dtkbot", CloseWhenPromoted: true, MutationInterval: Duration{time.Second}},
 	}
 }
@@ -363,10 +388,24 @@ func (c *Config) Validate() error {
 	}
 	for _, t := range []struct {
 		key, tmpl string
-	}{{"target.kernel_tag", c.Target.KernelTag}} {
+	}{{"target.kernel_tag", c.Target.KernelTag}, {"target.staging.tag", c.Target.Staging.Tag}} {
 		if err := checkTemplate(t.tmpl); err != nil {
 			bad(t.key, "%v", err)
 		}
+	}
+	if r := c.Target.Staging.Repository; r != "" {
+		if n, err := reference.ParseNormalizedNamed(r); err != nil || !reference.IsNameOnly(n) {
+			bad("target.staging.repository", "%q is not a repository (registry/namespace/name, no tag)", r)
+		}
+	}
+	if err := rebuild.ValidateStaging(c.RebuildTarget()); err != nil {
+		bad("target.staging.tag", "%v", err)
+	}
+	if c.Target.Audit.Interval.Duration < 0 {
+		bad("target.audit.interval", "must not be negative (0 turns the audit off)")
+	}
+	if o := c.Target.Audit.OnDrift; o != "repoint" && o != "report" {
+		bad("target.audit.on_drift", "%q is not one of repoint, report", o)
 	}
 	for i, t := range c.Target.ReleaseTags {
 		if err := checkTemplate(t); err != nil {
@@ -463,10 +502,10 @@ func (c *Config) Validate() error {
 	default:
 		bad("verify.mode", "%q is not one of off, warn, strict", c.Verify.Mode)
 	}
-	if c.Verify.Mode == "strict" && len(c.Verify.PublicKeys) == 0 && c.Verify.Policy == "" {
-		bad("verify.public_keys", "verify.mode strict needs public_keys or a policy")
+	if c.Verify.Mode == "strict" && c.Verify.PublicKeys != nil && len(c.Verify.PublicKeys) == 0 && c.Verify.Policy == "" {
+		bad("verify.public_keys", "verify.mode strict with no key and no policy would hold every payload: leave public_keys out to trust Red Hat's release key, or name keys or a policy")
 	}
-	if c.Verify.Mode != "off" && len(c.Verify.PublicKeys) > 0 {
+	if c.Verify.Mode != "off" && (c.Verify.PublicKeys == nil || len(c.Verify.PublicKeys) > 0) {
 		if u, err := url.Parse(c.Verify.SignatureStore); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			bad("verify.signature_store", "%q is not an http(s) URL", c.Verify.SignatureStore)
 		}
@@ -490,6 +529,19 @@ func (c *Config) Validate() error {
 		bad("graph.channels", "no channel and no releases: nothing to watch")
 	}
 	return errors.Join(errs...)
+}
+
+// RebuildTarget is target: as the planner takes it.
+func (c *Config) RebuildTarget() rebuild.Target {
+	return rebuild.Target{
+		Repository:        c.Target.Repository,
+		KernelTag:         c.Target.KernelTag,
+		ReleaseTags:       c.Target.ReleaseTags,
+		FloatingTags:      c.Target.FloatingTags,
+		Mirrors:           c.Target.Mirrors,
+		StagingRepository: c.Target.Staging.Repository,
+		StagingTag:        c.Target.Staging.Tag,
+	}
 }
 
 // resolve makes a path relative to the config file's folder.

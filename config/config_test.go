@@ -89,3 +89,38 @@ func TestEmptyFileNeedsSomethingToWatch(t *testing.T) {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 }
+
+// TestPublicKeysLeftOutMeansRedHatsKey: left out, the default trust;
+// an explicit empty list, no OpenPGP trust (which strict mode refuses).
+func TestPublicKeysLeftOutMeansRedHatsKey(t *testing.T) {
+	base := "releases: [quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64]\n"
+	cfg, err := Load(writeConfig(t, base+"verify: {mode: strict}\n"))
+	if err != nil || cfg.Verify.PublicKeys != nil {
+		t.Fatalf("left out: %v, keys %#v", err, cfg.Verify.PublicKeys)
+	}
+	cfg, err = Load(writeConfig(t, base+"verify: {mode: warn, public_keys: []}\n"))
+	if err != nil || cfg.Verify.PublicKeys == nil || len(cfg.Verify.PublicKeys) != 0 {
+		t.Fatalf("empty: %v, keys %#v", err, cfg.Verify.PublicKeys)
+	}
+	if _, err := Load(writeConfig(t, base+"verify: {mode: strict, public_keys: []}\n")); err == nil || !strings.Contains(err.Error(), "line 2: verify.public_keys") {
+		t.Errorf("strict with no trust: %v", err)
+	}
+}
+
+func TestStagingAndAuditAreChecked(t *testing.T) {
+	base := "releases: [quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64]\ntarget:\n  repository: quay.io/acme/dtk\n"
+	cfg, err := Load(writeConfig(t, base))
+	if err != nil || cfg.Target.Staging.Tag != "staging-{{.KernelFull}}" || cfg.Target.Audit.Interval.Duration != 24*time.Hour || cfg.Target.Audit.OnDrift != "repoint" {
+		t.Fatalf("defaults: %v %+v", err, cfg.Target)
+	}
+	_, err = Load(writeConfig(t, base+"  staging: {tag: \"{{.KernelFull}}\"}\n  audit: {interval: 1h, on_drift: ignore}\n"))
+	for _, want := range []string{"target.staging.tag", "visible before it is verified", "target.audit.on_drift"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+	// Another repository makes the same tag safe.
+	if _, err := Load(writeConfig(t, base+"  staging: {repository: quay.io/acme/dtk-staging, tag: \"{{.KernelFull}}\"}\n")); err != nil {
+		t.Errorf("a staging repository: %v", err)
+	}
+}

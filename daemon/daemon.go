@@ -46,6 +46,9 @@ type Daemon struct {
 	TriggerToken []byte
 	// StaleAfter: /readyz fails when the last successful pass is older.
 	StaleAfter time.Duration
+	// SignatureMode and SignatureTrust say how payload signatures are
+	// checked, for /status ("" trust: nothing to verify with).
+	SignatureMode, SignatureTrust string
 	// Grace is how long a running pass may finish after shutdown starts.
 	Grace   time.Duration
 	Version string
@@ -283,15 +286,29 @@ func (d *Daemon) trigger(w http.ResponseWriter, r *http.Request) {
 
 // statusBody is GET /status.
 type statusBody struct {
-	Running  bool           `json:"running"`
-	LastPass *passSummary   `json:"last_pass,omitempty"`
-	Releases int            `json:"releases"`
-	States   map[string]int `json:"states"`
-	Kernels  []state.Kernel `json:"kernels"`
+	Running    bool                `json:"running"`
+	LastPass   *passSummary        `json:"last_pass,omitempty"`
+	Signatures signatureStatus     `json:"signatures"`
+	Releases   int                 `json:"releases"`
+	States     map[string]int      `json:"states"`
+	Kernels    []state.Kernel      `json:"kernels"`
+	Held       []state.HeldRelease `json:"held"`
+}
+
+// signatureStatus says how payload signatures are checked.
+type signatureStatus struct {
+	Mode  string `json:"mode"`
+	Trust string `json:"trust"`
+	// Warning is set when nothing can verify a signature.
+	Warning string `json:"warning,omitempty"`
 }
 
 func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
-	body := statusBody{Running: d.running.Load(), LastPass: d.m.last(), Kernels: []state.Kernel{}, States: map[string]int{}}
+	body := statusBody{Running: d.running.Load(), LastPass: d.m.last(), Kernels: []state.Kernel{}, States: map[string]int{}, Held: []state.HeldRelease{},
+		Signatures: signatureStatus{Mode: d.SignatureMode, Trust: d.SignatureTrust}}
+	if body.Signatures.Mode != "" && body.Signatures.Mode != "off" && body.Signatures.Trust == "" {
+		body.Signatures.Warning = "nothing to verify signatures with: every payload is recorded unverified"
+	}
 	err := d.Store.View(func(tx *state.Tx) error {
 		ks, err := tx.Kernels()
 		if err != nil {
@@ -299,7 +316,14 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 		}
 		body.Kernels = append(body.Kernels, ks...)
 		rels, err := tx.Releases()
+		if err != nil {
+			return err
+		}
 		body.Releases = len(rels)
+		held, err := tx.HeldReleases()
+		for _, h := range held {
+			body.Held = append(body.Held, h)
+		}
 		return err
 	})
 	if err != nil {

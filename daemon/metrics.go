@@ -25,6 +25,8 @@ type metrics struct {
 	inspected     int64
 	graphRequests int64
 	checks        int64
+	rejected      int64
+	drifted       int64
 	releasesSeen  int
 	skipped       atomic.Int64
 }
@@ -54,6 +56,8 @@ func (m *metrics) record(start, end time.Time, res *reconcile.Result, err error)
 		m.inspected += int64(res.Inspected)
 		m.graphRequests += int64(res.GraphRequests)
 		m.checks += int64(res.Checks)
+		m.rejected += int64(res.Rejected)
+		m.drifted += int64(res.Drifted)
 		m.releasesSeen = res.Releases
 	}
 	m.lastPass = s
@@ -97,7 +101,17 @@ func (d *Daemon) metrics(w http.ResponseWriter, _ *http.Request) {
 	metric("dtkbot_releases_inspected_total", "counter", "Payloads read (each digest once in its life).", fmt.Sprintf(" %d", m.inspected))
 	metric("dtkbot_graph_requests_total", "counter", "Update graph requests.", fmt.Sprintf(" %d", m.graphRequests))
 	metric("dtkbot_image_checks_total", "counter", "HEAD requests for awaited kernel images.", fmt.Sprintf(" %d", m.checks))
+	metric("dtkbot_verification_failures_total", "counter", "Built images that failed verification (never promoted).", fmt.Sprintf(" %d", m.rejected))
+	metric("dtkbot_tag_drift_total", "counter", "Promoted tags the drift audit found moved or gone.", fmt.Sprintf(" %d", m.drifted))
 	m.mu.Unlock()
+
+	if held, err := d.Store.HeldCounts(); err == nil {
+		samples := []string{}
+		for _, reason := range []string{"content", "signature", "inconsistent", "kernel_unknown", "other"} {
+			samples = append(samples, fmt.Sprintf(`{reason=%q} %d`, reason, held[reason]))
+		}
+		metric("dtkbot_releases_held", "gauge", "Releases (or streams of them) held: never built from, by reason.", samples...)
+	}
 
 	if counts, _, err := d.Store.Counts(); err == nil {
 		var samples []string

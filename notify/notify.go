@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"text/template"
@@ -160,6 +161,9 @@ func Body(k state.Kernel, tags []state.Promotion) string {
 	if k.Reason != "" {
 		fmt.Fprintf(&b, "| Note | %s |\n", strings.ReplaceAll(k.Reason, "|", "\\|"))
 	}
+	if n := len(k.Rejections); n > 0 {
+		fmt.Fprintf(&b, "| Rejected builds | %d (never promoted; see the comments) |\n", n)
+	}
 	b.WriteString("\n### Releases shipping it\n\n")
 	for _, r := range k.Releases {
 		fmt.Fprintf(&b, "- %s\n", r)
@@ -205,8 +209,14 @@ func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
 			return err
 		}
 	}
-	if err := n.issue(ctx, k, tags, &rec); err != nil {
+	leftAlone, err := n.issue(ctx, k, tags, &rec)
+	if err != nil {
 		return n.classify(err)
+	}
+	if !leftAlone {
+		if err := n.commentRejections(ctx, k, &rec); err != nil {
+			return n.classify(err)
+		}
 	}
 	if n.entry != nil && (k.State == state.KernelVerified || k.State == state.KernelPromoted || k.State == state.KernelBuilt) && rec.PRNumber == 0 {
 		if err := n.pullRequest(ctx, k, &rec); err != nil {
@@ -216,8 +226,24 @@ func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
 	return nil
 }
 
-// issue creates, adopts, updates or closes the kernel's issue.
-func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promotion, rec *state.Notice) error {
+// issue creates, adopts, updates or closes the kernel's issue. It reports
+// whether the issue is a person's to keep (closed by one): left alone.
+func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promotion, rec *state.Notice) (bool, error) {
+	err := n.issueOnce(ctx, k, tags, rec)
+	return errors.Is(err, errLeftAlone), ignore(err, errLeftAlone)
+}
+
+// errLeftAlone ends issueOnce when a person closed the issue.
+var errLeftAlone = errors.New("closed by a person")
+
+func ignore(err, what error) error {
+	if errors.Is(err, what) {
+		return nil
+	}
+	return err
+}
+
+func (n *Notifier) issueOnce(ctx context.Context, k state.Kernel, tags []state.Promotion, rec *state.Notice) error {
 	owner, repo := split(n.opts.Repository)
 	body := Body(k, tags)
 	var issue *github.Issue
@@ -275,7 +301,10 @@ func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promo
 		}
 		if !rec.ClosedByUs {
 			n.log.Info().Int("issue", issue.GetNumber()).Str("kernel", k.Kernel).Msg("issue closed by a person: left alone")
-			return n.store.PutNotice(*rec)
+			if err := n.store.PutNotice(*rec); err != nil {
+				return err
+			}
+			return errLeftAlone
 		}
 	}
 	req := &github.IssueRequest{}
@@ -305,6 +334,77 @@ func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promo
 	}
 	rec.BodyHash = hash(body)
 	return n.store.PutNotice(*rec)
+}
+
+// RejectionMarker is the hidden line of the comment about a rejected image.
+func RejectionMarker(digest string) string { return "<!-- dtkbot:rejected " + digest + " -->" }
+
+// commentRejections comments once on the kernel's issue about each built
+// image that failed verification. The comments are looked for (by marker)
+// before one is written, so a lost record never makes a second.
+func (n *Notifier) commentRejections(ctx context.Context, k state.Kernel, rec *state.Notice) error {
+	var due []state.Rejection
+	for _, r := range k.Rejections {
+		if !slices.Contains(rec.Commented, r.Digest) && !slices.ContainsFunc(due, func(d state.Rejection) bool { return d.Digest == r.Digest }) {
+			due = append(due, r)
+		}
+	}
+	if len(due) == 0 || rec.IssueNumber == 0 {
+		return nil
+	}
+	owner, repo := split(n.opts.Repository)
+	existing, err := n.commentBodies(ctx, owner, repo, rec.IssueNumber)
+	if err != nil {
+		return err
+	}
+	for _, r := range due {
+		marker := RejectionMarker(r.Digest)
+		if !strings.Contains(existing, marker) {
+			body := fmt.Sprintf("The DTK image built for `%s` failed verification and was **not promoted**: it stays out of every tag consumers read.\n\n"+
+				"| | |\n|---|---|\n| Image | `%s` |\n| Why | %s |\n| When | %s |\n| Next | %s |\n\n%s\n",
+				k.KernelFull, r.Image, strings.ReplaceAll(r.Reason, "|", "\\|"), r.At.UTC().Format(time.RFC3339), next(k), marker)
+			err := n.mutate(ctx, func() error {
+				_, _, err := n.gh.Issues.CreateComment(ctx, owner, repo, rec.IssueNumber, &github.IssueComment{Body: github.String(body)})
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("commenting on issue #%d of %s: %w", rec.IssueNumber, n.opts.Repository, err)
+			}
+			n.log.Info().Int("issue", rec.IssueNumber).Str("kernel", k.Kernel).Str("digest", r.Digest).Msg("commented on a rejected build")
+		}
+		rec.Commented = append(rec.Commented, r.Digest)
+		if err := n.store.PutNotice(*rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// next says what happens after a rejection.
+func next(k state.Kernel) string {
+	if k.State == state.KernelFailed {
+		return "no more attempts: the kernel is failed (" + strings.ReplaceAll(k.Reason, "|", "\\|") + ")"
+	}
+	return fmt.Sprintf("the build is retried (attempt %d)", k.Attempts+1)
+}
+
+// commentBodies reads every comment of an issue, joined.
+func (n *Notifier) commentBodies(ctx context.Context, owner, repo string, number int) (string, error) {
+	var b strings.Builder
+	opt := &github.IssueListCommentsOptions{ListOptions: github.ListOptions{PerPage: 100}}
+	for {
+		comments, resp, err := n.gh.Issues.ListComments(ctx, owner, repo, number, opt)
+		if err != nil {
+			return "", fmt.Errorf("listing the comments of issue #%d of %s: %w", number, n.opts.Repository, err)
+		}
+		for _, c := range comments {
+			b.WriteString(c.GetBody())
+		}
+		if resp.NextPage == 0 {
+			return b.String(), nil
+		}
+		opt.Page = resp.NextPage
+	}
 }
 
 // findIssue lists the issues our account created with our label, in every

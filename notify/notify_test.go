@@ -432,3 +432,45 @@ func TestAlreadyExistsIsSuccess(t *testing.T) {
 		t.Errorf("record %+v", rec)
 	}
 }
+
+// TestRejectedBuildsAreCommentedOnce: each image that failed verification
+// gets one comment on the kernel's issue, however often the kernel is
+// notified and even when the record of the comment is lost.
+func TestRejectedBuildsAreCommentedOnce(t *testing.T) {
+	w := newWorld(t)
+	n := w.notifier(Options{})
+	k := kernel(state.KernelNew)
+	k.Attempts = 1
+	k.Rejections = []state.Rejection{{Digest: "sha256:" + strings.Repeat("e", 64), Image: "quay.io/acme/dtk@sha256:" + strings.Repeat("e", 64),
+		Reason: "it carries 5.14.0-427.99.1.el9_4.x86_64, want 5.14.0-427.37.1.el9_4", At: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}}
+	for i := 0; i < 2; i++ {
+		if err := n.Notify(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The record of the comment is lost: the comment is found, not repeated.
+	rec, _ := w.store.Notice(k.Key())
+	rec.Commented = nil
+	_ = w.store.PutNotice(rec)
+	if err := n.Notify(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	// A second rejection gets its own comment.
+	k.Attempts, k.State, k.Reason = 2, state.KernelFailed, "verification failed (2 attempts)"
+	k.Rejections = append(k.Rejections, state.Rejection{Digest: "sha256:" + strings.Repeat("f", 64), Image: "quay.io/acme/dtk@sha256:" + strings.Repeat("f", 64), Reason: "wrong again"})
+	if err := n.Notify(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	issues := w.gh.Issues()
+	if len(issues) != 1 || len(issues[0].Comments) != 2 {
+		t.Fatalf("%d issues, comments %+v", len(issues), issues)
+	}
+	first, second := issues[0].Comments[0].Body, issues[0].Comments[1].Body
+	if !strings.Contains(first, "**not promoted**") || !strings.Contains(first, "carries 5.14.0-427.99.1.el9_4.x86_64") ||
+		!strings.Contains(first, "retried (attempt 2)") || !strings.Contains(first, RejectionMarker("sha256:"+strings.Repeat("e", 64))) {
+		t.Errorf("first comment:\n%s", first)
+	}
+	if !strings.Contains(second, "no more attempts") {
+		t.Errorf("second comment:\n%s", second)
+	}
+}

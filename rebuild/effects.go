@@ -15,7 +15,7 @@ type BuildRequest struct {
 	RHEL       string   `json:"rhel_version"`
 	Stream     string   `json:"stream"`
 	Arch       string   `json:"arch"`
-	Image      string   `json:"image"` // the full reference to push
+	Image      string   `json:"image"` // the full reference to push: the staging reference
 	Releases   []string `json:"releases"`
 	DTKImage   string   `json:"payload_dtk_image,omitempty"`
 }
@@ -32,6 +32,13 @@ type Builder interface {
 // no upload.
 type Promoter interface {
 	Promote(ctx context.Context, src, dst string) (string, error)
+}
+
+// Untagger removes a tag (never the manifest behind it): the staging tag,
+// once its image is promoted. Registries that cannot delete tags answer
+// with an error wrapping registry.ErrUnsupported.
+type Untagger interface {
+	Untag(ctx context.Context, ref string) error
 }
 
 // Notifier tells people about a kernel's current state. It must find and

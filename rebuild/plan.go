@@ -1,10 +1,14 @@
 // Package rebuild decides and performs what dtkbot does about kernels: Plan
 // is a pure function from the releases, the kernel ledger and the tags
-// already promoted to a list of actions (build a kernel's DTK image once,
-// promote each release's tags onto it, move floating tags forward, notify,
-// or hold a payload that must not be built from); the effects sit behind
-// small interfaces (Builder, Promoter, Notifier) so that the pass can apply
-// them and tests can fake them.
+// already promoted to a list of actions (build a kernel's DTK image once, to
+// a staging reference; once it is verified, promote it to the kernel tag and
+// each release's tags, move floating tags forward, notify, or hold a payload
+// that must not be built from); the effects sit behind small interfaces
+// (Builder, Promoter, Untagger, Notifier) so that the pass can apply them and
+// tests can fake them.
+//
+// No tag a consumer reads is ever planned onto an image that was not
+// verified: builds push to the staging reference only.
 //
 // Plan does no I/O and reads no clock: the pass passes now in.
 package rebuild
@@ -21,14 +25,18 @@ import (
 // Action types.
 const (
 	ActionBuild   = "build"
+	ActionVerify  = "verify"
 	ActionPromote = "promote"
+	ActionAudit   = "audit"
 	ActionNotify  = "notify"
 	ActionHold    = "hold"
 )
 
-// Action is one step of a plan. For a build, Image is the reference to push
-// and Releases the releases that ship the kernel. For a promotion, Tag is the
-// destination reference (repository:tag) and Image the kernel's image.
+// Action is one step of a plan. For a build, Image is the staging reference
+// to push and Releases the releases that ship the kernel. For a promotion,
+// Tag is the destination reference (repository:tag), Kind what it is
+// (kernel, release or floating: state.Tag*) and Image the kernel's image,
+// pinned by digest.
 type Action struct {
 	Type     string   `json:"type"`
 	Kernel   string   `json:"kernel,omitempty"`
@@ -42,8 +50,7 @@ type Action struct {
 	Result   string   `json:"result,omitempty"`
 	// KernelKey is the ledger key the action is about.
 	KernelKey string `json:"-"`
-	// Floating marks a promotion of a floating tag.
-	Floating bool `json:"floating,omitempty"`
+	Kind      string `json:"kind,omitempty"`
 }
 
 // Target is where images and tags go.
@@ -53,7 +60,14 @@ type Target struct {
 	ReleaseTags  []string
 	FloatingTags []string
 	Mirrors      []string
+	// StagingRepository (default Repository) and StagingTag are where builds
+	// push: nothing a consumer reads.
+	StagingRepository string
+	StagingTag        string
 }
+
+// DefaultStagingTag names a kernel's staging image.
+const DefaultStagingTag = "staging-{{.KernelFull}}"
 
 // Policy bounds builds.
 type Policy struct {
@@ -71,20 +85,50 @@ type Input struct {
 	Policy   Policy
 }
 
-// KernelImage is the reference of the image built for kernel k.
+// KernelImage is the kernel tag of kernel k: the reference consumers (KMM
+// kernel mappings, FROM lines) read, which only ever gets a verified image.
 func KernelImage(t Target, k state.Kernel) (string, error) {
-	release := ""
-	if len(k.Releases) > 0 {
-		release = k.Releases[0]
-	}
-	tag, err := RenderTag(t.KernelTag, TagData{
-		Kernel: k.Kernel, KernelFull: k.KernelFull, RTKernel: k.RTKernel, RHEL: k.RHEL,
-		Release: release, Minor: minorOf(release), Arch: k.Arch, Stream: k.Stream,
-	})
+	tag, err := RenderTag(t.KernelTag, kernelTagData(k))
 	if err != nil {
 		return "", err
 	}
 	return t.Repository + ":" + tag, nil
+}
+
+// kernelTag is the tag part of KernelImage.
+func kernelTag(t Target, k state.Kernel) (string, error) {
+	return RenderTag(t.KernelTag, kernelTagData(k))
+}
+
+// StagingImage is where kernel k's build pushes, to be verified there.
+func StagingImage(t Target, k state.Kernel) (string, error) {
+	tmpl, repo := t.StagingTag, t.StagingRepository
+	if tmpl == "" {
+		tmpl = DefaultStagingTag
+	}
+	if repo == "" {
+		repo = t.Repository
+	}
+	tag, err := RenderTag(tmpl, kernelTagData(k))
+	if err != nil {
+		return "", fmt.Errorf("staging tag: %w", err)
+	}
+	ref := repo + ":" + tag
+	if kernel, err := KernelImage(t, k); err == nil && kernel == ref {
+		return "", fmt.Errorf("the staging reference %s is the kernel tag: a build would be visible before it is verified", ref)
+	}
+	return ref, nil
+}
+
+// kernelTagData is the template data of a kernel's own tags (kernel and
+// staging): Release is the first release that shipped it.
+func kernelTagData(k state.Kernel) TagData {
+	release := ""
+	if len(k.Releases) > 0 {
+		release = k.Releases[0]
+	}
+	return TagData{Kernel: k.Kernel, KernelFull: k.KernelFull, RTKernel: k.RTKernel, RHEL: k.RHEL,
+		Release: release, Minor: minorOf(release), Arch: k.Arch, Stream: k.Stream}
 }
 
 // promotable reports whether k's image may receive tags.
@@ -118,16 +162,23 @@ func Plan(in Input) []Action {
 	kernels := append([]state.Kernel(nil), in.Kernels...)
 	sort.Slice(kernels, func(i, j int) bool { return kernels[i].Key() < kernels[j].Key() })
 
-	// desired release tags: ref -> the kernel that should own it.
+	// desired kernel and release tags: ref -> the kernel that should own it.
 	type want struct {
 		k       state.Kernel
 		release string
+		kind    string
 	}
+	repos := append([]string{in.Target.Repository}, in.Target.Mirrors...)
 	desired := map[string][]want{}
 	floating := map[string]want{}
 	floatingConflict := map[string]bool{}
 	for _, k := range kernels {
-		image, err := KernelImage(in.Target, k)
+		ktag, err := kernelTag(in.Target, k)
+		if err != nil {
+			holds = append(holds, Action{Type: ActionHold, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, KernelKey: k.Key(), Reason: err.Error()})
+			continue
+		}
+		image, err := StagingImage(in.Target, k)
 		if err != nil {
 			holds = append(holds, Action{Type: ActionHold, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, KernelKey: k.Key(), Reason: err.Error()})
 			continue
@@ -147,6 +198,15 @@ func Plan(in Input) []Action {
 		if !in.promotable(k) {
 			continue
 		}
+		// The kernel tag first (in the target repository and every mirror):
+		// it is what consumers look a DTK up by.
+		first := ""
+		if len(k.Releases) > 0 {
+			first = k.Releases[0]
+		}
+		for _, repo := range repos {
+			desired[repo+":"+ktag] = append(desired[repo+":"+ktag], want{k, first, state.TagKernel})
+		}
 		for _, v := range k.Releases {
 			data, ok := tagData(k, releases[v+"/"+k.Arch], v)
 			if !ok {
@@ -158,8 +218,8 @@ func Plan(in Input) []Action {
 					holds = append(holds, Action{Type: ActionHold, Release: v, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, Reason: err.Error()})
 					continue
 				}
-				for _, repo := range append([]string{in.Target.Repository}, in.Target.Mirrors...) {
-					desired[repo+":"+tag] = append(desired[repo+":"+tag], want{k, v})
+				for _, repo := range repos {
+					desired[repo+":"+tag] = append(desired[repo+":"+tag], want{k, v, state.TagRelease})
 				}
 			}
 			for _, tmpl := range in.Target.FloatingTags {
@@ -167,12 +227,12 @@ func Plan(in Input) []Action {
 				if err != nil {
 					continue
 				}
-				for _, repo := range append([]string{in.Target.Repository}, in.Target.Mirrors...) {
+				for _, repo := range repos {
 					ref := repo + ":" + tag
 					cur, ok := floating[ref]
 					switch {
 					case !ok || watcher.CompareVersions(v, cur.release) > 0:
-						floating[ref] = want{k, v}
+						floating[ref] = want{k, v, state.TagFloating}
 						floatingConflict[ref] = false
 					case cur.release == v && cur.k.Key() != k.Key():
 						floatingConflict[ref] = true // two streams of one release
@@ -204,7 +264,7 @@ func Plan(in Input) []Action {
 		if p, ok := in.Promoted[ref]; ok && p.Digest == owner.k.ImageDigest {
 			continue
 		}
-		promotes = append(promotes, promoteAction(owner.k, owner.release, ref, false))
+		promotes = append(promotes, promoteAction(owner.k, owner.release, ref, owner.kind))
 	}
 	frefs := make([]string, 0, len(floating))
 	for ref := range floating {
@@ -221,17 +281,21 @@ func Plan(in Input) []Action {
 		if p, ok := in.Promoted[ref]; ok && (p.Digest == w.k.ImageDigest || watcher.CompareVersions(p.Release, w.release) > 0) {
 			continue // already there, or a newer release holds it: floating tags only move forward
 		}
-		promotes = append(promotes, promoteAction(w.k, w.release, ref, true))
+		promotes = append(promotes, promoteAction(w.k, w.release, ref, state.TagFloating))
 	}
+	// Kernel tags before the release tags that name the same image.
+	sort.SliceStable(promotes, func(i, j int) bool {
+		return promotes[i].Kind == state.TagKernel && promotes[j].Kind != state.TagKernel
+	})
 
 	sort.SliceStable(holds, func(i, j int) bool { return watcher.CompareVersions(holds[i].Release, holds[j].Release) < 0 })
 	out := append(holds, builds...)
 	return append(out, promotes...)
 }
 
-func promoteAction(k state.Kernel, release, ref string, floating bool) Action {
+func promoteAction(k state.Kernel, release, ref, kind string) Action {
 	return Action{Type: ActionPromote, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, Release: release, Tag: ref,
-		Image: k.PinnedImage(), KernelKey: k.Key(), Floating: floating}
+		Image: k.PinnedImage(), KernelKey: k.Key(), Kind: kind}
 }
 
 // tagData is the template data for kernel k promoted for release version v.

@@ -26,7 +26,9 @@ func kernel(k, st string, releases ...string) state.Kernel {
 	e := state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: k, KernelFull: k + ".x86_64", State: st, Releases: releases}
 	if st != state.KernelNew && st != state.KernelBuildRequested && st != state.KernelFailed {
 		e.Image = "quay.io/acme/dtk:" + k + ".x86_64"
+		e.Staging = "quay.io/acme/dtk:staging-" + k + ".x86_64"
 		e.ImageDigest = "sha256:" + strings.Repeat("b", 64)
+		e.Published = st == state.KernelPromoted
 	}
 	return e
 }
@@ -57,7 +59,7 @@ func TestPlan(t *testing.T) {
 				Kernels: []state.Kernel{kernel(ka, state.KernelNew, "4.16.15", "4.16.16")}},
 			want: "build",
 			check: func(t *testing.T, a []Action) {
-				if a[0].Image != "quay.io/acme/dtk:"+ka+".x86_64" || strings.Join(a[0].Releases, ",") != "4.16.15,4.16.16" {
+				if a[0].Image != "quay.io/acme/dtk:staging-"+ka+".x86_64" || strings.Join(a[0].Releases, ",") != "4.16.15,4.16.16" {
 					t.Errorf("build %+v", a[0])
 				}
 			},
@@ -80,10 +82,30 @@ func TestPlan(t *testing.T) {
 			name: "a built kernel gets its release tags",
 			in: Input{Releases: []state.Release{release("4.16.15", ships("rhel-9", ka)), release("4.16.16", ships("rhel-9", ka))},
 				Kernels: []state.Kernel{kernel(ka, state.KernelBuilt, "4.16.15", "4.16.16")}},
-			want: "promote quay.io/acme/dtk:4.16.15; promote quay.io/acme/dtk:4.16.16",
+			want: "promote quay.io/acme/dtk:" + ka + ".x86_64; promote quay.io/acme/dtk:4.16.15; promote quay.io/acme/dtk:4.16.16",
 			check: func(t *testing.T, a []Action) {
-				if a[0].Image != "quay.io/acme/dtk@sha256:"+strings.Repeat("b", 64) {
-					t.Errorf("promotion source %q should be pinned by digest", a[0].Image)
+				for i, kind := range []string{state.TagKernel, state.TagRelease, state.TagRelease} {
+					if a[i].Image != "quay.io/acme/dtk@sha256:"+strings.Repeat("b", 64) || a[i].Kind != kind {
+						t.Errorf("promotion %+v should be a %s tag from the image pinned by digest", a[i], kind)
+					}
+				}
+			},
+		},
+		{
+			name: "mirrors get the kernel tag too",
+			in: Input{Target: Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", Mirrors: []string{"mirror.example.com/dtk"}},
+				Releases: []state.Release{release("4.16.15", ships("rhel-9", ka))},
+				Kernels:  []state.Kernel{kernel(ka, state.KernelVerified, "4.16.15")}},
+			want: "promote mirror.example.com/dtk:" + ka + ".x86_64; promote quay.io/acme/dtk:" + ka + ".x86_64",
+		},
+		{
+			name: "a staging reference that is the kernel tag holds the kernel",
+			in: Input{Target: Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", StagingTag: "{{.KernelFull}}"},
+				Kernels: []state.Kernel{kernel(ka, state.KernelNew, "4.16.15")}},
+			want: "hold",
+			check: func(t *testing.T, a []Action) {
+				if !strings.Contains(a[0].Reason, "visible before it is verified") {
+					t.Errorf("reason %q", a[0].Reason)
 				}
 			},
 		},
@@ -96,8 +118,9 @@ func TestPlan(t *testing.T) {
 		{
 			name: "tags already at the right digest cost nothing",
 			in: Input{Releases: []state.Release{release("4.16.15", ships("rhel-9", ka))},
-				Kernels:  []state.Kernel{kernel(ka, state.KernelPromoted, "4.16.15")},
-				Promoted: map[string]state.Promotion{"quay.io/acme/dtk:4.16.15": {Digest: "sha256:" + strings.Repeat("b", 64)}}},
+				Kernels: []state.Kernel{kernel(ka, state.KernelPromoted, "4.16.15")},
+				Promoted: map[string]state.Promotion{"quay.io/acme/dtk:4.16.15": {Digest: "sha256:" + strings.Repeat("b", 64)},
+					"quay.io/acme/dtk:" + ka + ".x86_64": {Digest: "sha256:" + strings.Repeat("b", 64)}}},
 			want: "",
 		},
 		{
@@ -109,14 +132,14 @@ func TestPlan(t *testing.T) {
 						k.Stream = "rhel-10"
 						return k
 					}()}},
-			want: "promote quay.io/acme/dtk:4.22.0; promote quay.io/acme/dtk:4.22.0-rhel-10",
+			want: "promote quay.io/acme/dtk:" + ka + ".x86_64; promote quay.io/acme/dtk:6.12.0-55.9.1.el10_1.x86_64; promote quay.io/acme/dtk:4.22.0; promote quay.io/acme/dtk:4.22.0-rhel-10",
 		},
 		{
 			name: "a tag that would name two kernels is held",
 			in: Input{Target: Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Minor}}"}},
 				Releases: []state.Release{release("4.16.15", ships("rhel-9", ka)), release("4.16.17", ships("rhel-9", kb))},
 				Kernels:  []state.Kernel{kernel(ka, state.KernelBuilt, "4.16.15"), kernel(kb, state.KernelBuilt, "4.16.17")}},
-			want: "hold quay.io/acme/dtk:4.16",
+			want: "hold quay.io/acme/dtk:4.16; promote quay.io/acme/dtk:" + ka + ".x86_64; promote quay.io/acme/dtk:" + kb + ".x86_64",
 		},
 		{
 			name: "held payloads and failed kernels are reported",
@@ -163,7 +186,7 @@ func TestFloatingTagsOnlyMoveForward(t *testing.T) {
 		}()},
 	}
 	got := Plan(in)
-	if summary(got) != "promote quay.io/acme/dtk:4.15; promote quay.io/acme/dtk:4.16; promote quay.io/acme/dtk:latest" {
+	if summary(got) != "promote quay.io/acme/dtk:"+ka+".x86_64; promote quay.io/acme/dtk:"+kb+".x86_64; promote quay.io/acme/dtk:4.15; promote quay.io/acme/dtk:4.16; promote quay.io/acme/dtk:latest" {
 		t.Fatalf("%s", summary(got))
 	}
 	for _, a := range got {
@@ -199,11 +222,12 @@ func TestFloatingTagOverTwoStreamsIsHeld(t *testing.T) {
 	in := Input{Now: now, Target: Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", FloatingTags: []string{"{{.Minor}}"}},
 		Releases: []state.Release{release("4.22.0", ships("rhel-9", k9), ships("rhel-10", k10))},
 		Kernels:  []state.Kernel{kernel(k9, state.KernelBuilt, "4.22.0"), ten}}
-	if got := summary(Plan(in)); got != "hold quay.io/acme/dtk:4.22" {
+	kernelTags := "promote quay.io/acme/dtk:" + k9 + ".x86_64; promote quay.io/acme/dtk:" + k10 + ".x86_64"
+	if got := summary(Plan(in)); got != "hold quay.io/acme/dtk:4.22; "+kernelTags {
 		t.Errorf("%s", got)
 	}
 	in.Target.FloatingTags = []string{"{{.Minor}}{{.StreamSuffix}}"}
-	if got := summary(Plan(in)); got != "promote quay.io/acme/dtk:4.22; promote quay.io/acme/dtk:4.22-rhel-10" {
+	if got := summary(Plan(in)); got != kernelTags+"; promote quay.io/acme/dtk:4.22; promote quay.io/acme/dtk:4.22-rhel-10" {
 		t.Errorf("%s", got)
 	}
 }

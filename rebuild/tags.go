@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"text/template"
+
+	"github.com/dtkbot/dtkbot/state"
 )
 
 // TagData are the fields a tag template may use.
@@ -60,4 +62,20 @@ func minorOf(version string) string {
 		return version
 	}
 	return parts[0] + "." + parts[1]
+}
+
+// ValidateStaging checks, with sample data, that the staging reference of t
+// can never be its kernel tag: a build would then be visible to consumers
+// before it is verified.
+func ValidateStaging(t Target) error {
+	if t.Repository == "" {
+		t.Repository = "registry.example.com/acme/driver-toolkit"
+	}
+	k := state.Kernel{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RHEL: "9.4",
+		Releases: []string{"4.16.15"}, Arch: "amd64", Stream: "rhel-9"}
+	if _, err := KernelImage(t, k); err != nil {
+		return nil // reported as the kernel tag's problem
+	}
+	_, err := StagingImage(t, k)
+	return err
 }

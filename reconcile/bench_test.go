@@ -47,7 +47,7 @@ func TestBackfillAndSteadyStateCost(t *testing.T) {
 	t.Logf("cold backfill: %d releases, %d inspected, %d builds, %d promotions in %s; graph %d requests; registry %d requests (+%d pings): %d manifest GETs, %d blob GETs, %d HEADs, %d bytes served",
 		res.Releases, res.Inspected, kernels, count(res, "promote"), coldTime.Round(time.Millisecond), h.graph.Requests.Load()-graph0,
 		cold.Requests, cold.Auth, cold.ManifestGETs, cold.BlobGETs, cold.ManifestHEADs, cold.BytesServed)
-	if res.Releases != 300 || res.Inspected != 300 || kernels != 60 || count(res, "promote") != 300 {
+	if res.Releases != 300 || res.Inspected != 300 || kernels != 60 || count(res, "promote:release") != 300 || count(res, "promote:kernel") != 60 {
 		t.Fatalf("backfill: %d releases, %d inspected, %d builds, %d promotions", res.Releases, res.Inspected, kernels, count(res, "promote"))
 	}
 

@@ -25,6 +25,7 @@ func realEffects(h *harness, builder rebuild.Builder) func() *Reconciler {
 		r.Builder = builder
 		r.Promoter = rebuild.NewRegistryPromoter(r.Registry)
 		r.Verifier = &rebuild.Verifier{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
+		r.Untagger = r.Registry
 		r.Policy.RequireVerified = true
 		return r
 	}
@@ -57,26 +58,41 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 			h.publish("stable-4.16", "4.16.15", k1)
 			h.publish("stable-4.16", "4.16.16", k1)
 			h.publish("stable-4.16", "4.16.17", k2)
-			h.publish("stable-4.16", "4.16.18", k3) // its build comes out with the wrong kernel
-			for i := 0; i < 3; i++ {
-				pass()
+			h.publish("stable-4.16", "4.16.18", k3) // its builds come out with the wrong kernel
+			wrongKernelTag := k3.Kernel + ".x86_64"
+			// Passes over two hours (past every backoff), restarting between them.
+			for i := 0; i < 6; i++ {
+				res := pass()
+				if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", wrongKernelTag); ok {
+					t.Fatalf("pass %d: the wrong-kernel build is at the kernel tag %s", i+1, wrongKernelTag)
+				}
+				if i == 0 && (res.Rejected != 1 || count(res, "verify") != 3) {
+					t.Errorf("first pass: %d rejected, %d verifications: %+v", res.Rejected, count(res, "verify"), res.Actions)
+				}
+				h.now = h.now.Add(25 * time.Minute)
 				h.restart()
 			}
 			builds := ci.Builds()
-			for image, n := range builds {
-				if n != 1 {
-					t.Errorf("%s built %d times", image, n)
+			staging := func(k payloadtest.Stream) string { return h.target.Repository + ":staging-" + k.Kernel + ".x86_64" }
+			for _, k := range []payloadtest.Stream{k1, k2} {
+				if n := builds[staging(k)]; n != 1 {
+					t.Errorf("%s built %d times", k.Kernel, n)
 				}
 			}
-			if len(builds) != 3 {
-				t.Errorf("%d kernels built, want 3", len(builds))
+			// The wrong kernel: built max_attempts times, rejected each time,
+			// then failed; never promoted anywhere.
+			if n := builds[staging(k3)]; n != h.policy.MaxAttempts {
+				t.Errorf("the wrong-kernel build was requested %d times, want %d", n, h.policy.MaxAttempts)
 			}
 			ks := kernels(t, h.store)
-			if k := ks[k3.Kernel]; k.State != state.KernelFailed || !strings.Contains(k.Reason, "carries 5.14.0-427.99.1.el9_4") {
+			if k := ks[k3.Kernel]; k.State != state.KernelFailed || !strings.Contains(k.Reason, "carries 5.14.0-427.99.1.el9_4") ||
+				len(k.Rejections) != h.policy.MaxAttempts || k.Published {
 				t.Errorf("the wrong-kernel build: %+v", k)
 			}
-			if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", "4.16.18"); ok {
-				t.Errorf("a wrong-kernel image was promoted")
+			for _, tag := range []string{"4.16.18", wrongKernelTag} {
+				if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", tag); ok {
+					t.Errorf("a wrong-kernel image was promoted to %s", tag)
+				}
 			}
 			for v, k := range map[string]payloadtest.Stream{"4.16.15": k1, "4.16.16": k1, "4.16.17": k2} {
 				got, ok := h.srv.TagDigest("dtkbot/driver-toolkit", v)
@@ -84,11 +100,16 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 				if !ok || got != want || ks[k.Kernel].State != state.KernelPromoted || ks[k.Kernel].ImageDigest != want.String() {
 					t.Errorf("%s at %s, want %s (%+v)", v, got, want, ks[k.Kernel])
 				}
+				// The staging tag is gone once the image is promoted (this
+				// registry deletes tags).
+				if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", "staging-"+k.Kernel+".x86_64"); ok || ks[k.Kernel].StagingRemoved != "removed" {
+					t.Errorf("the staging tag of %s is still there (%q)", k.Kernel, ks[k.Kernel].StagingRemoved)
+				}
 			}
 			before := h.srv.Stats()
 			res := pass()
 			cost := h.srv.Stats().Sub(before)
-			if count(res, "build") != 0 || count(res, "promote") != 0 || count(res, "hold") != 1 || cost.BytesUploaded != 0 || cost.ManifestPUTs != 0 {
+			if count(res, "build") != 0 || count(res, "promote") != 0 || count(res, "hold") != 1 || cost.Requests != 0 {
 				t.Errorf("a later pass: %+v, registry %+v", res.Actions, cost)
 			}
 		})

@@ -123,8 +123,13 @@ func (h *harness) reconciler() *Reconciler {
 
 // publish builds a release and adds it to the channel.
 func (h *harness) publish(channel, version string, s payloadtest.Stream) *payloadtest.Payload {
-	p := h.world.Release(payloadtest.ReleaseSpec{Version: version, Stream: s})
-	h.graph.Publish(channel, "amd64", version, p.Pullspec)
+	return h.publishSpec(channel, payloadtest.ReleaseSpec{Version: version, Stream: s})
+}
+
+// publishSpec builds a release as spec says and adds it to the channel.
+func (h *harness) publishSpec(channel string, spec payloadtest.ReleaseSpec) *payloadtest.Payload {
+	p := h.world.Release(spec)
+	h.graph.Publish(channel, "amd64", spec.Version, p.Pullspec)
 	return p
 }
 
@@ -137,10 +142,13 @@ func (h *harness) pass(opts Options) *Result {
 	return res
 }
 
+// count counts the actions of a type ("build"), or of a type and kind
+// ("promote:kernel", "promote:release").
 func count(res *Result, typ string) int {
+	typ, kind, _ := strings.Cut(typ, ":")
 	n := 0
 	for _, a := range res.Actions {
-		if a.Type == typ {
+		if a.Type == typ && (kind == "" || a.Kind == kind) {
 			n++
 		}
 	}

@@ -30,7 +30,7 @@ func TestReleasesPublishedInSteps(t *testing.T) {
 	h.publish("stable-4.16", "4.16.16", k1)
 	h.publish("stable-4.16", "4.16.17", k2)
 	res := h.pass(Options{})
-	if res.Releases != 3 || res.Inspected != 3 || count(res, "build") != 2 || count(res, "promote") != 3 {
+	if res.Releases != 3 || res.Inspected != 3 || count(res, "build") != 2 || count(res, "promote:release") != 3 || count(res, "promote:kernel") != 2 {
 		t.Fatalf("step 1: %+v", res)
 	}
 	for _, v := range []string{"4.16.15", "4.16.16", "4.16.17"} {
@@ -49,14 +49,14 @@ func TestReleasesPublishedInSteps(t *testing.T) {
 	h.publish("stable-4.16", "4.16.18", k2)
 	h.publish("stable-4.16", "4.16.19", k2)
 	res = h.pass(Options{})
-	if count(res, "build") != 0 || count(res, "promote") != 2 || res.Inspected != 2 {
+	if count(res, "build") != 0 || count(res, "promote") != 2 || count(res, "promote:release") != 2 || res.Inspected != 2 {
 		t.Fatalf("step 2: %+v", res.Actions)
 	}
 
 	// Step 3: a new kernel: exactly one build.
 	h.publish("stable-4.16", "4.16.20", k3)
 	res = h.pass(Options{})
-	if count(res, "build") != 1 || count(res, "promote") != 1 {
+	if count(res, "build") != 1 || count(res, "promote:release") != 1 || count(res, "promote:kernel") != 1 {
 		t.Fatalf("step 3: %+v", res.Actions)
 	}
 	if h.builder.total() != 3 {
@@ -162,7 +162,7 @@ func TestCrashAfterBuildRequestDoesNotBuildTwice(t *testing.T) {
 			crashed = true
 			h.builder.mu.Lock()
 			h.builder.calls = map[string]int{k1.Kernel: 1}
-			h.builder.queue = append(h.builder.queue, rebuild.BuildRequest{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Image: h.target.Repository + ":" + k1.Kernel + ".x86_64"})
+			h.builder.queue = append(h.builder.queue, rebuild.BuildRequest{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Image: h.target.Repository + ":staging-" + k1.Kernel + ".x86_64"})
 			h.builder.mu.Unlock()
 			runtime.Goexit()
 		}
@@ -185,7 +185,7 @@ func TestCrashAfterBuildRequestDoesNotBuildTwice(t *testing.T) {
 	}
 	h.builder.Finish()
 	res = h.pass(Options{})
-	if count(res, "promote") != 1 || h.builder.total() != 1 {
+	if count(res, "promote:release") != 1 || h.builder.total() != 1 {
 		t.Errorf("after the build appeared: %+v, %d builds", res.Actions, h.builder.total())
 	}
 }
@@ -228,7 +228,7 @@ func TestBuilderErrorsBackOff(t *testing.T) {
 		t.Errorf("retried before the backoff: %+v", res.Actions)
 	}
 	h.now = h.now.Add(h.policy.Backoff)
-	if res := h.pass(Options{}); count(res, "build") != 1 || count(res, "promote") != 1 {
+	if res := h.pass(Options{}); count(res, "build") != 1 || count(res, "promote:release") != 1 {
 		t.Errorf("after the backoff: %+v", res.Actions)
 	}
 }
@@ -279,8 +279,16 @@ func TestSecondProcessIsRefused(t *testing.T) {
 
 // fakeSignatures verifies the digests it is told to.
 type fakeSignatures struct {
-	signed map[string]bool
-	down   bool
+	signed  map[string]bool
+	down    bool
+	noTrust bool
+}
+
+func (f *fakeSignatures) Trust() string {
+	if f.noTrust {
+		return ""
+	}
+	return "test key"
 }
 
 func (f *fakeSignatures) Check(_ context.Context, _ string, d digest.Digest) (releasesig.Verdict, error) {
@@ -323,7 +331,7 @@ func TestStrictSignaturesHoldUnverifiedPayloads(t *testing.T) {
 	sigs.down = false
 	sigs.signed[unsigned.Digest.String()] = true
 	res, err = pass()
-	if err != nil || count(res, "build") != 1 || count(res, "promote") != 1 || count(res, "hold") != 0 {
+	if err != nil || count(res, "build") != 1 || count(res, "promote:release") != 1 || count(res, "hold") != 0 {
 		t.Fatalf("after signing: %v %+v", err, res.Actions)
 	}
 	exp, _ := h.store.Export()

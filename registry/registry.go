@@ -16,12 +16,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/docker/distribution/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker"
@@ -69,6 +71,7 @@ type Counters struct {
 // Client reads images. It is safe for concurrent use.
 type Client struct {
 	sys      *types.SystemContext
+	session  *session
 	timeout  time.Duration
 	attempts int
 	backoff  time.Duration
@@ -90,7 +93,7 @@ func New(opts Options) *Client {
 	if opts.TLSVerify != nil {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!*opts.TLSVerify)
 	}
-	c := &Client{sys: sys, timeout: opts.Timeout, attempts: opts.Attempts, backoff: opts.Backoff}
+	c := &Client{sys: sys, session: newSession(sys), timeout: opts.Timeout, attempts: opts.Attempts, backoff: opts.Backoff}
 	if c.timeout <= 0 {
 		c.timeout = 2 * time.Minute
 	}
@@ -148,8 +151,33 @@ func (img *Image) Close() {
 const MaxManifestBytes = 4 << 20
 
 // ErrDigestMismatch is returned when content does not hash to the digest it
-// was asked for by: a corrupt layer, a lying registry or a broken proxy.
+// was asked for by: a corrupt layer, a lying registry or a broken proxy. It
+// happened in transit: reading again may succeed.
 var ErrDigestMismatch = errors.New("digest mismatch")
+
+// ContentError is a fault in content whose digest verified (an unparseable
+// manifest, a layer that is not a tar, a file missing from it): the content
+// behind that digest is what it is, so reading it again can only fail again.
+// Network errors, 5xx, 401/403, timeouts and digest mismatches are never
+// content errors.
+type ContentError struct{ Err error }
+
+func (e *ContentError) Error() string { return e.Err.Error() }
+func (e *ContentError) Unwrap() error { return e.Err }
+
+// Content marks err as a fault of verified content (nil stays nil).
+func Content(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ContentError{Err: err}
+}
+
+// IsContent reports whether err is a fault of content that cannot change.
+func IsContent(err error) bool {
+	var c *ContentError
+	return errors.As(err, &c)
+}
 
 // Open resolves pullspec (a tag or a digest reference, without transport
 // prefix) and reads its manifest. A digest reference is verified against the
@@ -179,7 +207,7 @@ func (c *Client) Open(ctx context.Context, pullspec string) (*Image, error) {
 	}
 	if len(img.Manifest) > MaxManifestBytes {
 		img.Close()
-		return nil, fmt.Errorf("reading manifest of %s: %d bytes is over the limit of %d", pullspec, len(img.Manifest), MaxManifestBytes)
+		return nil, Content(fmt.Errorf("reading manifest of %s: %d bytes is over the limit of %d", pullspec, len(img.Manifest), MaxManifestBytes))
 	}
 	img.Digest = digest.FromBytes(img.Manifest)
 	if canonical := ref.DockerReference(); canonical != nil {
@@ -212,7 +240,7 @@ func (c *Client) Instance(ctx context.Context, img *Image, instance digest.Diges
 		return nil, "", fmt.Errorf("reading manifest %s of %s: %w", instance, img.Ref, err)
 	}
 	if len(blob) > MaxManifestBytes {
-		return nil, "", fmt.Errorf("reading manifest %s of %s: %d bytes is over the limit of %d", instance, img.Ref, len(blob), MaxManifestBytes)
+		return nil, "", Content(fmt.Errorf("reading manifest %s of %s: %d bytes is over the limit of %d", instance, img.Ref, len(blob), MaxManifestBytes))
 	}
 	if ok, _ := manifest.MatchesDigest(blob, instance); !ok {
 		return nil, "", fmt.Errorf("verifying manifest %s of %s: %w", instance, img.Ref, ErrDigestMismatch)
@@ -230,7 +258,8 @@ func (c *Client) Instance(ctx context.Context, img *Image, instance digest.Diges
 // returns nil. maxBytes bounds the compressed size read.
 func (c *Client) ReadBlob(ctx context.Context, img *Image, blob types.BlobInfo, maxBytes int64, consume func(io.Reader) error) error {
 	if blob.Size > maxBytes {
-		return fmt.Errorf("reading blob %s of %s: size %d is over the limit of %d", blob.Digest, img.Ref, blob.Size, maxBytes)
+		// The size is in the (verified) manifest: content.
+		return Content(fmt.Errorf("reading blob %s of %s: size %d is over the limit of %d", blob.Digest, img.Ref, blob.Size, maxBytes))
 	}
 	if err := blob.Digest.Validate(); err != nil {
 		return fmt.Errorf("reading blob %q of %s: %w", blob.Digest, img.Ref, err)
@@ -262,7 +291,9 @@ func (c *Client) ReadBlob(ctx context.Context, img *Image, blob types.BlobInfo, 
 			return permanent(fmt.Errorf("%w: content does not hash to its digest", ErrDigestMismatch))
 		}
 		if consumeErr != nil {
-			return permanent(consumeErr)
+			// The blob hashed to its digest: what consume found wrong is
+			// in the content itself.
+			return permanent(Content(consumeErr))
 		}
 		return nil
 	})
@@ -365,6 +396,10 @@ func Transient(err error) bool {
 	if errors.As(err, &status) {
 		return status.StatusCode >= 500 || status.StatusCode == 429
 	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status >= 500 || se.Status == 429
+	}
 	var ec errcode.Error
 	if errors.As(err, &ec) {
 		code := ec.Code.Descriptor().HTTPStatusCode
@@ -422,4 +457,65 @@ func isNotFound(err error) bool {
 	}
 	msg := err.Error()
 	return strings.Contains(msg, "StatusCode: 404") || strings.Contains(msg, "manifest unknown") || strings.Contains(msg, "404 Not Found")
+}
+
+// Untag removes one tag (repository:tag) and never the manifest behind it,
+// with the OCI distribution spec's DELETE /v2/<name>/manifests/<tag>.
+// Registries that do not delete tags (distribution/distribution's registry,
+// Docker Hub) answer ErrUnsupported; a tag already gone is success.
+func (c *Client) Untag(ctx context.Context, ref string) error {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return fmt.Errorf("untagging %q: %w", ref, err)
+	}
+	tagged, ok := named.(reference.NamedTagged)
+	if !ok {
+		return fmt.Errorf("untagging %q: not a tag reference", ref)
+	}
+	host, repo := reference.Domain(named), reference.Path(named)
+	if host == "docker.io" {
+		host = "registry-1.docker.io"
+	}
+	err = c.do(ctx, func(ctx context.Context) error {
+		h, err := c.session.host(ctx, host)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, fmt.Sprintf("%s://%s/v2/%s/manifests/%s", h.scheme, host, repo, tagged.Tag()), nil)
+		if err != nil {
+			return err
+		}
+		if ua := c.sys.DockerRegistryUserAgent; ua != "" {
+			req.Header.Set("User-Agent", ua)
+		}
+		if err := h.authorize(ctx, req, repo, "pull,push,delete"); err != nil {
+			return err
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		se := &StatusError{Status: resp.StatusCode, Code: errorCode(body), What: "deleting tag " + ref}
+		switch {
+		case resp.StatusCode >= 200 && resp.StatusCode < 300, resp.StatusCode == http.StatusNotFound:
+			return nil
+		case resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented ||
+			(resp.StatusCode == http.StatusBadRequest && (se.Code == "UNSUPPORTED" || se.Code == "DIGEST_INVALID")):
+			return permanent(fmt.Errorf("%w (%v)", ErrUnsupported, se))
+		}
+		return se
+	})
+	if err != nil {
+		return fmt.Errorf("untagging %s: %w", ref, err)
+	}
+	// Check the world, not the answer: a proxy may acknowledge and drop.
+	if _, err := c.Digest(ctx, ref); !errors.Is(err, ErrNotFound) {
+		if err == nil {
+			err = errors.New("the registry acknowledged the deletion, yet the tag is still there")
+		}
+		return fmt.Errorf("untagging %s: %w", ref, err)
+	}
+	return nil
 }

@@ -2,9 +2,13 @@ package registry
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,4 +246,65 @@ func TestDigestIsOneHEAD(t *testing.T) {
 	if c.Counters().Retries != 0 {
 		t.Errorf("a missing tag was retried")
 	}
+}
+
+// TestUntagRemovesTheTagNotTheManifest: the tag goes, the manifest (and
+// any other tag naming it) stays; a registry that does not delete tags says
+// so; a tag already gone is success.
+func TestUntagRemovesTheTagNotTheManifest(t *testing.T) {
+	f := newFixture(t)
+	body, mt, _ := f.srv.Manifest("acme/image", "v1")
+	f.srv.PutManifest("acme/image", "staging-v1", mt, body)
+	c := testClient(Options{})
+	ctx := context.Background()
+	if err := c.Untag(ctx, f.srv.Host()+"/acme/image:staging-v1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.srv.TagDigest("acme/image", "staging-v1"); ok {
+		t.Error("the tag is still there")
+	}
+	if d, ok := f.srv.TagDigest("acme/image", "v1"); !ok || d != f.image.Digest {
+		t.Error("the other tag of the manifest went too")
+	}
+	if err := c.Untag(ctx, f.srv.Host()+"/acme/image:staging-v1"); err != nil {
+		t.Errorf("a tag already gone: %v", err)
+	}
+	f.srv.PutManifest("acme/image", "staging-v1", mt, body)
+	f.srv.RefuseTagDeletes = true
+	if err := c.Untag(ctx, f.srv.Host()+"/acme/image:staging-v1"); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "405 UNSUPPORTED") {
+		t.Errorf("a registry that does not delete tags: %v", err)
+	}
+	if err := c.Untag(ctx, f.srv.Host()+"/acme/image@"+f.image.Digest.String()); err == nil {
+		t.Error("untagging a digest reference")
+	}
+}
+
+// TestUntagWithBasicAuth sends the pull secret's credentials, pinging once.
+func TestUntagWithBasicAuth(t *testing.T) {
+	f := newFixture(t)
+	f.srv.RequireBasicAuth("robot", "s3cret")
+	auth := writeAuthFile(t, f.srv.Host(), "robot", "s3cret")
+	c := testClient(Options{AuthFile: auth})
+	before := f.srv.Stats()
+	for _, tag := range []string{"a", "b"} {
+		body, mt, _ := f.srv.Manifest("acme/image", "v1")
+		f.srv.PutManifest("acme/image", tag, mt, body)
+		if err := c.Untag(context.Background(), f.srv.Host()+"/acme/image:"+tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := f.srv.Stats().Sub(before); c.TagDeletes != 2 {
+		t.Errorf("%d tags deleted", c.TagDeletes)
+	}
+}
+
+// writeAuthFile writes a containers auth.json with one registry's credentials.
+func writeAuthFile(t *testing.T, host, user, pass string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "auth.json")
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, auth)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -60,6 +60,9 @@ func TestInspectRejectsBadPayloads(t *testing.T) {
 		arch   string
 		want   []string
 		isErr  error
+		// content: the payload's content is broken (held for good), as
+		// opposed to a read that may succeed later.
+		content bool
 	}{
 		{
 			name: "corrupt last layer",
@@ -71,35 +74,45 @@ func TestInspectRejectsBadPayloads(t *testing.T) {
 			want:  []string{"reading last layer", "digest mismatch"},
 			isErr: registry.ErrDigestMismatch,
 		},
-		{name: "missing image-references", tweak: replaceEntry(refs), want: []string{"no regular file release-manifests/image-references"}},
-		{name: "invalid JSON", tweak: replaceEntry(refs, payloadtest.File(refs, []byte(`{"kind": "ImageStream", `))), want: []string{"parsing release-manifests/image-references", "unexpected EOF"}},
-		{name: "not an ImageStream", tweak: replaceEntry(refs, payloadtest.File(refs, []byte(`{"kind": "ConfigMap"}`))), want: []string{`kind "ConfigMap"`}},
+		{name: "missing image-references", tweak: replaceEntry(refs), want: []string{"no regular file release-manifests/image-references"}, content: true},
+		{name: "invalid JSON", tweak: replaceEntry(refs, payloadtest.File(refs, []byte(`{"kind": "ImageStream", `))), want: []string{"parsing release-manifests/image-references", "unexpected EOF"}, content: true},
+		{name: "not an ImageStream", tweak: replaceEntry(refs, payloadtest.File(refs, []byte(`{"kind": "ConfigMap"}`))), want: []string{`kind "ConfigMap"`}, content: true},
 		{
-			name:  "symlink named like image-references",
-			tweak: replaceEntry(refs, payloadtest.TarEntry{Name: refs, Type: tar.TypeSymlink, Linkname: "../../etc/passwd"}),
-			want:  []string{"no regular file release-manifests/image-references"},
+			name:    "symlink named like image-references",
+			tweak:   replaceEntry(refs, payloadtest.TarEntry{Name: refs, Type: tar.TypeSymlink, Linkname: "../../etc/passwd"}),
+			want:    []string{"no regular file release-manifests/image-references"},
+			content: true,
 		},
 		{
-			name:  "hard link named like image-references",
-			tweak: replaceEntry(refs, payloadtest.TarEntry{Name: refs, Type: tar.TypeLink, Linkname: "release-manifests/release-metadata"}),
-			want:  []string{"no regular file release-manifests/image-references"},
+			name:    "hard link named like image-references",
+			tweak:   replaceEntry(refs, payloadtest.TarEntry{Name: refs, Type: tar.TypeLink, Linkname: "release-manifests/release-metadata"}),
+			want:    []string{"no regular file release-manifests/image-references"},
+			content: true,
 		},
 		{
-			name:  "dot-dot entry named like image-references",
-			tweak: replaceEntry(refs, payloadtest.File("release-manifests/../release-manifests/image-references", []byte(`{}`))),
-			want:  []string{"no regular file release-manifests/image-references"},
+			name:    "dot-dot entry named like image-references",
+			tweak:   replaceEntry(refs, payloadtest.File("release-manifests/../release-manifests/image-references", []byte(`{}`))),
+			want:    []string{"no regular file release-manifests/image-references"},
+			content: true,
 		},
 		{
 			name: "image-references twice",
 			tweak: func(entries []payloadtest.TarEntry) []payloadtest.TarEntry {
 				return append(entries[:3:3], append([]payloadtest.TarEntry{payloadtest.File("./"+refs, entries[1].Body)}, entries[3:]...)...)
 			},
-			want: []string{"appears twice"},
+			want:    []string{"appears twice"},
+			content: true,
 		},
-		{name: "decompression bomb", tweak: bomb, limits: func(l *Limits) { l.MaxDecompressedBytes = 4 << 20 }, want: []string{"decompression bomb"}, isErr: ErrLimit},
-		{name: "image-references over the size limit", tweak: bigRefs, want: []string{"release-manifests/image-references is", "over the limit"}, isErr: ErrLimit},
-		{name: "last layer over the size limit", limits: func(l *Limits) { l.MaxReleaseLayerBytes = 1 << 10 }, want: []string{"over the limit of 1024"}},
-		{name: "manifest list without the wanted arch", arch: "s390x", want: []string{"no linux/s390x image"}},
+		{
+			name:    "a tag twice with different images",
+			tweak:   payloadtest.DuplicateTag("driver-toolkit", "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:"+strings.Repeat("0", 64)),
+			want:    []string{`tag "driver-toolkit" appears twice with different images`, "ambiguous"},
+			content: true,
+		},
+		{name: "decompression bomb", tweak: bomb, limits: func(l *Limits) { l.MaxDecompressedBytes = 4 << 20 }, want: []string{"decompression bomb"}, isErr: ErrLimit, content: true},
+		{name: "image-references over the size limit", tweak: bigRefs, want: []string{"release-manifests/image-references is", "over the limit"}, isErr: ErrLimit, content: true},
+		{name: "last layer over the size limit", limits: func(l *Limits) { l.MaxReleaseLayerBytes = 1 << 10 }, want: []string{"over the limit of 1024"}, content: true},
+		{name: "manifest list without the wanted arch", arch: "s390x", want: []string{"no linux/s390x image"}, content: true},
 		{name: "missing release", mutate: func(tw *testWorld, p *payloadtest.Payload) {
 			p.Pullspec = tw.srv.Host() + "/openshift-release-dev/ocp-release:4.16.99-x86_64"
 		}, want: []string{"4.16.99-x86_64", "manifest unknown"}},
@@ -139,7 +152,31 @@ func TestInspectRejectsBadPayloads(t *testing.T) {
 			if tt.isErr != nil && !errors.Is(err, tt.isErr) {
 				t.Errorf("error %q is not %v", msg, tt.isErr)
 			}
+			if registry.IsContent(err) != tt.content {
+				t.Errorf("content error: %v, want %v (%q)", registry.IsContent(err), tt.content, msg)
+			}
+			var pe *PayloadError
+			if !errors.As(err, &pe) || (tt.content && pe.Digest != p.Digest.String()) {
+				t.Errorf("the error does not name the payload digest %s: %#v", p.Digest, pe)
+			}
 		})
+	}
+}
+
+// TestInspectIdenticalDuplicateEntryIsUsedWithAWarning: a payload listing
+// the same entry twice is read as if it listed it once.
+func TestInspectIdenticalDuplicateEntryIsUsedWithAWarning(t *testing.T) {
+	tw := newTestWorld(t)
+	p := tw.w.Release(spec416(payloadtest.DuplicateTag("driver-toolkit", "")))
+	r, err := tw.inspector(Options{}).Inspect(context.Background(), p.Pullspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Streams[0]; !s.Consistent || s.Kernel != "5.14.0-427.37.1.el9_4" {
+		t.Errorf("stream %+v", s)
+	}
+	if !strings.Contains(strings.Join(r.Warnings, "\n"), `lists tag "driver-toolkit" twice (the same image): used once`) {
+		t.Errorf("warnings %q", r.Warnings)
 	}
 }
 
@@ -153,7 +190,8 @@ func TestInspectInconsistentPayloadIsReportedNotFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := r.Streams[0]
-	if s.Consistent || s.Kernel != "5.14.0-427.40.1.el9_4" || s.OSKernel != "5.14.0-427.37.1.el9_4.x86_64" {
+	// The node kernel is the OS image's; the DTK's is reported beside it.
+	if s.Consistent || s.Kernel != "5.14.0-427.37.1.el9_4" || s.KernelSource != SourceOSTreeLabel || s.DTKKernel != "5.14.0-427.40.1.el9_4.x86_64" {
 		t.Errorf("stream %+v", s)
 	}
 	if !strings.Contains(strings.Join(s.Warnings, "\n"), "inconsistent payload: driver-toolkit kernel 5.14.0-427.40.1.el9_4.x86_64 differs from rhel-coreos kernel 5.14.0-427.37.1.el9_4.x86_64") {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/dtkbot/dtkbot/registry"
 )
 
 // Files read from component images.
@@ -48,7 +50,7 @@ func (in *Inspector) readConfig(ctx context.Context, r *resolved) (*imageConfig,
 	}
 	var cfg imageConfig
 	if err := json.Unmarshal(data, &cfg); err != nil {
-		return nil, fmt.Errorf("parsing config %s: %w", info.Digest, err)
+		return nil, registry.Content(fmt.Errorf("parsing config %s: %w", info.Digest, err))
 	}
 	return &cfg, nil
 }

@@ -183,7 +183,7 @@ func (in *Inspector) Inspect(ctx context.Context, pullspec string) (*Report, err
 	}
 	img, err := in.reg.Open(ctx, pullspec)
 	if err != nil {
-		return nil, fmt.Errorf("release %s: %w", pullspec, err)
+		return nil, &PayloadError{Pullspec: pullspec, Err: err}
 	}
 	defer img.Close()
 	if r, ok := in.cached(img.Digest, pullspec); ok {
@@ -191,7 +191,7 @@ func (in *Inspector) Inspect(ctx context.Context, pullspec string) (*Report, err
 	}
 	r, err := in.inspectRelease(ctx, img)
 	if err != nil {
-		return nil, fmt.Errorf("release %s: %w", pullspec, err)
+		return nil, &PayloadError{Pullspec: pullspec, Digest: img.Digest.String(), Err: err}
 	}
 	if in.opts.Cache != nil {
 		in.opts.Cache.Put(CacheKey(img.Digest, in.opts.Arch), r)
@@ -210,6 +210,18 @@ func (in *Inspector) cached(d digest.Digest, pullspec string) (*Report, bool) {
 	return r, ok
 }
 
+// PayloadError is a failed inspection of one payload. Digest is set once
+// the payload's manifest was read; registry.IsContent tells a payload whose
+// content is broken (held for good) from one that could not be read now.
+type PayloadError struct {
+	Pullspec string
+	Digest   string
+	Err      error
+}
+
+func (e *PayloadError) Error() string { return fmt.Sprintf("release %s: %v", e.Pullspec, e.Err) }
+func (e *PayloadError) Unwrap() error { return e.Err }
+
 // resolved is one image narrowed to the wanted architecture.
 type resolved struct {
 	img      *registry.Image
@@ -226,27 +238,27 @@ func (in *Inspector) resolve(ctx context.Context, img *registry.Image) (*resolve
 	if manifest.MIMETypeIsMultiImage(mt) {
 		list, err := manifest.ListFromBlob(blob, mt)
 		if err != nil {
-			return nil, fmt.Errorf("parsing manifest list: %w", err)
+			return nil, registry.Content(fmt.Errorf("parsing manifest list: %w", err))
 		}
 		inst, err := list.ChooseInstance(&types.SystemContext{ArchitectureChoice: in.opts.Arch, OSChoice: "linux"})
 		if err != nil {
-			return nil, fmt.Errorf("manifest list has no linux/%s image: %w", in.opts.Arch, err)
+			return nil, registry.Content(fmt.Errorf("manifest list has no linux/%s image: %w", in.opts.Arch, err))
 		}
 		blob, mt, err = in.reg.Instance(ctx, img, inst)
 		if err != nil {
 			return nil, err
 		}
 		if manifest.MIMETypeIsMultiImage(mt) {
-			return nil, fmt.Errorf("manifest %s is a list inside a list", inst)
+			return nil, registry.Content(fmt.Errorf("manifest %s is a list inside a list", inst))
 		}
 		out.instance, out.arch = inst, in.opts.Arch
 	}
 	m, err := manifest.FromBlob(blob, mt)
 	if err != nil {
-		return nil, fmt.Errorf("parsing manifest: %w", err)
+		return nil, registry.Content(fmt.Errorf("parsing manifest: %w", err))
 	}
 	if len(m.LayerInfos()) == 0 {
-		return nil, fmt.Errorf("image has no layers")
+		return nil, registry.Content(fmt.Errorf("image has no layers"))
 	}
 	out.manifest = m
 	return out, nil
@@ -287,11 +299,11 @@ func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*
 	}
 	refs, ok := files[imageReferencesPath]
 	if !ok {
-		return nil, fmt.Errorf("reading last layer %s: no regular file %s (is this a release image?)", last.Digest, imageReferencesPath)
+		return nil, registry.Content(fmt.Errorf("reading last layer %s: no regular file %s (is this a release image?)", last.Digest, imageReferencesPath))
 	}
 	comps, err := parseImageReferences(refs)
 	if err != nil {
-		return nil, err
+		return nil, registry.Content(err)
 	}
 	report := &Report{
 		Release:        comps.version,
@@ -301,6 +313,7 @@ func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*
 		Arch:           rel.arch,
 		RHCOSVersions:  []string{},
 		Streams:        []Stream{},
+		Warnings:       comps.warnings,
 	}
 	if meta, ok := files[releaseMetadataPath]; !ok {
 		report.Warnings = append(report.Warnings, "no "+releaseMetadataPath+" in the last layer")
@@ -312,7 +325,7 @@ func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*
 
 	specs := streamSpecs(comps)
 	if len(specs) == 0 {
-		return nil, fmt.Errorf("image-references names no OS image (rhel-coreos, rhel-coreos-8, machine-os-content)")
+		return nil, registry.Content(fmt.Errorf("image-references names no OS image (rhel-coreos, rhel-coreos-8, machine-os-content)"))
 	}
 	for _, spec := range specs {
 		s, osArch, err := in.inspectStream(ctx, comps, spec)
@@ -410,16 +423,18 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 		return s, "", fmt.Errorf("OS image %s: %w", s.OSImage, err)
 	}
 	s.Warnings = append(s.Warnings, osk.warnings...)
-	if !osk.kernel.IsZero() {
-		s.OSKernel, s.OSKernelSource = osk.kernel.String(), osk.source
+	if !dtk.kernel.IsZero() {
+		s.DTKKernel, s.DTKKernelSource = dtk.kernel.String(), dtk.source
 	}
 
-	kernel, rt := dtk.kernel, dtk.rt
+	// The nodes run the OS image's kernel: it is the kernel of the stream,
+	// the DTK's only where the OS image does not say.
+	kernel, rt := osk.kernel, dtk.rt
 	switch {
-	case !dtk.kernel.IsZero():
-		s.KernelSource = dtk.source
 	case !osk.kernel.IsZero():
-		kernel, s.KernelSource = osk.kernel, osk.source
+		s.KernelSource = osk.source
+	case !dtk.kernel.IsZero():
+		kernel, s.KernelSource = dtk.kernel, dtk.source
 	}
 	if rt.IsZero() {
 		rt = osk.rt

@@ -81,8 +81,10 @@ func TestInspectEveryEra(t *testing.T) {
 				if spec.Version == "4.6.13" && !strings.Contains(strings.Join(r.Streams[0].Warnings, " "), "before 4.8") {
 					t.Errorf("unknown kernel without its reason: %q", r.Streams[0].Warnings)
 				}
-				if strings.HasPrefix(spec.Version, "4.22") && (r.Streams[0].OSKernelSource != SourceMetaLayer || r.Streams[1].OSKernelSource != SourceMetaLayer) {
-					t.Errorf("4.22 OS kernels should come from the metadata layer: %+v", r.Streams)
+				for _, s := range r.Streams {
+					if spec.Version != "4.6.13" && (s.DTKKernel != s.KernelFull || s.DTKKernelSource != SourceDTKReleaseJSON) {
+						t.Errorf("stream %s: DTK kernel %q from %q, want %s from the DTK's JSON", s.Stream, s.DTKKernel, s.DTKKernelSource, s.KernelFull)
+					}
 				}
 				// Never a content layer.
 				after := tw.srv.Stats()

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+
+	"github.com/dtkbot/dtkbot/registry"
 )
 
 // Paths inside the release image's last layer, as `oc adm release new` writes them.
@@ -49,9 +51,10 @@ var versionPattern = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-
 // components is image-references reduced to what we use: component name ->
 // its tag, validated.
 type components struct {
-	version string
-	tags    map[string]imageTag
-	order   []string
+	version  string
+	tags     map[string]imageTag
+	order    []string
+	warnings []string
 }
 
 // parseImageReferences checks that data is an ImageStream as oc writes it and
@@ -76,13 +79,27 @@ func parseImageReferences(data []byte) (*components, error) {
 		if t.Name == "" {
 			return nil, fmt.Errorf("parsing %s: tag %d has no name", imageReferencesPath, i)
 		}
-		if _, dup := c.tags[t.Name]; dup {
-			return nil, fmt.Errorf("parsing %s: tag %q appears twice", imageReferencesPath, t.Name)
+		if prev, dup := c.tags[t.Name]; dup {
+			// The same entry twice says nothing new; two images under one
+			// name leave no way to tell which the payload means.
+			if prev.image() != t.image() {
+				return nil, fmt.Errorf("parsing %s: tag %q appears twice with different images (%s and %s): ambiguous", imageReferencesPath, t.Name, prev.image(), t.image())
+			}
+			c.warnings = append(c.warnings, fmt.Sprintf("%s lists tag %q twice (the same image): used once", imageReferencesPath, t.Name))
+			continue
 		}
 		c.tags[t.Name] = t
 		c.order = append(c.order, t.Name)
 	}
 	return c, nil
+}
+
+// image is what the tag names: kind and image, for comparing entries.
+func (t imageTag) image() string {
+	if t.From == nil {
+		return "nothing"
+	}
+	return t.From.Kind + " " + t.From.Name
 }
 
 // image returns the pullspec of component name, validated, or "" if the
@@ -93,10 +110,10 @@ func (c *components) image(name string) (string, error) {
 		return "", nil
 	}
 	if t.From == nil || t.From.Kind != "DockerImage" || t.From.Name == "" {
-		return "", fmt.Errorf("component %q: from is not a DockerImage", name)
+		return "", registry.Content(fmt.Errorf("component %q: from is not a DockerImage", name))
 	}
 	if _, err := reference.ParseNormalizedNamed(t.From.Name); err != nil {
-		return "", fmt.Errorf("component %q: image %q: %w", name, t.From.Name, err)
+		return "", registry.Content(fmt.Errorf("component %q: image %q: %w", name, t.From.Name, err))
 	}
 	return t.From.Name, nil
 }

@@ -26,7 +26,8 @@ type Stream struct {
 	RHCOSVersion string `json:"rhcos_version"`
 	DTKTag       string `json:"dtk_tag,omitempty"`
 	DTKImage     string `json:"dtk_image"`
-	// Kernel is VERSION-RELEASE without arch; KernelFull is as `uname -r`.
+	// Kernel is the node kernel, VERSION-RELEASE without arch: the OS
+	// image's where it was read, else the DTK's. KernelFull is as `uname -r`.
 	Kernel     string `json:"kernel"`
 	KernelFull string `json:"kernel_full"`
 	// RTKernel is VERSION-RELEASE of the real-time kernel, empty if none.
@@ -35,9 +36,10 @@ type Stream struct {
 	RHELVersion  string `json:"rhel_version"`
 	// KernelSource says where Kernel was read ("unknown" when nowhere).
 	KernelSource string `json:"kernel_source"`
-	// OSKernel is the kernel the OS image declares, for the consistency check.
-	OSKernel       string `json:"os_kernel,omitempty"`
-	OSKernelSource string `json:"os_kernel_source,omitempty"`
+	// DTKKernel is the kernel the payload's DTK declares (`uname -r`), for
+	// the consistency check.
+	DTKKernel       string `json:"dtk_kernel,omitempty"`
+	DTKKernelSource string `json:"dtk_kernel_source,omitempty"`
 	// Consistent is true when the DTK kernel and the OS kernel are both known
 	// and equal: only then may a build be based on this stream.
 	Consistent bool     `json:"consistent"`

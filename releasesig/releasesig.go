@@ -2,10 +2,15 @@
 // trusted key before dtkbot builds or promotes for it, as the cluster-version
 // operator does: Red Hat's OpenPGP "atomic container signatures" from a
 // signature store laid out as <store>/sha256=<hex>/signature-N (N from 1, at
-// most 10 tried), verified with containers/image's pure-Go OpenPGP mechanism
-// against configured public keys, the signed JSON checked strictly (type,
+// most 10 tried), verified against trusted public keys (Red Hat's release key
+// unless others are configured), the signed JSON checked strictly (type,
 // digest, no unknown field); and, where configured, a containers policy.json
 // (sigstore signatures) evaluated by containers/image.
+//
+// Atomic signatures are verified with golang.org/x/crypto/openpgp, the
+// package the cluster-version operator and openshift/library-go pkg/verify
+// use: Red Hat's signing service writes version 3 signature packets, which
+// containers/image's pure-Go mechanism (ProtonMail/go-crypto) does not read.
 //
 // It never trusts the signed JSON before the signature verified, and never
 // treats a failure to fetch as a failure to verify: a transient error is an
@@ -15,6 +20,7 @@ package releasesig
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +36,7 @@ import (
 	"go.podman.io/image/v5/image"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
+	"golang.org/x/crypto/openpgp" //nolint:staticcheck // deprecated, but the one Go OpenPGP that reads v3 signatures, as the CVO uses it
 )
 
 // Modes of verify.mode.
@@ -42,6 +49,20 @@ const (
 // MaxSignatures is how many signature-N are tried, as the cluster does.
 const MaxSignatures = 10
 
+// DefaultStore is the official signature store of OpenShift releases.
+const DefaultStore = "https://mirror.openshift.com/pub/openshift-v4/signatures/openshift/release"
+
+// RedHatReleaseKey is Red Hat release key 2 (fingerprint
+// 567E347AD0044ADE55BA8A5F199E2F91FD431D51), trusted when no keys are
+// configured. Source: keys/SOURCES.md.
+//
+//go:embed keys/redhat-release-key.asc
+var RedHatReleaseKey []byte
+
+// maxSignedBytes bounds the signed JSON once decompressed: a signature is a
+// few hundred bytes, and its compressed packet must not inflate without end.
+const maxSignedBytes = 1 << 20
+
 // Verdict is the outcome of a check.
 type Verdict struct {
 	Verified bool
@@ -51,46 +72,75 @@ type Verdict struct {
 	Reason string
 }
 
-// Checker checks release signatures.
-type Checker struct {
-	// Store is the signature store's base URL (https://... or file://...).
+// Options configure a Checker.
+type Options struct {
+	// Store is the signature store's base URL (https://... or file://...);
+	// DefaultStore when empty.
 	Store string
-	HTTP  *http.Client
+	// KeyFiles are OpenPGP public keys (ASCII-armored or binary). nil means
+	// Red Hat's release key; an empty, non-nil list means no OpenPGP trust.
+	KeyFiles []string
+	// Policy is a containers policy.json evaluated with Sys (sigstore
+	// signatures); none when empty.
+	Policy string
+	Sys    *types.SystemContext
+	HTTP   *http.Client
 	// MaxBytes bounds one signature (default 64 KiB).
 	MaxBytes int64
+}
 
-	mech signature.SigningMechanism
-	keys []string // trusted key fingerprints
+// Checker checks release signatures.
+type Checker struct {
+	store    string
+	http     *http.Client
+	maxBytes int64
+
+	keyring openpgp.EntityList
+	trust   []string // "FINGERPRINT (name)" of every trusted key
 
 	policy *signature.PolicyContext
 	sys    *types.SystemContext
 }
 
-// New returns a checker trusting the keys in keyFiles (ASCII-armored or
-// binary OpenPGP public keys) and, if policyFile is set, a containers
-// policy.json evaluated with sys (registry credentials, registries.d).
-func New(store string, keyFiles []string, policyFile string, sys *types.SystemContext) (*Checker, error) {
-	c := &Checker{Store: strings.TrimSuffix(store, "/"), sys: sys}
-	var blobs [][]byte
-	for _, f := range keyFiles {
+// New returns a checker for opts.
+func New(opts Options) (*Checker, error) {
+	c := &Checker{store: strings.TrimSuffix(opts.Store, "/"), http: opts.HTTP, maxBytes: opts.MaxBytes, sys: opts.Sys}
+	if c.store == "" {
+		c.store = DefaultStore
+	}
+	if c.http == nil {
+		c.http = &http.Client{Timeout: 30 * time.Second}
+	}
+	if c.maxBytes <= 0 {
+		c.maxBytes = 64 << 10
+	}
+	blobs := map[string][]byte{}
+	if opts.KeyFiles == nil {
+		blobs["the built-in Red Hat release key"] = RedHatReleaseKey
+	}
+	for _, f := range opts.KeyFiles {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("reading verify.public_keys: %w", err)
 		}
-		blobs = append(blobs, b)
+		blobs[f] = b
 	}
-	if len(blobs) > 0 {
-		mech, keys, err := signature.NewEphemeralGPGSigningMechanism(bytes.Join(blobs, []byte("\n")))
+	for name, b := range blobs {
+		ring, err := readKeyRing(b)
 		if err != nil {
-			return nil, fmt.Errorf("loading verify.public_keys: %w", err)
+			return nil, fmt.Errorf("loading verify.public_keys %s: %w", name, err)
 		}
-		if len(keys) == 0 {
-			return nil, errors.New("verify.public_keys: no key found in the files")
+		if len(ring) == 0 {
+			return nil, fmt.Errorf("verify.public_keys %s: no key found", name)
 		}
-		c.mech, c.keys = mech, keys
+		c.keyring = append(c.keyring, ring...)
 	}
-	if policyFile != "" {
-		p, err := signature.NewPolicyFromFile(policyFile)
+	for _, e := range c.keyring {
+		c.trust = append(c.trust, fmt.Sprintf("%X (%s)", e.PrimaryKey.Fingerprint, identityOf(e)))
+	}
+	slices.Sort(c.trust)
+	if opts.Policy != "" {
+		p, err := signature.NewPolicyFromFile(opts.Policy)
 		if err != nil {
 			return nil, fmt.Errorf("loading verify.policy: %w", err)
 		}
@@ -101,24 +151,58 @@ func New(store string, keyFiles []string, policyFile string, sys *types.SystemCo
 	return c, nil
 }
 
+// readKeyRing reads armored or binary public keys.
+func readKeyRing(b []byte) (openpgp.EntityList, error) {
+	if bytes.Contains(b, []byte("-----BEGIN PGP")) {
+		return openpgp.ReadArmoredKeyRing(bytes.NewReader(b))
+	}
+	return openpgp.ReadKeyRing(bytes.NewReader(b))
+}
+
+func identityOf(e *openpgp.Entity) string {
+	names := make([]string, 0, len(e.Identities))
+	for n := range e.Identities {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		return "no user id"
+	}
+	return names[0]
+}
+
+// Trust describes what the checker verifies with, for status pages: the
+// OpenPGP keys and the policy; "" when nothing.
+func (c *Checker) Trust() string {
+	var parts []string
+	if len(c.trust) > 0 {
+		parts = append(parts, "OpenPGP "+strings.Join(c.trust, ", "))
+	}
+	if c.policy != nil {
+		parts = append(parts, "policy.json")
+	}
+	return strings.Join(parts, "; ")
+}
+
 // Close releases the checker's resources.
 func (c *Checker) Close() {
 	if c.policy != nil {
 		_ = c.policy.Destroy()
 	}
-	if c.mech != nil {
-		_ = c.mech.Close()
-	}
 }
+
+// ErrNoTrust is the reason of every verdict of a checker with no key and no
+// policy: nothing can verify.
+var ErrNoTrust = errors.New("nothing to verify with: verify.public_keys is empty and verify.policy unset")
 
 // Check verifies the payload pullspec whose manifest digest is d. An error
 // means the check could not be made (network, store 5xx): try again later.
 func (c *Checker) Check(ctx context.Context, pullspec string, d digest.Digest) (Verdict, error) {
-	if c.mech == nil && c.policy == nil {
-		return Verdict{Reason: "no verify.public_keys or verify.policy configured"}, nil
+	if len(c.keyring) == 0 && c.policy == nil {
+		return Verdict{Reason: ErrNoTrust.Error()}, nil
 	}
 	var reasons []string
-	if c.mech != nil {
+	if len(c.keyring) > 0 {
 		v, err := c.checkAtomic(ctx, d)
 		if err != nil || v.Verified {
 			return v, err
@@ -164,16 +248,12 @@ func (c *Checker) checkAtomic(ctx context.Context, d digest.Digest) (Verdict, er
 }
 
 func (c *Checker) fetch(ctx context.Context, d digest.Digest, n int) ([]byte, bool, error) {
-	u := fmt.Sprintf("%s/%s=%s/signature-%d", c.Store, d.Algorithm(), d.Encoded(), n)
+	u := fmt.Sprintf("%s/%s=%s/signature-%d", c.store, d.Algorithm(), d.Encoded(), n)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, false, err
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, false, fmt.Errorf("fetching %s: %w", u, err)
 	}
@@ -185,32 +265,55 @@ func (c *Checker) fetch(ctx context.Context, d digest.Digest, n int) ([]byte, bo
 	case resp.StatusCode != http.StatusOK:
 		return nil, false, fmt.Errorf("fetching %s: HTTP %d", u, resp.StatusCode)
 	}
-	max := c.MaxBytes
-	if max <= 0 {
-		max = 64 << 10
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
 	if err != nil {
 		return nil, false, fmt.Errorf("fetching %s: %w", u, err)
 	}
-	if int64(len(body)) > max {
+	if int64(len(body)) > c.maxBytes {
 		return body[:0], true, nil // verifyOne will say it is not a signature
 	}
 	return body, true, nil
 }
 
-// verifyOne checks a signature's cryptography, then its signed JSON.
+// verifyOne checks a signature's cryptography as openshift/library-go's
+// pkg/verify does (signed, by a trusted key, not expired), then its signed
+// JSON. It returns the fingerprint of the key that signed.
 func (c *Checker) verifyOne(sig []byte, d digest.Digest) (string, error) {
 	if len(sig) == 0 {
 		return "", errors.New("empty or over the size limit")
 	}
-	contents, key, err := c.mech.Verify(sig)
+	md, err := openpgp.ReadMessage(bytes.NewReader(sig), c.keyring, nil, nil)
 	if err != nil {
 		return "", fmt.Errorf("does not verify: %w", err)
 	}
-	if !slices.Contains(c.keys, key) {
-		return "", fmt.Errorf("signed by key %s, which is not trusted", key)
+	if !md.IsSigned {
+		return "", errors.New("does not verify: the message is not signed")
 	}
+	// The signature is checked when the body is read to its end.
+	contents, err := io.ReadAll(io.LimitReader(md.UnverifiedBody, maxSignedBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("does not verify: reading the signed message: %w", err)
+	}
+	if len(contents) > maxSignedBytes {
+		return "", fmt.Errorf("does not verify: the signed message is over %d bytes", maxSignedBytes)
+	}
+	if md.SignedBy == nil {
+		return "", fmt.Errorf("does not verify: signed by key %X, which is not trusted", md.SignedByKeyId)
+	}
+	if md.SignatureError != nil {
+		return "", fmt.Errorf("does not verify: %w", md.SignatureError)
+	}
+	switch {
+	case md.Signature != nil:
+		if life := md.Signature.SigLifetimeSecs; life != nil && *life != 0 {
+			if expiry := md.Signature.CreationTime.Add(time.Duration(*life) * time.Second); time.Now().After(expiry) {
+				return "", fmt.Errorf("does not verify: the signature expired on %s", expiry.UTC().Format(time.RFC3339))
+			}
+		}
+	case md.SignatureV3 == nil:
+		return "", errors.New("does not verify: no signature packet")
+	}
+	key := fmt.Sprintf("%X", md.SignedBy.PublicKey.Fingerprint)
 	if err := CheckContents(contents, d); err != nil {
 		return "", err
 	}

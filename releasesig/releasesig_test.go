@@ -3,6 +3,7 @@ package releasesig
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,8 +13,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/copy"
 	"go.podman.io/image/v5/docker"
@@ -21,10 +20,16 @@ import (
 	"go.podman.io/image/v5/signature/signer"
 	"go.podman.io/image/v5/signature/sigstore"
 	"go.podman.io/image/v5/types"
+	"golang.org/x/crypto/openpgp"        //nolint:staticcheck // the package releasesig verifies with
+	"golang.org/x/crypto/openpgp/armor"  //nolint:staticcheck
+	"golang.org/x/crypto/openpgp/packet" //nolint:staticcheck
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 )
+
+// pgpConfig makes RSA keys signing with SHA-256, as Red Hat's do.
+var pgpConfig = &packet.Config{DefaultHash: crypto.SHA256, RSABits: 2048}
 
 // key is an OpenPGP key made in the test.
 type key struct {
@@ -34,7 +39,7 @@ type key struct {
 
 func newKey(t testing.TB, name string) key {
 	t.Helper()
-	e, err := openpgp.NewEntity(name, "test", name+"@example.com", nil)
+	e, err := openpgp.NewEntity(name, "test", name+"@example.com", pgpConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +61,7 @@ func newKey(t testing.TB, name string) key {
 func (k key) sign(t testing.TB, contents string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := openpgp.Sign(&buf, k.entity, nil, nil)
+	w, err := openpgp.Sign(&buf, k.entity, nil, pgpConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +113,8 @@ func TestAtomicSignatures(t *testing.T) {
 	}{
 		{name: "signed", sigs: [][]byte{trusted.sign(t, atomic(d))}, ok: true},
 		{name: "second signature verifies", sigs: [][]byte{other.sign(t, atomic(d)), trusted.sign(t, atomic(d))}, ok: true},
-		{name: "untrusted key", sigs: [][]byte{other.sign(t, atomic(d))}, reason: "does not verify"},
+		{name: "untrusted key", sigs: [][]byte{other.sign(t, atomic(d))}, reason: "which is not trusted"},
+		{name: "tampered", sigs: [][]byte{tamper(trusted.sign(t, atomic(d)))}, reason: "does not verify"},
 		{name: "another digest", sigs: [][]byte{trusted.sign(t, atomic(digest.FromString("other")))}, reason: "signs \"sha256:"},
 		{name: "unknown critical field", sigs: [][]byte{trusted.sign(t, strings.Replace(atomic(d), `"type"`, `"evil":1,"type"`, 1))}, reason: "unknown field"},
 		{name: "wrong type", sigs: [][]byte{trusted.sign(t, strings.Replace(atomic(d), "atomic container signature", "cosign", 1))}, reason: "type \"cosign\""},
@@ -124,7 +130,7 @@ func TestAtomicSignatures(t *testing.T) {
 			}
 			srv := httptest.NewServer(st)
 			defer srv.Close()
-			c, err := New(srv.URL, []string{trusted.file}, "", nil)
+			c, err := New(Options{Store: srv.URL, KeyFiles: []string{trusted.file}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,7 +151,7 @@ func TestStoreOutageIsAnErrorNotAVerdict(t *testing.T) {
 	st := &store{sigs: map[string][]byte{}, fail: http.StatusServiceUnavailable}
 	srv := httptest.NewServer(st)
 	defer srv.Close()
-	c, _ := New(srv.URL, []string{trusted.file}, "", nil)
+	c, _ := New(Options{Store: srv.URL, KeyFiles: []string{trusted.file}})
 	d := digest.FromString("x")
 	if _, err := c.Check(context.Background(), "quay.io/x/y@"+d.String(), d); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Errorf("error %v", err)
@@ -162,7 +168,7 @@ func TestStopsAtTen(t *testing.T) {
 	st.put(d, 11, trusted.sign(t, atomic(d)))
 	srv := httptest.NewServer(st)
 	defer srv.Close()
-	c, _ := New(srv.URL, []string{trusted.file}, "", nil)
+	c, _ := New(Options{Store: srv.URL, KeyFiles: []string{trusted.file}})
 	if v, err := c.Check(context.Background(), "quay.io/x/y@"+d.String(), d); err != nil || v.Verified {
 		t.Errorf("signature-11 was used: %+v %v", v, err)
 	}
@@ -171,10 +177,10 @@ func TestStopsAtTen(t *testing.T) {
 func TestBadKeyFiles(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.asc")
 	_ = os.WriteFile(bad, []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\nnope\n"), 0o600)
-	if _, err := New("https://example.com", []string{bad}, "", nil); err == nil {
+	if _, err := New(Options{KeyFiles: []string{bad}}); err == nil {
 		t.Error("a bad key file loaded")
 	}
-	if _, err := New("https://example.com", []string{"/nonexistent.asc"}, "", nil); err == nil || !strings.Contains(err.Error(), "verify.public_keys") {
+	if _, err := New(Options{KeyFiles: []string{"/nonexistent.asc"}}); err == nil || !strings.Contains(err.Error(), "verify.public_keys") {
 		t.Errorf("a missing key file: %v", err)
 	}
 }
@@ -205,7 +211,7 @@ func TestPolicyJSON(t *testing.T) {
 	} {
 		file := filepath.Join(t.TempDir(), "policy.json")
 		_ = os.WriteFile(file, []byte(policy), 0o600)
-		c, err := New("", nil, file, sys)
+		c, err := New(Options{KeyFiles: []string{}, Policy: file, Sys: sys})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +263,7 @@ func TestSigstoreThroughPolicyJSON(t *testing.T) {
 	policy := filepath.Join(dir, "policy.json")
 	_ = os.WriteFile(policy, []byte(fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{%q:[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}]}}}`,
 		srv.Host()+"/openshift-release-dev/ocp-release", pub)), 0o600)
-	c, err := New("", nil, policy, sys)
+	c, err := New(Options{KeyFiles: []string{}, Policy: policy, Sys: sys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,5 +274,75 @@ func TestSigstoreThroughPolicyJSON(t *testing.T) {
 	}
 	if v, err := c.Check(context.Background(), other.Pullspec, other.Digest); err != nil || v.Verified || !strings.Contains(v.Reason, "policy") {
 		t.Errorf("the unsigned payload: %+v %v", v, err)
+	}
+}
+
+// tamper flips one byte of the signed JSON inside a signature.
+func tamper(sig []byte) []byte {
+	out := append([]byte(nil), sig...)
+	i := bytes.Index(out, []byte("atomic container signature"))
+	out[i] ^= 0x20
+	return out
+}
+
+// TestRealRedHatSignature verifies a real signature made by Red Hat's
+// signing service (a version 3 signature packet) with the key dtkbot trusts
+// by default, served from a store laid out as mirror.openshift.com's.
+func TestRealRedHatSignature(t *testing.T) {
+	sig, err := os.ReadFile("testdata/redhat-rhel7.6-signature-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := digest.Digest("sha256:e3f12513a4b22a2d7c0e7c9207f52128113758d9d68c7d06b11a0ac7672966f7")
+	st := &store{sigs: map[string][]byte{}}
+	st.put(d, 1, sig)
+	srv := httptest.NewServer(st)
+	defer srv.Close()
+
+	c, err := New(Options{Store: srv.URL}) // no keys configured: Red Hat's release key
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if want := "567E347AD0044ADE55BA8A5F199E2F91FD431D51"; !strings.Contains(c.Trust(), want) {
+		t.Errorf("default trust %q does not name %s", c.Trust(), want)
+	}
+	v, err := c.Check(context.Background(), "registry.access.redhat.com/rhel7@"+d.String(), d)
+	if err != nil || !v.Verified || v.By != "OpenPGP key 567E347AD0044ADE55BA8A5F199E2F91FD431D51" {
+		t.Fatalf("the real signature: %+v %v", v, err)
+	}
+	// The same signature does not vouch for another digest, nor verifies
+	// once a byte of it changed.
+	other := digest.FromString("another payload")
+	st.put(other, 1, sig)
+	if v, _ := c.Check(context.Background(), "quay.io/x/y@"+other.String(), other); v.Verified || !strings.Contains(v.Reason, "signs \"sha256:e3f1") {
+		t.Errorf("the real signature over another digest: %+v", v)
+	}
+	broken := append([]byte(nil), sig...)
+	broken[len(broken)-20] ^= 0xff
+	st.put(d, 1, broken)
+	if v, _ := c.Check(context.Background(), "quay.io/x/y@"+d.String(), d); v.Verified {
+		t.Errorf("a damaged real signature verified: %+v", v)
+	}
+	// A key of our own does not verify Red Hat's signature.
+	st.put(d, 1, sig)
+	mine := newKey(t, "mine")
+	c2, _ := New(Options{Store: srv.URL, KeyFiles: []string{mine.file}})
+	if v, _ := c2.Check(context.Background(), "quay.io/x/y@"+d.String(), d); v.Verified || !strings.Contains(v.Reason, "199E2F91FD431D51, which is not trusted") {
+		t.Errorf("verified with the wrong key: %+v", v)
+	}
+}
+
+// TestNoKeysMeansNoTrust: an explicit empty list of keys trusts nothing,
+// and says so as the reason of every verdict.
+func TestNoKeysMeansNoTrust(t *testing.T) {
+	c, err := New(Options{KeyFiles: []string{}, Store: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromString("x")
+	v, err := c.Check(context.Background(), "quay.io/x/y@"+d.String(), d)
+	if err != nil || v.Verified || v.Reason != ErrNoTrust.Error() || c.Trust() != "" {
+		t.Errorf("no trust: %+v %v, trust %q", v, err, c.Trust())
 	}
 }

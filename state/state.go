@@ -30,8 +30,10 @@ import (
 )
 
 // SchemaVersion is the layout version written into new files. Open refuses
-// a file of a newer schema rather than misread it.
-const SchemaVersion = 1
+// a file of a newer schema rather than misread it. Version 2 added held
+// releases, staging references and rejected images; a version 1 file reads
+// as it is (the new fields are empty) and is marked 2.
+const SchemaVersion = 2
 
 var (
 	bucketMeta        = []byte("meta")
@@ -42,7 +44,8 @@ var (
 	bucketTags        = []byte("tags")
 	bucketJournal     = []byte("journal")
 	bucketNotices     = []byte("notices")
-	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal, bucketNotices}
+	bucketHeld        = []byte("held")
+	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal, bucketNotices, bucketHeld}
 )
 
 // ErrLocked is returned by Open when another process holds the file.
@@ -88,6 +91,9 @@ func Open(path string, wait time.Duration) (*Store, error) {
 		fmt.Sscanf(string(v), "%d", &have)
 		if have > SchemaVersion {
 			return fmt.Errorf("schema version %d is newer than this dtkbot's %d: upgrade dtkbot", have, SchemaVersion)
+		}
+		if have < SchemaVersion {
+			return meta.Put([]byte("schema"), []byte(fmt.Sprint(SchemaVersion)))
 		}
 		return nil
 	})
@@ -223,19 +229,33 @@ const (
 // Kernel is one entry of the ledger: a kernel of one stream and arch, the
 // releases that ship it, and what has been done about it.
 type Kernel struct {
-	Stream      string   `json:"stream"`
-	Arch        string   `json:"arch"`
-	Kernel      string   `json:"kernel"` // VERSION-RELEASE
-	KernelFull  string   `json:"kernel_full"`
-	RTKernel    string   `json:"rt_kernel,omitempty"`
-	RHEL        string   `json:"rhel_version,omitempty"`
-	DTKImage    string   `json:"dtk_image,omitempty"` // the payload's DTK, for reference
-	Releases    []string `json:"releases"`
-	State       string   `json:"state"`
-	Attempts    int      `json:"attempts,omitempty"`
-	Reason      string   `json:"reason,omitempty"`
-	Image       string   `json:"image,omitempty"`        // repository:tag of our DTK image
-	ImageDigest string   `json:"image_digest,omitempty"` // its digest once seen
+	Stream     string   `json:"stream"`
+	Arch       string   `json:"arch"`
+	Kernel     string   `json:"kernel"` // VERSION-RELEASE
+	KernelFull string   `json:"kernel_full"`
+	RTKernel   string   `json:"rt_kernel,omitempty"`
+	RHEL       string   `json:"rhel_version,omitempty"`
+	DTKImage   string   `json:"dtk_image,omitempty"` // the payload's DTK, for reference
+	Releases   []string `json:"releases"`
+	State      string   `json:"state"`
+	Attempts   int      `json:"attempts,omitempty"`
+	Reason     string   `json:"reason,omitempty"`
+	// Image is the kernel tag (repository:tag) consumers read; it only ever
+	// receives a verified image.
+	Image string `json:"image,omitempty"`
+	// Staging is where the build pushes (repository:tag): the image is
+	// verified there before it is promoted to Image.
+	Staging     string `json:"staging,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"` // the built image's digest once seen
+	// Published: the kernel tag holds ImageDigest (promoted there, or found
+	// there and verified).
+	Published bool `json:"published,omitempty"`
+	// StagingRemoved says what became of the staging tag after promotion:
+	// "removed", or why it stays.
+	StagingRemoved string `json:"staging_removed,omitempty"`
+	// Rejections are the built images that failed verification: never
+	// promoted, and ignored if they are found at the staging tag again.
+	Rejections []Rejection `json:"rejections,omitempty"`
 	// NotifiedState is the State last announced, and NotifiedHash the
 	// NoticeHash: a notification is due whenever what people are told
 	// (state, releases, image) changed since.
@@ -248,24 +268,59 @@ type Kernel struct {
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
 }
 
+// Rejection is a built image that did not pass verification.
+type Rejection struct {
+	Digest string    `json:"digest"`
+	Image  string    `json:"image"` // where it was found
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+	// Untagged: its staging tag was removed, so finding it there again
+	// means a later build pushed the same image.
+	Untagged bool `json:"untagged,omitempty"`
+}
+
+// Rejected returns the last rejection of digest d, if it failed
+// verification before.
+func (k Kernel) Rejected(d string) (Rejection, bool) {
+	for i := len(k.Rejections) - 1; i >= 0; i-- {
+		if k.Rejections[i].Digest == d {
+			return k.Rejections[i], true
+		}
+	}
+	return Rejection{}, false
+}
+
 // PinnedImage is the kernel's image by digest (repository@sha256:...), what
-// verification read and what promotions copy; Image when the digest is not
-// known yet.
+// verification read and what promotions copy: in the kernel tag's
+// repository once the kernel tag holds it, in the staging repository before;
+// Image when the digest is not known yet.
 func (k Kernel) PinnedImage() string {
 	if k.ImageDigest == "" {
 		return k.Image
 	}
-	repo := k.Image
-	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
-		repo = repo[:i] // drop the tag, not a registry port
+	ref := k.Image
+	if !k.Published && k.Staging != "" {
+		ref = k.Staging
 	}
-	return repo + "@" + k.ImageDigest
+	return Repository(ref) + "@" + k.ImageDigest
+}
+
+// Repository is ref (repository:tag or repository@digest) without its tag
+// or digest.
+func Repository(ref string) string {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		ref = ref[:i] // drop the tag, not a registry port
+	}
+	return ref
 }
 
 // NoticeHash sums what a notification about k says.
 func (k Kernel) NoticeHash() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s", k.State, strings.Join(k.Releases, ","), k.Image, k.ImageDigest, k.Reason)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%d", k.State, strings.Join(k.Releases, ","), k.Image, k.ImageDigest, k.Reason, len(k.Rejections))
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
@@ -275,13 +330,24 @@ func KernelKey(stream, arch, kernel string) string { return stream + "/" + arch 
 // Key is the entry's KernelKey.
 func (k Kernel) Key() string { return KernelKey(k.Stream, k.Arch, k.Kernel) }
 
-// Promotion records a tag dtkbot has pointed at an image.
+// Tag kinds of a Promotion.
+const (
+	TagKernel   = "kernel"
+	TagRelease  = "release"
+	TagFloating = "floating"
+)
+
+// Promotion records a tag dtkbot has pointed at an image. Only these tags
+// are ever audited or re-pointed: a tag dtkbot never promoted is not its own.
 type Promotion struct {
-	Ref     string    `json:"ref"` // repository:tag
-	Digest  string    `json:"digest"`
-	Release string    `json:"release"`
-	Kernel  string    `json:"kernel"`
-	At      time.Time `json:"at"`
+	Ref     string `json:"ref"` // repository:tag
+	Digest  string `json:"digest"`
+	Release string `json:"release,omitempty"`
+	Kernel  string `json:"kernel"`
+	// KernelKey is the ledger entry whose image the tag holds.
+	KernelKey string    `json:"kernel_key,omitempty"`
+	Kind      string    `json:"kind,omitempty"` // kernel, release, floating
+	At        time.Time `json:"at"`
 }
 
 // JournalEntry is one applied action and its result.
@@ -407,6 +473,8 @@ type Notice struct {
 	BodyHash   string `json:"body_hash,omitempty"`
 	PRNumber   int    `json:"pull_request,omitempty"`
 	PRBranch   string `json:"pull_request_branch,omitempty"`
+	// Commented are the rejected image digests the issue has a comment on.
+	Commented []string `json:"commented,omitempty"`
 }
 
 // Notice returns the record of a kernel's notifications.
@@ -456,12 +524,67 @@ func (s *Store) PromotionsOf(digest string) ([]Promotion, error) {
 	return out, err
 }
 
+// HeldRelease is a payload that cannot be used and will not be read again
+// unless asked: its content (behind its digest, so it cannot change) is
+// broken. Kept by ReleaseKey.
+type HeldRelease struct {
+	Version  string   `json:"version,omitempty"`
+	Pullspec string   `json:"pullspec"`
+	Digest   string   `json:"digest"`
+	Arch     string   `json:"arch"`
+	Channels []string `json:"channels,omitempty"`
+	// Kind is a short, stable name of the reason, for metrics ("content").
+	Kind   string    `json:"kind"`
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+}
+
+// Key is the held release's ReleaseKey.
+func (h HeldRelease) Key() string { return ReleaseKey(h.Digest, h.Arch) }
+
+// PutHeld records a held release.
+func (t *Tx) PutHeld(h HeldRelease) error { return putJSON(t.tx, bucketHeld, h.Key(), h) }
+
+// DeleteHeld forgets a held release (to read it again).
+func (t *Tx) DeleteHeld(key string) error { return t.tx.Bucket(bucketHeld).Delete([]byte(key)) }
+
+// HeldReleases lists the held releases by key.
+func (t *Tx) HeldReleases() (map[string]HeldRelease, error) {
+	out := map[string]HeldRelease{}
+	err := t.tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
+		var h HeldRelease
+		if err := json.Unmarshal(v, &h); err != nil {
+			return fmt.Errorf("decoding held release %s: %w", k, err)
+		}
+		out[string(k)] = h
+		return nil
+	})
+	return out, err
+}
+
+// Stamp returns a time kept under name in the store's meta data (the last
+// drift audit, say); zero when never set.
+func (s *Store) Stamp(name string) (time.Time, error) {
+	var t time.Time
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, err := getJSON(tx, bucketMeta, "stamp/"+name, &t)
+		return err
+	})
+	return t, err
+}
+
+// SetStamp records a time under name.
+func (s *Store) SetStamp(name string, t time.Time) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketMeta, "stamp/"+name, t) })
+}
+
 // Export is the whole store as JSON, for `dtkbot state export`.
 type Export struct {
 	Schema      int                            `json:"schema"`
 	Graphs      map[string]watcher.GraphState  `json:"graphs"`
 	Releases    []Release                      `json:"releases"`
 	Kernels     []Kernel                       `json:"kernels"`
+	Held        []HeldRelease                  `json:"held"`
 	Tags        map[string]Promotion           `json:"tags"`
 	Inspections map[string]*releaseinfo.Report `json:"inspections"`
 	Notices     []Notice                       `json:"notices"`
@@ -483,6 +606,14 @@ func (s *Store) Export() (*Export, error) {
 		if out.Tags, err = t.Promotions(); err != nil {
 			return err
 		}
+		held, err := t.HeldReleases()
+		if err != nil {
+			return err
+		}
+		for _, h := range held {
+			out.Held = append(out.Held, h)
+		}
+		sort.Slice(out.Held, func(i, j int) bool { return watcher.CompareVersions(out.Held[i].Version, out.Held[j].Version) < 0 })
 		if err := btx.Bucket(bucketGraphs).ForEach(func(k, v []byte) error {
 			var g watcher.GraphState
 			if err := json.Unmarshal(v, &g); err != nil {
@@ -529,7 +660,47 @@ func (s *Store) Export() (*Export, error) {
 	if out.Kernels == nil {
 		out.Kernels = []Kernel{}
 	}
+	if out.Held == nil {
+		out.Held = []HeldRelease{}
+	}
 	return out, err
+}
+
+// HeldCounts counts what is held, by reason: held releases by their kind
+// (content, signature), and streams no build may be based on
+// (inconsistent, kernel_unknown, other).
+func (s *Store) HeldCounts() (map[string]int, error) {
+	counts := map[string]int{}
+	err := s.View(func(t *Tx) error {
+		held, err := t.HeldReleases()
+		if err != nil {
+			return err
+		}
+		for _, h := range held {
+			counts[h.Kind]++
+		}
+		rels, err := t.Releases()
+		for _, r := range rels {
+			for _, st := range r.Streams {
+				if st.Held != "" {
+					counts[HeldStreamReason(st.Held)]++
+				}
+			}
+		}
+		return err
+	})
+	return counts, err
+}
+
+// HeldStreamReason names the kind of a held stream's reason.
+func HeldStreamReason(reason string) string {
+	switch {
+	case strings.HasPrefix(reason, "kernel unknown"):
+		return "kernel_unknown"
+	case strings.Contains(reason, "inconsistent payload"):
+		return "inconsistent"
+	}
+	return "other"
 }
 
 // Counts returns the number of kernels in each state, for metrics.

@@ -24,8 +24,10 @@ const (
 	usageHeader = `dtkbot keeps Driver Toolkit images for the kernels OpenShift ships.
 
 Usage:
-  dtkbot reconcile --config config.yaml [--dry-run] [--channel C] [--release V] [-o table|json]
-                                one pass: discover releases, read new payloads, build, promote, notify
+  dtkbot reconcile --config config.yaml [--dry-run] [--channel C] [--release V] [--retry-held]
+                   [--retry-failed] [-o table|json]
+                                one pass: discover releases, read new payloads, build, verify,
+                                promote, audit, notify
   dtkbot run --config config.yaml
                                 the daemon: a pass at start and on the schedule, with /healthz,
                                 /readyz, /metrics, /status and POST /trigger

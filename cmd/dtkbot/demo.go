@@ -7,12 +7,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
+	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/internal/sigtest"
+	"github.com/dtkbot/dtkbot/state"
 )
 
 // runDemo is the offline demo, clearly labelled as such. It starts, on
@@ -65,22 +70,61 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	defer stopCI()
 
+	// A signing key of the demo's own, and a signature store that holds
+	// signatures for every payload of the graph but one.
+	key, err := sigtest.NewKey("dtkbot demo release key")
+	if err != nil {
+		errorf(env, "demo: making a signing key: %v", err)
+		return exitFailed
+	}
+	sigs := &sigtest.Store{}
+	store, stopStore, err := serve(sigs)
+	if err != nil {
+		errorf(env, "demo: starting the signature store: %v", err)
+		return exitFailed
+	}
+	defer stopStore()
+	publish := func(channel string, p *payloadtest.Payload, signed bool) {
+		graph.Publish(channel, "amd64", p.Version, p.Pullspec)
+		if signed {
+			sig, err := key.Sign(p.Digest, p.TagPullspec)
+			if err == nil {
+				sigs.Put(p.Digest, 1, sig)
+			}
+		}
+	}
+
 	var pullspecs []string
 	for _, spec := range payloadtest.Eras() {
 		p := world.Release(spec)
 		pullspecs = append(pullspecs, p.TagPullspec)
 		if p.Minor >= 16 && len(spec.Arches) == 0 {
-			graph.Publish(fmt.Sprintf("stable-4.%d", p.Minor), "amd64", spec.Version, p.Pullspec)
+			publish(fmt.Sprintf("stable-4.%d", p.Minor), p, true)
 		}
 	}
-	// z-streams sharing a kernel, a new kernel, and a broken payload.
+	// z-streams sharing a kernel, a new kernel, an inconsistent payload (DTK
+	// kernel != OS kernel), an unsigned one, and one whose image-references
+	// names two images for the DTK (held for good).
 	for i, s := range []payloadtest.Stream{
 		{Kernel: "5.14.0-427.37.1.el9_4", RTKernel: "5.14.0-427.37.1.el9_4"},
 		{Kernel: "5.14.0-427.40.1.el9_4", RTKernel: "5.14.0-427.40.1.el9_4"},
 		{Kernel: "5.14.0-427.42.1.el9_4", DTKKernel: "5.14.0-427.44.1.el9_4"},
+		{Kernel: "5.14.0-427.50.1.el9_4"},
 	} {
 		v := fmt.Sprintf("4.16.%d", 16+i)
-		graph.Publish("stable-4.16", "amd64", v, world.Release(payloadtest.ReleaseSpec{Version: v, Stream: s}).Pullspec)
+		publish("stable-4.16", world.Release(payloadtest.ReleaseSpec{Version: v, Stream: s}), v != "4.16.19")
+	}
+	publish("stable-4.16", world.Release(payloadtest.ReleaseSpec{Version: "4.16.20", Stream: payloadtest.Stream{Kernel: "5.14.0-427.55.1.el9_4"},
+		Tweak: payloadtest.DuplicateTag("driver-toolkit", regHost+"/"+world.ComponentRepo+"@sha256:"+strings.Repeat("0", 64))}), true)
+	pub, err := key.PublicKey()
+	if err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
+	keyFile := filepath.Join(dir, "demo-release-key.asc")
+	if err := os.WriteFile(keyFile, pub, 0o600); err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
 	}
 	secretFile := filepath.Join(dir, "webhook-secret")
 	if err := os.WriteFile(secretFile, []byte(secret), 0o600); err != nil {
@@ -114,7 +158,11 @@ github:
   mutation_interval: 1ms
   pull_request:
     path: kernels.yaml
-`, graph.URL(), regHost, ci, secretFile, gh.URL(), tokenFile)), 0o600)
+verify:
+  mode: warn
+  signature_store: http://%s
+  public_keys: [%s]
+`, graph.URL(), regHost, ci, secretFile, gh.URL(), tokenFile, store, keyFile)), 0o600)
 	if err != nil {
 		errorf(env, "demo: %v", err)
 		return exitFailed
@@ -122,7 +170,8 @@ github:
 
 	fmt.Fprintf(env.stdout, "DEMO: everything below runs on this machine: a registry at %s with sample payloads of every era,\n"+
 		"DEMO: an update graph at %s, a CI stand-in that builds DTK images on dtkbot's signed webhook,\n"+
-		"DEMO: and a GitHub stand-in at %s with the repository acme/driver-ci.\n\n", regHost, graph.HTTP.URL, gh.HTTP.URL)
+		"DEMO: a GitHub stand-in at %s with the repository acme/driver-ci, and a release signature\n"+
+		"DEMO: store at %s signed with a key made for this demo (real releases: Red Hat's key, built in).\n\n", regHost, graph.HTTP.URL, gh.HTTP.URL, store)
 
 	fmt.Fprintln(env.stdout, "DEMO 1/3: dtkbot release-info --tls-verify=false <one payload per era>")
 	before := reg.Stats()
@@ -138,7 +187,12 @@ github:
 	if code := runReconcile(ctx, env, []string{"--config", cfg}); code != exitOK && code != exitFailed {
 		return code
 	}
-	fmt.Fprintf(env.stdout, "\nDEMO: tags now in %s/demo/driver-toolkit: %v\n", regHost, reg.Tags("demo/driver-toolkit"))
+	fmt.Fprintf(env.stdout, "\nDEMO: tags now in %s/demo/driver-toolkit (kernel tags only ever hold verified images; builds push\n"+
+		"DEMO: to staging-* tags, removed once promoted): %v\n", regHost, reg.Tags("demo/driver-toolkit"))
+	if err := printTrust(env, cfg); err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
 	fmt.Fprintln(env.stdout, "DEMO: issues and pull requests in acme/driver-ci:")
 	for _, i := range gh.Issues() {
 		fmt.Fprintf(env.stdout, "DEMO:   issue #%d [%s] %s\n", i.Number, i.State, i.Title)
@@ -157,6 +211,37 @@ github:
 		return code
 	}
 	return exitOK
+}
+
+// printTrust shows, from the state file, each release's signature and the
+// payloads held.
+func printTrust(env *cliEnv, cfgPath string) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	s, err := state.OpenReadOnly(cfg.StatePath(), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	exp, err := s.Export()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.stdout, "DEMO: release signatures (state export):")
+	for _, r := range exp.Releases {
+		sig := r.Signature
+		if len(sig) > 90 {
+			sig = sig[:87] + "..."
+		}
+		fmt.Fprintf(env.stdout, "DEMO:   %-8s %s\n", r.Version, sig)
+	}
+	fmt.Fprintln(env.stdout, "DEMO: held payloads (never built from; not read again unless dtkbot reconcile --retry-held):")
+	for _, h := range exp.Held {
+		fmt.Fprintf(env.stdout, "DEMO:   %-8s %s: %s\n", h.Version, h.Kind, h.Reason)
+	}
+	return nil
 }
 
 // serve starts h on a loopback port.

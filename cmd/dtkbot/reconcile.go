@@ -41,9 +41,11 @@ func loadConfig(env *cliEnv, path string) (*config.Config, bool) {
 }
 
 func runReconcile(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "reconcile", "[--config config.yaml] [--dry-run] [--channel C]... [--release V] [-o table|json]")
+	fs := newFlagSet(env, "reconcile", "[--config config.yaml] [--dry-run] [--channel C]... [--release V] [--retry-held] [--retry-failed] [-o table|json]")
 	path := fs.String("config", "config.yaml", "the config file")
 	dryRun := fs.Bool("dry-run", false, "print the plan; change nothing but the inspection cache")
+	retryHeld := fs.Bool("retry-held", false, "read again the payloads held for broken content")
+	retryFailed := fs.Bool("retry-failed", false, "give failed kernels a new round of build attempts")
 	release := fs.String("release", "", "only this release version")
 	output := fs.String("o", "table", "output format: table or json")
 	var channels stringList
@@ -71,7 +73,8 @@ func runReconcile(ctx context.Context, env *cliEnv, args []string) int {
 			}
 		}
 	}
-	res, err := r.RunOnce(ctx, time.Now().UTC(), reconcile.Options{DryRun: *dryRun, Channels: channels, Release: *release})
+	res, err := r.RunOnce(ctx, time.Now().UTC(), reconcile.Options{DryRun: *dryRun, Channels: channels, Release: *release,
+		RetryHeld: *retryHeld, RetryFailed: *retryFailed})
 	if *output == "json" {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -94,7 +97,14 @@ func printPass(w io.Writer, res *reconcile.Result) {
 	if res.DryRun {
 		mode = " (dry run: nothing was done)"
 	}
-	fmt.Fprintf(w, "%d releases, %d newly inspected, %d actions%s\n", res.Releases, res.Inspected, len(res.Actions), mode)
+	held := ""
+	if res.Held > 0 {
+		held = fmt.Sprintf(", %d held", res.Held)
+	}
+	fmt.Fprintf(w, "%d releases, %d newly inspected%s, %d actions%s\n", res.Releases, res.Inspected, held, len(res.Actions), mode)
+	for _, warning := range res.Warnings {
+		fmt.Fprintf(w, "  ! %s\n", warning)
+	}
 	if len(res.Actions) == 0 {
 		return
 	}
@@ -172,6 +182,10 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	d := &daemon.Daemon{
 		Passer: p.reconciler, Store: p.store, Registry: p.registry, Schedule: cfg.Schedule, Listen: cfg.Listen,
 		TriggerToken: token, StaleAfter: staleAfter(cfg.Schedule, time.Now()), Version: version, Log: env.log,
+		SignatureMode: cfg.Verify.Mode,
+	}
+	if s := p.reconciler.Signatures; s != nil {
+		d.SignatureTrust = s.Trust()
 	}
 	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		errorf(env, "%v", err)

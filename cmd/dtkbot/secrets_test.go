@@ -19,6 +19,16 @@ import (
 	"github.com/dtkbot/dtkbot/state"
 )
 
+// waitUntil polls cond with a generous deadline: CI shares two cores.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
 // syncBuffer is a buffer safe to write from the daemon's goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -99,14 +109,16 @@ listen: %q
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- run(ctx, []string{"run", "--config", cw.config}, &out, &out) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + listen + "/healthz"); err == nil {
+	waitUntil(t, "the daemon serves", func() bool {
+		resp, err := http.Get("http://" + listen + "/healthz")
+		if err == nil {
 			resp.Body.Close()
-			break
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
+	// The pass at start has finished before the triggers, so the accepted
+	// one starts a second pass.
+	waitUntil(t, "the first pass", func() bool { return strings.Count(out.String(), "pass finished") >= 1 })
 	for _, tok := range []string{"wrong", secrets["trigger"]} {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+listen+"/trigger", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -114,7 +126,7 @@ listen: %q
 			resp.Body.Close()
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitUntil(t, "the triggered pass", func() bool { return strings.Count(out.String(), "pass finished") >= 2 })
 	cancel()
 	<-done
 

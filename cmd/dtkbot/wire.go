@@ -148,13 +148,9 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Checker:  reg,
 		Builder:  builder,
 		Promoter: rebuild.Unconfigured{What: "promotion (target.repository)"},
-		Target: rebuild.Target{
-			Repository:   cfg.Target.Repository,
-			KernelTag:    cfg.Target.KernelTag,
-			ReleaseTags:  cfg.Target.ReleaseTags,
-			FloatingTags: cfg.Target.FloatingTags,
-			Mirrors:      cfg.Target.Mirrors,
-		},
+		Untagger: reg,
+		Target:   cfg.RebuildTarget(),
+		Audit:    reconcile.AuditPolicy{Interval: cfg.Target.Audit.Interval.Duration, Repair: cfg.Target.Audit.OnDrift == "repoint"},
 		Build: reconcile.BuildPolicy{
 			Timeout:     cfg.Build.Timeout.Duration,
 			MaxAttempts: cfg.Build.MaxAttempts,
@@ -174,11 +170,14 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		r.Notifier = n
 	}
 	if v := cfg.Verify; v.Mode != "off" {
-		var keys []string
+		var keys []string // nil: Red Hat's release key
+		if v.PublicKeys != nil {
+			keys = []string{}
+		}
 		for _, k := range v.PublicKeys {
 			keys = append(keys, cfg.Resolve(k))
 		}
-		checker, err := releasesig.New(v.SignatureStore, keys, cfg.Resolve(v.Policy), reg.SystemContext())
+		checker, err := releasesig.New(releasesig.Options{Store: v.SignatureStore, KeyFiles: keys, Policy: cfg.Resolve(v.Policy), Sys: reg.SystemContext()})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -1,5 +1,5 @@
 // Package githubtest is an in-process stand-in for the parts of the GitHub
-// REST API dtkbot uses: issues, refs, contents, pull requests, workflow
+// REST API dtkbot uses: issues and their comments, refs, contents, pull requests, workflow
 // dispatches, the authenticated user, and GitHub App installation tokens.
 // It answers like GitHub does where it matters to an idempotent bot (422 for
 // an existing ref or pull request, creator and label filters, pagination,
@@ -34,6 +34,14 @@ type Issue struct {
 	Labels   []string
 	User     string
 	ClosedBy string
+	Comments []Comment
+}
+
+// Comment is a comment on an issue.
+type Comment struct {
+	ID   int
+	Body string
+	User string
 }
 
 // Pull is a pull request.
@@ -319,6 +327,35 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, login, rest s
 		i := &Issue{Number: s.next(), Title: req.Title, Body: req.Body, State: "open", Labels: req.Labels, User: login}
 		s.issues = append(s.issues, i)
 		writeJSON(w, http.StatusCreated, s.issueJSON(i))
+	case strings.HasPrefix(rest, "/issues/") && strings.HasSuffix(rest, "/comments"):
+		n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(rest, "/issues/"), "/comments"))
+		var issue *Issue
+		for _, i := range s.issues {
+			if i.Number == n {
+				issue = i
+			}
+		}
+		switch {
+		case issue == nil:
+			apiError(w, http.StatusNotFound, "Not Found")
+		case r.Method == http.MethodPost:
+			var req struct{ Body string }
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			c := Comment{ID: s.next(), Body: req.Body, User: login}
+			issue.Comments = append(issue.Comments, c)
+			writeJSON(w, http.StatusCreated, map[string]any{"id": c.ID, "body": c.Body, "user": map[string]any{"login": c.User}})
+		default:
+			page, per := atoi(q.Get("page"), 1), atoi(q.Get("per_page"), 30)
+			start, end := min((page-1)*per, len(issue.Comments)), min(page*per, len(issue.Comments))
+			if end < len(issue.Comments) {
+				w.Header().Set("Link", fmt.Sprintf(`<%s%s?%s>; rel="next"`, s.HTTP.URL, r.URL.Path, withPage(q, page+1)))
+			}
+			out := []map[string]any{}
+			for _, c := range issue.Comments[start:end] {
+				out = append(out, map[string]any{"id": c.ID, "body": c.Body, "user": map[string]any{"login": c.User}})
+			}
+			writeJSON(w, 200, out)
+		}
 	case strings.HasPrefix(rest, "/issues/"):
 		n, _ := strconv.Atoi(strings.TrimPrefix(rest, "/issues/"))
 		var issue *Issue

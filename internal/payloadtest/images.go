@@ -192,3 +192,39 @@ func (p Pushed) ForArch(arch string) Pushed {
 	}
 	return p
 }
+
+// DuplicateTag is a ReleaseSpec.Tweak listing component name a second time
+// in image-references: the same entry again, or (image not empty) one
+// naming another image.
+func DuplicateTag(name, image string) func([]TarEntry) []TarEntry {
+	return func(entries []TarEntry) []TarEntry {
+		for i, e := range entries {
+			if e.Name != "release-manifests/image-references" {
+				continue
+			}
+			var is map[string]any
+			if err := json.Unmarshal(e.Body, &is); err != nil {
+				panic(err)
+			}
+			spec := is["spec"].(map[string]any)
+			tags := spec["tags"].([]any)
+			for _, tag := range tags {
+				if tag.(map[string]any)["name"] != name {
+					continue
+				}
+				dup := map[string]any{}
+				for k, v := range tag.(map[string]any) {
+					dup[k] = v
+				}
+				if image != "" {
+					dup["from"] = map[string]any{"kind": "DockerImage", "name": image}
+				}
+				tags = append(tags, dup)
+				break
+			}
+			spec["tags"] = tags
+			entries[i].Body, _ = json.Marshal(is)
+		}
+		return entries
+	}
+}

@@ -232,14 +232,12 @@ func (w *World) Release(spec ReleaseSpec) *Payload {
 			}
 		}
 		for _, arch := range arches {
+			// The kernel is the node's, read from the OS image as its era
+			// writes it; a DTK of another kernel makes the stream inconsistent.
 			e := Expected{
 				Stream: plan.stream, OSTag: plan.osTags[0], DTKTag: plan.dtkTag, RHCOS: id, RHEL: rhel,
 				Kernel: plan.s.Kernel, KernelFull: plan.s.Kernel + "." + kernelArch(arch),
-				Source: "driver-toolkit:etc/driver-toolkit-release.json", Consistent: true,
-			}
-			if plan.s.DTKKernel != "" {
-				e.Kernel, e.KernelFull = plan.s.DTKKernel, plan.s.DTKKernel+"."+kernelArch(arch)
-				e.Consistent = false
+				Source: osKernelSource(plan.osTags[0], minor), Consistent: plan.s.DTKKernel == "",
 			}
 			if plan.s.RTKernel != "" && arch == "amd64" {
 				e.RTKernel = plan.s.RTKernel
@@ -394,6 +392,18 @@ func (w *World) pushOS(osTag, arch string, minor int, s Stream, oci bool) Pushed
 		layers = append(layers, metaLayer(s, arch))
 	}
 	return w.PushImage(w.ComponentRepo, "", Image{Arch: arch, Labels: labels, Layers: layers, OCI: oci})
+}
+
+// osKernelSource is where an inspection finds the kernel of an OS image of
+// this era (releaseinfo's Source* values).
+func osKernelSource(osTag string, minor int) string {
+	switch {
+	case osTag == "machine-os-content":
+		return "os-label:com.coreos.rpm.kernel"
+	case minor <= 18:
+		return "os-label:ostree.linux"
+	}
+	return "os-metalayer:usr/share/openshift/base/meta.json"
 }
 
 // metaLayer is the 4.19+ RHCOS metadata layer.

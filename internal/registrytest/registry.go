@@ -40,6 +40,7 @@ type Stats struct {
 	BlobUploads    int64 // uploads started (POST without a successful mount)
 	BlobMounts     int64 // successful cross-repository mounts
 	ManifestPUTs   int64
+	TagDeletes     int64 // DELETE of a manifest by tag that removed the tag
 	BytesServed    int64 // response body bytes of manifest and blob GETs
 	BytesUploaded  int64 // request body bytes of blob uploads
 	ByPath         map[string]int64
@@ -58,6 +59,7 @@ func (s Stats) Sub(earlier Stats) Stats {
 		BlobUploads:   s.BlobUploads - earlier.BlobUploads,
 		BlobMounts:    s.BlobMounts - earlier.BlobMounts,
 		ManifestPUTs:  s.ManifestPUTs - earlier.ManifestPUTs,
+		TagDeletes:    s.TagDeletes - earlier.TagDeletes,
 		BytesServed:   s.BytesServed - earlier.BytesServed,
 		BytesUploaded: s.BytesUploaded - earlier.BytesUploaded,
 	}
@@ -85,6 +87,10 @@ type Registry struct {
 	// Intercept, when set, sees every request first; returning true means it
 	// wrote the response and the registry must not. Used for fault injection.
 	Intercept func(w http.ResponseWriter, r *http.Request) bool
+	// RefuseTagDeletes makes DELETE of a manifest by tag answer 405
+	// UNSUPPORTED, as distribution/distribution's registry does; by default
+	// the tag is removed (OCI distribution spec v1.1), the manifest kept.
+	RefuseTagDeletes bool
 
 	username, password string
 }
@@ -200,6 +206,13 @@ func (r *Registry) DeleteManifest(repo string, d digest.Digest) {
 			delete(rp.tags, t)
 		}
 	}
+}
+
+// DeleteTag removes a tag, keeping the manifest.
+func (r *Registry) DeleteTag(repo, tag string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.repo(repo).tags, tag)
 }
 
 // Tags lists the tags of repo, sorted.
@@ -369,6 +382,25 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 		w.Header().Set("Docker-Content-Digest", d.String())
 		w.Header().Set("Location", fmt.Sprintf("/v2/%s/manifests/%s", repo, d))
 		w.WriteHeader(http.StatusCreated)
+	case http.MethodDelete:
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		rp := r.repo(repo)
+		if d := digest.Digest(ref); d.Validate() == nil {
+			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "deleting manifests by digest is disabled here")
+			return
+		}
+		if r.RefuseTagDeletes {
+			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "The operation is unsupported.")
+			return
+		}
+		if _, ok := rp.tags[ref]; !ok {
+			writeError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "manifest unknown")
+			return
+		}
+		delete(rp.tags, ref)
+		r.stats.TagDeletes++
+		w.WriteHeader(http.StatusAccepted)
 	default:
 		writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "method not allowed")
 	}

@@ -1,0 +1,104 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/state"
+)
+
+// auditStamp names the time of the last complete audit in the store.
+const auditStamp = "audit"
+
+// audit is the drift audit: once per Audit.Interval, one HEAD per tag
+// dtkbot promoted. A tag someone moved (or deleted) is re-pointed at the
+// verified image it held, or only reported; a tag dtkbot never promoted is
+// never looked at, let alone touched.
+func (p *pass) audit(ctx context.Context) {
+	pol := p.r.Audit
+	if pol.Interval <= 0 || len(p.view.promoted) == 0 {
+		return
+	}
+	last, err := p.r.Store.Stamp(auditStamp)
+	if err != nil {
+		p.fail(fmt.Errorf("reading the time of the last audit: %w", err))
+		return
+	}
+	if p.now.Sub(last) < pol.Interval {
+		return
+	}
+	refs := make([]string, 0, len(p.view.promoted))
+	for ref := range p.view.promoted {
+		refs = append(refs, ref)
+	}
+	sort.Strings(refs)
+	complete := true
+	for _, ref := range refs {
+		pr := p.view.promoted[ref]
+		p.res.Audited++
+		d, err := p.r.Checker.Digest(ctx, ref)
+		switch {
+		case err == nil && d.String() == pr.Digest:
+			continue
+		case err != nil && !errors.Is(err, registry.ErrNotFound):
+			p.fail(fmt.Errorf("auditing %s: %w", ref, err))
+			complete = false
+			continue
+		}
+		p.res.Drifted++
+		a := rebuild.Action{Type: rebuild.ActionAudit, Kernel: pr.Kernel, Release: pr.Release, Tag: ref, Kind: pr.Kind, KernelKey: pr.KernelKey}
+		if err != nil {
+			a.Reason = fmt.Sprintf("gone (dtkbot promoted it to %s)", pr.Digest)
+		} else {
+			a.Reason = fmt.Sprintf("moved to %s (dtkbot promoted it to %s)", d, pr.Digest)
+		}
+		a.Result = p.repoint(ctx, &a, pr)
+		p.res.Actions = append(p.res.Actions, a)
+	}
+	if complete && !p.opts.DryRun {
+		if err := p.r.Store.SetStamp(auditStamp, p.now); err != nil {
+			p.fail(fmt.Errorf("recording the audit: %w", err))
+		}
+	}
+}
+
+// repoint puts a drifted tag back on the image dtkbot promoted there, when
+// the policy says so.
+func (p *pass) repoint(ctx context.Context, a *rebuild.Action, pr state.Promotion) string {
+	k, ok := p.kernelOf(pr)
+	switch {
+	case !p.r.Audit.Repair || p.opts.DryRun:
+		p.warn(fmt.Sprintf("tag %s %s: reported, not re-pointed", a.Tag, a.Reason))
+		return "reported"
+	case !ok:
+		p.warn(fmt.Sprintf("tag %s %s: no kernel image to re-point it at", a.Tag, a.Reason))
+		return "reported: its kernel is not in the ledger"
+	}
+	a.Image = k.PinnedImage()
+	d, err := p.r.Promoter.Promote(ctx, a.Image, a.Tag)
+	if err != nil {
+		p.fail(fmt.Errorf("re-pointing %s: %w", a.Tag, err))
+		return "error: " + err.Error()
+	}
+	pr.Digest, pr.At = d, p.now
+	p.putPromotion(pr, *a)
+	p.warn(fmt.Sprintf("tag %s %s: re-pointed", a.Tag, a.Reason))
+	return "re-pointed"
+}
+
+// kernelOf finds the ledger entry whose verified image a promoted tag held.
+func (p *pass) kernelOf(pr state.Promotion) (state.Kernel, bool) {
+	if k, ok := p.view.kernels[pr.KernelKey]; ok && k.ImageDigest == pr.Digest {
+		return k, true
+	}
+	for _, k := range p.view.kernelList("") {
+		if k.ImageDigest == pr.Digest && (k.State == state.KernelVerified || k.State == state.KernelPromoted) {
+			return k, true
+		}
+	}
+	return state.Kernel{}, false
+}

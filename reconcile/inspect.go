@@ -1,0 +1,220 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
+)
+
+// Kinds of held releases (state.HeldRelease.Kind).
+const (
+	HeldContent   = "content"   // the payload's content is broken: never read again unless asked
+	HeldSignature = "signature" // strict mode, not verified: checked again every pass
+)
+
+// inspect reads every payload digest never seen before, checks its
+// signature and records it with its kernels, or holds it: a payload whose
+// content is broken is held for good (a digest's content cannot change), so
+// it neither fails this pass nor is read by the next.
+func (p *pass) inspect(ctx context.Context) {
+	todo := p.unseen()
+	results := p.r.inspect(ctx, todo)
+	for i, job := range todo {
+		rep, err := results[i].Report, results[i].Err
+		if err != nil {
+			if h, ok := p.contentHold(job, err); ok {
+				p.hold(h)
+				continue
+			}
+			p.fail(err)
+			continue
+		}
+		if p.opts.Release != "" && rep.Release != p.opts.Release {
+			continue
+		}
+		rel := recordRelease(job.release, rep, p.now)
+		key := state.ReleaseKey(rel.Digest, rel.Arch)
+		if _, known := p.view.releases[key]; known {
+			continue // listed twice (a config pullspec that is also in the graph)
+		}
+		if !p.checkSignature(ctx, job, rep, &rel) {
+			continue // held
+		}
+		p.res.Inspected++
+		changed := p.view.addRelease(rel, rep, p.now)
+		_, wasHeld := p.view.held[key]
+		delete(p.view.held, key)
+		if p.opts.DryRun {
+			continue
+		}
+		if err := p.r.Store.Update(func(tx *state.Tx) error {
+			if err := tx.PutRelease(rel); err != nil {
+				return err
+			}
+			for _, k := range changed {
+				if err := tx.PutKernel(k); err != nil {
+					return err
+				}
+			}
+			if wasHeld {
+				return tx.DeleteHeld(key)
+			}
+			return nil
+		}); err != nil {
+			p.fail(fmt.Errorf("recording release %s: %w", rel.Version, err))
+		}
+	}
+	p.sigWarnings()
+}
+
+// job is one release to inspect for one arch.
+type job struct {
+	release watcher.Release
+	arch    string
+}
+
+// inspectArches are the arches read from a graph arch: a multi payload is
+// read for the two arches drivers are built for most.
+func inspectArches(graphArch string) []string {
+	if graphArch == "multi" {
+		return []string{"amd64", "arm64"}
+	}
+	return []string{graphArch}
+}
+
+// unseen lists the releases never recorded (a digest is read once in its
+// life) and not held for their content (unless asked to retry them).
+func (p *pass) unseen() []job {
+	var out []job
+	for _, rel := range p.releases {
+		for _, arch := range inspectArches(rel.Arch) {
+			key := state.ReleaseKey(rel.Digest, arch)
+			if _, ok := p.view.releases[key]; ok {
+				continue
+			}
+			if h, ok := p.view.held[key]; ok && h.Kind == HeldContent && !p.opts.RetryHeld {
+				continue
+			}
+			out = append(out, job{release: rel, arch: arch})
+		}
+	}
+	return out
+}
+
+// contentHold turns an inspection error into a held release when the
+// payload's content is at fault; errors that may pass (network, 5xx, auth,
+// a digest mismatch in transit) are not held.
+func (p *pass) contentHold(j job, err error) (state.HeldRelease, bool) {
+	var pe *releaseinfo.PayloadError
+	if !registry.IsContent(err) || !errors.As(err, &pe) || pe.Digest == "" {
+		return state.HeldRelease{}, false
+	}
+	return state.HeldRelease{Version: j.release.Version, Pullspec: j.release.Pullspec, Digest: pe.Digest, Arch: j.arch,
+		Channels: j.release.Channels, Kind: HeldContent, Reason: err.Error(), Since: p.since(pe.Digest, j.arch)}, true
+}
+
+// hold records a held release.
+func (p *pass) hold(h state.HeldRelease) {
+	_, before := p.view.held[h.Key()]
+	p.view.held[h.Key()] = h
+	if !before {
+		p.log.Warn().Str("release", h.Version).Str("digest", h.Digest).Str("arch", h.Arch).Str("kind", h.Kind).Str("reason", h.Reason).
+			Msg("payload held")
+	}
+	if p.opts.DryRun {
+		return
+	}
+	if err := p.r.Store.Update(func(tx *state.Tx) error { return tx.PutHeld(h) }); err != nil {
+		p.fail(fmt.Errorf("recording held release %s: %w", h.Version, err))
+	}
+}
+
+// heldActions reports every held release of the pass's scope.
+func (p *pass) heldActions() []rebuild.Action {
+	var out []rebuild.Action
+	for _, h := range p.view.held {
+		if p.opts.Release != "" && h.Version != p.opts.Release {
+			continue
+		}
+		release := h.Version
+		if release == "" {
+			release = h.Pullspec
+		}
+		out = append(out, rebuild.Action{Type: rebuild.ActionHold, Release: release, Arch: h.Arch,
+			Reason: fmt.Sprintf("held since %s (%s): %s", h.Since.UTC().Format(time.RFC3339), h.Kind, h.Reason)})
+	}
+	return out
+}
+
+func (r *Reconciler) inspector(arch string) *releaseinfo.Inspector {
+	if r.inspectors == nil {
+		r.inspectors = map[string]*releaseinfo.Inspector{}
+	}
+	in, ok := r.inspectors[arch]
+	if !ok {
+		in = releaseinfo.New(r.Registry, releaseinfo.Options{Arch: arch, Limits: r.Limits, Cache: r.Store, Concurrency: r.Concurrency})
+		r.inspectors[arch] = in
+	}
+	return in
+}
+
+// inspect reads the jobs, arch by arch, with the inspectors' bounded
+// concurrency, reporting progress over all of them.
+func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Result {
+	out := make([]releaseinfo.Result, len(jobs))
+	byArch := map[string][]int{}
+	var arches []string
+	for i, j := range jobs {
+		if _, ok := byArch[j.arch]; !ok {
+			arches = append(arches, j.arch)
+		}
+		byArch[j.arch] = append(byArch[j.arch], i)
+	}
+	before := 0
+	for _, arch := range arches {
+		idx := byArch[arch]
+		pullspecs := make([]string, len(idx))
+		for k, i := range idx {
+			pullspecs[k] = jobs[i].release.Pullspec
+		}
+		var progress func(done, total int)
+		if r.Progress != nil {
+			progress = func(done, _ int) { r.Progress(before+done, len(jobs)) }
+		}
+		for k, res := range r.inspector(arch).InspectAll(ctx, pullspecs, progress) {
+			j := jobs[idx[k]]
+			if res.Err == nil && j.release.Version != "" && res.Report.Release != j.release.Version {
+				res.Report.Warnings = append(res.Report.Warnings, fmt.Sprintf("the graph calls this payload %s", j.release.Version))
+			}
+			out[idx[k]] = res
+		}
+		before += len(idx)
+	}
+	return out
+}
+
+// recordRelease turns an inspection into the release record.
+func recordRelease(src watcher.Release, rep *releaseinfo.Report, now time.Time) state.Release {
+	rel := state.Release{Version: rep.Release, Pullspec: src.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
+		Channels: src.Channels, FirstSeen: now}
+	for _, s := range rep.Streams {
+		ships := state.ReleaseShips{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull}
+		switch {
+		case s.Kernel == "" && len(s.Warnings) == 0:
+			ships.Held = "kernel unknown"
+		case s.Kernel == "" || !s.Consistent:
+			// The warnings say why ("kernel unknown: ...", "inconsistent payload: ...").
+			ships.Held = strings.Join(s.Warnings, "; ")
+		}
+		rel.Streams = append(rel.Streams, ships)
+	}
+	return rel
+}

@@ -1,0 +1,245 @@
+package reconcile
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
+)
+
+// pass is one run of the stages: what they share, and the result they fill.
+type pass struct {
+	r     *Reconciler
+	now   time.Time
+	opts  Options
+	start time.Time
+	res   *Result
+	errs  []error
+	log   zerolog.Logger
+
+	view     *ledgerView
+	releases []watcher.Release
+	sig      SignatureSummary
+}
+
+// begin loads the ledger and starts a pass.
+func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
+	p := &pass{r: r, now: now, opts: opts, start: time.Now(), log: r.Log,
+		res: &Result{Actions: []rebuild.Action{}, DryRun: opts.DryRun}}
+	view, err := r.load()
+	if err != nil {
+		return p, fmt.Errorf("reading state: %w", err)
+	}
+	p.view = view
+	if opts.RetryFailed {
+		p.retryFailed()
+	}
+	return p, nil
+}
+
+// fail records an error that fails the pass (after everything else is done).
+func (p *pass) fail(err error) {
+	p.errs = append(p.errs, err)
+	p.res.Errors = append(p.res.Errors, err.Error())
+}
+
+// deferred records an error that does not fail the pass: a notification left
+// for the next one.
+func (p *pass) deferred(err error) {
+	p.res.Errors = append(p.res.Errors, err.Error())
+	p.log.Warn().Err(err).Msg("notification deferred")
+}
+
+// warn records something people should know that is no failure.
+func (p *pass) warn(msg string) {
+	p.res.Warnings = append(p.res.Warnings, msg)
+	p.log.Warn().Msg(msg)
+}
+
+// end finishes the result.
+func (p *pass) end() (*Result, error) {
+	seen := map[string]bool{}
+	for _, rel := range p.view.releases {
+		if p.opts.Release == "" || rel.Version == p.opts.Release {
+			seen[rel.Version] = true
+		}
+	}
+	p.res.Releases = len(seen)
+	for _, h := range p.view.held {
+		if p.opts.Release == "" || h.Version == p.opts.Release {
+			p.res.Held++
+		}
+	}
+	if p.sig.Mode != "" {
+		sig := p.sig
+		p.res.Signatures = &sig
+	}
+	p.res.Duration = time.Since(p.start)
+	return p.res, errors.Join(p.errs...)
+}
+
+// ledgerView is the state a pass works on: loaded once, changed in memory,
+// written through transaction by transaction (or not at all in a dry run).
+type ledgerView struct {
+	releases map[string]state.Release
+	kernels  map[string]state.Kernel
+	promoted map[string]state.Promotion
+	held     map[string]state.HeldRelease
+}
+
+func (r *Reconciler) load() (*ledgerView, error) {
+	v := &ledgerView{releases: map[string]state.Release{}, kernels: map[string]state.Kernel{}}
+	err := r.Store.View(func(tx *state.Tx) error {
+		rels, err := tx.Releases()
+		if err != nil {
+			return err
+		}
+		for _, rel := range rels {
+			v.releases[state.ReleaseKey(rel.Digest, rel.Arch)] = rel
+		}
+		ks, err := tx.Kernels()
+		if err != nil {
+			return err
+		}
+		for _, k := range ks {
+			v.kernels[k.Key()] = k
+		}
+		if v.promoted, err = tx.Promotions(); err != nil {
+			return err
+		}
+		v.held, err = tx.HeldReleases()
+		return err
+	})
+	return v, err
+}
+
+// addRelease records rel and adds it to the ledger entries of its kernels,
+// returning the entries it created or changed.
+func (v *ledgerView) addRelease(rel state.Release, rep *releaseinfo.Report, now time.Time) []state.Kernel {
+	v.releases[state.ReleaseKey(rel.Digest, rel.Arch)] = rel
+	var changed []state.Kernel
+	for i, s := range rel.Streams {
+		if s.Held != "" {
+			continue
+		}
+		src := rep.Streams[i]
+		key := state.KernelKey(s.Stream, rel.Arch, s.Kernel)
+		k, ok := v.kernels[key]
+		if !ok {
+			k = state.Kernel{Stream: s.Stream, Arch: rel.Arch, Kernel: s.Kernel, KernelFull: s.KernelFull,
+				RTKernel: src.RTKernel, RHEL: src.RHELVersion, DTKImage: src.DTKImage, State: state.KernelNew, FirstSeen: now}
+		}
+		if slices.Contains(k.Releases, rel.Version) {
+			continue
+		}
+		k.Releases = append(k.Releases, rel.Version)
+		sort.Slice(k.Releases, func(i, j int) bool { return watcher.CompareVersions(k.Releases[i], k.Releases[j]) < 0 })
+		k.UpdatedAt = now
+		v.kernels[key] = k
+		changed = append(changed, k)
+	}
+	return changed
+}
+
+func (v *ledgerView) releaseList(only string) []state.Release {
+	var out []state.Release
+	for _, rel := range v.releases {
+		if only == "" || rel.Version == only {
+			out = append(out, rel)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if c := watcher.CompareVersions(out[i].Version, out[j].Version); c != 0 {
+			return c < 0
+		}
+		return out[i].Arch < out[j].Arch
+	})
+	return out
+}
+
+func (v *ledgerView) kernelList(only string) []state.Kernel {
+	var out []state.Kernel
+	for _, k := range v.kernels {
+		if only == "" || slices.Contains(k.Releases, only) {
+			out = append(out, k)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+// putKernel keeps k in the view and, unless dry, in the store.
+func (p *pass) putKernel(k state.Kernel) {
+	p.view.kernels[k.Key()] = k
+	if p.opts.DryRun {
+		return
+	}
+	if err := p.r.Store.Update(func(tx *state.Tx) error { return tx.PutKernel(k) }); err != nil {
+		p.fail(fmt.Errorf("recording kernel %s: %w", k.Key(), err))
+	}
+}
+
+// putPromotion keeps a promoted tag in the view and the store, journaling
+// the action that placed it.
+func (p *pass) putPromotion(pr state.Promotion, a rebuild.Action) {
+	p.view.promoted[pr.Ref] = pr
+	if p.opts.DryRun {
+		return
+	}
+	if err := p.r.Store.Update(func(tx *state.Tx) error {
+		if err := tx.PutPromotion(pr); err != nil {
+			return err
+		}
+		return journal(tx, p.now, a, "ok")
+	}); err != nil {
+		p.fail(fmt.Errorf("recording the promotion of %s: %w", pr.Ref, err))
+	}
+}
+
+// recordKernel writes a ledger entry and journals the action that changed
+// it, in one transaction.
+func (p *pass) recordKernel(k state.Kernel, a rebuild.Action, result string) error {
+	p.view.kernels[k.Key()] = k
+	return p.r.Store.Update(func(tx *state.Tx) error {
+		if err := tx.PutKernel(k); err != nil {
+			return err
+		}
+		return journal(tx, p.now, a, result)
+	})
+}
+
+func journal(tx *state.Tx, now time.Time, a rebuild.Action, result string) error {
+	raw, _ := json.Marshal(a)
+	return tx.Journal(state.JournalEntry{At: now, Action: raw, Result: result})
+}
+
+// retryFailed gives every failed kernel a fresh round of attempts.
+func (p *pass) retryFailed() {
+	for _, k := range p.view.kernelList(p.opts.Release) {
+		if k.State != state.KernelFailed {
+			continue
+		}
+		k.State, k.Attempts, k.NextAttemptAt, k.ImageDigest, k.Published = state.KernelNew, 0, time.Time{}, "", false
+		k.Reason = "retry asked (was: " + k.Reason + ")"
+		k.UpdatedAt = p.now
+		p.putKernel(k)
+	}
+}
+
+// backoff is the wait before attempt attempts+1.
+func (r *Reconciler) backoff(attempts int) time.Duration {
+	d := r.Build.Backoff
+	for i := 1; i < attempts && d < 24*time.Hour; i++ {
+		d *= 2
+	}
+	return d
+}
