@@ -127,9 +127,9 @@ func (d *Daemon) metrics(w http.ResponseWriter, _ *http.Request) {
 	}
 	if d.Registry != nil {
 		c := d.Registry.Counters()
-		metric("dtkbot_registry_requests_total", "counter", "Registry requests made by dtkbot (pings and token requests excluded).",
+		metric("dtkbot_registry_requests_total", "counter", "Registry requests made by dtkbot's reads, auth round trips (pings, tokens) included.",
 			fmt.Sprintf(`{kind="manifest_get"} %d`, c.ManifestGETs), fmt.Sprintf(`{kind="manifest_head"} %d`, c.ManifestHEADs),
-			fmt.Sprintf(`{kind="blob_get"} %d`, c.BlobGETs))
+			fmt.Sprintf(`{kind="blob_get"} %d`, c.BlobGETs), fmt.Sprintf(`{kind="ping"} %d`, c.Pings), fmt.Sprintf(`{kind="token"} %d`, c.Tokens))
 		metric("dtkbot_registry_bytes_total", "counter", "Blob bytes read from registries.", fmt.Sprintf(" %d", c.BlobBytes))
 		metric("dtkbot_registry_retries_total", "counter", "Registry calls retried.", fmt.Sprintf(" %d", c.Retries))
 	}

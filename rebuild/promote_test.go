@@ -29,7 +29,7 @@ func TestPromoteWithinARepositoryMovesNoLayer(t *testing.T) {
 	}
 	after := srv.Stats()
 	cost := after.Sub(before)
-	t.Logf("same-repository promotion: %d requests (+%d pings), %d blob GETs (the config), %d bytes served, %d bytes uploaded", cost.Requests, cost.Auth, cost.BlobGETs, cost.BytesServed, cost.BytesUploaded)
+	t.Logf("same-repository promotion: %d requests (+%d pings), %d blob GETs (the config), %d bytes served, %d bytes uploaded", cost.Requests, cost.Pings, cost.BlobGETs, cost.BytesServed, cost.BytesUploaded)
 	for _, l := range img.Layers {
 		if n := after.BlobBytesByDig[l.String()] - before.BlobBytesByDig[l.String()]; n != 0 {
 			t.Errorf("layer %s: %d bytes moved", l, n)

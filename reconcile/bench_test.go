@@ -3,10 +3,14 @@ package reconcile
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
 )
 
 // backfillWorld publishes n releases over three channels, five z-streams per
@@ -44,11 +48,17 @@ func TestBackfillAndSteadyStateCost(t *testing.T) {
 	}
 	cold, coldTime := h.srv.Stats().Sub(before), time.Since(start)
 	kernels := count(res, "build")
-	t.Logf("cold backfill: %d releases, %d inspected, %d builds, %d promotions in %s; graph %d requests; registry %d requests (+%d pings): %d manifest GETs, %d blob GETs, %d HEADs, %d bytes served",
+	t.Logf("cold backfill: %d releases, %d inspected, %d builds, %d promotions in %s; graph %d requests; registry %d requests (+%d pings, %d tokens): %d manifest GETs, %d blob GETs, %d HEADs, %d bytes served",
 		res.Releases, res.Inspected, kernels, count(res, "promote"), coldTime.Round(time.Millisecond), h.graph.Requests.Load()-graph0,
-		cold.Requests, cold.Auth, cold.ManifestGETs, cold.BlobGETs, cold.ManifestHEADs, cold.BytesServed)
+		cold.Requests, cold.Pings, cold.Tokens, cold.ManifestGETs, cold.BlobGETs, cold.ManifestHEADs, cold.BytesServed)
 	if res.Releases != 300 || res.Inspected != 300 || kernels != 60 || count(res, "promote:release") != 300 || count(res, "promote:kernel") != 60 {
 		t.Fatalf("backfill: %d releases, %d inspected, %d builds, %d promotions", res.Releases, res.Inspected, kernels, count(res, "promote"))
+	}
+	// With auth counted, z-streams sharing their images cost at most 5
+	// round trips a payload: one ping and a token per repository for the
+	// whole pass.
+	if trips := cold.Requests + cold.Pings + cold.Tokens; trips > 5*300 || cold.Pings != 1 {
+		t.Errorf("cold backfill: %d round trips (%d pings, %d tokens) for 300 payloads, budget 5 each with one ping", trips, cold.Pings, cold.Tokens)
 	}
 
 	before, graph0 = h.srv.Stats(), h.graph.Requests.Load()
@@ -58,15 +68,15 @@ func TestBackfillAndSteadyStateCost(t *testing.T) {
 	t.Logf("steady state: %d graph requests (%d answered 304 so far), registry %d requests (%d manifest GETs, %d blob GETs, %d HEADs), %d bytes, %s, %d actions",
 		h.graph.Requests.Load()-graph0, h.graph.NotMod.Load(), steady.Requests, steady.ManifestGETs, steady.BlobGETs, steady.ManifestHEADs, steady.BytesServed,
 		time.Since(start).Round(time.Microsecond), len(res.Actions))
-	if n := h.graph.Requests.Load() - graph0; n != 3 || steady.ManifestGETs+steady.BlobGETs+steady.ManifestHEADs != 0 || len(res.Actions) != 0 {
+	if n := h.graph.Requests.Load() - graph0; n != 3 || steady.Requests+steady.Pings+steady.Tokens != 0 || len(res.Actions) != 0 {
 		t.Errorf("steady state: %d graph requests, registry %+v, actions %d", n, steady, len(res.Actions))
 	}
 
 	h.restart()
 	before = h.srv.Stats()
 	res = h.pass(Options{})
-	if res.Inspected != 0 || h.srv.Stats().Sub(before).Requests != 0 {
-		t.Errorf("restart: %d re-inspections, %d registry requests", res.Inspected, h.srv.Stats().Sub(before).Requests)
+	if d := h.srv.Stats().Sub(before); res.Inspected != 0 || d.Requests+d.Pings+d.Tokens != 0 {
+		t.Errorf("restart: %d re-inspections, %d registry round trips", res.Inspected, d.Requests+d.Pings+d.Tokens)
 	}
 	t.Logf("restart: %d re-inspections, %d registry requests", res.Inspected, h.srv.Stats().Sub(before).Requests)
 }
@@ -83,4 +93,141 @@ func BenchmarkSteadyStatePass(b *testing.B) {
 	b.StopTimer()
 	c := h.srv.Stats().Sub(before)
 	b.ReportMetric(float64(c.Requests)/float64(b.N), "registry-requests/op")
+}
+
+// kernelOf is the kernel (VERSION-RELEASE) of the k-th RHCOS build of a
+// minor, with the RHEL of its era.
+func kernelOf(minor, k int) string {
+	switch {
+	case minor <= 10:
+		return fmt.Sprintf("4.18.0-%d.%d.1.el8_4", 300+minor, k)
+	case minor <= 12:
+		return fmt.Sprintf("4.18.0-%d.%d.1.el8_6", 300+minor, k)
+	case minor <= 15:
+		return fmt.Sprintf("5.14.0-%d.%d.1.el9_2", 200+minor, k)
+	case minor <= 18:
+		return fmt.Sprintf("5.14.0-%d.%d.1.el9_4", 400+minor, k)
+	}
+	return fmt.Sprintf("5.14.0-%d.%d.1.el9_6", 500+minor, k)
+}
+
+// eraBackfill publishes n payloads over every era of DOMAIN.md's table, as
+// OpenShift ships them: z-streams of 4.6 to 4.22, five per RHCOS build (so
+// per kernel), 4.21+ with a RHEL 10 stream too, and from 4.18 every tenth
+// z-stream also as a multi-arch payload in the multi graph. It returns the
+// inspections a cold pass makes (a multi-arch payload is read for amd64 and
+// arm64).
+func eraBackfill(h *harness, n int) (inspections int) {
+	h.channels, h.arches = nil, []string{"amd64", "multi"}
+	perMinor := (n + 16) / 17
+	published := 0
+	for minor := 6; minor <= 22; minor++ {
+		h.channels = append(h.channels, fmt.Sprintf("stable-4.%d", minor))
+		for z := 0; z < perMinor && published < n; z++ {
+			v := fmt.Sprintf("4.%d.%d", minor, z)
+			s := payloadtest.Stream{Kernel: kernelOf(minor, z/5)}
+			if minor >= 16 {
+				s.RTKernel = s.Kernel
+			}
+			spec := payloadtest.ReleaseSpec{Version: v, Stream: s}
+			if minor >= 21 {
+				spec.Stream10 = &payloadtest.Stream{Kernel: fmt.Sprintf("6.12.0-%d.%d.1.el10_1", 50+minor, z/5)}
+			}
+			h.publishSpec(fmt.Sprintf("stable-4.%d", minor), spec)
+			published++
+			inspections++
+			if minor >= 18 && z%10 == 0 && published < n {
+				spec.Arches = []string{"amd64", "arm64"}
+				p := h.world.Release(spec)
+				h.graph.Publish(fmt.Sprintf("stable-4.%d", minor), "multi", v, p.Pullspec)
+				published++
+				inspections += 2
+			}
+		}
+	}
+	return inspections
+}
+
+// delay adds d to every request a server answers: the network's latency.
+func delay(d time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(d)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// envInt reads a positive integer from the environment, else def.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// BenchmarkColdBackfill is the README's backfill figure: a cold dry-run pass
+// (discover, inspect every payload, look for every kernel's image, plan)
+// over at least 1,000 payloads of every era, multi-arch included, against a
+// registry that wants bearer tokens and answers every request (pings and
+// tokens too) after DTKBOT_BENCH_LATENCY_MS (default 20) milliseconds, at
+// registry.concurrency 1, 8 and 16. It reports the wall time and speed-up
+// over sequential, and per payload the round trips by kind and the bytes.
+// Run with `make bench` (DTKBOT_BENCH_PAYLOADS changes the 1,000).
+func BenchmarkColdBackfill(b *testing.B) {
+	latency := time.Duration(envInt("DTKBOT_BENCH_LATENCY_MS", 20)) * time.Millisecond
+	same := func(h http.Handler) http.Handler { return h }
+	h := newHarnessWith(b, delay(latency), same)
+	h.world.ContentSize = 1 << 10
+	n := envInt("DTKBOT_BENCH_PAYLOADS", 1000)
+	inspections := eraBackfill(h, n)
+	b.Logf("%d payloads (%d inspections), %s per request", n, inspections, latency)
+	var sequential time.Duration
+	for _, c := range []int{1, 8, 16} {
+		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) {
+			var took time.Duration
+			var cost registrytest.Stats
+			for i := 0; i < b.N; i++ {
+				// Cold: a state file and a client that have seen nothing.
+				h.store.Close()
+				_ = os.Remove(h.statePath)
+				h.open()
+				h.regOpts.Concurrency = c
+				r := h.reconciler()
+				r.Concurrency = c
+				before := h.srv.Stats()
+				start := time.Now()
+				res, err := r.RunOnce(context.Background(), h.now, Options{DryRun: true})
+				took += time.Since(start)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Inspected != inspections-res.Held {
+					b.Fatalf("%d inspected, %d held, want %d", res.Inspected, res.Held, inspections)
+				}
+				d := h.srv.Stats().Sub(before)
+				cost.Requests += d.Requests
+				cost.ManifestGETs += d.ManifestGETs
+				cost.BlobGETs += d.BlobGETs
+				cost.ManifestHEADs += d.ManifestHEADs
+				cost.Pings += d.Pings
+				cost.Tokens += d.Tokens
+				cost.BytesServed += d.BytesServed
+			}
+			took /= time.Duration(b.N)
+			if c == 1 {
+				sequential = took
+			}
+			per := func(v int64) float64 { return float64(v) / float64(b.N) / float64(n) }
+			b.ReportMetric(took.Seconds(), "s/backfill")
+			if sequential > 0 {
+				b.ReportMetric(sequential.Seconds()/took.Seconds(), "speedup")
+			}
+			b.ReportMetric(per(cost.Requests+cost.Pings+cost.Tokens), "trips/payload")
+			b.ReportMetric(per(cost.BytesServed), "bytes/payload")
+			b.Logf("concurrency %2d: %6.1fs, x%.1f; per payload %.2f round trips: %.2f manifest GETs, %.2f blob GETs, %.2f HEADs, %.3f pings, %.3f tokens; %.0f bytes",
+				c, took.Seconds(), sequential.Seconds()/took.Seconds(), per(cost.Requests+cost.Pings+cost.Tokens),
+				per(cost.ManifestGETs), per(cost.BlobGETs), per(cost.ManifestHEADs), per(cost.Pings), per(cost.Tokens), per(cost.BytesServed))
+		})
+	}
 }

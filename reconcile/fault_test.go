@@ -51,7 +51,7 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 	}
 	h := newHarnessWith(t, wrap, wrap)
 	h.channels = []string{"stable-4.16", "fast-4.16"}
-	h.regOpts = registry.Options{Timeout: 300 * time.Millisecond, Attempts: 6, Backoff: 5 * time.Millisecond}
+	h.regOpts = registry.Options{AuthFile: h.regOpts.AuthFile, Timeout: 300 * time.Millisecond, Attempts: 6, Backoff: 5 * time.Millisecond}
 	// A build request a proxy acknowledged but never delivered (a 200 with
 	// garbage) is only noticed when the build does not appear in time: with
 	// the clock moving a minute per pass, three passes.

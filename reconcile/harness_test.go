@@ -2,6 +2,8 @@ package reconcile
 
 import (
 	"context"
+	"encoding/base64"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -37,6 +39,7 @@ type harness struct {
 	notifier  *fakeNotifier
 	now       time.Time
 	channels  []string
+	arches    []string // graph arches (default amd64)
 	releases  []string // config pullspecs
 	target    rebuild.Target
 	policy    BuildPolicy
@@ -62,6 +65,7 @@ func newHarnessWith(t testing.TB, wrapRegistry, wrapGraph func(http.Handler) htt
 		statePath: filepath.Join(t.TempDir(), "dtkbot.db"),
 		now:       time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
 		channels:  []string{"stable-4.16"},
+		arches:    []string{"amd64"},
 		target: rebuild.Target{
 			Repository:  srv.Host() + "/dtkbot/driver-toolkit",
 			KernelTag:   "{{.KernelFull}}",
@@ -70,6 +74,13 @@ func newHarnessWith(t testing.TB, wrapRegistry, wrapGraph func(http.Handler) htt
 		policy: BuildPolicy{Timeout: time.Hour, MaxAttempts: 3, Backoff: 10 * time.Minute},
 	}
 	h.world.ContentSize = 16 << 10
+	// The registry wants bearer tokens for the pull secret, as quay.io does.
+	srv.RequireBearerAuth("pull-bot", "s3cret")
+	h.regOpts.AuthFile = filepath.Join(t.TempDir(), "auth.json")
+	auth := base64.StdEncoding.EncodeToString([]byte("pull-bot:s3cret"))
+	if err := os.WriteFile(h.regOpts.AuthFile, []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, srv.Host(), auth)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	h.builder = &fakeBuilder{world: h.world, sync: true}
 	h.promoter = &fakePromoter{reg: srv.Registry}
 	h.notifier = &fakeNotifier{}
@@ -113,7 +124,7 @@ func (h *harness) reconciler() *Reconciler {
 	return &Reconciler{
 		Discoverer: &watcher.Discoverer{
 			Graph:    &watcher.GraphClient{URL: h.graph.URL()},
-			Channels: h.channels, Arches: []string{"amd64"}, Releases: h.releases, Store: h.store,
+			Channels: h.channels, Arches: h.arches, Releases: h.releases, Store: h.store,
 		},
 		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: h.store, Checker: reg,
 		Builder: h.builder, Promoter: h.promoter, Notifier: h.notifier,

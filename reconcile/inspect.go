@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dtkbot/dtkbot/rebuild"
@@ -154,20 +155,29 @@ func (p *pass) heldActions() []rebuild.Action {
 	return out
 }
 
+// payloadsInFlight is how many payloads are inspected at once per registry
+// call in flight.
+const payloadsInFlight = 4
+
 func (r *Reconciler) inspector(arch string) *releaseinfo.Inspector {
 	if r.inspectors == nil {
 		r.inspectors = map[string]*releaseinfo.Inspector{}
 	}
 	in, ok := r.inspectors[arch]
 	if !ok {
-		in = releaseinfo.New(r.Registry, releaseinfo.Options{Arch: arch, Limits: r.Limits, Cache: r.Store, Concurrency: r.Concurrency})
+		// Most of a payload's inspection is waiting (for the network, or for
+		// a DTK or OS image another z-stream is reading): more payloads are
+		// in progress than calls in flight, which the registry client bounds.
+		in = releaseinfo.New(r.Registry, releaseinfo.Options{Arch: arch, Limits: r.Limits, Cache: r.Store, Concurrency: payloadsInFlight * max(r.Concurrency, 1)})
 		r.inspectors[arch] = in
 	}
 	return in
 }
 
-// inspect reads the jobs, arch by arch, with the inspectors' bounded
-// concurrency, reporting progress over all of them.
+// inspect reads the jobs, every arch at the same time (a multi-arch
+// payload's instances too): each arch's inspector bounds the payloads it
+// reads at once, and the registry client the calls in flight across all.
+// Progress is reported over all of them.
 func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Result {
 	out := make([]releaseinfo.Result, len(jobs))
 	byArch := map[string][]int{}
@@ -178,26 +188,36 @@ func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Resu
 		}
 		byArch[j.arch] = append(byArch[j.arch], i)
 	}
-	before := 0
+	var mu sync.Mutex
+	done := 0
+	var progress func(int, int)
+	if r.Progress != nil {
+		progress = func(int, int) {
+			mu.Lock()
+			defer mu.Unlock()
+			done++
+			r.Progress(done, len(jobs))
+		}
+	}
+	var wg sync.WaitGroup
 	for _, arch := range arches {
 		idx := byArch[arch]
 		pullspecs := make([]string, len(idx))
 		for k, i := range idx {
 			pullspecs[k] = jobs[i].release.Pullspec
 		}
-		var progress func(done, total int)
-		if r.Progress != nil {
-			progress = func(done, _ int) { r.Progress(before+done, len(jobs)) }
-		}
-		for k, res := range r.inspector(arch).InspectAll(ctx, pullspecs, progress) {
-			j := jobs[idx[k]]
-			if res.Err == nil && j.release.Version != "" && res.Report.Release != j.release.Version {
-				res.Report.Warnings = append(res.Report.Warnings, fmt.Sprintf("the graph calls this payload %s", j.release.Version))
+		in := r.inspector(arch)
+		wg.Go(func() {
+			for k, res := range in.InspectAll(ctx, pullspecs, progress) {
+				j := jobs[idx[k]]
+				if res.Err == nil && j.release.Version != "" && res.Report.Release != j.release.Version {
+					res.Report.Warnings = append(res.Report.Warnings, fmt.Sprintf("the graph calls this payload %s", j.release.Version))
+				}
+				out[idx[k]] = res
 			}
-			out[idx[k]] = res
-		}
-		before += len(idx)
+		})
 	}
+	wg.Wait()
 	return out
 }
 

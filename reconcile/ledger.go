@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -17,7 +18,9 @@ import (
 )
 
 // pass is one run of the stages: what they share, and the result they fill.
+// mu guards res, errs and view where a stage works concurrently (observe).
 type pass struct {
+	mu    sync.Mutex
 	r     *Reconciler
 	now   time.Time
 	opts  Options
@@ -48,6 +51,8 @@ func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
 
 // fail records an error that fails the pass (after everything else is done).
 func (p *pass) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.errs = append(p.errs, err)
 	p.res.Errors = append(p.res.Errors, err.Error())
 }
@@ -55,14 +60,32 @@ func (p *pass) fail(err error) {
 // deferred records an error that does not fail the pass: a notification left
 // for the next one.
 func (p *pass) deferred(err error) {
+	p.mu.Lock()
 	p.res.Errors = append(p.res.Errors, err.Error())
+	p.mu.Unlock()
 	p.log.Warn().Err(err).Msg("notification deferred")
 }
 
 // warn records something people should know that is no failure.
 func (p *pass) warn(msg string) {
+	p.mu.Lock()
 	p.res.Warnings = append(p.res.Warnings, msg)
+	p.mu.Unlock()
 	p.log.Warn().Msg(msg)
+}
+
+// action adds a done action to the result.
+func (p *pass) action(a rebuild.Action) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res.Actions = append(p.res.Actions, a)
+}
+
+// checked counts an image check (a HEAD).
+func (p *pass) checked() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res.Checks++
 }
 
 // end finishes the result.
@@ -179,7 +202,9 @@ func (v *ledgerView) kernelList(only string) []state.Kernel {
 
 // putKernel keeps k in the view and, unless dry, in the store.
 func (p *pass) putKernel(k state.Kernel) {
+	p.mu.Lock()
 	p.view.kernels[k.Key()] = k
+	p.mu.Unlock()
 	if p.opts.DryRun {
 		return
 	}
@@ -191,7 +216,9 @@ func (p *pass) putKernel(k state.Kernel) {
 // putPromotion keeps a promoted tag in the view and the store, journaling
 // the action that placed it.
 func (p *pass) putPromotion(pr state.Promotion, a rebuild.Action) {
+	p.mu.Lock()
 	p.view.promoted[pr.Ref] = pr
+	p.mu.Unlock()
 	if p.opts.DryRun {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dtkbot/dtkbot/rebuild"
@@ -17,23 +18,40 @@ import (
 // tag) is built, then verified; a build that did not appear in time is
 // retried or failed. Kernels built and verified are not looked at: the
 // steady state costs no request.
+//
+// Kernels are looked at concurrently (a backfill finds hundreds), as many at
+// once as the registry client has calls in flight.
 func (p *pass) observe(ctx context.Context) {
+	var awaited []state.Kernel
 	for _, k := range p.view.kernelList("") {
-		changed := false
 		switch k.State {
-		case state.KernelBuilt:
-			changed = p.r.Verifier != nil && p.verify(ctx, &k)
-		case state.KernelNew, state.KernelBuildRequested:
-			changed = p.lookForImage(ctx, &k)
-			if changed && k.State == state.KernelBuilt && p.r.Verifier != nil {
-				p.verify(ctx, &k)
-			}
-		}
-		if changed {
-			k.UpdatedAt = p.now
-			p.putKernel(k)
+		case state.KernelBuilt, state.KernelNew, state.KernelBuildRequested:
+			awaited = append(awaited, k)
 		}
 	}
+	slots := make(chan struct{}, max(p.r.Concurrency, 1))
+	var wg sync.WaitGroup
+	for _, k := range awaited {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			changed := false
+			switch k.State {
+			case state.KernelBuilt:
+				changed = p.r.Verifier != nil && p.verify(ctx, &k)
+			default:
+				changed = p.lookForImage(ctx, &k)
+				if changed && k.State == state.KernelBuilt && p.r.Verifier != nil {
+					p.verify(ctx, &k)
+				}
+			}
+			if changed {
+				k.UpdatedAt = p.now
+				p.putKernel(k)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // lookForImage HEADs the references a kernel's image may be at: for a new
@@ -51,7 +69,7 @@ func (p *pass) lookForImage(ctx context.Context, k *state.Kernel) bool {
 		return false
 	}
 	if k.State == state.KernelNew {
-		p.res.Checks++
+		p.checked()
 		d, err := p.r.Checker.Digest(ctx, kernelRef)
 		_, rejected := k.Rejected(d.String())
 		switch {
@@ -64,7 +82,7 @@ func (p *pass) lookForImage(ctx context.Context, k *state.Kernel) bool {
 			return false
 		}
 	}
-	p.res.Checks++
+	p.checked()
 	d, err := p.r.Checker.Digest(ctx, stagingRef)
 	before, rejected := k.Rejected(d.String())
 	rejected = rejected && err == nil
@@ -78,7 +96,7 @@ func (p *pass) lookForImage(ctx context.Context, k *state.Kernel) bool {
 		// the very same image again: that attempt failed as well.
 		k.Staging, k.ImageDigest = stagingRef, d.String()
 		p.reject(ctx, k, fmt.Errorf("%w: the build pushed %s again, which failed verification before: %s", rebuild.ErrWrongKernel, d, before.Reason))
-		p.res.Actions = append(p.res.Actions, rebuild.Action{Type: rebuild.ActionVerify, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch,
+		p.action(rebuild.Action{Type: rebuild.ActionVerify, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch,
 			Image: stagingRef, KernelKey: k.Key(), Result: "rejected: pushed the rejected image again"})
 		return true
 	case err != nil && !errors.Is(err, registry.ErrNotFound):
@@ -128,7 +146,7 @@ func (p *pass) verify(ctx context.Context, k *state.Kernel) bool {
 		p.fail(err)
 		return false
 	}
-	p.res.Actions = append(p.res.Actions, a)
+	p.action(a)
 	return true
 }
 
@@ -139,7 +157,9 @@ func (p *pass) verify(ctx context.Context, k *state.Kernel) bool {
 // promote. The staging tag is removed where the registry allows, so the
 // retry pushes to a clean tag.
 func (p *pass) reject(ctx context.Context, k *state.Kernel, err error) {
+	p.mu.Lock()
 	p.res.Rejected++
+	p.mu.Unlock()
 	k.Rejections = append(k.Rejections, state.Rejection{Digest: k.ImageDigest, Image: k.PinnedImage(), Reason: err.Error(), At: p.now})
 	staging := k.Staging
 	p.log.Error().Str("kernel", k.Kernel).Str("image", k.PinnedImage()).Err(err).Msg("built image carries the wrong kernel: not promoted")

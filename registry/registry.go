@@ -1,12 +1,24 @@
-// Package registry reads images from container registries through
-// containers/image's docker transport, with what a long-running bot needs on
-// top: a timeout on every call, bounded retries with backoff on 5xx and
-// network errors (429 and its Retry-After are honoured inside containers/image),
-// bounded concurrency, digest verification of every manifest and blob before a
-// caller may use it, size limits, and request counters.
+// Package registry reads images from container registries with what a
+// long-running bot needs: one session per registry (one ping per host, one
+// bearer token per repository and scope, reused until it expires, across
+// every image read), a timeout on every call, bounded retries with backoff on
+// 5xx and network errors (a 429's Retry-After honoured), one bound on the
+// calls in flight, digest verification of every manifest and blob before a
+// caller may use it, size limits, and request counters. Mirrors and insecure
+// registries come from registries.conf, credentials from the containers
+// auth.json, as containers/image reads them.
 //
-// It never writes to a registry and never keeps a blob on disk: blobs are
-// streamed to a caller's consumer and verified at EOF.
+// It speaks the distribution protocol's reads itself rather than through
+// containers/image's docker transport, because that transport pings and
+// fetches a token again for every image source it opens (each has its own
+// client and token cache) and offers no way to share them: a backfill of a
+// thousand payloads spent half its round trips on pings and tokens.
+// containers/image stays the library for copies (promotion) and signature
+// policies; SystemContext hands them the same configuration.
+//
+// It never writes to a registry, except to remove a tag (Untag), and never
+// keeps a blob on disk: blobs are streamed to a caller's consumer and
+// verified at EOF.
 package registry
 
 import (
@@ -24,11 +36,8 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
-	"github.com/docker/distribution/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
-	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/manifest"
-	"go.podman.io/image/v5/pkg/blobinfocache/none"
 	"go.podman.io/image/v5/types"
 )
 
@@ -52,20 +61,22 @@ type Options struct {
 	// Backoff is the first delay between attempts, doubled each time, with
 	// jitter. Default 1s.
 	Backoff time.Duration
-	// Concurrency bounds the calls in flight across the client. Default 8.
+	// Concurrency bounds the calls in flight across the client. Default 16.
 	Concurrency int
 	// UserAgent is sent with every request.
 	UserAgent string
 }
 
 // Counters are what a Client has asked registries for, for metrics and
-// benchmarks. Pings and token requests made by containers/image are not seen.
+// benchmarks: reads, and the auth round trips (pings, tokens) they needed.
 type Counters struct {
 	ManifestGETs  int64
 	ManifestHEADs int64
 	BlobGETs      int64
 	BlobBytes     int64
 	Retries       int64
+	Pings         int64
+	Tokens        int64
 }
 
 // Client reads images. It is safe for concurrent use.
@@ -93,7 +104,7 @@ func New(opts Options) *Client {
 	if opts.TLSVerify != nil {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!*opts.TLSVerify)
 	}
-	c := &Client{sys: sys, session: newSession(sys), timeout: opts.Timeout, attempts: opts.Attempts, backoff: opts.Backoff}
+	c := &Client{sys: sys, timeout: opts.Timeout, attempts: opts.Attempts, backoff: opts.Backoff}
 	if c.timeout <= 0 {
 		c.timeout = 2 * time.Minute
 	}
@@ -105,9 +116,10 @@ func New(opts Options) *Client {
 	}
 	n := opts.Concurrency
 	if n <= 0 {
-		n = 8
+		n = 16
 	}
 	c.slots = make(chan struct{}, n)
+	c.session = newSession(sys, n)
 	return c
 }
 
@@ -117,12 +129,15 @@ func (c *Client) SystemContext() *types.SystemContext { return c.sys }
 
 // Counters returns what the client has requested so far.
 func (c *Client) Counters() Counters {
+	pings, tokens := c.session.counts()
 	return Counters{
 		ManifestGETs:  c.manifestGETs.Load(),
 		ManifestHEADs: c.manifestHEADs.Load(),
 		BlobGETs:      c.blobGETs.Load(),
 		BlobBytes:     c.blobBytes.Load(),
 		Retries:       c.retries.Load(),
+		Pings:         pings,
+		Tokens:        tokens,
 	}
 }
 
@@ -136,16 +151,14 @@ type Image struct {
 	Manifest []byte
 	MIMEType string
 
-	named types.ImageReference
-	src   types.ImageSource
+	// src is where it was read from (a mirror, or the registry itself):
+	// instances and blobs are read from there too.
+	src source
 }
 
-// Close releases the image's connections.
-func (img *Image) Close() {
-	if img.src != nil {
-		_ = img.src.Close()
-	}
-}
+// Close releases the image. Connections belong to the client's session,
+// which keeps them for the next read.
+func (img *Image) Close() {}
 
 // MaxManifestBytes bounds every manifest read (containers/image enforces 4 MiB too).
 const MaxManifestBytes = 4 << 20
@@ -180,74 +193,101 @@ func IsContent(err error) bool {
 }
 
 // Open resolves pullspec (a tag or a digest reference, without transport
-// prefix) and reads its manifest. A digest reference is verified against the
-// manifest's bytes.
+// prefix) and reads its manifest, from the first of its pull sources
+// (registries.conf mirrors, then the registry) that has it. A digest
+// reference is verified against the manifest's bytes.
 func (c *Client) Open(ctx context.Context, pullspec string) (*Image, error) {
-	ref, err := docker.ParseReference("//" + pullspec)
+	named, err := reference.ParseNormalizedNamed(pullspec)
 	if err != nil {
 		return nil, fmt.Errorf("parsing image reference %q: %w", pullspec, err)
 	}
+	sources, err := c.pullSources(named)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest of %s: %w", pullspec, err)
+	}
+	var failures []error
+	for _, src := range sources {
+		img, err := c.openAt(ctx, pullspec, src)
+		if err == nil {
+			return img, nil
+		}
+		if IsContent(err) || errors.Is(err, ErrDigestMismatch) || ctx.Err() != nil {
+			return nil, err
+		}
+		failures = append(failures, err)
+	}
+	err = failures[len(failures)-1]
+	if len(failures) > 1 {
+		err = fmt.Errorf("%w (the mirrors failed too: %v)", err, errors.Join(failures[:len(failures)-1]...))
+	}
+	return nil, err
+}
+
+func (c *Client) openAt(ctx context.Context, pullspec string, src source) (*Image, error) {
 	var img *Image
-	err = c.do(ctx, func(ctx context.Context) error {
-		src, err := ref.NewImageSource(ctx, c.sys)
-		if err != nil {
-			return err
-		}
+	err := c.do(ctx, func(ctx context.Context) error {
 		c.manifestGETs.Add(1)
-		blob, mt, err := src.GetManifest(ctx, nil)
+		blob, mt, err := c.fetchManifest(ctx, src, src.ref)
 		if err != nil {
-			_ = src.Close()
 			return err
 		}
-		img = &Image{Ref: pullspec, Manifest: blob, MIMEType: manifest.NormalizedMIMEType(mt), named: ref, src: src}
+		img = &Image{Ref: pullspec, Manifest: blob, MIMEType: mt, src: src}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading manifest of %s: %w", pullspec, err)
 	}
-	if len(img.Manifest) > MaxManifestBytes {
-		img.Close()
-		return nil, Content(fmt.Errorf("reading manifest of %s: %d bytes is over the limit of %d", pullspec, len(img.Manifest), MaxManifestBytes))
-	}
 	img.Digest = digest.FromBytes(img.Manifest)
-	if canonical := ref.DockerReference(); canonical != nil {
-		if d, ok := canonical.(interface{ Digest() digest.Digest }); ok {
-			if ok, _ := manifest.MatchesDigest(img.Manifest, d.Digest()); !ok {
-				img.Close()
-				return nil, fmt.Errorf("verifying manifest of %s: %w: got %s", pullspec, ErrDigestMismatch, img.Digest)
-			}
-			img.Digest = d.Digest()
+	if d, err := digest.Parse(src.ref); err == nil {
+		if ok, _ := manifest.MatchesDigest(img.Manifest, d); !ok {
+			return nil, fmt.Errorf("verifying manifest of %s: %w: got %s", pullspec, ErrDigestMismatch, img.Digest)
 		}
-	}
-	if img.MIMEType == "" {
-		img.MIMEType = manifest.GuessMIMEType(img.Manifest)
+		img.Digest = d
 	}
 	return img, nil
+}
+
+// fetchManifest GETs one manifest (by tag or digest) from src.
+func (c *Client) fetchManifest(ctx context.Context, src source, ref string) ([]byte, string, error) {
+	h := http.Header{"Accept": manifest.DefaultRequestedManifestMIMETypes}
+	resp, err := c.session.send(ctx, src.endpoint, http.MethodGet, "/v2/"+src.repo+"/manifests/"+ref, src.repo, h)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	blob, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestBytes+1))
+	if err != nil {
+		return nil, "", err
+	}
+	if len(blob) > MaxManifestBytes {
+		return nil, "", permanent(Content(fmt.Errorf("the manifest is over the limit of %d bytes", MaxManifestBytes)))
+	}
+	mt := manifest.NormalizedMIMEType(resp.Header.Get("Content-Type"))
+	if mt == "" || mt == "text/plain" || mt == "application/json" || mt == "application/octet-stream" {
+		mt = manifest.GuessMIMEType(blob)
+	}
+	return blob, mt, nil
 }
 
 // Instance reads the manifest of one instance of a manifest list, verified
 // against its digest.
 func (c *Client) Instance(ctx context.Context, img *Image, instance digest.Digest) ([]byte, string, error) {
+	if err := instance.Validate(); err != nil {
+		return nil, "", Content(fmt.Errorf("reading manifest %q of %s: %w", instance, img.Ref, err))
+	}
 	var blob []byte
 	var mt string
 	err := c.do(ctx, func(ctx context.Context) error {
 		c.manifestGETs.Add(1)
 		var err error
-		blob, mt, err = img.src.GetManifest(ctx, &instance)
+		blob, mt, err = c.fetchManifest(ctx, img.src, instance.String())
 		return err
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("reading manifest %s of %s: %w", instance, img.Ref, err)
 	}
-	if len(blob) > MaxManifestBytes {
-		return nil, "", Content(fmt.Errorf("reading manifest %s of %s: %d bytes is over the limit of %d", instance, img.Ref, len(blob), MaxManifestBytes))
-	}
 	if ok, _ := manifest.MatchesDigest(blob, instance); !ok {
 		return nil, "", fmt.Errorf("verifying manifest %s of %s: %w", instance, img.Ref, ErrDigestMismatch)
-	}
-	mt = manifest.NormalizedMIMEType(mt)
-	if mt == "" {
-		mt = manifest.GuessMIMEType(blob)
 	}
 	return blob, mt, nil
 }
@@ -262,16 +302,16 @@ func (c *Client) ReadBlob(ctx context.Context, img *Image, blob types.BlobInfo, 
 		return Content(fmt.Errorf("reading blob %s of %s: size %d is over the limit of %d", blob.Digest, img.Ref, blob.Size, maxBytes))
 	}
 	if err := blob.Digest.Validate(); err != nil {
-		return fmt.Errorf("reading blob %q of %s: %w", blob.Digest, img.Ref, err)
+		return Content(fmt.Errorf("reading blob %q of %s: %w", blob.Digest, img.Ref, err))
 	}
 	err := c.do(ctx, func(ctx context.Context) error {
 		c.blobGETs.Add(1)
-		rc, _, err := img.src.GetBlob(ctx, types.BlobInfo{Digest: blob.Digest, Size: blob.Size}, none.NoCache)
+		resp, err := c.session.send(ctx, img.src.endpoint, http.MethodGet, "/v2/"+img.src.repo+"/blobs/"+blob.Digest.String(), img.src.repo, nil)
 		if err != nil {
 			return err
 		}
-		defer rc.Close()
-		counted := &countingReader{r: io.LimitReader(rc, maxBytes+1)}
+		defer resp.Body.Close()
+		counted := &countingReader{r: io.LimitReader(resp.Body, maxBytes+1)}
 		verifier := blob.Digest.Verifier()
 		tee := io.TeeReader(counted, verifier)
 		consumeErr := consume(tee)
@@ -333,7 +373,8 @@ func (p permanentError) Unwrap() error { return p.err }
 
 func permanent(err error) error { return permanentError{err} }
 
-// do runs call with a slot, a per-attempt timeout and bounded retries.
+// do runs call with a slot, a per-attempt timeout and bounded retries; a
+// 429's Retry-After is waited out instead of the backoff.
 func (c *Client) do(ctx context.Context, call func(context.Context) error) error {
 	delay := c.backoff
 	for attempt := 1; ; attempt++ {
@@ -349,6 +390,10 @@ func (c *Client) do(ctx context.Context, call func(context.Context) error) error
 		}
 		c.retries.Add(1)
 		wait := delay/2 + rand.N(delay/2+1)
+		var se *StatusError
+		if errors.As(err, &se) && se.RetryAfter > 0 {
+			wait = min(se.RetryAfter, maxRetryAfter)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (waiting to retry after: %v)", ctx.Err(), err)
@@ -357,6 +402,9 @@ func (c *Client) do(ctx context.Context, call func(context.Context) error) error
 		delay *= 2
 	}
 }
+
+// maxRetryAfter caps the wait a registry may ask for within one call.
+const maxRetryAfter = time.Minute
 
 func (c *Client) once(ctx context.Context, call func(context.Context) error) error {
 	select {
@@ -376,40 +424,30 @@ func (c *Client) once(ctx context.Context, call func(context.Context) error) err
 
 var errCallTimeout = errors.New("registry call timed out")
 
-// Transient reports whether err is worth retrying: a 5xx, a 429 that
-// containers/image already backed off from, a network error, a cut body or a
-// call timeout. 4xx answers, digest mismatches and limits are not.
+// Transient reports whether err is worth retrying: a 5xx, a 429, a network
+// error, a cut body or a call timeout. 4xx answers, digest mismatches,
+// content errors and limits are not.
 func Transient(err error) bool {
 	if err == nil {
 		return false
 	}
 	var perm permanentError
-	if errors.As(err, &perm) {
+	if errors.As(err, &perm) || IsContent(err) {
 		return false
 	}
-	if errors.Is(err, errCallTimeout) || errors.Is(err, docker.ErrTooManyRequests) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+	if errors.Is(err, errCallTimeout) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) {
 		return true
 	}
-	var status docker.UnexpectedHTTPStatusError
-	if errors.As(err, &status) {
-		return status.StatusCode >= 500 || status.StatusCode == 429
-	}
 	var se *StatusError
 	if errors.As(err, &se) {
-		return se.Status >= 500 || se.Status == 429
-	}
-	var ec errcode.Error
-	if errors.As(err, &ec) {
-		code := ec.Code.Descriptor().HTTPStatusCode
-		return code >= 500 || code == 429
+		return se.Status >= 500 || se.Status == http.StatusTooManyRequests
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) {
 		return true
 	}
-	// containers/image flattens some 5xx answers into text.
+	// Errors that lost their type on the way (containers/image's copies).
 	msg := err.Error()
 	for _, s := range []string{"StatusCode: 5", "status 5", "502 Bad Gateway", "503 Service Unavailable", "504 Gateway Timeout", "500 Internal Server Error", "connection reset", "unexpected EOF"} {
 		if strings.Contains(msg, s) {
@@ -424,98 +462,37 @@ var ErrNotFound = errors.New("not found")
 
 // Digest asks the registry for the digest a reference points at, with one
 // HEAD request: the cheap "does this tag exist yet?" check before any
-// irreversible step. A missing tag (or repository) is ErrNotFound.
+// irreversible step. It asks the registry itself, never a mirror: this is
+// where dtkbot pushes. A missing tag (or repository) is ErrNotFound.
 func (c *Client) Digest(ctx context.Context, pullspec string) (digest.Digest, error) {
-	ref, err := docker.ParseReference("//" + pullspec)
+	named, err := reference.ParseNormalizedNamed(pullspec)
 	if err != nil {
 		return "", fmt.Errorf("parsing image reference %q: %w", pullspec, err)
+	}
+	src, err := c.primary(named)
+	if err != nil {
+		return "", fmt.Errorf("checking %s: %w", pullspec, err)
 	}
 	var d digest.Digest
 	err = c.do(ctx, func(ctx context.Context) error {
 		c.manifestHEADs.Add(1)
-		var err error
-		d, err = docker.GetDigest(ctx, c.sys, ref)
-		if err != nil && isNotFound(err) {
-			return permanent(ErrNotFound)
+		h := http.Header{"Accept": manifest.DefaultRequestedManifestMIMETypes}
+		resp, err := c.session.send(ctx, src.endpoint, http.MethodHead, "/v2/"+src.repo+"/manifests/"+src.ref, src.repo, h)
+		if err != nil {
+			var se *StatusError
+			if errors.As(err, &se) && se.Status == http.StatusNotFound {
+				return permanent(ErrNotFound)
+			}
+			return err
 		}
-		return err
+		resp.Body.Close()
+		if d, err = digest.Parse(resp.Header.Get("Docker-Content-Digest")); err != nil {
+			return fmt.Errorf("the registry answered without a valid Docker-Content-Digest: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return "", fmt.Errorf("checking %s: %w", pullspec, err)
 	}
 	return d, nil
-}
-
-func isNotFound(err error) bool {
-	var status docker.UnexpectedHTTPStatusError
-	if errors.As(err, &status) {
-		return status.StatusCode == 404
-	}
-	var ec errcode.Error
-	if errors.As(err, &ec) {
-		return ec.Code.Descriptor().HTTPStatusCode == 404
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "StatusCode: 404") || strings.Contains(msg, "manifest unknown") || strings.Contains(msg, "404 Not Found")
-}
-
-// Untag removes one tag (repository:tag) and never the manifest behind it,
-// with the OCI distribution spec's DELETE /v2/<name>/manifests/<tag>.
-// Registries that do not delete tags (distribution/distribution's registry,
-// Docker Hub) answer ErrUnsupported; a tag already gone is success.
-func (c *Client) Untag(ctx context.Context, ref string) error {
-	named, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		return fmt.Errorf("untagging %q: %w", ref, err)
-	}
-	tagged, ok := named.(reference.NamedTagged)
-	if !ok {
-		return fmt.Errorf("untagging %q: not a tag reference", ref)
-	}
-	host, repo := reference.Domain(named), reference.Path(named)
-	if host == "docker.io" {
-		host = "registry-1.docker.io"
-	}
-	err = c.do(ctx, func(ctx context.Context) error {
-		h, err := c.session.host(ctx, host)
-		if err != nil {
-			return err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, fmt.Sprintf("%s://%s/v2/%s/manifests/%s", h.scheme, host, repo, tagged.Tag()), nil)
-		if err != nil {
-			return err
-		}
-		if ua := c.sys.DockerRegistryUserAgent; ua != "" {
-			req.Header.Set("User-Agent", ua)
-		}
-		if err := h.authorize(ctx, req, repo, "pull,push,delete"); err != nil {
-			return err
-		}
-		resp, err := h.client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-		se := &StatusError{Status: resp.StatusCode, Code: errorCode(body), What: "deleting tag " + ref}
-		switch {
-		case resp.StatusCode >= 200 && resp.StatusCode < 300, resp.StatusCode == http.StatusNotFound:
-			return nil
-		case resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented ||
-			(resp.StatusCode == http.StatusBadRequest && (se.Code == "UNSUPPORTED" || se.Code == "DIGEST_INVALID")):
-			return permanent(fmt.Errorf("%w (%v)", ErrUnsupported, se))
-		}
-		return se
-	})
-	if err != nil {
-		return fmt.Errorf("untagging %s: %w", ref, err)
-	}
-	// Check the world, not the answer: a proxy may acknowledge and drop.
-	if _, err := c.Digest(ctx, ref); !errors.Is(err, ErrNotFound) {
-		if err == nil {
-			err = errors.New("the registry acknowledged the deletion, yet the tag is still there")
-		}
-		return fmt.Errorf("untagging %s: %w", ref, err)
-	}
-	return nil
 }

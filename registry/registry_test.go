@@ -271,7 +271,7 @@ func TestUntagRemovesTheTagNotTheManifest(t *testing.T) {
 	}
 	f.srv.PutManifest("acme/image", "staging-v1", mt, body)
 	f.srv.RefuseTagDeletes = true
-	if err := c.Untag(ctx, f.srv.Host()+"/acme/image:staging-v1"); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "405 UNSUPPORTED") {
+	if err := c.Untag(ctx, f.srv.Host()+"/acme/image:staging-v1"); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "405 (method not allowed) UNSUPPORTED") {
 		t.Errorf("a registry that does not delete tags: %v", err)
 	}
 	if err := c.Untag(ctx, f.srv.Host()+"/acme/image@"+f.image.Digest.String()); err == nil {

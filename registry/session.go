@@ -4,50 +4,63 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/distribution/reference"
 	"go.podman.io/image/v5/pkg/docker/config"
-	"go.podman.io/image/v5/pkg/sysregistriesv2"
 	"go.podman.io/image/v5/pkg/tlsclientconfig"
 	"go.podman.io/image/v5/types"
 )
 
-// session speaks the distribution protocol's auth handshake for the calls
-// containers/image has no API for (deleting a tag): one ping per registry
-// host, one bearer token per (host, repository, actions) kept until it
-// expires, credentials from the same auth.json containers/image reads.
-//
-// containers/image keeps pings and tokens per image source, and offers no
-// call that deletes a tag without deleting the manifest behind it (its
-// DeleteImage resolves the tag and deletes by digest, which would take the
-// kernel tag with it): hence this small client.
+// session is the client's conversation with every registry it reads: one
+// ping per registry host (its auth challenge and scheme, kept for the
+// client's life), one bearer token per (host, repository, actions), kept
+// until shortly before it expires, and one pool of connections per host.
 type session struct {
-	sys *types.SystemContext
+	sys   *types.SystemContext
+	conns int // idle connections kept per host: the client's concurrency
 
 	mu    sync.Mutex
-	hosts map[string]*hostSession
+	hosts map[endpoint]*hostSession
+
+	pings, tokens atomic.Int64
 }
 
-// hostSession is what one registry host told us.
+// endpoint is a registry host as a pullspec names it (host[:port]).
+type endpoint struct {
+	host     string
+	insecure bool // TLS not verified, plain HTTP allowed
+}
+
+// source is one place an image can be read: a registry (or a mirror of it),
+// the repository there, and the tag or digest.
+type source struct {
+	endpoint
+	repo string
+	ref  string
+}
+
+// hostSession is what one registry host told us, and the tokens it gave.
 type hostSession struct {
-	once      sync.Once
+	ready     chan struct{}
 	err       error
 	scheme    string // https, or http for an insecure registry
 	client    *http.Client
 	challenge challenge
-	auth      types.DockerAuthConfig
 
 	mu     sync.Mutex
-	tokens map[string]bearerToken // by scope
+	tokens map[string]*tokenEntry // by scope
+	creds  map[string]types.DockerAuthConfig
 }
 
 // challenge is a WWW-Authenticate header of the ping.
@@ -56,44 +69,47 @@ type challenge struct {
 	params map[string]string
 }
 
-type bearerToken struct {
+// tokenEntry is a token, or one being fetched (the first asker fetches,
+// the others wait for it).
+type tokenEntry struct {
+	ready   chan struct{}
 	token   string
 	expires time.Time
+	err     error
 }
 
-func newSession(sys *types.SystemContext) *session {
-	return &session{sys: sys, hosts: map[string]*hostSession{}}
+func newSession(sys *types.SystemContext, conns int) *session {
+	return &session{sys: sys, conns: conns, hosts: map[endpoint]*hostSession{}}
 }
 
-// host returns the host's session, pinging it the first time.
-func (s *session) host(ctx context.Context, host string) (*hostSession, error) {
+func (s *session) counts() (pings, tokens int64) { return s.pings.Load(), s.tokens.Load() }
+
+// host returns the host's session, pinging it the first time: concurrent
+// callers wait for that one ping. A failed ping is forgotten, so the next
+// call tries again.
+func (s *session) host(ctx context.Context, ep endpoint) (*hostSession, error) {
 	s.mu.Lock()
-	h, ok := s.hosts[host]
+	h, ok := s.hosts[ep]
 	if !ok {
-		h = &hostSession{tokens: map[string]bearerToken{}}
-		s.hosts[host] = h
+		h = &hostSession{ready: make(chan struct{}), tokens: map[string]*tokenEntry{}, creds: map[string]types.DockerAuthConfig{}}
+		s.hosts[ep] = h
 	}
 	s.mu.Unlock()
-	h.once.Do(func() { h.err = h.ping(ctx, s.sys, host) })
-	if h.err != nil {
-		// A failed ping is forgotten: the next call tries again.
-		s.mu.Lock()
-		if s.hosts[host] == h {
-			delete(s.hosts, host)
+	if !ok {
+		h.err = s.ping(ctx, h, ep)
+		if h.err != nil {
+			s.mu.Lock()
+			delete(s.hosts, ep)
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
+		close(h.ready)
+	}
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	return h, h.err
-}
-
-// insecure reports whether host may be reached without TLS verification
-// (--tls-verify=false, or insecure in registries.conf).
-func insecure(sys *types.SystemContext, host string) bool {
-	if sys.DockerInsecureSkipTLSVerify == types.OptionalBoolTrue {
-		return true
-	}
-	reg, err := sysregistriesv2.FindRegistry(sys, host)
-	return err == nil && reg != nil && reg.Insecure
 }
 
 // certDir finds host's client certificates as containers/image does.
@@ -113,30 +129,25 @@ func certDir(sys *types.SystemContext, host string) string {
 	return ""
 }
 
-func (h *hostSession) ping(ctx context.Context, sys *types.SystemContext, host string) error {
-	skip := insecure(sys, host)
-	tlsConfig := &tls.Config{InsecureSkipVerify: skip} //nolint:gosec // only when the user said so
-	if dir := certDir(sys, host); dir != "" {
+func (s *session) ping(ctx context.Context, h *hostSession, ep endpoint) error {
+	tlsConfig := &tls.Config{InsecureSkipVerify: ep.insecure} //nolint:gosec // only when the user said so
+	if dir := certDir(s.sys, ep.host); dir != "" {
 		if err := tlsclientconfig.SetupCertificates(dir, tlsConfig); err != nil {
-			return fmt.Errorf("loading certificates of %s: %w", host, err)
+			return fmt.Errorf("loading certificates of %s: %w", ep.host, err)
 		}
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConfig
-	h.client = &http.Client{Transport: tr, Timeout: 2 * time.Minute}
-	auth, err := config.GetCredentials(sys, host)
-	if err != nil {
-		return fmt.Errorf("reading credentials for %s: %w", host, err)
-	}
-	h.auth = auth
+	tr.MaxIdleConnsPerHost = s.conns
+	tr.ResponseHeaderTimeout = 2 * time.Minute
+	h.client = &http.Client{Transport: tr}
 	try := func(scheme string) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+"/v2/", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+ep.host+"/v2/", nil)
 		if err != nil {
 			return err
 		}
-		if sys.DockerRegistryUserAgent != "" {
-			req.Header.Set("User-Agent", sys.DockerRegistryUserAgent)
-		}
+		s.userAgent(req)
+		s.pings.Add(1)
 		resp, err := h.client.Do(req)
 		if err != nil {
 			return err
@@ -144,20 +155,26 @@ func (h *hostSession) ping(ctx context.Context, sys *types.SystemContext, host s
 		defer resp.Body.Close()
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
-			return fmt.Errorf("pinging %s: HTTP %d", host, resp.StatusCode)
+			return &StatusError{Status: resp.StatusCode, What: "pinging " + ep.host}
 		}
 		h.scheme = scheme
 		h.challenge = parseChallenge(resp.Header.Get("WWW-Authenticate"))
 		return nil
 	}
-	err = try("https")
-	if err != nil && skip {
+	err := try("https")
+	if err != nil && ep.insecure {
 		err = try("http")
 	}
 	if err != nil {
-		return fmt.Errorf("pinging container registry %s: %w", host, err)
+		return fmt.Errorf("pinging container registry %s: %w", ep.host, err)
 	}
 	return nil
+}
+
+func (s *session) userAgent(req *http.Request) {
+	if ua := s.sys.DockerRegistryUserAgent; ua != "" {
+		req.Header.Set("User-Agent", ua)
+	}
 }
 
 // parseChallenge reads `Bearer realm="...",service="...",scope="..."` or
@@ -187,108 +204,253 @@ func parseChallenge(header string) challenge {
 	return c
 }
 
-// authorize sets the request's credentials for repo with actions (pull,
-// push, delete), fetching a token only when none is cached.
-func (h *hostSession) authorize(ctx context.Context, req *http.Request, repo, actions string) error {
-	switch h.challenge.scheme {
-	case "basic":
-		if h.auth.Username != "" {
-			req.SetBasicAuth(h.auth.Username, h.auth.Password)
-		}
-		return nil
-	case "bearer":
-		tok, err := h.token(ctx, "repository:"+repo+":"+actions)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	return nil
+// send makes one request to src's registry for repo, with the credentials
+// its challenge asks for. A 401 to a bearer token (expired, revoked) gets
+// one fresh token and one more try. Answers other than 2xx are a
+// *StatusError; the caller closes the body of a success.
+func (s *session) send(ctx context.Context, ep endpoint, method, path, repo string, header http.Header) (*http.Response, error) {
+	return s.sendFor(ctx, ep, method, path, repo, "pull", header)
 }
 
-func (h *hostSession) token(ctx context.Context, scope string) (string, error) {
+func (s *session) sendFor(ctx context.Context, ep endpoint, method, path, repo, actions string, header http.Header) (*http.Response, error) {
+	h, err := s.host(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	what := method + " " + ep.host + path
+	for try := 0; ; try++ {
+		req, err := http.NewRequestWithContext(ctx, method, h.scheme+"://"+ep.host+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		s.userAgent(req)
+		scope := "repository:" + repo + ":" + actions
+		used, err := s.authorize(ctx, h, ep, req, repo, scope)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			return resp, nil
+		}
+		se := statusError(resp, what)
+		if resp.StatusCode == http.StatusUnauthorized && h.challenge.scheme == "bearer" && try == 0 {
+			// The token is no longer taken (expired early, revoked): a new
+			// one, fetched once however many requests hit this at once.
+			h.forget(scope, used)
+			continue
+		}
+		return nil, se
+	}
+}
+
+// statusError reads a failed answer (and closes its body).
+func statusError(resp *http.Response, what string) *StatusError {
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	se := &StatusError{Status: resp.StatusCode, What: what}
+	var e struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(body, &e) == nil && len(e.Errors) > 0 {
+		se.Code, se.Message = e.Errors[0].Code, e.Errors[0].Message
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		se.RetryAfter = time.Duration(s) * time.Second
+	}
+	return se
+}
+
+// authorize sets the request's credentials for scope; it returns the
+// bearer token it used, if any.
+func (s *session) authorize(ctx context.Context, h *hostSession, ep endpoint, req *http.Request, repo, scope string) (string, error) {
+	switch h.challenge.scheme {
+	case "basic":
+		if auth := s.credentials(h, ep, repo); auth.Username != "" {
+			req.SetBasicAuth(auth.Username, auth.Password)
+		}
+	case "bearer":
+		tok, err := s.token(ctx, h, ep, repo, scope)
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		return tok, nil
+	}
+	return "", nil
+}
+
+// credentials are the auth.json entry for repo at ep (by repository
+// namespace, then host, as containers/image matches them).
+func (s *session) credentials(h *hostSession, ep endpoint, repo string) types.DockerAuthConfig {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if t, ok := h.tokens[scope]; ok && time.Now().Before(t.expires) {
-		return t.token, nil
+	if a, ok := h.creds[repo]; ok {
+		return a
 	}
+	var auth types.DockerAuthConfig
+	if named, err := reference.ParseNormalizedNamed(credentialHost(ep.host) + "/" + repo); err == nil {
+		auth, _ = config.GetCredentialsForRef(s.sys, named)
+	}
+	h.creds[repo] = auth
+	return auth
+}
+
+// credentialHost is the name credentials are kept under.
+func credentialHost(host string) string {
+	if host == "registry-1.docker.io" {
+		return "docker.io"
+	}
+	return host
+}
+
+// forget drops scope's token if it is still tok (or failed): a newer one,
+// fetched meanwhile by another request, stays.
+func (h *hostSession) forget(scope, tok string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, ok := h.tokens[scope]
+	if !ok {
+		return
+	}
+	select {
+	case <-t.ready:
+		if t.err != nil || t.token == tok {
+			delete(h.tokens, scope)
+		}
+	default: // being fetched: that is the new one
+	}
+}
+
+// token returns a token for scope: the cached one while it lives, else one
+// fetched once however many callers ask at the same time.
+func (s *session) token(ctx context.Context, h *hostSession, ep endpoint, repo, scope string) (string, error) {
+	h.mu.Lock()
+	t, ok := h.tokens[scope]
+	if ok {
+		select {
+		case <-t.ready:
+			if t.err != nil || time.Now().After(t.expires) {
+				ok = false
+			}
+		default: // being fetched: wait below
+		}
+	}
+	if !ok {
+		t = &tokenEntry{ready: make(chan struct{})}
+		h.tokens[scope] = t
+		h.mu.Unlock()
+		t.token, t.expires, t.err = s.fetchToken(ctx, h, ep, repo, scope)
+		close(t.ready)
+		if t.err != nil {
+			h.forget(scope, "")
+		}
+	} else {
+		h.mu.Unlock()
+	}
+	select {
+	case <-t.ready:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	return t.token, t.err
+}
+
+func (s *session) fetchToken(ctx context.Context, h *hostSession, ep endpoint, repo, scope string) (string, time.Time, error) {
 	realm := h.challenge.params["realm"]
 	u, err := url.Parse(realm)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") {
-		return "", fmt.Errorf("the registry's token realm %q is not an http(s) URL", realm)
+		return "", time.Time{}, fmt.Errorf("the token realm %q of %s is not an http(s) URL", realm, ep.host)
 	}
-	q := u.Query()
-	if svc := h.challenge.params["service"]; svc != "" {
-		q.Set("service", svc)
+	auth := s.credentials(h, ep, repo)
+	var req *http.Request
+	if auth.IdentityToken != "" {
+		// An OAuth2 refresh token (Azure and others), as containers/image
+		// uses one.
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {auth.IdentityToken}, "client_id": {"dtkbot"},
+			"service": {h.challenge.params["service"]}, "scope": {scope}}
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(form.Encode()))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+	} else {
+		q := u.Query()
+		if svc := h.challenge.params["service"]; svc != "" {
+			q.Set("service", svc)
+		}
+		q.Set("scope", scope)
+		u.RawQuery = q.Encode()
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err == nil && auth.Username != "" {
+			req.SetBasicAuth(auth.Username, auth.Password)
+		}
 	}
-	q.Set("scope", scope)
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	if h.auth.Username != "" {
-		req.SetBasicAuth(h.auth.Username, h.auth.Password)
-	}
+	s.userAgent(req)
+	s.tokens.Add(1)
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("asking %s for a token: %w", u.Host, err)
+		return "", time.Time{}, fmt.Errorf("asking %s for a token: %w", u.Host, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		se := statusError(resp, "asking "+u.Host+" for a token for "+scope)
+		if se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden {
+			se.Message = "the credentials for " + ep.host + " were refused (registry.authfile)"
+		}
+		return "", time.Time{}, se
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", &StatusError{Status: resp.StatusCode, What: "token for " + scope}
-	}
 	var body struct {
 		Token       string `json:"token"`
 		AccessToken string `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
-		return "", fmt.Errorf("reading the token for %s: %w", scope, err)
+		return "", time.Time{}, fmt.Errorf("reading the token for %s: %w", scope, err)
 	}
 	tok := body.Token
 	if tok == "" {
 		tok = body.AccessToken
 	}
 	if tok == "" {
-		return "", fmt.Errorf("the token answer for %s holds no token", scope)
+		return "", time.Time{}, fmt.Errorf("the token answer for %s holds no token", scope)
 	}
 	life := time.Duration(body.ExpiresIn) * time.Second
 	if life < time.Minute {
-		life = time.Minute // the spec's default lifetime
+		life = time.Minute // the distribution spec's default lifetime
 	}
-	// Renew a little early so a token never expires in flight.
-	h.tokens[scope] = bearerToken{token: tok, expires: time.Now().Add(life - 10*time.Second)}
-	return tok, nil
+	// Renewed a little early, so a token never expires in flight.
+	return tok, time.Now().Add(life - 10*time.Second), nil
 }
 
 // StatusError is a registry answer other than the one wanted.
 type StatusError struct {
 	Status int
-	Code   string // the distribution error code, when the body had one
-	What   string
+	// Code and Message are the distribution error of the body, if any.
+	Code, Message string
+	What          string
+	// RetryAfter is what a 429 (or 503) asked to wait.
+	RetryAfter time.Duration
 }
 
 func (e *StatusError) Error() string {
+	s := fmt.Sprintf("%s: HTTP %d (%s)", e.What, e.Status, strings.ToLower(http.StatusText(e.Status)))
 	if e.Code != "" {
-		return fmt.Sprintf("%s: HTTP %d %s", e.What, e.Status, e.Code)
+		s += " " + e.Code
 	}
-	return fmt.Sprintf("%s: HTTP %d", e.What, e.Status)
-}
-
-// ErrUnsupported is returned by Untag when the registry does not delete
-// tags (distribution's UNSUPPORTED, 405, or a 400 refusing a tag).
-var ErrUnsupported = errors.New("the registry does not delete tags")
-
-// errorCode reads the first code of a distribution error body.
-func errorCode(body []byte) string {
-	var e struct {
-		Errors []struct {
-			Code string `json:"code"`
-		} `json:"errors"`
+	if e.Message != "" {
+		s += ": " + e.Message
 	}
-	if json.Unmarshal(body, &e) == nil && len(e.Errors) > 0 {
-		return e.Errors[0].Code
-	}
-	return ""
+	return s
 }

@@ -201,17 +201,32 @@ type osKernels struct {
 
 // readOS reads the OS image's config labels, and its metadata layer only
 // when the labels do not name a kernel (4.22 sets ostree.linux to "true").
-func (in *Inspector) readOS(ctx context.Context, pullspec string) (osKernels, error) {
-	return cachedRead(in, "os "+pullspec, func() (osKernels, error) { return in.readOSUncached(ctx, pullspec) })
+// metaEra says the payload names an RHCOS build of the 4.19+ form, whose
+// images carry the kernel in a small last layer: that layer is then read
+// first, and the config only if the layer does not say.
+func (in *Inspector) readOS(ctx context.Context, pullspec string, metaEra bool) (osKernels, error) {
+	return cachedRead(in, "os "+pullspec, func() (osKernels, error) { return in.readOSUncached(ctx, pullspec, metaEra) })
 }
 
-func (in *Inspector) readOSUncached(ctx context.Context, pullspec string) (osKernels, error) {
+func (in *Inspector) readOSUncached(ctx context.Context, pullspec string, metaEra bool) (osKernels, error) {
 	var out osKernels
 	r, err := in.open(ctx, pullspec)
 	if err != nil {
 		return out, err
 	}
 	defer r.img.Close()
+	if metaEra {
+		var meta osKernels
+		found, err := in.readMetaLayer(ctx, r, &meta, false)
+		if err != nil {
+			return out, err
+		}
+		if found {
+			// The packages' arch is the image's.
+			meta.arch = goArch(meta.kernel.Arch)
+			return meta, nil
+		}
+	}
 	cfg, err := in.readConfig(ctx, r)
 	if err != nil {
 		return out, err
@@ -243,23 +258,33 @@ func (in *Inspector) readOSUncached(ctx context.Context, pullspec string) (osKer
 			out.warnings = append(out.warnings, fmt.Sprintf("OS label com.coreos.rpm.kernel-rt-core: %v", err))
 		}
 	}
-	if out.kernel.IsZero() && labels["io.openshift.metalayer"] == "true" {
-		if err := in.readMetaLayer(ctx, r, &out); err != nil {
+	if out.kernel.IsZero() && labels["io.openshift.metalayer"] == "true" && !metaEra {
+		if _, err := in.readMetaLayer(ctx, r, &out, true); err != nil {
 			return out, err
 		}
+	}
+	if out.kernel.IsZero() && metaEra && labels["io.openshift.metalayer"] == "true" {
+		out.warnings = append(out.warnings, fmt.Sprintf("OS metadata layer of %s names no kernel", pullspec))
 	}
 	return out, nil
 }
 
 // readMetaLayer reads usr/share/openshift/base/meta.json from the OS image's
-// last layer, which 4.19+ RHCOS images keep small for exactly this.
-func (in *Inspector) readMetaLayer(ctx context.Context, r *resolved, out *osKernels) error {
+// last layer, which 4.19+ RHCOS images keep small for exactly this. It
+// reports whether it found a kernel there; warn says whether to explain why
+// not (a guess of the era need not).
+func (in *Inspector) readMetaLayer(ctx context.Context, r *resolved, out *osKernels, warn bool) (bool, error) {
 	lim := in.opts.Limits
 	layers := r.manifest.LayerInfos()
 	last := layers[len(layers)-1]
+	note := func(format string, args ...any) {
+		if warn {
+			out.warnings = append(out.warnings, fmt.Sprintf(format, args...))
+		}
+	}
 	if last.Size < 0 || last.Size > lim.MaxMetaLayerBytes {
-		out.warnings = append(out.warnings, fmt.Sprintf("OS metadata layer %s is %d bytes, over the %d-byte limit: not read", last.Digest, last.Size, lim.MaxMetaLayerBytes))
-		return nil
+		note("OS metadata layer %s is %d bytes, over the %d-byte limit: not read", last.Digest, last.Size, lim.MaxMetaLayerBytes)
+		return false, nil
 	}
 	var files map[string][]byte
 	err := in.reg.ReadBlob(ctx, r.img, last.BlobInfo, lim.MaxMetaLayerBytes, func(rd io.Reader) error {
@@ -268,23 +293,23 @@ func (in *Inspector) readMetaLayer(ctx context.Context, r *resolved, out *osKern
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("reading metadata layer: %w", err)
+		return false, fmt.Errorf("reading metadata layer: %w", err)
 	}
 	data, ok := files[metaJSONPath]
 	if !ok {
-		out.warnings = append(out.warnings, fmt.Sprintf("OS metadata layer %s has no %s", last.Digest, metaJSONPath))
-		return nil
+		note("OS metadata layer %s has no %s", last.Digest, metaJSONPath)
+		return false, nil
 	}
 	kernel, rt, err := parseMetaJSON(data)
 	if err != nil {
-		out.warnings = append(out.warnings, fmt.Sprintf("OS %s: %v", metaJSONPath, err))
-		return nil
+		note("OS %s: %v", metaJSONPath, err)
+		return false, nil
 	}
 	out.kernel, out.source = kernel, SourceMetaLayer
 	if out.rt.IsZero() {
 		out.rt = rt
 	}
-	return nil
+	return true, nil
 }
 
 // parseMetaJSON finds the kernel packages in an RHCOS meta.json, whose

@@ -327,8 +327,23 @@ func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*
 	if len(specs) == 0 {
 		return nil, registry.Content(fmt.Errorf("image-references names no OS image (rhel-coreos, rhel-coreos-8, machine-os-content)"))
 	}
-	for _, spec := range specs {
-		s, osArch, err := in.inspectStream(ctx, comps, spec)
+	// Streams are read at the same time, as their images are independent.
+	type streamResult struct {
+		s      Stream
+		osArch string
+		err    error
+	}
+	results := make([]streamResult, len(specs))
+	var wg sync.WaitGroup
+	for i, spec := range specs {
+		wg.Go(func() {
+			s, osArch, err := in.inspectStream(ctx, comps, spec)
+			results[i] = streamResult{s, osArch, err}
+		})
+	}
+	wg.Wait()
+	for i, spec := range specs {
+		s, osArch, err := results[i].s, results[i].osArch, results[i].err
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", spec.osTag, err)
 		}
@@ -408,20 +423,29 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 		}
 	}
 
-	var dtk dtkKernels
 	if spec.dtkTag != "" {
 		if s.DTKImage, err = comps.image(spec.dtkTag); err != nil {
 			return s, "", err
 		}
-		if dtk, err = in.readDTK(ctx, s.DTKImage); err != nil {
-			return s, "", fmt.Errorf("driver-toolkit %s: %w", s.DTKImage, err)
-		}
-		s.Warnings = append(s.Warnings, dtk.warnings...)
 	}
-	osk, err := in.readOS(ctx, s.OSImage)
-	if err != nil {
-		return s, "", fmt.Errorf("OS image %s: %w", s.OSImage, err)
+	// The DTK and OS images are read at the same time: each call still
+	// takes its slot under the registry client's one bound.
+	var dtk dtkKernels
+	var osk osKernels
+	var dtkErr, osErr error
+	var wg sync.WaitGroup
+	if s.DTKImage != "" {
+		wg.Go(func() { dtk, dtkErr = in.readDTK(ctx, s.DTKImage) })
 	}
+	wg.Go(func() { osk, osErr = in.readOS(ctx, s.OSImage, rhcosNewID.MatchString(s.RHCOSVersion)) })
+	wg.Wait()
+	if dtkErr != nil {
+		return s, "", fmt.Errorf("driver-toolkit %s: %w", s.DTKImage, dtkErr)
+	}
+	if osErr != nil {
+		return s, "", fmt.Errorf("OS image %s: %w", s.OSImage, osErr)
+	}
+	s.Warnings = append(s.Warnings, dtk.warnings...)
 	s.Warnings = append(s.Warnings, osk.warnings...)
 	if !dtk.kernel.IsZero() {
 		s.DTKKernel, s.DTKKernelSource = dtk.kernel.String(), dtk.source

@@ -2,6 +2,10 @@ package releaseinfo
 
 import (
 	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +39,17 @@ func (tw *testWorld) client(opts registry.Options) *registry.Client {
 		opts.Timeout = 10 * time.Second
 	}
 	return registry.New(opts)
+}
+
+// authFile writes a containers auth.json for the world's registry.
+func (tw *testWorld) authFile(t testing.TB, user, pass string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "auth.json")
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, tw.srv.Host(), auth)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func (tw *testWorld) inspector(opts Options) *Inspector {
@@ -129,8 +144,8 @@ func TestInspectCacheMakesNoRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := tw.srv.Stats().Sub(before); d.Requests+d.Auth != 0 {
-		t.Errorf("warm inspection made %d requests and %d pings", d.Requests, d.Auth)
+	if d := tw.srv.Stats().Sub(before); d.Requests+d.Pings != 0 {
+		t.Errorf("warm inspection made %d requests and %d pings", d.Requests, d.Pings)
 	}
 	if again.Streams[0].Kernel != first.Streams[0].Kernel {
 		t.Errorf("cached report differs")

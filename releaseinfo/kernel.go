@@ -115,6 +115,18 @@ func (k Kernel) Stream() string {
 	return "rhel-" + major
 }
 
+// goArch is KernelArch the other way round.
+func goArch(kernelArch string) string {
+	switch kernelArch {
+	case "x86_64":
+		return "amd64"
+	case "aarch64":
+		return "arm64"
+	default:
+		return kernelArch
+	}
+}
+
 // KernelArch maps the architecture names of the update graph and of image
 // configs (GOARCH style: amd64, arm64) to the kernel's (x86_64, aarch64).
 func KernelArch(goarch string) string {

@@ -7,9 +7,12 @@
 // It is deliberately small: blobs and manifests live in memory, uploads are
 // accepted monolithically or in chunks, cross-repository blob mounts are
 // supported (so promotion within one registry can be shown to move no layer
-// bytes), and an optional Basic-auth requirement answers 401 like a real
-// registry. It never verifies what a test stores with the Unchecked helpers:
-// that is how corrupt blobs are planted.
+// bytes), and it can require auth as real registries do: Basic, or bearer
+// tokens as quay.io hands them out (a 401 with `WWW-Authenticate: Bearer
+// realm=...,service=...,scope=...`, a token endpoint that checks the pull
+// secret, tokens scoped to a repository and expiring). Pings and token
+// requests are counted apart from the rest. It never verifies what a test
+// stores with the Unchecked helpers: that is how corrupt blobs are planted.
 package registrytest
 
 import (
@@ -24,15 +27,18 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
 
-// Stats counts what the registry served. Auth covers the /v2/ ping (the
-// handshake every client does before anything else), which budgets exclude.
+// Stats counts what the registry served. Pings (GET /v2/, the handshake a
+// client does before anything else) and token requests are the auth round
+// trips, counted apart from Requests.
 type Stats struct {
-	Requests       int64 // all requests except the /v2/ ping
-	Auth           int64 // /v2/ pings
+	Requests       int64 // all requests except pings and token requests
+	Pings          int64 // GET /v2/
+	Tokens         int64 // token requests to the bearer realm
 	ManifestGETs   int64
 	ManifestHEADs  int64
 	BlobGETs       int64
@@ -51,7 +57,8 @@ type Stats struct {
 func (s Stats) Sub(earlier Stats) Stats {
 	return Stats{
 		Requests:      s.Requests - earlier.Requests,
-		Auth:          s.Auth - earlier.Auth,
+		Pings:         s.Pings - earlier.Pings,
+		Tokens:        s.Tokens - earlier.Tokens,
 		ManifestGETs:  s.ManifestGETs - earlier.ManifestGETs,
 		ManifestHEADs: s.ManifestHEADs - earlier.ManifestHEADs,
 		BlobGETs:      s.BlobGETs - earlier.BlobGETs,
@@ -93,6 +100,18 @@ type Registry struct {
 	RefuseTagDeletes bool
 
 	username, password string
+	bearer             bool
+	tokens             map[string]grant
+	// TokenTTL is the life of a bearer token (default 300s, quay.io's).
+	TokenTTL time.Duration
+	// Now is the registry's clock for token expiry (default time.Now).
+	Now func() time.Time
+}
+
+// grant is what a bearer token allows: actions on repositories, until when.
+type grant struct {
+	scopes  map[string][]string // repository -> actions
+	expires time.Time
 }
 
 type upload struct {
@@ -115,6 +134,107 @@ func (r *Registry) RequireBasicAuth(username, password string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.username, r.password = username, password
+}
+
+// RequireBearerAuth makes the registry hand out and require bearer tokens
+// as quay.io does: the ping and every unauthorized request answer 401 with a
+// Bearer challenge naming the token endpoint (/token on the same host); the
+// endpoint checks these credentials (Basic) and grants the scope asked for.
+// With an empty username, anonymous token requests are granted too.
+func (r *Registry) RequireBearerAuth(username, password string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bearer, r.username, r.password = true, username, password
+	r.tokens = map[string]grant{}
+}
+
+func (r *Registry) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// serveToken is the bearer realm: GET /token?service=...&scope=repository:R:A.
+func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stats.Tokens++
+	if r.username != "" {
+		u, p, ok := req.BasicAuth()
+		if !ok || u != r.username || p != r.password {
+			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "invalid username or password")
+			return
+		}
+	}
+	g := grant{scopes: map[string][]string{}, expires: r.now().Add(r.tokenTTL())}
+	for _, scope := range req.URL.Query()["scope"] {
+		parts := strings.Split(scope, ":")
+		if len(parts) != 3 || parts[0] != "repository" {
+			writeError(w, http.StatusBadRequest, "DENIED", "bad scope "+scope)
+			return
+		}
+		g.scopes[parts[1]] = append(g.scopes[parts[1]], strings.Split(parts[2], ",")...)
+	}
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	tok := hex.EncodeToString(id)
+	r.tokens[tok] = g
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"token": tok, "expires_in": int(r.tokenTTL().Seconds()), "issued_at": r.now().UTC().Format(time.RFC3339)})
+}
+
+func (r *Registry) tokenTTL() time.Duration {
+	if r.TokenTTL > 0 {
+		return r.TokenTTL
+	}
+	return 300 * time.Second
+}
+
+// authorized checks a request's bearer token against the repository and
+// action it needs; it reports the scope to name in a challenge.
+func (r *Registry) authorized(req *http.Request) (bool, string) {
+	p := req.URL.Path
+	repo := ""
+	for _, re := range []*regexp.Regexp{manifestPath, blobPath, uploadStart, uploadPath, tagsPath} {
+		if m := re.FindStringSubmatch(p); m != nil {
+			repo = m[1]
+			break
+		}
+	}
+	action := "pull"
+	switch req.Method {
+	case http.MethodPut, http.MethodPost, http.MethodPatch:
+		action = "push"
+	case http.MethodDelete:
+		action = "delete"
+	}
+	scope := fmt.Sprintf("repository:%s:%s", repo, action)
+	if q := req.URL.Query(); q.Get("mount") != "" && q.Get("from") != "" {
+		// A mount reads the source repository: the token must allow that too.
+		if ok, _ := r.allows(req, q.Get("from"), "pull"); !ok {
+			return false, scope
+		}
+	}
+	ok, _ := r.allows(req, repo, action)
+	return ok, scope
+}
+
+func (r *Registry) allows(req *http.Request, repo, action string) (bool, string) {
+	tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false, ""
+	}
+	g, ok := r.tokens[tok]
+	if !ok || r.now().After(g.expires) {
+		return false, ""
+	}
+	for _, a := range g.scopes[repo] {
+		if a == action || a == "*" {
+			return true, ""
+		}
+	}
+	return false, ""
 }
 
 // Server starts the registry on a loopback httptest server; its Host() is the
@@ -279,17 +399,36 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.Intercept != nil && r.Intercept(w, req) {
 		return
 	}
+	if req.URL.Path == "/token" {
+		r.serveToken(w, req)
+		return
+	}
 	r.mu.Lock()
-	user, pass := r.username, r.password
-	if req.URL.Path == "/v2/" || req.URL.Path == "/v2" {
-		r.stats.Auth++
+	user, pass, bearer := r.username, r.password, r.bearer
+	ping := req.URL.Path == "/v2/" || req.URL.Path == "/v2"
+	if ping {
+		r.stats.Pings++
 	} else {
 		r.stats.Requests++
 		r.stats.ByPath[req.Method+" "+req.URL.Path]++
 	}
+	authorized, scope := true, ""
+	if bearer {
+		authorized, scope = r.authorized(req)
+	}
 	r.mu.Unlock()
 
-	if user != "" {
+	if bearer && (ping || !authorized) {
+		challenge := fmt.Sprintf(`Bearer realm="http://%s/token",service="registrytest"`, req.Host)
+		if !ping {
+			challenge += fmt.Sprintf(`,scope=%q`, scope)
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+		return
+	}
+	if user != "" && !bearer {
 		u, p, ok := req.BasicAuth()
 		if !ok || u != user || p != pass {
 			w.Header().Set("WWW-Authenticate", `Basic realm="registrytest"`)
