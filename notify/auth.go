@@ -2,25 +2,20 @@ package notify
 
 import (
 	"context"
-	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/go-github/v57/github"
+	"github.com/bradleyfalzon/ghinstallation/v2"
+	"github.com/google/go-github/v88/github"
 )
 
 // Auth supplies GitHub credentials. Tokens live in memory only and never
@@ -72,19 +67,21 @@ func (t TokenAuth) Login(ctx context.Context, gh *github.Client) (string, error)
 	return u.GetLogin(), nil
 }
 
-// AppAuth authenticates as a GitHub App installation: a JWT signed with the
-// app's private key buys an installation token, kept until five minutes
-// before it expires.
+// AppAuth authenticates as a GitHub App installation with
+// bradleyfalzon/ghinstallation, the library go-github users (Argo CD among
+// them) rely on: it signs the app's JWT (RS256) and buys installation
+// tokens, renewed a minute before they expire.
 type AppAuth struct {
 	APIURL         string
 	AppID          int64
 	InstallationID int64
 	Key            *rsa.PrivateKey
-	HTTP           *http.Client
+	// Base is the transport under the app's requests (default http.DefaultTransport).
+	Base http.RoundTripper
 
-	mu      sync.Mutex
-	token   string
-	expires time.Time
+	once sync.Once
+	apps *ghinstallation.AppsTransport
+	inst *ghinstallation.Transport
 }
 
 // LoadAppKey reads a PEM private key (PKCS#1 or PKCS#8).
@@ -111,79 +108,53 @@ func LoadAppKey(path string) (*rsa.PrivateKey, error) {
 	return rk, nil
 }
 
-// jwt is the app's short-lived JSON Web Token (RS256).
-func (a *AppAuth) jwt(now time.Time) (string, error) {
-	enc := base64.RawURLEncoding
-	header := enc.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`))
-	claims, _ := json.Marshal(map[string]any{"iat": now.Add(-time.Minute).Unix(), "exp": now.Add(9 * time.Minute).Unix(), "iss": strconv.FormatInt(a.AppID, 10)})
-	signing := header + "." + enc.EncodeToString(claims)
-	h := sha256.Sum256([]byte(signing))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, a.Key, crypto.SHA256, h[:])
-	if err != nil {
-		return "", err
+// apiBase is the API root without its trailing slash, as ghinstallation
+// wants it.
+func apiBase(apiURL string) string {
+	if apiURL == "" {
+		return "https://api.github.com"
 	}
-	return signing + "." + enc.EncodeToString(sig), nil
+	return strings.TrimSuffix(apiURL, "/")
 }
 
-func (a *AppAuth) appRequest(ctx context.Context, method, path string, out any) error {
-	jwt, err := a.jwt(time.Now())
-	if err != nil {
-		return err
-	}
-	u := strings.TrimSuffix(a.APIURL, "/") + path
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+jwt)
-	req.Header.Set("Accept", "application/vnd.github+json")
-	hc := a.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("GitHub App %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Message string }
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("GitHub App %s %s: HTTP %d: %s", method, path, resp.StatusCode, e.Message)
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+func (a *AppAuth) transports() {
+	a.once.Do(func() {
+		base := a.Base
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		a.apps = ghinstallation.NewAppsTransportFromPrivateKey(base, a.AppID, a.Key)
+		a.apps.BaseURL = apiBase(a.APIURL)
+		a.inst = ghinstallation.NewFromAppsTransport(a.apps, a.InstallationID)
+	})
 }
 
-// Token implements Auth.
+// Token implements Auth: the installation token.
 func (a *AppAuth) Token(ctx context.Context) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.token != "" && time.Until(a.expires) > 5*time.Minute {
-		return a.token, nil
+	a.transports()
+	tok, err := a.inst.Token(ctx)
+	if err != nil {
+		return "", fmt.Errorf("GitHub App installation %d: %w", a.InstallationID, err)
 	}
-	var out struct {
-		Token     string    `json:"token"`
-		ExpiresAt time.Time `json:"expires_at"`
-	}
-	if err := a.appRequest(ctx, http.MethodPost, fmt.Sprintf("/app/installations/%d/access_tokens", a.InstallationID), &out); err != nil {
-		return "", err
-	}
-	if out.Token == "" {
-		return "", errors.New("GitHub App: no installation token in the answer")
-	}
-	a.token, a.expires = out.Token, out.ExpiresAt
-	return a.token, nil
+	return tok, nil
 }
 
-// Login implements Auth: the app's bot account.
+// Login implements Auth: the app's bot account, "<slug>[bot]".
 func (a *AppAuth) Login(ctx context.Context, _ *github.Client) (string, error) {
-	var out struct {
-		Slug string `json:"slug"`
-	}
-	if err := a.appRequest(ctx, http.MethodGet, "/app", &out); err != nil {
+	a.transports()
+	api := apiBase(a.APIURL) + "/"
+	gh, err := github.NewClient(github.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: a.apps}), github.WithURLs(&api, &api))
+	if err != nil {
 		return "", err
 	}
-	return out.Slug + "[bot]", nil
+	app, _, err := gh.Apps.Get(ctx, "")
+	if err != nil {
+		return "", fmt.Errorf("asking GitHub which app this is: %w", err)
+	}
+	if app.GetSlug() == "" {
+		return "", errors.New("GitHub App: the app has no slug")
+	}
+	return app.GetSlug() + "[bot]", nil
 }
 
 // transport adds the bearer token to requests for the API host only.
@@ -221,9 +192,5 @@ func NewClient(apiURL string, auth Auth) (*github.Client, error) {
 		return nil, fmt.Errorf("github.api_url: %w", err)
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &transport{auth: auth, host: u.Host, base: http.DefaultTransport}}
-	gh := github.NewClient(hc)
-	gh.BaseURL = u
-	gh.UploadURL = u
-	gh.UserAgent = "dtkbot"
-	return gh, nil
+	return github.NewClient(github.WithHTTPClient(hc), github.WithURLs(&apiURL, &apiURL), github.WithUserAgent("dtkbot"))
 }

@@ -25,7 +25,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/google/go-github/v57/github"
+	"github.com/google/go-github/v88/github"
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/state"
@@ -430,7 +430,7 @@ func (n *Notifier) findIssue(ctx context.Context, k state.Kernel) (*github.Issue
 		if resp.NextPage == 0 {
 			return nil, nil
 		}
-		opt.Page = resp.NextPage
+		opt.ListOptions.Page = resp.NextPage
 	}
 }
 
@@ -479,7 +479,7 @@ func (n *Notifier) pullRequest(ctx context.Context, k state.Kernel, rec *state.N
 			return fmt.Errorf("reading branch %s of %s: %w", base, pr.Repository, err)
 		}
 		err = n.mutate(ctx, func() error {
-			_, _, err := n.gh.Git.CreateRef(ctx, owner, repo, &github.Reference{Ref: github.String("refs/heads/" + branch), Object: &github.GitObject{SHA: baseRef.Object.SHA}})
+			_, _, err := n.gh.Git.CreateRef(ctx, owner, repo, github.CreateRef{Ref: "refs/heads/" + branch, SHA: baseRef.GetObject().GetSHA()})
 			return err
 		})
 		if err != nil && !alreadyExists(err) {

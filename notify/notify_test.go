@@ -335,7 +335,7 @@ func TestGitHubAppAuth(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "app.pem")
 	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
 	w.gh.AppID, w.gh.InstallationID, w.gh.AppKey, w.gh.AppSlug = 4242, 77, &key.PublicKey, "dtkbot-app"
-	w.gh.TokenTTL = 4 * time.Minute // shorter than the refresh margin: every request needs a new token
+	w.gh.TokenTTL = 30 * time.Second // shorter than ghinstallation's refresh margin (1 min): every request needs a new token
 	loaded, err := LoadAppKey(keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -371,8 +371,8 @@ func TestGitHubAppAuth(t *testing.T) {
 
 func TestEnterpriseURL(t *testing.T) {
 	gh, err := NewClient("https://ghe.example.com/api/v3", TokenAuth{})
-	if err != nil || gh.BaseURL.String() != "https://ghe.example.com/api/v3/" {
-		t.Errorf("%v %v", gh.BaseURL, err)
+	if err != nil || gh.BaseURL() != "https://ghe.example.com/api/v3/" {
+		t.Errorf("%v %v", gh.BaseURL(), err)
 	}
 }
 
