@@ -5,7 +5,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test bench lint demo fuzz clean
+.PHONY: all build test bench lint demo fuzz screenshot clean
 
 # Every fuzz target, as package:Target. Their seed corpora run in `make test`.
 FUZZ_TARGETS := \
@@ -45,6 +45,10 @@ fuzz:
 ## demo: offline demo against a local registry of sample payloads
 demo:
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/dtkbot demo
+
+## screenshot: docs/coverage.png, the coverage page as headless Chromium renders it (needs chromium)
+screenshot:
+	DTKBOT_SCREENSHOT=$(CURDIR)/docs/coverage.png $(GO) test -count=1 -run TestCoveragePageInABrowser ./cmd/dtkbot/
 
 clean:
 	rm -rf bin

@@ -1,7 +1,9 @@
 // Package daemon runs dtkbot as a service: the reconcile pass at start and
 // on a cron schedule (UTC), never two at once, panics turned into failed
-// passes, and an HTTP listener for probes (/healthz, /readyz), Prometheus
-// (/metrics), a status page (/status) and an authenticated POST /trigger.
+// passes, and an HTTP listener for the coverage page (/), the kernel index
+// (/api/v1/releases, /api/v1/kernels), probes (/healthz, /readyz),
+// Prometheus (/metrics), a status document (/status) and an authenticated
+// POST /trigger.
 //
 // It owns no business logic: a pass is reconcile.Reconciler.RunOnce, the
 // same one `dtkbot reconcile` runs.
@@ -24,6 +26,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
@@ -67,7 +70,22 @@ type Daemon struct {
 	running atomic.Bool
 	wg      sync.WaitGroup
 	passCtx context.Context
-	m       metrics
+	sched   cron.Schedule
+
+	metricsOnce sync.Once
+	metricsSet  *metrics
+
+	ixMu    sync.Mutex
+	ix      *coverage.Index
+	ixGen   uint64
+	pagesOf *coverage.Index   // the index pages holds renderings of
+	pages   map[string][]byte // by filter and next pass
+}
+
+// m is the daemon's metrics, made on first use.
+func (d *Daemon) m() *metrics {
+	d.metricsOnce.Do(func() { d.metricsSet = newMetrics(d.Version, d.Store, d.Registry) })
+	return d.metricsSet
 }
 
 // ParseSchedule checks a schedule: a standard cron line or a descriptor
@@ -105,6 +123,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return fmt.Errorf("schedule %q: %w", d.Schedule, err)
 	}
+	d.sched = sched
 	// Passes get their own context: a shutdown lets the running one finish
 	// within Grace before cancelling it.
 	passCtx, cancelPasses := context.WithCancel(context.WithoutCancel(ctx))
@@ -153,7 +172,7 @@ func (cronParser) Parse(spec string) (cron.Schedule, error) { return cron.ParseS
 // Trigger starts a pass unless one is running; it reports whether it did.
 func (d *Daemon) Trigger(reason string) bool {
 	if !d.running.CompareAndSwap(false, true) {
-		d.m.skipped.Add(1)
+		d.m().skipped.Inc()
 		d.Log.Info().Str("reason", reason).Msg("a pass is already running: skipped")
 		return false
 	}
@@ -184,7 +203,7 @@ func (d *Daemon) runPass(ctx context.Context, reason string) {
 		res, err = d.Passer.RunOnce(ctx, start, reconcile.Options{})
 		return err
 	}()
-	d.m.record(start, d.now(), res, err)
+	d.m().record(start, d.now(), res, err)
 	ev := d.Log.Info()
 	if err != nil {
 		ev = d.Log.Error().Err(err)
@@ -203,8 +222,11 @@ func (d *Daemon) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", d.readyz)
-	mux.HandleFunc("GET /metrics", d.metrics)
+	mux.Handle("GET /metrics", d.m().handler())
 	mux.HandleFunc("GET /status", d.status)
+	mux.HandleFunc("GET /{$}", d.page)
+	mux.HandleFunc("GET /api/v1/releases", d.apiReleases)
+	mux.HandleFunc("GET /api/v1/kernels", d.apiKernels)
 	mux.HandleFunc("POST /trigger", d.trigger)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// No endpoint takes a body worth more than this.
@@ -241,7 +263,7 @@ func (d *Daemon) allowTrigger() (bool, time.Duration) {
 }
 
 func (d *Daemon) readyz(w http.ResponseWriter, _ *http.Request) {
-	last := d.m.lastSuccess()
+	last := d.m().lastSuccessAt()
 	stale := d.StaleAfter
 	if stale <= 0 {
 		stale = time.Hour
@@ -304,7 +326,7 @@ type signatureStatus struct {
 }
 
 func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
-	body := statusBody{Running: d.running.Load(), LastPass: d.m.last(), Kernels: []state.Kernel{}, States: map[string]int{}, Held: []state.HeldRelease{},
+	body := statusBody{Running: d.running.Load(), LastPass: d.m().last(), Kernels: []state.Kernel{}, States: map[string]int{}, Held: []state.HeldRelease{},
 		Signatures: signatureStatus{Mode: d.SignatureMode, Trust: d.SignatureTrust}}
 	if body.Signatures.Mode != "" && body.Signatures.Mode != "off" && body.Signatures.Trust == "" {
 		body.Signatures.Warning = "nothing to verify signatures with: every payload is recorded unverified"

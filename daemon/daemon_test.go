@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -133,7 +134,7 @@ func TestProbesMetricsAndStatus(t *testing.T) {
 		t.Errorf("readyz before a pass: %d %q", code, body)
 	}
 	p.gate.Unlock()
-	waitFor(t, func() bool { return !r.d.m.lastSuccess().IsZero() })
+	waitFor(t, func() bool { return !r.d.m().lastSuccessAt().IsZero() })
 	if code, _ := get(t, r.url+"/readyz"); code != 200 {
 		t.Errorf("readyz after a pass: %d", code)
 	}
@@ -203,13 +204,13 @@ func TestPanicIsAFailedPass(t *testing.T) {
 	p := &fakePasser{}
 	p.panic.Store(true)
 	r := start(t, p, "")
-	waitFor(t, func() bool { return r.d.m.last() != nil })
-	if last := r.d.m.last(); !strings.Contains(last.Error, "pass panicked: boom") {
+	waitFor(t, func() bool { return r.d.m().last() != nil })
+	if last := r.d.m().last(); !strings.Contains(last.Error, "pass panicked: boom") {
 		t.Errorf("last pass %+v", last)
 	}
 	p.panic.Store(false)
 	r.d.Trigger("test")
-	waitFor(t, func() bool { return !r.d.m.lastSuccess().IsZero() })
+	waitFor(t, func() bool { return !r.d.m().lastSuccessAt().IsZero() })
 	_, metrics := get(t, r.url+"/metrics")
 	if !strings.Contains(metrics, "dtkbot_pass_errors_total 1") || !strings.Contains(metrics, "dtkbot_passes_total 2") {
 		t.Errorf("metrics:\n%s", metrics)
@@ -238,7 +239,7 @@ func TestShutdownLetsTheRunningPassFinish(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("shutdown did not finish")
 	}
-	if last := r.d.m.last(); last == nil || last.Error != "" {
+	if last := r.d.m().last(); last == nil || last.Error != "" {
 		t.Errorf("the pass should have finished cleanly: %+v", last)
 	}
 }
@@ -273,5 +274,85 @@ func TestTriggerIsRateLimitedAndBodiesBounded(t *testing.T) {
 		if resp.StatusCode != 429 && resp.StatusCode != 413 && resp.StatusCode != 202 {
 			t.Errorf("a 1 MiB body: %d", resp.StatusCode)
 		}
+	}
+}
+
+// TestCoveragePageAndKernelIndex: GET / renders the state, filters and
+// refuses what is not a filter; the API answers JSON with an ETag, and 304
+// to a client that has it.
+func TestCoveragePageAndKernelIndex(t *testing.T) {
+	r := start(t, &fakePasser{}, "")
+	code, body := get(t, r.url+"/")
+	if code != 200 || !strings.Contains(body, "Driver Toolkit coverage") || !strings.Contains(body, "4.16.16") {
+		t.Fatalf("page %d:\n%s", code, body)
+	}
+	resp, _ := http.Get(r.url + "/")
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("CSP %q", csp)
+	}
+	resp.Body.Close()
+	if code, _ := get(t, r.url+"/?state=sunny"); code != http.StatusBadRequest {
+		t.Errorf("a bad filter: %d", code)
+	}
+	if code, body := get(t, r.url+"/?state=held&minor=4.16"); code != 200 || !strings.Contains(body, "1 of 1 releases shown") {
+		t.Errorf("a filtered page %d:\n%s", code, body)
+	}
+	for _, path := range []string{"/api/v1/releases", "/api/v1/kernels"} {
+		resp, err := http.Get(r.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		etag := resp.Header.Get("ETag")
+		var doc map[string]any
+		if resp.StatusCode != 200 || json.Unmarshal(b, &doc) != nil || etag == "" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("%s: %d %q %s", path, resp.StatusCode, etag, b)
+		}
+		req, _ := http.NewRequest(http.MethodGet, r.url+path, nil)
+		req.Header.Set("If-None-Match", etag)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotModified {
+			t.Errorf("%s with its ETag: %d", path, resp.StatusCode)
+		}
+	}
+	// A change to the state changes the documents, and their ETags.
+	_, before := get(t, r.url+"/api/v1/kernels")
+	if err := r.d.Store.Update(func(tx *state.Tx) error {
+		return tx.PutKernel(state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.40.1.el9_4", State: state.KernelNew})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, after := get(t, r.url+"/api/v1/kernels"); after == before || !strings.Contains(after, "5.14.0-427.40.1.el9_4") {
+		t.Errorf("the index did not follow the state")
+	}
+}
+
+// TestMetricsAreStandard: the runtime's and the process's series beside
+// dtkbot's, and a histogram of pass durations; promtool accepts it all
+// when it is installed (.ci/run installs it).
+func TestMetricsAreStandard(t *testing.T) {
+	p := &fakePasser{}
+	r := start(t, p, "")
+	waitFor(t, func() bool { return !r.d.m().lastSuccessAt().IsZero() })
+	_, metrics := get(t, r.url+"/metrics")
+	for _, want := range []string{"go_goroutines ", "go_memstats_alloc_bytes ", "process_resident_memory_bytes ", "process_open_fds ",
+		`dtkbot_pass_duration_seconds_bucket{le="0.1"}`, "# TYPE dtkbot_pass_duration_seconds histogram", "dtkbot_passes_total 1"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool is not installed (Debian's prometheus package has it): the exposition was not linted")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(metrics)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

@@ -1,34 +1,35 @@
 package daemon
 
 import (
-	"fmt"
 	"net/http"
-	"sort"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/dtkbot/dtkbot/reconcile"
+	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/state"
 )
 
-// metrics are the daemon's counters, written in the Prometheus text format
-// by hand: a dozen series do not justify a client library's dependencies.
+// metrics are the daemon's Prometheus metrics, with the Go runtime's and
+// the process's (go_*, process_*) that dashboards and alerts expect. The
+// ledger's counts and the registry client's counters are read at scrape
+// time.
 type metrics struct {
-	mu            sync.Mutex
-	passes        int64
-	passErrors    int64
-	durationSum   float64
-	lastDuration  float64
-	lastOK        time.Time
-	lastPass      *passSummary
-	inspected     int64
-	graphRequests int64
-	checks        int64
-	rejected      int64
-	drifted       int64
-	releasesSeen  int
-	skipped       atomic.Int64
+	reg *prometheus.Registry
+
+	passes, passErrors, skipped             prometheus.Counter
+	inspected, graphRequests, checks        prometheus.Counter
+	rejected, drifted                       prometheus.Counter
+	duration                                prometheus.Histogram
+	lastDuration, lastSuccess, releasesSeen prometheus.Gauge
+
+	mu       sync.Mutex
+	lastOK   time.Time
+	lastPass *passSummary
 }
 
 // passSummary is the last pass, for /status.
@@ -39,31 +40,71 @@ type passSummary struct {
 	Result   *reconcile.Result `json:"result,omitempty"`
 }
 
+func newMetrics(version string, store *state.Store, reg *registry.Client) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+		m.reg.MustRegister(c)
+		return c
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		m.reg.MustRegister(g)
+		return g
+	}
+	m.passes = counter("dtkbot_passes_total", "Reconcile passes run.")
+	m.passErrors = counter("dtkbot_pass_errors_total", "Reconcile passes that failed (in part or whole).")
+	m.skipped = counter("dtkbot_passes_skipped_total", "Passes not started because one was running.")
+	m.inspected = counter("dtkbot_releases_inspected_total", "Payloads read (each digest once in its life).")
+	m.graphRequests = counter("dtkbot_graph_requests_total", "Update graph requests.")
+	m.checks = counter("dtkbot_image_checks_total", "HEAD requests for awaited kernel images.")
+	m.rejected = counter("dtkbot_verification_failures_total", "Built images that failed verification (never promoted).")
+	m.drifted = counter("dtkbot_tag_drift_total", "Promoted tags the drift audit found moved or gone.")
+	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dtkbot_pass_duration_seconds", Help: "Duration of reconcile passes.",
+		Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600}})
+	m.reg.MustRegister(m.duration)
+	m.lastDuration = gauge("dtkbot_last_pass_duration_seconds", "Duration of the last pass.")
+	m.lastSuccess = gauge("dtkbot_last_success_timestamp_seconds", "When the last successful pass ended.")
+	m.releasesSeen = gauge("dtkbot_releases_seen", "Releases known from the graph and the config.")
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dtkbot_build_info", Help: "dtkbot's version."}, []string{"version"})
+	info.WithLabelValues(version).Set(1)
+	m.reg.MustRegister(info,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&ledgerCollector{store: store})
+	if reg != nil {
+		m.reg.MustRegister(&registryCollector{reg: reg})
+	}
+	return m
+}
+
 func (m *metrics) record(start, end time.Time, res *reconcile.Result, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.passes++
-	m.lastDuration = end.Sub(start).Seconds()
-	m.durationSum += m.lastDuration
+	took := end.Sub(start).Seconds()
+	m.passes.Inc()
+	m.duration.Observe(took)
+	m.lastDuration.Set(took)
 	s := &passSummary{Started: start, Finished: end, Result: res}
+	m.mu.Lock()
 	if err != nil {
-		m.passErrors++
+		m.passErrors.Inc()
 		s.Error = err.Error()
 	} else {
 		m.lastOK = end
-	}
-	if res != nil {
-		m.inspected += int64(res.Inspected)
-		m.graphRequests += int64(res.GraphRequests)
-		m.checks += int64(res.Checks)
-		m.rejected += int64(res.Rejected)
-		m.drifted += int64(res.Drifted)
-		m.releasesSeen = res.Releases
+		m.lastSuccess.Set(float64(end.Unix()))
 	}
 	m.lastPass = s
+	m.mu.Unlock()
+	if res != nil {
+		m.inspected.Add(float64(res.Inspected))
+		m.graphRequests.Add(float64(res.GraphRequests))
+		m.checks.Add(float64(res.Checks))
+		m.rejected.Add(float64(res.Rejected))
+		m.drifted.Add(float64(res.Drifted))
+		m.releasesSeen.Set(float64(res.Releases))
+	}
 }
 
-func (m *metrics) lastSuccess() time.Time {
+func (m *metrics) lastSuccessAt() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.lastOK
@@ -75,64 +116,60 @@ func (m *metrics) last() *passSummary {
 	return m.lastPass
 }
 
-func (d *Daemon) metrics(w http.ResponseWriter, _ *http.Request) {
-	var b strings.Builder
-	metric := func(name, typ, help string, samples ...string) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-		for _, s := range samples {
-			fmt.Fprintf(&b, "%s%s\n", name, s)
-		}
-	}
-	m := &d.m
-	m.mu.Lock()
-	metric("dtkbot_build_info", "gauge", "dtkbot's version.", fmt.Sprintf(`{version=%q} 1`, d.Version))
-	metric("dtkbot_passes_total", "counter", "Reconcile passes run.", fmt.Sprintf(" %d", m.passes))
-	metric("dtkbot_pass_errors_total", "counter", "Reconcile passes that failed (in part or whole).", fmt.Sprintf(" %d", m.passErrors))
-	metric("dtkbot_passes_skipped_total", "counter", "Passes not started because one was running.", fmt.Sprintf(" %d", m.skipped.Load()))
-	metric("dtkbot_pass_duration_seconds", "summary", "Duration of reconcile passes.",
-		fmt.Sprintf("_sum %g", m.durationSum), fmt.Sprintf("_count %d", m.passes))
-	metric("dtkbot_last_pass_duration_seconds", "gauge", "Duration of the last pass.", fmt.Sprintf(" %g", m.lastDuration))
-	lastOK := 0.0
-	if !m.lastOK.IsZero() {
-		lastOK = float64(m.lastOK.Unix())
-	}
-	metric("dtkbot_last_success_timestamp_seconds", "gauge", "When the last successful pass ended.", fmt.Sprintf(" %g", lastOK))
-	metric("dtkbot_releases_seen", "gauge", "Releases known from the graph and the config.", fmt.Sprintf(" %d", m.releasesSeen))
-	metric("dtkbot_releases_inspected_total", "counter", "Payloads read (each digest once in its life).", fmt.Sprintf(" %d", m.inspected))
-	metric("dtkbot_graph_requests_total", "counter", "Update graph requests.", fmt.Sprintf(" %d", m.graphRequests))
-	metric("dtkbot_image_checks_total", "counter", "HEAD requests for awaited kernel images.", fmt.Sprintf(" %d", m.checks))
-	metric("dtkbot_verification_failures_total", "counter", "Built images that failed verification (never promoted).", fmt.Sprintf(" %d", m.rejected))
-	metric("dtkbot_tag_drift_total", "counter", "Promoted tags the drift audit found moved or gone.", fmt.Sprintf(" %d", m.drifted))
-	m.mu.Unlock()
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
 
-	if held, err := d.Store.HeldCounts(); err == nil {
-		samples := []string{}
-		for _, reason := range []string{"content", "signature", "inconsistent", "kernel_unknown", "other"} {
-			samples = append(samples, fmt.Sprintf(`{reason=%q} %d`, reason, held[reason]))
-		}
-		metric("dtkbot_releases_held", "gauge", "Releases (or streams of them) held: never built from, by reason.", samples...)
-	}
+// ledgerCollector reads the kernels by state and what is held from the
+// state file at scrape time.
+type ledgerCollector struct{ store *state.Store }
 
-	if counts, _, err := d.Store.Counts(); err == nil {
-		var samples []string
-		states := make([]string, 0, len(counts))
-		for s := range counts {
-			states = append(states, s)
+var (
+	kernelsDesc = prometheus.NewDesc("dtkbot_kernels", "Kernels in the ledger by state.", []string{"state"}, nil)
+	heldDesc    = prometheus.NewDesc("dtkbot_releases_held", "Releases (or streams of them) held: never built from, by reason.", []string{"reason"}, nil)
+	heldReasons = []string{"content", "signature", "inconsistent", "kernel_unknown", "other"}
+)
+
+func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- kernelsDesc
+	ch <- heldDesc
+}
+
+func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
+	if counts, _, err := c.store.Counts(); err == nil {
+		for st, n := range counts {
+			ch <- prometheus.MustNewConstMetric(kernelsDesc, prometheus.GaugeValue, float64(n), st)
 		}
-		sort.Strings(states)
-		for _, s := range states {
-			samples = append(samples, fmt.Sprintf(`{state=%q} %d`, s, counts[s]))
+	}
+	if held, err := c.store.HeldCounts(); err == nil {
+		for _, reason := range heldReasons {
+			ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(held[reason]), reason)
 		}
-		metric("dtkbot_kernels", "gauge", "Kernels in the ledger by state.", samples...)
 	}
-	if d.Registry != nil {
-		c := d.Registry.Counters()
-		metric("dtkbot_registry_requests_total", "counter", "Registry requests made by dtkbot's reads, auth round trips (pings, tokens) included.",
-			fmt.Sprintf(`{kind="manifest_get"} %d`, c.ManifestGETs), fmt.Sprintf(`{kind="manifest_head"} %d`, c.ManifestHEADs),
-			fmt.Sprintf(`{kind="blob_get"} %d`, c.BlobGETs), fmt.Sprintf(`{kind="ping"} %d`, c.Pings), fmt.Sprintf(`{kind="token"} %d`, c.Tokens))
-		metric("dtkbot_registry_bytes_total", "counter", "Blob bytes read from registries.", fmt.Sprintf(" %d", c.BlobBytes))
-		metric("dtkbot_registry_retries_total", "counter", "Registry calls retried.", fmt.Sprintf(" %d", c.Retries))
+}
+
+// registryCollector reads the registry client's counters at scrape time.
+type registryCollector struct{ reg *registry.Client }
+
+var (
+	registryRequestsDesc = prometheus.NewDesc("dtkbot_registry_requests_total",
+		"Registry requests made by dtkbot's reads, auth round trips (pings, tokens) included.", []string{"kind"}, nil)
+	registryBytesDesc   = prometheus.NewDesc("dtkbot_registry_bytes_total", "Blob bytes read from registries.", nil, nil)
+	registryRetriesDesc = prometheus.NewDesc("dtkbot_registry_retries_total", "Registry calls retried.", nil, nil)
+)
+
+func (c *registryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- registryRequestsDesc
+	ch <- registryBytesDesc
+	ch <- registryRetriesDesc
+}
+
+func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.reg.Counters()
+	for kind, v := range map[string]int64{"manifest_get": n.ManifestGETs, "manifest_head": n.ManifestHEADs, "blob_get": n.BlobGETs,
+		"ping": n.Pings, "token": n.Tokens} {
+		ch <- prometheus.MustNewConstMetric(registryRequestsDesc, prometheus.CounterValue, float64(v), kind)
 	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	_, _ = w.Write([]byte(b.String()))
+	ch <- prometheus.MustNewConstMetric(registryBytesDesc, prometheus.CounterValue, float64(n.BlobBytes))
+	ch <- prometheus.MustNewConstMetric(registryRetriesDesc, prometheus.CounterValue, float64(n.Retries))
 }

@@ -446,6 +446,19 @@ func (n *Notifier) whoami(ctx context.Context) (string, error) {
 	return login, nil
 }
 
+// htmlBase is the web root of the GitHub the API belongs to
+// (https://github.com for api.github.com, https://HOST for GHE's /api/v3).
+func (n *Notifier) htmlBase() string {
+	base := n.gh.BaseURL()
+	switch {
+	case strings.Contains(base, "://api.github.com"):
+		return "https://github.com"
+	case strings.HasSuffix(strings.TrimSuffix(base, "/"), "/api/v3"):
+		return strings.TrimSuffix(strings.TrimSuffix(base, "/"), "/api/v3")
+	}
+	return strings.TrimSuffix(base, "/")
+}
+
 // Branch is the deterministic branch of a kernel's pull request.
 func Branch(k state.Kernel) string { return "dtkbot/kernel-" + k.Kernel }
 
@@ -538,7 +551,7 @@ func (n *Notifier) pullRequest(ctx context.Context, k state.Kernel, rec *state.N
 		})
 		switch {
 		case err == nil:
-			number = created.GetNumber()
+			number, rec.PRURL = created.GetNumber(), created.GetHTMLURL()
 		case alreadyExists(err):
 			if number, err = n.findPull(ctx, owner, repo, branch); err != nil {
 				return err
@@ -549,6 +562,9 @@ func (n *Notifier) pullRequest(ctx context.Context, k state.Kernel, rec *state.N
 		n.log.Info().Int("pull_request", number).Str("kernel", k.Kernel).Msg("pull request open")
 	}
 	rec.PRNumber, rec.PRBranch = number, branch
+	if rec.PRURL == "" {
+		rec.PRURL = strings.TrimSuffix(n.htmlBase(), "/") + fmt.Sprintf("/%s/%s/pull/%d", owner, repo, number)
+	}
 	return n.store.PutNotice(*rec)
 }
 

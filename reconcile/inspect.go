@@ -226,7 +226,8 @@ func recordRelease(src watcher.Release, rep *releaseinfo.Report, now time.Time) 
 	rel := state.Release{Version: rep.Release, Pullspec: src.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
 		Channels: src.Channels, FirstSeen: now}
 	for _, s := range rep.Streams {
-		ships := state.ReleaseShips{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull}
+		ships := state.ReleaseShips{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull, RTKernel: s.RTKernel,
+			RHEL: s.RHELVersion, RHCOS: s.RHCOSVersion}
 		switch {
 		case s.Kernel == "" && len(s.Warnings) == 0:
 			ships.Held = "kernel unknown"

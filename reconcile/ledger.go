@@ -107,7 +107,28 @@ func (p *pass) end() (*Result, error) {
 		p.res.Signatures = &sig
 	}
 	p.res.Duration = time.Since(p.start)
-	return p.res, errors.Join(p.errs...)
+	err := errors.Join(p.errs...)
+	if !p.opts.DryRun {
+		p.record(err)
+	}
+	return p.res, err
+}
+
+// record keeps what the pass did in the state, for pages and reports.
+func (p *pass) record(err error) {
+	rec := state.PassRecord{Started: p.now, Finished: p.now.Add(p.res.Duration), Duration: p.res.Duration,
+		Releases: p.res.Releases, Inspected: p.res.Inspected, Held: p.res.Held, Actions: len(p.res.Actions),
+		Failed: err != nil, SignatureMode: p.r.SignatureMode}
+	if p.r.Signatures != nil {
+		rec.SignatureTrust = p.r.Signatures.Trust()
+	}
+	rec.Errors = p.res.Errors
+	if len(rec.Errors) > 20 {
+		rec.Errors = append(rec.Errors[:20:20], fmt.Sprintf("and %d more", len(p.res.Errors)-20))
+	}
+	if err := p.r.Store.SetLastPass(rec); err != nil {
+		p.log.Warn().Err(err).Msg("recording the pass")
+	}
 }
 
 // ledgerView is the state a pass works on: loaded once, changed in memory,

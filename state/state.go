@@ -208,6 +208,9 @@ type ReleaseShips struct {
 	Stream     string `json:"stream"`
 	Kernel     string `json:"kernel,omitempty"`
 	KernelFull string `json:"kernel_full,omitempty"`
+	RTKernel   string `json:"rt_kernel,omitempty"`
+	RHEL       string `json:"rhel_version,omitempty"`
+	RHCOS      string `json:"rhcos_version,omitempty"`
 	Held       string `json:"held,omitempty"` // the reason no build may be based on it
 }
 
@@ -472,6 +475,7 @@ type Notice struct {
 	ClosedByUs bool   `json:"closed_by_us,omitempty"`
 	BodyHash   string `json:"body_hash,omitempty"`
 	PRNumber   int    `json:"pull_request,omitempty"`
+	PRURL      string `json:"pull_request_url,omitempty"`
 	PRBranch   string `json:"pull_request_branch,omitempty"`
 	// Commented are the rejected image digests the issue has a comment on.
 	Commented []string `json:"commented,omitempty"`
@@ -558,6 +562,104 @@ func (t *Tx) HeldReleases() (map[string]HeldRelease, error) {
 		}
 		out[string(k)] = h
 		return nil
+	})
+	return out, err
+}
+
+// PassRecord is what the last pass did, kept for pages and reports (a
+// CronJob has no daemon to ask).
+type PassRecord struct {
+	Started        time.Time     `json:"started"`
+	Finished       time.Time     `json:"finished"`
+	Duration       time.Duration `json:"duration_ns"`
+	Releases       int           `json:"releases"`
+	Inspected      int           `json:"inspected"`
+	Held           int           `json:"held"`
+	Actions        int           `json:"actions"`
+	Errors         []string      `json:"errors,omitempty"`
+	Failed         bool          `json:"failed"`
+	SignatureMode  string        `json:"signature_mode,omitempty"`
+	SignatureTrust string        `json:"signature_trust,omitempty"`
+}
+
+// LastPass returns the last pass's record (nil when none).
+func (s *Store) LastPass() (*PassRecord, error) {
+	var p PassRecord
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		ok, err = getJSON(tx, bucketMeta, "last_pass", &p)
+		return err
+	})
+	if !ok {
+		return nil, err
+	}
+	return &p, err
+}
+
+// SetLastPass records a pass.
+func (s *Store) SetLastPass(p PassRecord) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketMeta, "last_pass", p) })
+}
+
+// Generation changes whenever anything is written: what is built from the
+// store can be cached until it does.
+func (s *Store) Generation() (uint64, error) {
+	var id int
+	err := s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+	return uint64(id), err
+}
+
+// Snapshot is what pages, reports and the kernel index are built from:
+// everything but the inspection cache and the journal.
+type Snapshot struct {
+	Generation uint64
+	Releases   []Release
+	Kernels    []Kernel
+	Tags       map[string]Promotion
+	Held       []HeldRelease
+	Notices    map[string]Notice
+	LastPass   *PassRecord
+}
+
+// Snapshot reads it in one consistent view.
+func (s *Store) Snapshot() (*Snapshot, error) {
+	out := &Snapshot{Notices: map[string]Notice{}}
+	err := s.db.View(func(btx *bolt.Tx) error {
+		out.Generation = uint64(btx.ID())
+		t := &Tx{btx}
+		var err error
+		if out.Releases, err = t.Releases(); err != nil {
+			return err
+		}
+		if out.Kernels, err = t.Kernels(); err != nil {
+			return err
+		}
+		if out.Tags, err = t.Promotions(); err != nil {
+			return err
+		}
+		held, err := t.HeldReleases()
+		if err != nil {
+			return err
+		}
+		for _, h := range held {
+			out.Held = append(out.Held, h)
+		}
+		sort.Slice(out.Held, func(i, j int) bool { return out.Held[i].Key() < out.Held[j].Key() })
+		var lp PassRecord
+		if ok, err := getJSON(btx, bucketMeta, "last_pass", &lp); err != nil {
+			return err
+		} else if ok {
+			out.LastPass = &lp
+		}
+		return btx.Bucket(bucketNotices).ForEach(func(_, v []byte) error {
+			var n Notice
+			if err := json.Unmarshal(v, &n); err != nil {
+				return err
+			}
+			out.Notices[n.Key] = n
+			return nil
+		})
 	})
 	return out, err
 }

@@ -135,6 +135,19 @@ func digestOf(pullspec string) string {
 	return ""
 }
 
+// leadingNumber reads the number a dotted version starts with (0 for none)
+// and returns the rest after its dot. It is on every sort's hot path.
+func leadingNumber(s string) (int, string) {
+	n, i := 0, 0
+	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		n = n*10 + int(s[i]-'0')
+	}
+	if j := strings.IndexByte(s[i:], '.'); j >= 0 {
+		return n, s[i+j+1:]
+	}
+	return n, ""
+}
+
 // CompareVersions orders OpenShift versions: 4.9.0 < 4.10.0, and a
 // pre-release (4.16.0-rc.1) before its release. Empty sorts last.
 func CompareVersions(a, b string) int {
@@ -149,15 +162,10 @@ func CompareVersions(a, b string) int {
 	}
 	ac, apre, _ := strings.Cut(strings.SplitN(a, "+", 2)[0], "-")
 	bc, bpre, _ := strings.Cut(strings.SplitN(b, "+", 2)[0], "-")
-	ap, bp := strings.Split(ac, "."), strings.Split(bc, ".")
-	for i := 0; i < len(ap) || i < len(bp); i++ {
+	for ac != "" || bc != "" {
 		var x, y int
-		if i < len(ap) {
-			fmt.Sscanf(ap[i], "%d", &x)
-		}
-		if i < len(bp) {
-			fmt.Sscanf(bp[i], "%d", &y)
-		}
+		x, ac = leadingNumber(ac)
+		y, bc = leadingNumber(bc)
 		if x != y {
 			if x < y {
 				return -1

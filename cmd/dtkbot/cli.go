@@ -31,8 +31,11 @@ Usage:
   dtkbot run --config config.yaml
                                 the daemon: a pass at start and on the schedule, with /healthz,
                                 /readyz, /metrics, /status and POST /trigger
-  dtkbot release-info PULLSPEC... [--arch amd64] [--authfile F] [--tls-verify=false] [-o table|json]
-                                the kernels of release payloads
+  dtkbot release-info PULLSPEC|VERSION... [--channel C] [--arch amd64] [--authfile F] [--tls-verify=false]
+                   [--config config.yaml] [-o table|json]
+                                the kernels of release payloads (4.16.15 means the official release)
+  dtkbot report --config config.yaml [-o html|json|table] [--out FILE]
+                                the coverage page, the kernel index or a table, from the state file
   dtkbot validate-config --config config.yaml
   dtkbot state export --config config.yaml [-o json]
   dtkbot demo                   offline demo against a local registry and update graph
@@ -61,6 +64,7 @@ func commands() []command {
 		{"run", runDaemon},
 		{"validate-config", runValidateConfig},
 		{"state", runState},
+		{"report", runReport},
 		{"demo", runDemo},
 		{"version", func(_ context.Context, env *cliEnv, _ []string) int {
 			fmt.Fprintln(env.stdout, "dtkbot", version)

@@ -220,6 +220,16 @@ verify:
 	if code != exitOK {
 		return code
 	}
+
+	fmt.Fprintln(env.stdout, "\nDEMO: dtkbot report --config <demo config>   (the coverage, from the state file alone)")
+	if code := runReport(ctx, env, []string{"--config", cfg}); code != exitOK {
+		return code
+	}
+	page := filepath.Join(os.TempDir(), "dtkbot-demo-coverage.html")
+	if code := runReport(ctx, env, []string{"--config", cfg, "-o", "html", "--out", page}); code != exitOK {
+		return code
+	}
+	fmt.Fprintf(env.stdout, "DEMO: the coverage page, as dtkbot run serves it at / (and /api/v1/releases, /api/v1/kernels): file://%s\n", page)
 	return exitOK
 }
 

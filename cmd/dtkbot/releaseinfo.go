@@ -6,6 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"regexp"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +16,8 @@ import (
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
 )
 
 // registryFlags are the registry options every command that reads images
@@ -63,18 +68,39 @@ func (rf *registryFlags) options() (registry.Options, error) {
 	return opts, nil
 }
 
+// releaseRepository is where OpenShift's official release payloads are, as
+// `oc adm release info 4.16.15` finds them.
+const releaseRepository = "quay.io/openshift-release-dev/ocp-release"
+
+var bareVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?$`)
+
+// releasePullspec turns a bare version into the official release's pullspec
+// for arch (4.16.15 → quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64);
+// anything else is taken as a pullspec.
+func releasePullspec(arg, arch string) string {
+	if !bareVersion.MatchString(arg) {
+		return arg
+	}
+	suffix := releaseinfo.KernelArch(arch)
+	if arch == "multi" {
+		suffix = "multi"
+	}
+	return releaseRepository + ":" + arg + "-" + suffix
+}
+
 func runReleaseInfo(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "release-info", "PULLSPEC... [flags]")
-	arch := fs.String("arch", "amd64", "architecture to read from multi-arch payloads (amd64, arm64, s390x, ppc64le)")
+	fs := newFlagSet(env, "release-info", "PULLSPEC|VERSION... [--channel C] [flags]")
+	arch := fs.String("arch", "amd64", "architecture: the instance of multi-arch payloads, the suffix of bare versions, the graph's arch (amd64, arm64, s390x, ppc64le)")
 	output := fs.String("o", "table", "output format: table or json")
-	concurrency := fs.Int("concurrency", 4, "releases inspected at once")
+	concurrency := fs.Int("concurrency", 16, "releases inspected at once")
+	channel := fs.String("channel", "", "every release of this update graph channel (stable-4.16)")
 	rf := addRegistryFlags(fs)
-	pullspecs, err := parseInterleaved(fs, args)
+	args, err := parseInterleaved(fs, args)
 	if err != nil {
 		return usageExit(err)
 	}
-	if len(pullspecs) == 0 {
-		errorf(env, "release-info: give at least one release pullspec")
+	if len(args) == 0 && *channel == "" {
+		errorf(env, "release-info: give release pullspecs or versions, or --channel")
 		fs.Usage()
 		return exitUsage
 	}
@@ -87,7 +113,32 @@ func runReleaseInfo(ctx context.Context, env *cliEnv, args []string) int {
 		errorf(env, "%v", err)
 		return exitUsage
 	}
-	in := releaseinfo.New(registry.New(opts), releaseinfo.Options{Arch: *arch, Concurrency: *concurrency})
+	var pullspecs []string
+	for _, a := range args {
+		pullspecs = append(pullspecs, releasePullspec(a, *arch))
+	}
+	if *channel != "" {
+		nodes, err := channelReleases(ctx, rf.configPath, *channel, *arch)
+		if err != nil {
+			errorf(env, "release-info: %v", err)
+			return exitFailed
+		}
+		pullspecs = append(pullspecs, nodes...)
+	}
+	inspectorOpts := releaseinfo.Options{Arch: *arch, Concurrency: *concurrency}
+	if *arch == "multi" {
+		inspectorOpts.Arch = "amd64"
+	}
+	// With a config, inspections already in its state file answer for free.
+	if rf.configPath != "" {
+		if store, err := openStateForReading(rf.configPath); err == nil {
+			defer store.Close()
+			inspectorOpts.Cache = store
+		} else {
+			env.log.Debug().Err(err).Msg("inspections are not reused")
+		}
+	}
+	in := releaseinfo.New(registry.New(opts), inspectorOpts)
 	results := in.InspectAll(ctx, pullspecs, nil)
 
 	var reports []*releaseinfo.Report
@@ -115,6 +166,43 @@ func runReleaseInfo(ctx context.Context, env *cliEnv, args []string) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// channelReleases lists the payloads of a graph channel for arch, oldest
+// first, from the config's update service (or the official one).
+func channelReleases(ctx context.Context, configPath, channel, arch string) ([]string, error) {
+	cfg := config.Default()
+	if configPath != "" {
+		loaded, err := config.Load(configPath)
+		if err != nil {
+			return nil, err
+		}
+		cfg = *loaded
+	}
+	g := &watcher.GraphClient{URL: cfg.Graph.URL, HTTP: &http.Client{Timeout: cfg.Graph.Timeout.Duration}, MaxBytes: cfg.Graph.MaxBytes, UserAgent: "dtkbot/" + version}
+	res, err := g.Fetch(ctx, channel, arch, watcher.GraphState{})
+	if err != nil {
+		return nil, err
+	}
+	nodes := res.State.Nodes
+	sort.Slice(nodes, func(i, j int) bool { return watcher.CompareVersions(nodes[i].Version, nodes[j].Version) < 0 })
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.Payload)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("channel %s has no release for %s", channel, arch)
+	}
+	return out, nil
+}
+
+// openStateForReading opens the state file of a config read-only.
+func openStateForReading(configPath string) (*state.Store, error) {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return nil, err
+	}
+	return state.OpenReadOnly(cfg.StatePath(), time.Second)
 }
 
 // printReports writes the table people read: one row per stream, then the

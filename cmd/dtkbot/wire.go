@@ -156,8 +156,9 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			MaxAttempts: cfg.Build.MaxAttempts,
 			Backoff:     cfg.Build.Backoff.Duration,
 		},
-		Concurrency: cfg.Registry.Concurrency,
-		Log:         log,
+		Concurrency:   cfg.Registry.Concurrency,
+		SignatureMode: cfg.Verify.Mode,
+		Log:           log,
 	}
 	if cfg.Target.Repository != "" {
 		r.Promoter = rebuild.NewRegistryPromoter(reg)

@@ -32,6 +32,9 @@ type CI struct {
 	Dedupe bool
 	// Wrong maps a kernel to the kernel its build carries instead.
 	Wrong map[string]string
+	// Never are kernels whose builds are accepted and never pushed (a CI
+	// run still going).
+	Never map[string]bool
 
 	mu         sync.Mutex
 	builds     map[string]int
@@ -106,7 +109,7 @@ func (c *CI) build(w http.ResponseWriter, in rebuild.BuildInputs, kernelFull, de
 	dup := delivery != "" && c.deliveries[delivery]
 	c.deliveries[delivery] = true
 	c.mu.Unlock()
-	if dup && c.Dedupe {
+	if (dup && c.Dedupe) || c.Never[in.KernelVersion] {
 		return true
 	}
 	kernel := in.KernelVersion

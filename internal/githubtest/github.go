@@ -449,7 +449,7 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, login, rest s
 			if st := q.Get("state"); st != "all" && p.State != orDefault(st, "open") {
 				continue
 			}
-			out = append(out, pullJSON(p))
+			out = append(out, s.pullJSON(p))
 		}
 		writeJSON(w, 200, out)
 	case rest == "/pulls" && r.Method == http.MethodPost:
@@ -468,7 +468,7 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, login, rest s
 		}
 		p := &Pull{Number: s.next(), Title: req.Title, Head: req.Head, Base: req.Base, State: "open"}
 		s.pulls = append(s.pulls, p)
-		writeJSON(w, http.StatusCreated, pullJSON(p))
+		writeJSON(w, http.StatusCreated, s.pullJSON(p))
 	case strings.HasPrefix(rest, "/actions/workflows/") && strings.HasSuffix(rest, "/dispatches") && r.Method == http.MethodPost:
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusNoContent)
@@ -492,9 +492,10 @@ func (s *Server) issueJSON(i *Issue) map[string]any {
 	return out
 }
 
-func pullJSON(p *Pull) map[string]any {
+func (s *Server) pullJSON(p *Pull) map[string]any {
 	return map[string]any{"number": p.Number, "title": p.Title, "state": p.State,
-		"head": map[string]any{"ref": p.Head}, "base": map[string]any{"ref": p.Base}}
+		"html_url": fmt.Sprintf("%s/%s/%s/pull/%d", s.HTTP.URL, s.Owner, s.Repo, p.Number),
+		"head":     map[string]any{"ref": p.Head}, "base": map[string]any{"ref": p.Base}}
 }
 
 func orDefault(v, d string) string {

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image/png"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/html"
+
+	"github.com/dtkbot/dtkbot/internal/citest"
+	"github.com/dtkbot/dtkbot/internal/githubtest"
+	"github.com/dtkbot/dtkbot/internal/payloadtest"
+)
+
+// chromium starts Debian's Chromium headless, as this machine allows it:
+// no sandbox (root), no network beyond the page (its background services
+// would knock on closed ports), a profile of its own.
+func chromium(t *testing.T, args ...string) []byte {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed (Debian's chromium package; .ci/run installs it): the page was not rendered in a browser")
+	}
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--user-data-dir=" + t.TempDir()}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
+}
+
+// TestCoveragePageInABrowser runs a reconcile over a world with a kernel
+// in each state (promoted, failed, held, building), serves the coverage
+// page from `dtkbot run`, renders it in headless Chromium, and checks what
+// the DOM the browser built shows for each; then takes a screenshot
+// (to $DTKBOT_SCREENSHOT when set: docs/coverage.png is made so).
+func TestCoveragePageInABrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	const (
+		promoted = "5.14.0-427.37.1.el9_4"
+		failed   = "5.14.0-427.40.1.el9_4"
+		building = "5.14.0-427.44.1.el9_4"
+	)
+	ci := &citest.CI{Secret: []byte("hook"), Wrong: map[string]string{failed: "5.14.0-427.99.1.el9_4"}, Never: map[string]bool{building: true}}
+	ciServer := httptest.NewServer(http.HandlerFunc(ci.Webhook))
+	defer ciServer.Close()
+	gh := githubtest.New("acme", "driver-ci")
+	defer gh.Close()
+	gh.AddToken("ghp_browser", "dtkbot-user")
+	gh.SetFile("main", "kernels.yaml", "")
+	dir := t.TempDir()
+	secret, token := filepath.Join(dir, "hook"), filepath.Join(dir, "token")
+	_ = os.WriteFile(secret, []byte("hook"), 0o600)
+	_ = os.WriteFile(token, []byte("ghp_browser"), 0o600)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	cw := newCLIWorld(t, fmt.Sprintf(`build:
+  backend: webhook
+  max_attempts: 1
+  webhook:
+    url: %s
+    secret_file: %s
+github:
+  api_url: %s
+  token_file: %s
+  repository: acme/driver-ci
+  mutation_interval: 1ms
+  pull_request:
+    path: kernels.yaml
+listen: %q
+`, ciServer.URL, secret, gh.URL(), token, listen))
+	ci.World = cw.world
+	// The world of newCLIWorld ships promoted (4.16.15, 4.16.16) and failed
+	// (4.16.17); add a build still going and a payload held for good.
+	cw.graph.Publish("stable-4.16", "amd64", "4.16.18", cw.world.Release(payloadtest.ReleaseSpec{Version: "4.16.18", Stream: payloadtest.Stream{Kernel: building}}).Pullspec)
+	cw.graph.Publish("stable-4.16", "amd64", "4.16.19", cw.world.Release(payloadtest.ReleaseSpec{Version: "4.16.19", Stream: payloadtest.Stream{Kernel: promoted},
+		Tweak: payloadtest.DuplicateTag("driver-toolkit", cw.srv.Host()+"/"+cw.world.ComponentRepo+"@sha256:"+strings.Repeat("0", 64))}).Pullspec)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	var logs syncBuffer
+	go func() { done <- run(ctx, []string{"run", "--config", cw.config}, &logs, &logs) }()
+	defer func() { cancel(); <-done }()
+	waitUntil(t, "the first pass", func() bool { return strings.Contains(logs.String(), "pass finished") })
+
+	dom := chromium(t, "--dump-dom", "http://"+listen+"/")
+	doc, err := html.Parse(bytes.NewReader(dom))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]*html.Node{} // release -> its row
+	var walk func(*html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.ElementNode && n.Data == "tr" && attr(n, "data-release") != "" {
+			rows[attr(n, "data-release")] = n
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
+	for release, want := range map[string][]string{
+		"4.16.15": {"promoted", promoted + ".x86_64", "/dtkbot/driver-toolkit@sha256:", ":4.16.15", "issue", "pull request"},
+		"4.16.17": {"failed", "verification failed", "carries 5.14.0-427.99.1.el9_4"},
+		"4.16.18": {"building", "attempt 1"},
+		"4.16.19": {"held", "appears twice with different images"},
+	} {
+		row, ok := rows[release]
+		if !ok {
+			t.Errorf("the page shows no row for %s", release)
+			continue
+		}
+		text := textOf(row)
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s's row shows %q, not %q", release, strings.Join(strings.Fields(text), " "), w)
+			}
+		}
+		if st := attr(row, "data-state"); st != want[0] {
+			t.Errorf("%s's row is %q, want %q", release, st, want[0])
+		}
+	}
+	if text := textOf(doc); !strings.Contains(text, "Last pass") || !strings.Contains(text, "Next pass") || !strings.Contains(text, "off") {
+		t.Errorf("the header lacks the passes or the signature mode:\n%s", strings.Join(strings.Fields(text), " "))
+	}
+
+	shot := os.Getenv("DTKBOT_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(t.TempDir(), "coverage.png")
+	} else if shot, err = filepath.Abs(shot); err != nil {
+		t.Fatal(err)
+	}
+	chromium(t, "--screenshot="+shot, "--window-size=1400,1100", "--hide-scrollbars", "http://"+listen+"/")
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("the screenshot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 1000 || b.Dy() < 800 {
+		t.Errorf("screenshot %v", b)
+	}
+	t.Logf("screenshot: %s", shot)
+}
+
+func attr(n *html.Node, key string) string {
+	for _, a := range n.Attr {
+		if a.Key == key {
+			return a.Val
+		}
+	}
+	return ""
+}
+
+func textOf(n *html.Node) string {
+	var b strings.Builder
+	var walk func(*html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.TextNode {
+			b.WriteString(n.Data + " ")
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(n)
+	return b.String()
+}

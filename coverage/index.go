@@ -1,0 +1,306 @@
+// Package coverage answers "which OpenShift releases are covered, with which
+// kernel, and what is still missing or broken?" from a state snapshot: the
+// kernel index (release → stream → kernel → DTK image by digest, and kernel →
+// releases) that the daemon serves as /api/v1/releases and /api/v1/kernels,
+// `dtkbot report` prints, and the coverage page renders.
+//
+// It reads nothing but the snapshot it is given: no network, no clock but
+// the one passed in.
+package coverage
+
+import (
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
+)
+
+// Stream and release states, as the index names them.
+const (
+	StatePromoted = "promoted" // at its kernel tag and its release tags
+	StateVerified = "verified" // built and verified, promotion under way
+	StateBuilt    = "built"    // at the staging tag, not verified yet
+	StateBuilding = "building" // a build was requested
+	StatePending  = "pending"  // new, or waiting to retry
+	StateFailed   = "failed"   // no more attempts (the reason says why)
+	StateHeld     = "held"     // never built from: broken, inconsistent, or unsigned
+	StateUnknown  = "unknown"  // the kernel cannot be known cheaply (4.1-4.7)
+)
+
+// States lists them in the order pages show them.
+var States = []string{StatePromoted, StateVerified, StateBuilt, StateBuilding, StatePending, StateFailed, StateHeld, StateUnknown}
+
+// Index is the whole kernel index.
+type Index struct {
+	GeneratedAt time.Time         `json:"generated_at"`
+	LastPass    *state.PassRecord `json:"last_pass,omitempty"`
+	Releases    []Release         `json:"releases"`
+	Kernels     []Kernel          `json:"kernels"`
+}
+
+// ReleasesDoc is GET /api/v1/releases.
+type ReleasesDoc struct {
+	GeneratedAt time.Time `json:"generated_at"`
+	Releases    []Release `json:"releases"`
+}
+
+// KernelsDoc is GET /api/v1/kernels.
+type KernelsDoc struct {
+	GeneratedAt time.Time `json:"generated_at"`
+	Kernels     []Kernel  `json:"kernels"`
+}
+
+// Release is one payload read for one arch (or held before it could be).
+type Release struct {
+	Release  string   `json:"release"`
+	Arch     string   `json:"arch"`
+	Channels []string `json:"channels"`
+	Digest   string   `json:"digest"`
+	Pullspec string   `json:"pullspec"`
+	// Signature is the signature check's outcome ("verified by ...").
+	Signature string `json:"signature,omitempty"`
+	// State and Reason are set for a release held as a whole (its content
+	// is broken, or its signature does not verify in strict mode).
+	State   string   `json:"state,omitempty"`
+	Reason  string   `json:"reason,omitempty"`
+	Streams []Stream `json:"streams"`
+}
+
+// Stream is one OS stream of a release and the DTK image for its kernel.
+type Stream struct {
+	Stream       string `json:"stream"`
+	Kernel       string `json:"kernel"`
+	KernelFull   string `json:"kernel_full"`
+	RTKernel     string `json:"rt_kernel"`
+	RHELVersion  string `json:"rhel_version"`
+	RHCOSVersion string `json:"rhcos_version"`
+	State        string `json:"state"`
+	Reason       string `json:"reason,omitempty"`
+	// Image is the DTK image by digest (repository@sha256:...).
+	Image string `json:"image,omitempty"`
+	// Tags are the references promoted onto it for this release (the
+	// kernel tag, release tags, floating tags, in every repository).
+	Tags     []string `json:"tags"`
+	IssueURL string   `json:"issue_url,omitempty"`
+	PRURL    string   `json:"pr_url,omitempty"`
+	// Attempts and Since say how a build goes (since: when it was asked).
+	Attempts int       `json:"attempts,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+}
+
+// Kernel is one kernel of one stream and arch, and the releases shipping it.
+type Kernel struct {
+	Kernel      string    `json:"kernel"`
+	KernelFull  string    `json:"kernel_full"`
+	Stream      string    `json:"stream"`
+	Arch        string    `json:"arch"`
+	RTKernel    string    `json:"rt_kernel"`
+	RHELVersion string    `json:"rhel_version"`
+	State       string    `json:"state"`
+	Reason      string    `json:"reason,omitempty"`
+	Image       string    `json:"image,omitempty"`
+	KernelTag   string    `json:"kernel_tag,omitempty"`
+	Tags        []string  `json:"tags"`
+	Releases    []string  `json:"releases"`
+	Attempts    int       `json:"attempts,omitempty"`
+	Rejected    int       `json:"rejected,omitempty"`
+	FirstSeen   time.Time `json:"first_seen"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	Since       time.Time `json:"since,omitzero"`
+	IssueURL    string    `json:"issue_url,omitempty"`
+	PRURL       string    `json:"pr_url,omitempty"`
+}
+
+// Releases is the releases document of the index.
+func (ix *Index) ReleasesDoc() ReleasesDoc {
+	return ReleasesDoc{GeneratedAt: ix.GeneratedAt, Releases: ix.Releases}
+}
+
+// KernelsDoc is the kernels document of the index.
+func (ix *Index) KernelsDoc() KernelsDoc {
+	return KernelsDoc{GeneratedAt: ix.GeneratedAt, Kernels: ix.Kernels}
+}
+
+// KernelState is how the index names a ledger entry's state.
+func KernelState(k state.Kernel) string {
+	switch k.State {
+	case state.KernelPromoted:
+		return StatePromoted
+	case state.KernelVerified:
+		return StateVerified
+	case state.KernelBuilt:
+		return StateBuilt
+	case state.KernelBuildRequested:
+		return StateBuilding
+	case state.KernelFailed:
+		return StateFailed
+	}
+	return StatePending
+}
+
+// Build makes the index of a snapshot, newest releases first.
+func Build(snap *state.Snapshot, now time.Time) *Index {
+	ix := &Index{GeneratedAt: now, LastPass: snap.LastPass, Releases: []Release{}, Kernels: []Kernel{}}
+	kernels := map[string]state.Kernel{}
+	for _, k := range snap.Kernels {
+		kernels[k.Key()] = k
+	}
+	// Tags by kernel: the promotions naming its key, or (older records)
+	// its digest.
+	byDigest := map[string]string{}
+	for _, k := range snap.Kernels {
+		if k.ImageDigest != "" {
+			byDigest[k.ImageDigest] = k.Key()
+		}
+	}
+	tagsOf := map[string][]state.Promotion{}
+	for _, p := range snap.Tags {
+		key := p.KernelKey
+		if key == "" {
+			key = byDigest[p.Digest]
+		}
+		tagsOf[key] = append(tagsOf[key], p)
+	}
+	for key := range tagsOf {
+		sort.Slice(tagsOf[key], func(i, j int) bool { return tagsOf[key][i].Ref < tagsOf[key][j].Ref })
+	}
+
+	for _, k := range snap.Kernels {
+		n := snap.Notices[k.Key()]
+		e := Kernel{Kernel: k.Kernel, KernelFull: k.KernelFull, Stream: k.Stream, Arch: k.Arch, RTKernel: k.RTKernel,
+			RHELVersion: k.RHEL, State: KernelState(k), Reason: k.Reason, KernelTag: k.Image, Tags: []string{},
+			Releases: append([]string{}, k.Releases...), Attempts: k.Attempts, Rejected: len(k.Rejections),
+			FirstSeen: k.FirstSeen, UpdatedAt: k.UpdatedAt, IssueURL: n.IssueURL, PRURL: n.PRURL}
+		if k.State == state.KernelBuildRequested {
+			e.Since = k.BuildRequestedAt
+		}
+		if k.ImageDigest != "" {
+			e.Image = k.PinnedImage()
+		}
+		for _, p := range tagsOf[k.Key()] {
+			e.Tags = append(e.Tags, p.Ref)
+		}
+		ix.Kernels = append(ix.Kernels, e)
+	}
+	sort.Slice(ix.Kernels, func(i, j int) bool {
+		a, b := ix.Kernels[i], ix.Kernels[j]
+		if c := watcher.CompareVersions(first(b.Releases), first(a.Releases)); c != 0 {
+			return c < 0
+		}
+		return a.Stream+a.Arch+a.Kernel < b.Stream+b.Arch+b.Kernel
+	})
+
+	for _, r := range snap.Releases {
+		e := Release{Release: r.Version, Arch: r.Arch, Channels: nonNil(r.Channels), Digest: r.Digest, Pullspec: r.Pullspec,
+			Signature: r.Signature, Streams: []Stream{}}
+		for _, s := range r.Streams {
+			e.Streams = append(e.Streams, streamOf(r, s, kernels, tagsOf, snap.Notices))
+		}
+		ix.Releases = append(ix.Releases, e)
+	}
+	for _, h := range snap.Held {
+		ix.Releases = append(ix.Releases, Release{Release: h.Version, Arch: h.Arch, Channels: nonNil(h.Channels), Digest: h.Digest,
+			Pullspec: h.Pullspec, State: StateHeld, Reason: h.Kind + ": " + h.Reason, Streams: []Stream{}})
+	}
+	sort.SliceStable(ix.Releases, func(i, j int) bool {
+		a, b := ix.Releases[i], ix.Releases[j]
+		if c := watcher.CompareVersions(b.Release, a.Release); c != 0 {
+			return c < 0
+		}
+		return a.Arch < b.Arch
+	})
+	return ix
+}
+
+func streamOf(r state.Release, s state.ReleaseShips, kernels map[string]state.Kernel, tagsOf map[string][]state.Promotion, notices map[string]state.Notice) Stream {
+	out := Stream{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull, RTKernel: s.RTKernel, RHELVersion: s.RHEL,
+		RHCOSVersion: s.RHCOS, Tags: []string{}}
+	switch {
+	case s.Held != "" && s.Kernel == "":
+		out.State, out.Reason = StateUnknown, s.Held
+		return out
+	case s.Held != "":
+		out.State, out.Reason = StateHeld, s.Held
+		return out
+	}
+	key := state.KernelKey(s.Stream, r.Arch, s.Kernel)
+	k, ok := kernels[key]
+	if !ok {
+		out.State = StateUnknown
+		return out
+	}
+	if out.RTKernel == "" {
+		out.RTKernel = k.RTKernel
+	}
+	if out.RHELVersion == "" {
+		out.RHELVersion = k.RHEL
+	}
+	out.State, out.Reason, out.Attempts = KernelState(k), k.Reason, k.Attempts
+	if k.State == state.KernelBuildRequested {
+		out.Since = k.BuildRequestedAt
+	}
+	if k.ImageDigest != "" && (k.State == state.KernelPromoted || k.State == state.KernelVerified || k.State == state.KernelBuilt) {
+		out.Image = k.PinnedImage()
+	}
+	for _, p := range tagsOf[key] {
+		if p.Kind == state.TagKernel || p.Release == r.Version {
+			out.Tags = append(out.Tags, p.Ref)
+		}
+	}
+	n := notices[key]
+	out.IssueURL, out.PRURL = n.IssueURL, n.PRURL
+	return out
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Minor is "4.16" for "4.16.15" (and for "4.16.0-rc.1").
+func Minor(version string) string {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		return version
+	}
+	return parts[0] + "." + parts[1]
+}
+
+// Filter narrows the releases of an index; empty fields match everything.
+type Filter struct {
+	Channel string
+	Minor   string
+	State   string
+}
+
+// Match reports whether a release passes the filter: its channel and minor,
+// and a state of it or of one of its streams.
+func (f Filter) Match(r Release) bool {
+	if f.Channel != "" && !slices.Contains(r.Channels, f.Channel) {
+		return false
+	}
+	if f.Minor != "" && Minor(r.Release) != f.Minor {
+		return false
+	}
+	if f.State == "" || r.State == f.State {
+		return true
+	}
+	for _, s := range r.Streams {
+		if s.State == f.State {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,121 @@
+package coverage
+
+import (
+	_ "embed"
+	"fmt"
+	"html/template"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dtkbot/dtkbot/watcher"
+)
+
+//go:embed assets/page.html.tmpl
+var pageTemplate string
+
+//go:embed assets/style.css
+var styleCSS string
+
+var page = template.Must(template.New("page").Funcs(template.FuncMap{
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format("2006-01-02 15:04 MST")
+	},
+	"duration": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	// brief is the start of a long reason, the rest behind a <details>.
+	"brief": func(s string) string {
+		if len(s) <= 120 {
+			return s
+		}
+		cut := strings.LastIndexByte(s[:120], ' ')
+		if cut < 60 {
+			cut = 120
+		}
+		return s[:cut] + " …"
+	},
+}).Parse(pageTemplate))
+
+// PageOptions are what the page shows beside the index.
+type PageOptions struct {
+	Filter Filter
+	// NextPass is when the daemon runs next (zero for a report).
+	NextPass time.Time
+}
+
+type pageData struct {
+	*Index
+	CSS                           template.CSS
+	Filter                        Filter
+	NextPass                      time.Time
+	SignatureMode, SignatureTrust string
+	Channels, Minors, States      []string
+	Groups                        []group
+	Counts                        []count
+	Shown, Total                  int
+}
+
+type group struct {
+	Minor, ID string
+	Releases  []Release
+}
+
+type count struct {
+	State string
+	N     int
+}
+
+// WritePage renders the coverage page: releases grouped by minor, newest
+// first, each stream with its kernel and the state of its DTK image.
+func WritePage(w io.Writer, ix *Index, opts PageOptions) error {
+	d := pageData{Index: ix, CSS: template.CSS(styleCSS), Filter: opts.Filter, NextPass: opts.NextPass, States: States, Total: len(ix.Releases)}
+	if lp := ix.LastPass; lp != nil {
+		d.SignatureMode, d.SignatureTrust = lp.SignatureMode, lp.SignatureTrust
+	}
+	channels, minors, counts := map[string]bool{}, map[string]bool{}, map[string]int{}
+	var last *group
+	for _, r := range ix.Releases {
+		minors[Minor(r.Release)] = true
+		for _, c := range r.Channels {
+			channels[c] = true
+		}
+		if r.State != "" {
+			counts[r.State]++
+		}
+		for _, s := range r.Streams {
+			counts[s.State]++
+		}
+		if !opts.Filter.Match(r) {
+			continue
+		}
+		d.Shown++
+		if m := Minor(r.Release); last == nil || last.Minor != m {
+			d.Groups = append(d.Groups, group{Minor: m, ID: strings.NewReplacer(".", "-", " ", "-").Replace(m)})
+			last = &d.Groups[len(d.Groups)-1]
+		}
+		last.Releases = append(last.Releases, r)
+	}
+	d.Channels = sortedKeys(channels, func(a, b string) int { return strings.Compare(a, b) })
+	d.Minors = sortedKeys(minors, func(a, b string) int { return watcher.CompareVersions(b+".0", a+".0") })
+	for _, s := range States {
+		if counts[s] > 0 {
+			d.Counts = append(d.Counts, count{s, counts[s]})
+		}
+	}
+	if err := page.Execute(w, d); err != nil {
+		return fmt.Errorf("rendering the coverage page: %w", err)
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]bool, cmp func(a, b string) int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, cmp)
+	return out
+}
