@@ -41,11 +41,16 @@ type Config struct {
 	// Releases are payload pullspecs read in addition to the graph's
 	// (disconnected mirrors, pre-release payloads).
 	Releases []string `yaml:"releases"`
-	Registry Registry `yaml:"registry"`
-	Target   Target   `yaml:"target"`
-	Build    Build    `yaml:"build"`
-	GitHub   GitHub   `yaml:"github"`
-	Verify   Verify   `yaml:"verify"`
+	// ReleaseControllers are read for pre-releases as soon as they are
+	// accepted, before any graph channel lists them.
+	ReleaseControllers []ReleaseController `yaml:"release_controllers"`
+	// Prerelease says what pre-releases (rc, ec, nightlies) do.
+	Prerelease Prerelease `yaml:"prerelease"`
+	Registry   Registry   `yaml:"registry"`
+	Target     Target     `yaml:"target"`
+	Build      Build      `yaml:"build"`
+	GitHub     GitHub     `yaml:"github"`
+	Verify     Verify     `yaml:"verify"`
 	// TriggerTokenFile holds the bearer token POST /trigger requires;
 	// without it the endpoint is off.
 	TriggerTokenFile string `yaml:"trigger_token_file"`
@@ -70,6 +75,27 @@ type Graph struct {
 	MaxBytes int64    `yaml:"max_bytes"`
 }
 
+// ReleaseController is one release-controller API (one per arch).
+type ReleaseController struct {
+	URL     string   `yaml:"url"`
+	Arch    string   `yaml:"arch"`
+	Streams []string `yaml:"streams"`
+	Phases  []string `yaml:"phases"`
+}
+
+// Prerelease is the pre-release policy.
+type Prerelease struct {
+	// Build are the pre-release kinds whose kernels are built (GA releases
+	// always are): rc, ec, fc, nightly, ci, other.
+	Build []string `yaml:"build"`
+	// Tags gives pre-releases their release tags; floating tags only ever
+	// follow GA releases.
+	Tags bool `yaml:"tags"`
+	// OnWithdrawn is what a Rejected or vanished pre-release's tags get:
+	// withdraw (removed) or report.
+	OnWithdrawn string `yaml:"on_withdrawn"`
+}
+
 // Registry configures reads from (and later writes to) registries.
 type Registry struct {
 	// Authfile is a containers auth.json or pull secret; empty means
@@ -80,6 +106,8 @@ type Registry struct {
 	Timeout        Duration `yaml:"timeout"`
 	Attempts       int      `yaml:"attempts"`
 	Concurrency    int      `yaml:"concurrency"`
+	// ResolveTTL is how long a pullspec by tag's digest is trusted.
+	ResolveTTL Duration `yaml:"resolve_ttl"`
 }
 
 // Target is where dtkbot's DTK images and tags go.
@@ -238,7 +266,8 @@ func Default() Config {
 		// 16 calls in flight: a cold backfill scales nearly linearly to it
 		// (BenchmarkColdBackfill: x7.4 at 8, x13.9 at 16 with 20 ms a
 		// request), and it is a modest load for a registry.
-		Registry: Registry{Timeout: Duration{2 * time.Minute}, Attempts: 4, Concurrency: 16},
+		Registry:   Registry{Timeout: Duration{2 * time.Minute}, Attempts: 4, Concurrency: 16, ResolveTTL: Duration{24 * time.Hour}},
+		Prerelease: Prerelease{Build: []string{"rc", "ec"}, Tags: true, OnWithdrawn: "withdraw"},
 		Target: Target{
 			KernelTag:   "{{.KernelFull}}",
 			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
@@ -305,6 +334,9 @@ func (c *Config) StatePath() string {
 
 // Arches the graph is read for, in graph terms.
 var knownArches = []string{"amd64", "arm64", "s390x", "ppc64le", "multi"}
+
+// prereleaseKinds are the kinds prerelease.build may name (watcher.Kind).
+var prereleaseKinds = []string{"rc", "ec", "fc", "nightly", "ci", "other"}
 
 // backends are the build.backend values.
 var backends = []string{"none", "podman", "buildah", "github-actions", "webhook"}
@@ -528,8 +560,42 @@ func (c *Config) Validate() error {
 			bad("trigger_token_file", "%v", err)
 		}
 	}
-	if len(c.Graph.Channels) == 0 && len(c.Releases) == 0 {
-		bad("graph.channels", "no channel and no releases: nothing to watch")
+	streamPattern := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	for i, rc := range c.ReleaseControllers {
+		key := fmt.Sprintf("release_controllers[%d]", i)
+		if u, err := url.Parse(rc.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(key+".url", "%q is not an http(s) URL", rc.URL)
+		}
+		if !slices.Contains(knownArches, rc.Arch) {
+			bad(key+".arch", "%q is not one of %s", rc.Arch, strings.Join(knownArches, ", "))
+		}
+		if len(rc.Streams) == 0 {
+			bad(key+".streams", "name at least one release stream (4-stable, 4-dev-preview)")
+		}
+		for j, st := range rc.Streams {
+			if !streamPattern.MatchString(st) {
+				bad(fmt.Sprintf("%s.streams[%d]", key, j), "%q is not a release stream name", st)
+			}
+		}
+		for j, ph := range rc.Phases {
+			if !slices.Contains([]string{"Pending", "Ready", "Accepted"}, ph) {
+				bad(fmt.Sprintf("%s.phases[%d]", key, j), "%q is not a phase a release is taken in (Accepted, Ready, Pending)", ph)
+			}
+		}
+	}
+	for i, k := range c.Prerelease.Build {
+		if !slices.Contains(prereleaseKinds, k) {
+			bad(fmt.Sprintf("prerelease.build[%d]", i), "%q is not one of %s", k, strings.Join(prereleaseKinds, ", "))
+		}
+	}
+	if o := c.Prerelease.OnWithdrawn; o != "withdraw" && o != "report" {
+		bad("prerelease.on_withdrawn", "%q is not one of withdraw, report", o)
+	}
+	if c.Registry.ResolveTTL.Duration < 0 {
+		bad("registry.resolve_ttl", "must not be negative")
+	}
+	if len(c.Graph.Channels) == 0 && len(c.Releases) == 0 && len(c.ReleaseControllers) == 0 {
+		bad("graph.channels", "no channel, no release-controller and no releases: nothing to watch")
 	}
 	return errors.Join(errs...)
 }

@@ -30,6 +30,9 @@ const (
 	StateUnknown  = "unknown"  // the kernel cannot be known cheaply (4.1-4.7)
 )
 
+// Kinds are the kinds of releases (watcher.Kind), GA first.
+var Kinds = []string{watcher.KindGA, watcher.KindRC, watcher.KindEC, watcher.KindFC, watcher.KindNightly, watcher.KindCI, watcher.KindOther}
+
 // States lists them in the order pages show them.
 var States = []string{StatePromoted, StateVerified, StateBuilt, StateBuilding, StatePending, StateFailed, StateHeld, StateUnknown}
 
@@ -60,8 +63,18 @@ type Release struct {
 	Channels []string `json:"channels"`
 	Digest   string   `json:"digest"`
 	Pullspec string   `json:"pullspec"`
+	// Kind is what it is (ga, rc, ec, nightly, ...), Sources where it was
+	// found (graph channels, release-controller streams and phases, the
+	// config).
+	Kind    string   `json:"kind"`
+	Sources []string `json:"sources"`
 	// Signature is the signature check's outcome ("verified by ...").
 	Signature string `json:"signature,omitempty"`
+	// FirstSeen and TaggedAt bound its lead time; Withdrawn says why a
+	// pre-release no longer counts.
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	TaggedAt  time.Time `json:"tagged_at,omitzero"`
+	Withdrawn string    `json:"withdrawn,omitempty"`
 	// State and Reason are set for a release held as a whole (its content
 	// is broken, or its signature does not verify in strict mode).
 	State   string   `json:"state,omitempty"`
@@ -108,6 +121,12 @@ type Kernel struct {
 	Attempts    int       `json:"attempts,omitempty"`
 	Rejected    int       `json:"rejected,omitempty"`
 	FirstSeen   time.Time `json:"first_seen"`
+	// FirstSource is the release (and feed) it was first seen in;
+	// PromotedAt when its image first reached its kernel tag; GAFirstSeen
+	// when the first GA release shipping it was seen.
+	FirstSource string    `json:"first_source,omitempty"`
+	PromotedAt  time.Time `json:"promoted_at,omitzero"`
+	GAFirstSeen time.Time `json:"ga_first_seen,omitzero"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	Since       time.Time `json:"since,omitzero"`
 	IssueURL    string    `json:"issue_url,omitempty"`
@@ -168,12 +187,25 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 		sort.Slice(tagsOf[key], func(i, j int) bool { return tagsOf[key][i].Ref < tagsOf[key][j].Ref })
 	}
 
+	// When each GA release was first seen, by version/arch.
+	gaSeen := map[string]time.Time{}
+	for _, r := range snap.Releases {
+		if !r.PreRelease() {
+			gaSeen[r.Version+"/"+r.Arch] = r.FirstSeen
+		}
+	}
 	for _, k := range snap.Kernels {
 		n := snap.Notices[k.Key()]
 		e := Kernel{Kernel: k.Kernel, KernelFull: k.KernelFull, Stream: k.Stream, Arch: k.Arch, RTKernel: k.RTKernel,
 			RHELVersion: k.RHEL, State: KernelState(k), Reason: k.Reason, KernelTag: k.Image, Tags: []string{},
 			Releases: append([]string{}, k.Releases...), Attempts: k.Attempts, Rejected: len(k.Rejections),
-			FirstSeen: k.FirstSeen, UpdatedAt: k.UpdatedAt, IssueURL: n.IssueURL, PRURL: n.PRURL}
+			FirstSeen: k.FirstSeen, FirstSource: k.FirstSource, PromotedAt: k.PromotedAt,
+			UpdatedAt: k.UpdatedAt, IssueURL: n.IssueURL, PRURL: n.PRURL}
+		for _, v := range k.Releases {
+			if t, ok := gaSeen[v+"/"+k.Arch]; ok && (e.GAFirstSeen.IsZero() || t.Before(e.GAFirstSeen)) {
+				e.GAFirstSeen = t
+			}
+		}
 		if k.State == state.KernelBuildRequested {
 			e.Since = k.BuildRequestedAt
 		}
@@ -195,7 +227,14 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 
 	for _, r := range snap.Releases {
 		e := Release{Release: r.Version, Arch: r.Arch, Channels: nonNil(r.Channels), Digest: r.Digest, Pullspec: r.Pullspec,
-			Signature: r.Signature, Streams: []Stream{}}
+			Kind: r.Kind, Sources: []string{}, Signature: r.Signature, FirstSeen: r.FirstSeen, TaggedAt: r.TaggedAt,
+			Withdrawn: r.Withdrawn, Streams: []Stream{}}
+		if e.Kind == "" {
+			e.Kind = watcher.Kind(r.Version)
+		}
+		for _, s := range r.Sources {
+			e.Sources = append(e.Sources, s.String())
+		}
 		for _, s := range r.Streams {
 			e.Streams = append(e.Streams, streamOf(r, s, kernels, tagsOf, snap.Notices))
 		}
@@ -203,7 +242,8 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 	}
 	for _, h := range snap.Held {
 		ix.Releases = append(ix.Releases, Release{Release: h.Version, Arch: h.Arch, Channels: nonNil(h.Channels), Digest: h.Digest,
-			Pullspec: h.Pullspec, State: StateHeld, Reason: h.Kind + ": " + h.Reason, Streams: []Stream{}})
+			Pullspec: h.Pullspec, Kind: watcher.Kind(h.Version), Sources: []string{}, FirstSeen: h.Since,
+			State: StateHeld, Reason: h.Kind + ": " + h.Reason, Streams: []Stream{}})
 	}
 	sort.SliceStable(ix.Releases, func(i, j int) bool {
 		a, b := ix.Releases[i], ix.Releases[j]
@@ -283,6 +323,7 @@ type Filter struct {
 	Channel string
 	Minor   string
 	State   string
+	Kind    string
 }
 
 // Match reports whether a release passes the filter: its channel and minor,
@@ -292,6 +333,9 @@ func (f Filter) Match(r Release) bool {
 		return false
 	}
 	if f.Minor != "" && Minor(r.Release) != f.Minor {
+		return false
+	}
+	if f.Kind != "" && r.Kind != f.Kind {
 		return false
 	}
 	if f.State == "" || r.State == f.State {

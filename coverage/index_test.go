@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
 )
 
 var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -136,10 +137,10 @@ func TestDocumentsKeepTheirFieldNames(t *testing.T) {
 	if got, want := keys(streamOfRelease(t, ix, "4.16.17")), "attempts image? issue_url? kernel kernel_full pr_url? reason? rhcos_version rhel_version rt_kernel since state stream tags"; !fieldsMatch(got, want) {
 		t.Errorf("stream fields %q, want %q", got, want)
 	}
-	if got, want := keys(ix.Releases[0]), "arch channels digest pullspec reason? release signature state? streams"; !fieldsMatch(got, want) {
+	if got, want := keys(ix.Releases[0]), "arch channels digest first_seen? kind pullspec reason? release signature sources state? streams tagged_at? withdrawn?"; !fieldsMatch(got, want) {
 		t.Errorf("release fields %q, want %q", got, want)
 	}
-	if got, want := keys(ix.Kernels[0]), "arch attempts first_seen image? issue_url? kernel kernel_full kernel_tag pr_url? reason rejected? releases rhel_version rt_kernel since? state stream tags updated_at"; !fieldsMatch(got, want) {
+	if got, want := keys(ix.Kernels[0]), "arch attempts first_seen first_source? ga_first_seen? image? issue_url? kernel kernel_full kernel_tag pr_url? promoted_at? reason rejected? releases rhel_version rt_kernel since? state stream tags updated_at"; !fieldsMatch(got, want) {
 		t.Errorf("kernel fields %q, want %q", got, want)
 	}
 }
@@ -262,5 +263,51 @@ func BenchmarkBuild2000(b *testing.B) {
 	snap := bigWorld(2000)
 	for i := 0; i < b.N; i++ {
 		Build(snap, now)
+	}
+}
+
+// TestLeadTimes: how long from a kernel's first sighting to its image, and
+// how long before its first GA release was seen.
+func TestLeadTimes(t *testing.T) {
+	snap := world()
+	ec := release("4.17.0-ec.1", "5.14.0-570.10.1.el9_6", "")
+	ec.Kind, ec.FirstSeen, ec.TaggedAt = "ec", now, now.Add(2*time.Hour)
+	ga := release("4.17.0", "5.14.0-570.10.1.el9_6", "stable-4.17")
+	ga.Kind, ga.FirstSeen, ga.TaggedAt = "ga", now.Add(30*24*time.Hour), now.Add(30*24*time.Hour+time.Minute)
+	k := kernel("5.14.0-570.10.1.el9_6", state.KernelPromoted, "4.17.0-ec.1", "4.17.0")
+	k.FirstSeen, k.PromotedAt, k.FirstSource = now, now.Add(2*time.Hour), "4.17.0-ec.1 from release-controller"
+	snap.Releases = append(snap.Releases, ec, ga)
+	snap.Kernels = append(snap.Kernels, k)
+	ix := Build(snap, now)
+	lead, d := ix.Leads()
+	if lead.KernelsWithGA != 1 || lead.ReadyBeforeGA != 1 || lead.ReadyBeforeGAMedian != 30*24*time.Hour-2*time.Hour ||
+		lead.KernelsPromoted != 1 || lead.PromotionMedian != 2*time.Hour || lead.ReleasesTagged != 2 || len(d.Tag) != 2 {
+		t.Errorf("lead times %+v", lead)
+	}
+}
+
+// TestPageShowsPrereleases: a candidate says what it is and where it was
+// found; the header says how early images are ready.
+func TestPageShowsPrereleases(t *testing.T) {
+	snap := world()
+	ec := release("4.17.0-ec.1", "5.14.0-570.10.1.el9_6", "")
+	ec.Kind, ec.FirstSeen = "ec", now
+	ec.Sources = []watcher.Source{{Type: watcher.SourceReleaseController, Name: "4-dev-preview", Phase: "Accepted", URL: "https://amd64.ocp.releases.ci.openshift.org"}}
+	rejected := release("4.17.0-ec.0", "5.14.0-570.9.1.el9_6", "")
+	rejected.Kind, rejected.Withdrawn = "ec", "rejected: release-controller stream 4-dev-preview (Rejected)"
+	k := kernel("5.14.0-570.10.1.el9_6", state.KernelPromoted, "4.17.0-ec.1")
+	k.PromotedAt = now.Add(3 * time.Hour)
+	snap.Releases = append(snap.Releases, ec, rejected)
+	snap.Kernels = append(snap.Kernels, k)
+	var buf bytes.Buffer
+	if err := WritePage(&buf, Build(snap, now), PageOptions{Filter: Filter{Kind: "ec"}}); err != nil {
+		t.Fatal(err)
+	}
+	html := buf.String()
+	for _, want := range []string{`<span class="kind">ec</span>`, "release-controller https://amd64.ocp.releases.ci.openshift.org stream 4-dev-preview (Accepted)",
+		"withdrawn: rejected", "promoted a median 3h after the kernel is first seen", "2 of 9 releases shown"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the page lacks %q", want)
+		}
 	}
 }

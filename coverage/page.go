@@ -26,6 +26,17 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04 MST")
 	},
 	"duration": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	// days is a lead time for people: hours under two days, days above.
+	"days": func(d time.Duration) string {
+		switch h := d.Hours(); {
+		case h < 0:
+			return "-" + strings.TrimPrefix(fmt.Sprintf("%.0fh", -h), "-")
+		case h < 48:
+			return fmt.Sprintf("%.0fh", h)
+		default:
+			return fmt.Sprintf("%.0f days", h/24)
+		}
+	},
 	// brief is the start of a long reason, the rest behind a <details>.
 	"brief": func(s string) string {
 		if len(s) <= 120 {
@@ -53,6 +64,8 @@ type pageData struct {
 	NextPass                      time.Time
 	SignatureMode, SignatureTrust string
 	Channels, Minors, States      []string
+	Kinds                         []string
+	Lead                          LeadTimes
 	Groups                        []group
 	Counts                        []count
 	Shown, Total                  int
@@ -71,7 +84,8 @@ type count struct {
 // WritePage renders the coverage page: releases grouped by minor, newest
 // first, each stream with its kernel and the state of its DTK image.
 func WritePage(w io.Writer, ix *Index, opts PageOptions) error {
-	d := pageData{Index: ix, CSS: template.CSS(styleCSS), Filter: opts.Filter, NextPass: opts.NextPass, States: States, Total: len(ix.Releases)}
+	d := pageData{Index: ix, CSS: template.CSS(styleCSS), Filter: opts.Filter, NextPass: opts.NextPass, States: States, Kinds: Kinds, Total: len(ix.Releases)}
+	d.Lead, _ = ix.Leads()
 	if lp := ix.LastPass; lp != nil {
 		d.SignatureMode, d.SignatureTrust = lp.SignatureMode, lp.SignatureTrust
 	}

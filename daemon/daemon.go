@@ -84,7 +84,7 @@ type Daemon struct {
 
 // m is the daemon's metrics, made on first use.
 func (d *Daemon) m() *metrics {
-	d.metricsOnce.Do(func() { d.metricsSet = newMetrics(d.Version, d.Store, d.Registry) })
+	d.metricsOnce.Do(func() { d.metricsSet = newMetrics(d.Version, d.Store, d.Registry, d.coverageIndex) })
 	return d.metricsSet
 }
 
@@ -315,6 +315,8 @@ type statusBody struct {
 	States     map[string]int      `json:"states"`
 	Kernels    []state.Kernel      `json:"kernels"`
 	Held       []state.HeldRelease `json:"held"`
+	// LeadTimes say how early DTK images are ready (see the README).
+	LeadTimes *coverage.LeadTimes `json:"lead_times,omitempty"`
 }
 
 // signatureStatus says how payload signatures are checked.
@@ -354,6 +356,10 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 	}
 	for _, k := range body.Kernels {
 		body.States[k.State]++
+	}
+	if ix, err := d.coverageIndex(); err == nil {
+		lead, _ := ix.Leads()
+		body.LeadTimes = &lead
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

@@ -341,7 +341,8 @@ func TestMetricsAreStandard(t *testing.T) {
 	waitFor(t, func() bool { return !r.d.m().lastSuccessAt().IsZero() })
 	_, metrics := get(t, r.url+"/metrics")
 	for _, want := range []string{"go_goroutines ", "go_memstats_alloc_bytes ", "process_resident_memory_bytes ", "process_open_fds ",
-		`dtkbot_pass_duration_seconds_bucket{le="0.1"}`, "# TYPE dtkbot_pass_duration_seconds histogram", "dtkbot_passes_total 1"} {
+		`dtkbot_pass_duration_seconds_bucket{le="0.1"}`, "# TYPE dtkbot_pass_duration_seconds histogram", "dtkbot_passes_total 1",
+		"dtkbot_kernel_ready_before_ga_seconds_count", "dtkbot_kernel_promotion_lead_seconds_count", "dtkbot_release_tag_lead_seconds_count"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
@@ -40,7 +41,7 @@ type passSummary struct {
 	Result   *reconcile.Result `json:"result,omitempty"`
 }
 
-func newMetrics(version string, store *state.Store, reg *registry.Client) *metrics {
+func newMetrics(version string, store *state.Store, reg *registry.Client, index func() (*coverage.Index, error)) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	counter := func(name, help string) prometheus.Counter {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -71,7 +72,7 @@ func newMetrics(version string, store *state.Store, reg *registry.Client) *metri
 	m.reg.MustRegister(info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&ledgerCollector{store: store})
+		&ledgerCollector{store: store, index: index})
 	if reg != nil {
 		m.reg.MustRegister(&registryCollector{reg: reg})
 	}
@@ -120,19 +121,49 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-// ledgerCollector reads the kernels by state and what is held from the
-// state file at scrape time.
-type ledgerCollector struct{ store *state.Store }
+// ledgerCollector reads the kernels by state, what is held and the lead
+// times from the state file at scrape time.
+type ledgerCollector struct {
+	store *state.Store
+	index func() (*coverage.Index, error)
+}
 
 var (
 	kernelsDesc = prometheus.NewDesc("dtkbot_kernels", "Kernels in the ledger by state.", []string{"state"}, nil)
 	heldDesc    = prometheus.NewDesc("dtkbot_releases_held", "Releases (or streams of them) held: never built from, by reason.", []string{"reason"}, nil)
 	heldReasons = []string{"content", "signature", "inconsistent", "kernel_unknown", "other"}
+
+	promotionLeadDesc = prometheus.NewDesc("dtkbot_kernel_promotion_lead_seconds",
+		"Per promoted kernel: from first seen in any feed to its image at its kernel tag.", nil, nil)
+	gaLeadDesc = prometheus.NewDesc("dtkbot_kernel_ready_before_ga_seconds",
+		"Per promoted kernel a GA release ships: how long before that GA release was first seen its image was promoted (negative: after).", nil, nil)
+	tagLeadDesc = prometheus.NewDesc("dtkbot_release_tag_lead_seconds",
+		"Per tagged release: from first seen to its first release tag.", nil, nil)
+	leadBuckets = []float64{-604800, -86400, 0, 3600, 21600, 86400, 259200, 604800, 1209600, 2592000, 5184000, 7776000}
 )
 
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- kernelsDesc
 	ch <- heldDesc
+	ch <- promotionLeadDesc
+	ch <- gaLeadDesc
+	ch <- tagLeadDesc
+}
+
+// histogram makes a constant histogram of durations.
+func histogram(desc *prometheus.Desc, ds []time.Duration) prometheus.Metric {
+	counts := map[float64]uint64{}
+	sum := 0.0
+	for _, d := range ds {
+		v := d.Seconds()
+		sum += v
+		for _, b := range leadBuckets {
+			if v <= b {
+				counts[b]++
+			}
+		}
+	}
+	return prometheus.MustNewConstHistogram(desc, uint64(len(ds)), sum, counts)
 }
 
 func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -145,6 +176,12 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, reason := range heldReasons {
 			ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(held[reason]), reason)
 		}
+	}
+	if ix, err := c.index(); err == nil {
+		_, d := ix.Leads()
+		ch <- histogram(promotionLeadDesc, d.Promotion)
+		ch <- histogram(gaLeadDesc, d.ReadyBeforeGA)
+		ch <- histogram(tagLeadDesc, d.Tag)
 	}
 }
 

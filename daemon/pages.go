@@ -41,8 +41,10 @@ var (
 // filterOf reads the page's query: channel, minor, state.
 func filterOf(r *http.Request) (coverage.Filter, error) {
 	q := r.URL.Query()
-	f := coverage.Filter{Channel: q.Get("channel"), Minor: q.Get("minor"), State: q.Get("state")}
+	f := coverage.Filter{Channel: q.Get("channel"), Minor: q.Get("minor"), State: q.Get("state"), Kind: q.Get("kind")}
 	switch {
+	case f.Kind != "" && !slices.Contains(coverage.Kinds, f.Kind):
+		return f, fmt.Errorf("kind %q is not one of %v", f.Kind, coverage.Kinds)
 	case f.Channel != "" && !channelParam.MatchString(f.Channel):
 		return f, fmt.Errorf("channel %q is not a channel such as stable-4.16", f.Channel)
 	case f.Minor != "" && !minorParam.MatchString(f.Minor):

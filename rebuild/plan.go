@@ -15,6 +15,7 @@ package rebuild
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -24,12 +25,13 @@ import (
 
 // Action types.
 const (
-	ActionBuild   = "build"
-	ActionVerify  = "verify"
-	ActionPromote = "promote"
-	ActionAudit   = "audit"
-	ActionNotify  = "notify"
-	ActionHold    = "hold"
+	ActionBuild    = "build"
+	ActionVerify   = "verify"
+	ActionPromote  = "promote"
+	ActionAudit    = "audit"
+	ActionWithdraw = "withdraw"
+	ActionNotify   = "notify"
+	ActionHold     = "hold"
 )
 
 // Action is one step of a plan. For a build, Image is the staging reference
@@ -73,6 +75,21 @@ const DefaultStagingTag = "staging-{{.KernelFull}}"
 type Policy struct {
 	// RequireVerified: promote only kernels whose image was verified.
 	RequireVerified bool
+	// BuildKinds are the pre-release kinds (rc, ec, nightly, ...:
+	// watcher.Kind) whose kernels are built; GA releases always are.
+	BuildKinds []string
+	// PrereleaseTags gives pre-releases their release tags (never floating
+	// tags, which only GA releases move).
+	PrereleaseTags bool
+}
+
+// drives reports whether a release may cause a build: a GA release, or a
+// pre-release of a kind built, not withdrawn.
+func (p Policy) drives(r state.Release) bool {
+	if r.Withdrawn != "" {
+		return false
+	}
+	return !r.PreRelease() || slices.Contains(p.BuildKinds, r.Kind)
 }
 
 // Input is everything Plan decides from.
@@ -183,7 +200,14 @@ func Plan(in Input) []Action {
 			holds = append(holds, Action{Type: ActionHold, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, KernelKey: k.Key(), Reason: err.Error()})
 			continue
 		}
+		driven := slices.ContainsFunc(k.Releases, func(v string) bool {
+			r, ok := releases[v+"/"+k.Arch]
+			return !ok || in.Policy.drives(r) // a release not in the input (another filter) may
+		})
 		switch {
+		case k.State == state.KernelNew && !driven:
+			holds = append(holds, Action{Type: ActionHold, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, KernelKey: k.Key(),
+				Reason: fmt.Sprintf("shipped only by pre-releases that drive no build (prerelease.build: %v) or are withdrawn: %v", in.Policy.BuildKinds, k.Releases)})
 		case k.State == state.KernelNew && !in.Now.Before(k.NextAttemptAt):
 			reason := "new kernel"
 			if k.Attempts > 0 {
@@ -208,7 +232,11 @@ func Plan(in Input) []Action {
 			desired[repo+":"+ktag] = append(desired[repo+":"+ktag], want{k, first, state.TagKernel})
 		}
 		for _, v := range k.Releases {
-			data, ok := tagData(k, releases[v+"/"+k.Arch], v)
+			rel := releases[v+"/"+k.Arch]
+			if rel.Withdrawn != "" || (rel.PreRelease() && !in.Policy.PrereleaseTags) {
+				continue
+			}
+			data, ok := tagData(k, rel, v)
 			if !ok {
 				continue
 			}
@@ -223,6 +251,9 @@ func Plan(in Input) []Action {
 				}
 			}
 			for _, tmpl := range in.Target.FloatingTags {
+				if rel.PreRelease() || watcher.Kind(v) != watcher.KindGA {
+					break // floating tags follow GA releases only
+				}
 				tag, err := RenderTag(tmpl, data)
 				if err != nil {
 					continue

@@ -126,6 +126,9 @@ func (p *pass) applyPromote(ctx context.Context, a *rebuild.Action) string {
 		k.Published, k.UpdatedAt = true, p.now
 		p.putKernel(k)
 	}
+	if a.Kind == state.TagRelease {
+		p.tagged(a.Release, a.Arch)
+	}
 	p.log.Info().Str("release", a.Release).Str("tag", a.Tag).Str("digest", d).Msg("promoted")
 	return "ok"
 }
@@ -138,6 +141,9 @@ func (p *pass) settle(ctx context.Context, promoteFailed map[string]bool) {
 		promotable := k.State == state.KernelVerified || (k.State == state.KernelBuilt && !p.r.Policy.RequireVerified)
 		if promotable && k.Published && !promoteFailed[k.Key()] {
 			k.State, k.UpdatedAt = state.KernelPromoted, p.now
+			if k.PromotedAt.IsZero() {
+				k.PromotedAt = p.now // the end of its lead time
+			}
 			p.putKernel(k)
 		}
 		if k.State == state.KernelPromoted && k.Staging != "" && k.StagingRemoved == "" && p.r.Untagger != nil {
@@ -164,4 +170,14 @@ func (p *pass) removeStaging(ctx context.Context, k state.Kernel) {
 		return
 	}
 	p.putKernel(k)
+}
+
+// tagged notes when a release first got a tag: the end of its lead time.
+func (p *pass) tagged(version, arch string) {
+	for _, rel := range p.view.releaseList(version) {
+		if rel.Arch == arch && rel.TaggedAt.IsZero() {
+			rel.TaggedAt = p.now
+			p.putRelease(rel)
+		}
+	}
 }

@@ -6,17 +6,22 @@ import (
 	"slices"
 
 	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 
+	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
-// discover gathers the pass's releases: the graph's (pinned by digest) and
-// the config's, a pullspec by tag resolved to its digest with one HEAD, so
-// that everything after works on digests alone. A graph that fails fails
-// the pass softly: its last known nodes are used.
+// discover gathers the pass's releases: the graph's (pinned by digest), the
+// release-controllers' and the config's, a pullspec by tag resolved to its
+// digest with one HEAD (remembered for registry.resolve_ttl), so that
+// everything after works on digests alone. Releases found in several feeds
+// are one release with all its sources. A feed that fails fails the pass
+// softly: its last known state is used.
 func (p *pass) discover(ctx context.Context) {
 	disc := p.r.Discoverer.Discover(ctx, p.opts.Channels, p.opts.DryRun)
-	p.res.GraphRequests = disc.GraphRequests
+	p.disc = disc
+	p.res.GraphRequests = disc.GraphRequests + disc.StreamRequests
 	for _, err := range disc.Errors {
 		p.fail(err)
 	}
@@ -38,18 +43,52 @@ func (p *pass) discover(ctx context.Context) {
 			releases[i].Pullspec = "" // not this pass
 		}
 	}
-	p.releases = slices.DeleteFunc(releases, func(rel watcher.Release) bool { return rel.Pullspec == "" })
+	releases = slices.DeleteFunc(releases, func(rel watcher.Release) bool { return rel.Pullspec == "" })
+	// A tag of a release-controller and a node of the graph may be the
+	// same payload: one release, every source.
+	var merged []watcher.Release
+	at := map[string]int{}
+	for _, rel := range releases {
+		key := rel.Digest + "/" + rel.Arch
+		if i, ok := at[key]; ok {
+			merged[i].Sources, _ = watcher.MergeSources(merged[i].Sources, rel.Sources)
+			for _, ch := range rel.Channels {
+				if !slices.Contains(merged[i].Channels, ch) {
+					merged[i].Channels = append(merged[i].Channels, ch)
+				}
+			}
+			if merged[i].Version == "" {
+				merged[i].Version = rel.Version
+			}
+			continue
+		}
+		at[key] = len(merged)
+		merged = append(merged, rel)
+	}
+	p.releases = merged
 }
 
-// pin resolves a release pullspec by tag to repository@digest.
+// pin resolves a release pullspec by tag to repository@digest: with one
+// HEAD, or from the state's memory of the last resolution while it is
+// younger than registry.resolve_ttl (a release-controller lists dozens of
+// tags every pass; their digests do not change).
 func (p *pass) pin(ctx context.Context, rel *watcher.Release) error {
 	named, err := reference.ParseNormalizedNamed(rel.Pullspec)
 	if err != nil {
 		return fmt.Errorf("release %s: %w", rel.Pullspec, err)
 	}
-	d, err := p.r.Checker.Digest(ctx, rel.Pullspec)
-	if err != nil {
-		return fmt.Errorf("resolving release %s: %w", rel.Pullspec, err)
+	var d digest.Digest
+	if pin, ok, _ := p.r.Store.Pin(rel.Pullspec); ok && p.now.Sub(pin.At) < p.r.ResolveTTL {
+		d = digest.Digest(pin.Digest)
+	} else {
+		if d, err = p.r.Checker.Digest(ctx, rel.Pullspec); err != nil {
+			return fmt.Errorf("resolving release %s: %w", rel.Pullspec, err)
+		}
+		if !p.opts.DryRun {
+			if err := p.r.Store.PutPin(rel.Pullspec, state.Pin{Digest: d.String(), At: p.now}); err != nil {
+				p.log.Warn().Err(err).Str("pullspec", rel.Pullspec).Msg("remembering a resolution")
+			}
+		}
 	}
 	pinned, err := reference.WithDigest(reference.TrimNamed(named), d)
 	if err != nil {

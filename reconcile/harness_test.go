@@ -17,6 +17,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/rctest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/registry"
@@ -32,6 +33,8 @@ type harness struct {
 	srv       *registrytest.Server
 	world     *payloadtest.World
 	graph     *graphtest.Server
+	rc        *rctest.Server
+	rcStreams []string // release-controller streams read (none: not read)
 	statePath string
 	store     *state.Store
 	builder   *fakeBuilder
@@ -60,8 +63,10 @@ func newHarnessWith(t testing.TB, wrapRegistry, wrapGraph func(http.Handler) htt
 	t.Cleanup(srv.Close)
 	g := graphtest.NewWith(wrapGraph)
 	t.Cleanup(g.Close)
+	rc := rctest.NewWith(wrapGraph)
+	t.Cleanup(rc.Close)
 	h := &harness{
-		t: t, srv: srv, world: payloadtest.New(srv.Registry, srv.Host()), graph: g,
+		t: t, srv: srv, world: payloadtest.New(srv.Registry, srv.Host()), graph: g, rc: rc,
 		statePath: filepath.Join(t.TempDir(), "dtkbot.db"),
 		now:       time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
 		channels:  []string{"stable-4.16"},
@@ -121,14 +126,26 @@ func (h *harness) client() *registry.Client {
 
 func (h *harness) reconciler() *Reconciler {
 	reg := h.client()
+	var rcs []*watcher.ReleaseController
+	if len(h.rcStreams) > 0 {
+		rcs = append(rcs, &watcher.ReleaseController{URL: h.rc.URL(), Arch: "amd64", Streams: h.rcStreams})
+		for _, st := range h.rcStreams {
+			h.rc.AddStream(st)
+		}
+	}
 	return &Reconciler{
 		Discoverer: &watcher.Discoverer{
 			Graph:    &watcher.GraphClient{URL: h.graph.URL()},
 			Channels: h.channels, Arches: h.arches, Releases: h.releases, Store: h.store,
+			ReleaseControllers: rcs, Streams: h.store,
 		},
-		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: h.store, Checker: reg,
+		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: h.store, Checker: reg, Untagger: reg,
 		Builder: h.builder, Promoter: h.promoter, Notifier: h.notifier,
 		Target: h.target, Build: h.policy, Concurrency: 4, Log: zerolog.Nop(),
+		// As config.yaml's defaults: candidates are built and tagged.
+		Policy:     rebuild.Policy{BuildKinds: []string{"rc", "ec"}, PrereleaseTags: true},
+		Prerelease: PrereleasePolicy{OnWithdrawn: WithdrawTags},
+		ResolveTTL: time.Hour,
 	}
 }
 

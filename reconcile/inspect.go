@@ -92,13 +92,15 @@ func inspectArches(graphArch string) []string {
 }
 
 // unseen lists the releases never recorded (a digest is read once in its
-// life) and not held for their content (unless asked to retry them).
+// life) and not held for their content (unless asked to retry them). A
+// release recorded before has its sources brought up to date instead.
 func (p *pass) unseen() []job {
 	var out []job
 	for _, rel := range p.releases {
 		for _, arch := range inspectArches(rel.Arch) {
 			key := state.ReleaseKey(rel.Digest, arch)
-			if _, ok := p.view.releases[key]; ok {
+			if known, ok := p.view.releases[key]; ok {
+				p.refresh(known, rel)
 				continue
 			}
 			if h, ok := p.view.held[key]; ok && h.Kind == HeldContent && !p.opts.RetryHeld {
@@ -224,7 +226,7 @@ func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Resu
 // recordRelease turns an inspection into the release record.
 func recordRelease(src watcher.Release, rep *releaseinfo.Report, now time.Time) state.Release {
 	rel := state.Release{Version: rep.Release, Pullspec: src.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
-		Channels: src.Channels, FirstSeen: now}
+		Channels: src.Channels, Kind: watcher.Kind(rep.Release), Sources: src.Sources, FirstSeen: now}
 	for _, s := range rep.Streams {
 		ships := state.ReleaseShips{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull, RTKernel: s.RTKernel,
 			RHEL: s.RHELVersion, RHCOS: s.RHCOSVersion}

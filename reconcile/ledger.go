@@ -30,6 +30,7 @@ type pass struct {
 	log   zerolog.Logger
 
 	view     *ledgerView
+	disc     watcher.Discovery
 	releases []watcher.Release
 	sig      SignatureSummary
 }
@@ -180,7 +181,11 @@ func (v *ledgerView) addRelease(rel state.Release, rep *releaseinfo.Report, now 
 		k, ok := v.kernels[key]
 		if !ok {
 			k = state.Kernel{Stream: s.Stream, Arch: rel.Arch, Kernel: s.Kernel, KernelFull: s.KernelFull,
-				RTKernel: src.RTKernel, RHEL: src.RHELVersion, DTKImage: src.DTKImage, State: state.KernelNew, FirstSeen: now}
+				RTKernel: src.RTKernel, RHEL: src.RHELVersion, DTKImage: src.DTKImage, State: state.KernelNew, FirstSeen: now,
+				FirstSource: rel.Version}
+			if len(rel.Sources) > 0 {
+				k.FirstSource += " from " + rel.Sources[0].String()
+			}
 		}
 		if slices.Contains(k.Releases, rel.Version) {
 			continue

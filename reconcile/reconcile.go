@@ -12,8 +12,8 @@
 // tag a consumer reads.
 //
 // Each stage of the pass has its own file: discover.go, inspect.go (with
-// signatures.go), observe.go, act.go, audit.go, notify.go; ledger.go is the
-// state a pass works on.
+// signatures.go), prerelease.go, observe.go, act.go, audit.go, notify.go;
+// ledger.go is the state a pass works on.
 package reconcile
 
 import (
@@ -62,6 +62,14 @@ type BuildPolicy struct {
 	Backoff     time.Duration
 }
 
+// PrereleasePolicy is what withdrawn pre-releases (Rejected, or vanished
+// from their feeds) do: OnWithdrawn is WithdrawTags (their tags are removed)
+// or WithdrawReport. Which kinds drive builds and get tags is
+// rebuild.Policy's.
+type PrereleasePolicy struct {
+	OnWithdrawn string
+}
+
 // AuditPolicy is the drift audit: every Interval (0: never), one HEAD per
 // tag dtkbot promoted; a tag that points elsewhere is re-pointed when Repair
 // is set, else only reported.
@@ -87,11 +95,15 @@ type Reconciler struct {
 	// promoted (best effort: not every registry deletes tags).
 	Untagger rebuild.Untagger
 	// Notifier may be nil: then no notify actions are planned.
-	Notifier rebuild.Notifier
-	Target   rebuild.Target
-	Policy   rebuild.Policy
-	Build    BuildPolicy
-	Audit    AuditPolicy
+	Notifier   rebuild.Notifier
+	Target     rebuild.Target
+	Policy     rebuild.Policy
+	Build      BuildPolicy
+	Audit      AuditPolicy
+	Prerelease PrereleasePolicy
+	// ResolveTTL is how long the digest a pullspec by tag resolved to is
+	// trusted before it is resolved again.
+	ResolveTTL time.Duration
 	// Signatures and SignatureMode (releasesig.ModeOff, ModeWarn,
 	// ModeStrict): in strict mode a payload whose signature does not verify
 	// is not recorded, so it never drives a build or a promotion; it is
@@ -154,11 +166,12 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 	if err != nil {
 		return p.res, err
 	}
-	p.discover(ctx) // the releases of the graph and the config, pinned by digest
-	p.inspect(ctx)  // new payloads read once, signatures checked; broken ones held
-	p.observe(ctx)  // awaited images looked up in the registry, and verified
-	p.act(ctx)      // the plan: builds to staging, promotions of verified images
-	p.audit(ctx)    // promoted tags still where dtkbot put them
-	p.notify(ctx)   // issues and pull requests
+	p.discover(ctx)    // the releases of the graph and the config, pinned by digest
+	p.inspect(ctx)     // new payloads read once, signatures checked; broken ones held
+	p.prereleases(ctx) // rejected or vanished pre-releases withdrawn
+	p.observe(ctx)     // awaited images looked up in the registry, and verified
+	p.act(ctx)         // the plan: builds to staging, promotions of verified images
+	p.audit(ctx)       // promoted tags still where dtkbot put them
+	p.notify(ctx)      // issues and pull requests
 	return p.end()
 }

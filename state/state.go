@@ -45,7 +45,9 @@ var (
 	bucketJournal     = []byte("journal")
 	bucketNotices     = []byte("notices")
 	bucketHeld        = []byte("held")
-	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal, bucketNotices, bucketHeld}
+	bucketStreams     = []byte("streams")
+	bucketPins        = []byte("pins")
+	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal, bucketNotices, bucketHeld, bucketStreams, bucketPins}
 )
 
 // ErrLocked is returned by Open when another process holds the file.
@@ -186,6 +188,45 @@ func (s *Store) SaveGraphState(channel, arch string, st watcher.GraphState) erro
 	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketGraphs, channel+"/"+arch, st) })
 }
 
+// StreamState returns what the last read of a release-controller stream
+// left (watcher.StreamStore).
+func (s *Store) StreamState(key string) (watcher.StreamState, error) {
+	var st watcher.StreamState
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, err := getJSON(tx, bucketStreams, key, &st)
+		return err
+	})
+	return st, err
+}
+
+// SaveStreamState stores a stream's state.
+func (s *Store) SaveStreamState(key string, st watcher.StreamState) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketStreams, key, st) })
+}
+
+// Pin is a pullspec by tag resolved to a digest, and when.
+type Pin struct {
+	Digest string    `json:"digest"`
+	At     time.Time `json:"at"`
+}
+
+// Pin returns the last resolution of a pullspec by tag.
+func (s *Store) Pin(pullspec string) (Pin, bool, error) {
+	var p Pin
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		ok, err = getJSON(tx, bucketPins, pullspec, &p)
+		return err
+	})
+	return p, ok, err
+}
+
+// PutPin records a resolution.
+func (s *Store) PutPin(pullspec string, p Pin) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketPins, pullspec, p) })
+}
+
 // ---- releases ----
 
 // Release is a payload seen and read, with the kernels of its streams.
@@ -196,11 +237,25 @@ type Release struct {
 	Arch     string         `json:"arch"` // the arch read (amd64, arm64, ...)
 	Channels []string       `json:"channels,omitempty"`
 	Streams  []ReleaseShips `json:"streams"`
+	// Kind is what the release is (ga, rc, ec, nightly, ...: watcher.Kind).
+	Kind string `json:"kind,omitempty"`
+	// Sources are where it was found: graph channels, release-controller
+	// streams (with the tag's phase), the config.
+	Sources []watcher.Source `json:"sources,omitempty"`
 	// Signature is the outcome of the signature check ("verified by ...",
 	// "unverified: ...", or empty when checks are off).
 	Signature string    `json:"signature,omitempty"`
 	FirstSeen time.Time `json:"first_seen"`
+	// TaggedAt is when its first release tag was promoted.
+	TaggedAt time.Time `json:"tagged_at,omitzero"`
+	// Withdrawn says why a pre-release no longer counts (its tag was
+	// Rejected, or it vanished from its feeds), since when.
+	Withdrawn   string    `json:"withdrawn,omitempty"`
+	WithdrawnAt time.Time `json:"withdrawn_at,omitzero"`
 }
+
+// PreRelease reports whether the release is not a GA release.
+func (r Release) PreRelease() bool { return r.Kind != "" && r.Kind != watcher.KindGA }
 
 // ReleaseShips is one stream of a release: the kernel it ships, or why it
 // is held.
@@ -262,9 +317,14 @@ type Kernel struct {
 	// NotifiedState is the State last announced, and NotifiedHash the
 	// NoticeHash: a notification is due whenever what people are told
 	// (state, releases, image) changed since.
-	NotifiedState    string    `json:"notified_state,omitempty"`
-	NotifiedHash     string    `json:"notified_hash,omitempty"`
-	FirstSeen        time.Time `json:"first_seen"`
+	NotifiedState string    `json:"notified_state,omitempty"`
+	NotifiedHash  string    `json:"notified_hash,omitempty"`
+	FirstSeen     time.Time `json:"first_seen"`
+	// FirstSource is where the kernel was first seen (a release and its
+	// feed), and PromotedAt when its image first reached its kernel tag:
+	// the lead time a pre-release feed buys.
+	FirstSource      string    `json:"first_source,omitempty"`
+	PromotedAt       time.Time `json:"promoted_at,omitzero"`
 	UpdatedAt        time.Time `json:"updated_at"`
 	BuildRequestedAt time.Time `json:"build_requested_at,omitzero"`
 	// NextAttemptAt holds back a retry after a failed attempt (backoff).
@@ -434,6 +494,9 @@ func (t *Tx) Promotion(ref string) (Promotion, bool, error) {
 
 // PutPromotion records a promoted tag.
 func (t *Tx) PutPromotion(p Promotion) error { return putJSON(t.tx, bucketTags, p.Ref, p) }
+
+// DeletePromotion forgets a promoted tag (withdrawn).
+func (t *Tx) DeletePromotion(ref string) error { return t.tx.Bucket(bucketTags).Delete([]byte(ref)) }
 
 // Promotions lists every promoted tag.
 func (t *Tx) Promotions() (map[string]Promotion, error) {

@@ -11,14 +11,70 @@ import (
 	"github.com/distribution/reference"
 )
 
-// Release is one payload to read, from the graph or the config.
+// Release is one payload to read, from the graph, a release-controller or
+// the config.
 type Release struct {
 	Version  string   `json:"version,omitempty"` // empty for a config pullspec until it is read
 	Pullspec string   `json:"pullspec"`
-	Digest   string   `json:"digest,omitempty"` // empty for a config pullspec by tag
+	Digest   string   `json:"digest,omitempty"` // empty for a pullspec by tag until it is resolved
 	Arch     string   `json:"arch"`             // as the graph names it; "multi" for manifest lists
 	Channels []string `json:"channels,omitempty"`
-	Source   string   `json:"source"` // graph or config
+	// Sources say where it was found, and with which phase.
+	Sources []Source `json:"sources"`
+}
+
+// Source types.
+const (
+	SourceGraph             = "graph"
+	SourceReleaseController = "release-controller"
+	SourceConfig            = "config"
+)
+
+// Source is one place a release was found.
+type Source struct {
+	Type string `json:"type"` // graph, release-controller, config
+	// Name is the graph channel, the release stream, or the pullspec.
+	Name string `json:"name"`
+	// Phase is the release-controller's phase of the tag.
+	Phase string `json:"phase,omitempty"`
+	// URL is the release-controller.
+	URL string `json:"url,omitempty"`
+}
+
+// Key names the feed a source is part of (a channel of the graph, a stream
+// of one release-controller).
+func (s Source) Key() string {
+	if s.Type == SourceReleaseController {
+		return s.Type + " " + s.URL + " " + s.Name
+	}
+	return s.Type + " " + s.Name
+}
+
+// String is how people read it.
+func (s Source) String() string {
+	switch s.Type {
+	case SourceReleaseController:
+		return fmt.Sprintf("release-controller %s stream %s (%s)", s.URL, s.Name, s.Phase)
+	case SourceGraph:
+		return "graph channel " + s.Name
+	}
+	return "config " + s.Name
+}
+
+// MergeSources adds b's sources to a's, a source already there taking b's
+// phase; it reports whether anything changed.
+func MergeSources(a, b []Source) ([]Source, bool) {
+	changed := false
+	for _, s := range b {
+		i := slices.IndexFunc(a, func(x Source) bool { return x.Key() == s.Key() })
+		switch {
+		case i < 0:
+			a, changed = append(a, s), true
+		case a[i].Phase != s.Phase:
+			a[i].Phase, changed = s.Phase, true
+		}
+	}
+	return a, changed
 }
 
 // GraphStore keeps GraphState between passes and restarts.
@@ -27,24 +83,40 @@ type GraphStore interface {
 	SaveGraphState(channel, arch string, st GraphState) error
 }
 
+// StreamStore keeps the release-controllers' StreamState.
+type StreamStore interface {
+	StreamState(key string) (StreamState, error)
+	SaveStreamState(key string, st StreamState) error
+}
+
 // Discoverer finds the releases to consider.
 type Discoverer struct {
 	Graph    *GraphClient
 	Channels []string
 	Arches   []string
 	Releases []string // pullspecs from the config
-	Store    GraphStore
+	// ReleaseControllers are read for pre-releases, beside the graph.
+	ReleaseControllers []*ReleaseController
+	Store              GraphStore
+	Streams            StreamStore
 }
 
 // Discovery is what one discovery found.
 type Discovery struct {
 	Releases []Release
-	// GraphRequests is how many requests were sent; Changed how many graphs
-	// had changed since the last pass.
-	GraphRequests, Changed int
-	Skipped                []string
-	// Errors are channels that could not be read; their last known nodes
-	// were used instead, so a failing graph server fails a pass softly.
+	// Withdrawn are release-controller tags now Rejected or Failed (by
+	// pullspec and arch): pre-releases to withdraw.
+	Withdrawn []Release
+	// Read are the feeds (Source.Key) read successfully this time: a
+	// pre-release none of its feeds lists any more has vanished.
+	Read map[string]bool
+	// GraphRequests is how many requests were sent to the graph, and
+	// StreamRequests to release-controllers; Changed how many graphs had
+	// changed since the last pass.
+	GraphRequests, StreamRequests, Changed int
+	Skipped                                []string
+	// Errors are feeds that could not be read; their last known nodes
+	// were used instead, so a failing server fails a pass softly.
 	Errors []error
 }
 
@@ -53,7 +125,7 @@ type Discovery struct {
 // restricts the graph to those channels; readOnly leaves the stored graph
 // state as it was (a dry run).
 func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool) Discovery {
-	var out Discovery
+	out := Discovery{Read: map[string]bool{}}
 	byDigest := map[string]*Release{}
 	var order []string
 	for _, ch := range d.Channels {
@@ -71,6 +143,7 @@ func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool)
 			if err != nil {
 				out.Errors = append(out.Errors, err)
 			} else {
+				out.Read[Source{Type: SourceGraph, Name: ch}.Key()] = true
 				st = res.State
 				if res.Changed {
 					out.Changed++
@@ -82,6 +155,7 @@ func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool)
 					}
 				}
 			}
+			src := Source{Type: SourceGraph, Name: ch}
 			for _, n := range st.Nodes {
 				dg := digestOf(n.Payload)
 				key := dg + "/" + arch
@@ -89,24 +163,78 @@ func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool)
 					if !slices.Contains(r.Channels, ch) {
 						r.Channels = append(r.Channels, ch)
 					}
+					r.Sources, _ = MergeSources(r.Sources, []Source{src})
 					continue
 				}
-				byDigest[key] = &Release{Version: n.Version, Pullspec: n.Payload, Digest: dg, Arch: arch, Channels: []string{ch}, Source: "graph"}
+				byDigest[key] = &Release{Version: n.Version, Pullspec: n.Payload, Digest: dg, Arch: arch, Channels: []string{ch}, Sources: []Source{src}}
+				order = append(order, key)
+			}
+		}
+	}
+	for _, rc := range d.ReleaseControllers {
+		phases := rc.Phases
+		if len(phases) == 0 {
+			phases = []string{PhaseAccepted}
+		}
+		for _, stream := range rc.Streams {
+			src := Source{Type: SourceReleaseController, Name: stream, URL: rc.URL}
+			key := src.Key() + " " + rc.Arch
+			prev, err := d.Streams.StreamState(key)
+			if err != nil {
+				out.Errors = append(out.Errors, fmt.Errorf("loading the state of %s: %w", rc.where(stream), err))
+			}
+			out.StreamRequests++
+			st, skipped, err := rc.Fetch(ctx, stream, prev)
+			if err != nil {
+				out.Errors = append(out.Errors, err)
+				st = prev
+			} else {
+				out.Read[src.Key()] = true
+				out.Skipped = append(out.Skipped, skipped...)
+				if !readOnly && (st.BodyHash != prev.BodyHash || st.ETag != prev.ETag) {
+					if err := d.Streams.SaveStreamState(key, st); err != nil {
+						out.Errors = append(out.Errors, fmt.Errorf("saving the state of %s: %w", rc.where(stream), err))
+					}
+				}
+			}
+			for _, tag := range st.Tags {
+				s := src
+				s.Phase = tag.Phase
+				rel := Release{Version: tag.Version, Pullspec: tag.Pullspec, Digest: digestOf(tag.Pullspec), Arch: rc.Arch, Sources: []Source{s}}
+				if tag.Phase == PhaseRejected || tag.Phase == PhaseFailed {
+					out.Withdrawn = append(out.Withdrawn, rel)
+					continue
+				}
+				if !slices.Contains(phases, tag.Phase) {
+					continue
+				}
+				key := rel.Pullspec + "/" + rc.Arch
+				if rel.Digest != "" {
+					key = rel.Digest + "/" + rc.Arch
+				}
+				if r, ok := byDigest[key]; ok {
+					r.Sources, _ = MergeSources(r.Sources, rel.Sources)
+					continue
+				}
+				byDigest[key] = &rel
 				order = append(order, key)
 			}
 		}
 	}
 	for _, p := range d.Releases {
 		dg := digestOf(p)
+		src := Source{Type: SourceConfig, Name: p}
+		out.Read[src.Key()] = true
 		for _, arch := range d.Arches {
 			key := dg + "/" + arch
 			if dg == "" {
 				key = p + "/" + arch
 			}
-			if _, ok := byDigest[key]; ok {
+			if r, ok := byDigest[key]; ok {
+				r.Sources, _ = MergeSources(r.Sources, []Source{src})
 				continue
 			}
-			byDigest[key] = &Release{Pullspec: p, Digest: dg, Arch: arch, Source: "config"}
+			byDigest[key] = &Release{Pullspec: p, Digest: dg, Arch: arch, Sources: []Source{src}}
 			order = append(order, key)
 		}
 	}

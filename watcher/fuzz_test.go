@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/distribution/reference"
@@ -26,6 +27,27 @@ func FuzzParseGraph(f *testing.F) {
 			}
 			if !versionPattern.MatchString(n.Version) {
 				t.Errorf("accepted version %q", n.Version)
+			}
+		}
+	})
+}
+
+func FuzzStreamTags(f *testing.F) {
+	f.Add([]byte(`{"name":"4-stable","tags":[{"name":"4.17.0-rc.1","phase":"Accepted","pullSpec":"quay.io/openshift-release-dev/ocp-release:4.17.0-rc.1-x86_64","downloadURL":"x"}]}`))
+	f.Add([]byte(`{"name":"4-stable","tags":[{"name":"nope","phase":"Accepted","pullSpec":"::"}]}`))
+	f.Add([]byte(`{"name":"4-stable"}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		tags, _, err := ParseStreamTags(body, "4-stable")
+		if err != nil {
+			return
+		}
+		for _, tag := range tags {
+			if _, err := reference.ParseNormalizedNamed(tag.Pullspec); err != nil {
+				t.Fatalf("accepted pullspec %q: %v", tag.Pullspec, err)
+			}
+			if !versionPattern.MatchString(tag.Version) || !slices.Contains(knownPhases, tag.Phase) {
+				t.Errorf("accepted tag %+v", tag)
 			}
 		}
 	})

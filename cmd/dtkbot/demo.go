@@ -16,6 +16,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/rctest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/internal/sigtest"
 	"github.com/dtkbot/dtkbot/state"
@@ -123,6 +124,15 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) int {
 		v := fmt.Sprintf("4.16.%d", 16+i)
 		publish("stable-4.16", world.Release(payloadtest.ReleaseSpec{Version: v, Stream: s}), v != "4.16.19")
 	}
+	// A release-controller with an engineering candidate of the next minor,
+	// accepted weeks before any graph channel lists it.
+	rc := rctest.New()
+	defer rc.Close()
+	ec := world.Release(payloadtest.ReleaseSpec{Version: "4.23.0-ec.1", Stream: payloadtest.Stream{Kernel: "5.14.0-611.5.1.el9_7"}})
+	rc.Publish("4-dev-preview", "4.23.0-ec.1", "Accepted", ec.TagPullspec)
+	if sig, err := key.Sign(ec.Digest, ec.TagPullspec); err == nil {
+		sigs.Put(ec.Digest, 1, sig)
+	}
 	publish("stable-4.16", world.Release(payloadtest.ReleaseSpec{Version: "4.16.20", Stream: payloadtest.Stream{Kernel: "5.14.0-427.55.1.el9_4"},
 		Tweak: payloadtest.DuplicateTag("driver-toolkit", regHost+"/"+world.ComponentRepo+"@sha256:"+strings.Repeat("0", 64))}), true)
 	pub, err := key.PublicKey()
@@ -148,6 +158,10 @@ log: {level: error, format: json}
 graph:
   url: %s
   channels: [stable-4.16, stable-4.19, stable-4.22]
+release_controllers:
+  - url: %s
+    arch: amd64
+    streams: [4-dev-preview]
 registry:
   authfile: %s
   tls_verify: false
@@ -172,7 +186,7 @@ verify:
   mode: warn
   signature_store: http://%s
   public_keys: [%s]
-`, graph.URL(), authFile, regHost, ci, secretFile, gh.URL(), tokenFile, store, keyFile)), 0o600)
+`, graph.URL(), rc.URL(), authFile, regHost, ci, secretFile, gh.URL(), tokenFile, store, keyFile)), 0o600)
 	if err != nil {
 		errorf(env, "demo: %v", err)
 		return exitFailed
@@ -180,8 +194,9 @@ verify:
 
 	fmt.Fprintf(env.stdout, "DEMO: everything below runs on this machine: a registry at %s with sample payloads of every era,\n"+
 		"DEMO: an update graph at %s, a CI stand-in that builds DTK images on dtkbot's signed webhook,\n"+
-		"DEMO: a GitHub stand-in at %s with the repository acme/driver-ci, and a release signature\n"+
-		"DEMO: store at %s signed with a key made for this demo (real releases: Red Hat's key, built in).\n\n", regHost, graph.HTTP.URL, gh.HTTP.URL, store)
+		"DEMO: a GitHub stand-in at %s with the repository acme/driver-ci, a release signature\n"+
+		"DEMO: store at %s signed with a key made for this demo (real releases: Red Hat's key, built in),\n"+
+		"DEMO: and a release-controller at %s whose 4-dev-preview stream has accepted 4.23.0-ec.1.\n\n", regHost, graph.HTTP.URL, gh.HTTP.URL, store, rc.URL())
 
 	fmt.Fprintln(env.stdout, "DEMO 1/3: dtkbot release-info --tls-verify=false --authfile <the demo pull secret> <one payload per era>")
 	before := reg.Stats()

@@ -137,20 +137,25 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 				MaxBytes:  cfg.Graph.MaxBytes,
 				UserAgent: "dtkbot/" + version,
 			},
-			Channels: cfg.Graph.Channels,
-			Arches:   arches,
-			Releases: cfg.Releases,
-			Store:    store,
+			Channels:           cfg.Graph.Channels,
+			Arches:             arches,
+			Releases:           cfg.Releases,
+			ReleaseControllers: releaseControllers(cfg),
+			Store:              store,
+			Streams:            store,
 		},
-		Registry: reg,
-		Limits:   releaseinfo.DefaultLimits(),
-		Store:    store,
-		Checker:  reg,
-		Builder:  builder,
-		Promoter: rebuild.Unconfigured{What: "promotion (target.repository)"},
-		Untagger: reg,
-		Target:   cfg.RebuildTarget(),
-		Audit:    reconcile.AuditPolicy{Interval: cfg.Target.Audit.Interval.Duration, Repair: cfg.Target.Audit.OnDrift == "repoint"},
+		Registry:   reg,
+		Limits:     releaseinfo.DefaultLimits(),
+		Store:      store,
+		Checker:    reg,
+		Builder:    builder,
+		Promoter:   rebuild.Unconfigured{What: "promotion (target.repository)"},
+		Untagger:   reg,
+		Target:     cfg.RebuildTarget(),
+		Audit:      reconcile.AuditPolicy{Interval: cfg.Target.Audit.Interval.Duration, Repair: cfg.Target.Audit.OnDrift == "repoint"},
+		Policy:     rebuild.Policy{BuildKinds: cfg.Prerelease.Build, PrereleaseTags: cfg.Prerelease.Tags},
+		Prerelease: reconcile.PrereleasePolicy{OnWithdrawn: cfg.Prerelease.OnWithdrawn},
+		ResolveTTL: cfg.Registry.ResolveTTL.Duration,
 		Build: reconcile.BuildPolicy{
 			Timeout:     cfg.Build.Timeout.Duration,
 			MaxAttempts: cfg.Build.MaxAttempts,
@@ -189,6 +194,16 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		r.Policy.RequireVerified = true
 	}
 	return r, reg, nil
+}
+
+// releaseControllers are the configured release-controller clients.
+func releaseControllers(cfg *config.Config) []*watcher.ReleaseController {
+	var out []*watcher.ReleaseController
+	for _, rc := range cfg.ReleaseControllers {
+		out = append(out, &watcher.ReleaseController{URL: rc.URL, Arch: rc.Arch, Streams: rc.Streams, Phases: rc.Phases,
+			HTTP: &http.Client{Timeout: cfg.Graph.Timeout.Duration}, MaxBytes: cfg.Graph.MaxBytes, UserAgent: "dtkbot/" + version})
+	}
+	return out
 }
 
 // staleAfter is how old the last successful pass may be before /readyz
