@@ -18,6 +18,10 @@ type BuildRequest struct {
 	Image      string   `json:"image"` // the full reference to push: the staging reference
 	Releases   []string `json:"releases"`
 	DTKImage   string   `json:"payload_dtk_image,omitempty"`
+	// Consumer and DTK are set for a consumer's build (a driver container
+	// built FROM the kernel's DTK): its name, and the DTK pinned by digest.
+	Consumer string `json:"consumer,omitempty"`
+	DTK      string `json:"dtk_image,omitempty"`
 }
 
 // Builder starts (or runs) the build of one kernel's image. It must be safe

@@ -53,6 +53,8 @@ type Action struct {
 	// KernelKey is the ledger key the action is about.
 	KernelKey string `json:"-"`
 	Kind      string `json:"kind,omitempty"`
+	// Consumer is set for an action on a consumer's image.
+	Consumer string `json:"consumer,omitempty"`
 }
 
 // Target is where images and tags go.
@@ -344,12 +346,13 @@ func tagData(k state.Kernel, r state.Release, v string) (TagData, bool) {
 	return d, r.Version == "" // a release not in the input still gets tags
 }
 
-// Notifications are the notify actions due: every kernel whose state,
-// releases or image changed since it was last announced.
-func Notifications(kernels []state.Kernel) []Action {
+// Notifications are the notify actions due: every kernel whose notice (its
+// state, releases, image, and what hash adds) changed since it was last
+// announced.
+func Notifications(kernels []state.Kernel, hash func(state.Kernel) string) []Action {
 	var out []Action
 	for _, k := range kernels {
-		if k.NotifiedHash != k.NoticeHash() {
+		if k.NotifiedHash != hash(k) {
 			out = append(out, Action{Type: ActionNotify, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch,
 				Releases: k.Releases, Image: k.Image, Reason: k.State, KernelKey: k.Key()})
 		}

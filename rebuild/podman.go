@@ -44,13 +44,31 @@ type CommandBuilder struct {
 // Args returns the build and push command lines for req (without secrets'
 // contents: only their file paths appear).
 func (b *CommandBuilder) Args(req BuildRequest) (build, push []string, err error) {
-	base, err := b.baseImage(req.RHEL)
-	if err != nil {
-		return nil, nil, err
-	}
 	verb := "build"
 	if b.tool() == "buildah" {
 		verb = "bud"
+	}
+	if req.DTK != "" {
+		// A consumer's image is built FROM the DTK: it needs no RHSM
+		// entitlement, the DTK carries the kernel's packages.
+		build = []string{verb, "--file", b.Containerfile, "--platform", "linux/" + req.Arch,
+			"--build-arg", "DTK_IMAGE=" + req.DTK,
+			"--build-arg", "KERNEL_VERSION=" + req.Kernel,
+			"--build-arg", "KERNEL_FULL_VERSION=" + req.KernelFull,
+			"--build-arg", "RT_KERNEL_VERSION=" + req.RTKernel,
+			"--build-arg", "RHEL_VERSION=" + req.RHEL,
+			"--label", "kernel-version=" + req.KernelFull,
+			"--tag", req.Image,
+		}
+		build = append(build, b.registryArgs()...)
+		build = append(build, b.ExtraArgs...)
+		build = append(build, b.Context)
+		push = append([]string{"push"}, b.registryArgs()...)
+		return build, append(push, req.Image), nil
+	}
+	base, err := b.baseImage(req.RHEL)
+	if err != nil {
+		return nil, nil, err
 	}
 	build = []string{verb, "--file", b.Containerfile, "--platform", "linux/" + req.Arch,
 		"--build-arg", "KERNEL_VERSION=" + req.Kernel,

@@ -19,18 +19,25 @@ import (
 
 // BuildInputs are the string inputs every remote build receives: the
 // workflow_dispatch inputs of deploy/github/build-dtk.yml and the webhook's
-// JSON body.
+// JSON body. A consumer's build (deploy/examples/kmod/build-kmod.yml) also
+// gets the DTK to build FROM, pinned by digest, and the kernel as uname -r.
 type BuildInputs struct {
-	KernelVersion   string `json:"kernel_version"`
-	RTKernelVersion string `json:"rt_kernel_version"`
-	RHELVersion     string `json:"rhel_version"`
-	Image           string `json:"image"`
-	Releases        string `json:"releases"`
+	KernelVersion     string `json:"kernel_version"`
+	RTKernelVersion   string `json:"rt_kernel_version"`
+	RHELVersion       string `json:"rhel_version"`
+	Image             string `json:"image"`
+	Releases          string `json:"releases"`
+	DTKImage          string `json:"dtk_image,omitempty"`
+	KernelFullVersion string `json:"kernel_full_version,omitempty"`
 }
 
 // Inputs turns a request into its string inputs.
 func (r BuildRequest) Inputs() BuildInputs {
-	return BuildInputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ",")}
+	in := BuildInputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ",")}
+	if r.DTK != "" {
+		in.DTKImage, in.KernelFullVersion = r.DTK, r.KernelFull
+	}
+	return in
 }
 
 // WebhookBuilder asks a CI system for a build with a signed POST: the body is
@@ -55,7 +62,8 @@ func (b *WebhookBuilder) Build(ctx context.Context, req BuildRequest) error {
 		Stream     string `json:"stream"`
 		Arch       string `json:"arch"`
 		KernelFull string `json:"kernel_full"`
-	}{in, req.Stream, req.Arch, req.KernelFull})
+		Consumer   string `json:"consumer,omitempty"`
+	}{in, req.Stream, req.Arch, req.KernelFull, req.Consumer})
 	if err != nil {
 		return err
 	}

@@ -101,7 +101,7 @@ func (p *pass) applyBuild(ctx context.Context, a *rebuild.Action) string {
 		if k.Attempts >= r.Build.MaxAttempts {
 			k.State = state.KernelFailed
 		} else {
-			k.State, k.NextAttemptAt = state.KernelNew, p.now.Add(r.backoff(k.Attempts))
+			k.State, k.NextAttemptAt = state.KernelNew, p.now.Add(backoff(r.Build, k.Attempts))
 		}
 		result = "error: " + err.Error()
 		p.fail(fmt.Errorf("building kernel %s: %w", a.KernelKey, err))

@@ -69,16 +69,16 @@ func (p *pass) audit(ctx context.Context) {
 // repoint puts a drifted tag back on the image dtkbot promoted there, when
 // the policy says so.
 func (p *pass) repoint(ctx context.Context, a *rebuild.Action, pr state.Promotion) string {
-	k, ok := p.kernelOf(pr)
+	image, ok := p.imageOf(pr)
 	switch {
 	case !p.r.Audit.Repair || p.opts.DryRun:
 		p.warn(fmt.Sprintf("tag %s %s: reported, not re-pointed", a.Tag, a.Reason))
 		return "reported"
 	case !ok:
-		p.warn(fmt.Sprintf("tag %s %s: no kernel image to re-point it at", a.Tag, a.Reason))
-		return "reported: its kernel is not in the ledger"
+		p.warn(fmt.Sprintf("tag %s %s: no image to re-point it at", a.Tag, a.Reason))
+		return "reported: its image is not in the ledger"
 	}
-	a.Image = k.PinnedImage()
+	a.Image = image
 	d, err := p.r.Promoter.Promote(ctx, a.Image, a.Tag)
 	if err != nil {
 		p.fail(fmt.Errorf("re-pointing %s: %w", a.Tag, err))
@@ -90,15 +90,20 @@ func (p *pass) repoint(ctx context.Context, a *rebuild.Action, pr state.Promotio
 	return "re-pointed"
 }
 
-// kernelOf finds the ledger entry whose verified image a promoted tag held.
-func (p *pass) kernelOf(pr state.Promotion) (state.Kernel, bool) {
+// imageOf finds the verified image (pinned by digest) a promoted tag held:
+// a kernel's DTK, or a consumer's image.
+func (p *pass) imageOf(pr state.Promotion) (string, bool) {
+	if pr.Consumer != "" {
+		c, ok := p.view.consumers[pr.Consumer+"/"+pr.KernelKey]
+		return c.PinnedImage(), ok && c.ImageDigest == pr.Digest
+	}
 	if k, ok := p.view.kernels[pr.KernelKey]; ok && k.ImageDigest == pr.Digest {
-		return k, true
+		return k.PinnedImage(), true
 	}
 	for _, k := range p.view.kernelList("") {
 		if k.ImageDigest == pr.Digest && (k.State == state.KernelVerified || k.State == state.KernelPromoted) {
-			return k, true
+			return k.PinnedImage(), true
 		}
 	}
-	return state.Kernel{}, false
+	return "", false
 }

@@ -1,6 +1,8 @@
 package reconcile
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,14 +137,15 @@ func (p *pass) record(err error) {
 // ledgerView is the state a pass works on: loaded once, changed in memory,
 // written through transaction by transaction (or not at all in a dry run).
 type ledgerView struct {
-	releases map[string]state.Release
-	kernels  map[string]state.Kernel
-	promoted map[string]state.Promotion
-	held     map[string]state.HeldRelease
+	releases  map[string]state.Release
+	kernels   map[string]state.Kernel
+	consumers map[string]state.ConsumerBuild
+	promoted  map[string]state.Promotion
+	held      map[string]state.HeldRelease
 }
 
 func (r *Reconciler) load() (*ledgerView, error) {
-	v := &ledgerView{releases: map[string]state.Release{}, kernels: map[string]state.Kernel{}}
+	v := &ledgerView{releases: map[string]state.Release{}, kernels: map[string]state.Kernel{}, consumers: map[string]state.ConsumerBuild{}}
 	err := r.Store.View(func(tx *state.Tx) error {
 		rels, err := tx.Releases()
 		if err != nil {
@@ -157,6 +160,13 @@ func (r *Reconciler) load() (*ledgerView, error) {
 		}
 		for _, k := range ks {
 			v.kernels[k.Key()] = k
+		}
+		cs, err := tx.ConsumerBuilds()
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			v.consumers[c.Key()] = c
 		}
 		if v.promoted, err = tx.Promotions(); err != nil {
 			return err
@@ -275,22 +285,58 @@ func journal(tx *state.Tx, now time.Time, a rebuild.Action, result string) error
 	return tx.Journal(state.JournalEntry{At: now, Action: raw, Result: result})
 }
 
-// retryFailed gives every failed kernel a fresh round of attempts.
+// retryFailed gives every failed kernel, and consumer build, a fresh round
+// of attempts.
 func (p *pass) retryFailed() {
-	for _, k := range p.view.kernelList(p.opts.Release) {
-		if k.State != state.KernelFailed {
-			continue
-		}
+	retry := func(k *state.Kernel) {
 		k.State, k.Attempts, k.NextAttemptAt, k.ImageDigest, k.Published = state.KernelNew, 0, time.Time{}, "", false
 		k.Reason = "retry asked (was: " + k.Reason + ")"
 		k.UpdatedAt = p.now
-		p.putKernel(k)
+	}
+	for _, k := range p.view.kernelList(p.opts.Release) {
+		if k.State == state.KernelFailed {
+			retry(&k)
+			p.putKernel(k)
+		}
+	}
+	for _, c := range p.view.consumers {
+		if c.State == state.KernelFailed {
+			retry(&c.Kernel)
+			p.putConsumerBuild(c)
+		}
 	}
 }
 
-// backoff is the wait before attempt attempts+1.
-func (r *Reconciler) backoff(attempts int) time.Duration {
-	d := r.Build.Backoff
+// consumersOf lists the consumer builds of one kernel, by consumer.
+func (v *ledgerView) consumersOf(kernelKey string) []state.ConsumerBuild {
+	var out []state.ConsumerBuild
+	for _, c := range v.consumers {
+		if c.Kernel.Key() == kernelKey {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Consumer < out[j].Consumer })
+	return out
+}
+
+// noticeHash sums what a kernel's notification says: the kernel, and its
+// consumers' images.
+func (p *pass) noticeHash(k state.Kernel) string {
+	h := k.NoticeHash()
+	for _, c := range p.view.consumersOf(k.Key()) {
+		h += fmt.Sprintf("|%s:%s:%s:%d", c.Consumer, c.State, c.ImageDigest, len(c.Rejections))
+	}
+	if len(h) == 16 {
+		return h
+	}
+	sum := sha256.Sum256([]byte(h))
+	return hex.EncodeToString(sum[:8])
+}
+
+// backoff is the wait before attempt attempts+1: the policy's backoff,
+// doubled for each attempt after the first, at most a day.
+func backoff(pol BuildPolicy, attempts int) time.Duration {
+	d := pol.Backoff
 	for i := 1; i < attempts && d < 24*time.Hour; i++ {
 		d *= 2
 	}

@@ -37,7 +37,7 @@ func (p *pass) notify(ctx context.Context) {
 			continue
 		}
 		a.Result = "ok"
-		k.NotifiedState, k.NotifiedHash = k.State, k.NoticeHash()
+		k.NotifiedState, k.NotifiedHash = k.State, p.noticeHash(k)
 		if err := p.recordKernel(k, *a, "ok"); err != nil {
 			p.deferred(err)
 		}
@@ -49,7 +49,7 @@ func (p *pass) notifications() []rebuild.Action {
 	if p.r.Notifier == nil {
 		return nil
 	}
-	return rebuild.Notifications(p.view.kernelList(p.opts.Release))
+	return rebuild.Notifications(p.view.kernelList(p.opts.Release), p.noticeHash)
 }
 
 // preview fills a dry run's notify actions with what the notifier would do.

@@ -12,7 +12,8 @@
 // tag a consumer reads.
 //
 // Each stage of the pass has its own file: discover.go, inspect.go (with
-// signatures.go), prerelease.go, observe.go, act.go, audit.go, notify.go;
+// signatures.go), prerelease.go, observe.go, act.go, consumers.go,
+// audit.go, notify.go;
 // ledger.go is the state a pass works on.
 package reconcile
 
@@ -94,6 +95,10 @@ type Reconciler struct {
 	// Untagger, when set, removes a kernel's staging tag once its image is
 	// promoted (best effort: not every registry deletes tags).
 	Untagger rebuild.Untagger
+	// Consumers are built FROM each promoted DTK; KmodVerifier checks their
+	// images before they are promoted.
+	Consumers    []Consumer
+	KmodVerifier KmodVerifier
 	// Notifier may be nil: then no notify actions are planned.
 	Notifier   rebuild.Notifier
 	Target     rebuild.Target
@@ -171,6 +176,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 	p.prereleases(ctx) // rejected or vanished pre-releases withdrawn
 	p.observe(ctx)     // awaited images looked up in the registry, and verified
 	p.act(ctx)         // the plan: builds to staging, promotions of verified images
+	p.consumers(ctx)   // consumers' images built FROM each promoted DTK
 	p.audit(ctx)       // promoted tags still where dtkbot put them
 	p.notify(ctx)      // issues and pull requests
 	return p.end()

@@ -379,3 +379,69 @@ func (in *Inspector) ReadDTK(ctx context.Context, pullspec string) (DTK, error) 
 	}
 	return DTK{Kernel: d.kernel, RTKernel: d.rt, RHEL: d.rhel, Source: d.source, Warnings: d.warnings}, nil
 }
+
+// Modules is what a kmod image (a driver container) carries.
+type Modules struct {
+	// Paths are the kernel modules (.ko, compressed or not) found in the
+	// layers walked, at most 1000.
+	Paths  []string
+	Labels map[string]string
+	// Walked is how many layers were read.
+	Walked int
+}
+
+// isModule says whether a file name is a kernel module.
+func isModule(name string) bool {
+	for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
+		if strings.HasSuffix(name, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadModules lists the kernel modules of a kmod image (resolved for the
+// inspector's arch), walking its layers from the top, digests verified,
+// until one holds a module under wantPrefix (such as
+// opt/lib/modules/5.14.0-427.37.1.el9_4.x86_64/): a driver container's
+// modules are copied in by its last steps, its base layers are never read
+// if they need not be. At most Limits.MaxKmodLayers layers are read, each
+// no larger than MaxKmodLayerBytes.
+func (in *Inspector) ReadModules(ctx context.Context, pullspec, wantPrefix string) (Modules, error) {
+	out := Modules{}
+	r, err := in.open(ctx, pullspec)
+	if err != nil {
+		return out, fmt.Errorf("kmod image %s: %w", pullspec, err)
+	}
+	defer r.img.Close()
+	cfg, err := in.readConfig(ctx, r)
+	if err != nil {
+		return out, fmt.Errorf("kmod image %s: %w", pullspec, err)
+	}
+	out.Labels = cfg.Config.Labels
+	lim := in.opts.Limits
+	layers := r.manifest.LayerInfos()
+	for i := len(layers) - 1; i >= 0 && out.Walked < lim.MaxKmodLayers; i-- {
+		layer := layers[i]
+		if layer.Size < 0 || layer.Size > lim.MaxKmodLayerBytes {
+			return out, registry.Content(fmt.Errorf("kmod image %s: layer %d (%s) is %d bytes, over the %d-byte limit", pullspec, i, layer.Digest, layer.Size, lim.MaxKmodLayerBytes))
+		}
+		out.Walked++
+		var found []string
+		err := in.reg.ReadBlob(ctx, r.img, layer.BlobInfo, lim.MaxKmodLayerBytes, func(rd io.Reader) error {
+			var err error
+			found, err = listFiles(rd, isModule, 1000-len(out.Paths), lim)
+			return err
+		})
+		if err != nil {
+			return out, fmt.Errorf("kmod image %s: layer %d: %w", pullspec, i, err)
+		}
+		out.Paths = append(out.Paths, found...)
+		for _, p := range found {
+			if strings.HasPrefix(p, wantPrefix) {
+				return out, nil
+			}
+		}
+	}
+	return out, nil
+}

@@ -42,6 +42,8 @@ type Limits struct {
 	MaxDTKJSONBytes         int64 // etc/driver-toolkit-release.json
 	MaxMetaLayerBytes       int64 // the RHCOS metadata layer (4.19+)
 	MaxMetaJSONBytes        int64 // usr/share/openshift/base/meta.json
+	MaxKmodLayers           int   // kmod image layers walked from the top
+	MaxKmodLayerBytes       int64 // a kmod image layer larger than this is never read
 }
 
 // DefaultLimits are the limits used when Options.Limits is zero.
@@ -58,6 +60,8 @@ func DefaultLimits() Limits {
 		MaxDTKJSONBytes:         64 << 10,
 		MaxMetaLayerBytes:       32 << 20,
 		MaxMetaJSONBytes:        16 << 20,
+		MaxKmodLayers:           8,
+		MaxKmodLayerBytes:       256 << 20,
 	}
 }
 

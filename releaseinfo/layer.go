@@ -80,6 +80,45 @@ func extractFiles(r io.Reader, want map[string]int64, lim Limits) (map[string][]
 	return found, nil
 }
 
+// listFiles walks a layer (gzip or plain tar, within the limits) and returns
+// the names of the regular files match accepts, at most max of them. Like
+// extractFiles, it never follows a link and skips names that are not clean.
+func listFiles(r io.Reader, match func(name string) bool, max int, lim Limits) ([]string, error) {
+	br := bufio.NewReader(r)
+	magic, _ := br.Peek(2)
+	var content io.Reader = br
+	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("opening gzip stream: %w", err)
+		}
+		defer gz.Close()
+		content = gz
+	} else if head, _ := br.Peek(262); len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
+		return nil, errors.New("layer is neither gzip nor tar (unsupported compression)")
+	}
+	tr := tar.NewReader(&limitedReader{r: content, left: lim.MaxDecompressedBytes})
+	var out []string
+	for entries := 0; ; entries++ {
+		if entries >= lim.MaxTarEntries {
+			return nil, fmt.Errorf("more than %d tar entries: %w", lim.MaxTarEntries, ErrLimit)
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading tar: %w", err)
+		}
+		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA { //nolint:staticcheck // TypeRegA still appears in old layers
+			continue
+		}
+		if name, ok := cleanEntryName(hdr.Name); ok && match(name) && len(out) < max {
+			out = append(out, name)
+		}
+	}
+}
+
 // cleanEntryName strips "./" and "/" prefixes and refuses names that are not
 // already clean (a "..", a doubled slash).
 func cleanEntryName(name string) (string, bool) {

@@ -47,7 +47,9 @@ var (
 	bucketHeld        = []byte("held")
 	bucketStreams     = []byte("streams")
 	bucketPins        = []byte("pins")
-	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal, bucketNotices, bucketHeld, bucketStreams, bucketPins}
+	bucketConsumers   = []byte("consumers")
+	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal,
+		bucketNotices, bucketHeld, bucketStreams, bucketPins, bucketConsumers}
 )
 
 // ErrLocked is returned by Open when another process holds the file.
@@ -400,6 +402,54 @@ const (
 	TagFloating = "floating"
 )
 
+// ConsumerBuild is a downstream image (a driver container, a kmod image)
+// of one consumer for one kernel, built FROM that kernel's DTK once the DTK
+// is promoted. It has the lifecycle of a kernel's DTK image (new,
+// build_requested, built, verified, promoted, failed), in the embedded
+// Kernel's fields: Image is the consumer's kernel tag, Staging where its
+// build pushes, DTKImage the DTK it is built from, pinned by digest.
+type ConsumerBuild struct {
+	Consumer string `json:"consumer"`
+	Kernel
+}
+
+// Key identifies a consumer build: consumer/stream/arch/kernel.
+func (c ConsumerBuild) Key() string { return c.Consumer + "/" + c.Kernel.Key() }
+
+// PutConsumerBuild stores a consumer build.
+func (t *Tx) PutConsumerBuild(c ConsumerBuild) error {
+	return putJSON(t.tx, bucketConsumers, c.Key(), c)
+}
+
+// ConsumerBuilds lists every consumer build in key order.
+func (t *Tx) ConsumerBuilds() ([]ConsumerBuild, error) {
+	var out []ConsumerBuild
+	err := t.tx.Bucket(bucketConsumers).ForEach(func(k, v []byte) error {
+		var c ConsumerBuild
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decoding consumer build %s: %w", k, err)
+		}
+		out = append(out, c)
+		return nil
+	})
+	return out, err
+}
+
+// ConsumerBuildsOf lists the consumer builds of one kernel.
+func (s *Store) ConsumerBuildsOf(kernelKey string) ([]ConsumerBuild, error) {
+	var out []ConsumerBuild
+	err := s.View(func(t *Tx) error {
+		all, err := t.ConsumerBuilds()
+		for _, c := range all {
+			if c.Kernel.Key() == kernelKey {
+				out = append(out, c)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
 // Promotion records a tag dtkbot has pointed at an image. Only these tags
 // are ever audited or re-pointed: a tag dtkbot never promoted is not its own.
 type Promotion struct {
@@ -408,9 +458,11 @@ type Promotion struct {
 	Release string `json:"release,omitempty"`
 	Kernel  string `json:"kernel"`
 	// KernelKey is the ledger entry whose image the tag holds.
-	KernelKey string    `json:"kernel_key,omitempty"`
-	Kind      string    `json:"kind,omitempty"` // kernel, release, floating
-	At        time.Time `json:"at"`
+	KernelKey string `json:"kernel_key,omitempty"`
+	// Consumer is set for a consumer's tag (its image, not the DTK).
+	Consumer string    `json:"consumer,omitempty"`
+	Kind     string    `json:"kind,omitempty"` // kernel, release, floating
+	At       time.Time `json:"at"`
 }
 
 // JournalEntry is one applied action and its result.
@@ -679,6 +731,7 @@ type Snapshot struct {
 	Generation uint64
 	Releases   []Release
 	Kernels    []Kernel
+	Consumers  []ConsumerBuild
 	Tags       map[string]Promotion
 	Held       []HeldRelease
 	Notices    map[string]Notice
@@ -696,6 +749,9 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 			return err
 		}
 		if out.Kernels, err = t.Kernels(); err != nil {
+			return err
+		}
+		if out.Consumers, err = t.ConsumerBuilds(); err != nil {
 			return err
 		}
 		if out.Tags, err = t.Promotions(); err != nil {
@@ -749,6 +805,7 @@ type Export struct {
 	Graphs      map[string]watcher.GraphState  `json:"graphs"`
 	Releases    []Release                      `json:"releases"`
 	Kernels     []Kernel                       `json:"kernels"`
+	Consumers   []ConsumerBuild                `json:"consumer_builds"`
 	Held        []HeldRelease                  `json:"held"`
 	Tags        map[string]Promotion           `json:"tags"`
 	Inspections map[string]*releaseinfo.Report `json:"inspections"`
@@ -769,6 +826,9 @@ func (s *Store) Export() (*Export, error) {
 			return err
 		}
 		if out.Tags, err = t.Promotions(); err != nil {
+			return err
+		}
+		if out.Consumers, err = t.ConsumerBuilds(); err != nil {
 			return err
 		}
 		held, err := t.HeldReleases()
@@ -827,6 +887,9 @@ func (s *Store) Export() (*Export, error) {
 	}
 	if out.Held == nil {
 		out.Held = []HeldRelease{}
+	}
+	if out.Consumers == nil {
+		out.Consumers = []ConsumerBuild{}
 	}
 	return out, err
 }

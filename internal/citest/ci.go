@@ -35,10 +35,23 @@ type CI struct {
 	// Never are kernels whose builds are accepted and never pushed (a CI
 	// run still going).
 	Never map[string]bool
+	// For consumer builds (those that name a DTK image): NoModules are
+	// kernels whose image holds no .ko, ModulesFor maps a kernel to the
+	// kernel whose module directory its image fills instead.
+	NoModules  map[string]bool
+	ModulesFor map[string]string
 
 	mu         sync.Mutex
 	builds     map[string]int
 	deliveries map[string]bool
+	requests   []rebuild.BuildInputs
+}
+
+// Requests returns the inputs of every build request received.
+func (c *CI) Requests() []rebuild.BuildInputs {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]rebuild.BuildInputs(nil), c.requests...)
 }
 
 // Builds returns how many times each image was requested.
@@ -106,10 +119,15 @@ func (c *CI) build(w http.ResponseWriter, in rebuild.BuildInputs, kernelFull, de
 		c.builds, c.deliveries = map[string]int{}, map[string]bool{}
 	}
 	c.builds[in.Image]++
+	c.requests = append(c.requests, in)
 	dup := delivery != "" && c.deliveries[delivery]
 	c.deliveries[delivery] = true
 	c.mu.Unlock()
 	if (dup && c.Dedupe) || c.Never[in.KernelVersion] {
+		return true
+	}
+	if in.DTKImage != "" {
+		c.pushKmod(reference.Path(named), tagged.Tag(), in)
 		return true
 	}
 	kernel := in.KernelVersion
@@ -126,4 +144,24 @@ func (c *CI) build(w http.ResponseWriter, in rebuild.BuildInputs, kernelFull, de
 		Layers: [][]byte{payloadtest.NoiseLayer("ubi", 16<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))},
 	})
 	return true
+}
+
+// pushKmod "builds" a consumer's kmod image: a base layer, then the layer
+// of the last COPY with the module under /opt/lib/modules/<kernel>/, as
+// deploy/examples/kmod/Containerfile lays it out.
+func (c *CI) pushKmod(repo, tag string, in rebuild.BuildInputs) {
+	kernelFull := in.KernelFullVersion
+	if k, ok := c.ModulesFor[in.KernelVersion]; ok {
+		kernelFull = k + ".x86_64"
+	}
+	top := payloadtest.TarGz(payloadtest.File("opt/lib/modules/"+kernelFull+"/modules.dep", []byte("acme_nic.ko:\n")),
+		payloadtest.File("opt/lib/modules/"+kernelFull+"/acme_nic.ko", []byte("\x7fELF kmod for "+kernelFull)))
+	if c.NoModules[in.KernelVersion] {
+		top = payloadtest.TarGz(payloadtest.File("usr/share/doc/acme-nic/README", []byte("no module here")))
+	}
+	c.World.PushImage(repo, tag, payloadtest.Image{
+		OCI:    true,
+		Labels: map[string]string{"kernel-version": in.KernelFullVersion, "io.acme.built-from": in.DTKImage},
+		Layers: [][]byte{payloadtest.NoiseLayer("ubi-minimal", 8<<10), payloadtest.TarGz(payloadtest.File("usr/bin/cp", []byte("cp"))), top},
+	})
 }

@@ -1,0 +1,59 @@
+package rebuild
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/releaseinfo"
+)
+
+// ErrNoModules means a kmod image holds no kernel module for the wanted
+// kernel: a failed build, never to be promoted.
+var ErrNoModules = errors.New("the image holds no kernel module for the wanted kernel")
+
+// KmodVerifier checks a consumer's image (a kmod image, a driver container)
+// before it is promoted: it exists, and its layers, walked from the top with
+// digests verified and the limits every untrusted read has, hold at least
+// one kernel module under the module path of the kernel; where a label is
+// configured, the image's label of that name must name the kernel too.
+type KmodVerifier struct {
+	Registry *registry.Client
+	Limits   releaseinfo.Limits
+}
+
+// VerifyKmod returns nil when image carries modules under modulePath (the
+// kernel's: opt/lib/modules/<kernel_full>/), an error wrapping ErrNoModules
+// when it does not (saying what it found instead), and any other error when
+// it could not be read (try again later).
+func (v *KmodVerifier) VerifyKmod(ctx context.Context, image, arch, kernelFull, modulePath, label string) error {
+	in := releaseinfo.New(v.Registry, releaseinfo.Options{Arch: arch, Limits: v.Limits})
+	prefix := strings.TrimPrefix(strings.TrimSuffix(modulePath, "/")+"/", "/")
+	mods, err := in.ReadModules(ctx, image, prefix)
+	if err != nil {
+		if registry.IsContent(err) {
+			return fmt.Errorf("verifying %s: %w: %v", image, ErrNoModules, err)
+		}
+		return fmt.Errorf("verifying %s: %w", image, err)
+	}
+	if label != "" {
+		if got := mods.Labels[label]; got != kernelFull {
+			return fmt.Errorf("verifying %s: %w: its label %s is %q, want %s", image, ErrNoModules, label, got, kernelFull)
+		}
+	}
+	for _, p := range mods.Paths {
+		if strings.HasPrefix(p, prefix) {
+			return nil
+		}
+	}
+	if len(mods.Paths) == 0 {
+		return fmt.Errorf("verifying %s: %w: no kernel module in its top %d layers (want one under /%s)", image, ErrNoModules, mods.Walked, prefix)
+	}
+	shown := mods.Paths
+	if len(shown) > 3 {
+		shown = shown[:3]
+	}
+	return fmt.Errorf("verifying %s: %w: its modules are elsewhere (%s), want them under /%s", image, ErrNoModules, strings.Join(shown, ", "), prefix)
+}

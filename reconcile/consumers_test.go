@@ -1,0 +1,229 @@
+package reconcile
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dtkbot/dtkbot/internal/citest"
+	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/state"
+)
+
+const kmodRepo = "acme/acme-nic-kmod"
+
+// consumerWorld is a harness whose DTK builds are finished by hand and whose
+// consumer, acme-nic, builds kmod images through a CI stand-in's webhook.
+type consumerWorld struct {
+	*harness
+	ci     *citest.CI
+	hook   *httptest.Server
+	before func(rebuild.BuildRequest) error // runs before each consumer build request
+}
+
+func newConsumerWorld(t *testing.T) *consumerWorld {
+	h := newHarness(t)
+	h.builder.sync = false
+	ci := &citest.CI{World: h.world, Secret: []byte("kmod-hook")}
+	hook := httptest.NewServer(http.HandlerFunc(ci.Webhook))
+	t.Cleanup(hook.Close)
+	return &consumerWorld{harness: h, ci: ci, hook: hook}
+}
+
+// builderFunc is a Builder from a function.
+type builderFunc func(context.Context, rebuild.BuildRequest) error
+
+func (f builderFunc) Build(ctx context.Context, req rebuild.BuildRequest) error { return f(ctx, req) }
+
+func (w *consumerWorld) reconciler() *Reconciler {
+	r := realEffects(w.harness, w.builder)()
+	webhook := &rebuild.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}
+	r.Consumers = []Consumer{{
+		Name: "acme-nic",
+		Builder: builderFunc(func(ctx context.Context, req rebuild.BuildRequest) error {
+			if w.before != nil {
+				if err := w.before(req); err != nil {
+					return err
+				}
+			}
+			return webhook.Build(ctx, req)
+		}),
+		Target: rebuild.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
+		Build:  BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute},
+		Label:  "kernel-version",
+	}}
+	r.KmodVerifier = &rebuild.KmodVerifier{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
+	return r
+}
+
+func (w *consumerWorld) pass() *Result {
+	w.t.Helper()
+	res, err := w.reconciler().RunOnce(context.Background(), w.now, Options{})
+	if err != nil {
+		w.t.Fatalf("pass: %v", err)
+	}
+	return res
+}
+
+func consumerBuilds(t *testing.T, s *state.Store) map[string]state.ConsumerBuild {
+	t.Helper()
+	out := map[string]state.ConsumerBuild{}
+	exp, err := s.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range exp.Consumers {
+		out[c.Kernel.Kernel] = c
+	}
+	return out
+}
+
+// TestConsumerBuiltOncePerKernelAfterItsDTK: a consumer's image is asked for
+// only once its kernel's DTK is verified and promoted, FROM that DTK pinned
+// by digest; it is verified, promoted to its kernel and release tags, and
+// never asked again, whatever releases of the kernel come later.
+func TestConsumerBuiltOncePerKernelAfterItsDTK(t *testing.T) {
+	w := newConsumerWorld(t)
+	w.publish("stable-4.16", "4.16.15", k1)
+	w.pass() // the DTK build is asked for, and still running
+	if n := len(w.ci.Requests()); n != 0 {
+		t.Fatalf("%d consumer builds asked before the DTK was promoted", n)
+	}
+	if c, ok := consumerBuilds(t, w.store)[k1.Kernel]; ok {
+		t.Fatalf("a consumer build recorded before the DTK was promoted: %+v", c)
+	}
+	w.builder.Finish()
+	res := w.pass()
+	dtk := kernels(t, w.store)[k1.Kernel]
+	reqs := w.ci.Requests()
+	if dtk.State != state.KernelPromoted || len(reqs) != 1 || reqs[0].DTKImage != dtk.PinnedImage() ||
+		reqs[0].KernelFullVersion != k1.Kernel+".x86_64" || reqs[0].KernelVersion != k1.Kernel || reqs[0].RHELVersion != "9.4" {
+		t.Fatalf("the consumer build request %+v (DTK %s)", reqs, dtk.PinnedImage())
+	}
+	c := consumerBuilds(t, w.store)[k1.Kernel]
+	staged, _ := w.srv.TagDigest(kmodRepo, "staging-"+k1.Kernel+".x86_64")
+	got, ok := w.srv.TagDigest(kmodRepo, k1.Kernel+".x86_64")
+	if c.State != state.KernelPromoted || !ok || got.String() != c.ImageDigest || staged != "" || c.DTKImage != dtk.PinnedImage() {
+		t.Fatalf("the consumer build %+v at %s (staging %s)", c, got, staged)
+	}
+	if d, _ := w.srv.TagDigest(kmodRepo, "4.16.15"); d != got {
+		t.Errorf("the consumer's release tag is at %s, want %s", d, got)
+	}
+	if count(res, "verify") < 2 {
+		t.Errorf("the consumer's image was not verified: %+v", res.Actions)
+	}
+	// A z-stream of the kernel: a release tag, no build.
+	w.publish("stable-4.16", "4.16.16", k1)
+	w.pass()
+	if n := len(w.ci.Requests()); n != 1 {
+		t.Errorf("%d consumer builds for one kernel", n)
+	}
+	if d, _ := w.srv.TagDigest(kmodRepo, "4.16.16"); d != got {
+		t.Errorf("the z-stream's consumer tag at %s", d)
+	}
+	before := w.srv.Stats()
+	if res := w.pass(); len(res.Actions) != 0 || w.srv.Stats().Sub(before).Requests != 0 {
+		t.Errorf("the steady state: %+v", res.Actions)
+	}
+}
+
+// TestKmodImageWithoutModulesIsNeverPromoted: an image without a module, or
+// with them under another kernel, is rejected each time, retried while
+// attempts remain, then failed; no consumer tag ever names it.
+func TestKmodImageWithoutModulesIsNeverPromoted(t *testing.T) {
+	for name, tweak := range map[string]func(*citest.CI){
+		"no module":        func(ci *citest.CI) { ci.NoModules = map[string]bool{k1.Kernel: true} },
+		"another kernel's": func(ci *citest.CI) { ci.ModulesFor = map[string]string{k1.Kernel: k2.Kernel} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newConsumerWorld(t)
+			tweak(w.ci)
+			w.builder.sync = true
+			w.publish("stable-4.16", "4.16.15", k1)
+			for i := 0; i < 4; i++ {
+				_, _ = w.reconciler().RunOnce(context.Background(), w.now, Options{})
+				w.now = w.now.Add(time.Hour)
+				if tags := w.srv.Tags(kmodRepo); strings.Contains(strings.Join(tags, " "), k1.Kernel) && !strings.Contains(strings.Join(tags, " "), "staging-") {
+					t.Fatalf("an image without the kernel's modules was tagged: %v", tags)
+				}
+			}
+			c := consumerBuilds(t, w.store)[k1.Kernel]
+			if c.State != state.KernelFailed || len(c.Rejections) != 2 || !strings.Contains(c.Reason, "holds no kernel module") {
+				t.Errorf("the consumer build %+v", c)
+			}
+			if _, ok := w.srv.TagDigest(kmodRepo, k1.Kernel+".x86_64"); ok {
+				t.Error("the kernel tag names a rejected image")
+			}
+			if _, ok := w.srv.TagDigest(kmodRepo, "4.16.15"); ok {
+				t.Error("a release tag names a rejected image")
+			}
+		})
+	}
+}
+
+// TestConsumerBuildSurvivesACrashAndALostStateFile: killed right after the
+// CI accepted the request, the next pass waits for that build; with the
+// state file gone, the image already at the consumer's kernel tag is
+// verified and adopted. Nothing is asked twice.
+func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
+	w := newConsumerWorld(t)
+	w.builder.sync = true
+	w.ci.Never = map[string]bool{k1.Kernel: true} // the first consumer build is still running
+	crashed := false
+	w.before = func(rebuild.BuildRequest) error {
+		if !crashed {
+			crashed = true
+			// The CI gets the request, then the process dies.
+			_ = (&rebuild.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
+				rebuild.BuildRequest{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
+					Image: w.srv.Host() + "/" + kmodRepo + ":staging-" + k1.Kernel + ".x86_64"})
+			runtime.Goexit()
+		}
+		return nil
+	}
+	w.publish("stable-4.16", "4.16.15", k1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = w.reconciler().RunOnce(context.Background(), w.now, Options{})
+	}()
+	<-done
+	w.restart()
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != state.KernelBuildRequested || c.Attempts != 1 {
+		t.Fatalf("after the crash: %+v", c)
+	}
+	w.pass()
+	if n := len(w.ci.Requests()); n != 1 {
+		t.Fatalf("the build was asked again while it runs: %d requests", n)
+	}
+	// The CI run finishes: the image appears and is promoted.
+	w.ci.Never = nil
+	_ = (&rebuild.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
+		rebuild.BuildRequest{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
+			Image: w.srv.Host() + "/" + kmodRepo + ":staging-" + k1.Kernel + ".x86_64"})
+	requests := len(w.ci.Requests())
+	w.pass()
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != state.KernelPromoted {
+		t.Fatalf("after the build appeared: %+v", c)
+	}
+	// The state file is lost: everything is found again, nothing rebuilt.
+	w.store.Close()
+	if err := os.Remove(w.statePath); err != nil {
+		t.Fatal(err)
+	}
+	w.open()
+	dtkBuilds := w.builder.total()
+	w.pass()
+	if n := len(w.ci.Requests()); n != requests || w.builder.total() != dtkBuilds {
+		t.Errorf("after losing the state: %d consumer requests (was %d), %d DTK builds (was %d)", n, requests, w.builder.total(), dtkBuilds)
+	}
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != state.KernelPromoted || !c.Published {
+		t.Errorf("the consumer build after losing the state: %+v", c)
+	}
+}
