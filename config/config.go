@@ -49,8 +49,10 @@ type Config struct {
 	Registry   Registry   `yaml:"registry"`
 	Target     Target     `yaml:"target"`
 	Build      Build      `yaml:"build"`
-	GitHub     GitHub     `yaml:"github"`
-	Verify     Verify     `yaml:"verify"`
+	// Consumers are images built FROM every promoted DTK (kmod images).
+	Consumers []Consumer `yaml:"consumers"`
+	GitHub    GitHub     `yaml:"github"`
+	Verify    Verify     `yaml:"verify"`
 	// TriggerTokenFile holds the bearer token POST /trigger requires;
 	// without it the endpoint is off.
 	TriggerTokenFile string `yaml:"trigger_token_file"`
@@ -161,6 +163,15 @@ type Verify struct {
 
 // Build configures how DTK images are built.
 type Build struct {
+	BuildBackend `yaml:",inline"`
+	// Verify reads every built image's etc/driver-toolkit-release.json
+	// before promoting onto it (default true).
+	Verify bool `yaml:"verify"`
+}
+
+// BuildBackend is how images are built, for DTKs (build:) and for
+// consumers (consumers[].build:).
+type BuildBackend struct {
 	// Backend is none (plan builds, request nothing), podman, buildah,
 	// github-actions or webhook.
 	Backend string `yaml:"backend"`
@@ -169,10 +180,7 @@ type Build struct {
 	Timeout     Duration `yaml:"timeout"`
 	MaxAttempts int      `yaml:"max_attempts"`
 	// Backoff is the wait before a retry, doubled for each further one.
-	Backoff Duration `yaml:"backoff"`
-	// Verify reads every built image's etc/driver-toolkit-release.json
-	// before promoting onto it (default true).
-	Verify        bool         `yaml:"verify"`
+	Backoff       Duration     `yaml:"backoff"`
 	Podman        PodmanBuild  `yaml:"podman"`
 	GitHubActions ActionsBuild `yaml:"github_actions"`
 	Webhook       WebhookBuild `yaml:"webhook"`
@@ -228,6 +236,16 @@ type GitHubPR struct {
 	Path       string `yaml:"path"`       // the file to update; pull requests are off when empty
 	Base       string `yaml:"base"`       // default: the repository's default branch
 	Template   string `yaml:"template"`   // the entry appended for a kernel
+	// KMM, when present (kmm: {} takes the default paths), adds the
+	// kernel's KMM manifests to its pull request.
+	KMM *GitHubKMM `yaml:"kmm"`
+}
+
+// GitHubKMM names the KMM files of a kernel's pull request, templates over
+// the kernel (.Kernel, .KernelFull, .Stream, .Arch); empty: the defaults.
+type GitHubKMM struct {
+	PreflightPath string `yaml:"preflight_path"`
+	MappingsPath  string `yaml:"mappings_path"`
 }
 
 // Duration is a time.Duration written as "30s", "2m".
@@ -274,14 +292,14 @@ func Default() Config {
 			Staging:     Staging{Tag: rebuild.DefaultStagingTag},
 			Audit:       Audit{Interval: Duration{24 * time.Hour}, OnDrift: "repoint"},
 		},
-		Build: Build{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute}, Verify: true,
+		Build: Build{Verify: true, BuildBackend: BuildBackend{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute},
 			Podman: PodmanBuild{
 				Containerfile: "deploy/driver-toolkit/Containerfile",
 				Context:       "deploy/driver-toolkit",
 				BaseImage:     "registry.access.redhat.com/ubi{{.RHELMajor}}/ubi:latest",
 			},
 			GitHubActions: ActionsBuild{Workflow: "build-dtk.yml", Ref: "main"},
-		},
+		}},
 		Verify: Verify{Mode: "warn", SignatureStore: releasesig.DefaultStore},
 		GitHub: GitHub{APIURL: "https://api.github.com", Label: "dtkbot", CloseWhenPromoted: true, MutationInterval: Duration{time.Second}},
 	}
@@ -318,6 +336,7 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg.root = &root
+	cfg.consumerDefaults()
 	return &cfg, nil
 }
 
@@ -452,56 +471,12 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("target.floating_tags[%d]", i), "%v", err)
 		}
 	}
-	if !slices.Contains(backends, c.Build.Backend) {
-		bad("build.backend", "%q is not one of %s", c.Build.Backend, strings.Join(backends, ", "))
-	}
 	if c.Build.Backend != "none" && c.Target.Repository == "" {
 		bad("target.repository", "must be set to build (build.backend is %s)", c.Build.Backend)
 	}
-	if c.Build.Timeout.Duration <= 0 {
-		bad("build.timeout", "must be positive")
-	}
-	if c.Build.MaxAttempts < 1 {
-		bad("build.max_attempts", "must be at least 1")
-	}
-	if c.Build.Backoff.Duration < 0 {
-		bad("build.backoff", "must not be negative")
-	}
-	switch c.Build.Backend {
-	case "podman", "buildah":
-		p := c.Build.Podman
-		if p.RHSMOrgFile != "" || p.RHSMActivationKeyFile != "" {
-			for key, f := range map[string]string{"build.podman.rhsm_org_file": p.RHSMOrgFile, "build.podman.rhsm_activation_key_file": p.RHSMActivationKeyFile} {
-				if f == "" {
-					bad(key, "set both RHSM files, or neither")
-				} else if _, err := os.Stat(c.resolve(f)); err != nil {
-					bad(key, "%v", err)
-				}
-			}
-		}
-		if _, err := os.Stat(c.resolve(p.Containerfile)); err != nil {
-			bad("build.podman.containerfile", "%v", err)
-		}
-	case "github-actions":
-		if !regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`).MatchString(c.Build.GitHubActions.Repository) {
-			bad("build.github_actions.repository", "%q is not owner/name", c.Build.GitHubActions.Repository)
-		}
-		if c.Build.GitHubActions.Workflow == "" || c.Build.GitHubActions.Ref == "" {
-			bad("build.github_actions", "workflow and ref must be set")
-		}
-		if c.GitHub.TokenFile == "" && os.Getenv("GITHUB_TOKEN") == "" {
-			bad("github.token_file", "the github-actions backend needs a token: github.token_file or $GITHUB_TOKEN")
-		}
-	case "webhook":
-		if u, err := url.Parse(c.Build.Webhook.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("build.webhook.url", "not an http(s) URL")
-		}
-		if c.Build.Webhook.SecretFile == "" {
-			bad("build.webhook.secret_file", "a webhook is signed: give the file of its shared secret")
-		} else if _, err := os.Stat(c.resolve(c.Build.Webhook.SecretFile)); err != nil {
-			bad("build.webhook.secret_file", "%v", err)
-		}
-	}
+	c.validateBackend("build", c.Build.BuildBackend, bad)
+	c.validateConsumers(bad)
+	c.validateKMMPaths(bad)
 	if c.GitHub.TokenFile != "" {
 		if _, err := os.Stat(c.resolve(c.GitHub.TokenFile)); err != nil {
 			bad("github.token_file", "%v", err)

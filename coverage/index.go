@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -102,6 +103,25 @@ type Stream struct {
 	// Attempts and Since say how a build goes (since: when it was asked).
 	Attempts int       `json:"attempts,omitempty"`
 	Since    time.Time `json:"since,omitzero"`
+	// Consumers are the images built FROM this stream's DTK.
+	Consumers []ConsumerImage `json:"consumers,omitempty"`
+}
+
+// ConsumerImage is one consumer's image (a kmod image, a driver
+// container) for one kernel.
+type ConsumerImage struct {
+	Consumer string `json:"consumer"`
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	// Image is the image by digest once built; KernelTag where it is (or
+	// will be) promoted; Tags where it has been.
+	Image     string    `json:"image,omitempty"`
+	KernelTag string    `json:"kernel_tag,omitempty"`
+	Tags      []string  `json:"tags"`
+	DTKImage  string    `json:"dtk_image,omitempty"` // what it is built FROM
+	Attempts  int       `json:"attempts,omitempty"`
+	Rejected  int       `json:"rejected,omitempty"`
+	Since     time.Time `json:"since,omitzero"`
 }
 
 // Kernel is one kernel of one stream and arch, and the releases shipping it.
@@ -131,6 +151,21 @@ type Kernel struct {
 	Since       time.Time `json:"since,omitzero"`
 	IssueURL    string    `json:"issue_url,omitempty"`
 	PRURL       string    `json:"pr_url,omitempty"`
+	// Consumers are the images built FROM its DTK; KMM the manifests for
+	// it (preflights once the DTK is promoted, a kernel mapping for each
+	// consumer image promoted).
+	Consumers []ConsumerImage `json:"consumers"`
+	KMM       kmm.Kernel      `json:"kmm"`
+}
+
+// Consumers says whether any kernel has consumer images.
+func (ix *Index) Consumers() bool {
+	for _, k := range ix.Kernels {
+		if len(k.Consumers) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Releases is the releases document of the index.
@@ -175,16 +210,31 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 			byDigest[k.ImageDigest] = k.Key()
 		}
 	}
-	tagsOf := map[string][]state.Promotion{}
+	tagsOf := map[string][]state.Promotion{} // by kernel key, or consumer/kernel key
 	for _, p := range snap.Tags {
 		key := p.KernelKey
 		if key == "" {
 			key = byDigest[p.Digest]
 		}
+		if p.Consumer != "" {
+			key = p.Consumer + "/" + key
+		}
 		tagsOf[key] = append(tagsOf[key], p)
 	}
 	for key := range tagsOf {
 		sort.Slice(tagsOf[key], func(i, j int) bool { return tagsOf[key][i].Ref < tagsOf[key][j].Ref })
+	}
+	consumers := map[string][]ConsumerImage{}
+	buildsOf := map[string][]state.ConsumerBuild{}
+	for _, c := range snap.Consumers {
+		consumers[c.Kernel.Key()] = append(consumers[c.Kernel.Key()], consumerImage(c, tagsOf[c.Key()]))
+		buildsOf[c.Kernel.Key()] = append(buildsOf[c.Kernel.Key()], c)
+	}
+	withdrawn := map[string]bool{}
+	for _, r := range snap.Releases {
+		if r.Withdrawn != "" {
+			withdrawn[r.Version+"/"+r.Arch] = true
+		}
 	}
 
 	// When each GA release was first seen, by version/arch.
@@ -215,6 +265,8 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 		for _, p := range tagsOf[k.Key()] {
 			e.Tags = append(e.Tags, p.Ref)
 		}
+		e.Consumers = append([]ConsumerImage{}, consumers[k.Key()]...)
+		e.KMM = kmm.ForKernel(k, buildsOf[k.Key()], func(r string) bool { return withdrawn[r+"/"+k.Arch] })
 		ix.Kernels = append(ix.Kernels, e)
 	}
 	sort.Slice(ix.Kernels, func(i, j int) bool {
@@ -236,7 +288,9 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 			e.Sources = append(e.Sources, s.String())
 		}
 		for _, s := range r.Streams {
-			e.Streams = append(e.Streams, streamOf(r, s, kernels, tagsOf, snap.Notices))
+			st := streamOf(r, s, kernels, tagsOf, snap.Notices)
+			st.Consumers = consumers[state.KernelKey(s.Stream, r.Arch, s.Kernel)]
+			e.Streams = append(e.Streams, st)
 		}
 		ix.Releases = append(ix.Releases, e)
 	}
@@ -292,6 +346,21 @@ func streamOf(r state.Release, s state.ReleaseShips, kernels map[string]state.Ke
 	}
 	n := notices[key]
 	out.IssueURL, out.PRURL = n.IssueURL, n.PRURL
+	return out
+}
+
+func consumerImage(c state.ConsumerBuild, tags []state.Promotion) ConsumerImage {
+	out := ConsumerImage{Consumer: c.Consumer, State: KernelState(c.Kernel), Reason: c.Reason, KernelTag: c.Image, Tags: []string{},
+		DTKImage: c.DTKImage, Attempts: c.Attempts, Rejected: len(c.Rejections)}
+	if c.ImageDigest != "" && (c.State == state.KernelPromoted || c.State == state.KernelVerified || c.State == state.KernelBuilt) {
+		out.Image = c.PinnedImage()
+	}
+	if c.State == state.KernelBuildRequested {
+		out.Since = c.BuildRequestedAt
+	}
+	for _, p := range tags {
+		out.Tags = append(out.Tags, p.Ref)
+	}
 	return out
 }
 

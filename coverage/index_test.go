@@ -134,13 +134,13 @@ func TestDocumentsKeepTheirFieldNames(t *testing.T) {
 		sort.Strings(out)
 		return strings.Join(out, " ")
 	}
-	if got, want := keys(streamOfRelease(t, ix, "4.16.17")), "attempts image? issue_url? kernel kernel_full pr_url? reason? rhcos_version rhel_version rt_kernel since state stream tags"; !fieldsMatch(got, want) {
+	if got, want := keys(streamOfRelease(t, ix, "4.16.17")), "attempts consumers? image? issue_url? kernel kernel_full pr_url? reason? rhcos_version rhel_version rt_kernel since state stream tags"; !fieldsMatch(got, want) {
 		t.Errorf("stream fields %q, want %q", got, want)
 	}
 	if got, want := keys(ix.Releases[0]), "arch channels digest first_seen? kind pullspec reason? release signature sources state? streams tagged_at? withdrawn?"; !fieldsMatch(got, want) {
 		t.Errorf("release fields %q, want %q", got, want)
 	}
-	if got, want := keys(ix.Kernels[0]), "arch attempts first_seen first_source? ga_first_seen? image? issue_url? kernel kernel_full kernel_tag pr_url? promoted_at? reason rejected? releases rhel_version rt_kernel since? state stream tags updated_at"; !fieldsMatch(got, want) {
+	if got, want := keys(ix.Kernels[0]), "arch attempts consumers first_seen first_source? ga_first_seen? image? issue_url? kernel kernel_full kernel_tag kmm pr_url? promoted_at? reason rejected? releases rhel_version rt_kernel since? state stream tags updated_at"; !fieldsMatch(got, want) {
 		t.Errorf("kernel fields %q, want %q", got, want)
 	}
 }

@@ -69,6 +69,7 @@ type pageData struct {
 	Groups                        []group
 	Counts                        []count
 	Shown, Total                  int
+	ShowConsumers                 bool // a column for consumer images
 }
 
 type group struct {
@@ -86,6 +87,7 @@ type count struct {
 func WritePage(w io.Writer, ix *Index, opts PageOptions) error {
 	d := pageData{Index: ix, CSS: template.CSS(styleCSS), Filter: opts.Filter, NextPass: opts.NextPass, States: States, Kinds: Kinds, Total: len(ix.Releases)}
 	d.Lead, _ = ix.Leads()
+	d.ShowConsumers = ix.Consumers()
 	if lp := ix.LastPass; lp != nil {
 		d.SignatureMode, d.SignatureTrust = lp.SignatureMode, lp.SignatureTrust
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/coverage"
+	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
@@ -62,6 +63,9 @@ type Daemon struct {
 	// and 10s). Failed authentications count too.
 	TriggerBurst int
 	TriggerEvery time.Duration
+	// KMMModules are the consumers, by name, and the Module each loads
+	// (for /api/v1/kmm/modules/{consumer}).
+	KMMModules map[string]kmm.ModuleOptions
 
 	triggerMu     sync.Mutex
 	triggerTokens float64
@@ -227,6 +231,9 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET /{$}", d.page)
 	mux.HandleFunc("GET /api/v1/releases", d.apiReleases)
 	mux.HandleFunc("GET /api/v1/kernels", d.apiKernels)
+	mux.HandleFunc("GET /api/v1/kmm/preflights", d.kmmPreflights)
+	mux.HandleFunc("GET /api/v1/kmm/kernel-mappings/{consumer}", d.kmmKernelMappings)
+	mux.HandleFunc("GET /api/v1/kmm/modules/{consumer}", d.kmmModule)
 	mux.HandleFunc("POST /trigger", d.trigger)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// No endpoint takes a body worth more than this.
@@ -308,13 +315,15 @@ func (d *Daemon) trigger(w http.ResponseWriter, r *http.Request) {
 
 // statusBody is GET /status.
 type statusBody struct {
-	Running    bool                `json:"running"`
-	LastPass   *passSummary        `json:"last_pass,omitempty"`
-	Signatures signatureStatus     `json:"signatures"`
-	Releases   int                 `json:"releases"`
-	States     map[string]int      `json:"states"`
-	Kernels    []state.Kernel      `json:"kernels"`
-	Held       []state.HeldRelease `json:"held"`
+	Running    bool            `json:"running"`
+	LastPass   *passSummary    `json:"last_pass,omitempty"`
+	Signatures signatureStatus `json:"signatures"`
+	Releases   int             `json:"releases"`
+	States     map[string]int  `json:"states"`
+	Kernels    []state.Kernel  `json:"kernels"`
+	// Consumers are the consumer images, one per consumer and kernel.
+	Consumers []state.ConsumerBuild `json:"consumer_builds"`
+	Held      []state.HeldRelease   `json:"held"`
 	// LeadTimes say how early DTK images are ready (see the README).
 	LeadTimes *coverage.LeadTimes `json:"lead_times,omitempty"`
 }
@@ -328,7 +337,7 @@ type signatureStatus struct {
 }
 
 func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
-	body := statusBody{Running: d.running.Load(), LastPass: d.m().last(), Kernels: []state.Kernel{}, States: map[string]int{}, Held: []state.HeldRelease{},
+	body := statusBody{Running: d.running.Load(), LastPass: d.m().last(), Kernels: []state.Kernel{}, Consumers: []state.ConsumerBuild{}, States: map[string]int{}, Held: []state.HeldRelease{},
 		Signatures: signatureStatus{Mode: d.SignatureMode, Trust: d.SignatureTrust}}
 	if body.Signatures.Mode != "" && body.Signatures.Mode != "off" && body.Signatures.Trust == "" {
 		body.Signatures.Warning = "nothing to verify signatures with: every payload is recorded unverified"
@@ -339,6 +348,11 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 			return err
 		}
 		body.Kernels = append(body.Kernels, ks...)
+		cs, err := tx.ConsumerBuilds()
+		if err != nil {
+			return err
+		}
+		body.Consumers = append(body.Consumers, cs...)
 		rels, err := tx.Releases()
 		if err != nil {
 			return err

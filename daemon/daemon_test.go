@@ -55,7 +55,7 @@ type running struct {
 	done   chan error
 }
 
-func start(t *testing.T, p Passer, token string) *running {
+func start(t *testing.T, p Passer, token string, configure ...func(*Daemon)) *running {
 	t.Helper()
 	store, err := state.Open(filepath.Join(t.TempDir(), "s.db"), time.Second)
 	if err != nil {
@@ -73,6 +73,9 @@ func start(t *testing.T, p Passer, token string) *running {
 	}
 	d := &Daemon{Passer: p, Store: store, Schedule: "@every 1h", TriggerToken: []byte(token), StaleAfter: time.Hour,
 		Grace: 2 * time.Second, Version: "test", Log: zerolog.Nop(), SignatureMode: "warn"}
+	for _, c := range configure {
+		c(d)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -116,25 +117,83 @@ func TestDTKRecipeInvariants(t *testing.T) {
 	}
 }
 
-func TestDriverContainerExampleIsMultiStage(t *testing.T) {
-	ins := parseContainerfile(t, "examples/driver-container/Containerfile")
-	var froms []string
-	copiesFromBuilder := 0
+// consumerRequest is a consumer build as dtkbot asks for it.
+var consumerRequest = rebuild.BuildRequest{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RTKernel: "5.14.0-427.37.1.el9_4",
+	RHEL: "9.4", Stream: "rhel-9", Arch: "amd64", Image: "quay.io/acme/simple-kmod:x", Consumer: "simple-kmod",
+	DTK: "quay.io/acme/driver-toolkit@sha256:" + strings.Repeat("a", 64)}
+
+// TestKmodExampleIsWhatKMMLoads: the example consumer builds FROM the DTK
+// it is given, keeps only the module (under /opt/lib/modules/<kernel>/,
+// KMM's default) with cp and kmod, runs depmod there, labels the kernel,
+// and declares every build argument dtkbot passes.
+func TestKmodExampleIsWhatKMMLoads(t *testing.T) {
+	ins := parseContainerfile(t, "examples/kmod/Containerfile")
+	var froms, args []string
+	copies, runs, labels := "", "", ""
 	for _, in := range ins {
-		if in.op == "FROM" {
+		switch in.op {
+		case "FROM":
 			froms = append(froms, in.args)
-		}
-		if in.op == "COPY" && strings.HasPrefix(in.args, "--from=builder") {
-			copiesFromBuilder++
+		case "ARG":
+			name, _, _ := strings.Cut(in.args, "=")
+			args = append(args, name)
+		case "COPY":
+			copies += in.args + "\n"
+		case "RUN":
+			runs += in.args + "\n"
+		case "LABEL":
+			labels += in.args + " "
 		}
 	}
-	if len(froms) != 2 || !strings.Contains(froms[0], "${DTK_IMAGE} AS builder") || strings.Contains(froms[1], "DTK") || copiesFromBuilder == 0 {
-		t.Errorf("FROMs %q, %d copies from the builder", froms, copiesFromBuilder)
+	if len(froms) != 2 || froms[0] != "${DTK_IMAGE} AS builder" || strings.Contains(froms[1], "DTK") {
+		t.Errorf("FROMs %q: the DTK must be the builder only", froms)
+	}
+	if !strings.Contains(copies, "--from=builder /build/simple-kmod.ko /opt/lib/modules/${KERNEL_FULL_VERSION}/") {
+		t.Errorf("the module is not copied under /opt/lib/modules/${KERNEL_FULL_VERSION}/:\n%s", copies)
+	}
+	for _, want := range []string{`depmod -b /opt "${KERNEL_FULL_VERSION}"`, "microdnf -y install kmod", "/etc/driver-toolkit-release.json",
+		`/usr/src/kernels/${KERNEL_FULL_VERSION}`} {
+		if !strings.Contains(runs, want) {
+			t.Errorf("no RUN has %q", want)
+		}
+	}
+	if !strings.Contains(labels, `kernel-version="${KERNEL_FULL_VERSION}"`) {
+		t.Errorf("no kernel-version label: %s", labels)
+	}
+	build, _, err := (&rebuild.CommandBuilder{Command: "podman", Containerfile: "Containerfile", Context: "."}).Args(consumerRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range build {
+		if a == "--build-arg" {
+			name, _, _ := strings.Cut(build[i+1], "=")
+			if !slices.Contains(args, name) {
+				t.Errorf("dtkbot passes --build-arg %s, which the kmod recipe does not declare", name)
+			}
+		}
+		if a == "--secret" {
+			t.Errorf("a consumer build is given a secret: %s", build[i+1])
+		}
 	}
 }
 
 func TestWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
-	data, err := os.ReadFile("github/build-dtk.yml")
+	checkWorkflow(t, "github/build-dtk.yml", rebuild.BuildRequest{}.Inputs())
+}
+
+func TestKmodWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
+	checkWorkflow(t, "examples/kmod/build-kmod.yml", consumerRequest.Inputs())
+	data, _ := os.ReadFile("examples/kmod/build-kmod.yml")
+	if strings.Contains(string(data), "RHSM") && !strings.Contains(string(data), "No RHSM") {
+		t.Error("the kmod workflow uses an RHSM entitlement: the DTK carries the packages")
+	}
+}
+
+// checkWorkflow: a workflow takes exactly the inputs dtkbot sends, as
+// strings, and hands them to scripts only through env.
+func checkWorkflow(t *testing.T, path string, inputs rebuild.BuildInputs) {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +217,7 @@ func TestWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sent map[string]string
-	raw, _ := json.Marshal(rebuild.BuildRequest{}.Inputs())
+	raw, _ := json.Marshal(inputs)
 	_ = json.Unmarshal(raw, &sent)
 	var want, got []string
 	for k := range sent {

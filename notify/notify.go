@@ -12,7 +12,6 @@
 package notify
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -42,6 +41,8 @@ type Store interface {
 	BlockedUntil(name string) (time.Time, error)
 	SetBlockedUntil(name string, t time.Time) error
 	PromotionsOf(digest string) ([]state.Promotion, error)
+	ConsumerBuildsOf(kernelKey string) ([]state.ConsumerBuild, error)
+	Withdrawn() (map[string]bool, error) // version/arch of withdrawn pre-releases
 }
 
 // Options say where and how to notify.
@@ -64,6 +65,8 @@ type PullRequestOptions struct {
 	Base       string // default: the repository's default branch
 	// Template renders the entry appended for a kernel.
 	Template string
+	// KMM, if set, adds the kernel's KMM manifests to the pull request.
+	KMM *KMMOptions
 }
 
 // DefaultEntryTemplate is a YAML list item for a kernels file.
@@ -83,6 +86,8 @@ type Notifier struct {
 	log   zerolog.Logger
 	now   func() time.Time
 	entry *template.Template
+	// preflightPath and mappingsPath name the KMM files (nil: none).
+	preflightPath, mappingsPath *template.Template
 
 	mu           sync.Mutex
 	lastMutation time.Time
@@ -116,6 +121,11 @@ func New(gh *github.Client, auth Auth, opts Options, store Store, log zerolog.Lo
 			return nil, fmt.Errorf("github.pull_request.template: %w", err)
 		}
 		n.entry = t
+		if pr.KMM != nil {
+			if n.preflightPath, n.mappingsPath, err = parsePaths(pr.KMM); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return n, nil
 }
@@ -137,8 +147,8 @@ func Title(k state.Kernel) string {
 	return fmt.Sprintf("New kernel %s (%s, %s)%s", k.Kernel, k.Stream, k.Arch, first)
 }
 
-// Body is the issue body of a kernel.
-func Body(k state.Kernel, tags []state.Promotion) string {
+// Body is the issue body of a kernel, with its consumers' images.
+func Body(k state.Kernel, tags []state.Promotion, builds []state.ConsumerBuild) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "OpenShift ships a new RHCOS kernel: `%s`.\n\n", k.KernelFull)
 	fmt.Fprintf(&b, "| | |\n|---|---|\n| Kernel | `%s` |\n| Stream | %s |\n| Arch | %s |\n", k.Kernel, k.Stream, k.Arch)
@@ -175,6 +185,24 @@ func Body(k state.Kernel, tags []state.Promotion) string {
 	for _, t := range tags {
 		fmt.Fprintf(&b, "- `%s`\n", t.Ref)
 	}
+	if len(builds) > 0 {
+		b.WriteString("\n### Consumers\n\nBuilt FROM the promoted DTK image, verified to hold modules for this kernel, then promoted.\n\n")
+		b.WriteString("| Consumer | State | Image | Note |\n|---|---|---|---|\n")
+		for _, c := range builds {
+			img := "-"
+			if c.Image != "" {
+				img = "`" + c.Image + "`"
+				if c.ImageDigest != "" && c.State == state.KernelPromoted {
+					img += " (`" + c.ImageDigest + "`)"
+				}
+			}
+			note := c.Reason
+			if n := len(c.Rejections); n > 0 {
+				note = strings.TrimPrefix(fmt.Sprintf("%s; %d rejected", note, n), "; ")
+			}
+			fmt.Fprintf(&b, "| %s | **%s** | %s | %s |\n", c.Consumer, c.State, img, dash(strings.ReplaceAll(note, "|", "\\|")))
+		}
+	}
 	b.WriteString("\n<sub>Kept up to date by dtkbot; edits to this text are overwritten.</sub>\n")
 	b.WriteString(Marker(k) + "\n")
 	return b.String()
@@ -209,7 +237,11 @@ func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
 			return err
 		}
 	}
-	leftAlone, err := n.issue(ctx, k, tags, &rec)
+	builds, err := n.store.ConsumerBuildsOf(k.Key())
+	if err != nil {
+		return err
+	}
+	leftAlone, err := n.issue(ctx, k, tags, builds, &rec)
 	if err != nil {
 		return n.classify(err)
 	}
@@ -218,9 +250,15 @@ func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
 			return n.classify(err)
 		}
 	}
-	if n.entry != nil && (k.State == state.KernelVerified || k.State == state.KernelPromoted || k.State == state.KernelBuilt) && rec.PRNumber == 0 {
-		if err := n.pullRequest(ctx, k, &rec); err != nil {
-			return n.classify(err)
+	if n.entry != nil && prReady(k) {
+		files, filesHash, err := n.kmmFiles(k, builds)
+		if err != nil {
+			return err
+		}
+		if rec.PRNumber == 0 || filesHash != rec.PRFiles {
+			if err := n.pullRequest(ctx, k, files, filesHash, &rec); err != nil {
+				return n.classify(err)
+			}
 		}
 	}
 	return nil
@@ -228,8 +266,8 @@ func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
 
 // issue creates, adopts, updates or closes the kernel's issue. It reports
 // whether the issue is a person's to keep (closed by one): left alone.
-func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promotion, rec *state.Notice) (bool, error) {
-	err := n.issueOnce(ctx, k, tags, rec)
+func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promotion, builds []state.ConsumerBuild, rec *state.Notice) (bool, error) {
+	err := n.issueOnce(ctx, k, tags, builds, rec)
 	return errors.Is(err, errLeftAlone), ignore(err, errLeftAlone)
 }
 
@@ -243,9 +281,9 @@ func ignore(err, what error) error {
 	return err
 }
 
-func (n *Notifier) issueOnce(ctx context.Context, k state.Kernel, tags []state.Promotion, rec *state.Notice) error {
+func (n *Notifier) issueOnce(ctx context.Context, k state.Kernel, tags []state.Promotion, builds []state.ConsumerBuild, rec *state.Notice) error {
 	owner, repo := split(n.opts.Repository)
-	body := Body(k, tags)
+	body := Body(k, tags, builds)
 	var issue *github.Issue
 	if rec.IssueNumber != 0 {
 		var err error
@@ -459,144 +497,6 @@ func (n *Notifier) htmlBase() string {
 	return strings.TrimSuffix(base, "/")
 }
 
-// Branch is the deterministic branch of a kernel's pull request.
-func Branch(k state.Kernel) string { return "dtkbot/kernel-" + k.Kernel }
-
-// entryData is what the entry template sees.
-type entryData struct {
-	Kernel, KernelFull, RTKernel, RHEL, Stream, Arch, Image, Tag string
-	Releases                                                     []string
-}
-
-// pullRequest makes sure the kernel's branch, file change and pull request
-// exist, adopting whatever a previous (interrupted) attempt left.
-func (n *Notifier) pullRequest(ctx context.Context, k state.Kernel, rec *state.Notice) error {
-	pr := n.opts.PullRequest
-	owner, repo := split(pr.Repository)
-	branch := Branch(k)
-	base := pr.Base
-	if base == "" {
-		r, _, err := n.gh.Repositories.Get(ctx, owner, repo)
-		if err != nil {
-			return fmt.Errorf("reading %s: %w", pr.Repository, err)
-		}
-		base = r.GetDefaultBranch()
-	}
-	// The branch.
-	if _, resp, err := n.gh.Git.GetRef(ctx, owner, repo, "heads/"+branch); err != nil {
-		if resp == nil || resp.StatusCode != http.StatusNotFound {
-			return fmt.Errorf("reading branch %s of %s: %w", branch, pr.Repository, err)
-		}
-		baseRef, _, err := n.gh.Git.GetRef(ctx, owner, repo, "heads/"+base)
-		if err != nil {
-			return fmt.Errorf("reading branch %s of %s: %w", base, pr.Repository, err)
-		}
-		err = n.mutate(ctx, func() error {
-			_, _, err := n.gh.Git.CreateRef(ctx, owner, repo, github.CreateRef{Ref: "refs/heads/" + branch, SHA: baseRef.GetObject().GetSHA()})
-			return err
-		})
-		if err != nil && !alreadyExists(err) {
-			return fmt.Errorf("creating branch %s in %s: %w", branch, pr.Repository, err)
-		}
-	}
-	// The file change.
-	image := k.PinnedImage()
-	var entry bytes.Buffer
-	if err := n.entry.Execute(&entry, entryData{Kernel: k.Kernel, KernelFull: k.KernelFull, RTKernel: k.RTKernel, RHEL: k.RHEL,
-		Stream: k.Stream, Arch: k.Arch, Image: image, Tag: k.Image, Releases: k.Releases}); err != nil {
-		return fmt.Errorf("github.pull_request.template: %w", err)
-	}
-	file, _, resp, err := n.gh.Repositories.GetContents(ctx, owner, repo, pr.Path, &github.RepositoryContentGetOptions{Ref: branch})
-	if err != nil && (resp == nil || resp.StatusCode != http.StatusNotFound) {
-		return fmt.Errorf("reading %s on %s of %s: %w", pr.Path, branch, pr.Repository, err)
-	}
-	old, sha := "", (*string)(nil)
-	if file != nil {
-		if old, err = file.GetContent(); err != nil {
-			return fmt.Errorf("decoding %s: %w", pr.Path, err)
-		}
-		sha = file.SHA
-	}
-	if !strings.Contains(old, k.KernelFull) {
-		content := old
-		if content != "" && !strings.HasSuffix(content, "\n") {
-			content += "\n"
-		}
-		content += entry.String()
-		err := n.mutate(ctx, func() error {
-			_, _, err := n.gh.Repositories.UpdateFile(ctx, owner, repo, pr.Path, &github.RepositoryContentFileOptions{
-				Message: github.String(fmt.Sprintf("Add kernel %s (%s, %s)", k.KernelFull, k.Stream, k.Arch)),
-				Content: []byte(content), SHA: sha, Branch: github.String(branch)})
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("updating %s on %s of %s: %w", pr.Path, branch, pr.Repository, err)
-		}
-	}
-	// The pull request: adopt any that exists for the branch, open or not.
-	number, err := n.findPull(ctx, owner, repo, branch)
-	if err != nil {
-		return err
-	}
-	if number == 0 {
-		var created *github.PullRequest
-		err := n.mutate(ctx, func() error {
-			var err error
-			created, _, err = n.gh.PullRequests.Create(ctx, owner, repo, &github.NewPullRequest{
-				Title: github.String(fmt.Sprintf("Add kernel %s (%s, %s)", k.Kernel, k.Stream, k.Arch)),
-				Head:  github.String(branch), Base: github.String(base),
-				Body: github.String(fmt.Sprintf("Adds the DTK image of kernel `%s` to `%s`, shipped by OpenShift %s.\n\n%s",
-					k.KernelFull, pr.Path, strings.Join(k.Releases, ", "), Marker(k)))})
-			return err
-		})
-		switch {
-		case err == nil:
-			number, rec.PRURL = created.GetNumber(), created.GetHTMLURL()
-		case alreadyExists(err):
-			if number, err = n.findPull(ctx, owner, repo, branch); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("opening a pull request in %s: %w", pr.Repository, err)
-		}
-		n.log.Info().Int("pull_request", number).Str("kernel", k.Kernel).Msg("pull request open")
-	}
-	rec.PRNumber, rec.PRBranch = number, branch
-	if rec.PRURL == "" {
-		rec.PRURL = strings.TrimSuffix(n.htmlBase(), "/") + fmt.Sprintf("/%s/%s/pull/%d", owner, repo, number)
-	}
-	return n.store.PutNotice(*rec)
-}
-
-func (n *Notifier) findPull(ctx context.Context, owner, repo, branch string) (int, error) {
-	pulls, _, err := n.gh.PullRequests.List(ctx, owner, repo, &github.PullRequestListOptions{Head: owner + ":" + branch, State: "all"})
-	if err != nil {
-		return 0, fmt.Errorf("listing pull requests of %s: %w", branch, err)
-	}
-	if len(pulls) > 0 {
-		return pulls[0].GetNumber(), nil
-	}
-	return 0, nil
-}
-
-// alreadyExists recognizes GitHub's 422 for an existing ref or pull request:
-// for an idempotent bot, that means success.
-func alreadyExists(err error) bool {
-	var er *github.ErrorResponse
-	if !errors.As(err, &er) || er.Response == nil || er.Response.StatusCode != http.StatusUnprocessableEntity {
-		return false
-	}
-	if strings.Contains(er.Message, "already exists") {
-		return true
-	}
-	for _, e := range er.Errors {
-		if strings.Contains(e.Message, "already exists") {
-			return true
-		}
-	}
-	return false
-}
-
 // mutate runs one write: after the previous one plus the interval, never
 // while a rate limit holds, and it records a rate limit GitHub answers with.
 func (n *Notifier) mutate(ctx context.Context, call func() error) error {
@@ -689,16 +589,17 @@ func (n *Notifier) Preview(ctx context.Context, k state.Kernel) (string, error) 
 		if k.ImageDigest != "" {
 			tags, _ = n.store.PromotionsOf(k.ImageDigest)
 		}
+		builds, _ := n.store.ConsumerBuildsOf(k.Key())
 		switch {
 		case issue.GetState() == "closed" && !rec.ClosedByUs:
 			out = fmt.Sprintf("issue #%d was closed by a person: left alone", number)
-		case issue.GetBody() != Body(k, tags) || issue.GetTitle() != Title(k):
+		case issue.GetBody() != Body(k, tags, builds) || issue.GetTitle() != Title(k):
 			out = fmt.Sprintf("would update issue #%d", number)
 		default:
 			out = fmt.Sprintf("issue #%d is up to date", number)
 		}
 	}
-	if n.entry != nil && rec.PRNumber == 0 && (k.State == state.KernelVerified || k.State == state.KernelPromoted || k.State == state.KernelBuilt) {
+	if n.entry != nil && rec.PRNumber == 0 && prReady(k) {
 		out += fmt.Sprintf("; would open a pull request from %s updating %s in %s", Branch(k), n.opts.PullRequest.Path, n.opts.PullRequest.Repository)
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"text/template"
 
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
@@ -56,4 +57,31 @@ func (v *KmodVerifier) VerifyKmod(ctx context.Context, image, arch, kernelFull, 
 		shown = shown[:3]
 	}
 	return fmt.Errorf("verifying %s: %w: its modules are elsewhere (%s), want them under /%s", image, ErrNoModules, strings.Join(shown, ", "), prefix)
+}
+
+// ModulePath renders a module path template (fields Kernel, KernelFull):
+// where a kmod image must hold the kernel's modules, relative to the root
+// of its layers, ending in "/".
+func ModulePath(tmpl, kernel, kernelFull string) (string, error) {
+	t, err := template.New("module_path").Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		return "", fmt.Errorf("module path %q: %w", tmpl, err)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, struct{ Kernel, KernelFull string }{kernel, kernelFull}); err != nil {
+		return "", fmt.Errorf("module path %q: %w", tmpl, err)
+	}
+	p := strings.TrimPrefix(b.String(), "./")
+	switch {
+	case strings.HasPrefix(p, "/"):
+		return "", fmt.Errorf("module path %q: a path inside the image's layers, without the leading /", tmpl)
+	case !strings.Contains(p, kernelFull) && !strings.Contains(p, kernel):
+		return "", fmt.Errorf("module path %q does not name the kernel ({{.KernelFull}}): a module for another kernel would pass", tmpl)
+	case strings.Contains("/"+p+"/", "/../"):
+		return "", fmt.Errorf("module path %q leaves the image's root", tmpl)
+	}
+	if !strings.HasSuffix(p, "/") {
+		p += "/"
+	}
+	return p, nil
 }

@@ -88,7 +88,11 @@ func (p *pass) consumerLifecycle(c Consumer, k state.Kernel) (lifecycle, bool) {
 		if tmpl == "" {
 			tmpl = DefaultModulePath
 		}
-		modulePath := strings.ReplaceAll(strings.ReplaceAll(tmpl, "{{.KernelFull}}", k.KernelFull), "{{.Kernel}}", k.Kernel)
+		modulePath, err := rebuild.ModulePath(tmpl, k.Kernel, k.KernelFull)
+		if err != nil {
+			p.warn(fmt.Sprintf("consumer %s: %v", c.Name, err))
+			return lifecycle{}, false
+		}
 		lc.verify = func(ctx context.Context, pinned string) error {
 			return v.VerifyKmod(ctx, pinned, k.Arch, k.KernelFull, modulePath, c.Label)
 		}

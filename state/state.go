@@ -592,8 +592,26 @@ type Notice struct {
 	PRNumber   int    `json:"pull_request,omitempty"`
 	PRURL      string `json:"pull_request_url,omitempty"`
 	PRBranch   string `json:"pull_request_branch,omitempty"`
+	// PRFiles is the hash of the extra files (KMM manifests) last written
+	// to the pull request's branch.
+	PRFiles string `json:"pull_request_files,omitempty"`
 	// Commented are the rejected image digests the issue has a comment on.
 	Commented []string `json:"commented,omitempty"`
+}
+
+// Withdrawn is the set of withdrawn pre-releases, by version/arch.
+func (s *Store) Withdrawn() (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.View(func(t *Tx) error {
+		all, err := t.Releases()
+		for _, r := range all {
+			if r.Withdrawn != "" {
+				out[r.Version+"/"+r.Arch] = true
+			}
+		}
+		return err
+	})
+	return out, err
 }
 
 // Notice returns the record of a kernel's notifications.

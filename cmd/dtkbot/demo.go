@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/config"
+	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
@@ -19,6 +20,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/rctest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/internal/sigtest"
+	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/state"
 )
 
@@ -182,18 +184,31 @@ github:
   mutation_interval: 1ms
   pull_request:
     path: kernels.yaml
+    kmm: {}
+consumers:
+  - name: simple-kmod
+    build:
+      backend: webhook
+      webhook:
+        url: http://%s/build
+        secret_file: %s
+    target:
+      repository: %s/demo/simple-kmod
+    verify: {label: kernel-version}
+    kmm: {module_name: simple-kmod, namespace: demo-drivers}
 verify:
   mode: warn
   signature_store: http://%s
   public_keys: [%s]
-`, graph.URL(), rc.URL(), authFile, regHost, ci, secretFile, gh.URL(), tokenFile, store, keyFile)), 0o600)
+`, graph.URL(), rc.URL(), authFile, regHost, ci, secretFile, gh.URL(), tokenFile, ci, secretFile, regHost, store, keyFile)), 0o600)
 	if err != nil {
 		errorf(env, "demo: %v", err)
 		return exitFailed
 	}
 
 	fmt.Fprintf(env.stdout, "DEMO: everything below runs on this machine: a registry at %s with sample payloads of every era,\n"+
-		"DEMO: an update graph at %s, a CI stand-in that builds DTK images on dtkbot's signed webhook,\n"+
+		"DEMO: an update graph at %s, a CI stand-in that builds DTK images, and the kmod images of the\n"+
+		"DEMO: consumer simple-kmod FROM them, on dtkbot's signed webhook,\n"+
 		"DEMO: a GitHub stand-in at %s with the repository acme/driver-ci, a release signature\n"+
 		"DEMO: store at %s signed with a key made for this demo (real releases: Red Hat's key, built in),\n"+
 		"DEMO: and a release-controller at %s whose 4-dev-preview stream has accepted 4.23.0-ec.1.\n\n", regHost, graph.HTTP.URL, gh.HTTP.URL, store, rc.URL())
@@ -218,12 +233,23 @@ verify:
 		errorf(env, "demo: %v", err)
 		return exitFailed
 	}
+	fmt.Fprintf(env.stdout, "DEMO: kmod images of the consumer simple-kmod, built FROM each promoted DTK (pinned by digest), verified to hold\n"+
+		"DEMO: a .ko under /opt/lib/modules/<kernel>/, then promoted: %v\n", reg.Tags("demo/simple-kmod"))
+	if err := printKMM(env, cfg); err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
 	fmt.Fprintln(env.stdout, "DEMO: issues and pull requests in acme/driver-ci:")
 	for _, i := range gh.Issues() {
 		fmt.Fprintf(env.stdout, "DEMO:   issue #%d [%s] %s\n", i.Number, i.State, i.Title)
 	}
 	for _, p := range gh.Pulls() {
 		fmt.Fprintf(env.stdout, "DEMO:   pull request #%d [%s] %s (%s -> %s)\n", p.Number, p.State, p.Title, p.Head, p.Base)
+		for _, f := range gh.Files(p.Head) {
+			if strings.HasPrefix(f, "kmm/") {
+				fmt.Fprintf(env.stdout, "DEMO:     with %s\n", f)
+			}
+		}
 	}
 	fmt.Fprintln(env.stdout)
 
@@ -246,6 +272,40 @@ verify:
 	}
 	fmt.Fprintf(env.stdout, "DEMO: the coverage page, as dtkbot run serves it at / (and /api/v1/releases, /api/v1/kernels): file://%s\n", page)
 	return exitOK
+}
+
+// printKMM shows, from the state file, the KMM manifests of one kernel, as
+// dtkbot run serves them under /api/v1/kmm/.
+func printKMM(env *cliEnv, cfgPath string) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	s, err := state.OpenReadOnly(cfg.StatePath(), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	snap, err := s.Snapshot()
+	if err != nil {
+		return err
+	}
+	ix := coverage.Build(snap, time.Now())
+	pre := ix.Preflights("4.16.17", "amd64", "")
+	if len(pre) == 0 {
+		return fmt.Errorf("no preflight for 4.16.17")
+	}
+	mod := kmm.NewModule("simple-kmod", kmmModules(cfg)["simple-kmod"], ix.KernelMappings("simple-kmod"))
+	out, err := kmm.YAML(pre[0], mod)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.stdout, "DEMO: KMM manifests: the PreflightValidationOCP for 4.16.17 (GET /api/v1/kmm/preflights?release=4.16.17)")
+	fmt.Fprintln(env.stdout, "DEMO: and the Module of simple-kmod, one kernel mapping per promoted kmod image (GET /api/v1/kmm/modules/simple-kmod):")
+	for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+		fmt.Fprintf(env.stdout, "DEMO:   %s\n", line)
+	}
+	return nil
 }
 
 // printTrust shows, from the state file, each release's signature and the

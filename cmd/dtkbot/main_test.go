@@ -92,7 +92,11 @@ func TestDemoRuns(t *testing.T) {
 	for _, want := range []string{"DEMO:", "4.22.0", "rhel-10", "6.12.0-55.9.1.el10_1.x86_64", "requested", "4.22.0-rhel-10", "inconsistent payload",
 		"0 newly inspected", "that pass made 0 registry requests", "issue #1 [closed] New kernel", "pull request #",
 		"4.16.15  verified by OpenPGP key", "4.16.19  unverified: no signature", "4.16.20  content:", "appears twice with different images",
-		"1 held", "dtkbot-demo-coverage.html", "9 of 9 releases", "4.23.0-ec.1"} {
+		"1 held", "dtkbot-demo-coverage.html", "9 of 9 releases", "4.23.0-ec.1",
+		// The consumer: built FROM each promoted DTK, verified, promoted; its KMM manifests.
+		"build simple-kmod", "verify simple-kmod", "promote simple-kmod", "demo/simple-kmod:5.14.0-427.37.1.el9_4.x86_64",
+		"kind: PreflightValidationOCP", "kernelVersion: 5.14.0-427.40.1.el9_4.x86_64", "kind: Module", "moduleName: simple-kmod",
+		"literal: 6.12.0-55.9.1.el10_1.x86_64", "kmm/rhel-9-amd64/5.14.0-427.37.1.el9_4.x86_64/kernel-mappings.yaml"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}

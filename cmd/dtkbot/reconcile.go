@@ -123,7 +123,11 @@ func printPass(w io.Writer, res *reconcile.Result) {
 		if len(reason) > 80 {
 			reason = reason[:77] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Type, dash(a.Kernel), dash(a.Stream), dash(a.Arch), dash(rel), dash(target), dash(reason), dash(a.Result))
+		what := a.Type
+		if a.Consumer != "" {
+			what += " " + a.Consumer // a consumer's image, not the DTK
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", what, dash(a.Kernel), dash(a.Stream), dash(a.Arch), dash(rel), dash(target), dash(reason), dash(a.Result))
 	}
 	_ = tw.Flush()
 }
@@ -182,7 +186,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	d := &daemon.Daemon{
 		Passer: p.reconciler, Store: p.store, Registry: p.registry, Schedule: cfg.Schedule, Listen: cfg.Listen,
 		TriggerToken: token, StaleAfter: staleAfter(cfg.Schedule, time.Now()), Version: version, Log: env.log,
-		SignatureMode: cfg.Verify.Mode,
+		SignatureMode: cfg.Verify.Mode, KMMModules: kmmModules(cfg),
 	}
 	if s := p.reconciler.Signatures; s != nil {
 		d.SignatureTrust = s.Trust()

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/config"
+	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/reconcile"
@@ -34,9 +35,8 @@ func registryOptions(cfg *config.Config) registry.Options {
 	}
 }
 
-// newBuilder is the build backend the config names.
-func newBuilder(cfg *config.Config, log zerolog.Logger) (rebuild.Builder, error) {
-	b := cfg.Build
+// newBuilder is the build backend b names (key: where it is configured).
+func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (rebuild.Builder, error) {
 	switch b.Backend {
 	case "podman", "buildah":
 		cmd := b.Podman.Command
@@ -62,11 +62,11 @@ func newBuilder(cfg *config.Config, log zerolog.Logger) (rebuild.Builder, error)
 	case "webhook":
 		secret, err := readSecret(cfg.Resolve(b.Webhook.SecretFile))
 		if err != nil {
-			return nil, fmt.Errorf("build.webhook.secret_file: %w", err)
+			return nil, fmt.Errorf("%s.webhook.secret_file: %w", key, err)
 		}
 		return &rebuild.WebhookBuilder{URL: b.Webhook.URL, Secret: secret}, nil
 	}
-	return rebuild.Unconfigured{What: "build backend (build.backend)"}, nil
+	return rebuild.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
 }
 
 // githubAuth is a GitHub App when one is configured, else a token.
@@ -101,6 +101,9 @@ func newNotifier(cfg *config.Config, store *state.Store, log zerolog.Logger) (*n
 	}
 	if pr := cfg.GitHub.PullRequest; pr.Path != "" {
 		opts.PullRequest = &notify.PullRequestOptions{Repository: pr.Repository, Path: pr.Path, Base: pr.Base, Template: pr.Template}
+		if k := pr.KMM; k != nil {
+			opts.PullRequest.KMM = &notify.KMMOptions{PreflightPath: k.PreflightPath, MappingsPath: k.MappingsPath}
+		}
 	}
 	return notify.New(gh, auth, opts, store, log)
 }
@@ -123,7 +126,11 @@ func readSecret(path string) ([]byte, error) {
 // which implementation stands behind each interface.
 func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (*reconcile.Reconciler, *registry.Client, error) {
 	reg := registry.New(registryOptions(cfg))
-	builder, err := newBuilder(cfg, log)
+	builder, err := newBuilder(cfg, "build", cfg.Build.BuildBackend, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	consumers, err := newConsumers(cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -161,6 +168,8 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			MaxAttempts: cfg.Build.MaxAttempts,
 			Backoff:     cfg.Build.Backoff.Duration,
 		},
+		Consumers:     consumers,
+		KmodVerifier:  &rebuild.KmodVerifier{Registry: reg, Limits: releaseinfo.DefaultLimits()},
 		Concurrency:   cfg.Registry.Concurrency,
 		SignatureMode: cfg.Verify.Mode,
 		Log:           log,
@@ -194,6 +203,31 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		r.Policy.RequireVerified = true
 	}
 	return r, reg, nil
+}
+
+// newConsumers are the configured consumers, each with its builder.
+func newConsumers(cfg *config.Config, log zerolog.Logger) ([]reconcile.Consumer, error) {
+	var out []reconcile.Consumer
+	for i, c := range cfg.Consumers {
+		key := fmt.Sprintf("consumers[%d].build", i)
+		b, err := newBuilder(cfg, key, c.Build, log.With().Str("consumer", c.Name).Logger())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.RebuildTarget(),
+			Build:      reconcile.BuildPolicy{Timeout: c.Build.Timeout.Duration, MaxAttempts: c.Build.MaxAttempts, Backoff: c.Build.Backoff.Duration},
+			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label})
+	}
+	return out, nil
+}
+
+// kmmModules are the consumers' KMM Modules, by consumer name.
+func kmmModules(cfg *config.Config) map[string]kmm.ModuleOptions {
+	out := map[string]kmm.ModuleOptions{}
+	for _, c := range cfg.Consumers {
+		out[c.Name] = kmm.ModuleOptions{Namespace: c.KMM.Namespace, ModuleName: c.KMM.ModuleName, Selector: c.KMM.Selector}
+	}
+	return out
 }
 
 // releaseControllers are the configured release-controller clients.

@@ -166,6 +166,31 @@ func (s *Server) Mutations() []Request {
 	return out
 }
 
+// Files lists the paths of the files on a branch, sorted.
+func (s *Server) Files(branch string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k := range s.files {
+		if b, p, _ := strings.Cut(k, ":"); b == branch {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SetPullState closes (or merges: "closed") or reopens a pull request, as a person would.
+func (s *Server) SetPullState(number int, st string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pulls {
+		if p.Number == number {
+			p.State = st
+		}
+	}
+}
+
 // CloseIssue closes an issue as a person would.
 func (s *Server) CloseIssue(number int, by string) {
 	s.mu.Lock()
@@ -452,6 +477,15 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, login, rest s
 			out = append(out, s.pullJSON(p))
 		}
 		writeJSON(w, 200, out)
+	case strings.HasPrefix(rest, "/pulls/") && r.Method == http.MethodGet:
+		n := atoi(strings.TrimPrefix(rest, "/pulls/"), 0)
+		for _, p := range s.pulls {
+			if p.Number == n {
+				writeJSON(w, 200, s.pullJSON(p))
+				return
+			}
+		}
+		apiError(w, http.StatusNotFound, "Not Found")
 	case rest == "/pulls" && r.Method == http.MethodPost:
 		var req struct{ Title, Head, Base, Body string }
 		_ = json.NewDecoder(r.Body).Decode(&req)

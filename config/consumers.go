@@ -1,0 +1,263 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/distribution/reference"
+
+	"github.com/dtkbot/dtkbot/rebuild"
+)
+
+// Consumer is one downstream image built FROM every promoted DTK: a kmod
+// image (driver container) that KMM loads.
+type Consumer struct {
+	// Name identifies the consumer in state, tags' records, issues and
+	// the KMM API: lower case letters, digits and dashes.
+	Name   string         `yaml:"name"`
+	Build  BuildBackend   `yaml:"build"`
+	Target ConsumerTarget `yaml:"target"`
+	Verify ConsumerVerify `yaml:"verify"`
+	KMM    ConsumerKMM    `yaml:"kmm"`
+}
+
+// ConsumerTarget is where a consumer's images go: the kernel tag (default
+// {{.KernelFull}}, what KMM's ${KERNEL_FULL_VERSION} templating expects),
+// optional release tags, and the staging tag its builds push to.
+type ConsumerTarget struct {
+	Repository  string   `yaml:"repository"`
+	KernelTag   string   `yaml:"kernel_tag"`
+	ReleaseTags []string `yaml:"release_tags"`
+	Staging     Staging  `yaml:"staging"`
+}
+
+// ConsumerVerify says what a consumer's image must hold to be promoted.
+type ConsumerVerify struct {
+	// ModulePath is where at least one .ko must be, a template (default
+	// opt/lib/modules/{{.KernelFull}}/, KMM's default prefix).
+	ModulePath string `yaml:"module_path"`
+	// Label, if set, is an image label that must name the kernel
+	// (uname -r); the example recipe sets kernel-version.
+	Label string `yaml:"label"`
+}
+
+// ConsumerKMM describes the consumer's KMM Module, for the Module
+// manifest dtkbot serves (/api/v1/kmm/modules/{name}).
+type ConsumerKMM struct {
+	ModuleName string            `yaml:"module_name"` // what modprobe loads
+	Namespace  string            `yaml:"namespace"`
+	Selector   map[string]string `yaml:"selector"` // default: worker nodes
+}
+
+// Consumer defaults, for keys a consumers[] item leaves out.
+const (
+	DefaultKmodContainerfile = "deploy/examples/kmod/Containerfile"
+	DefaultKmodContext       = "deploy/examples/kmod"
+	DefaultKmodWorkflow      = "build-kmod.yml"
+	DefaultModulePath        = "opt/lib/modules/{{.KernelFull}}/"
+)
+
+// consumerDefaults fills what each consumer leaves out (list items get no
+// defaults from Default()).
+func (c *Config) consumerDefaults() {
+	for i := range c.Consumers {
+		k := &c.Consumers[i]
+		b := &k.Build
+		if b.Backend == "" {
+			b.Backend = "none"
+		}
+		if b.Timeout.Duration == 0 {
+			b.Timeout = c.Build.Timeout
+		}
+		if b.MaxAttempts == 0 {
+			b.MaxAttempts = c.Build.MaxAttempts
+		}
+		if b.Backoff.Duration == 0 {
+			b.Backoff = Duration{15 * time.Minute}
+		}
+		if b.Podman.Containerfile == "" {
+			b.Podman.Containerfile = DefaultKmodContainerfile
+		}
+		if b.Podman.Context == "" {
+			b.Podman.Context = DefaultKmodContext
+		}
+		if b.GitHubActions.Workflow == "" {
+			b.GitHubActions.Workflow = DefaultKmodWorkflow
+		}
+		if b.GitHubActions.Ref == "" {
+			b.GitHubActions.Ref = "main"
+		}
+		if k.Target.KernelTag == "" {
+			k.Target.KernelTag = "{{.KernelFull}}"
+		}
+		if k.Target.Staging.Tag == "" {
+			k.Target.Staging.Tag = rebuild.DefaultStagingTag
+		}
+		if k.Verify.ModulePath == "" {
+			k.Verify.ModulePath = DefaultModulePath
+		}
+	}
+}
+
+var (
+	consumerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	moduleName   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	namespace    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+)
+
+// RebuildTarget is a consumer's target as the planner takes it.
+func (k Consumer) RebuildTarget() rebuild.Target {
+	return rebuild.Target{Repository: k.Target.Repository, KernelTag: k.Target.KernelTag, ReleaseTags: k.Target.ReleaseTags,
+		StagingRepository: k.Target.Staging.Repository, StagingTag: k.Target.Staging.Tag}
+}
+
+func (c *Config) validateConsumers(bad func(key, format string, args ...any)) {
+	seen := map[string]bool{}
+	repos := map[string]string{}
+	if c.Target.Repository != "" {
+		repos[c.Target.Repository] = "target.repository"
+	}
+	for i, k := range c.Consumers {
+		key := fmt.Sprintf("consumers[%d]", i)
+		switch {
+		case !consumerName.MatchString(k.Name):
+			bad(key+".name", "%q is not a name (lower case letters, digits and dashes, at most 63)", k.Name)
+		case seen[k.Name]:
+			bad(key+".name", "%q names two consumers", k.Name)
+		}
+		seen[k.Name] = true
+		if c.Target.Repository == "" {
+			bad(key, "consumers are built FROM promoted DTK images: set target.repository")
+		}
+		if n, err := reference.ParseNormalizedNamed(k.Target.Repository); err != nil || !reference.IsNameOnly(n) {
+			bad(key+".target.repository", "%q is not a repository (registry/namespace/name, no tag)", k.Target.Repository)
+		} else if other, ok := repos[k.Target.Repository]; ok {
+			bad(key+".target.repository", "%q is also %s: their kernel tags would collide", k.Target.Repository, other)
+		} else {
+			repos[k.Target.Repository] = key + ".target.repository"
+		}
+		if r := k.Target.Staging.Repository; r != "" {
+			if n, err := reference.ParseNormalizedNamed(r); err != nil || !reference.IsNameOnly(n) {
+				bad(key+".target.staging.repository", "%q is not a repository (registry/namespace/name, no tag)", r)
+			}
+		}
+		for _, t := range []struct{ key, tmpl string }{{".target.kernel_tag", k.Target.KernelTag}, {".target.staging.tag", k.Target.Staging.Tag}} {
+			if err := checkTemplate(t.tmpl); err != nil {
+				bad(key+t.key, "%v", err)
+			}
+		}
+		for j, t := range k.Target.ReleaseTags {
+			if err := checkTemplate(t); err != nil {
+				bad(fmt.Sprintf("%s.target.release_tags[%d]", key, j), "%v", err)
+			}
+		}
+		if err := rebuild.ValidateStaging(k.RebuildTarget()); err != nil {
+			bad(key+".target.staging.tag", "%v", err)
+		}
+		if _, err := rebuild.ModulePath(k.Verify.ModulePath, "5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_4.x86_64"); err != nil {
+			bad(key+".verify.module_path", "%v", err)
+		}
+		if m := k.KMM.ModuleName; m != "" && !moduleName.MatchString(m) {
+			bad(key+".kmm.module_name", "%q is not a kernel module name", m)
+		}
+		if ns := k.KMM.Namespace; ns != "" && !namespace.MatchString(ns) {
+			bad(key+".kmm.namespace", "%q is not a namespace name", ns)
+		}
+		p := k.Build.Podman
+		if p.BaseImage != "" || p.RHSMOrgFile != "" || p.RHSMActivationKeyFile != "" {
+			bad(key+".build.podman", "base_image and the RHSM files are not used: a consumer is built FROM the DTK, which carries the kernel's packages")
+		}
+		c.validateBackend(key+".build", k.Build, bad)
+	}
+}
+
+// validateKMMPaths checks the path templates of github.pull_request.kmm.
+func (c *Config) validateKMMPaths(bad func(key, format string, args ...any)) {
+	k := c.GitHub.PullRequest.KMM
+	if k == nil {
+		return
+	}
+	if c.GitHub.PullRequest.Path == "" {
+		bad("github.pull_request.kmm", "KMM manifests go into the kernel's pull request: set github.pull_request.path too")
+	}
+	sample := struct{ Kernel, KernelFull, Stream, Arch string }{"5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_4.x86_64", "rhel-9", "amd64"}
+	for key, p := range map[string]string{"github.pull_request.kmm.preflight_path": k.PreflightPath, "github.pull_request.kmm.mappings_path": k.MappingsPath} {
+		if p == "" {
+			continue
+		}
+		t, err := template.New(key).Option("missingkey=error").Parse(p)
+		var out strings.Builder
+		if err == nil {
+			err = t.Execute(&out, sample)
+		}
+		switch {
+		case err != nil:
+			bad(key, "%v", err)
+		case strings.HasPrefix(out.String(), "/") || strings.Contains("/"+out.String()+"/", "/../"):
+			bad(key, "%q is not a path inside the repository", p)
+		case !strings.Contains(out.String(), sample.KernelFull) && !strings.Contains(out.String(), sample.Kernel):
+			bad(key, "%q does not name the kernel: every kernel's pull request would write the same file", p)
+		}
+	}
+	if k.PreflightPath != "" && k.PreflightPath == k.MappingsPath {
+		bad("github.pull_request.kmm.mappings_path", "the same file as preflight_path")
+	}
+}
+
+// validateBackend checks a build backend's settings, under key ("build",
+// "consumers[0].build").
+func (c *Config) validateBackend(key string, b BuildBackend, bad func(key, format string, args ...any)) {
+	if !slices.Contains(backends, b.Backend) {
+		bad(key+".backend", "%q is not one of %s", b.Backend, strings.Join(backends, ", "))
+	}
+	if b.Timeout.Duration <= 0 {
+		bad(key+".timeout", "must be positive")
+	}
+	if b.MaxAttempts < 1 {
+		bad(key+".max_attempts", "must be at least 1")
+	}
+	if b.Backoff.Duration < 0 {
+		bad(key+".backoff", "must not be negative")
+	}
+	switch b.Backend {
+	case "podman", "buildah":
+		p := b.Podman
+		if p.RHSMOrgFile != "" || p.RHSMActivationKeyFile != "" {
+			for k, f := range map[string]string{key + ".podman.rhsm_org_file": p.RHSMOrgFile, key + ".podman.rhsm_activation_key_file": p.RHSMActivationKeyFile} {
+				if f == "" {
+					bad(k, "set both RHSM files, or neither")
+				} else if _, err := os.Stat(c.resolve(f)); err != nil {
+					bad(k, "%v", err)
+				}
+			}
+		}
+		if _, err := os.Stat(c.resolve(p.Containerfile)); err != nil {
+			bad(key+".podman.containerfile", "%v", err)
+		}
+	case "github-actions":
+		if !regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`).MatchString(b.GitHubActions.Repository) {
+			bad(key+".github_actions.repository", "%q is not owner/name", b.GitHubActions.Repository)
+		}
+		if b.GitHubActions.Workflow == "" || b.GitHubActions.Ref == "" {
+			bad(key+".github_actions", "workflow and ref must be set")
+		}
+		if c.GitHub.TokenFile == "" && c.GitHub.AppID == 0 && os.Getenv("GITHUB_TOKEN") == "" {
+			bad("github.token_file", "the github-actions backend (%s) needs a token: github.token_file, $GITHUB_TOKEN or a GitHub App", key)
+		}
+	case "webhook":
+		if u, err := url.Parse(b.Webhook.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(key+".webhook.url", "not an http(s) URL")
+		}
+		if b.Webhook.SecretFile == "" {
+			bad(key+".webhook.secret_file", "a webhook is signed: give the file of its shared secret")
+		} else if _, err := os.Stat(c.resolve(b.Webhook.SecretFile)); err != nil {
+			bad(key+".webhook.secret_file", "%v", err)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConsumerDefaults(t *testing.T) {
+	p := writeConfig(t, `graph: {channels: [stable-4.19]}
+target: {repository: quay.io/acme/dtk}
+consumers:
+- name: acme-nic
+  target: {repository: quay.io/acme/acme-nic-kmod}
+  kmm: {module_name: acme_nic, namespace: acme}
+`)
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := cfg.Consumers[0]
+	if k.Build.Backend != "none" || k.Build.Timeout.Duration != 2*time.Hour || k.Build.MaxAttempts != 3 || k.Build.Backoff.Duration != 15*time.Minute ||
+		k.Build.Podman.Containerfile != DefaultKmodContainerfile || k.Build.GitHubActions.Workflow != "build-kmod.yml" ||
+		k.Target.KernelTag != "{{.KernelFull}}" || k.Target.Staging.Tag == "" || k.Verify.ModulePath != "opt/lib/modules/{{.KernelFull}}/" {
+		t.Fatalf("defaults: %+v", k)
+	}
+	if tgt := k.RebuildTarget(); tgt.Repository != "quay.io/acme/acme-nic-kmod" || tgt.KernelTag != "{{.KernelFull}}" {
+		t.Fatalf("target %+v", tgt)
+	}
+}
+
+func TestConsumerMistakesAreNamed(t *testing.T) {
+	p := writeConfig(t, `graph: {channels: [stable-4.19]}
+target: {repository: quay.io/acme/dtk}
+consumers:
+- name: Acme_NIC
+  target: {repository: quay.io/acme/dtk, kernel_tag: "{{.Kernal}}"}
+  build: {backend: podman, podman: {containerfile: nowhere/Containerfile, base_image: ubi9}}
+  verify: {module_path: /opt/lib/modules/}
+  kmm: {module_name: "acme nic", namespace: Acme}
+- name: twice
+  target: {repository: quay.io/acme/twice}
+  build: {backend: webhook, webhook: {url: "ftp://ci"}}
+- name: twice
+  target: {repository: "quay.io/acme/kmod:latest"}
+`)
+	_, err := Load(p)
+	if err == nil {
+		t.Fatal("loaded")
+	}
+	for _, want := range []string{
+		"consumers[0].name", "consumers[0].target.repository: \"quay.io/acme/dtk\" is also target.repository",
+		"consumers[0].target.kernel_tag", "consumers[0].build.podman.containerfile", "consumers[0].build.podman: base_image",
+		"consumers[0].verify.module_path", "without the leading /", "consumers[0].kmm.module_name",
+		"consumers[0].kmm.namespace", "consumers[1].build.webhook.url", "consumers[1].build.webhook.secret_file",
+		"consumers[2].name: \"twice\" names two consumers", "consumers[2].target.repository",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if !strings.Contains(err.Error(), "line 5: consumers[0].target.repository") {
+		t.Errorf("no line for the repository:\n%v", err)
+	}
+	p = writeConfig(t, "graph: {channels: [stable-4.19]}\ntarget: {repository: quay.io/a/dtk}\nconsumers:\n- name: a\n  target: {repository: quay.io/a/b}\n  verify: {module_path: opt/lib/modules/}\n")
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "does not name the kernel") {
+		t.Fatalf("a module path for any kernel: %v", err)
+	}
+	// An unknown key inside a consumer is an error too.
+	p = writeConfig(t, "graph: {channels: [stable-4.19]}\nconsumers:\n- name: a\n  modul_path: x\n")
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "modul_path") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	// Consumers need a DTK to build FROM.
+	p = writeConfig(t, "graph: {channels: [stable-4.19]}\nconsumers:\n- name: a\n  target: {repository: quay.io/a/b}\n")
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "set target.repository") {
+		t.Fatalf("no DTK target: %v", err)
+	}
+}
+
+func TestKMMPathsAreChecked(t *testing.T) {
+	p := writeConfig(t, `graph: {channels: [stable-4.19]}
+github:
+  repository: acme/ci
+  token_file: token
+  pull_request:
+    path: kernels.yaml
+    kmm: {preflight_path: "kmm/{{.Kernal}}.yaml", mappings_path: kmm/mappings.yaml}
+`)
+	_ = writeFileNextTo(t, p, "token", "t")
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), "github.pull_request.kmm.preflight_path") || !strings.Contains(err.Error(), "does not name the kernel") {
+		t.Fatalf("err %v", err)
+	}
+	p = writeConfig(t, "graph: {channels: [stable-4.19]}\ngithub:\n  repository: acme/ci\n  token_file: token\n  pull_request:\n    path: kernels.yaml\n    kmm: {}\n")
+	_ = writeFileNextTo(t, p, "token", "t")
+	cfg, err := Load(p)
+	if err != nil || cfg.GitHub.PullRequest.KMM == nil {
+		t.Fatalf("kmm: {} takes the defaults: %v", err)
+	}
+}
+
+// writeFileNextTo writes name beside the config file at cfgPath.
+func writeFileNextTo(t *testing.T, cfgPath, name, content string) string {
+	t.Helper()
+	p := filepath.Join(filepath.Dir(cfgPath), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

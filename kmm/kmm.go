@@ -1,0 +1,290 @@
+// Package kmm writes the Kernel Module Management manifests dtkbot's
+// images feed: for each release and OS stream a PreflightValidationOCP
+// (the upcoming node kernel and the DTK image by digest, the values KMM's
+// documentation has people dig out with `oc adm release info` and
+// `podman run … cat /etc/driver-toolkit-release.json`), and for each
+// consumer the kernel mappings pointing a Module at its kernel-tagged kmod
+// images, or a whole Module once the consumer names its module.
+//
+// The types hold only the fields dtkbot sets, with the CRDs' names; tests
+// validate what they produce against the CRD schemas
+// (kmm.sigs.x-k8s.io, Module v1beta1 and PreflightValidationOCP v1beta2).
+package kmm
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/dtkbot/dtkbot/state"
+)
+
+// Group is KMM's API group.
+const Group = "kmm.sigs.x-k8s.io"
+
+// API versions: the storage versions of each kind.
+const (
+	PreflightAPIVersion = Group + "/v1beta2"
+	ModuleAPIVersion    = Group + "/v1beta1"
+)
+
+// ObjectMeta is the part of Kubernetes object metadata dtkbot sets.
+type ObjectMeta struct {
+	Name      string            `json:"name" yaml:"name"`
+	Namespace string            `json:"namespace,omitempty" yaml:"namespace,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
+}
+
+// PreflightValidationOCP asks KMM, before an upgrade, whether every Module
+// has an image (or can build one) for the kernel the upgrade brings.
+type PreflightValidationOCP struct {
+	APIVersion string        `json:"apiVersion" yaml:"apiVersion"`
+	Kind       string        `json:"kind" yaml:"kind"`
+	Metadata   ObjectMeta    `json:"metadata" yaml:"metadata"`
+	Spec       PreflightSpec `json:"spec" yaml:"spec"`
+}
+
+// PreflightSpec is a PreflightValidationOCP's spec.
+type PreflightSpec struct {
+	// KernelVersion is the node kernel after the upgrade (uname -r).
+	KernelVersion string `json:"kernelVersion" yaml:"kernelVersion"`
+	// DTKImage is the release's DTK by digest, for in-cluster builds.
+	DTKImage string `json:"dtkImage,omitempty" yaml:"dtkImage,omitempty"`
+	// PushBuiltImage is false: dtkbot's consumers are built outside the
+	// cluster, and a preflight should only look.
+	PushBuiltImage bool `json:"pushBuiltImage" yaml:"pushBuiltImage"`
+}
+
+// KernelMapping points the nodes running one kernel at one image.
+type KernelMapping struct {
+	// Literal is the kernel, matched exactly (uname -r).
+	Literal        string `json:"literal" yaml:"literal"`
+	ContainerImage string `json:"containerImage" yaml:"containerImage"`
+}
+
+// Module is a KMM Module loading one consumer's kernel module.
+type Module struct {
+	APIVersion string     `json:"apiVersion" yaml:"apiVersion"`
+	Kind       string     `json:"kind" yaml:"kind"`
+	Metadata   ObjectMeta `json:"metadata" yaml:"metadata"`
+	Spec       ModuleSpec `json:"spec" yaml:"spec"`
+}
+
+// ModuleSpec is the part of a Module's spec dtkbot sets.
+type ModuleSpec struct {
+	ModuleLoader ModuleLoader      `json:"moduleLoader" yaml:"moduleLoader"`
+	Selector     map[string]string `json:"selector" yaml:"selector"`
+}
+
+// ModuleLoader holds the container that loads the module.
+type ModuleLoader struct {
+	Container ModuleContainer `json:"container" yaml:"container"`
+}
+
+// ModuleContainer is the module loader's container.
+type ModuleContainer struct {
+	Modprobe       Modprobe        `json:"modprobe" yaml:"modprobe"`
+	KernelMappings []KernelMapping `json:"kernelMappings" yaml:"kernelMappings"`
+}
+
+// Modprobe names the module to load.
+type Modprobe struct {
+	ModuleName string `json:"moduleName" yaml:"moduleName"`
+}
+
+// Preflight is the PreflightValidationOCP of one release and stream: the
+// kernel its nodes will run and the DTK image (by digest) for it.
+func Preflight(release, stream, arch, kernelFull, dtkImage string) PreflightValidationOCP {
+	return PreflightValidationOCP{
+		APIVersion: PreflightAPIVersion, Kind: "PreflightValidationOCP",
+		Metadata: ObjectMeta{Name: Name("preflight", release, stream, arch), Labels: map[string]string{
+			"app.kubernetes.io/managed-by": "dtkbot", "dtkbot.io/release": label(release), "dtkbot.io/stream": label(stream)}},
+		Spec: PreflightSpec{KernelVersion: kernelFull, DTKImage: dtkImage},
+	}
+}
+
+// ModuleOptions say what a consumer's Module loads, where and on which nodes.
+type ModuleOptions struct {
+	Name       string // the Module's name (default: the consumer's)
+	Namespace  string
+	ModuleName string            // the kernel module modprobe loads
+	Selector   map[string]string // default: every worker node
+}
+
+// NewModule is a Module loading the consumer's module with the kernel
+// mappings given (one per kernel the consumer has an image for).
+func NewModule(consumer string, o ModuleOptions, mappings []KernelMapping) Module {
+	name := o.Name
+	if name == "" {
+		name = Name(consumer)
+	}
+	sel := o.Selector
+	if len(sel) == 0 {
+		sel = map[string]string{"node-role.kubernetes.io/worker": ""}
+	}
+	return Module{
+		APIVersion: ModuleAPIVersion, Kind: "Module",
+		Metadata: ObjectMeta{Name: name, Namespace: o.Namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "dtkbot"}},
+		Spec: ModuleSpec{Selector: sel, ModuleLoader: ModuleLoader{Container: ModuleContainer{
+			Modprobe: Modprobe{ModuleName: o.ModuleName}, KernelMappings: nonNil(mappings)}}},
+	}
+}
+
+func nonNil(m []KernelMapping) []KernelMapping {
+	if m == nil {
+		return []KernelMapping{}
+	}
+	return m
+}
+
+var notName = regexp.MustCompile(`[^a-z0-9.-]+`)
+
+// Name makes a DNS-1123 subdomain (what metadata.name of a custom resource
+// must be) of its parts: lower case, anything else a dash, at most 253
+// characters, starting and ending with a letter or digit.
+func Name(parts ...string) string {
+	var kept []string
+	for _, p := range parts {
+		if p != "" {
+			kept = append(kept, p)
+		}
+	}
+	s := notName.ReplaceAllString(strings.ToLower(strings.Join(kept, "-")), "-")
+	if len(s) > 253 {
+		s = s[:253]
+	}
+	s = strings.Trim(s, "-.")
+	if s == "" {
+		return "dtkbot"
+	}
+	return s
+}
+
+var notLabel = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// label makes a label value: at most 63 characters of [A-Za-z0-9._-],
+// starting and ending with a letter or digit.
+func label(s string) string {
+	s = notLabel.ReplaceAllString(s, "-")
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return strings.Trim(s, "-._")
+}
+
+// Kernel is what KMM needs of one kernel: its releases' preflights, and
+// the kernel mapping of every consumer whose image for it is promoted.
+type Kernel struct {
+	Preflights []ReleasePreflight `json:"preflight_validations"`
+	Mappings   []ConsumerMapping  `json:"kernel_mappings"`
+}
+
+// ReleasePreflight is the preflight of one release shipping the kernel.
+type ReleasePreflight struct {
+	Release  string                 `json:"release"`
+	Manifest PreflightValidationOCP `json:"manifest"`
+}
+
+// ConsumerMapping is one consumer's kernel mapping for a kernel.
+type ConsumerMapping struct {
+	Consumer string        `json:"consumer"`
+	Mapping  KernelMapping `json:"mapping"`
+}
+
+// ForKernel is the KMM view of a kernel: nothing until its DTK is
+// promoted (a preflight must never name an unverified image), then a
+// preflight per release shipping it (withdrawn ones left out), and a
+// mapping for each consumer build that is promoted too.
+func ForKernel(k state.Kernel, builds []state.ConsumerBuild, withdrawn func(release string) bool) Kernel {
+	out := Kernel{Preflights: []ReleasePreflight{}, Mappings: []ConsumerMapping{}}
+	if k.State != state.KernelPromoted || k.ImageDigest == "" || k.KernelFull == "" {
+		return out
+	}
+	for _, r := range k.Releases {
+		if withdrawn != nil && withdrawn(r) {
+			continue
+		}
+		out.Preflights = append(out.Preflights, ReleasePreflight{Release: r, Manifest: Preflight(r, k.Stream, k.Arch, k.KernelFull, k.PinnedImage())})
+	}
+	for _, b := range builds {
+		if b.State == state.KernelPromoted && b.Kernel.Key() == k.Key() && b.Image != "" {
+			out.Mappings = append(out.Mappings, ConsumerMapping{Consumer: b.Consumer, Mapping: KernelMapping{Literal: b.KernelFull, ContainerImage: b.Image}})
+		}
+	}
+	sort.Slice(out.Mappings, func(i, j int) bool { return out.Mappings[i].Consumer < out.Mappings[j].Consumer })
+	return out
+}
+
+// Mappings is every promoted kernel mapping of one consumer, sorted by kernel.
+func Mappings(consumer string, builds []state.ConsumerBuild) []KernelMapping {
+	out := []KernelMapping{}
+	for _, b := range builds {
+		if b.Consumer == consumer && b.State == state.KernelPromoted && b.Image != "" && b.KernelFull != "" {
+			out = append(out, KernelMapping{Literal: b.KernelFull, ContainerImage: b.Image})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Literal < out[j].Literal })
+	return out
+}
+
+// YAML writes objects as one YAML stream (documents separated by ---), as
+// `oc apply -f` takes it.
+func YAML(objs ...any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	for _, o := range objs {
+		if err := enc.Encode(o); err != nil {
+			return nil, fmt.Errorf("encoding a KMM manifest: %w", err)
+		}
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// PreflightsYAML is a kernel's preflights as one YAML stream, with a
+// comment saying what they are for.
+func (k Kernel) PreflightsYAML() ([]byte, error) {
+	if len(k.Preflights) == 0 {
+		return nil, nil
+	}
+	objs := make([]any, len(k.Preflights))
+	for i, p := range k.Preflights {
+		objs[i] = p.Manifest
+	}
+	body, err := YAML(objs...)
+	if err != nil {
+		return nil, err
+	}
+	head := fmt.Sprintf("# Written by dtkbot. Before upgrading to a release below, create its PreflightValidationOCP:\n"+
+		"# KMM checks that every Module has an image for kernel %s.\n", k.Preflights[0].Manifest.Spec.KernelVersion)
+	return append([]byte(head), body...), nil
+}
+
+// MappingsYAML is a kernel's consumer mappings: for each consumer, the
+// item to add to spec.moduleLoader.container.kernelMappings of its Module.
+func (k Kernel) MappingsYAML() ([]byte, error) {
+	if len(k.Mappings) == 0 {
+		return nil, nil
+	}
+	var b bytes.Buffer
+	b.WriteString("# Written by dtkbot: add each consumer's item to spec.moduleLoader.container.kernelMappings of its Module.\n")
+	for _, m := range k.Mappings {
+		item, err := yaml.Marshal([]KernelMapping{m.Mapping})
+		if err != nil {
+			return nil, fmt.Errorf("encoding a kernel mapping: %w", err)
+		}
+		fmt.Fprintf(&b, "%s:\n", m.Consumer)
+		for _, line := range strings.SplitAfter(strings.TrimSuffix(string(item), "\n"), "\n") {
+			b.WriteString("  " + line)
+		}
+		b.WriteString("\n")
+	}
+	return b.Bytes(), nil
+}
