@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -225,5 +226,48 @@ func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 	}
 	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != state.KernelPromoted || !c.Published {
 		t.Errorf("the consumer build after losing the state: %+v", c)
+	}
+}
+
+// TestConsumerRetriesAfterBackoffAndWhatItCosts: a build request that fails
+// is retried after the backoff, not before; the pass that then builds,
+// verifies and promotes the consumer's image (DTK long promoted) costs a
+// handful of registry requests and no layer but the image's top ones.
+func TestConsumerRetriesAfterBackoffAndWhatItCosts(t *testing.T) {
+	w := newConsumerWorld(t)
+	w.builder.sync = true
+	failing := true
+	w.before = func(rebuild.BuildRequest) error {
+		if failing {
+			return errors.New("CI unavailable")
+		}
+		return nil
+	}
+	w.publish("stable-4.16", "4.16.15", k1)
+	if _, err := w.reconciler().RunOnce(context.Background(), w.now, Options{}); err == nil || !strings.Contains(err.Error(), "CI unavailable") {
+		t.Fatalf("a failed build request does not fail the pass: %v", err)
+	}
+	c := consumerBuilds(t, w.store)[k1.Kernel]
+	if c.State != state.KernelNew || c.Attempts != 1 || !strings.Contains(c.Reason, "CI unavailable") || c.NextAttemptAt.IsZero() {
+		t.Fatalf("after a failed request: %+v", c)
+	}
+	failing = false
+	w.now = w.now.Add(5 * time.Minute) // within the 10-minute backoff
+	w.pass()
+	if n := len(w.ci.Requests()); n != 0 {
+		t.Fatalf("asked again within the backoff: %d requests", n)
+	}
+	w.now = w.now.Add(10 * time.Minute)
+	before := w.srv.Stats()
+	w.pass()
+	cost := w.srv.Stats().Sub(before)
+	c = consumerBuilds(t, w.store)[k1.Kernel]
+	if c.State != state.KernelPromoted || c.Attempts != 2 || len(w.ci.Requests()) != 1 {
+		t.Fatalf("after the backoff: %+v, %d requests", c, len(w.ci.Requests()))
+	}
+	t.Logf("a consumer's image looked for, built, verified, promoted (kernel and release tag), staging removed: %d registry requests (CI push included), %d bytes served",
+		cost.Requests, cost.BytesServed)
+	if cost.BytesServed > 256<<10 {
+		t.Errorf("%d bytes served: a base layer was read", cost.BytesServed)
 	}
 }

@@ -322,8 +322,14 @@ func (v *ledgerView) consumersOf(kernelKey string) []state.ConsumerBuild {
 // noticeHash sums what a kernel's notification says: the kernel, and its
 // consumers' images.
 func (p *pass) noticeHash(k state.Kernel) string {
+	return NoticeHash(k, p.view.consumersOf(k.Key()))
+}
+
+// NoticeHash is what a kernel's notifications say, hashed: its own state
+// and its consumers' (a consumer's image promoted changes the issue).
+func NoticeHash(k state.Kernel, builds []state.ConsumerBuild) string {
 	h := k.NoticeHash()
-	for _, c := range p.view.consumersOf(k.Key()) {
+	for _, c := range builds {
 		h += fmt.Sprintf("|%s:%s:%s:%d", c.Consumer, c.State, c.ImageDigest, len(c.Rejections))
 	}
 	if len(h) == 16 {

@@ -46,7 +46,7 @@ func chromium(t *testing.T, args ...string) []byte {
 }
 
 // TestCoveragePageInABrowser runs a reconcile over a world with a kernel
-// in each state (promoted, failed, held, building), serves the coverage
+// in each state (promoted, failed, held, building) and a consumer, serves the coverage
 // page from `dtkbot run`, renders it in headless Chromium, and checks what
 // the DOM the browser built shows for each; then takes a screenshot
 // (to $DTKBOT_SCREENSHOT when set: docs/coverage.png is made so).
@@ -89,8 +89,21 @@ github:
   mutation_interval: 1ms
   pull_request:
     path: kernels.yaml
+consumers:
+  - name: simple-kmod
+    build:
+      backend: webhook
+      webhook:
+        url: %s
+        secret_file: %s
+    target:
+      repository: REGISTRY/dtkbot/simple-kmod
 listen: %q
-`, ciServer.URL, secret, gh.URL(), token, listen))
+`, ciServer.URL, secret, gh.URL(), token, ciServer.URL, secret, listen))
+	// The consumer's repository is in the registry, whose address is known now.
+	if err := os.WriteFile(cw.config, []byte(strings.Replace(mustRead(t, cw.config), "REGISTRY/", cw.srv.Host()+"/", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ci.World = cw.world
 	// The world of newCLIWorld ships promoted (4.16.15, 4.16.16) and failed
 	// (4.16.17); add a build still going and a payload held for good.
@@ -122,7 +135,7 @@ listen: %q
 	}
 	walk(doc)
 	for release, want := range map[string][]string{
-		"4.16.15": {"promoted", promoted + ".x86_64", "/dtkbot/driver-toolkit@sha256:", ":4.16.15", "issue", "pull request"},
+		"4.16.15": {"promoted", promoted + ".x86_64", "/dtkbot/driver-toolkit@sha256:", ":4.16.15", "issue", "pull request", "simple-kmod promoted"},
 		"4.16.17": {"failed", "verification failed", "carries 5.14.0-427.99.1.el9_4"},
 		"4.16.18": {"building", "attempt 1"},
 		"4.16.19": {"held", "appears twice with different images"},
@@ -132,10 +145,10 @@ listen: %q
 			t.Errorf("the page shows no row for %s", release)
 			continue
 		}
-		text := textOf(row)
+		text := strings.Join(strings.Fields(textOf(row)), " ")
 		for _, w := range want {
 			if !strings.Contains(text, w) {
-				t.Errorf("%s's row shows %q, not %q", release, strings.Join(strings.Fields(text), " "), w)
+				t.Errorf("%s's row shows %q, not %q", release, text, w)
 			}
 		}
 		if st := attr(row, "data-state"); st != want[0] {

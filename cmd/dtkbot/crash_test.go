@@ -19,6 +19,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/state"
 )
 
@@ -122,7 +123,7 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 	// kill lost is only asked again in the end phase, once every request in
 	// flight has been served, so a slow machine cannot make a second request
 	// for a build that is still being pushed.
-	config := func(buildTimeout string) string {
+	config := func(buildTimeout, registry string) string {
 		return fmt.Sprintf(`build:
   backend: webhook
   timeout: %s
@@ -138,9 +139,29 @@ github:
   mutation_interval: 1ms
   pull_request:
     path: kernels.yaml
-`, buildTimeout, ciServer.URL, secretFile, gh.URL(), tokenFile)
+    kmm: {}
+consumers:
+  - name: simple-kmod
+    build:
+      backend: webhook
+      timeout: %s
+      max_attempts: 20
+      backoff: 1ms
+      webhook:
+        url: %s
+        secret_file: %s
+    target:
+      repository: %s/dtkbot/simple-kmod
+    verify: {label: kernel-version}
+`, buildTimeout, ciServer.URL, secretFile, gh.URL(), tokenFile, buildTimeout, ciServer.URL, secretFile, registry)
 	}
-	cw := newCLIWorldWith(t, config("1h"), k.wrap)
+	// The registry's address is known once it runs: the consumer's
+	// repository is written into the config then.
+	cw := newCLIWorldWith(t, config("1h", "REGISTRY"), k.wrap)
+	host := cw.srv.Host()
+	if err := os.WriteFile(cw.config, []byte(strings.Replace(mustRead(t, cw.config), config("1h", "REGISTRY"), config("1h", host), 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ci.World = cw.world
 	kernelOf := map[string]string{"4.16.15": "5.14.0-427.37.1.el9_4", "4.16.16": "5.14.0-427.37.1.el9_4", "4.16.17": "5.14.0-427.40.1.el9_4"}
 	statePath := filepath.Join(filepath.Dir(cw.config), "dtkbot.db")
@@ -205,7 +226,7 @@ github:
 	// was lost in a kill is asked again after build.timeout), polled with a
 	// generous deadline.
 	k.inflight.Wait()
-	if err := os.WriteFile(cw.config, []byte(strings.Replace(mustRead(t, cw.config), config("1h"), config("1s"), 1)), 0o600); err != nil {
+	if err := os.WriteFile(cw.config, []byte(strings.Replace(mustRead(t, cw.config), config("1h", host), config("1s", host), 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	finished := func() bool {
@@ -218,8 +239,18 @@ github:
 		if err != nil || len(exp.Releases) != len(kernelOf) || len(exp.Kernels) != len(kernels) {
 			return false
 		}
+		if len(exp.Consumers) != len(kernels) {
+			return false
+		}
+		byKernel := map[string][]state.ConsumerBuild{}
+		for _, c := range exp.Consumers {
+			if c.State != state.KernelPromoted {
+				return false
+			}
+			byKernel[c.Kernel.Key()] = append(byKernel[c.Kernel.Key()], c)
+		}
 		for _, kr := range exp.Kernels {
-			if kr.State != state.KernelPromoted || kr.NotifiedHash != kr.NoticeHash() {
+			if kr.State != state.KernelPromoted || kr.NotifiedHash != reconcile.NoticeHash(kr, byKernel[kr.Key()]) {
 				return false
 			}
 		}
@@ -248,9 +279,9 @@ github:
 	if len(exp.Releases) != len(kernelOf) {
 		t.Errorf("%d releases recorded, want %d", len(exp.Releases), len(kernelOf))
 	}
-	builds := ci.Builds()
-	if len(builds) != len(kernels) {
-		t.Errorf("%d kernels built, want %d", len(builds), len(kernels))
+	builds := ci.Builds() // by image: each kernel's DTK and its kmod image
+	if len(builds) != 2*len(kernels) {
+		t.Errorf("%d images built, want %d (a DTK and a kmod image per kernel)", len(builds), 2*len(kernels))
 	}
 	for image, n := range builds {
 		if n != 1 {
@@ -265,6 +296,23 @@ github:
 		want, _ := cw.srv.TagDigest("dtkbot/driver-toolkit", kv+".x86_64")
 		if !ok || got != want {
 			t.Errorf("tag %s at %s, want %s", v, got, want)
+		}
+	}
+	// Every kmod image is at its kernel tag, built FROM its kernel's DTK,
+	// and each kernel's pull request carries its KMM manifests.
+	for _, c := range exp.Consumers {
+		got, ok := cw.srv.TagDigest("dtkbot/simple-kmod", c.KernelFull)
+		if !ok || got.String() != c.ImageDigest {
+			t.Errorf("kmod image of %s at %s, want %s", c.Kernel.Kernel, got, c.ImageDigest)
+		}
+		if !strings.HasPrefix(c.DTKImage, host+"/dtkbot/driver-toolkit@sha256:") {
+			t.Errorf("kmod image of %s built FROM %q", c.Kernel.Kernel, c.DTKImage)
+		}
+	}
+	for _, p := range gh.Pulls() {
+		files := strings.Join(gh.Files(p.Head), " ")
+		if !strings.Contains(files, "/kernel-mappings.yaml") || !strings.Contains(files, "/preflightvalidationocp.yaml") {
+			t.Errorf("pull request %s has files %s", p.Head, files)
 		}
 	}
 }
