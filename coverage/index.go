@@ -11,7 +11,6 @@ package coverage
 import (
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/dtkbot/dtkbot/kmm"
@@ -379,13 +378,7 @@ func nonNil(s []string) []string {
 }
 
 // Minor is "4.16" for "4.16.15" (and for "4.16.0-rc.1").
-func Minor(version string) string {
-	parts := strings.SplitN(version, ".", 3)
-	if len(parts) < 2 {
-		return version
-	}
-	return parts[0] + "." + parts[1]
-}
+func Minor(version string) string { return watcher.Minor(version) }
 
 // Filter narrows the releases of an index; empty fields match everything.
 type Filter struct {

@@ -53,36 +53,37 @@ func (d *Daemon) kmmPreflights(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) kmmKernelMappings(w http.ResponseWriter, r *http.Request) {
-	consumer := r.PathValue("consumer")
-	if _, ok := d.KMMModules[consumer]; !ok {
-		http.Error(w, fmt.Sprintf("no consumer %q", consumer), http.StatusNotFound)
-		return
+	if _, _, mappings, ok := d.consumerMappings(w, r, false); ok {
+		serveYAML(w, map[string][]kmm.KernelMapping{"kernelMappings": mappings})
 	}
-	ix, err := d.coverageIndex()
-	if err != nil {
-		http.Error(w, "reading state: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
-	serveYAML(w, map[string][]kmm.KernelMapping{"kernelMappings": ix.KernelMappings(consumer)})
 }
 
 func (d *Daemon) kmmModule(w http.ResponseWriter, r *http.Request) {
+	if consumer, opts, mappings, ok := d.consumerMappings(w, r, true); ok {
+		serveYAML(w, kmm.NewModule(consumer, opts, mappings))
+	}
+}
+
+// consumerMappings is the {consumer} of the path, its Module options and
+// its kernel mappings; or an error answered (a consumer unknown, or naming
+// no module when needModule).
+func (d *Daemon) consumerMappings(w http.ResponseWriter, r *http.Request, needModule bool) (string, kmm.ModuleOptions, []kmm.KernelMapping, bool) {
 	consumer := r.PathValue("consumer")
 	opts, ok := d.KMMModules[consumer]
 	switch {
 	case !ok:
 		http.Error(w, fmt.Sprintf("no consumer %q", consumer), http.StatusNotFound)
-		return
-	case opts.ModuleName == "":
+		return "", opts, nil, false
+	case needModule && opts.ModuleName == "":
 		http.Error(w, fmt.Sprintf("consumer %q names no module (consumers[].kmm.module_name): see /api/v1/kmm/kernel-mappings/%s", consumer, consumer), http.StatusNotFound)
-		return
+		return "", opts, nil, false
 	}
 	ix, err := d.coverageIndex()
 	if err != nil {
 		http.Error(w, "reading state: "+err.Error(), http.StatusInternalServerError)
-		return
+		return "", opts, nil, false
 	}
-	serveYAML(w, kmm.NewModule(consumer, opts, ix.KernelMappings(consumer)))
+	return consumer, opts, ix.KernelMappings(consumer), true
 }
 
 func serveYAML(w http.ResponseWriter, objs ...any) {

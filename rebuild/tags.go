@@ -8,6 +8,7 @@ import (
 	"text/template"
 
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
 )
 
 // TagData are the fields a tag template may use.
@@ -56,13 +57,7 @@ func ValidateTemplate(tmpl string) error {
 }
 
 // minorOf returns "4.16" for "4.16.15".
-func minorOf(version string) string {
-	parts := strings.SplitN(version, ".", 3)
-	if len(parts) < 2 {
-		return version
-	}
-	return parts[0] + "." + parts[1]
-}
+func minorOf(version string) string { return watcher.Minor(version) }
 
 // ValidateStaging checks, with sample data, that the staging reference of t
 // can never be its kernel tag: a build would then be visible to consumers

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/watcher"
 )
 
 // Consumer is a team's image built FROM every promoted DTK: a driver
@@ -209,7 +209,7 @@ func (p *pass) promoteConsumer(ctx context.Context, c Consumer, lc lifecycle, e 
 		}
 		for _, tmpl := range c.Target.ReleaseTags {
 			tag, err := rebuild.RenderTag(tmpl, rebuild.TagData{Kernel: e.Kernel.Kernel, KernelFull: e.KernelFull, RTKernel: e.RTKernel, RHEL: e.RHEL,
-				Release: v, Minor: minorOf(v), Arch: e.Arch, Stream: e.Stream})
+				Release: v, Minor: watcher.Minor(v), Arch: e.Arch, Stream: e.Stream})
 			if err != nil {
 				p.warn(fmt.Sprintf("consumer %s: %v", c.Name, err))
 				continue
@@ -253,15 +253,6 @@ func (p *pass) promoteConsumer(ctx context.Context, c Consumer, lc lifecycle, e 
 		return true
 	}
 	return false
-}
-
-// minorOf is "4.16" for "4.16.15".
-func minorOf(v string) string {
-	parts := strings.SplitN(v, ".", 3)
-	if len(parts) < 2 {
-		return v
-	}
-	return parts[0] + "." + parts[1]
 }
 
 func equalBuild(a, b state.ConsumerBuild) bool {

@@ -15,6 +15,24 @@ import (
 // ErrLimit is wrapped by every error about untrusted input exceeding a limit.
 var ErrLimit = errors.New("over the limit")
 
+// openLayer is a layer's tar stream: gunzipped if it is gzip, as it is if
+// it is a plain tar; any other compression is refused.
+func openLayer(r io.Reader) (io.Reader, func(), error) {
+	br := bufio.NewReader(r)
+	magic, _ := br.Peek(2)
+	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening gzip stream: %w", err)
+		}
+		return gz, func() { gz.Close() }, nil
+	}
+	if head, _ := br.Peek(262); len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
+		return nil, nil, errors.New("layer is neither gzip nor tar (unsupported compression)")
+	}
+	return br, func() {}, nil
+}
+
 // extractFiles reads a layer (gzip-compressed or plain tar) and returns the
 // contents of the regular files named in want (name -> maximum size). Only
 // regular files whose name, cleaned of a leading "./" or "/", equals a wanted
@@ -24,19 +42,11 @@ var ErrLimit = errors.New("over the limit")
 // would make the layer ambiguous, is an error. Nothing returned may be trusted before the caller has verified the
 // layer's digest.
 func extractFiles(r io.Reader, want map[string]int64, lim Limits) (map[string][]byte, error) {
-	br := bufio.NewReader(r)
-	magic, _ := br.Peek(2)
-	var content io.Reader = br
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		gz, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("opening gzip stream: %w", err)
-		}
-		defer gz.Close()
-		content = gz
-	} else if head, _ := br.Peek(262); len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
-		return nil, errors.New("layer is neither gzip nor tar (unsupported compression)")
+	content, closeLayer, err := openLayer(r)
+	if err != nil {
+		return nil, err
 	}
+	defer closeLayer()
 	inflated := &limitedReader{r: content, left: lim.MaxDecompressedBytes}
 	tr := tar.NewReader(inflated)
 	found := map[string][]byte{}
@@ -84,19 +94,11 @@ func extractFiles(r io.Reader, want map[string]int64, lim Limits) (map[string][]
 // the names of the regular files match accepts, at most max of them. Like
 // extractFiles, it never follows a link and skips names that are not clean.
 func listFiles(r io.Reader, match func(name string) bool, max int, lim Limits) ([]string, error) {
-	br := bufio.NewReader(r)
-	magic, _ := br.Peek(2)
-	var content io.Reader = br
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		gz, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("opening gzip stream: %w", err)
-		}
-		defer gz.Close()
-		content = gz
-	} else if head, _ := br.Peek(262); len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
-		return nil, errors.New("layer is neither gzip nor tar (unsupported compression)")
+	content, closeLayer, err := openLayer(r)
+	if err != nil {
+		return nil, err
 	}
+	defer closeLayer()
 	tr := tar.NewReader(&limitedReader{r: content, left: lim.MaxDecompressedBytes})
 	var out []string
 	for entries := 0; ; entries++ {

@@ -276,6 +276,15 @@ func leadingNumber(s string) (int, string) {
 	return n, ""
 }
 
+// Minor is "4.16" for "4.16.15" (and for "4.16.0-rc.1").
+func Minor(version string) string {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		return version
+	}
+	return parts[0] + "." + parts[1]
+}
+
 // CompareVersions orders OpenShift versions: 4.9.0 < 4.10.0, and a
 // pre-release (4.16.0-rc.1) before its release. Empty sorts last.
 func CompareVersions(a, b string) int {

@@ -124,14 +124,10 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 	// flight has been served, so a slow machine cannot make a second request
 	// for a build that is still being pushed.
 	config := func(buildTimeout, registry string) string {
-		return fmt.Sprintf(`build:
-  backend: webhook
-  timeout: %s
-  max_attempts: 20
-  backoff: 1ms
-  webhook:
-    url: %s
-    secret_file: %s
+		// The DTK's and the consumer's builds, through the same webhook.
+		build := fmt.Sprintf("{backend: webhook, timeout: %s, max_attempts: 20, backoff: 1ms, webhook: {url: %q, secret_file: %q}}",
+			buildTimeout, ciServer.URL, secretFile)
+		return fmt.Sprintf(`build: %s
 github:
   api_url: %s
   token_file: %s
@@ -142,18 +138,11 @@ github:
     kmm: {}
 consumers:
   - name: simple-kmod
-    build:
-      backend: webhook
-      timeout: %s
-      max_attempts: 20
-      backoff: 1ms
-      webhook:
-        url: %s
-        secret_file: %s
+    build: %s
     target:
       repository: %s/dtkbot/simple-kmod
     verify: {label: kernel-version}
-`, buildTimeout, ciServer.URL, secretFile, gh.URL(), tokenFile, buildTimeout, ciServer.URL, secretFile, registry)
+`, build, gh.URL(), tokenFile, build, registry)
 	}
 	// The registry's address is known once it runs: the consumer's
 	// repository is written into the config then.

@@ -274,14 +274,20 @@ verify:
 	return exitOK
 }
 
+// openDemoState loads the demo's config and opens its state file to read.
+func openDemoState(cfgPath string) (*config.Config, *state.Store, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := state.OpenReadOnly(cfg.StatePath(), 5*time.Second)
+	return cfg, s, err
+}
+
 // printKMM shows, from the state file, the KMM manifests of one kernel, as
 // dtkbot run serves them under /api/v1/kmm/.
 func printKMM(env *cliEnv, cfgPath string) error {
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		return err
-	}
-	s, err := state.OpenReadOnly(cfg.StatePath(), 5*time.Second)
+	cfg, s, err := openDemoState(cfgPath)
 	if err != nil {
 		return err
 	}
@@ -311,11 +317,7 @@ func printKMM(env *cliEnv, cfgPath string) error {
 // printTrust shows, from the state file, each release's signature and the
 // payloads held.
 func printTrust(env *cliEnv, cfgPath string) error {
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		return err
-	}
-	s, err := state.OpenReadOnly(cfg.StatePath(), 5*time.Second)
+	_, s, err := openDemoState(cfgPath)
 	if err != nil {
 		return err
 	}
