@@ -337,37 +337,17 @@ type signatureStatus struct {
 }
 
 func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
-	body := statusBody{Running: d.running.Load(), LastPass: d.m().last(), Kernels: []state.Kernel{}, Consumers: []state.ConsumerBuild{}, States: map[string]int{}, Held: []state.HeldRelease{},
+	body := statusBody{Running: d.running.Load(), LastPass: d.m().last(), States: map[string]int{},
 		Signatures: signatureStatus{Mode: d.SignatureMode, Trust: d.SignatureTrust}}
 	if body.Signatures.Mode != "" && body.Signatures.Mode != "off" && body.Signatures.Trust == "" {
 		body.Signatures.Warning = "nothing to verify signatures with: every payload is recorded unverified"
 	}
-	err := d.Store.View(func(tx *state.Tx) error {
-		ks, err := tx.Kernels()
-		if err != nil {
-			return err
-		}
-		body.Kernels = append(body.Kernels, ks...)
-		cs, err := tx.ConsumerBuilds()
-		if err != nil {
-			return err
-		}
-		body.Consumers = append(body.Consumers, cs...)
-		rels, err := tx.Releases()
-		if err != nil {
-			return err
-		}
-		body.Releases = len(rels)
-		held, err := tx.HeldReleases()
-		for _, h := range held {
-			body.Held = append(body.Held, h)
-		}
-		return err
-	})
+	snap, err := d.Store.Snapshot()
 	if err != nil {
 		http.Error(w, "reading state: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
+	body.Kernels, body.Consumers, body.Held, body.Releases = snap.Kernels, snap.Consumers, snap.Held, len(snap.Releases)
 	for _, k := range body.Kernels {
 		body.States[k.State]++
 	}

@@ -219,18 +219,6 @@ func ForKernel(k state.Kernel, builds []state.ConsumerBuild, withdrawn func(rele
 	return out
 }
 
-// Mappings is every promoted kernel mapping of one consumer, sorted by kernel.
-func Mappings(consumer string, builds []state.ConsumerBuild) []KernelMapping {
-	out := []KernelMapping{}
-	for _, b := range builds {
-		if b.Consumer == consumer && b.State == state.KernelPromoted && b.Image != "" && b.KernelFull != "" {
-			out = append(out, KernelMapping{Literal: b.KernelFull, ContainerImage: b.Image})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Literal < out[j].Literal })
-	return out
-}
-
 // YAML writes objects as one YAML stream (documents separated by ---), as
 // `oc apply -f` takes it.
 func YAML(objs ...any) ([]byte, error) {

@@ -251,12 +251,19 @@ func TestKernelMappingsValidateInAModule(t *testing.T) {
 
 func TestModuleOfEveryPromotedKernel(t *testing.T) {
 	schema := crdSchema(t, "kmm.sigs.x-k8s.io_modules.yaml", "v1beta1")
-	_, builds := promotedKernel()
+	k, builds := promotedKernel()
+	k2 := k
+	k2.Kernel, k2.KernelFull = "5.14.0-427.50.1.el9_4", "5.14.0-427.50.1.el9_4.x86_64"
 	other := builds[0]
-	other.Kernel.Kernel, other.KernelFull, other.Image = "5.14.0-427.50.1.el9_4", "5.14.0-427.50.1.el9_4.x86_64", "quay.io/acme/acme-nic-kmod:5.14.0-427.50.1.el9_4.x86_64"
+	other.Kernel.Kernel, other.KernelFull, other.Image = k2.Kernel, k2.KernelFull, "quay.io/acme/acme-nic-kmod:"+k2.KernelFull
 	builds = append(builds, other)
-	mappings := Mappings("acme-nic", builds)
-	if len(mappings) != 2 || mappings[0].Literal != other.KernelFull {
+	var mappings []KernelMapping
+	for _, kk := range []state.Kernel{k, k2} {
+		for _, m := range ForKernel(kk, builds, nil).Mappings {
+			mappings = append(mappings, m.Mapping)
+		}
+	}
+	if len(mappings) != 2 || mappings[1].Literal != other.KernelFull {
 		t.Fatalf("mappings %+v", mappings)
 	}
 	m := NewModule("acme-nic", ModuleOptions{Name: "acme-nic", Namespace: "acme", ModuleName: "acme_nic",

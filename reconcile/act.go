@@ -98,11 +98,7 @@ func (p *pass) applyBuild(ctx context.Context, a *rebuild.Action) string {
 		result = "skipped: " + err.Error()
 	default:
 		k.Reason = err.Error()
-		if k.Attempts >= r.Build.MaxAttempts {
-			k.State = state.KernelFailed
-		} else {
-			k.State, k.NextAttemptAt = state.KernelNew, p.now.Add(backoff(r.Build, k.Attempts))
-		}
+		p.attemptFailed(&k, r.Build)
 		result = "error: " + err.Error()
 		p.fail(fmt.Errorf("building kernel %s: %w", a.KernelKey, err))
 	}

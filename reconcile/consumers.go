@@ -44,6 +44,12 @@ const DefaultModulePath = "opt/lib/modules/{{.KernelFull}}/"
 // for, with that DTK pinned by digest. A synchronous builder's image is
 // verified and promoted in the same pass.
 func (p *pass) consumers(ctx context.Context) {
+	if len(p.r.Consumers) > 0 && p.r.KmodVerifier == nil {
+		// Consumers only ever see verified images: without a verifier,
+		// nothing is built that could not be promoted.
+		p.warn("consumers are configured but nothing verifies kmod images (Reconciler.KmodVerifier): no consumer image is built")
+		return
+	}
 	for _, c := range p.r.Consumers {
 		for _, k := range p.view.kernelList(p.opts.Release) {
 			if k.State != state.KernelPromoted || k.ImageDigest == "" {
@@ -83,19 +89,17 @@ func (p *pass) consumerLifecycle(c Consumer, k state.Kernel) (lifecycle, bool) {
 		return lifecycle{}, false
 	}
 	lc := lifecycle{what: "consumer " + c.Name + "'s image", consumer: c.Name, kernelRef: kernelRef, stagingRef: stagingRef, build: c.Build}
-	if v := p.r.KmodVerifier; v != nil {
-		tmpl := c.ModulePath
-		if tmpl == "" {
-			tmpl = DefaultModulePath
-		}
-		modulePath, err := rebuild.ModulePath(tmpl, k.Kernel, k.KernelFull)
-		if err != nil {
-			p.warn(fmt.Sprintf("consumer %s: %v", c.Name, err))
-			return lifecycle{}, false
-		}
-		lc.verify = func(ctx context.Context, pinned string) error {
-			return v.VerifyKmod(ctx, pinned, k.Arch, k.KernelFull, modulePath, c.Label)
-		}
+	tmpl := c.ModulePath
+	if tmpl == "" {
+		tmpl = DefaultModulePath
+	}
+	modulePath, err := rebuild.ModulePath(tmpl, k.Kernel, k.KernelFull)
+	if err != nil {
+		p.warn(fmt.Sprintf("consumer %s: %v", c.Name, err))
+		return lifecycle{}, false
+	}
+	lc.verify = func(ctx context.Context, pinned string) error {
+		return p.r.KmodVerifier.VerifyKmod(ctx, pinned, k.Arch, k.KernelFull, modulePath, c.Label)
 	}
 	return lc, true
 }
@@ -118,10 +122,6 @@ func (p *pass) advanceConsumer(ctx context.Context, c Consumer, lc lifecycle, e 
 				return
 			}
 		case state.KernelBuilt:
-			if lc.verify == nil {
-				e.State = state.KernelVerified // nothing to verify with: taken as it is
-				continue
-			}
 			if !p.advance(ctx, &e.Kernel, lc) {
 				return
 			}
@@ -173,11 +173,7 @@ func (p *pass) buildConsumer(ctx context.Context, c Consumer, lc lifecycle, e *s
 		a.Result = "skipped: " + err.Error()
 	default:
 		e.Reason = err.Error()
-		if e.Attempts >= lc.build.MaxAttempts {
-			e.State = state.KernelFailed
-		} else {
-			e.State, e.NextAttemptAt = state.KernelNew, p.now.Add(backoff(lc.build, e.Attempts))
-		}
+		p.attemptFailed(&e.Kernel, lc.build)
 		a.Result = "error: " + err.Error()
 		p.fail(fmt.Errorf("building %s: %w", e.Key(), err))
 	}

@@ -271,3 +271,26 @@ func TestConsumerRetriesAfterBackoffAndWhatItCosts(t *testing.T) {
 		t.Errorf("%d bytes served: a base layer was read", cost.BytesServed)
 	}
 }
+
+// TestNoConsumerImageWithoutAVerifier: with nothing to verify kmod images
+// with, no consumer build is asked for, since none could be promoted.
+func TestNoConsumerImageWithoutAVerifier(t *testing.T) {
+	w := newConsumerWorld(t)
+	w.builder.sync = true
+	w.publish("stable-4.16", "4.16.15", k1)
+	r := w.reconciler()
+	r.KmodVerifier = nil
+	res, err := r.RunOnce(context.Background(), w.now, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.ci.Requests()); n != 0 || len(consumerBuilds(t, w.store)) != 0 {
+		t.Fatalf("%d consumer builds asked with no verifier", n)
+	}
+	if !strings.Contains(strings.Join(res.Warnings, "\n"), "nothing verifies kmod images") {
+		t.Errorf("warnings %v", res.Warnings)
+	}
+	if kernels(t, w.store)[k1.Kernel].State != state.KernelPromoted {
+		t.Error("the DTK itself was held up")
+	}
+}

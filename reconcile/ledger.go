@@ -339,6 +339,19 @@ func NoticeHash(k state.Kernel, builds []state.ConsumerBuild) string {
 	return hex.EncodeToString(sum[:8])
 }
 
+// attemptFailed ends a failed attempt on k (a build request refused, a
+// build that never appeared, an image that failed verification): failed
+// for good once pol.MaxAttempts are spent, else new again after the
+// backoff. It reports whether k is failed for good.
+func (p *pass) attemptFailed(k *state.Kernel, pol BuildPolicy) bool {
+	if k.Attempts >= pol.MaxAttempts {
+		k.State = state.KernelFailed
+		return true
+	}
+	k.State, k.NextAttemptAt = state.KernelNew, p.now.Add(backoff(pol, k.Attempts))
+	return false
+}
+
 // backoff is the wait before attempt attempts+1: the policy's backoff,
 // doubled for each attempt after the first, at most a day.
 func backoff(pol BuildPolicy, attempts int) time.Duration {

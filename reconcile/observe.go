@@ -147,12 +147,8 @@ func (p *pass) lookForImage(ctx context.Context, k *state.Kernel, lc lifecycle) 
 		if rejected {
 			k.Reason += fmt.Sprintf(" (%s still holds the image rejected before, %s)", lc.stagingRef, d)
 		}
-		if k.Attempts >= lc.build.MaxAttempts {
-			k.State = state.KernelFailed
+		if p.attemptFailed(k, lc.build) {
 			k.Reason += fmt.Sprintf(" (%d attempts)", k.Attempts)
-		} else {
-			k.State = state.KernelNew
-			k.NextAttemptAt = p.now.Add(backoff(lc.build, k.Attempts))
 		}
 		return true
 	}
@@ -208,13 +204,10 @@ func (p *pass) reject(ctx context.Context, k *state.Kernel, err error, lc lifecy
 		k.State = state.KernelFailed
 		k.Reason = fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not promote and which fails verification (%v); dtkbot never overwrites a tag it did not promote: remove the tag, then run dtkbot reconcile --retry-failed", k.Image, k.ImageDigest, err)
 		p.fail(errors.New(k.Reason))
-	case k.Attempts >= lc.build.MaxAttempts:
-		k.State = state.KernelFailed
+	case p.attemptFailed(k, lc.build):
 		k.Reason = fmt.Sprintf("verification failed (%d attempts): %v", k.Attempts, err)
 		p.fail(err)
 	default:
-		k.State = state.KernelNew
-		k.NextAttemptAt = p.now.Add(backoff(lc.build, k.Attempts))
 		k.Reason = fmt.Sprintf("the build of attempt %d failed verification, retrying: %v", k.Attempts, err)
 		p.warn(k.Reason)
 	}

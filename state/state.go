@@ -758,46 +758,68 @@ type Snapshot struct {
 
 // Snapshot reads it in one consistent view.
 func (s *Store) Snapshot() (*Snapshot, error) {
-	out := &Snapshot{Notices: map[string]Notice{}}
-	err := s.db.View(func(btx *bolt.Tx) error {
-		out.Generation = uint64(btx.ID())
-		t := &Tx{btx}
+	var out *Snapshot
+	err := s.View(func(t *Tx) error {
 		var err error
-		if out.Releases, err = t.Releases(); err != nil {
-			return err
-		}
-		if out.Kernels, err = t.Kernels(); err != nil {
-			return err
-		}
-		if out.Consumers, err = t.ConsumerBuilds(); err != nil {
-			return err
-		}
-		if out.Tags, err = t.Promotions(); err != nil {
-			return err
-		}
-		held, err := t.HeldReleases()
-		if err != nil {
-			return err
-		}
-		for _, h := range held {
-			out.Held = append(out.Held, h)
-		}
-		sort.Slice(out.Held, func(i, j int) bool { return out.Held[i].Key() < out.Held[j].Key() })
-		var lp PassRecord
-		if ok, err := getJSON(btx, bucketMeta, "last_pass", &lp); err != nil {
-			return err
-		} else if ok {
-			out.LastPass = &lp
-		}
-		return btx.Bucket(bucketNotices).ForEach(func(_, v []byte) error {
-			var n Notice
-			if err := json.Unmarshal(v, &n); err != nil {
-				return err
-			}
-			out.Notices[n.Key] = n
-			return nil
-		})
+		out, err = t.snapshot()
+		return err
 	})
+	return out, err
+}
+
+// snapshot reads a Snapshot within t: the part of the store that Export
+// holds too. Held releases are in version order, never nil slices.
+func (t *Tx) snapshot() (*Snapshot, error) {
+	out := &Snapshot{Generation: uint64(t.tx.ID()), Held: []HeldRelease{}, Notices: map[string]Notice{}}
+	var err error
+	if out.Releases, err = t.Releases(); err != nil {
+		return nil, err
+	}
+	if out.Kernels, err = t.Kernels(); err != nil {
+		return nil, err
+	}
+	if out.Consumers, err = t.ConsumerBuilds(); err != nil {
+		return nil, err
+	}
+	if out.Tags, err = t.Promotions(); err != nil {
+		return nil, err
+	}
+	held, err := t.HeldReleases()
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range held {
+		out.Held = append(out.Held, h)
+	}
+	sort.Slice(out.Held, func(i, j int) bool {
+		if c := watcher.CompareVersions(out.Held[i].Version, out.Held[j].Version); c != 0 {
+			return c < 0
+		}
+		return out.Held[i].Key() < out.Held[j].Key()
+	})
+	var lp PassRecord
+	if ok, err := getJSON(t.tx, bucketMeta, "last_pass", &lp); err != nil {
+		return nil, err
+	} else if ok {
+		out.LastPass = &lp
+	}
+	err = t.tx.Bucket(bucketNotices).ForEach(func(k, v []byte) error {
+		var n Notice
+		if err := json.Unmarshal(v, &n); err != nil {
+			return fmt.Errorf("decoding notice %s: %w", k, err)
+		}
+		out.Notices[n.Key] = n
+		return nil
+	})
+	if out.Releases == nil {
+		out.Releases = []Release{}
+	}
+	if out.Kernels == nil {
+		out.Kernels = []Kernel{}
+	}
+	if out.Consumers == nil {
+		out.Consumers = []ConsumerBuild{}
+	}
 	return out, err
 }
 
@@ -831,36 +853,24 @@ type Export struct {
 	Journal     []JournalEntry                 `json:"journal"`
 }
 
-// Export reads everything in one consistent view.
+// Export reads everything in one consistent view: the snapshot, and the
+// graph state, the inspection cache and the journal.
 func (s *Store) Export() (*Export, error) {
-	out := &Export{Schema: SchemaVersion, Graphs: map[string]watcher.GraphState{}, Inspections: map[string]*releaseinfo.Report{}}
-	err := s.db.View(func(btx *bolt.Tx) error {
-		t := &Tx{btx}
-		var err error
-		if out.Releases, err = t.Releases(); err != nil {
-			return err
-		}
-		if out.Kernels, err = t.Kernels(); err != nil {
-			return err
-		}
-		if out.Tags, err = t.Promotions(); err != nil {
-			return err
-		}
-		if out.Consumers, err = t.ConsumerBuilds(); err != nil {
-			return err
-		}
-		held, err := t.HeldReleases()
+	out := &Export{Schema: SchemaVersion, Graphs: map[string]watcher.GraphState{}, Inspections: map[string]*releaseinfo.Report{}, Notices: []Notice{}}
+	err := s.View(func(t *Tx) error {
+		snap, err := t.snapshot()
 		if err != nil {
 			return err
 		}
-		for _, h := range held {
-			out.Held = append(out.Held, h)
+		out.Releases, out.Kernels, out.Consumers, out.Tags, out.Held = snap.Releases, snap.Kernels, snap.Consumers, snap.Tags, snap.Held
+		for _, n := range snap.Notices {
+			out.Notices = append(out.Notices, n)
 		}
-		sort.Slice(out.Held, func(i, j int) bool { return watcher.CompareVersions(out.Held[i].Version, out.Held[j].Version) < 0 })
-		if err := btx.Bucket(bucketGraphs).ForEach(func(k, v []byte) error {
+		sort.Slice(out.Notices, func(i, j int) bool { return out.Notices[i].Key < out.Notices[j].Key })
+		if err := t.tx.Bucket(bucketGraphs).ForEach(func(k, v []byte) error {
 			var g watcher.GraphState
 			if err := json.Unmarshal(v, &g); err != nil {
-				return err
+				return fmt.Errorf("decoding graph state %s: %w", k, err)
 			}
 			g.Nodes = nil // the releases list says it better
 			out.Graphs[string(k)] = g
@@ -868,47 +878,25 @@ func (s *Store) Export() (*Export, error) {
 		}); err != nil {
 			return err
 		}
-		if err := btx.Bucket(bucketInspections).ForEach(func(k, v []byte) error {
+		if err := t.tx.Bucket(bucketInspections).ForEach(func(k, v []byte) error {
 			var r releaseinfo.Report
 			if err := json.Unmarshal(v, &r); err != nil {
-				return err
+				return fmt.Errorf("decoding inspection %s: %w", k, err)
 			}
 			out.Inspections[string(k)] = &r
 			return nil
 		}); err != nil {
 			return err
 		}
-		if err := btx.Bucket(bucketNotices).ForEach(func(_, v []byte) error {
-			var n Notice
-			if err := json.Unmarshal(v, &n); err != nil {
-				return err
-			}
-			out.Notices = append(out.Notices, n)
-			return nil
-		}); err != nil {
-			return err
-		}
-		return btx.Bucket(bucketJournal).ForEach(func(_, v []byte) error {
+		return t.tx.Bucket(bucketJournal).ForEach(func(k, v []byte) error {
 			var e JournalEntry
 			if err := json.Unmarshal(v, &e); err != nil {
-				return err
+				return fmt.Errorf("decoding journal entry %x: %w", k, err)
 			}
 			out.Journal = append(out.Journal, e)
 			return nil
 		})
 	})
-	if out.Releases == nil {
-		out.Releases = []Release{}
-	}
-	if out.Kernels == nil {
-		out.Kernels = []Kernel{}
-	}
-	if out.Held == nil {
-		out.Held = []HeldRelease{}
-	}
-	if out.Consumers == nil {
-		out.Consumers = []ConsumerBuild{}
-	}
 	return out, err
 }
 

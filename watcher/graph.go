@@ -9,16 +9,12 @@ package watcher
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
-	"strings"
 
 	"github.com/distribution/reference"
 )
@@ -84,61 +80,26 @@ func (c *GraphClient) Fetch(ctx context.Context, channel, arch string, prev Grap
 	q.Set("channel", channel)
 	q.Set("arch", arch)
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return FetchResult{}, fmt.Errorf("%s: %w", where, err)
-	}
-	req.Header.Set("Accept", "application/json")
-	if c.UserAgent != "" {
-		req.Header.Set("User-Agent", c.UserAgent)
-	}
-	if prev.ETag != "" {
-		req.Header.Set("If-None-Match", prev.ETag)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return FetchResult{}, fmt.Errorf("%s: %w", where, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotModified && prev.ETag != "" {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-		return FetchResult{State: prev}, nil
-	}
-	max := c.MaxBytes
-	if max <= 0 {
-		max = 16 << 20
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
-	if err != nil {
-		return FetchResult{}, fmt.Errorf("%s: reading body: %w", where, err)
-	}
-	if int64(len(body)) > max {
-		return FetchResult{}, fmt.Errorf("%s: body over the %d-byte limit", where, max)
-	}
-	if resp.StatusCode != http.StatusOK {
+	got, err := jsonGet{HTTP: c.HTTP, UserAgent: c.UserAgent, MaxBytes: c.MaxBytes, Where: where, Describe: func(body []byte) string {
 		var ge graphError
 		if json.Unmarshal(body, &ge) == nil && ge.Kind != "" {
-			return FetchResult{}, &HTTPError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s: %s: %s: %s", where, resp.Status, ge.Kind, ge.Value)}
+			return ge.Kind + ": " + ge.Value
 		}
-		return FetchResult{}, &HTTPError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s: %s: %.200s", where, resp.Status, strings.TrimSpace(string(body)))}
+		return ""
+	}}.get(ctx, u.String(), prev.ETag, prev.BodyHash)
+	if err != nil {
+		return FetchResult{}, err
 	}
-	sum := sha256.Sum256(body)
-	hash := hex.EncodeToString(sum[:])
-	etag := resp.Header.Get("ETag")
-	if hash == prev.BodyHash {
+	if got.Unchanged {
 		st := prev
-		st.ETag = etag
+		st.ETag = got.ETag
 		return FetchResult{State: st}, nil
 	}
-	nodes, skipped, err := ParseGraph(body)
+	nodes, skipped, err := ParseGraph(got.Body)
 	if err != nil {
 		return FetchResult{}, fmt.Errorf("%s: %w", where, err)
 	}
-	return FetchResult{State: GraphState{ETag: etag, BodyHash: hash, Nodes: nodes}, Changed: true, Skipped: skipped}, nil
+	return FetchResult{State: GraphState{ETag: got.ETag, BodyHash: got.Hash, Nodes: nodes}, Changed: true, Skipped: skipped}, nil
 }
 
 // HTTPError is an update service answer other than 200 or 304.

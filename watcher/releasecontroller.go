@@ -3,12 +3,9 @@ package watcher
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -90,56 +87,20 @@ func (rc *ReleaseController) Fetch(ctx context.Context, stream string, prev Stre
 		return prev, nil, fmt.Errorf("%s: not an http(s) URL", where)
 	}
 	u := base.JoinPath("api", "v1", "releasestream", stream, "tags")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	got, err := jsonGet{HTTP: rc.HTTP, UserAgent: rc.UserAgent, MaxBytes: rc.MaxBytes, Where: where}.get(ctx, u.String(), prev.ETag, prev.BodyHash)
 	if err != nil {
-		return prev, nil, fmt.Errorf("%s: %w", where, err)
+		return prev, nil, err
 	}
-	req.Header.Set("Accept", "application/json")
-	if rc.UserAgent != "" {
-		req.Header.Set("User-Agent", rc.UserAgent)
-	}
-	if prev.ETag != "" {
-		req.Header.Set("If-None-Match", prev.ETag)
-	}
-	hc := rc.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return prev, nil, fmt.Errorf("%s: %w", where, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotModified && prev.ETag != "" {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-		return prev, nil, nil
-	}
-	max := rc.MaxBytes
-	if max <= 0 {
-		max = 16 << 20
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
-	if err != nil {
-		return prev, nil, fmt.Errorf("%s: reading body: %w", where, err)
-	}
-	if int64(len(body)) > max {
-		return prev, nil, fmt.Errorf("%s: body over the %d-byte limit", where, max)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return prev, nil, &HTTPError{Status: resp.StatusCode, Msg: fmt.Sprintf("%s: %s: %.200s", where, resp.Status, strings.TrimSpace(string(body)))}
-	}
-	sum := sha256.Sum256(body)
-	hash := hex.EncodeToString(sum[:])
-	if hash == prev.BodyHash {
+	if got.Unchanged {
 		st := prev
-		st.ETag = resp.Header.Get("ETag")
+		st.ETag = got.ETag
 		return st, nil, nil
 	}
-	tags, skipped, err := ParseStreamTags(body, stream)
+	tags, skipped, err := ParseStreamTags(got.Body, stream)
 	if err != nil {
 		return prev, nil, fmt.Errorf("%s: %w", where, err)
 	}
-	return StreamState{ETag: resp.Header.Get("ETag"), BodyHash: hash, Tags: tags}, skipped, nil
+	return StreamState{ETag: got.ETag, BodyHash: got.Hash, Tags: tags}, skipped, nil
 }
 
 // ParseStreamTags validates a release stream's tags body.
