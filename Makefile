@@ -12,7 +12,7 @@ FUZZ_TARGETS := \
 	./releaseinfo:FuzzParseKernel ./releaseinfo:FuzzImageReferences ./releaseinfo:FuzzReleaseMetadata \
 	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./releaseinfo:FuzzExtractFiles \
 	./watcher:FuzzParseGraph ./watcher:FuzzStreamTags ./config:FuzzConfig ./plan:FuzzRenderTag ./notify:FuzzMarker \
-	./releasesig:FuzzCheckContents
+	./releasesig:FuzzCheckContents ./releasesig:FuzzConfigMapSignatures
 FUZZTIME ?= 30s
 
 all: lint test build

@@ -2,10 +2,12 @@
 // trusted key before dtkbot builds or promotes for it, as the cluster-version
 // operator does: Red Hat's OpenPGP "atomic container signatures" from a
 // signature store laid out as <store>/sha256=<hex>/signature-N (N from 1, at
-// most 10 tried), verified against trusted public keys (Red Hat's release key
-// unless others are configured), the signed JSON checked strictly (type,
-// digest, no unknown field); and, where configured, a containers policy.json
-// (sigstore signatures) evaluated by containers/image.
+// most 10 tried) or from a local directory (that tree, or the signature
+// ConfigMaps oc-mirror writes, as files or mounted as a volume), verified
+// against trusted public keys (Red Hat's release key unless others are
+// configured), the signed JSON checked strictly (type, digest, no unknown
+// field); and, where configured, a containers policy.json (sigstore
+// signatures) evaluated by containers/image.
 //
 // Atomic signatures are verified with golang.org/x/crypto/openpgp, the
 // package the cluster-version operator and openshift/library-go pkg/verify
@@ -74,7 +76,8 @@ type Verdict struct {
 
 // Options configure a Checker.
 type Options struct {
-	// Store is the signature store's base URL (https://... or file://...);
+	// Store is the signature store: a base URL (https://...), or a local
+	// directory (a path or a file:// URL; see dirStore for its layouts);
 	// DefaultStore when empty.
 	Store string
 	// KeyFiles are OpenPGP public keys (ASCII-armored or binary). nil means
@@ -84,7 +87,9 @@ type Options struct {
 	// signatures); none when empty.
 	Policy string
 	Sys    *types.SystemContext
-	HTTP   *http.Client
+	// HTTP fetches from a store by URL (default: a client with a 30 s
+	// timeout).
+	HTTP *http.Client
 	// MaxBytes bounds one signature (default 64 KiB).
 	MaxBytes int64
 }
@@ -92,6 +97,7 @@ type Options struct {
 // Checker checks release signatures.
 type Checker struct {
 	store    string
+	local    *dirStore // when the store is a local directory
 	http     *http.Client
 	maxBytes int64
 
@@ -113,6 +119,13 @@ func New(opts Options) (*Checker, error) {
 	}
 	if c.maxBytes <= 0 {
 		c.maxBytes = 64 << 10
+	}
+	if dir, ok := LocalPath(c.store); ok {
+		local, err := newDirStore(dir, c.maxBytes)
+		if err != nil {
+			return nil, err
+		}
+		c.local = local
 	}
 	blobs := map[string][]byte{}
 	if opts.KeyFiles == nil {
@@ -225,6 +238,9 @@ func (c *Checker) checkAtomic(ctx context.Context, d digest.Digest) (Verdict, er
 	if err := d.Validate(); err != nil {
 		return Verdict{}, fmt.Errorf("checking the signature of %q: %w", d, err)
 	}
+	if c.local != nil {
+		return c.checkLocal(d)
+	}
 	var why []string
 	for n := 1; n <= MaxSignatures; n++ {
 		sig, found, err := c.fetch(ctx, d, n)
@@ -244,6 +260,30 @@ func (c *Checker) checkAtomic(ctx context.Context, d digest.Digest) (Verdict, er
 		}
 		return Verdict{Verified: true, By: "OpenPGP key " + key}, nil
 	}
+	return Verdict{Reason: fmt.Sprintf("no signature of %s verifies (%s)", d, strings.Join(why, "; "))}, nil
+}
+
+// checkLocal tries the signatures of d a local store has, in its order.
+func (c *Checker) checkLocal(d digest.Digest) (Verdict, error) {
+	sigs, problems, err := c.local.signatures(d)
+	if err != nil {
+		return Verdict{}, err
+	}
+	var why []string
+	for i, sig := range sigs {
+		key, err := c.verifyOne(sig, d)
+		if err == nil {
+			return Verdict{Verified: true, By: "OpenPGP key " + key}, nil
+		}
+		why = append(why, fmt.Sprintf("signature %d: %v", i+1, err))
+	}
+	if len(sigs) == 0 {
+		why = append(why, "the store has no signature")
+	}
+	if len(problems) > 3 {
+		problems = append(problems[:3:3], fmt.Sprintf("and %d more files not read", len(problems)-3))
+	}
+	why = append(why, problems...)
 	return Verdict{Reason: fmt.Sprintf("no signature of %s verifies (%s)", d, strings.Join(why, "; "))}, nil
 }
 
