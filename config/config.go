@@ -152,8 +152,17 @@ type Verify struct {
 	// Mode is off, warn (check and log) or strict (an unverified payload
 	// never drives a build or a promotion).
 	Mode string `yaml:"mode"`
-	// SignatureStore holds <store>/sha256=<hex>/signature-N.
+	// SignatureStore holds <store>/sha256=<hex>/signature-N: an http(s)
+	// URL, or a local directory (a path, relative to the config file's
+	// folder, or a file:// URL) with that tree or signature ConfigMaps
+	// (oc-mirror's files, or ConfigMaps mounted as a volume).
 	SignatureStore string `yaml:"signature_store"`
+	// Timeout bounds each request to the signature store.
+	Timeout Duration `yaml:"timeout"`
+	// Recheck is how long a signature that did not verify, or could not be
+	// checked, is left before it is checked again (a verified one never
+	// is); 0: every pass.
+	Recheck Duration `yaml:"recheck"`
 	// PublicKeys are OpenPGP public key files (armored or binary). Left
 	// out, Red Hat's release key is trusted; an empty list trusts no key.
 	PublicKeys []string `yaml:"public_keys"`
@@ -300,7 +309,7 @@ func Default() Config {
 			},
 			GitHubActions: ActionsBuild{Workflow: "build-dtk.yml", Ref: "main"},
 		}},
-		Verify: Verify{Mode: "warn", SignatureStore: releasesig.DefaultStore},
+		Verify: Verify{Mode: "warn", SignatureStore: releasesig.DefaultStore, Timeout: Duration{10 * time.Second}, Recheck: Duration{6 * time.Hour}},
 		GitHub: GitHub{APIURL: "https://api.github.com", Label: "dtkbot", CloseWhenPromoted: true, MutationInterval: Duration{time.Second}},
 	}
 }
@@ -499,9 +508,23 @@ func (c *Config) Validate() error {
 		bad("verify.public_keys", "verify.mode strict with no key and no policy would hold every payload: leave public_keys out to trust Red Hat's release key, or name keys or a policy")
 	}
 	if c.Verify.Mode != "off" && (c.Verify.PublicKeys == nil || len(c.Verify.PublicKeys) > 0) {
-		if u, err := url.Parse(c.Verify.SignatureStore); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("verify.signature_store", "%q is not an http(s) URL", c.Verify.SignatureStore)
+		if dir, local := releasesig.LocalPath(c.Verify.SignatureStore); !local {
+			if u, err := url.Parse(c.Verify.SignatureStore); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				bad("verify.signature_store", "%q is not an http(s) URL, a file:// URL or a directory", c.Verify.SignatureStore)
+			}
+		} else if dir == "" {
+			bad("verify.signature_store", "must not be empty (an http(s) URL, a file:// URL or a directory)")
+		} else if fi, err := os.Stat(c.resolve(dir)); err != nil {
+			bad("verify.signature_store", "%v", err)
+		} else if !fi.IsDir() {
+			bad("verify.signature_store", "%s is not a directory", c.resolve(dir))
 		}
+	}
+	if c.Verify.Timeout.Duration <= 0 {
+		bad("verify.timeout", "must be positive")
+	}
+	if c.Verify.Recheck.Duration < 0 {
+		bad("verify.recheck", "must not be negative (0 checks again every pass)")
 	}
 	for i, k := range c.Verify.PublicKeys {
 		if _, err := os.Stat(c.resolve(k)); err != nil {
@@ -658,6 +681,15 @@ func (c *Config) Resolve(p string) string {
 		return ""
 	}
 	return c.resolve(p)
+}
+
+// SignatureStore is verify.signature_store, a local directory resolved
+// against the config's folder.
+func (c *Config) SignatureStore() string {
+	if dir, local := releasesig.LocalPath(c.Verify.SignatureStore); local && dir != "" {
+		return c.resolve(dir)
+	}
+	return c.Verify.SignatureStore
 }
 
 // AuthfilePath is registry.authfile resolved against the config's folder.

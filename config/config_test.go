@@ -124,3 +124,49 @@ func TestStagingAndAuditAreChecked(t *testing.T) {
 		t.Errorf("a staging repository: %v", err)
 	}
 }
+
+// TestSignatureStoreIsAURLOrADirectory: verify.signature_store takes an
+// http(s) URL, a directory (relative to the config file) or a file:// URL
+// of one; anything else is an error on its line, as are the new durations.
+func TestSignatureStoreIsAURLOrADirectory(t *testing.T) {
+	base := "releases: [quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64]\n"
+	cfg, err := Load(writeConfig(t, base))
+	if err != nil || cfg.Verify.Timeout.Duration != 10*time.Second || cfg.Verify.Recheck.Duration != 6*time.Hour {
+		t.Fatalf("defaults: %v %+v", err, cfg.Verify)
+	}
+	p := writeConfig(t, base)
+	dir := filepath.Join(filepath.Dir(p), "signatures")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, store := range []string{"signatures", dir, "file://" + dir, "https://mirror.example.com/signatures"} {
+		_ = os.WriteFile(p, []byte(base+"verify:\n  signature_store: "+store+"\n"), 0o600)
+		cfg, err := Load(p)
+		if err != nil {
+			t.Errorf("%s: %v", store, err)
+			continue
+		}
+		if got := cfg.SignatureStore(); !strings.HasPrefix(store, "https://") && got != dir && got != "file://"+dir {
+			t.Errorf("%s resolves to %s", store, got)
+		}
+	}
+	_ = os.WriteFile(filepath.Join(dir, "file"), nil, 0o600)
+	for store, want := range map[string]string{
+		"missing":                "line 4: verify.signature_store: stat",
+		"signatures/file":        "is not a directory",
+		"ftp://mirror.example/x": "is not an http(s) URL, a file:// URL or a directory",
+		"file:///nonexistent":    "no such file",
+	} {
+		_ = os.WriteFile(p, []byte(base+"verify:\n  mode: strict\n  signature_store: "+store+"\n"), 0o600)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", store, err, want)
+		}
+	}
+	_ = os.WriteFile(p, []byte(base+"verify:\n  timeout: 0s\n  recheck: -1h\n"), 0o600)
+	_, err = Load(p)
+	for _, want := range []string{"line 3: verify.timeout: must be positive", "line 4: verify.recheck: must not be negative"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+}

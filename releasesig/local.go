@@ -32,16 +32,17 @@ const SignatureLabel = "release.openshift.io/verification-signatures"
 const maxConfigMapFileBytes = 16 << 20
 
 // LocalPath returns the directory a signature_store names when it is a
-// local one (a path, or a file:// URL), and false for an http(s) URL.
+// local one (a path, or a file:// URL), and false for a URL of any other
+// scheme.
 func LocalPath(store string) (string, bool) {
-	if strings.HasPrefix(store, "http://") || strings.HasPrefix(store, "https://") {
-		return "", false
-	}
 	if rest, ok := strings.CutPrefix(store, "file://"); ok {
 		if u, err := url.Parse(store); err == nil && u.Path != "" {
 			return u.Path, true
 		}
 		return rest, true
+	}
+	if strings.Contains(store, "://") {
+		return "", false
 	}
 	return store, true
 }
