@@ -473,8 +473,18 @@ func (c *Client) Digest(ctx context.Context, pullspec string) (digest.Digest, er
 	if err != nil {
 		return "", fmt.Errorf("checking %s: %w", pullspec, err)
 	}
+	d, err := c.head(ctx, src)
+	if err != nil {
+		return "", fmt.Errorf("checking %s: %w", pullspec, err)
+	}
+	return d, nil
+}
+
+// head asks one source for the digest its reference points at, with one
+// HEAD request (retried as every call); ErrNotFound when it has none.
+func (c *Client) head(ctx context.Context, src source) (digest.Digest, error) {
 	var d digest.Digest
-	err = c.do(ctx, func(ctx context.Context) error {
+	err := c.do(ctx, func(ctx context.Context) error {
 		c.manifestHEADs.Add(1)
 		h := http.Header{"Accept": manifest.DefaultRequestedManifestMIMETypes}
 		resp, err := c.session.send(ctx, src.endpoint, http.MethodHead, "/v2/"+src.repo+"/manifests/"+src.ref, src.repo, h)
@@ -491,10 +501,7 @@ func (c *Client) Digest(ctx context.Context, pullspec string) (digest.Digest, er
 		}
 		return nil
 	})
-	if err != nil {
-		return "", fmt.Errorf("checking %s: %w", pullspec, err)
-	}
-	return d, nil
+	return d, err
 }
 
 // Manifest reads the manifest a reference points at from the registry

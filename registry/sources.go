@@ -1,10 +1,12 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
 	"go.podman.io/image/v5/types"
 )
@@ -69,4 +71,50 @@ func (c *Client) sourceOf(named reference.Named, insecure bool) (source, error) 
 		}
 	}
 	return src, nil
+}
+
+// Resolve answers which digest a release pullspec's tag points at, asking
+// where the image would be pulled from: its registries.conf pull sources in
+// order (for a tag, the mirrors not marked mirror-by-digest-only, then the
+// registry itself), as containers/image resolves a pull. The first source
+// that answers wins; one that has no such tag, or fails, passes the
+// question to the next. A pullspec by digest is its own answer. A tag no
+// source has is ErrNotFound.
+//
+// Digest, not Resolve, is for the tags dtkbot pushes or checks in its own
+// repositories: those are asked of that registry alone.
+func (c *Client) Resolve(ctx context.Context, pullspec string) (digest.Digest, error) {
+	named, err := reference.ParseNormalizedNamed(pullspec)
+	if err != nil {
+		return "", fmt.Errorf("parsing image reference %q: %w", pullspec, err)
+	}
+	if can, ok := named.(reference.Canonical); ok {
+		return can.Digest(), nil
+	}
+	sources, err := c.pullSources(named)
+	if err != nil {
+		return "", fmt.Errorf("resolving %s: %w", pullspec, err)
+	}
+	var failures []error
+	notFound := 0
+	for _, src := range sources {
+		d, err := c.head(ctx, src)
+		if err == nil {
+			return d, nil
+		}
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("resolving %s: %w", pullspec, err)
+		}
+		if errors.Is(err, ErrNotFound) {
+			// Not wrapped: the tag is missing only if every source says so.
+			notFound++
+			failures = append(failures, fmt.Errorf("%s/%s: %v", src.host, src.repo, err))
+			continue
+		}
+		failures = append(failures, fmt.Errorf("%s/%s: %w", src.host, src.repo, err))
+	}
+	if notFound == len(sources) {
+		return "", fmt.Errorf("resolving %s: %w", pullspec, ErrNotFound)
+	}
+	return "", fmt.Errorf("resolving %s: %w", pullspec, errors.Join(failures...))
 }
