@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/dtkbot/dtkbot/version"
 
@@ -121,14 +122,40 @@ type Discovery struct {
 	Errors []error
 }
 
-// Discover reads every channel and arch (conditionally), adds the config's
-// pullspecs, and deduplicates by payload digest. only, when not empty,
-// restricts the graph to those channels; readOnly leaves the stored graph
-// state as it was (a dry run).
+// feedsInFlight bounds the feeds (graph channels and arches,
+// release-controller streams) read at once: a feed that does not answer
+// costs a pass one timeout, not one per feed, and the servers see a
+// handful of requests at a time.
+const feedsInFlight = 8
+
+// Discover reads every channel and arch (conditionally) and every
+// release-controller stream, all at once, adds the config's pullspecs, and
+// deduplicates by payload digest. only, when not empty, restricts the graph
+// to those channels; readOnly leaves the stored graph state as it was (a
+// dry run). What it finds does not depend on the order the feeds answer.
 func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool) Discovery {
 	out := Discovery{Read: map[string]bool{}}
 	byDigest := map[string]*Release{}
 	var order []string
+
+	// The feeds, and what each left last time.
+	type graphFeed struct {
+		channel, arch string
+		prev          GraphState
+		res           FetchResult
+		err           error
+	}
+	type streamFeed struct {
+		rc     *ReleaseController
+		stream string
+		src    Source
+		key    string
+		prev   StreamState
+		st     StreamState
+		skip   []string
+		err    error
+	}
+	var graphs []*graphFeed
 	for _, ch := range d.Channels {
 		if len(only) > 0 && !slices.Contains(only, ch) {
 			continue
@@ -138,88 +165,114 @@ func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool)
 			if err != nil {
 				out.Errors = append(out.Errors, fmt.Errorf("loading graph state of %s/%s: %w", ch, arch, err))
 			}
-			out.GraphRequests++
-			res, err := d.Graph.Fetch(ctx, ch, arch, prev)
-			st := prev
-			if err != nil {
-				out.Errors = append(out.Errors, err)
-			} else {
-				out.Read[Source{Type: SourceGraph, Name: ch}.Key()] = true
-				st = res.State
-				if res.Changed {
-					out.Changed++
-				}
-				out.Skipped = append(out.Skipped, res.Skipped...)
-				if !readOnly && (res.Changed || res.State.ETag != prev.ETag) {
-					if err := d.Store.SaveGraphState(ch, arch, st); err != nil {
-						out.Errors = append(out.Errors, fmt.Errorf("saving graph state of %s/%s: %w", ch, arch, err))
-					}
-				}
-			}
-			src := Source{Type: SourceGraph, Name: ch}
-			for _, n := range st.Nodes {
-				dg := digestOf(n.Payload)
-				key := dg + "/" + arch
-				if r, ok := byDigest[key]; ok {
-					if !slices.Contains(r.Channels, ch) {
-						r.Channels = append(r.Channels, ch)
-					}
-					r.Sources, _ = MergeSources(r.Sources, []Source{src})
-					continue
-				}
-				byDigest[key] = &Release{Version: n.Version, Pullspec: n.Payload, Digest: dg, Arch: arch, Channels: []string{ch}, Sources: []Source{src}}
-				order = append(order, key)
-			}
+			graphs = append(graphs, &graphFeed{channel: ch, arch: arch, prev: prev})
 		}
 	}
+	var streams []*streamFeed
 	for _, rc := range d.ReleaseControllers {
+		for _, stream := range rc.Streams {
+			src := Source{Type: SourceReleaseController, Name: stream, URL: rc.URL}
+			f := &streamFeed{rc: rc, stream: stream, src: src, key: src.Key() + " " + rc.Arch}
+			var err error
+			if f.prev, err = d.Streams.StreamState(f.key); err != nil {
+				out.Errors = append(out.Errors, fmt.Errorf("loading the state of %s: %w", rc.where(stream), err))
+			}
+			streams = append(streams, f)
+		}
+	}
+	slots := make(chan struct{}, feedsInFlight)
+	var wg sync.WaitGroup
+	fetch := func(read func()) {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			read()
+		})
+	}
+	for _, f := range graphs {
+		fetch(func() { f.res, f.err = d.Graph.Fetch(ctx, f.channel, f.arch, f.prev) })
+	}
+	for _, f := range streams {
+		fetch(func() { f.st, f.skip, f.err = f.rc.Fetch(ctx, f.stream, f.prev) })
+	}
+	wg.Wait()
+
+	for _, f := range graphs {
+		ch, arch, prev := f.channel, f.arch, f.prev
+		out.GraphRequests++
+		st := prev
+		if f.err != nil {
+			out.Errors = append(out.Errors, f.err)
+		} else {
+			res := f.res
+			out.Read[Source{Type: SourceGraph, Name: ch}.Key()] = true
+			st = res.State
+			if res.Changed {
+				out.Changed++
+			}
+			out.Skipped = append(out.Skipped, res.Skipped...)
+			if !readOnly && (res.Changed || res.State.ETag != prev.ETag) {
+				if err := d.Store.SaveGraphState(ch, arch, st); err != nil {
+					out.Errors = append(out.Errors, fmt.Errorf("saving graph state of %s/%s: %w", ch, arch, err))
+				}
+			}
+		}
+		src := Source{Type: SourceGraph, Name: ch}
+		for _, n := range st.Nodes {
+			dg := digestOf(n.Payload)
+			key := dg + "/" + arch
+			if r, ok := byDigest[key]; ok {
+				if !slices.Contains(r.Channels, ch) {
+					r.Channels = append(r.Channels, ch)
+				}
+				r.Sources, _ = MergeSources(r.Sources, []Source{src})
+				continue
+			}
+			byDigest[key] = &Release{Version: n.Version, Pullspec: n.Payload, Digest: dg, Arch: arch, Channels: []string{ch}, Sources: []Source{src}}
+			order = append(order, key)
+		}
+	}
+	for _, f := range streams {
+		rc, src := f.rc, f.src
 		phases := rc.Phases
 		if len(phases) == 0 {
 			phases = []string{PhaseAccepted}
 		}
-		for _, stream := range rc.Streams {
-			src := Source{Type: SourceReleaseController, Name: stream, URL: rc.URL}
-			key := src.Key() + " " + rc.Arch
-			prev, err := d.Streams.StreamState(key)
-			if err != nil {
-				out.Errors = append(out.Errors, fmt.Errorf("loading the state of %s: %w", rc.where(stream), err))
-			}
-			out.StreamRequests++
-			st, skipped, err := rc.Fetch(ctx, stream, prev)
-			if err != nil {
-				out.Errors = append(out.Errors, err)
-				st = prev
-			} else {
-				out.Read[src.Key()] = true
-				out.Skipped = append(out.Skipped, skipped...)
-				if !readOnly && (st.BodyHash != prev.BodyHash || st.ETag != prev.ETag) {
-					if err := d.Streams.SaveStreamState(key, st); err != nil {
-						out.Errors = append(out.Errors, fmt.Errorf("saving the state of %s: %w", rc.where(stream), err))
-					}
+		out.StreamRequests++
+		st := f.st
+		if f.err != nil {
+			out.Errors = append(out.Errors, f.err)
+			st = f.prev
+		} else {
+			out.Read[src.Key()] = true
+			out.Skipped = append(out.Skipped, f.skip...)
+			if !readOnly && (st.BodyHash != f.prev.BodyHash || st.ETag != f.prev.ETag) {
+				if err := d.Streams.SaveStreamState(f.key, st); err != nil {
+					out.Errors = append(out.Errors, fmt.Errorf("saving the state of %s: %w", rc.where(f.stream), err))
 				}
 			}
-			for _, tag := range st.Tags {
-				s := src
-				s.Phase = tag.Phase
-				rel := Release{Version: tag.Version, Pullspec: tag.Pullspec, Digest: digestOf(tag.Pullspec), Arch: rc.Arch, Sources: []Source{s}}
-				if tag.Phase == PhaseRejected || tag.Phase == PhaseFailed {
-					out.Withdrawn = append(out.Withdrawn, rel)
-					continue
-				}
-				if !slices.Contains(phases, tag.Phase) {
-					continue
-				}
-				key := rel.Pullspec + "/" + rc.Arch
-				if rel.Digest != "" {
-					key = rel.Digest + "/" + rc.Arch
-				}
-				if r, ok := byDigest[key]; ok {
-					r.Sources, _ = MergeSources(r.Sources, rel.Sources)
-					continue
-				}
-				byDigest[key] = &rel
-				order = append(order, key)
+		}
+		for _, tag := range st.Tags {
+			s := src
+			s.Phase = tag.Phase
+			rel := Release{Version: tag.Version, Pullspec: tag.Pullspec, Digest: digestOf(tag.Pullspec), Arch: rc.Arch, Sources: []Source{s}}
+			if tag.Phase == PhaseRejected || tag.Phase == PhaseFailed {
+				out.Withdrawn = append(out.Withdrawn, rel)
+				continue
 			}
+			if !slices.Contains(phases, tag.Phase) {
+				continue
+			}
+			key := rel.Pullspec + "/" + rc.Arch
+			if rel.Digest != "" {
+				key = rel.Digest + "/" + rc.Arch
+			}
+			if r, ok := byDigest[key]; ok {
+				r.Sources, _ = MergeSources(r.Sources, rel.Sources)
+				continue
+			}
+			byDigest[key] = &rel
+			order = append(order, key)
 		}
 	}
 	for _, p := range d.Releases {
