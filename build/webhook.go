@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/dtkbot/dtkbot/breaker"
 )
 
 // Inputs are the string inputs every remote build receives: the
@@ -143,6 +145,9 @@ func retryHTTP(ctx context.Context, what string, attempts int, backoff time.Dura
 				ue.URL = redactURL(ue.URL)
 			}
 			last = fmt.Errorf("%s: %w", what, err)
+			if errors.Is(err, breaker.ErrOpen) {
+				return last // not sent: the service stopped answering in this pass
+			}
 		}
 		if i == attempts || ctx.Err() != nil {
 			break

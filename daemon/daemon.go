@@ -327,6 +327,11 @@ type statusBody struct {
 	Held      []ledger.HeldRelease `json:"held"`
 	// LeadTimes say how early DTK images are ready (see the README).
 	LeadTimes *coverage.LeadTimes `json:"lead_times,omitempty"`
+
+	// RecordedPass is the last pass as the state file keeps it (by this
+	// daemon or a CronJob's `dtkbot reconcile`), with the outside
+	// services it asked and those it stopped asking.
+	RecordedPass *ledger.PassRecord `json:"recorded_pass,omitempty"`
 }
 
 // signatureStatus says how payload signatures are checked.
@@ -349,6 +354,7 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	body.Kernels, body.Consumers, body.Held, body.Releases = snap.Kernels, snap.Consumers, snap.Held, len(snap.Releases)
+	body.RecordedPass = snap.LastPass
 	for _, k := range body.Kernels {
 		body.States[k.State]++
 	}

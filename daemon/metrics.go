@@ -27,6 +27,11 @@ type metrics struct {
 	rejected, drifted                       prometheus.Counter
 	duration                                prometheus.Histogram
 	lastDuration, lastSuccess, releasesSeen prometheus.Gauge
+	// Per outside service (the service label: signature-store,
+	// update-graph, "release-controller HOST", github, github-actions,
+	// "build-webhook HOST"): requests, those unanswered, those skipped,
+	// and the passes that stopped asking it.
+	serviceRequests, serviceFailures, serviceSkipped, serviceOpened *prometheus.CounterVec
 
 	mu       sync.Mutex
 	lastOK   time.Time
@@ -64,6 +69,15 @@ func newMetrics(version string, store *state.Store, reg *registry.Client, index 
 	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dtkbot_pass_duration_seconds", Help: "Duration of reconcile passes.",
 		Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600}})
 	m.reg.MustRegister(m.duration)
+	vec := func(name, help string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"service"})
+		m.reg.MustRegister(c)
+		return c
+	}
+	m.serviceRequests = vec("dtkbot_service_requests_total", "Requests sent to an outside service (signature store, update graph, release-controller, GitHub, build backend).")
+	m.serviceFailures = vec("dtkbot_service_unanswered_total", "Requests to an outside service that got no answer (a timeout, a connection refused or cut).")
+	m.serviceSkipped = vec("dtkbot_service_skipped_total", "Requests not sent to an outside service because it had stopped answering in the pass.")
+	m.serviceOpened = vec("dtkbot_service_stopped_passes_total", "Passes that stopped asking an outside service after consecutive failures to answer.")
 	m.lastDuration = gauge("dtkbot_last_pass_duration_seconds", "Duration of the last pass.")
 	m.lastSuccess = gauge("dtkbot_last_success_timestamp_seconds", "When the last successful pass ended.")
 	m.releasesSeen = gauge("dtkbot_releases_seen", "Releases known from the graph and the config.")
@@ -102,6 +116,14 @@ func (m *metrics) record(start, end time.Time, res *reconcile.Result, err error)
 		m.rejected.Add(float64(res.Rejected))
 		m.drifted.Add(float64(res.Drifted))
 		m.releasesSeen.Set(float64(res.Releases))
+		for _, sv := range res.Services {
+			m.serviceRequests.WithLabelValues(sv.Service).Add(float64(sv.Requests))
+			m.serviceFailures.WithLabelValues(sv.Service).Add(float64(sv.Failures))
+			m.serviceSkipped.WithLabelValues(sv.Service).Add(float64(sv.Skipped))
+			if sv.Open {
+				m.serviceOpened.WithLabelValues(sv.Service).Inc()
+			}
+		}
 	}
 }
 

@@ -36,9 +36,12 @@ type Release struct {
 	// streams (with the tag's phase), the config.
 	Sources []watcher.Source `json:"sources,omitempty"`
 	// Signature is the outcome of the signature check ("verified by ...",
-	// "unverified: ...", or empty when checks are off).
-	Signature string    `json:"signature,omitempty"`
-	FirstSeen time.Time `json:"first_seen"`
+	// "unverified: ...", "unchecked: ...", or empty when checks are off),
+	// and SignatureCheckedAt when it was made: one not verified is checked
+	// again once verify.recheck has passed since.
+	Signature          string    `json:"signature,omitempty"`
+	SignatureCheckedAt time.Time `json:"signature_checked_at,omitzero"`
+	FirstSeen          time.Time `json:"first_seen"`
 	// TaggedAt is when its first release tag was promoted.
 	TaggedAt time.Time `json:"tagged_at,omitzero"`
 	// Withdrawn says why a pre-release no longer counts (its tag was
@@ -289,7 +292,15 @@ type HeldRelease struct {
 	Kind   string    `json:"kind"`
 	Reason string    `json:"reason"`
 	Since  time.Time `json:"since"`
+	// SignatureCheckedAt is, for a payload held for its signature, when the
+	// signature was last checked: it is not checked again before
+	// verify.recheck has passed.
+	SignatureCheckedAt time.Time `json:"signature_checked_at,omitzero"`
 }
+
+// SignatureVerified reports whether a release's recorded signature check
+// verified (for good: a digest's signature does not come undone).
+func (r Release) SignatureVerified() bool { return strings.HasPrefix(r.Signature, "verified") }
 
 // Key is the held release's ReleaseKey.
 func (h HeldRelease) Key() string { return ReleaseKey(h.Digest, h.Arch) }
@@ -340,4 +351,21 @@ type PassRecord struct {
 	Failed         bool          `json:"failed"`
 	SignatureMode  string        `json:"signature_mode,omitempty"`
 	SignatureTrust string        `json:"signature_trust,omitempty"`
+	// Services are the outside services the pass asked, and those it
+	// stopped asking.
+	Services []ServiceReport `json:"services,omitempty"`
+}
+
+// ServiceReport is what one outside service (the signature store, the
+// update graph, a release-controller, GitHub, a build backend) cost a pass:
+// requests sent, those that got no answer (a timeout, a connection refused
+// or cut), and those not sent because the service had stopped answering
+// (Skipped: Open, Reason says after what).
+type ServiceReport struct {
+	Service  string `json:"service"`
+	Requests int    `json:"requests"`
+	Failures int    `json:"failures"`
+	Skipped  int    `json:"skipped"`
+	Open     bool   `json:"open"`
+	Reason   string `json:"reason,omitempty"`
 }

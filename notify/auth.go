@@ -181,6 +181,12 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 // NewClient returns a go-github client for apiURL (https://api.github.com,
 // or a GitHub Enterprise https://HOST/api/v3) authenticated by auth.
 func NewClient(apiURL string, auth Auth) (*github.Client, error) {
+	return NewClientWith(apiURL, auth, http.DefaultTransport)
+}
+
+// NewClientWith is NewClient sending its requests with base (a
+// breaker.Transport, so a pass stops asking a GitHub that does not answer).
+func NewClientWith(apiURL string, auth Auth, base http.RoundTripper) (*github.Client, error) {
 	if apiURL == "" {
 		apiURL = "https://api.github.com/"
 	}
@@ -191,6 +197,6 @@ func NewClient(apiURL string, auth Auth) (*github.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("github.api_url: %w", err)
 	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &transport{auth: auth, host: u.Host, base: http.DefaultTransport}}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &transport{auth: auth, host: u.Host, base: base}}
 	return github.NewClient(github.WithHTTPClient(hc), github.WithURLs(&apiURL, &apiURL), github.WithUserAgent("dtkbot"))
 }

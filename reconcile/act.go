@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
@@ -117,6 +118,12 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	case errors.Is(err, build.ErrNotConfigured):
 		m = before // nothing was asked: leave the image as it was
 		result = "skipped: " + err.Error()
+	case errors.Is(err, breaker.ErrOpen):
+		// The build service stopped answering in this pass: nothing was
+		// asked, so no attempt is spent; the next pass asks again.
+		m = before
+		result = "skipped: " + err.Error()
+		p.fail(fmt.Errorf("building %s: %w", a.ImageKey(), err))
 	default:
 		m.Reason = err.Error()
 		p.attemptFailed(&m, k.build)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -14,7 +15,8 @@ import (
 
 // discover gathers the pass's releases: the graph's (pinned by digest), the
 // release-controllers' and the config's, a pullspec by tag resolved to its
-// digest with one HEAD (remembered for registry.resolve_ttl), so that
+// digest with one HEAD where it is pulled from (remembered for
+// registry.resolve_ttl), so that
 // everything after works on digests alone. Releases found in several feeds
 // are one release with all its sources. A feed that fails fails the pass
 // softly: its last known state is used.
@@ -34,15 +36,24 @@ func (p *pass) discover(ctx context.Context) {
 			return rel.Version != "" && rel.Version != p.opts.Release
 		})
 	}
+	// Tags are resolved at once, Concurrency at a time (the registry
+	// client bounds the calls in flight across everything).
+	slots := make(chan struct{}, max(p.r.Concurrency, 1))
+	var wg sync.WaitGroup
 	for i := range releases {
 		if releases[i].Digest != "" {
 			continue
 		}
-		if err := p.pin(ctx, &releases[i]); err != nil {
-			p.fail(err)
-			releases[i].Pullspec = "" // not this pass
-		}
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			if err := p.pin(ctx, &releases[i]); err != nil {
+				p.fail(err)
+				releases[i].Pullspec = "" // not this pass
+			}
+		})
 	}
+	wg.Wait()
 	releases = slices.DeleteFunc(releases, func(rel watcher.Release) bool { return rel.Pullspec == "" })
 	// A tag of a release-controller and a node of the graph may be the
 	// same payload: one release, every source.
@@ -69,9 +80,12 @@ func (p *pass) discover(ctx context.Context) {
 }
 
 // pin resolves a release pullspec by tag to repository@digest: with one
-// HEAD, or from the state's memory of the last resolution while it is
-// younger than registry.resolve_ttl (a release-controller lists dozens of
-// tags every pass; their digests do not change).
+// HEAD where the image is pulled from (registry.Client.Resolve: the
+// registries.conf mirrors first, then the registry; a disconnected
+// installation's pull-through cache answers, quay.io need not), or from
+// the state's memory of the last resolution while it is younger than
+// registry.resolve_ttl (a release-controller lists dozens of tags every
+// pass; their digests do not change).
 func (p *pass) pin(ctx context.Context, rel *watcher.Release) error {
 	named, err := reference.ParseNormalizedNamed(rel.Pullspec)
 	if err != nil {
@@ -81,7 +95,7 @@ func (p *pass) pin(ctx context.Context, rel *watcher.Release) error {
 	if pin, ok, _ := p.r.Store.Pin(rel.Pullspec); ok && p.now.Sub(pin.At) < p.r.ResolveTTL {
 		d = digest.Digest(pin.Digest)
 	} else {
-		if d, err = p.r.Checker.Digest(ctx, rel.Pullspec); err != nil {
+		if d, err = p.r.Registry.Resolve(ctx, rel.Pullspec); err != nil {
 			return fmt.Errorf("resolving release %s: %w", rel.Pullspec, err)
 		}
 		if !p.opts.DryRun {

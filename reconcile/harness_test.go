@@ -112,7 +112,10 @@ func (h *harness) restart() {
 func (h *harness) client() *registry.Client {
 	f := false
 	o := h.regOpts
-	o.TLSVerify, o.RegistriesConf = &f, "/dev/null"
+	o.TLSVerify = &f
+	if o.RegistriesConf == "" {
+		o.RegistriesConf = "/dev/null" // never the machine's
+	}
 	if o.Backoff == 0 {
 		o.Backoff = 5 * time.Millisecond
 	}

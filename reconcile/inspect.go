@@ -20,15 +20,18 @@ import (
 // Kinds of held releases (ledger.HeldRelease.Kind).
 const (
 	HeldContent   = "content"   // the payload's content is broken: never read again unless asked
-	HeldSignature = "signature" // strict mode, not verified: checked again every pass
+	HeldSignature = "signature" // strict mode, not verified: checked again after verify.recheck
 )
 
 // inspect reads every payload digest never seen before, checks its
-// signature and records it with its kernels, or holds it: a payload whose
-// content is broken is held for good (a digest's content cannot change), so
-// it neither fails this pass nor is read by the next.
+// signature (meanwhile, in the same concurrency) and records it with its
+// kernels, or holds it: a payload whose content is broken is held for good
+// (a digest's content cannot change), so it neither fails this pass nor is
+// read by the next. Recorded releases whose signature did not verify are
+// checked again once verify.recheck has passed.
 func (p *pass) inspect(ctx context.Context) {
-	todo := p.unseen()
+	todo, rechecks := p.unseen()
+	checks := p.startSignatures(ctx, todo, rechecks)
 	results := p.r.inspect(ctx, todo)
 	for i, job := range todo {
 		rep, err := results[i].Report, results[i].Err
@@ -48,7 +51,7 @@ func (p *pass) inspect(ctx context.Context) {
 		if _, known := p.view.releases[key]; known {
 			continue // listed twice (a config pullspec that is also in the graph)
 		}
-		if !p.checkSignature(ctx, job, rep, &rel) {
+		if !p.checkSignature(ctx, checks, job, rep, &rel) {
 			continue // held
 		}
 		p.res.Inspected++
@@ -75,6 +78,7 @@ func (p *pass) inspect(ctx context.Context) {
 			p.fail(fmt.Errorf("recording release %s: %w", rel.Version, err))
 		}
 	}
+	p.recheckSignatures(ctx, checks, rechecks)
 	p.sigWarnings()
 }
 
@@ -94,24 +98,30 @@ func inspectArches(graphArch string) []string {
 }
 
 // unseen lists the releases never recorded (a digest is read once in its
-// life) and not held for their content (unless asked to retry them). A
-// release recorded before has its sources brought up to date instead.
-func (p *pass) unseen() []job {
-	var out []job
+// life), not held for their content, nor for a signature checked less than
+// verify.recheck ago (unless asked to retry held ones). A release recorded
+// before has its sources brought up to date instead, and is listed in
+// rechecks (by key) when its signature did not verify and is due again.
+func (p *pass) unseen() (out []job, rechecks []string) {
 	for _, rel := range p.releases {
 		for _, arch := range inspectArches(rel.Arch) {
 			key := ledger.ReleaseKey(rel.Digest, arch)
 			if known, ok := p.view.releases[key]; ok {
 				p.refresh(known, rel)
+				if p.checking() && !known.SignatureVerified() && p.signatureDue(known.SignatureCheckedAt) {
+					rechecks = append(rechecks, key)
+				}
 				continue
 			}
-			if h, ok := p.view.held[key]; ok && h.Kind == HeldContent && !p.opts.RetryHeld {
-				continue
+			if h, ok := p.view.held[key]; ok && !p.opts.RetryHeld {
+				if h.Kind == HeldContent || (h.Kind == HeldSignature && p.checking() && !p.signatureDue(h.SignatureCheckedAt)) {
+					continue
+				}
 			}
 			out = append(out, job{release: rel, arch: arch})
 		}
 	}
-	return out
+	return out, rechecks
 }
 
 // contentHold turns an inspection error into a held release when the

@@ -27,6 +27,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
@@ -117,9 +118,18 @@ type Reconciler struct {
 	// Signatures and SignatureMode (releasesig.ModeOff, ModeWarn,
 	// ModeStrict): in strict mode a payload whose signature does not verify
 	// is not recorded, so it never drives a build or a promotion; it is
-	// held, and checked again on the next pass.
-	Signatures    SignatureChecker
-	SignatureMode string
+	// held, and checked again once SignatureRecheck has passed (as is the
+	// signature of a recorded release that did not verify, or could not be
+	// checked; a verified one never is). Signatures are checked while
+	// payloads are inspected, Concurrency at a time.
+	Signatures       SignatureChecker
+	SignatureMode    string
+	SignatureRecheck time.Duration
+	// ServiceFailures is how many consecutive failures to answer (timeouts,
+	// refused or cut connections) stop a pass asking an outside service
+	// (breaker.DefaultThreshold when 0). The HTTP clients of those services
+	// go through a breaker.Transport.
+	ServiceFailures int
 	// Concurrency bounds the payloads inspected at once.
 	Concurrency int
 	Log         zerolog.Logger
@@ -168,6 +178,9 @@ type Result struct {
 	Audited    int               `json:"audited"`
 	Drifted    int               `json:"drifted"`
 	Signatures *SignatureSummary `json:"signatures,omitempty"`
+	// Services are the outside services the pass asked: requests, those
+	// unanswered, and those skipped once a service stopped answering.
+	Services []ledger.ServiceReport `json:"services,omitempty"`
 	Actions    []plan.Action     `json:"actions"`
 	// Errors failed the pass (or were deferred, for GitHub); Warnings did not.
 	Errors   []string      `json:"errors,omitempty"`
@@ -185,8 +198,12 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 	if err != nil {
 		return p.res, err
 	}
+	// One breaker per outside service for this pass: every HTTP client of
+	// one consults it through the request's context.
+	p.services = breaker.NewSet(r.ServiceFailures)
+	ctx = breaker.NewContext(ctx, p.services)
 	p.discover(ctx)    // the releases of the graph and the config, pinned by digest
-	p.inspect(ctx)     // new payloads read once, signatures checked; broken ones held
+	p.inspect(ctx)     // new payloads read once, signatures checked meanwhile; broken ones held
 	p.prereleases(ctx) // rejected or vanished pre-releases withdrawn
 	p.act(ctx)         // every kind of image: looked for, verified, planned, built to staging, promoted
 	p.audit(ctx)       // promoted tags still where dtkbot put them

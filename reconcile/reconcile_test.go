@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,6 +291,8 @@ type fakeSignatures struct {
 	signed  map[string]bool
 	down    bool
 	noTrust bool
+	// checks counts Check calls (made concurrently).
+	checks atomic.Int64
 }
 
 func (f *fakeSignatures) Trust() string {
@@ -300,6 +303,7 @@ func (f *fakeSignatures) Trust() string {
 }
 
 func (f *fakeSignatures) Check(_ context.Context, _ string, d digest.Digest) (releasesig.Verdict, error) {
+	f.checks.Add(1)
 	if f.down {
 		return releasesig.Verdict{}, errors.New("signature store: HTTP 503")
 	}

@@ -2,12 +2,14 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
@@ -23,28 +25,111 @@ type SignatureSummary struct {
 	Unverified []string `json:"unverified,omitempty"` // releases, in warn mode
 	Unchecked  []string `json:"unchecked,omitempty"`  // releases whose store could not be read
 	Held       []string `json:"held,omitempty"`       // releases not recorded (strict mode)
+	// NotAsked counts the checks not made because the signature store had
+	// stopped answering (Result.Services says after what).
+	NotAsked int `json:"not_asked,omitempty"`
+	// Rechecked counts recorded releases whose signature, not verified
+	// before, was checked again (verify.recheck).
+	Rechecked int `json:"rechecked,omitempty"`
+}
+
+// checking reports whether the pass checks signatures.
+func (p *pass) checking() bool {
+	r := p.r
+	return r.Signatures != nil && r.SignatureMode != "" && r.SignatureMode != releasesig.ModeOff
+}
+
+// signatureDue reports whether a signature last checked at (never: the
+// zero time) is checked in this pass: verify.recheck after its last check.
+func (p *pass) signatureDue(at time.Time) bool {
+	return at.IsZero() || p.now.Sub(at) >= p.r.SignatureRecheck
+}
+
+// sigCheck is one payload digest's signature check, under way or done.
+type sigCheck struct {
+	done    chan struct{}
+	verdict releasesig.Verdict
+	err     error
+}
+
+// sigChecks are the pass's signature checks, by payload digest.
+type sigChecks map[string]*sigCheck
+
+// startSignatures checks the signatures of the payloads to inspect and of
+// the recorded releases due for a recheck, Concurrency at a time, while
+// the payloads are read: a payload's digest is known before it is
+// inspected (graph nodes are pinned, tags resolved in discover). Each
+// digest is checked once, whatever its arches.
+func (p *pass) startSignatures(ctx context.Context, jobs []job, rechecks []string) sigChecks {
+	checks := sigChecks{}
+	if !p.checking() {
+		return checks
+	}
+	type want struct{ pullspec, digest string }
+	var wants []want
+	add := func(pullspec, d string) {
+		if _, ok := checks[d]; ok || d == "" {
+			return
+		}
+		checks[d] = &sigCheck{done: make(chan struct{})}
+		wants = append(wants, want{pullspec, d})
+	}
+	for _, j := range jobs {
+		add(j.release.Pullspec, j.release.Digest)
+	}
+	for _, key := range rechecks {
+		rel := p.view.releases[key]
+		add(rel.Pullspec, rel.Digest)
+	}
+	slots := make(chan struct{}, max(p.r.Concurrency, 1))
+	for _, w := range wants {
+		c := checks[w.digest]
+		go func() {
+			defer close(c.done)
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				c.err = ctx.Err()
+				return
+			}
+			defer func() { <-slots }()
+			c.verdict, c.err = p.r.Signatures.Check(ctx, w.pullspec, digest.Digest(w.digest))
+		}()
+	}
+	return checks
+}
+
+// outcome waits for the check of digest d; a digest not started (a
+// payload whose digest was learnt only by reading it) is checked now.
+func (c sigChecks) outcome(ctx context.Context, p *pass, pullspec, d string) (releasesig.Verdict, error) {
+	if sc, ok := c[d]; ok {
+		<-sc.done
+		return sc.verdict, sc.err
+	}
+	return p.r.Signatures.Check(ctx, pullspec, digest.Digest(d))
 }
 
 // checkSignature applies the signature policy to a newly read payload. It
-// returns false when the payload must not be recorded: it is then held, and
-// checked again on the next pass (the store may be down now, or the
-// signature published later).
-func (p *pass) checkSignature(ctx context.Context, j job, rep *releaseinfo.Report, rel *ledger.Release) bool {
-	r := p.r
-	if r.Signatures == nil || r.SignatureMode == "" || r.SignatureMode == releasesig.ModeOff {
+// returns false when the payload must not be recorded: it is then held,
+// and checked again once verify.recheck has passed (the store may be down
+// now, or the signature published later).
+func (p *pass) checkSignature(ctx context.Context, checks sigChecks, j job, rep *releaseinfo.Report, rel *ledger.Release) bool {
+	if !p.checking() {
 		return true
 	}
-	if p.sig.Mode == "" {
-		p.sig = SignatureSummary{Mode: r.SignatureMode, Trust: r.Signatures.Trust()}
-	}
-	strict := r.SignatureMode == releasesig.ModeStrict
+	p.summaryStarted()
+	strict := p.r.SignatureMode == releasesig.ModeStrict
 	held := func(reason string) bool {
 		p.sig.Held = append(p.sig.Held, rep.Release)
 		p.hold(ledger.HeldRelease{Version: rep.Release, Pullspec: j.release.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
-			Channels: j.release.Channels, Kind: HeldSignature, Reason: reason, Since: p.since(rep.Digest, rep.Arch)})
+			Channels: j.release.Channels, Kind: HeldSignature, Reason: reason, Since: p.since(rep.Digest, rep.Arch), SignatureCheckedAt: p.now})
 		return false
 	}
-	v, err := r.Signatures.Check(ctx, j.release.Pullspec, digest.Digest(rep.Digest))
+	v, err := checks.outcome(ctx, p, j.release.Pullspec, rep.Digest)
+	rel.SignatureCheckedAt = p.now
+	if errors.Is(err, breaker.ErrOpen) {
+		p.sig.NotAsked++
+	}
 	switch {
 	case err != nil && strict:
 		p.fail(fmt.Errorf("checking the signature of %s: %w", rep.Release, err))
@@ -64,6 +149,42 @@ func (p *pass) checkSignature(ctx context.Context, j job, rep *releaseinfo.Repor
 		p.sig.Verified++
 	}
 	return true
+}
+
+// recheckSignatures records the new checks of recorded releases whose
+// signature had not verified. Their record stays (they drive builds as
+// before); what changes is what the record says, and when it was checked.
+func (p *pass) recheckSignatures(ctx context.Context, checks sigChecks, keys []string) {
+	for _, key := range keys {
+		rel := p.view.releases[key]
+		v, err := checks.outcome(ctx, p, rel.Pullspec, rel.Digest)
+		p.summaryStarted()
+		p.sig.Rechecked++
+		rel.SignatureCheckedAt = p.now
+		switch {
+		case err != nil:
+			if errors.Is(err, breaker.ErrOpen) {
+				p.sig.NotAsked++
+			}
+			rel.Signature = "unchecked: " + err.Error()
+			p.sig.Unchecked = append(p.sig.Unchecked, rel.Version)
+		case !v.Verified:
+			rel.Signature = "unverified: " + v.Reason
+			p.sig.Unverified = append(p.sig.Unverified, rel.Version)
+		default:
+			rel.Signature = "verified by " + v.By
+			p.sig.Verified++
+			p.log.Info().Str("release", rel.Version).Str("digest", rel.Digest).Msg("payload signature verified on a recheck")
+		}
+		p.putRelease(rel)
+	}
+}
+
+// summaryStarted starts the pass's signature summary.
+func (p *pass) summaryStarted() {
+	if p.sig.Mode == "" {
+		p.sig = SignatureSummary{Mode: p.r.SignatureMode, Trust: p.r.Signatures.Trust()}
+	}
 }
 
 // since keeps the first time a release was held.
@@ -88,7 +209,11 @@ func (p *pass) sigWarnings() {
 		p.warn(fmt.Sprintf("%d payload signatures do not verify (verify.mode %s): %s", len(s.Unverified), s.Mode, list(s.Unverified)))
 	}
 	if len(s.Unchecked) > 0 {
-		p.warn(fmt.Sprintf("%d payload signatures could not be checked (the signature store failed): %s", len(s.Unchecked), list(s.Unchecked)))
+		why := "the signature store failed"
+		if s.NotAsked > 0 {
+			why = fmt.Sprintf("the signature store stopped answering: %d not asked", s.NotAsked)
+		}
+		p.warn(fmt.Sprintf("%d payload signatures could not be checked (%s), checked again after verify.recheck: %s", len(s.Unchecked), why, list(s.Unchecked)))
 	}
 	if len(s.Held) > 0 {
 		p.warn(fmt.Sprintf("%d payloads held until their signatures verify: %s", len(s.Held), list(s.Held)))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -47,6 +48,10 @@ type pass struct {
 	// promoteFailed are the images a promotion failed for in this pass:
 	// not promoted before the next.
 	promoteFailed map[string]bool
+	// services are the pass's breakers; skipped the services whose
+	// "not asked" error was already said (once a pass each).
+	services *breaker.Set
+	skipped  map[string]bool
 }
 
 // begin loads the ledger and starts a pass.
@@ -73,6 +78,9 @@ func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
 func (p *pass) fail(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.saidSkipped(err) {
+		return
+	}
 	p.errs = append(p.errs, err)
 	p.res.Errors = append(p.res.Errors, err.Error())
 }
@@ -81,9 +89,33 @@ func (p *pass) fail(err error) {
 // for the next one.
 func (p *pass) deferred(err error) {
 	p.mu.Lock()
-	p.res.Errors = append(p.res.Errors, err.Error())
+	said := p.saidSkipped(err)
+	if !said {
+		p.res.Errors = append(p.res.Errors, err.Error())
+	}
 	p.mu.Unlock()
-	p.log.Warn().Err(err).Msg("notification deferred")
+	if !said {
+		p.log.Warn().Err(err).Msg("notification deferred")
+	}
+}
+
+// saidSkipped reports whether err is a request not sent to a service
+// that stopped answering, and that service's skip was already said in
+// this pass: each is said once (the count is in Result.Services), never
+// once per release. p.mu is held.
+func (p *pass) saidSkipped(err error) bool {
+	var open *breaker.OpenError
+	if !errors.As(err, &open) {
+		return false
+	}
+	if p.skipped == nil {
+		p.skipped = map[string]bool{}
+	}
+	if p.skipped[open.Service] {
+		return true
+	}
+	p.skipped[open.Service] = true
+	return false
 }
 
 // warn records something people should know that is no failure.
@@ -126,6 +158,13 @@ func (p *pass) end() (*Result, error) {
 		sig := p.sig
 		p.res.Signatures = &sig
 	}
+	for _, r := range p.services.Reports() {
+		p.res.Services = append(p.res.Services, ledger.ServiceReport(r))
+		if r.Open {
+			p.log.Warn().Str("service", r.Service).Int("requests", r.Requests).Int("unanswered", r.Failures).Int("skipped", r.Skipped).
+				Str("reason", r.Reason).Msg("outside service not asked for the rest of the pass")
+		}
+	}
 	p.res.Duration = time.Since(p.start)
 	err := errors.Join(p.errs...)
 	if !p.opts.DryRun {
@@ -138,7 +177,7 @@ func (p *pass) end() (*Result, error) {
 func (p *pass) record(err error) {
 	rec := ledger.PassRecord{Started: p.now, Finished: p.now.Add(p.res.Duration), Duration: p.res.Duration,
 		Releases: p.res.Releases, Inspected: p.res.Inspected, Held: p.res.Held, Actions: len(p.res.Actions),
-		Failed: err != nil, SignatureMode: p.r.SignatureMode}
+		Failed: err != nil, SignatureMode: p.r.SignatureMode, Services: p.res.Services}
 	if p.r.Signatures != nil {
 		rec.SignatureTrust = p.r.Signatures.Trust()
 	}

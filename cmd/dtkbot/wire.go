@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/kmm"
@@ -61,15 +63,35 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 		return &build.ActionsBuilder{
 			APIURL: cfg.GitHub.APIURL, Repository: b.GitHubActions.Repository, Workflow: b.GitHubActions.Workflow,
 			Ref: b.GitHubActions.Ref, Token: func() (string, error) { return auth.Token(context.Background()) },
+			HTTP: serviceClient("github-actions", buildRequestTimeout),
 		}, nil
 	case "webhook":
 		secret, err := readSecret(cfg.Resolve(b.Webhook.SecretFile))
 		if err != nil {
 			return nil, fmt.Errorf("%s.webhook.secret_file: %w", key, err)
 		}
-		return &build.WebhookBuilder{URL: b.Webhook.URL, Secret: secret}, nil
+		service := "build-webhook"
+		if u, err := url.Parse(b.Webhook.URL); err == nil && u.Host != "" {
+			service += " " + u.Host // never its path or query, where tokens hide
+		}
+		return &build.WebhookBuilder{URL: b.Webhook.URL, Secret: secret, HTTP: serviceClient(service, buildRequestTimeout)}, nil
 	}
 	return build.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
+}
+
+// Timeouts of one request to the outside services with no config key of
+// their own: as their clients had them.
+const (
+	buildRequestTimeout  = time.Minute      // a build backend's request (webhook, workflow_dispatch)
+	githubRequestTimeout = 30 * time.Second // a GitHub API request (notify)
+)
+
+// serviceClient is the HTTP client of one outside service: each request
+// bounded by timeout, and through the service's breaker in the pass it is
+// part of (after a few requests in a row without an answer, the rest of the
+// pass stops asking it: breaker.Transport).
+func serviceClient(service string, timeout time.Duration) *http.Client {
+	return &http.Client{Transport: &breaker.Transport{Service: service, Timeout: timeout}}
 }
 
 // githubAuth is a GitHub App when one is configured, else a token.
@@ -80,7 +102,8 @@ func githubAuth(cfg *config.Config) (notify.Auth, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &notify.AppAuth{APIURL: g.APIURL, AppID: g.AppID, InstallationID: g.InstallationID, Key: key}, nil
+		return &notify.AppAuth{APIURL: g.APIURL, AppID: g.AppID, InstallationID: g.InstallationID, Key: key,
+			Base: &breaker.Transport{Service: "github", Timeout: githubRequestTimeout}}, nil
 	}
 	return notify.TokenAuth{File: cfg.Resolve(g.TokenFile)}, nil
 }
@@ -91,7 +114,7 @@ func newNotifier(cfg *config.Config, store *state.Store, log zerolog.Logger) (*n
 	if err != nil {
 		return nil, err
 	}
-	gh, err := notify.NewClient(cfg.GitHub.APIURL, auth)
+	gh, err := notify.NewClientWith(cfg.GitHub.APIURL, auth, &breaker.Transport{Service: "github", Timeout: githubRequestTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +166,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Discoverer: &watcher.Discoverer{
 			Graph: &watcher.GraphClient{
 				URL:       cfg.Graph.URL,
-				HTTP:      &http.Client{Timeout: cfg.Graph.Timeout.Duration},
+				HTTP:      serviceClient("update-graph", cfg.Graph.Timeout.Duration),
 				MaxBytes:  cfg.Graph.MaxBytes,
 				UserAgent: "dtkbot/" + version,
 			},
@@ -172,8 +195,9 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Consumers:     consumers,
 		KmodVerifier:  &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits()},
 		Concurrency:   cfg.Registry.Concurrency,
-		SignatureMode: cfg.Verify.Mode,
-		Log:           log,
+		SignatureMode:    cfg.Verify.Mode,
+		SignatureRecheck: cfg.Verify.Recheck.Duration,
+		Log:              log,
 	}
 	if cfg.Target.Repository != "" {
 		r.Promoter = promote.NewRemote(reg)
@@ -193,7 +217,8 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		for _, k := range v.PublicKeys {
 			keys = append(keys, cfg.Resolve(k))
 		}
-		checker, err := releasesig.New(releasesig.Options{Store: v.SignatureStore, KeyFiles: keys, Policy: cfg.Resolve(v.Policy), Sys: reg.SystemContext()})
+		checker, err := releasesig.New(releasesig.Options{Store: cfg.SignatureStore(), KeyFiles: keys, Policy: cfg.Resolve(v.Policy), Sys: reg.SystemContext(),
+			HTTP: serviceClient("signature-store", v.Timeout.Duration)})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -234,8 +259,12 @@ func kmmModules(cfg *config.Config) map[string]kmm.ModuleOptions {
 func releaseControllers(cfg *config.Config) []*watcher.ReleaseController {
 	var out []*watcher.ReleaseController
 	for _, rc := range cfg.ReleaseControllers {
+		service := "release-controller"
+		if u, err := url.Parse(rc.URL); err == nil && u.Host != "" {
+			service += " " + u.Host
+		}
 		out = append(out, &watcher.ReleaseController{URL: rc.URL, Arch: rc.Arch, Streams: rc.Streams, Phases: rc.Phases,
-			HTTP: &http.Client{Timeout: cfg.Graph.Timeout.Duration}, MaxBytes: cfg.Graph.MaxBytes, UserAgent: "dtkbot/" + version})
+			HTTP: serviceClient(service, cfg.Graph.Timeout.Duration), MaxBytes: cfg.Graph.MaxBytes, UserAgent: "dtkbot/" + version})
 	}
 	return out
 }
