@@ -368,3 +368,41 @@ func TestContainerfileForDtkbot(t *testing.T) {
 		t.Errorf("the Containerfile copies go.sum: %v", err)
 	}
 }
+
+// TestKustomizeDisconnectedVariant: the signature ConfigMap is rendered in
+// dtkbot's namespace with the label the cluster reads signatures by, and
+// mounted where the config's verify.signature_store points, in strict mode.
+func TestKustomizeDisconnectedVariant(t *testing.T) {
+	objs := render(t, "kubernetes/disconnected")
+	sigs, ok := objs["ConfigMap/mirrored-release-signatures"]
+	if !ok || sigs.Metadata.Namespace != "dtkbot" {
+		t.Fatalf("signature ConfigMap %+v (rendered: %v)", sigs.Metadata, ok)
+	}
+	if _, ok := sigs.Metadata.Labels["release.openshift.io/verification-signatures"]; !ok {
+		t.Errorf("labels %v", sigs.Metadata.Labels)
+	}
+	d := objs["Deployment/dtkbot"]
+	checkPod(t, objs, d.Spec.Template, true)
+	cm, _ := find(objs, "ConfigMap", "dtkbot-config")
+	cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Verify.Mode != "strict" {
+		t.Errorf("verify.mode %q", cfg.Verify.Mode)
+	}
+	ps := d.Spec.Template.Spec
+	volume := ""
+	for _, v := range ps.Volumes {
+		if v.ConfigMap != nil && v.ConfigMap.Name == "mirrored-release-signatures" {
+			volume = v.Name
+		}
+	}
+	mounted := false
+	for _, m := range ps.Containers[0].VolumeMounts {
+		mounted = mounted || (m.Name == volume && m.MountPath == cfg.Verify.SignatureStore)
+	}
+	if volume == "" || !mounted {
+		t.Errorf("verify.signature_store %s is not the signature ConfigMap's mount (volume %q)", cfg.Verify.SignatureStore, volume)
+	}
+}

@@ -4,13 +4,19 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/internal/sigtest"
+	"github.com/dtkbot/dtkbot/releasesig"
 )
 
 // backfillWorld publishes n releases over three channels, five z-streams per
@@ -124,8 +130,8 @@ func kernelOf(minor, k int) string {
 // per kernel), 4.21+ with a RHEL 10 stream too, and from 4.18 every tenth
 // z-stream also as a multi-arch payload in the multi graph. It returns the
 // inspections a cold pass makes (a multi-arch payload is read for amd64 and
-// arm64).
-func eraBackfill(h *harness, n int) (inspections int) {
+// arm64) and the payload digests.
+func eraBackfill(h *harness, n int) (inspections int, digests []digest.Digest) {
 	h.channels, h.arches = nil, []string{"amd64", "multi"}
 	perMinor := (n + 16) / 17
 	published := 0
@@ -141,19 +147,20 @@ func eraBackfill(h *harness, n int) (inspections int) {
 			if minor >= 21 {
 				spec.Stream10 = &payloadtest.Stream{Kernel: fmt.Sprintf("6.12.0-%d.%d.1.el10_1", 50+minor, z/5)}
 			}
-			h.publishSpec(fmt.Sprintf("stable-4.%d", minor), spec)
+			digests = append(digests, h.publishSpec(fmt.Sprintf("stable-4.%d", minor), spec).Digest)
 			published++
 			inspections++
 			if minor >= 18 && z%10 == 0 && published < n {
 				spec.Arches = []string{"amd64", "arm64"}
 				p := h.world.Release(spec)
 				h.graph.Publish(fmt.Sprintf("stable-4.%d", minor), "multi", v, p.Pullspec)
+				digests = append(digests, p.Digest)
 				published++
 				inspections += 2
 			}
 		}
 	}
-	return inspections
+	return inspections, digests
 }
 
 // delay adds d to every request a server answers: the network's latency.
@@ -175,67 +182,100 @@ func envInt(name string, def int) int {
 }
 
 // BenchmarkColdBackfill is the README's backfill figure: a cold dry-run pass
-// (discover, inspect every payload, look for every kernel's image, plan)
-// over at least 1,000 payloads of every era, multi-arch included, against a
-// registry that wants bearer tokens and answers every request (pings and
-// tokens too) after DTKBOT_BENCH_LATENCY_MS (default 20) milliseconds, at
-// registry.concurrency 1, 8 and 16. It reports the wall time and speed-up
-// over sequential, and per payload the round trips by kind and the bytes.
-// Run with `make bench` (DTKBOT_BENCH_PAYLOADS changes the 1,000).
+// (discover, inspect every payload and check its signature, look for every
+// kernel's image, plan) over at least 1,000 payloads of every era,
+// multi-arch included, against a registry that wants bearer tokens and
+// answers every request (pings and tokens too) after
+// DTKBOT_BENCH_LATENCY_MS (default 20) milliseconds, at
+// registry.concurrency 1, 8 and 16; with signatures checked as the default
+// config does (verify.mode warn, against a signature store on loopback with
+// the registry's latency, every payload signed), and with verify.mode off.
+// It reports the wall time and speed-up over sequential, and per payload
+// the round trips by kind, the signature requests and the bytes. Run with
+// `make bench` (DTKBOT_BENCH_PAYLOADS changes the 1,000).
 func BenchmarkColdBackfill(b *testing.B) {
 	latency := time.Duration(envInt("DTKBOT_BENCH_LATENCY_MS", 20)) * time.Millisecond
 	same := func(h http.Handler) http.Handler { return h }
 	h := newHarnessWith(b, delay(latency), same)
 	h.world.ContentSize = 1 << 10
 	n := envInt("DTKBOT_BENCH_PAYLOADS", 1000)
-	inspections := eraBackfill(h, n)
-	b.Logf("%d payloads (%d inspections), %s per request", n, inspections, latency)
-	var sequential time.Duration
-	for _, c := range []int{1, 8, 16} {
-		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) {
-			var took time.Duration
-			var cost registrytest.Stats
-			for i := 0; i < b.N; i++ {
-				// Cold: a state file and a client that have seen nothing.
-				h.store.Close()
-				_ = os.Remove(h.statePath)
-				h.open()
-				h.regOpts.Concurrency = c
-				r := h.reconciler()
-				r.Concurrency = c
-				before := h.srv.Stats()
-				start := time.Now()
-				res, err := r.RunOnce(context.Background(), h.now, Options{DryRun: true})
-				took += time.Since(start)
-				if err != nil {
-					b.Fatal(err)
+	inspections, digests := eraBackfill(h, n)
+
+	// The signature store: every payload signed, as Red Hat's are.
+	key, keyFile := signingKey(b)
+	store := &sigtest.Store{}
+	for _, d := range digests {
+		sig, err := key.Sign(d, "quay.io/openshift-release-dev/ocp-release")
+		if err != nil {
+			b.Fatal(err)
+		}
+		store.Put(d, 1, sig)
+	}
+	var sigRequests atomic.Int64
+	sigSrv := httptest.NewServer(delay(latency)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sigRequests.Add(1)
+		store.ServeHTTP(w, r)
+	})))
+	b.Cleanup(sigSrv.Close)
+	b.Logf("%d payloads (%d inspections, %d digests signed), %s per request", n, inspections, len(digests), latency)
+	for _, signatures := range []bool{true, false} {
+		var sequential time.Duration
+		for _, c := range []int{1, 8, 16} {
+			name := fmt.Sprintf("signatures=%v/concurrency=%d", map[bool]string{true: "on", false: "off"}[signatures], c)
+			b.Run(name, func(b *testing.B) {
+				var took time.Duration
+				var cost registrytest.Stats
+				var sigs int64
+				for i := 0; i < b.N; i++ {
+					// Cold: a state file and a client that have seen nothing.
+					h.store.Close()
+					_ = os.Remove(h.statePath)
+					h.open()
+					h.regOpts.Concurrency = c
+					r := h.reconciler()
+					r.Concurrency = c
+					if signatures {
+						r.Signatures, r.SignatureMode, r.SignatureRecheck = checker(b, sigSrv.URL, keyFile, 10*time.Second), releasesig.ModeWarn, 6*time.Hour
+					}
+					before, sigBefore := h.srv.Stats(), sigRequests.Load()
+					start := time.Now()
+					res, err := r.RunOnce(context.Background(), h.now, Options{DryRun: true})
+					took += time.Since(start)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if res.Inspected != inspections-res.Held {
+						b.Fatalf("%d inspected, %d held, want %d", res.Inspected, res.Held, inspections)
+					}
+					if signatures && (res.Signatures == nil || res.Signatures.Verified != res.Inspected) {
+						b.Fatalf("signatures %+v, %d inspected", res.Signatures, res.Inspected)
+					}
+					d := h.srv.Stats().Sub(before)
+					cost.Requests += d.Requests
+					cost.ManifestGETs += d.ManifestGETs
+					cost.BlobGETs += d.BlobGETs
+					cost.ManifestHEADs += d.ManifestHEADs
+					cost.Pings += d.Pings
+					cost.Tokens += d.Tokens
+					cost.BytesServed += d.BytesServed
+					sigs += sigRequests.Load() - sigBefore
 				}
-				if res.Inspected != inspections-res.Held {
-					b.Fatalf("%d inspected, %d held, want %d", res.Inspected, res.Held, inspections)
+				took /= time.Duration(b.N)
+				if c == 1 {
+					sequential = took
 				}
-				d := h.srv.Stats().Sub(before)
-				cost.Requests += d.Requests
-				cost.ManifestGETs += d.ManifestGETs
-				cost.BlobGETs += d.BlobGETs
-				cost.ManifestHEADs += d.ManifestHEADs
-				cost.Pings += d.Pings
-				cost.Tokens += d.Tokens
-				cost.BytesServed += d.BytesServed
-			}
-			took /= time.Duration(b.N)
-			if c == 1 {
-				sequential = took
-			}
-			per := func(v int64) float64 { return float64(v) / float64(b.N) / float64(n) }
-			b.ReportMetric(took.Seconds(), "s/backfill")
-			if sequential > 0 {
-				b.ReportMetric(sequential.Seconds()/took.Seconds(), "speedup")
-			}
-			b.ReportMetric(per(cost.Requests+cost.Pings+cost.Tokens), "trips/payload")
-			b.ReportMetric(per(cost.BytesServed), "bytes/payload")
-			b.Logf("concurrency %2d: %6.1fs, x%.1f; per payload %.2f round trips: %.2f manifest GETs, %.2f blob GETs, %.2f HEADs, %.3f pings, %.3f tokens; %.0f bytes",
-				c, took.Seconds(), sequential.Seconds()/took.Seconds(), per(cost.Requests+cost.Pings+cost.Tokens),
-				per(cost.ManifestGETs), per(cost.BlobGETs), per(cost.ManifestHEADs), per(cost.Pings), per(cost.Tokens), per(cost.BytesServed))
-		})
+				per := func(v int64) float64 { return float64(v) / float64(b.N) / float64(n) }
+				b.ReportMetric(took.Seconds(), "s/backfill")
+				if sequential > 0 {
+					b.ReportMetric(sequential.Seconds()/took.Seconds(), "speedup")
+				}
+				b.ReportMetric(per(cost.Requests+cost.Pings+cost.Tokens), "trips/payload")
+				b.ReportMetric(per(sigs), "sig-requests/payload")
+				b.ReportMetric(per(cost.BytesServed), "bytes/payload")
+				b.Logf("signatures %-3s concurrency %2d: %6.1fs, x%.1f; per payload %.2f round trips: %.2f manifest GETs, %.2f blob GETs, %.2f HEADs, %.3f pings, %.3f tokens; %.2f signature requests; %.0f bytes",
+					map[bool]string{true: "on", false: "off"}[signatures], c, took.Seconds(), sequential.Seconds()/took.Seconds(), per(cost.Requests+cost.Pings+cost.Tokens),
+					per(cost.ManifestGETs), per(cost.BlobGETs), per(cost.ManifestHEADs), per(cost.Pings), per(cost.Tokens), per(sigs), per(cost.BytesServed))
+			})
+		}
 	}
 }
