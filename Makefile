@@ -29,7 +29,7 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./releaseinfo/
 	$(GO) test -count=1 -run 'TestInspectRequestBudget' -v ./releaseinfo/ | grep -E 'cold:|ok|FAIL'
-	$(GO) test -run '^$$' -bench BenchmarkColdBackfill -benchtime 1x -timeout 30m ./reconcile/ | grep -E 'payloads|concurrency |ok|FAIL'
+	$(GO) test -v -run '^$$' -bench BenchmarkColdBackfill -benchtime 1x -timeout 30m ./reconcile/ | grep -E 'payloads|concurrency |ok|FAIL'
 
 ## lint: gofmt and go vet
 lint:

@@ -291,7 +291,7 @@ func Default() Config {
 			MaxBytes: 16 << 20,
 		},
 		// 16 calls in flight: a cold backfill scales nearly linearly to it
-		// (BenchmarkColdBackfill: x7.4 at 8, x13.9 at 16 with 20 ms a
+		// (BenchmarkColdBackfill: x7.4 at 8, x13.2 at 16 with 20 ms a
 		// request), and it is a modest load for a registry.
 		Registry:   Registry{Timeout: Duration{2 * time.Minute}, Attempts: 4, Concurrency: 16, ResolveTTL: Duration{24 * time.Hour}},
 		Prerelease: Prerelease{Build: []string{"rc", "ec"}, Tags: true, OnWithdrawn: "withdraw"},
