@@ -105,6 +105,11 @@ func printPass(w io.Writer, res *reconcile.Result) {
 	for _, warning := range res.Warnings {
 		fmt.Fprintf(w, "  ! %s\n", warning)
 	}
+	for _, s := range res.Services {
+		if s.Open {
+			fmt.Fprintf(w, "  ! %s stopped answering: %d requests not sent for the rest of the pass, after %s\n", s.Service, s.Skipped, s.Reason)
+		}
+	}
 	if len(res.Actions) == 0 {
 		return
 	}
