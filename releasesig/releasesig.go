@@ -31,6 +31,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -94,7 +95,7 @@ type Options struct {
 	MaxBytes int64
 }
 
-// Checker checks release signatures.
+// Checker checks release signatures. It is safe for concurrent use.
 type Checker struct {
 	store    string
 	local    *dirStore // when the store is a local directory
@@ -105,7 +106,10 @@ type Checker struct {
 	trust   []string // "FINGERPRINT (name)" of every trusted key
 
 	policy *signature.PolicyContext
-	sys    *types.SystemContext
+	// policyMu: a PolicyContext evaluates one image at a time (it refuses
+	// a second while one is in use), and checks run concurrently.
+	policyMu sync.Mutex
+	sys      *types.SystemContext
 }
 
 // New returns a checker for opts.
@@ -411,7 +415,9 @@ func (c *Checker) checkPolicy(ctx context.Context, pullspec string) (Verdict, er
 		return Verdict{}, fmt.Errorf("reading %s for its policy check: %w", pullspec, err)
 	}
 	defer src.Close()
+	c.policyMu.Lock()
 	allowed, err := c.policy.IsRunningImageAllowed(ctx, image.UnparsedInstance(src, nil))
+	c.policyMu.Unlock()
 	if allowed {
 		return Verdict{Verified: true, By: "policy.json"}, nil
 	}

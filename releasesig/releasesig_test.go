@@ -215,11 +215,19 @@ func TestPolicyJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := c.Check(context.Background(), img.Pullspec, img.Digest)
-		c.Close()
-		if err != nil || v.Verified != want {
-			t.Errorf("%s: %+v %v", policy, v, err)
+		// Checks run concurrently in a pass: a policy is evaluated for
+		// each, one at a time.
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				v, err := c.Check(context.Background(), img.Pullspec, img.Digest)
+				if err != nil || v.Verified != want {
+					t.Errorf("%s: %+v %v", policy, v, err)
+				}
+			})
 		}
+		wg.Wait()
+		c.Close()
 	}
 }
 
