@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ import (
 	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
+	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
 )
@@ -325,6 +327,9 @@ type statusBody struct {
 	// Consumers are the consumer images, one per consumer and kernel.
 	Consumers []ledger.Image       `json:"consumer_builds"`
 	Held      []ledger.HeldRelease `json:"held"`
+	// Conflicts are the tags dtkbot would write that hold images it did
+	// not put there: never overwritten, and said here.
+	Conflicts []ledger.Conflict `json:"conflicts"`
 	// LeadTimes say how early DTK images are ready (see the README).
 	LeadTimes *coverage.LeadTimes `json:"lead_times,omitempty"`
 }
@@ -335,6 +340,21 @@ type signatureStatus struct {
 	Trust string `json:"trust"`
 	// Warning is set when nothing can verify a signature.
 	Warning string `json:"warning,omitempty"`
+}
+
+// public is images as /status shows them: reasons redacted, no build
+// output (it stays in the log and the state file).
+func public(images []ledger.Image) []ledger.Image {
+	out := make([]ledger.Image, len(images))
+	for i, m := range images {
+		m.Reason, m.Detail = redact.Text(m.Reason), ""
+		m.Rejections = slices.Clone(m.Rejections)
+		for j := range m.Rejections {
+			m.Rejections[j].Reason = redact.Text(m.Rejections[j].Reason)
+		}
+		out[i] = m
+	}
+	return out
 }
 
 func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
@@ -348,7 +368,11 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "reading state: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	body.Kernels, body.Consumers, body.Held, body.Releases = snap.Kernels, snap.Consumers, snap.Held, len(snap.Releases)
+	body.Kernels, body.Consumers, body.Held, body.Releases = public(snap.Kernels), public(snap.Consumers), snap.Held, len(snap.Releases)
+	body.Conflicts = []ledger.Conflict{}
+	for _, k := range append(slices.Clone(body.Kernels), body.Consumers...) {
+		body.Conflicts = append(body.Conflicts, k.Conflicts...)
+	}
 	for _, k := range body.Kernels {
 		body.States[k.State]++
 	}

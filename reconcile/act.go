@@ -118,10 +118,13 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 		m = before // nothing was asked: leave the image as it was
 		result = "skipped: " + err.Error()
 	default:
-		m.Reason = err.Error()
+		// The reason is public (issues, /status, the page); the build's own
+		// words stay in the log and the state file.
+		m.Reason, m.Detail = build.Explain(err)
 		p.attemptFailed(&m, k.build)
-		result = "error: " + err.Error()
-		p.fail(fmt.Errorf("building %s: %w", a.ImageKey(), err))
+		result = "error: " + m.Reason
+		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)
+		p.fail(fmt.Errorf("building %s: %s", a.ImageKey(), m.Reason))
 	}
 	if err := p.recordImage(m, *a, result); err != nil {
 		p.fail(err)
