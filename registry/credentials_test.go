@@ -69,7 +69,7 @@ func TestBrokenAuthFileIsAnErrorNamingIt(t *testing.T) {
 				!strings.Contains(err.Error(), "reading the registry credentials for "+f.srv.Host()+"/acme/image") {
 				t.Fatalf("error %v", err)
 			}
-			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "401") {
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "HTTP 401") || strings.Contains(err.Error(), "unauthorized") {
 				t.Errorf("error shows the secret or a 401: %v", err)
 			}
 			if d := f.srv.Stats().Sub(before); d.Tokens != 0 || d.Requests != 0 {

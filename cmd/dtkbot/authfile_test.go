@@ -38,7 +38,7 @@ func TestBrokenPullSecretFailsThePassNamingIt(t *testing.T) {
 			t.Errorf("the output does not say %q:\n%s", want, stderr)
 		}
 	}
-	for _, never := range []string{"s3cret", "401", "unauthorized"} {
+	for _, never := range []string{"s3cret", "HTTP 401", "unauthorized"} {
 		if strings.Contains(stdout+stderr, never) {
 			t.Errorf("the output says %q:\n%s%s", never, stdout, stderr)
 		}
