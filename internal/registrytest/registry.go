@@ -10,9 +10,11 @@
 // bytes), and it can require auth as real registries do: Basic, or bearer
 // tokens as quay.io hands them out (a 401 with `WWW-Authenticate: Bearer
 // realm=...,service=...,scope=...`, a token endpoint that checks the pull
-// secret, tokens scoped to a repository and expiring). Pings and token
-// requests are counted apart from the rest. It never verifies what a test
-// stores with the Unchecked helpers: that is how corrupt blobs are planted.
+// secret, tokens scoped to a repository and expiring), rotate the accepted
+// credentials, serve over TLS and name a token realm elsewhere. Pings and
+// token requests are counted apart from the rest, refusals (401) too. It
+// never verifies what a test stores with the Unchecked helpers: that is how
+// corrupt blobs are planted.
 package registrytest
 
 import (
