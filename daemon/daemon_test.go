@@ -68,7 +68,9 @@ func start(t *testing.T, p Passer, token string, configure ...func(*Daemon)) *ru
 			Reason: `tag "driver-toolkit" appears twice with different images`}); err != nil {
 			return err
 		}
-		return tx.PutImage(ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: ledger.StatePromoted})
+		return tx.PutImage(ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: ledger.StatePromoted,
+			Reason: "build webhook https://ci.example.com/hooks/tok-1 answered HTTP 500", Detail: "podman said: secret-output",
+			Conflicts: []ledger.Conflict{{Tag: "quay.io/acme/dtk:4.16.15", Digest: "sha256:" + strings.Repeat("c", 64)}}})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +147,7 @@ func TestProbesMetricsAndStatus(t *testing.T) {
 	_, metrics := get(t, r.url+"/metrics")
 	for _, want := range []string{"dtkbot_passes_total 1", "dtkbot_pass_errors_total 0", `dtkbot_kernels{state="promoted"} 1`,
 		"dtkbot_releases_seen 3", "dtkbot_releases_inspected_total 1", "dtkbot_pass_duration_seconds_count 1", `dtkbot_build_info{version="test"} 1`,
-		`dtkbot_releases_held{reason="content"} 1`, `dtkbot_releases_held{reason="signature"} 0`, "dtkbot_verification_failures_total 1"} {
+		`dtkbot_releases_held{reason="content"} 1`, `dtkbot_releases_held{reason="signature"} 0`, "dtkbot_verification_failures_total 1", `dtkbot_tag_conflicts{kind="dtk"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q:\n%s", want, metrics)
 		}
@@ -153,8 +155,12 @@ func TestProbesMetricsAndStatus(t *testing.T) {
 	_, body := get(t, r.url+"/status")
 	var st statusBody
 	if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Kernels) != 1 || st.States["promoted"] != 1 || st.LastPass == nil ||
-		len(st.Held) != 1 || st.Held[0].Version != "4.16.16" || !strings.Contains(st.Signatures.Warning, "nothing to verify") {
+		len(st.Held) != 1 || st.Held[0].Version != "4.16.16" || !strings.Contains(st.Signatures.Warning, "nothing to verify") ||
+		len(st.Conflicts) != 1 || st.Conflicts[0].Tag != "quay.io/acme/dtk:4.16.15" {
 		t.Errorf("status %v %s", err, body)
+	}
+	if strings.Contains(body, "secret-output") || strings.Contains(body, "tok-1") {
+		t.Errorf("/status shows build output or a URL's path:\n%s", body)
 	}
 	// Stale: the last success is older than StaleAfter.
 	r.d.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }

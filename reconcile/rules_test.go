@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
@@ -290,5 +292,43 @@ func TestTwoArchesShareAKernelVersion(t *testing.T) {
 		if !ok || !strings.Contains(mappings, consumers[arch].Image) {
 			t.Errorf("%s's KMM mappings: %v\n%s", arch, ok, mappings)
 		}
+	}
+}
+
+// TestPublicTextHidesBuildOutputAndURLPaths: a failed build's words (a
+// webhook's reply, its URL's path) stay in the log and the state file;
+// what people see (the image's reason, the pass record /status and the
+// page show) says what failed and where to look.
+func TestPublicTextHidesBuildOutputAndURLPaths(t *testing.T) {
+	h := newHarness(t)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "quota exceeded for project s3cr3t-project", http.StatusForbidden)
+	}))
+	defer hook.Close()
+	h.publish("stable-4.16", "4.16.15", k1)
+	r := h.reconciler()
+	r.Builder = &build.WebhookBuilder{URL: hook.URL + "/hooks/tok-123abc?sig=xyz", Secret: []byte("s"), Attempts: 1}
+	if _, err := r.RunOnce(context.Background(), h.now, Options{}); err == nil {
+		t.Fatal("a refused build request does not fail the pass")
+	}
+	k := kernels(t, h.store)[k1.Kernel]
+	last, err := h.store.LastPass()
+	if err != nil || last == nil {
+		t.Fatal(err)
+	}
+	public := k.Reason + "\n" + strings.Join(last.Errors, "\n")
+	for _, secret := range []string{"tok-123abc", "sig=xyz", "s3cr3t-project"} {
+		if strings.Contains(public, secret) {
+			t.Errorf("%q is in public text:\n%s", secret, public)
+		}
+	}
+	if !strings.Contains(k.Reason, "HTTP 403") || !strings.Contains(k.Reason, hook.URL) {
+		t.Errorf("the reason does not say what failed and where: %q", k.Reason)
+	}
+	if !strings.Contains(k.Detail, "s3cr3t-project") {
+		t.Errorf("the detail lost the reply: %q", k.Detail)
+	}
+	if strings.Contains(notify.Body(k, nil, nil, false), "s3cr3t-project") || !strings.Contains(notify.Body(k, nil, nil, true), "s3cr3t-project") {
+		t.Error("the issue shows the build's output only with include_build_log")
 	}
 }
