@@ -29,7 +29,8 @@ const maxRounds = 6
 // looks only at what the last one asked for or added, until nothing moves.
 // A dry run plans once and reports the plan.
 func (p *pass) act(ctx context.Context) {
-	look := append(p.addConsumerImages(), p.awaited()...)
+	p.addConsumerImages() // new ones are awaited too
+	look := p.awaited()
 	tried := map[string]bool{} // builds asked for and tags written this pass: once each
 	for round := 0; round == 0 || (round < maxRounds && len(look) > 0); round++ {
 		p.observe(ctx, look)
@@ -46,8 +47,13 @@ func (p *pass) act(ctx context.Context) {
 		for _, a := range actions {
 			tried[triedKey(a)] = true
 		}
-		look = append(p.apply(ctx, actions), p.addConsumerImages()...)
+		look = unique(append(p.apply(ctx, actions), p.addConsumerImages()...))
 	}
+}
+
+func unique(keys []string) []string {
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 // triedKey names what an action does, to do it once a pass.
