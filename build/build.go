@@ -10,6 +10,8 @@ package build
 import (
 	"context"
 	"errors"
+
+	"github.com/dtkbot/dtkbot/redact"
 )
 
 // Request asks for one image of one kernel: the kernel's DTK, or (Consumer
@@ -59,3 +61,35 @@ type notConfigured struct{ what string }
 
 func (n *notConfigured) Error() string { return n.what + " " + ErrNotConfigured.Error() }
 func (n *notConfigured) Unwrap() error { return ErrNotConfigured }
+
+// Failure is a build that was asked for and failed, said twice: Summary
+// for people (what failed, and where to look), Output in the tool's own
+// words (its last lines), for dtkbot's log and, when asked, the issue.
+type Failure struct {
+	Summary string
+	Output  string
+	Err     error
+}
+
+func (f *Failure) Error() string {
+	if f.Output == "" {
+		return f.Summary
+	}
+	return f.Summary + " (last output: " + f.Output + ")"
+}
+
+func (f *Failure) Unwrap() error { return f.Err }
+
+// Public is what may be shown of the failure.
+func (f *Failure) Public() string { return f.Summary }
+
+// Explain splits a build error into what people may be shown, wherever
+// they are (GitHub, /status, the page: no build output, no URL path or
+// query), and the whole of it, for the log and the state file.
+func Explain(err error) (public, detail string) {
+	var p interface{ Public() string }
+	if errors.As(err, &p) {
+		return redact.Text(p.Public()), err.Error()
+	}
+	return redact.Text(err.Error()), err.Error()
+}

@@ -146,9 +146,10 @@ func (b *CommandBuilder) Build(ctx context.Context, req Request) error {
 	}{{"building", build}, {"pushing", push}} {
 		if err := run(ctx, b.Command, step.args, log); err != nil {
 			if ctx.Err() == context.DeadlineExceeded {
-				return fmt.Errorf("%s %s: timed out after %s", step.what, req.Image, timeout)
+				return &Failure{Summary: fmt.Sprintf("%s %s: timed out after %s (see dtkbot's log)", step.what, req.Image, timeout), Output: log.tail(), Err: ctx.Err()}
 			}
-			return fmt.Errorf("%s %s with %s: %w (last output: %s)", step.what, req.Image, b.tool(), explainExit(b.tool(), err), log.tail())
+			why := explainExit(b.tool(), err)
+			return &Failure{Summary: fmt.Sprintf("%s %s with %s: %v (see dtkbot's log)", step.what, req.Image, b.tool(), why), Output: log.tail(), Err: why}
 		}
 	}
 	return nil

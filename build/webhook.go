@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/breaker"
+	"github.com/dtkbot/dtkbot/redact"
 )
 
 // Inputs are the string inputs every remote build receives: the
@@ -73,7 +74,7 @@ func (b *WebhookBuilder) Build(ctx context.Context, req Request) error {
 	mac.Write(body)
 	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 	delivery := sha256.Sum256([]byte(req.Image))
-	return retryHTTP(ctx, "build webhook "+redactURL(b.URL), b.Attempts, b.Backoff, func(ctx context.Context) (*http.Response, error) {
+	return retryHTTP(ctx, "build webhook "+redact.Query(b.URL), b.Attempts, b.Backoff, func(ctx context.Context) (*http.Response, error) {
 		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.URL, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -93,19 +94,6 @@ func client(c *http.Client) *http.Client {
 	return &http.Client{Timeout: time.Minute}
 }
 
-// redactURL drops a URL's query and user info, where tokens hide.
-func redactURL(u string) string {
-	if i := strings.IndexAny(u, "?#"); i >= 0 {
-		u = u[:i]
-	}
-	if at := strings.Index(u, "@"); at >= 0 {
-		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
-			u = u[:scheme+3] + u[at+1:]
-		}
-	}
-	return u
-}
-
 // StatusError is an HTTP answer that failed a call.
 type StatusError struct {
 	What   string
@@ -115,6 +103,11 @@ type StatusError struct {
 
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("%s: HTTP %d: %s", e.What, e.Status, e.Body)
+}
+
+// Public is the answer without its body: what failed, and where to look.
+func (e *StatusError) Public() string {
+	return fmt.Sprintf("%s answered HTTP %d (its reply is in dtkbot's log)", e.What, e.Status)
 }
 
 // retryHTTP calls do until a 2xx, retrying 5xx, 429 and network errors.
@@ -142,7 +135,7 @@ func retryHTTP(ctx context.Context, what string, attempts int, backoff time.Dura
 			// net/http's errors quote the whole URL, query (and token) included.
 			var ue *url.Error
 			if errors.As(err, &ue) {
-				ue.URL = redactURL(ue.URL)
+				ue.URL = redact.Query(ue.URL)
 			}
 			last = fmt.Errorf("%s: %w", what, err)
 			if errors.Is(err, breaker.ErrOpen) {

@@ -230,13 +230,17 @@ type GitHub struct {
 	AppID          int64  `yaml:"app_id"`
 	InstallationID int64  `yaml:"installation_id"`
 	PrivateKeyFile string `yaml:"private_key_file"`
-	// Repository receives one issue per new kernel; notifications are off
-	// when it is empty.
+	// Repository receives one issue per new kernel. Notifications are on
+	// when it or pull_request.repository is set.
 	Repository        string   `yaml:"repository"`
 	Label             string   `yaml:"label"`
 	CloseWhenPromoted bool     `yaml:"close_when_promoted"`
 	MutationInterval  Duration `yaml:"mutation_interval"`
 	PullRequest       GitHubPR `yaml:"pull_request"`
+	// IncludeBuildLog puts a failed build's last lines (and a webhook's
+	// reply) into the kernel's issue; by default issues, /status and the
+	// page say what failed and where to look, and the lines stay in the log.
+	IncludeBuildLog bool `yaml:"include_build_log"`
 }
 
 // GitHubPR configures the optional pull request per kernel.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/version"
 )
@@ -247,7 +248,7 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 	for _, k := range snap.Kernels {
 		n := snap.Notices[k.Key()]
 		e := Kernel{Kernel: k.Kernel, KernelFull: k.KernelFull, Stream: k.Stream, Arch: k.Arch, RTKernel: k.RTKernel,
-			RHELVersion: k.RHEL, State: KernelState(k), Reason: k.Reason, KernelTag: k.Image, Tags: []string{},
+			RHELVersion: k.RHEL, State: KernelState(k), Reason: redact.Text(k.Reason), KernelTag: k.Image, Tags: []string{},
 			Releases: append([]string{}, k.Releases...), Attempts: k.Attempts, Rejected: len(k.Rejections),
 			FirstSeen: k.FirstSeen, FirstSource: k.FirstSource, PromotedAt: k.PromotedAt,
 			UpdatedAt: k.UpdatedAt, IssueURL: n.IssueURL, PRURL: n.PRURL}
@@ -297,7 +298,7 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 	for _, h := range snap.Held {
 		ix.Releases = append(ix.Releases, Release{Release: h.Version, Arch: h.Arch, Channels: nonNil(h.Channels), Digest: h.Digest,
 			Pullspec: h.Pullspec, Kind: version.Kind(h.Version), Sources: []string{}, FirstSeen: h.Since,
-			State: StateHeld, Reason: h.Kind + ": " + h.Reason, Streams: []Stream{}})
+			State: StateHeld, Reason: redact.Text(h.Kind + ": " + h.Reason), Streams: []Stream{}})
 	}
 	sort.SliceStable(ix.Releases, func(i, j int) bool {
 		a, b := ix.Releases[i], ix.Releases[j]
@@ -314,10 +315,10 @@ func streamOf(r ledger.Release, s ledger.ReleaseShips, kernels map[string]ledger
 		RHCOSVersion: s.RHCOS, Tags: []string{}}
 	switch {
 	case s.Held != "" && s.Kernel == "":
-		out.State, out.Reason = StateUnknown, s.Held
+		out.State, out.Reason = StateUnknown, redact.Text(s.Held)
 		return out
 	case s.Held != "":
-		out.State, out.Reason = StateHeld, s.Held
+		out.State, out.Reason = StateHeld, redact.Text(s.Held)
 		return out
 	}
 	key := ledger.KernelKey(s.Stream, r.Arch, s.Kernel)
@@ -332,7 +333,7 @@ func streamOf(r ledger.Release, s ledger.ReleaseShips, kernels map[string]ledger
 	if out.RHELVersion == "" {
 		out.RHELVersion = k.RHEL
 	}
-	out.State, out.Reason, out.Attempts = KernelState(k), k.Reason, k.Attempts
+	out.State, out.Reason, out.Attempts = KernelState(k), redact.Text(k.Reason), k.Attempts
 	if k.State == ledger.StateBuildRequested {
 		out.Since = k.BuildRequestedAt
 	}
@@ -350,7 +351,7 @@ func streamOf(r ledger.Release, s ledger.ReleaseShips, kernels map[string]ledger
 }
 
 func consumerImage(c ledger.Image, tags []ledger.Promotion) ConsumerImage {
-	out := ConsumerImage{Consumer: c.Consumer, State: KernelState(c), Reason: c.Reason, KernelTag: c.Image, Tags: []string{},
+	out := ConsumerImage{Consumer: c.Consumer, State: KernelState(c), Reason: redact.Text(c.Reason), KernelTag: c.Image, Tags: []string{},
 		DTKImage: c.DTKImage, Attempts: c.Attempts, Rejected: len(c.Rejections)}
 	if c.ImageDigest != "" && (c.State == ledger.StatePromoted || c.State == ledger.StateVerified || c.State == ledger.StateBuilt) {
 		out.Image = c.PinnedImage()

@@ -25,7 +25,12 @@ func (deadStorePasser) RunOnce(context.Context, time.Time, reconcile.Options) (*
 // shows in /status (the last pass's services) and in the per-service
 // metrics.
 func TestSkippedServicesInStatusAndMetrics(t *testing.T) {
-	r := start(t, deadStorePasser{}, "")
+	r := start(t, deadStorePasser{}, "", func(d *Daemon) {
+		// A CronJob's pass, as the state file keeps it.
+		_ = d.Store.SetLastPass(ledger.PassRecord{Errors: []string{"building x: build-webhook ci.example.com: not asked"},
+			Services: []ledger.ServiceReport{{Service: "build-webhook ci.example.com", Requests: 3, Failures: 3, Skipped: 2, Open: true,
+				Reason: "3 consecutive failures to answer (the last: Post \"https://ci.example.com/hooks/s3cret-path?token=x\": no answer within 1m0s)"}}})
+	})
 	waitFor(t, func() bool { return !r.d.m().lastSuccessAt().IsZero() })
 	_, metrics := get(t, r.url+"/metrics")
 	for _, want := range []string{`dtkbot_service_requests_total{service="signature-store"} 3`, `dtkbot_service_unanswered_total{service="signature-store"} 3`,
@@ -43,5 +48,8 @@ func TestSkippedServicesInStatusAndMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil || st.LastPass == nil || st.LastPass.Result == nil ||
 		len(st.LastPass.Result.Services) != 2 || !st.LastPass.Result.Services[0].Open || st.LastPass.Result.Services[0].Skipped != 71 {
 		t.Errorf("status %v %s", err, body)
+	}
+	if rp := st.RecordedPass; rp == nil || len(rp.Services) != 1 || !rp.Services[0].Open || strings.Contains(body, "s3cret-path") || strings.Contains(body, "token=x") {
+		t.Errorf("recorded pass %+v in %s", rp, body)
 	}
 }

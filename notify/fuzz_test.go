@@ -14,7 +14,7 @@ func FuzzMarker(f *testing.F) {
 	f.Add("rhel-10", "arm64", "6.12.0-55.9.1.el10_1", "6.12.0-55.9.1.el10_1 -->", "")
 	f.Fuzz(func(t *testing.T, stream, arch, kernel, other, release string) {
 		k := ledger.Image{Stream: stream, Arch: arch, Kernel: kernel, KernelFull: kernel, Releases: []string{release}, State: "new"}
-		body := Body(k, nil, nil)
+		body := Body(k, nil, nil, true)
 		if !strings.Contains(body, Marker(k)) {
 			t.Fatalf("the body lacks its marker")
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/redact"
 )
 
 // ErrRateLimited means GitHub asked us to wait: the notification is left for
@@ -56,6 +57,10 @@ type Options struct {
 	// pass; a longer one defers the notification (default 10s).
 	MaxWait     time.Duration
 	PullRequest *PullRequestOptions
+	// IncludeBuildLog shows a failed build's own words (its last lines, a
+	// webhook's reply) in the issue; by default the issue says what failed
+	// and where to look, and the words stay in dtkbot's log.
+	IncludeBuildLog bool
 }
 
 // PullRequestOptions configure the per-kernel pull request.
@@ -147,8 +152,9 @@ func Title(k ledger.Image) string {
 	return fmt.Sprintf("New kernel %s (%s, %s)%s", k.Kernel, k.Stream, k.Arch, first)
 }
 
-// Body is the issue body of a kernel, with its consumers' images.
-func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image) string {
+// Body is the issue body of a kernel, with its consumers' images: public
+// text (no build output unless buildLog, no URL paths).
+func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildLog bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "OpenShift ships a new RHCOS kernel: `%s`.\n\n", k.KernelFull)
 	fmt.Fprintf(&b, "| | |\n|---|---|\n| Kernel | `%s` |\n| Stream | %s |\n| Arch | %s |\n", k.Kernel, k.Stream, k.Arch)
@@ -169,7 +175,7 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image) string
 		fmt.Fprintf(&b, "| DTK image | %s |\n", img)
 	}
 	if k.Reason != "" {
-		fmt.Fprintf(&b, "| Note | %s |\n", strings.ReplaceAll(k.Reason, "|", "\\|"))
+		fmt.Fprintf(&b, "| Note | %s |\n", cell(k.Reason))
 	}
 	if n := len(k.Rejections); n > 0 {
 		fmt.Fprintf(&b, "| Rejected builds | %d (never promoted; see the comments) |\n", n)
@@ -200,13 +206,33 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image) string
 			if n := len(c.Rejections); n > 0 {
 				note = strings.TrimPrefix(fmt.Sprintf("%s; %d rejected", note, n), "; ")
 			}
-			fmt.Fprintf(&b, "| %s | **%s** | %s | %s |\n", c.Consumer, c.State, img, dash(strings.ReplaceAll(note, "|", "\\|")))
+			fmt.Fprintf(&b, "| %s | **%s** | %s | %s |\n", c.Consumer, c.State, img, dash(cell(note)))
+		}
+	}
+	var conflicts []ledger.Conflict
+	for _, m := range append([]ledger.Image{k}, builds...) {
+		conflicts = append(conflicts, m.Conflicts...)
+	}
+	if len(conflicts) > 0 {
+		b.WriteString("\n### Tags left alone\n\nThese tags hold images dtkbot did not put there; dtkbot never overwrites them. Remove them, or change the target's tags.\n\n")
+		for _, c := range conflicts {
+			fmt.Fprintf(&b, "- `%s` holds `%s` (since %s)\n", c.Tag, c.Digest, c.Since.UTC().Format(time.RFC3339))
+		}
+	}
+	if buildLog {
+		for _, m := range append([]ledger.Image{k}, builds...) {
+			if m.Detail != "" {
+				fmt.Fprintf(&b, "\n<details><summary>Build output (%s)</summary>\n\n~~~\n%s\n~~~\n</details>\n", m.Kind(), strings.ReplaceAll(redact.Log(m.Detail, 4000), "~~~", "~ ~ ~"))
+			}
 		}
 	}
 	b.WriteString("\n<sub>Kept up to date by dtkbot; edits to this text are overwritten.</sub>\n")
 	b.WriteString(Marker(k) + "\n")
 	return b.String()
 }
+
+// cell is public text fit for a table cell.
+func cell(s string) string { return strings.ReplaceAll(redact.Text(s), "|", "\\|") }
 
 func dash(s string) string {
 	if s == "" {
@@ -283,7 +309,7 @@ func ignore(err, what error) error {
 
 func (n *Notifier) issueOnce(ctx context.Context, k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, rec *ledger.Notice) error {
 	owner, repo := split(n.opts.Repository)
-	body := Body(k, tags, builds)
+	body := Body(k, tags, builds, n.opts.IncludeBuildLog)
 	var issue *github.Issue
 	if rec.IssueNumber != 0 {
 		var err error
@@ -400,7 +426,7 @@ func (n *Notifier) commentRejections(ctx context.Context, k ledger.Image, rec *l
 		if !strings.Contains(existing, marker) {
 			body := fmt.Sprintf("The DTK image built for `%s` failed verification and was **not promoted**: it stays out of every tag consumers read.\n\n"+
 				"| | |\n|---|---|\n| Image | `%s` |\n| Why | %s |\n| When | %s |\n| Next | %s |\n\n%s\n",
-				k.KernelFull, r.Image, strings.ReplaceAll(r.Reason, "|", "\\|"), r.At.UTC().Format(time.RFC3339), next(k), marker)
+				k.KernelFull, r.Image, cell(r.Reason), r.At.UTC().Format(time.RFC3339), next(k), marker)
 			err := n.mutate(ctx, func() error {
 				_, _, err := n.gh.Issues.CreateComment(ctx, owner, repo, rec.IssueNumber, &github.IssueComment{Body: github.String(body)})
 				return err
@@ -421,7 +447,7 @@ func (n *Notifier) commentRejections(ctx context.Context, k ledger.Image, rec *l
 // next says what happens after a rejection.
 func next(k ledger.Image) string {
 	if k.State == ledger.StateFailed {
-		return "no more attempts: the kernel is failed (" + strings.ReplaceAll(k.Reason, "|", "\\|") + ")"
+		return "no more attempts: the kernel is failed (" + cell(k.Reason) + ")"
 	}
 	return fmt.Sprintf("the build is retried (attempt %d)", k.Attempts+1)
 }
@@ -593,7 +619,7 @@ func (n *Notifier) Preview(ctx context.Context, k ledger.Image) (string, error) 
 		switch {
 		case issue.GetState() == "closed" && !rec.ClosedByUs:
 			out = fmt.Sprintf("issue #%d was closed by a person: left alone", number)
-		case issue.GetBody() != Body(k, tags, builds) || issue.GetTitle() != Title(k):
+		case issue.GetBody() != Body(k, tags, builds, n.opts.IncludeBuildLog) || issue.GetTitle() != Title(k):
 			out = fmt.Sprintf("would update issue #%d", number)
 		default:
 			out = fmt.Sprintf("issue #%d is up to date", number)

@@ -121,12 +121,12 @@ func TestOneIssueAndOnePullRequestPerKernel(t *testing.T) {
 	if i.Title != "New kernel 5.14.0-427.37.1.el9_4 (rhel-9, amd64) in OpenShift 4.16.15" || i.Labels[0] != "dtkbot" || i.State != "open" {
 		t.Errorf("issue %+v", i)
 	}
-	file, _ := w.gh.File("dtkbot/kernel-5.14.0-427.37.1.el9_4", "kernels.yaml")
+	file, _ := w.gh.File("dtkbot/kernel-5.14.0-427.37.1.el9_4-rhel-9-amd64", "kernels.yaml")
 	if !strings.Contains(file, "# kernels the driver CI builds for\n- kernel: 5.14.0-427.37.1.el9_4.x86_64") ||
 		!strings.Contains(file, "image: quay.io/acme/dtk@sha256:bbbb") || strings.Count(file, "- kernel:") != 1 {
 		t.Errorf("kernels.yaml on the branch:\n%s", file)
 	}
-	if pulls[0].Head != "dtkbot/kernel-5.14.0-427.37.1.el9_4" || pulls[0].Base != "main" {
+	if pulls[0].Head != "dtkbot/kernel-5.14.0-427.37.1.el9_4-rhel-9-amd64" || pulls[0].Base != "main" {
 		t.Errorf("pull %+v", pulls[0])
 	}
 	// Nothing changed: no write at all.
@@ -382,7 +382,7 @@ func TestPreview(t *testing.T) {
 	ctx := context.Background()
 	n := w.notifier(Options{PullRequest: prOpts})
 	got, err := n.Preview(ctx, built(ledger.StateVerified))
-	if err != nil || !strings.Contains(got, `would open issue "New kernel 5.14.0-427.37.1.el9_4`) || !strings.Contains(got, "would open a pull request from dtkbot/kernel-5.14.0-427.37.1.el9_4") {
+	if err != nil || !strings.Contains(got, `would open issue "New kernel 5.14.0-427.37.1.el9_4`) || !strings.Contains(got, "would open a pull request from dtkbot/kernel-5.14.0-427.37.1.el9_4-rhel-9-amd64") {
 		t.Errorf("%q %v", got, err)
 	}
 	if len(w.gh.Mutations()) != 0 {

@@ -32,8 +32,12 @@ const (
 	DefaultMappingsPath  = "kmm/{{.Stream}}-{{.Arch}}/{{.KernelFull}}/kernel-mappings.yaml"
 )
 
-// Branch is the deterministic branch of a kernel's pull request.
-func Branch(k ledger.Image) string { return "dtkbot/kernel-" + k.Kernel }
+// Branch is the deterministic branch of a kernel's pull request: one per
+// (stream, arch, kernel), as the aarch64 and x86_64 kernels of a release
+// share their version-release.
+func Branch(k ledger.Image) string {
+	return "dtkbot/kernel-" + k.Kernel + "-" + k.Stream + "-" + k.Arch
+}
 
 // entryData is what the entry template sees.
 type entryData struct {
@@ -114,6 +118,9 @@ func (n *Notifier) pullRequest(ctx context.Context, k ledger.Image, files []prFi
 	pr := n.opts.PullRequest
 	owner, repo := split(pr.Repository)
 	branch := Branch(k)
+	if rec.PRBranch != "" {
+		branch = rec.PRBranch // the one it was opened from (an older dtkbot named them otherwise)
+	}
 	if rec.PRNumber != 0 {
 		p, _, err := n.gh.PullRequests.Get(ctx, owner, repo, rec.PRNumber)
 		if err != nil {

@@ -150,6 +150,19 @@ func TestPlan(t *testing.T) {
 			want: "hold; hold",
 		},
 		{
+			name: "a staging reference that is another image's release tag holds the build",
+			in: Input{Kinds: dtk(Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}, StagingTag: "4.16.15"}),
+				Releases: []ledger.Release{release("4.16.15", ships("rhel-9", ka)), release("4.16.17", ships("rhel-9", kb))},
+				Images:   []ledger.Image{kernel(ka, ledger.StateVerified, "4.16.15"), kernel(kb, ledger.StateNew, "4.16.17")}},
+			// Neither the build onto it nor the promotion to it happens.
+			want: "hold quay.io/acme/dtk:4.16.15; hold; promote quay.io/acme/dtk:" + ka + ".x86_64",
+			check: func(t *testing.T, a []Action) {
+				if !strings.Contains(a[1].Reason, "also a tag consumers read") || !strings.Contains(a[0].Reason, "staging reference of") {
+					t.Errorf("reason %q", a[0].Reason)
+				}
+			},
+		},
+		{
 			name: "a bad kernel tag template holds the kernel",
 			in: Input{Kinds: dtk(Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.Nope}}"}),
 				Images: []ledger.Image{kernel(ka, ledger.StateNew, "4.16.15")}},

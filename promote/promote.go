@@ -227,4 +227,4 @@ func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 // ErrUnconfirmed means a consumer-visible tag was asked for before its
 // image's kernel tag was seen holding the image in this pass.
-var ErrUnconfirmed = errors.New("the kernel tag does not hold the image yet")
+var ErrUnconfirmed = errors.New("not before the image's kernel tag holds it")

@@ -43,12 +43,16 @@ func (t *Tags) Promote(ctx context.Context, src, ref, after string) (digest.Dige
 	}
 	if after != "" {
 		if err := t.Confirm(ctx, after, want); err != nil {
-			return "", fmt.Errorf("promoting %s: %w: %v", ref, ErrUnconfirmed, err)
+			return "", fmt.Errorf("%w: %v", ErrUnconfirmed, err)
 		}
 	}
 	d, err := t.write(ctx, src, ref, want)
 	if after == "" {
-		t.settle(ref, want, err)
+		var refused error
+		if err != nil {
+			refused = fmt.Errorf("promoting %s failed in this pass", ref)
+		}
+		t.settle(ref, want, refused)
 	}
 	return d, err
 }

@@ -30,7 +30,8 @@ const maxRounds = 6
 // looks only at what the last one asked for or added, until nothing moves.
 // A dry run plans once and reports the plan.
 func (p *pass) act(ctx context.Context) {
-	look := append(p.addConsumerImages(), p.awaited()...)
+	p.addConsumerImages() // new ones are awaited too
+	look := p.awaited()
 	tried := map[string]bool{} // builds asked for and tags written this pass: once each
 	for round := 0; round == 0 || (round < maxRounds && len(look) > 0); round++ {
 		p.observe(ctx, look)
@@ -47,8 +48,13 @@ func (p *pass) act(ctx context.Context) {
 		for _, a := range actions {
 			tried[triedKey(a)] = true
 		}
-		look = append(p.apply(ctx, actions), p.addConsumerImages()...)
+		look = unique(append(p.apply(ctx, actions), p.addConsumerImages()...))
 	}
+}
+
+func unique(keys []string) []string {
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 // triedKey names what an action does, to do it once a pass.
@@ -125,10 +131,13 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 		result = "skipped: " + err.Error()
 		p.fail(fmt.Errorf("building %s: %w", a.ImageKey(), err))
 	default:
-		m.Reason = err.Error()
+		// The reason is public (issues, /status, the page); the build's own
+		// words stay in the log and the state file.
+		m.Reason, m.Detail = build.Explain(err)
 		p.attemptFailed(&m, k.build)
-		result = "error: " + err.Error()
-		p.fail(fmt.Errorf("building %s: %w", a.ImageKey(), err))
+		result = "error: " + m.Reason
+		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)
+		p.fail(fmt.Errorf("building %s: %s", a.ImageKey(), m.Reason))
 	}
 	if err := p.recordImage(m, *a, result); err != nil {
 		p.fail(err)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/version"
 
 	"github.com/rs/zerolog"
@@ -181,9 +182,13 @@ func (p *pass) record(err error) {
 	if p.r.Signatures != nil {
 		rec.SignatureTrust = p.r.Signatures.Trust()
 	}
-	rec.Errors = p.res.Errors
-	if len(rec.Errors) > 20 {
-		rec.Errors = append(rec.Errors[:20:20], fmt.Sprintf("and %d more", len(p.res.Errors)-20))
+	// The record is what /status and the page show: public text.
+	for i, e := range p.res.Errors {
+		if i == 20 {
+			rec.Errors = append(rec.Errors, fmt.Sprintf("and %d more", len(p.res.Errors)-20))
+			break
+		}
+		rec.Errors = append(rec.Errors, redact.Text(e))
 	}
 	if err := p.r.Store.SetLastPass(rec); err != nil {
 		p.log.Warn().Err(err).Msg("recording the pass")

@@ -680,6 +680,22 @@ func (s *Store) HeldCounts() (map[string]int, error) {
 	return counts, err
 }
 
+// Conflicts counts the tags left alone because they hold someone else's
+// image, by kind of image, for metrics.
+func (s *Store) Conflicts() (map[string]int, error) {
+	out := map[string]int{}
+	err := s.View(func(t *Tx) error {
+		images, err := t.Images()
+		for _, m := range images {
+			if len(m.Conflicts) > 0 {
+				out[m.Kind()] += len(m.Conflicts)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
 // Counts returns the number of kernels in each state, for metrics.
 func (s *Store) Counts() (map[string]int, int, error) {
 	counts := map[string]int{}

@@ -120,7 +120,7 @@ func newNotifier(cfg *config.Config, store *state.Store, log zerolog.Logger) (*n
 	}
 	opts := notify.Options{
 		Repository: cfg.GitHub.Repository, Label: cfg.GitHub.Label, CloseWhenPromoted: cfg.GitHub.CloseWhenPromoted,
-		MutationInterval: cfg.GitHub.MutationInterval.Duration,
+		MutationInterval: cfg.GitHub.MutationInterval.Duration, IncludeBuildLog: cfg.GitHub.IncludeBuildLog,
 	}
 	if opts.Repository == "" {
 		opts.Repository = cfg.GitHub.PullRequest.Repository
