@@ -178,15 +178,16 @@ type Result struct {
 	Audited    int               `json:"audited"`
 	Drifted    int               `json:"drifted"`
 	Signatures *SignatureSummary `json:"signatures,omitempty"`
-	// Services are the outside services the pass asked: requests, those
-	// unanswered, and those skipped once a service stopped answering.
-	Services []ledger.ServiceReport `json:"services,omitempty"`
 	Actions    []plan.Action     `json:"actions"`
 	// Errors failed the pass (or were deferred, for GitHub); Warnings did not.
 	Errors   []string      `json:"errors,omitempty"`
 	Warnings []string      `json:"warnings,omitempty"`
 	DryRun   bool          `json:"dry_run,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
+
+	// Services are the outside services the pass asked: requests, those
+	// unanswered, and those skipped once a service stopped answering.
+	Services []ledger.ServiceReport `json:"services,omitempty"`
 }
 
 // RunOnce runs one pass at now. It returns an error when part of the pass

@@ -195,9 +195,8 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Consumers:     consumers,
 		KmodVerifier:  &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits()},
 		Concurrency:   cfg.Registry.Concurrency,
-		SignatureMode:    cfg.Verify.Mode,
-		SignatureRecheck: cfg.Verify.Recheck.Duration,
-		Log:              log,
+		SignatureMode: cfg.Verify.Mode,
+		Log:           log,
 	}
 	if cfg.Target.Repository != "" {
 		r.Promoter = promote.NewRemote(reg)
@@ -222,7 +221,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		if err != nil {
 			return nil, nil, err
 		}
-		r.Signatures, r.SignatureMode = checker, v.Mode
+		r.Signatures, r.SignatureMode, r.SignatureRecheck = checker, v.Mode, v.Recheck.Duration
 	}
 	if cfg.Build.Verify {
 		r.Verifier = &verify.DTK{Registry: reg, Limits: releaseinfo.DefaultLimits()}
