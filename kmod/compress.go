@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 
 	"github.com/dtkbot/dtkbot/releaseinfo"
@@ -62,6 +63,9 @@ func Decompress(data []byte, compression string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("unknown compression %q", compression)
 	}
 	out, err := io.ReadAll(io.LimitReader(r, max+1))
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		return nil, fmt.Errorf("decompressing %s: more than %d bytes: %w (a decompression bomb?): %v", compression, max, releaseinfo.ErrLimit, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("decompressing %s: %w", compression, err)
 	}

@@ -120,6 +120,22 @@ signed signed-keyid sha512 trusted -k # signer by subject key identifier
 signed signed-ecdsa sha384 trusted-ec
 signed signed-other sha256 other
 
+# Signed with signed attributes (openssl cms's default: content type,
+# signing time, message digest), which the kernel refuses in a module
+# signature; the trailer is the one sign-file writes.
+mkdir -p "$d/signed-attrs"
+openssl cms -sign -binary -nocerts -outform DER -md sha256 -signer "$work/trusted.pem" -inkey "$work/trusted.key" \
+	-in "$d/dtkbot_hello.ko" -out "$work/attrs.p7"
+n=$(wc -c <"$work/attrs.p7")
+{
+	cat "$d/dtkbot_hello.ko" "$work/attrs.p7"
+	# struct module_signature: algo, hash, id_type (2: PKCS#7), signer_len, key_id_len, __pad[3], __be32 sig_len
+	printf '\000\000\002\000\000\000\000\000'
+	# shellcheck disable=SC2059 # the format is the octal escapes of sig_len's bytes
+	printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))"
+	printf '~Module signature appended~\n'
+} >"$d/signed-attrs/dtkbot_hello.ko"
+
 # Tampered after signing: one byte of .text flipped.
 mkdir -p "$d/tampered"
 cp "$d/signed/dtkbot_hello.ko" "$d/tampered/dtkbot_hello.ko"
