@@ -12,7 +12,8 @@ FUZZ_TARGETS := \
 	./releaseinfo:FuzzParseKernel ./releaseinfo:FuzzImageReferences ./releaseinfo:FuzzReleaseMetadata \
 	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./releaseinfo:FuzzExtractFiles \
 	./watcher:FuzzParseGraph ./watcher:FuzzStreamTags ./config:FuzzConfig ./rebuild:FuzzRenderTag ./notify:FuzzMarker \
-	./releasesig:FuzzCheckContents
+	./releasesig:FuzzCheckContents ./releaseinfo:FuzzMergedLayers \
+	./kmod:FuzzParseModule ./kmod:FuzzParseVersions ./kmod:FuzzParseSymvers ./kmod:FuzzSplitSignature ./kmod:FuzzDecompress
 FUZZTIME ?= 30s
 
 all: lint test build
@@ -40,7 +41,7 @@ lint:
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
 	  echo "== $$name ($$pkg, $(FUZZTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $$pkg || exit 1; done
 
 ## demo: offline demo against a local registry of sample payloads
 demo:

@@ -97,35 +97,46 @@ func (in *Inspector) WalkImage(ctx context.Context, pullspec, prefix string, els
 		}
 		out.Walked++
 		err := in.reg.ReadBlob(ctx, r.img, layer.BlobInfo, lim.MaxKmodLayerBytes, func(rd io.Reader) error {
-			return walkTar(rd, lim, func(hdr *tar.Header, content io.Reader) error {
-				name, ok := cleanEntryName(hdr.Name)
-				if !ok {
-					return nil
-				}
-				if hdr.Typeflag == tar.TypeSymlink || hdr.Typeflag == tar.TypeLink {
-					if fs.concerns(name) && fs.visible(name) && len(out.Links) < 100 {
-						out.Links = append(out.Links, name+" -> "+hdr.Linkname)
-					}
-				}
-				show := fs.add(name, hdr.Typeflag)
-				if !show || !isRegular(hdr) {
-					return nil
-				}
-				if !strings.HasPrefix(name, prefix) {
-					if elsewhere != nil && len(out.Elsewhere) < 10 && elsewhere(name) {
-						out.Elsewhere = append(out.Elsewhere, name)
-					}
-					return nil
-				}
-				return visit(ImageFile{Name: name, Size: hdr.Size, Layer: i, LayerDigest: layer.Digest}, content)
-			})
+			return fs.walkLayer(rd, lim, i, layer.Digest, &out, elsewhere, visit)
 		})
 		if err != nil {
 			return out, fmt.Errorf("image %s: layer %d: %w", pullspec, i, err)
 		}
-		fs.endLayer()
 	}
 	return out, nil
+}
+
+// walkLayer reads one layer (the next below those already walked) and
+// visits the regular files under the prefix that show through the layers
+// above, recording what it holds for the layers below.
+func (v *mergedView) walkLayer(rd io.Reader, lim Limits, index int, d digest.Digest, out *ImageWalk, elsewhere func(string) bool, visit func(ImageFile, io.Reader) error) error {
+	err := walkTar(rd, lim, func(hdr *tar.Header, content io.Reader) error {
+		name, ok := cleanEntryName(hdr.Name)
+		if !ok {
+			return nil
+		}
+		if hdr.Typeflag == tar.TypeSymlink || hdr.Typeflag == tar.TypeLink {
+			if v.concerns(name) && v.visible(name) && len(out.Links) < 100 {
+				out.Links = append(out.Links, name+" -> "+hdr.Linkname)
+			}
+		}
+		show := v.add(name, hdr.Typeflag)
+		if !show || !isRegular(hdr) {
+			return nil
+		}
+		if !strings.HasPrefix(name, v.prefix) {
+			if elsewhere != nil && len(out.Elsewhere) < 10 && elsewhere(name) {
+				out.Elsewhere = append(out.Elsewhere, name)
+			}
+			return nil
+		}
+		return visit(ImageFile{Name: name, Size: hdr.Size, Layer: index, LayerDigest: d}, content)
+	})
+	if err != nil {
+		return err
+	}
+	v.endLayer()
+	return nil
 }
 
 // mergedView decides, while layers are read from the top, which entries of
