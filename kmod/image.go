@@ -139,14 +139,8 @@ func (c *Checker) KernelFromDTK(ctx context.Context, pullspec, kernel string) (*
 	if err != nil {
 		return nil, nil, registry.Content(fmt.Errorf("driver-toolkit %s: %w", pullspec, err))
 	}
-	k.Sources = prefixAll(k.Sources, "driver-toolkit "+pullspec+": ")
-	return k, kf.Missing(), nil
-}
-
-func prefixAll(s []string, prefix string) []string {
-	out := make([]string, len(s))
-	for i, v := range s {
-		out[i] = prefix + v
+	if len(k.Sources) > 0 {
+		k.Sources = []string{"driver-toolkit " + pullspec + ": " + strings.Join(k.Sources, ", ")}
 	}
-	return out
+	return k, kf.Missing(), nil
 }
