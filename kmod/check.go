@@ -242,8 +242,15 @@ func checkModule(m *Module, k *Kernel, opts CheckOptions, names map[string]*Modu
 	// symbol the module needs.
 	gpl := licenseIsGPLCompatible(m.Info.License)
 	var gplOnly, namespaces []string
+	// The kernel resolves a symbol against vmlinux first, then the modules
+	// loaded: the image's, which a replacement of an in-tree module (an
+	// out-of-tree build of the same driver) shadows, before the kernel's own.
 	resolve := func(name string) (crc uint32, hasCRC bool, from string, found bool) {
-		if s, ok := k.Symvers[name]; ok {
+		s, inKernel := k.Symvers[name]
+		e, inImage := exports[name]
+		inImage = inImage && e.module != m
+		switch {
+		case inKernel && (s.Module == "vmlinux" || !inImage):
 			if s.GPLOnly && !gpl {
 				gplOnly = append(gplOnly, name)
 			}
@@ -251,8 +258,7 @@ func checkModule(m *Module, k *Kernel, opts CheckOptions, names map[string]*Modu
 				namespaces = append(namespaces, name+" ("+s.Namespace+")")
 			}
 			return s.CRC, true, s.Module, true
-		}
-		if e, ok := exports[name]; ok && e.module != m {
+		case inImage:
 			if e.sym.GPLOnly && !gpl {
 				gplOnly = append(gplOnly, name)
 			}
@@ -301,6 +307,17 @@ func checkModule(m *Module, k *Kernel, opts CheckOptions, names map[string]*Modu
 	}
 	if len(namespaces) > 0 {
 		problem("uses namespaced symbols without importing their namespace (MODULE_IMPORT_NS): %s", strings.Join(dedupe(namespaces), ", "))
+	}
+	// A symbol vmlinux exports cannot be exported again
+	// (kernel/module/main.c, verify_exported_symbols).
+	var duplicates []string
+	for _, e := range m.Exports {
+		if s, ok := k.Symvers[e.Name]; ok && s.Module == "vmlinux" {
+			duplicates = append(duplicates, e.Name)
+		}
+	}
+	if len(duplicates) > 0 {
+		problem("exports symbols the kernel itself exports (exports duplicate symbol): %s", strings.Join(duplicates, ", "))
 	}
 
 	for _, d := range m.Info.Depends {

@@ -159,6 +159,19 @@ func checkCases() []checkCase {
 					t.Errorf("ABI checked %v, unchecked depends %v", r.ABIChecked, moduleReport(t, r, "dtkbot_user").UncheckedDepends)
 				}
 			}},
+		{name: "an image module replacing an in-tree one: its exports win over the in-tree module's", files: both(cloud, ""), accept: true,
+			kernel: func(t testing.TB) *Kernel {
+				k := testKernel(t, cloud)
+				k.Symvers["dtkbot_hello_greet"] = Symbol{CRC: 0x12345678, Module: "drivers/misc/dtkbot_hello"}
+				return k
+			}},
+		{name: "a module exporting a symbol vmlinux exports", files: both(cloud, ""), accept: false,
+			kernel: func(t testing.TB) *Kernel {
+				k := testKernel(t, cloud)
+				k.Symvers["dtkbot_hello_greet"] = Symbol{CRC: 0x31e32a79, Module: "vmlinux"}
+				return k
+			},
+			want: []string{"dtkbot_hello: exports symbols the kernel itself exports (exports duplicate symbol): dtkbot_hello_greet"}},
 		{name: "no module at all", files: map[string]source{}, accept: false, want: []string{"no kernel module under /opt/lib/modules/6.1.0-57-cloud-amd64/"}},
 	}
 }
@@ -251,3 +264,38 @@ func runCheckCases(t *testing.T, m material) {
 }
 
 func TestCheckRealModules(t *testing.T) { runCheckCases(t, committed) }
+
+// TestCheckLicenseAndNamespaces: a module that is not GPL-compatible
+// cannot use GPL-only symbols, and a namespaced symbol needs its namespace
+// imported (kernel/module/main.c: resolve_symbol,
+// verify_namespace_is_imported).
+func TestCheckLicenseAndNamespaces(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		license   string
+		importNS  []string
+		gplOnly   bool
+		namespace string
+		want      string
+	}{
+		{name: "GPL module, GPL-only symbol", license: "GPL", gplOnly: true},
+		{name: "proprietary module, GPL-only symbol", license: "Proprietary", gplOnly: true, want: `uses GPL-only symbols (crc_itu_t, dtkbot_hello_greet) but its license "Proprietary"`},
+		{name: "dual-licensed module, GPL-only symbol", license: "Dual BSD/GPL", gplOnly: true},
+		{name: "namespace not imported", license: "GPL", namespace: "CRC", want: "without importing their namespace (MODULE_IMPORT_NS): crc_itu_t (CRC)"},
+		{name: "namespace imported", license: "GPL", namespace: "CRC", importNS: []string{"CRC"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := testKernel(t, cloud)
+			s := k.Symvers["crc_itu_t"]
+			s.GPLOnly, s.Namespace = tc.gplOnly, tc.namespace
+			k.Symvers["crc_itu_t"] = s
+			hello, user := committed.parsed(t, cloud, "", "dtkbot_hello.ko"), committed.parsed(t, cloud, "", "dtkbot_user.ko")
+			user.Info.License, user.Info.ImportNS = tc.license, tc.importNS
+			r := Check(&Image{ModulePath: DefaultModulePath(cloud), Modules: []*Module{hello, user}}, k, CheckOptions{})
+			problems := strings.Join(moduleReport(t, r, "dtkbot_user").Problems, "\n")
+			if tc.want == "" && !r.Accepted || tc.want != "" && !strings.Contains(problems, tc.want) {
+				t.Errorf("accepted %v, problems %q, want %q", r.Accepted, problems, tc.want)
+			}
+		})
+	}
+}

@@ -127,10 +127,15 @@ func ParseModule(path string, data []byte) (*Module, error) {
 	return m, nil
 }
 
-// sectionData reads a section that occupies file bytes.
+// sectionData reads a section that occupies file bytes. A compressed one
+// (SHF_COMPRESSED) is refused: the kernel loads sections as they are, and
+// debug/elf would inflate it to whatever size its header claims.
 func sectionData(s *elf.Section) ([]byte, error) {
 	if s.Type == elf.SHT_NOBITS {
 		return nil, fmt.Errorf("section %s has no content", s.Name)
+	}
+	if s.Flags&elf.SHF_COMPRESSED != 0 {
+		return nil, fmt.Errorf("section %s is compressed", s.Name)
 	}
 	return s.Data()
 }
@@ -218,6 +223,11 @@ func ParseVersions(raw []byte, is64 bool, order binary.ByteOrder) ([]SymbolVersi
 // __crc_<name> symbol: at an offset of a __kcrctab section, or absolute on
 // older kernels (include/linux/export-internal.h, include/linux/export.h).
 func readSymbols(f *elf.File, m *Module) error {
+	for _, s := range f.Sections {
+		if (s.Type == elf.SHT_SYMTAB || s.Type == elf.SHT_STRTAB || strings.HasPrefix(s.Name, "__kcrctab")) && s.Flags&elf.SHF_COMPRESSED != 0 {
+			return fmt.Errorf("section %s is compressed", s.Name)
+		}
+	}
 	syms, err := f.Symbols()
 	if errors.Is(err, elf.ErrNoSymbols) {
 		return nil
