@@ -418,8 +418,10 @@ func licenseIsGPLCompatible(license string) bool {
 	return false
 }
 
-// ignoredUndefined are the undefined symbols the final link or the loader
-// resolves without an export (scripts/mod/modpost.c, ignore_undef_symbol).
+// ignoredUndefined are the undefined symbols the final link of a .ko or the
+// loader resolves without an export (scripts/mod/modpost.c,
+// ignore_undef_symbol). A linked .ko rarely has them undefined; an object
+// that slipped through might.
 func ignoredUndefined(name, machine string) bool {
 	if name == "__this_module" || name == "_GLOBAL_OFFSET_TABLE_" {
 		return true
@@ -432,12 +434,14 @@ func ignoredUndefined(name, machine string) bool {
 			}
 		}
 	case "EM_PPC64":
-		for _, p := range []string{"_restgpr0_", "_savegpr0_", "_restvr_", "_savevr_"} {
+		for _, p := range []string{"_restgpr0_", "_savegpr0_", "_restgpr1_", "_savegpr1_", "_restfpr_", "_savefpr_", "_restvr_", "_savevr_"} {
 			if strings.HasPrefix(name, p) {
 				return true
 			}
 		}
 		return name == ".TOC."
+	case "EM_S390":
+		return strings.HasPrefix(name, "__s390_indirect_jump_r")
 	}
 	return false
 }
