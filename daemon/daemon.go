@@ -3,7 +3,8 @@
 // passes, and an HTTP listener for the coverage page (/), the kernel index
 // (/api/v1/releases, /api/v1/kernels), probes (/healthz, /readyz),
 // Prometheus (/metrics), a status document (/status) and an authenticated
-// POST /trigger.
+// POST /trigger. Once shutdown begins no pass starts (POST /trigger answers
+// 503), and Serve returns only after every pass it started has ended.
 //
 // It owns no business logic: a pass is reconcile.Reconciler.RunOnce, the
 // same one `dtkbot reconcile` runs.
@@ -13,11 +14,13 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +31,9 @@ import (
 
 	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/kmm"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
+	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
 )
@@ -71,10 +76,15 @@ type Daemon struct {
 	triggerTokens float64
 	triggerLast   time.Time
 
-	running atomic.Bool
-	wg      sync.WaitGroup
-	passCtx context.Context
-	sched   cron.Schedule
+	// passMu orders starting a pass against shutting down: a pass is
+	// added to passes only under passMu while stopping is false, so no
+	// Add can race the shutdown's Wait (sync.WaitGroup forbids it).
+	passMu   sync.Mutex
+	stopping bool
+	passCtx  context.Context
+	running  atomic.Bool
+	passes   sync.WaitGroup
+	sched    cron.Schedule
 
 	metricsOnce sync.Once
 	metricsSet  *metrics
@@ -106,7 +116,10 @@ func (d *Daemon) now() time.Time {
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully: no new
-// pass starts, the running one gets Grace to finish, the listener closes.
+// pass starts (POST /trigger answers 503, the schedule and Trigger start
+// nothing), the running one gets Grace to finish and is cancelled after
+// that, and Run returns once it has ended; the listener closes last, so
+// /status and the probes answer meanwhile.
 func (d *Daemon) Run(ctx context.Context) error {
 	if d.Grace <= 0 {
 		d.Grace = 30 * time.Second
@@ -132,7 +145,9 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	// within Grace before cancelling it.
 	passCtx, cancelPasses := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelPasses()
+	d.passMu.Lock()
 	d.passCtx = passCtx
+	d.passMu.Unlock()
 
 	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
@@ -147,15 +162,17 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
+		d.stopPasses()
 		c.Stop()
 		cancelPasses()
-		d.wg.Wait()
+		d.passes.Wait()
 		return fmt.Errorf("serving HTTP: %w", err)
 	}
 	d.Log.Info().Msg("shutting down")
+	d.stopPasses()
 	<-c.Stop().Done()
 	done := make(chan struct{})
-	go func() { d.wg.Wait(); close(done) }()
+	go func() { d.passes.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(d.Grace):
@@ -173,24 +190,54 @@ type cronParser struct{}
 
 func (cronParser) Parse(spec string) (cron.Schedule, error) { return cron.ParseStandard(spec) }
 
-// Trigger starts a pass unless one is running; it reports whether it did.
-func (d *Daemon) Trigger(reason string) bool {
+// stopPasses begins the shutdown: from its return on, no pass starts, so
+// waiting for passes waits for every pass there will ever be.
+func (d *Daemon) stopPasses() {
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	d.stopping = true
+}
+
+// shuttingDown reports whether the shutdown has begun.
+func (d *Daemon) shuttingDown() bool {
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	return d.stopping
+}
+
+// Reasons Trigger starts no pass.
+var (
+	errPassRunning = errors.New("a pass is already running")
+	errStopping    = errors.New("dtkbot is shutting down: no new pass starts")
+)
+
+// Trigger starts a pass unless one is running or the shutdown has begun;
+// it reports whether it did.
+func (d *Daemon) Trigger(reason string) bool { return d.startPass(reason) == nil }
+
+func (d *Daemon) startPass(reason string) error {
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	if d.stopping {
+		d.Log.Info().Str("reason", reason).Msg("shutting down: no pass started")
+		return errStopping
+	}
 	if !d.running.CompareAndSwap(false, true) {
 		d.m().skipped.Inc()
 		d.Log.Info().Str("reason", reason).Msg("a pass is already running: skipped")
-		return false
+		return errPassRunning
 	}
 	ctx := d.passCtx
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	d.wg.Add(1)
+	d.passes.Add(1)
 	go func() {
-		defer d.wg.Done()
+		defer d.passes.Done()
 		defer d.running.Store(false)
 		d.runPass(ctx, reason)
 	}()
-	return true
+	return nil
 }
 
 // runPass runs one pass, turning a panic into a failed pass.
@@ -298,15 +345,26 @@ func (d *Daemon) trigger(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many triggers", http.StatusTooManyRequests)
 		return
 	}
-	_, _ = io.Copy(io.Discard, r.Body) // bounded by MaxBytesReader
+	if _, err := io.Copy(io.Discard, r.Body); err != nil { // bounded by MaxBytesReader
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			http.Error(w, fmt.Sprintf("the body is over %d bytes (none is needed)", maxBodyBytes), http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(got), d.TriggerToken) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="dtkbot"`)
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}
-	if !d.Trigger("http") {
-		http.Error(w, "a pass is already running", http.StatusConflict)
+	switch err := d.startPass("http"); {
+	case errors.Is(err, errStopping):
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -320,10 +378,13 @@ type statusBody struct {
 	Signatures signatureStatus `json:"signatures"`
 	Releases   int             `json:"releases"`
 	States     map[string]int  `json:"states"`
-	Kernels    []state.Kernel  `json:"kernels"`
+	Kernels    []ledger.Image  `json:"kernels"`
 	// Consumers are the consumer images, one per consumer and kernel.
-	Consumers []state.ConsumerBuild `json:"consumer_builds"`
-	Held      []state.HeldRelease   `json:"held"`
+	Consumers []ledger.Image       `json:"consumer_builds"`
+	Held      []ledger.HeldRelease `json:"held"`
+	// Conflicts are the tags dtkbot would write that hold images it did
+	// not put there: never overwritten, and said here.
+	Conflicts []ledger.Conflict `json:"conflicts"`
 	// LeadTimes say how early DTK images are ready (see the README).
 	LeadTimes *coverage.LeadTimes `json:"lead_times,omitempty"`
 }
@@ -334,6 +395,21 @@ type signatureStatus struct {
 	Trust string `json:"trust"`
 	// Warning is set when nothing can verify a signature.
 	Warning string `json:"warning,omitempty"`
+}
+
+// public is images as /status shows them: reasons redacted, no build
+// output (it stays in the log and the state file).
+func public(images []ledger.Image) []ledger.Image {
+	out := make([]ledger.Image, len(images))
+	for i, m := range images {
+		m.Reason, m.Detail = redact.Text(m.Reason), ""
+		m.Rejections = slices.Clone(m.Rejections)
+		for j := range m.Rejections {
+			m.Rejections[j].Reason = redact.Text(m.Rejections[j].Reason)
+		}
+		out[i] = m
+	}
+	return out
 }
 
 func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
@@ -347,7 +423,11 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "reading state: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	body.Kernels, body.Consumers, body.Held, body.Releases = snap.Kernels, snap.Consumers, snap.Held, len(snap.Releases)
+	body.Kernels, body.Consumers, body.Held, body.Releases = public(snap.Kernels), public(snap.Consumers), snap.Held, len(snap.Releases)
+	body.Conflicts = []ledger.Conflict{}
+	for _, k := range append(slices.Clone(body.Kernels), body.Consumers...) {
+		body.Conflicts = append(body.Conflicts, k.Conflicts...)
+	}
 	for _, k := range body.Kernels {
 		body.States[k.State]++
 	}

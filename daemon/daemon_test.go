@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/state"
 )
@@ -63,11 +64,13 @@ func start(t *testing.T, p Passer, token string, configure ...func(*Daemon)) *ru
 	}
 	t.Cleanup(func() { store.Close() })
 	if err := store.Update(func(tx *state.Tx) error {
-		if err := tx.PutHeld(state.HeldRelease{Version: "4.16.16", Digest: "sha256:" + strings.Repeat("a", 64), Arch: "amd64", Kind: "content",
+		if err := tx.PutHeld(ledger.HeldRelease{Version: "4.16.16", Digest: "sha256:" + strings.Repeat("a", 64), Arch: "amd64", Kind: "content",
 			Reason: `tag "driver-toolkit" appears twice with different images`}); err != nil {
 			return err
 		}
-		return tx.PutKernel(state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: state.KernelPromoted})
+		return tx.PutImage(ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: ledger.StatePromoted,
+			Reason: "build webhook https://ci.example.com/hooks/tok-1 answered HTTP 500", Detail: "podman said: secret-output",
+			Conflicts: []ledger.Conflict{{Tag: "quay.io/acme/dtk:4.16.15", Digest: "sha256:" + strings.Repeat("c", 64)}}})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +147,7 @@ func TestProbesMetricsAndStatus(t *testing.T) {
 	_, metrics := get(t, r.url+"/metrics")
 	for _, want := range []string{"dtkbot_passes_total 1", "dtkbot_pass_errors_total 0", `dtkbot_kernels{state="promoted"} 1`,
 		"dtkbot_releases_seen 3", "dtkbot_releases_inspected_total 1", "dtkbot_pass_duration_seconds_count 1", `dtkbot_build_info{version="test"} 1`,
-		`dtkbot_releases_held{reason="content"} 1`, `dtkbot_releases_held{reason="signature"} 0`, "dtkbot_verification_failures_total 1"} {
+		`dtkbot_releases_held{reason="content"} 1`, `dtkbot_releases_held{reason="signature"} 0`, "dtkbot_verification_failures_total 1", `dtkbot_tag_conflicts{kind="dtk"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q:\n%s", want, metrics)
 		}
@@ -152,8 +155,12 @@ func TestProbesMetricsAndStatus(t *testing.T) {
 	_, body := get(t, r.url+"/status")
 	var st statusBody
 	if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Kernels) != 1 || st.States["promoted"] != 1 || st.LastPass == nil ||
-		len(st.Held) != 1 || st.Held[0].Version != "4.16.16" || !strings.Contains(st.Signatures.Warning, "nothing to verify") {
+		len(st.Held) != 1 || st.Held[0].Version != "4.16.16" || !strings.Contains(st.Signatures.Warning, "nothing to verify") ||
+		len(st.Conflicts) != 1 || st.Conflicts[0].Tag != "quay.io/acme/dtk:4.16.15" {
 		t.Errorf("status %v %s", err, body)
+	}
+	if strings.Contains(body, "secret-output") || strings.Contains(body, "tok-1") {
+		t.Errorf("/status shows build output or a URL's path:\n%s", body)
 	}
 	// Stale: the last success is older than StaleAfter.
 	r.d.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
@@ -220,30 +227,151 @@ func TestPanicIsAFailedPass(t *testing.T) {
 	}
 }
 
-func TestShutdownLetsTheRunningPassFinish(t *testing.T) {
-	p := &fakePasser{started: make(chan struct{}, 1)}
-	p.gate.Lock()
-	r := start(t, p, "")
-	<-p.started
-	r.cancel()
-	time.Sleep(50 * time.Millisecond)
+// blockingPasser's passes run until release is closed or their context is
+// cancelled, and record how they ended.
+type blockingPasser struct {
+	release   chan struct{}
+	started   chan struct{}
+	runs      atomic.Int32
+	ended     atomic.Int32
+	cancelled atomic.Int32 // passes that ended by their context
+}
+
+func newBlockingPasser() *blockingPasser {
+	return &blockingPasser{release: make(chan struct{}), started: make(chan struct{}, 100)}
+}
+
+func (b *blockingPasser) RunOnce(ctx context.Context, _ time.Time, _ reconcile.Options) (*reconcile.Result, error) {
+	b.runs.Add(1)
 	select {
-	case <-r.done:
-		t.Fatal("returned while the pass was running")
-	default:
+	case b.started <- struct{}{}:
+	default: // nobody is counting on more starts than the buffer holds
 	}
-	p.gate.Unlock()
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		b.cancelled.Add(1)
+	}
+	b.ended.Add(1)
+	return &reconcile.Result{}, ctx.Err()
+}
+
+// postBody is post with the answer's body.
+func postBody(t *testing.T, url, token string, body io.Reader) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, body)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// serveReturned waits for Serve's error.
+func (r *running) serveReturned(t *testing.T) error {
+	t.Helper()
 	select {
 	case err := <-r.done:
-		if err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		r.done <- nil // for the cleanup
-	case <-time.After(30 * time.Second):
-		t.Fatal("shutdown did not finish")
+		r.done <- err // for the cleanup
+		return err
+	case <-time.After(time.Minute): // generous: CI shares two cores
+		t.Fatal("Serve did not return")
+		return nil
+	}
+}
+
+// TestShutdownStartsNothingAndWaitsForThePass: once the shutdown began,
+// POST /trigger answers 503 and Trigger starts nothing; Serve returns once
+// the running pass (allowed to finish: Grace is long) has ended; nothing
+// starts after that.
+func TestShutdownStartsNothingAndWaitsForThePass(t *testing.T) {
+	p := newBlockingPasser()
+	r := start(t, p, "s3cret", func(d *Daemon) { d.Grace = time.Hour })
+	<-p.started // the pass at start
+	r.cancel()
+	waitFor(t, r.d.shuttingDown)
+	if code, body := postBody(t, r.url+"/trigger", "s3cret", nil); code != http.StatusServiceUnavailable || !strings.Contains(body, "shutting down") {
+		t.Errorf("POST /trigger during the shutdown: %d %q, want 503", code, body)
+	}
+	if r.d.Trigger("schedule") {
+		t.Error("Trigger started a pass during the shutdown")
+	}
+	select {
+	case <-r.done:
+		t.Fatal("Serve returned while its pass was running")
+	default: // the pass cannot have ended: it waits for release
+	}
+	close(p.release)
+	if err := r.serveReturned(t); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if runs, ended := p.runs.Load(), p.ended.Load(); runs != 1 || ended != 1 || p.cancelled.Load() != 0 {
+		t.Errorf("when Serve returned: %d passes started, %d ended, %d cancelled; want 1, 1, 0", runs, ended, p.cancelled.Load())
 	}
 	if last := r.d.m().last(); last == nil || last.Error != "" {
 		t.Errorf("the pass should have finished cleanly: %+v", last)
+	}
+	if r.d.Trigger("late") || p.runs.Load() != 1 {
+		t.Errorf("a pass started after Serve returned (%d passes)", p.runs.Load())
+	}
+}
+
+// TestShutdownCancelsThePassAfterGrace: a pass that does not finish within
+// Grace is cancelled, and Serve returns once it has ended.
+func TestShutdownCancelsThePassAfterGrace(t *testing.T) {
+	p := newBlockingPasser() // never released: only its context ends it
+	r := start(t, p, "", func(d *Daemon) { d.Grace = 10 * time.Millisecond })
+	<-p.started
+	r.cancel()
+	if err := r.serveReturned(t); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if p.ended.Load() != 1 || p.cancelled.Load() != 1 {
+		t.Errorf("when Serve returned: %d passes ended, %d by cancellation; want 1 and 1", p.ended.Load(), p.cancelled.Load())
+	}
+}
+
+// TestTriggersRacingTheShutdown: triggers from many goroutines while the
+// shutdown begins (run with -race: a WaitGroup Add racing its Wait is
+// reported); every pass started has ended when Serve returns, and no
+// trigger after that starts one.
+func TestTriggersRacingTheShutdown(t *testing.T) {
+	p := newBlockingPasser()
+	close(p.release) // passes end at once
+	r := start(t, p, "")
+	<-p.started
+	stop := make(chan struct{})
+	var triggers sync.WaitGroup
+	for range 8 {
+		triggers.Add(1)
+		go func() {
+			defer triggers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					r.d.Trigger("race")
+				}
+			}
+		}()
+	}
+	waitFor(t, func() bool { return p.runs.Load() >= 20 })
+	r.cancel()
+	if err := r.serveReturned(t); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	runs, ended := p.runs.Load(), p.ended.Load()
+	if runs != ended {
+		t.Errorf("when Serve returned: %d passes started, %d ended", runs, ended)
+	}
+	close(stop)
+	triggers.Wait()
+	if n := p.runs.Load(); n != runs {
+		t.Errorf("%d passes started after Serve returned", n-runs)
 	}
 }
 
@@ -256,28 +384,54 @@ func TestScheduleRuns(t *testing.T) {
 	}
 }
 
+// TestTriggerIsRateLimitedAndBodiesBounded: the bucket refuses after its
+// burst, failed authentications included, and says when to come back (the
+// clock is the daemon's); a body over the bound is refused with 413 and
+// starts nothing, one at the bound is read.
 func TestTriggerIsRateLimitedAndBodiesBounded(t *testing.T) {
-	p := &fakePasser{started: make(chan struct{}, 100)}
-	r := start(t, p, "s3cret")
-	r.d.TriggerBurst, r.d.TriggerEvery = 2, time.Hour
+	now := time.Date(2024, 9, 1, 12, 0, 0, 0, time.UTC)
+	p := newBlockingPasser()
+	close(p.release)
+	r := start(t, p, "s3cret", func(d *Daemon) {
+		d.TriggerBurst, d.TriggerEvery = 2, time.Hour
+		d.Now = func() time.Time { return now }
+	})
 	<-p.started
-	codes := []int{}
-	for i := 0; i < 4; i++ {
-		waitFor(t, func() bool { return !r.d.running.Load() })
-		codes = append(codes, post(t, r.url+"/trigger", "wrong"))
-	}
-	if fmt.Sprint(codes) != "[401 401 429 429]" {
-		t.Errorf("codes %v: the bucket should refuse after 2", codes)
-	}
-	req, _ := http.NewRequest(http.MethodPost, r.url+"/trigger", strings.NewReader(strings.Repeat("x", 1<<20)))
-	req.Header.Set("Authorization", "Bearer s3cret")
-	resp, err := http.DefaultClient.Do(req)
-	if err == nil {
-		resp.Body.Close()
-		if resp.StatusCode != 429 && resp.StatusCode != 413 && resp.StatusCode != 202 {
-			t.Errorf("a 1 MiB body: %d", resp.StatusCode)
+	var codes []int
+	var retryAfter string
+	for range 4 {
+		req, _ := http.NewRequest(http.MethodPost, r.url+"/trigger", nil)
+		req.Header.Set("Authorization", "Bearer wrong")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+		retryAfter = resp.Header.Get("Retry-After")
 	}
+	if fmt.Sprint(codes) != "[401 401 429 429]" || retryAfter != "3601" {
+		t.Errorf("codes %v, Retry-After %q: the bucket should refuse after 2 and ask for an hour", codes, retryAfter)
+	}
+
+	// A fresh bucket for the bodies.
+	b := start(t, p, "s3cret", func(d *Daemon) { d.TriggerBurst = 10 })
+	<-p.started
+	waitFor(t, func() bool { return !b.d.running.Load() })
+	before := p.runs.Load()
+	// Just over the bound: small enough that the client has sent it all
+	// when the answer comes, so the answer is read, never a reset.
+	if code, body := postBody(t, b.url+"/trigger", "s3cret", strings.NewReader(strings.Repeat("x", maxBodyBytes+1))); code != http.StatusRequestEntityTooLarge ||
+		!strings.Contains(body, "over 4096 bytes") {
+		t.Errorf("a body over the bound: %d %q, want 413", code, body)
+	}
+	if n := p.runs.Load() - before; n != 0 {
+		t.Errorf("a refused trigger started %d passes", n)
+	}
+	if code, _ := postBody(t, b.url+"/trigger", "s3cret", strings.NewReader(strings.Repeat("x", maxBodyBytes))); code != http.StatusAccepted {
+		t.Errorf("a body at the bound: %d, want 202", code)
+	}
+	waitFor(t, func() bool { return p.runs.Load()-before == 1 })
 }
 
 // TestCoveragePageAndKernelIndex: GET / renders the state, filters and
@@ -326,7 +480,7 @@ func TestCoveragePageAndKernelIndex(t *testing.T) {
 	// A change to the state changes the documents, and their ETags.
 	_, before := get(t, r.url+"/api/v1/kernels")
 	if err := r.d.Store.Update(func(tx *state.Tx) error {
-		return tx.PutKernel(state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.40.1.el9_4", State: state.KernelNew})
+		return tx.PutImage(ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.40.1.el9_4", State: ledger.StateNew})
 	}); err != nil {
 		t.Fatal(err)
 	}

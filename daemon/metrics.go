@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -10,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dtkbot/dtkbot/coverage"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
+	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
 )
@@ -84,11 +87,11 @@ func (m *metrics) record(start, end time.Time, res *reconcile.Result, err error)
 	m.passes.Inc()
 	m.duration.Observe(took)
 	m.lastDuration.Set(took)
-	s := &passSummary{Started: start, Finished: end, Result: res}
+	s := &passSummary{Started: start, Finished: end, Result: publicResult(res)}
 	m.mu.Lock()
 	if err != nil {
 		m.passErrors.Inc()
-		s.Error = err.Error()
+		s.Error = redact.Text(err.Error())
 	} else {
 		m.lastOK = end
 		m.lastSuccess.Set(float64(end.Unix()))
@@ -103,6 +106,29 @@ func (m *metrics) record(start, end time.Time, res *reconcile.Result, err error)
 		m.drifted.Add(float64(res.Drifted))
 		m.releasesSeen.Set(float64(res.Releases))
 	}
+}
+
+// publicResult is a pass's result as /status shows it: its texts redacted
+// (no URL path or query, no build output), as every public place shows
+// them.
+func publicResult(res *reconcile.Result) *reconcile.Result {
+	if res == nil {
+		return nil
+	}
+	out := *res
+	texts := func(in []string) []string {
+		var o []string
+		for _, t := range in {
+			o = append(o, redact.Text(t))
+		}
+		return o
+	}
+	out.Errors, out.Warnings, out.Conflicts = texts(res.Errors), texts(res.Warnings), texts(res.Conflicts)
+	out.Actions = slices.Clone(res.Actions)
+	for i := range out.Actions {
+		out.Actions[i].Reason, out.Actions[i].Result = redact.Text(out.Actions[i].Reason), redact.Text(out.Actions[i].Result)
+	}
+	return &out
 }
 
 func (m *metrics) lastSuccessAt() time.Time {
@@ -129,9 +155,11 @@ type ledgerCollector struct {
 }
 
 var (
-	kernelsDesc = prometheus.NewDesc("dtkbot_kernels", "Kernels in the ledger by state.", []string{"state"}, nil)
-	heldDesc    = prometheus.NewDesc("dtkbot_releases_held", "Releases (or streams of them) held: never built from, by reason.", []string{"reason"}, nil)
-	heldReasons = []string{"content", "signature", "inconsistent", "kernel_unknown", "other"}
+	kernelsDesc  = prometheus.NewDesc("dtkbot_kernels", "Kernels in the ledger by state.", []string{"state"}, nil)
+	heldDesc     = prometheus.NewDesc("dtkbot_releases_held", "Releases (or streams of them) held: never built from, by reason.", []string{"reason"}, nil)
+	heldReasons  = []string{"content", "signature", "inconsistent", "kernel_unknown", "other"}
+	conflictDesc = prometheus.NewDesc("dtkbot_tag_conflicts",
+		"Tags dtkbot would write that hold images it did not put there (never overwritten), by kind of image (dtk, or the consumer).", []string{"kind"}, nil)
 
 	promotionLeadDesc = prometheus.NewDesc("dtkbot_kernel_promotion_lead_seconds",
 		"Per promoted kernel: from first seen in any feed to its image at its kernel tag.", nil, nil)
@@ -145,6 +173,7 @@ var (
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- kernelsDesc
 	ch <- heldDesc
+	ch <- conflictDesc
 	ch <- promotionLeadDesc
 	ch <- gaLeadDesc
 	ch <- tagLeadDesc
@@ -175,6 +204,14 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	if held, err := c.store.HeldCounts(); err == nil {
 		for _, reason := range heldReasons {
 			ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(held[reason]), reason)
+		}
+	}
+	if conflicts, err := c.store.Conflicts(); err == nil {
+		if _, ok := conflicts[ledger.KindDTK]; !ok {
+			conflicts[ledger.KindDTK] = 0 // always there, so an alert can say "> 0"
+		}
+		for kind, n := range conflicts {
+			ch <- prometheus.MustNewConstMetric(conflictDesc, prometheus.GaugeValue, float64(n), kind)
 		}
 	}
 	if ix, err := c.index(); err == nil {

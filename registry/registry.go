@@ -6,7 +6,10 @@
 // calls in flight, digest verification of every manifest and blob before a
 // caller may use it, size limits, and request counters. Mirrors and insecure
 // registries come from registries.conf, credentials from the containers
-// auth.json, as containers/image reads them.
+// auth.json, as containers/image reads them; a broken auth file is an
+// AuthFileError, and a rewritten one (a rotated pull secret) is followed
+// without a restart. A bearer token realm over plain HTTP is refused unless
+// the registry is marked insecure.
 //
 // It speaks the distribution protocol's reads itself rather than through
 // containers/image's docker transport, because that transport pings and
@@ -46,7 +49,9 @@ type Options struct {
 	// AuthFile is a containers auth.json (an OpenShift pull secret has the same
 	// shape). Empty means $REGISTRY_AUTH_FILE, then containers/image's defaults
 	// ($XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
-	// ~/.docker/config.json).
+	// ~/.docker/config.json). A file named here must exist. It is stat'ed
+	// before cached credentials are used and read again when it changed or
+	// a registry refused them.
 	AuthFile string
 	// TLSVerify false allows self-signed certificates and plain HTTP, as
 	// podman's and skopeo's --tls-verify=false does.
@@ -68,7 +73,8 @@ type Options struct {
 }
 
 // Counters are what a Client has asked registries for, for metrics and
-// benchmarks: reads, and the auth round trips (pings, tokens) they needed.
+// benchmarks: reads, and the auth round trips (pings, tokens) they needed;
+// and how often it read the auth files, and saw them change.
 type Counters struct {
 	ManifestGETs  int64
 	ManifestHEADs int64
@@ -77,6 +83,12 @@ type Counters struct {
 	Retries       int64
 	Pings         int64
 	Tokens        int64
+	// CredentialReads counts lookups in the auth files (once per
+	// repository, then again only when the files change or a registry
+	// refuses the credentials).
+	CredentialReads int64
+	// AuthFileChanges counts the changes of the auth files noticed.
+	AuthFileChanges int64
 }
 
 // Client reads images. It is safe for concurrent use.
@@ -130,14 +142,17 @@ func (c *Client) SystemContext() *types.SystemContext { return c.sys }
 // Counters returns what the client has requested so far.
 func (c *Client) Counters() Counters {
 	pings, tokens := c.session.counts()
+	reads, changes := c.session.creds.counts()
 	return Counters{
-		ManifestGETs:  c.manifestGETs.Load(),
-		ManifestHEADs: c.manifestHEADs.Load(),
-		BlobGETs:      c.blobGETs.Load(),
-		BlobBytes:     c.blobBytes.Load(),
-		Retries:       c.retries.Load(),
-		Pings:         pings,
-		Tokens:        tokens,
+		CredentialReads: reads,
+		AuthFileChanges: changes,
+		ManifestGETs:    c.manifestGETs.Load(),
+		ManifestHEADs:   c.manifestHEADs.Load(),
+		BlobGETs:        c.blobGETs.Load(),
+		BlobBytes:       c.blobBytes.Load(),
+		Retries:         c.retries.Load(),
+		Pings:           pings,
+		Tokens:          tokens,
 	}
 }
 
@@ -432,7 +447,8 @@ func Transient(err error) bool {
 		return false
 	}
 	var perm permanentError
-	if errors.As(err, &perm) || IsContent(err) {
+	var authFile *AuthFileError
+	if errors.As(err, &perm) || IsContent(err) || errors.As(err, &authFile) {
 		return false
 	}
 	if errors.Is(err, errCallTimeout) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
@@ -495,4 +511,54 @@ func (c *Client) Digest(ctx context.Context, pullspec string) (digest.Digest, er
 		return "", fmt.Errorf("checking %s: %w", pullspec, err)
 	}
 	return d, nil
+}
+
+// Manifest reads the manifest a reference points at from the registry
+// itself (never a mirror), verified against the digest when ref is pinned:
+// what promote keeps to put a tag back.
+func (c *Client) Manifest(ctx context.Context, pullspec string) ([]byte, string, error) {
+	named, err := reference.ParseNormalizedNamed(pullspec)
+	if err != nil {
+		return nil, "", fmt.Errorf("parsing image reference %q: %w", pullspec, err)
+	}
+	src, err := c.primary(named)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading manifest of %s: %w", pullspec, err)
+	}
+	img, err := c.openAt(ctx, pullspec, src)
+	if err != nil {
+		return nil, "", err
+	}
+	return img.Manifest, img.MIMEType, nil
+}
+
+// PutManifest writes a manifest under a tag (repository:tag) of the
+// registry itself: how a tag is pointed at an image already in that
+// repository, with no blob moved (every blob it names must be there, as
+// the registry checks). Besides Untag it is the client's only write.
+func (c *Client) PutManifest(ctx context.Context, ref string, body []byte, mimeType string) error {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return fmt.Errorf("parsing image reference %q: %w", ref, err)
+	}
+	if _, ok := named.(reference.NamedTagged); !ok {
+		return fmt.Errorf("writing %q: not a tag reference", ref)
+	}
+	src, err := c.primary(named)
+	if err != nil {
+		return err
+	}
+	err = c.do(ctx, func(ctx context.Context) error {
+		h := http.Header{"Content-Type": {mimeType}}
+		resp, err := c.session.sendBody(ctx, src.endpoint, http.MethodPut, "/v2/"+src.repo+"/manifests/"+src.ref, src.repo, "pull,push", h, body)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("writing the manifest of %s: %w", ref, err)
+	}
+	return nil
 }

@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,8 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/distribution/reference"
-	"go.podman.io/image/v5/pkg/docker/config"
 	"go.podman.io/image/v5/pkg/tlsclientconfig"
 	"go.podman.io/image/v5/types"
 )
@@ -25,10 +25,12 @@ import (
 // session is the client's conversation with every registry it reads: one
 // ping per registry host (its auth challenge and scheme, kept for the
 // client's life), one bearer token per (host, repository, actions), kept
-// until shortly before it expires, and one pool of connections per host.
+// until shortly before it expires or until the credentials it was obtained
+// with change, and one pool of connections per host.
 type session struct {
 	sys   *types.SystemContext
 	conns int // idle connections kept per host: the client's concurrency
+	creds *credentialStore
 
 	mu    sync.Mutex
 	hosts map[endpoint]*hostSession
@@ -60,7 +62,6 @@ type hostSession struct {
 
 	mu     sync.Mutex
 	tokens map[string]*tokenEntry // by scope
-	creds  map[string]types.DockerAuthConfig
 }
 
 // challenge is a WWW-Authenticate header of the ping.
@@ -70,16 +71,25 @@ type challenge struct {
 }
 
 // tokenEntry is a token, or one being fetched (the first asker fetches,
-// the others wait for it).
+// the others wait for it), with the credentials it was obtained with: once
+// the auth file holds others, the token is not used again.
 type tokenEntry struct {
 	ready   chan struct{}
-	token   string
 	expires time.Time
 	err     error
+	grant   grant
+}
+
+// grant is what authorized one request: the credentials (and the read of
+// the auth files they come from) and, with bearer auth, the token.
+type grant struct {
+	auth   types.DockerAuthConfig
+	serial uint64
+	token  string
 }
 
 func newSession(sys *types.SystemContext, conns int) *session {
-	return &session{sys: sys, conns: conns, hosts: map[endpoint]*hostSession{}}
+	return &session{sys: sys, conns: conns, creds: newCredentialStore(sys), hosts: map[endpoint]*hostSession{}}
 }
 
 func (s *session) counts() (pings, tokens int64) { return s.pings.Load(), s.tokens.Load() }
@@ -91,7 +101,7 @@ func (s *session) host(ctx context.Context, ep endpoint) (*hostSession, error) {
 	s.mu.Lock()
 	h, ok := s.hosts[ep]
 	if !ok {
-		h = &hostSession{ready: make(chan struct{}), tokens: map[string]*tokenEntry{}, creds: map[string]types.DockerAuthConfig{}}
+		h = &hostSession{ready: make(chan struct{}), tokens: map[string]*tokenEntry{}}
 		s.hosts[ep] = h
 	}
 	s.mu.Unlock()
@@ -205,21 +215,33 @@ func parseChallenge(header string) challenge {
 }
 
 // send makes one request to src's registry for repo, with the credentials
-// its challenge asks for. A 401 to a bearer token (expired, revoked) gets
-// one fresh token and one more try. Answers other than 2xx are a
-// *StatusError; the caller closes the body of a success.
+// its challenge asks for. A 401 gets one more try with the credentials read
+// again (a pull secret rotated in a way a stat does not show) and, with
+// bearer auth, a fresh token (the old one expired early or was revoked).
+// Answers other than 2xx are a *StatusError; the caller closes the body of a
+// success.
 func (s *session) send(ctx context.Context, ep endpoint, method, path, repo string, header http.Header) (*http.Response, error) {
 	return s.sendFor(ctx, ep, method, path, repo, "pull", header)
 }
 
 func (s *session) sendFor(ctx context.Context, ep endpoint, method, path, repo, actions string, header http.Header) (*http.Response, error) {
+	return s.sendBody(ctx, ep, method, path, repo, actions, header, nil)
+}
+
+// sendBody is sendFor with a request body (a manifest PUT), sent again as
+// it is on the retry after a 401.
+func (s *session) sendBody(ctx context.Context, ep endpoint, method, path, repo, actions string, header http.Header, body []byte) (*http.Response, error) {
 	h, err := s.host(ctx, ep)
 	if err != nil {
 		return nil, err
 	}
 	what := method + " " + ep.host + path
 	for try := 0; ; try++ {
-		req, err := http.NewRequestWithContext(ctx, method, h.scheme+"://"+ep.host+path, nil)
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, h.scheme+"://"+ep.host+path, rd)
 		if err != nil {
 			return nil, err
 		}
@@ -240,14 +262,34 @@ func (s *session) sendFor(ctx context.Context, ep endpoint, method, path, repo, 
 			return resp, nil
 		}
 		se := statusError(resp, what)
-		if resp.StatusCode == http.StatusUnauthorized && h.challenge.scheme == "bearer" && try == 0 {
-			// The token is no longer taken (expired early, revoked): a new
-			// one, fetched once however many requests hit this at once.
-			h.forget(scope, used)
-			continue
+		if resp.StatusCode == http.StatusUnauthorized && try == 0 {
+			again, err := s.afterRefusal(h, ep, repo, scope, used)
+			if err != nil {
+				return nil, fmt.Errorf("%w (after %v)", err, se)
+			}
+			if again {
+				continue
+			}
 		}
 		return nil, se
 	}
+}
+
+// afterRefusal reads the credentials of a refused request again and says
+// whether the request is worth one more try: with bearer auth always (a new
+// token, fetched once however many requests hit this at once), with basic
+// auth when the credentials changed.
+func (s *session) afterRefusal(h *hostSession, ep endpoint, repo, scope string, used grant) (bool, error) {
+	switch h.challenge.scheme {
+	case "bearer":
+		h.forget(scope, used.token)
+		_, err := s.creds.refresh(ep.host, repo, used)
+		return true, err
+	case "basic":
+		fresh, err := s.creds.refresh(ep.host, repo, used)
+		return fresh.auth != used.auth, err
+	}
+	return false, nil
 }
 
 // statusError reads a failed answer (and closes its body).
@@ -270,39 +312,26 @@ func statusError(resp *http.Response, what string) *StatusError {
 	return se
 }
 
-// authorize sets the request's credentials for scope; it returns the
-// bearer token it used, if any.
-func (s *session) authorize(ctx context.Context, h *hostSession, ep endpoint, req *http.Request, repo, scope string) (string, error) {
-	switch h.challenge.scheme {
-	case "basic":
-		if auth := s.credentials(h, ep, repo); auth.Username != "" {
-			req.SetBasicAuth(auth.Username, auth.Password)
+// authorize sets the request's credentials for scope and returns them.
+func (s *session) authorize(ctx context.Context, h *hostSession, ep endpoint, req *http.Request, repo, scope string) (grant, error) {
+	if h.challenge.scheme != "basic" && h.challenge.scheme != "bearer" {
+		return grant{}, nil
+	}
+	g, err := s.creds.get(ep.host, repo)
+	if err != nil {
+		return grant{}, err
+	}
+	if h.challenge.scheme == "basic" {
+		if g.auth.Username != "" {
+			req.SetBasicAuth(g.auth.Username, g.auth.Password)
 		}
-	case "bearer":
-		tok, err := s.token(ctx, h, ep, repo, scope)
-		if err != nil {
-			return "", err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		return tok, nil
+		return g, nil
 	}
-	return "", nil
-}
-
-// credentials are the auth.json entry for repo at ep (by repository
-// namespace, then host, as containers/image matches them).
-func (s *session) credentials(h *hostSession, ep endpoint, repo string) types.DockerAuthConfig {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if a, ok := h.creds[repo]; ok {
-		return a
+	if g, err = s.token(ctx, h, ep, repo, scope, g); err != nil {
+		return grant{}, err
 	}
-	var auth types.DockerAuthConfig
-	if named, err := reference.ParseNormalizedNamed(credentialHost(ep.host) + "/" + repo); err == nil {
-		auth, _ = config.GetCredentialsForRef(s.sys, named)
-	}
-	h.creds[repo] = auth
-	return auth
+	req.Header.Set("Authorization", "Bearer "+g.token)
+	return g, nil
 }
 
 // credentialHost is the name credentials are kept under.
@@ -324,22 +353,23 @@ func (h *hostSession) forget(scope, tok string) {
 	}
 	select {
 	case <-t.ready:
-		if t.err != nil || t.token == tok {
+		if t.err != nil || t.grant.token == tok {
 			delete(h.tokens, scope)
 		}
 	default: // being fetched: that is the new one
 	}
 }
 
-// token returns a token for scope: the cached one while it lives, else one
-// fetched once however many callers ask at the same time.
-func (s *session) token(ctx context.Context, h *hostSession, ep endpoint, repo, scope string) (string, error) {
+// token returns a token for scope: the cached one while it lives and the
+// credentials are those it was obtained with, else one fetched once however
+// many callers ask at the same time.
+func (s *session) token(ctx context.Context, h *hostSession, ep endpoint, repo, scope string, creds grant) (grant, error) {
 	h.mu.Lock()
 	t, ok := h.tokens[scope]
 	if ok {
 		select {
 		case <-t.ready:
-			if t.err != nil || time.Now().After(t.expires) {
+			if t.err != nil || time.Now().After(t.expires) || t.grant.auth != creds.auth {
 				ok = false
 			}
 		default: // being fetched: wait below
@@ -349,7 +379,7 @@ func (s *session) token(ctx context.Context, h *hostSession, ep endpoint, repo, 
 		t = &tokenEntry{ready: make(chan struct{})}
 		h.tokens[scope] = t
 		h.mu.Unlock()
-		t.token, t.expires, t.err = s.fetchToken(ctx, h, ep, repo, scope)
+		t.grant, t.expires, t.err = s.fetchToken(ctx, h, ep, repo, scope, creds)
 		close(t.ready)
 		if t.err != nil {
 			h.forget(scope, "")
@@ -360,19 +390,46 @@ func (s *session) token(ctx context.Context, h *hostSession, ep endpoint, repo, 
 	select {
 	case <-t.ready:
 	case <-ctx.Done():
-		return "", ctx.Err()
+		return grant{}, ctx.Err()
 	}
-	return t.token, t.err
+	return t.grant, t.err
 }
 
-func (s *session) fetchToken(ctx context.Context, h *hostSession, ep endpoint, repo, scope string) (string, time.Time, error) {
+// fetchToken asks the realm for a token with creds. Refused credentials are
+// read again, and asked with once more if they changed (a rotated pull
+// secret whose file a stat did not see change).
+func (s *session) fetchToken(ctx context.Context, h *hostSession, ep endpoint, repo, scope string, creds grant) (grant, time.Time, error) {
 	realm := h.challenge.params["realm"]
 	u, err := url.Parse(realm)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") {
-		return "", time.Time{}, fmt.Errorf("the token realm %q of %s is not an http(s) URL", realm, ep.host)
+		return grant{}, time.Time{}, permanent(fmt.Errorf("the token realm %q of %s is not an http(s) URL", realm, ep.host))
 	}
-	auth := s.credentials(h, ep, repo)
+	if u.Scheme == "http" && !ep.insecure {
+		// The token request carries the pull secret: over plain HTTP it would
+		// travel in the clear, for a registry reached over verified TLS.
+		return grant{}, time.Time{}, permanent(fmt.Errorf("refusing the plain-http token realm %s of %s: the credentials would travel in the clear "+
+			"(a registry marked insecure in registries.conf, or registry.tls_verify: false, may use one)", realm, ep.host))
+	}
+	tok, expires, err := s.requestToken(ctx, h, ep, *u, scope, creds.auth)
+	var se *StatusError
+	if errors.As(err, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
+		fresh, ferr := s.creds.refresh(ep.host, repo, creds)
+		if ferr != nil {
+			return grant{}, time.Time{}, fmt.Errorf("%w (after %v)", ferr, err)
+		}
+		if fresh.auth != creds.auth {
+			creds = fresh
+			tok, expires, err = s.requestToken(ctx, h, ep, *u, scope, creds.auth)
+		}
+	}
+	creds.token = tok
+	return creds, expires, err
+}
+
+// requestToken makes one token request to the realm u.
+func (s *session) requestToken(ctx context.Context, h *hostSession, ep endpoint, u url.URL, scope string, auth types.DockerAuthConfig) (string, time.Time, error) {
 	var req *http.Request
+	var err error
 	if auth.IdentityToken != "" {
 		// An OAuth2 refresh token (Azure and others), as containers/image
 		// uses one.
@@ -406,7 +463,7 @@ func (s *session) fetchToken(ctx context.Context, h *hostSession, ep endpoint, r
 	if resp.StatusCode != http.StatusOK {
 		se := statusError(resp, "asking "+u.Host+" for a token for "+scope)
 		if se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden {
-			se.Message = "the credentials for " + ep.host + " were refused (registry.authfile)"
+			se.Message = "the credentials for " + ep.host + " were refused (registry.authfile: " + strings.Join(s.creds.files(), ", ") + ")"
 		}
 		return "", time.Time{}, se
 	}

@@ -10,15 +10,18 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/notify"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/plan"
+	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
@@ -36,14 +39,14 @@ func registryOptions(cfg *config.Config) registry.Options {
 }
 
 // newBuilder is the build backend b names (key: where it is configured).
-func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (rebuild.Builder, error) {
+func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (build.Builder, error) {
 	switch b.Backend {
 	case "podman", "buildah":
 		cmd := b.Podman.Command
 		if cmd == "" {
 			cmd = b.Backend
 		}
-		return &rebuild.CommandBuilder{
+		return &build.CommandBuilder{
 			Command: cmd, Containerfile: cfg.Resolve(b.Podman.Containerfile), Context: cfg.Resolve(b.Podman.Context),
 			BaseImage: b.Podman.BaseImage, RHSMOrgFile: cfg.Resolve(b.Podman.RHSMOrgFile),
 			RHSMActivationKeyFile: cfg.Resolve(b.Podman.RHSMActivationKeyFile),
@@ -55,7 +58,7 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 		if err != nil {
 			return nil, err
 		}
-		return &rebuild.ActionsBuilder{
+		return &build.ActionsBuilder{
 			APIURL: cfg.GitHub.APIURL, Repository: b.GitHubActions.Repository, Workflow: b.GitHubActions.Workflow,
 			Ref: b.GitHubActions.Ref, Token: func() (string, error) { return auth.Token(context.Background()) },
 		}, nil
@@ -64,9 +67,9 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 		if err != nil {
 			return nil, fmt.Errorf("%s.webhook.secret_file: %w", key, err)
 		}
-		return &rebuild.WebhookBuilder{URL: b.Webhook.URL, Secret: secret}, nil
+		return &build.WebhookBuilder{URL: b.Webhook.URL, Secret: secret}, nil
 	}
-	return rebuild.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
+	return build.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
 }
 
 // githubAuth is a GitHub App when one is configured, else a token.
@@ -94,7 +97,7 @@ func newNotifier(cfg *config.Config, store *state.Store, log zerolog.Logger) (*n
 	}
 	opts := notify.Options{
 		Repository: cfg.GitHub.Repository, Label: cfg.GitHub.Label, CloseWhenPromoted: cfg.GitHub.CloseWhenPromoted,
-		MutationInterval: cfg.GitHub.MutationInterval.Duration,
+		MutationInterval: cfg.GitHub.MutationInterval.Duration, IncludeBuildLog: cfg.GitHub.IncludeBuildLog,
 	}
 	if opts.Repository == "" {
 		opts.Repository = cfg.GitHub.PullRequest.Repository
@@ -156,11 +159,9 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Store:      store,
 		Checker:    reg,
 		Builder:    builder,
-		Promoter:   rebuild.Unconfigured{What: "promotion (target.repository)"},
-		Untagger:   reg,
-		Target:     cfg.RebuildTarget(),
+		Target:     cfg.PlanTarget(),
 		Audit:      reconcile.AuditPolicy{Interval: cfg.Target.Audit.Interval.Duration, Repair: cfg.Target.Audit.OnDrift == "repoint"},
-		Policy:     rebuild.Policy{BuildKinds: cfg.Prerelease.Build, PrereleaseTags: cfg.Prerelease.Tags},
+		Policy:     plan.Policy{BuildKinds: cfg.Prerelease.Build, PrereleaseTags: cfg.Prerelease.Tags},
 		Prerelease: reconcile.PrereleasePolicy{OnWithdrawn: cfg.Prerelease.OnWithdrawn},
 		ResolveTTL: cfg.Registry.ResolveTTL.Duration,
 		Build: reconcile.BuildPolicy{
@@ -169,13 +170,13 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			Backoff:     cfg.Build.Backoff.Duration,
 		},
 		Consumers:     consumers,
-		KmodVerifier:  &rebuild.KmodVerifier{Registry: reg, Limits: releaseinfo.DefaultLimits()},
+		KmodVerifier:  &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits()},
 		Concurrency:   cfg.Registry.Concurrency,
 		SignatureMode: cfg.Verify.Mode,
 		Log:           log,
 	}
 	if cfg.Target.Repository != "" {
-		r.Promoter = rebuild.NewRegistryPromoter(reg)
+		r.Promoter = promote.NewRemote(reg)
 	}
 	if cfg.GitHub.Repository != "" || cfg.GitHub.PullRequest.Repository != "" {
 		n, err := newNotifier(cfg, store, log)
@@ -199,8 +200,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		r.Signatures, r.SignatureMode = checker, v.Mode
 	}
 	if cfg.Build.Verify {
-		r.Verifier = &rebuild.Verifier{Registry: reg, Limits: releaseinfo.DefaultLimits()}
-		r.Policy.RequireVerified = true
+		r.Verifier = &verify.DTK{Registry: reg, Limits: releaseinfo.DefaultLimits()}
 	}
 	return r, reg, nil
 }
@@ -214,7 +214,7 @@ func newConsumers(cfg *config.Config, log zerolog.Logger) ([]reconcile.Consumer,
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.RebuildTarget(),
+		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.PlanTarget(),
 			Build:      reconcile.BuildPolicy{Timeout: c.Build.Timeout.Duration, MaxAttempts: c.Build.MaxAttempts, Backoff: c.Build.Backoff.Duration},
 			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label})
 	}

@@ -10,9 +10,11 @@
 // bytes), and it can require auth as real registries do: Basic, or bearer
 // tokens as quay.io hands them out (a 401 with `WWW-Authenticate: Bearer
 // realm=...,service=...,scope=...`, a token endpoint that checks the pull
-// secret, tokens scoped to a repository and expiring). Pings and token
-// requests are counted apart from the rest. It never verifies what a test
-// stores with the Unchecked helpers: that is how corrupt blobs are planted.
+// secret, tokens scoped to a repository and expiring), rotate the accepted
+// credentials, serve over TLS and name a token realm elsewhere. Pings and
+// token requests are counted apart from the rest, refusals (401) too. It
+// never verifies what a test stores with the Unchecked helpers: that is how
+// corrupt blobs are planted.
 package registrytest
 
 import (
@@ -39,6 +41,7 @@ type Stats struct {
 	Requests       int64 // all requests except pings and token requests
 	Pings          int64 // GET /v2/
 	Tokens         int64 // token requests to the bearer realm
+	Refused        int64 // requests and token requests answered 401 (pings not counted)
 	ManifestGETs   int64
 	ManifestHEADs  int64
 	BlobGETs       int64
@@ -59,6 +62,7 @@ func (s Stats) Sub(earlier Stats) Stats {
 		Requests:      s.Requests - earlier.Requests,
 		Pings:         s.Pings - earlier.Pings,
 		Tokens:        s.Tokens - earlier.Tokens,
+		Refused:       s.Refused - earlier.Refused,
 		ManifestGETs:  s.ManifestGETs - earlier.ManifestGETs,
 		ManifestHEADs: s.ManifestHEADs - earlier.ManifestHEADs,
 		BlobGETs:      s.BlobGETs - earlier.BlobGETs,
@@ -98,6 +102,11 @@ type Registry struct {
 	// UNSUPPORTED, as distribution/distribution's registry does; by default
 	// the tag is removed (OCI distribution spec v1.1), the manifest kept.
 	RefuseTagDeletes bool
+	// TagDeleteTakesManifest makes DELETE of a manifest by tag delete the
+	// manifest it names, and with it every other tag of the repository
+	// that names it, as some registries do (and as containers/image's
+	// DeleteImage does on purpose).
+	TagDeleteTakesManifest bool
 
 	username, password string
 	bearer             bool
@@ -106,6 +115,11 @@ type Registry struct {
 	TokenTTL time.Duration
 	// Now is the registry's clock for token expiry (default time.Now).
 	Now func() time.Time
+	// Realm is the token endpoint a Bearer challenge names; empty means
+	// /token on the host asked, over the scheme asked (https for
+	// ServerTLS). Set it to serve tokens from elsewhere, such as a plain-http
+	// server of the same Registry in front of a TLS one.
+	Realm string
 }
 
 // grant is what a bearer token allows: actions on repositories, until when.
@@ -129,7 +143,8 @@ func New() *Registry {
 	}
 }
 
-// RequireBasicAuth makes every request need these credentials (401 otherwise).
+// RequireBasicAuth makes every request need these credentials (401
+// otherwise). Called again, it rotates them: only the new ones are taken.
 func (r *Registry) RequireBasicAuth(username, password string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -140,7 +155,10 @@ func (r *Registry) RequireBasicAuth(username, password string) {
 // as quay.io does: the ping and every unauthorized request answer 401 with a
 // Bearer challenge naming the token endpoint (/token on the same host); the
 // endpoint checks these credentials (Basic) and grants the scope asked for.
-// With an empty username, anonymous token requests are granted too.
+// With an empty username, anonymous token requests are granted too. Called
+// again, it rotates the credentials as a regenerated robot token or pull
+// secret does: only the new ones get tokens, and tokens handed out before
+// are revoked.
 func (r *Registry) RequireBearerAuth(username, password string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -163,6 +181,7 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 	if r.username != "" {
 		u, p, ok := req.BasicAuth()
 		if !ok || u != r.username || p != r.password {
+			r.stats.Refused++
 			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "invalid username or password")
 			return
 		}
@@ -243,6 +262,13 @@ func (r *Registry) Server() *Server {
 	return &Server{Registry: r, HTTP: httptest.NewServer(r)}
 }
 
+// ServerTLS starts the registry on a loopback httptest server speaking TLS
+// with a self-signed certificate (HTTP.Certificate()); clients verify it
+// when they trust that certificate, or use tls-verify=false.
+func (r *Registry) ServerTLS() *Server {
+	return &Server{Registry: r, HTTP: httptest.NewTLSServer(r)}
+}
+
 // ServerWith starts the registry behind wrap (a fault injector, say).
 func (r *Registry) ServerWith(wrap func(http.Handler) http.Handler) *Server {
 	return &Server{Registry: r, HTTP: httptest.NewServer(wrap(r))}
@@ -255,7 +281,9 @@ type Server struct {
 }
 
 // Host is host:port, as used in a pullspec.
-func (s *Server) Host() string { return strings.TrimPrefix(s.HTTP.URL, "http://") }
+func (s *Server) Host() string {
+	return strings.TrimPrefix(strings.TrimPrefix(s.HTTP.URL, "http://"), "https://")
+}
 
 // Close stops the server.
 func (s *Server) Close() { s.HTTP.Close() }
@@ -404,7 +432,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.mu.Lock()
-	user, pass, bearer := r.username, r.password, r.bearer
+	user, pass, bearer, realm := r.username, r.password, r.bearer, r.Realm
 	ping := req.URL.Path == "/v2/" || req.URL.Path == "/v2"
 	if ping {
 		r.stats.Pings++
@@ -416,10 +444,25 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if bearer {
 		authorized, scope = r.authorized(req)
 	}
+	basicOK := true
+	if user != "" && !bearer {
+		u, p, ok := req.BasicAuth()
+		basicOK = ok && u == user && p == pass
+	}
+	if !ping && ((bearer && !authorized) || !basicOK) {
+		r.stats.Refused++
+	}
 	r.mu.Unlock()
 
 	if bearer && (ping || !authorized) {
-		challenge := fmt.Sprintf(`Bearer realm="http://%s/token",service="registrytest"`, req.Host)
+		if realm == "" {
+			scheme := "http"
+			if req.TLS != nil {
+				scheme = "https"
+			}
+			realm = scheme + "://" + req.Host + "/token"
+		}
+		challenge := fmt.Sprintf(`Bearer realm=%q,service="registrytest"`, realm)
 		if !ping {
 			challenge += fmt.Sprintf(`,scope=%q`, scope)
 		}
@@ -428,13 +471,10 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
 		return
 	}
-	if user != "" && !bearer {
-		u, p, ok := req.BasicAuth()
-		if !ok || u != user || p != pass {
-			w.Header().Set("WWW-Authenticate", `Basic realm="registrytest"`)
-			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
-			return
-		}
+	if !basicOK {
+		w.Header().Set("WWW-Authenticate", `Basic realm="registrytest"`)
+		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+		return
 	}
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	p := req.URL.Path
@@ -533,11 +573,20 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "The operation is unsupported.")
 			return
 		}
-		if _, ok := rp.tags[ref]; !ok {
+		d, ok := rp.tags[ref]
+		if !ok {
 			writeError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "manifest unknown")
 			return
 		}
 		delete(rp.tags, ref)
+		if r.TagDeleteTakesManifest {
+			delete(rp.manifests, d)
+			for t, td := range rp.tags {
+				if td == d {
+					delete(rp.tags, t)
+				}
+			}
+		}
 		r.stats.TagDeletes++
 		w.WriteHeader(http.StatusAccepted)
 	default:

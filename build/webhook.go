@@ -1,4 +1,4 @@
-package rebuild
+package build
 
 import (
 	"bytes"
@@ -15,13 +15,15 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/dtkbot/dtkbot/redact"
 )
 
-// BuildInputs are the string inputs every remote build receives: the
+// Inputs are the string inputs every remote build receives: the
 // workflow_dispatch inputs of deploy/github/build-dtk.yml and the webhook's
 // JSON body. A consumer's build (deploy/examples/kmod/build-kmod.yml) also
 // gets the DTK to build FROM, pinned by digest, and the kernel as uname -r.
-type BuildInputs struct {
+type Inputs struct {
 	KernelVersion     string `json:"kernel_version"`
 	RTKernelVersion   string `json:"rt_kernel_version"`
 	RHELVersion       string `json:"rhel_version"`
@@ -32,8 +34,8 @@ type BuildInputs struct {
 }
 
 // Inputs turns a request into its string inputs.
-func (r BuildRequest) Inputs() BuildInputs {
-	in := BuildInputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ",")}
+func (r Request) Inputs() Inputs {
+	in := Inputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ",")}
 	if r.DTK != "" {
 		in.DTKImage, in.KernelFullVersion = r.DTK, r.KernelFull
 	}
@@ -55,10 +57,10 @@ type WebhookBuilder struct {
 }
 
 // Build implements Builder.
-func (b *WebhookBuilder) Build(ctx context.Context, req BuildRequest) error {
+func (b *WebhookBuilder) Build(ctx context.Context, req Request) error {
 	in := req.Inputs()
 	body, err := json.Marshal(struct {
-		BuildInputs
+		Inputs
 		Stream     string `json:"stream"`
 		Arch       string `json:"arch"`
 		KernelFull string `json:"kernel_full"`
@@ -71,7 +73,7 @@ func (b *WebhookBuilder) Build(ctx context.Context, req BuildRequest) error {
 	mac.Write(body)
 	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 	delivery := sha256.Sum256([]byte(req.Image))
-	return retryHTTP(ctx, "build webhook "+redactURL(b.URL), b.Attempts, b.Backoff, func(ctx context.Context) (*http.Response, error) {
+	return retryHTTP(ctx, "build webhook "+redact.Query(b.URL), b.Attempts, b.Backoff, func(ctx context.Context) (*http.Response, error) {
 		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.URL, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -91,19 +93,6 @@ func client(c *http.Client) *http.Client {
 	return &http.Client{Timeout: time.Minute}
 }
 
-// redactURL drops a URL's query and user info, where tokens hide.
-func redactURL(u string) string {
-	if i := strings.IndexAny(u, "?#"); i >= 0 {
-		u = u[:i]
-	}
-	if at := strings.Index(u, "@"); at >= 0 {
-		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
-			u = u[:scheme+3] + u[at+1:]
-		}
-	}
-	return u
-}
-
 // StatusError is an HTTP answer that failed a call.
 type StatusError struct {
 	What   string
@@ -113,6 +102,11 @@ type StatusError struct {
 
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("%s: HTTP %d: %s", e.What, e.Status, e.Body)
+}
+
+// Public is the answer without its body: what failed, and where to look.
+func (e *StatusError) Public() string {
+	return fmt.Sprintf("%s answered HTTP %d (its reply is in dtkbot's log)", e.What, e.Status)
 }
 
 // retryHTTP calls do until a 2xx, retrying 5xx, 429 and network errors.
@@ -140,7 +134,7 @@ func retryHTTP(ctx context.Context, what string, attempts int, backoff time.Dura
 			// net/http's errors quote the whole URL, query (and token) included.
 			var ue *url.Error
 			if errors.As(err, &ue) {
-				ue.URL = redactURL(ue.URL)
+				ue.URL = redact.Query(ue.URL)
 			}
 			last = fmt.Errorf("%s: %w", what, err)
 		}
