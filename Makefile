@@ -12,7 +12,8 @@ FUZZ_TARGETS := \
 	./releaseinfo:FuzzParseKernel ./releaseinfo:FuzzImageReferences ./releaseinfo:FuzzReleaseMetadata \
 	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./releaseinfo:FuzzExtractFiles \
 	./watcher:FuzzParseGraph ./watcher:FuzzStreamTags ./config:FuzzConfig ./plan:FuzzRenderTag ./notify:FuzzMarker \
-	./releasesig:FuzzCheckContents ./releasesig:FuzzConfigMapSignatures
+	./releasesig:FuzzCheckContents ./releasesig:FuzzConfigMapSignatures ./releaseinfo:FuzzMergedLayers \
+	./kmod:FuzzParseModule ./kmod:FuzzParseVersions ./kmod:FuzzParseSymvers ./kmod:FuzzSplitSignature ./kmod:FuzzDecompress
 FUZZTIME ?= 30s
 
 all: lint test build
@@ -25,10 +26,11 @@ build:
 test:
 	$(GO) test -count=1 ./...
 
-## bench: round trips and bytes per release, cold and warm; a cold backfill of 1,000 payloads at concurrency 1, 8, 16
+## bench: round trips and bytes per release, cold and warm; of one kmod check; a cold backfill of 1,000 payloads at concurrency 1, 8, 16
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./releaseinfo/
 	$(GO) test -count=1 -run 'TestInspectRequestBudget' -v ./releaseinfo/ | grep -E 'cold:|ok|FAIL'
+	$(GO) test -count=1 -run 'TestKmodCheckCost' -v ./kmod/ | grep -E 'kmod check|ok|FAIL'
 	$(GO) test -v -run '^$$' -bench BenchmarkColdBackfill -benchtime 1x -timeout 30m ./reconcile/ | grep -E 'payloads|concurrency |ok|FAIL'
 
 ## lint: gofmt and go vet
@@ -40,7 +42,7 @@ lint:
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
 	  echo "== $$name ($$pkg, $(FUZZTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $$pkg || exit 1; done
 
 ## demo: offline demo against a local registry of sample payloads
 demo:

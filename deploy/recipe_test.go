@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
 // instruction is one Containerfile instruction with continuations joined.
@@ -105,10 +106,17 @@ func TestDTKRecipeInvariants(t *testing.T) {
 		}
 	}
 	last := runs[len(runs)-1]
-	for _, want := range []string{"/etc/driver-toolkit-release.json", `"KERNEL_VERSION"`, `"RT_KERNEL_VERSION"`, `"RHEL_VERSION"`, "package kernel-rt-core is not installed"} {
+	for _, want := range []string{"/etc/driver-toolkit-release.json", `"KERNEL_VERSION"`, `"RT_KERNEL_VERSION"`, `"RHEL_VERSION"`, "package kernel-rt-core is not installed",
+		// What a kmod check reads, in the same small layer (releaseinfo.ReadDTKFiles).
+		`d="/` + releaseinfo.KernelFilesDir + `${k}"`, `"/usr/src/kernels/${k}/` + releaseinfo.SymversFile + `"`,
+		`"/lib/modules/${k}/` + releaseinfo.ModulesDepFile + `"`, `"/lib/modules/${k}/` + releaseinfo.ModulesBuiltinFile + `"`,
+		`"${d}/` + releaseinfo.VermagicFile + `"`, `kernels="${kernels} ${rt}"`} {
 		if !strings.Contains(last, want) {
-			t.Errorf("the last RUN, which writes the release JSON, lacks %q", want)
+			t.Errorf("the last RUN, which writes the release JSON and the kernel files, lacks %q", want)
 		}
+	}
+	if strings.Contains(last, "--mount=type=secret") || strings.Contains(last, "dnf ") {
+		t.Error("the last RUN installs or mounts secrets: its layer must stay small and clean")
 	}
 	for _, want := range []string{"kernel-version=", "kernel-rt-version=", "io.openshift.os.streamclass="} {
 		if !strings.Contains(labels, want) {

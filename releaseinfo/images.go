@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/dtkbot/dtkbot/registry"
@@ -93,13 +95,33 @@ type imageRead struct {
 }
 
 func (in *Inspector) readDTKUncached(ctx context.Context, pullspec string) (dtkKernels, error) {
+	d, _, err := in.readDTKLayers(ctx, pullspec, false)
+	return d, err
+}
+
+// readDTKLayers walks the DTK's small top layers for its release JSON and,
+// with kernelFiles, for the files under etc/driver-toolkit/ as well (the
+// recipe writes them in the same last layer: no more bytes are read).
+func (in *Inspector) readDTKLayers(ctx context.Context, pullspec string, kernelFiles bool) (dtkKernels, map[string][]byte, error) {
 	var out dtkKernels
 	r, err := in.open(ctx, pullspec)
 	if err != nil {
-		return out, err
+		return out, nil, err
 	}
 	defer r.img.Close()
 	lim := in.opts.Limits
+	want := func(name string) (int64, bool) {
+		if name == dtkReleasePath {
+			return lim.MaxDTKJSONBytes, true
+		}
+		if kernelFiles {
+			if _, _, ok := splitKernelFile(name); ok {
+				return lim.MaxKernelFileBytes, true
+			}
+		}
+		return 0, false
+	}
+	collected := map[string][]byte{}
 	layers := r.manifest.LayerInfos()
 	for i, walked := len(layers)-1, 0; i >= 0 && walked < lim.MaxDTKLayers; i, walked = i-1, walked+1 {
 		layer := layers[i]
@@ -110,23 +132,28 @@ func (in *Inspector) readDTKUncached(ctx context.Context, pullspec string) (dtkK
 		var files map[string][]byte
 		err := in.reg.ReadBlob(ctx, r.img, layer.BlobInfo, lim.MaxDTKLayerBytes, func(rd io.Reader) error {
 			var err error
-			files, err = extractFiles(rd, map[string]int64{dtkReleasePath: lim.MaxDTKJSONBytes}, lim)
+			files, err = extractMatching(rd, want, lim)
 			return err
 		})
 		if err != nil {
-			return out, fmt.Errorf("reading layer %d: %w", i, err)
+			return out, nil, fmt.Errorf("reading layer %d: %w", i, err)
+		}
+		for name, data := range files {
+			if _, higher := collected[name]; !higher && name != dtkReleasePath {
+				collected[name] = data // a higher layer's copy wins, as in the container
+			}
 		}
 		if data, ok := files[dtkReleasePath]; ok {
 			out.source = SourceDTKReleaseJSON
 			parseDTKRelease(data, &out)
-			return out, nil
+			return out, collected, nil
 		}
 	}
 	// Not in the small top layers (a squashed image?): the labels are all
 	// that is cheap. They come from build args that are often empty.
 	cfg, err := in.readConfig(ctx, r)
 	if err != nil {
-		return out, err
+		return out, nil, err
 	}
 	if v := cfg.Config.Labels["kernel-version"]; v != "" {
 		if k, err := kernelFromLabel(v, cfg.Architecture); err == nil {
@@ -138,7 +165,7 @@ func (in *Inspector) readDTKUncached(ctx context.Context, pullspec string) (dtkK
 	if out.kernel.IsZero() {
 		out.warnings = append(out.warnings, fmt.Sprintf("driver-toolkit: no %s in its top %d layers and no kernel-version label", dtkReleasePath, lim.MaxDTKLayers))
 	}
-	return out, nil
+	return out, collected, nil
 }
 
 // kernelFromLabel accepts a `uname -r` value or VERSION-RELEASE, the latter
@@ -378,6 +405,117 @@ func (in *Inspector) ReadDTK(ctx context.Context, pullspec string) (DTK, error) 
 		return DTK{}, fmt.Errorf("driver-toolkit %s: %w", pullspec, err)
 	}
 	return DTK{Kernel: d.kernel, RTKernel: d.rt, RHEL: d.rhel, Source: d.source, Warnings: d.warnings}, nil
+}
+
+// KernelFilesDir is where the DTK recipe (deploy/driver-toolkit/Containerfile)
+// copies, per kernel, what checking a module against that kernel needs:
+// etc/driver-toolkit/<uname -r>/ holds Module.symvers (from kernel-devel),
+// modules.dep and modules.builtin (from kernel-core's /lib/modules/<uname -r>/)
+// and vermagic (the kernel's own, as modinfo reads it from one of its
+// modules).
+const KernelFilesDir = "etc/driver-toolkit/"
+
+// The files of a kernel under KernelFilesDir.
+const (
+	SymversFile        = "Module.symvers"
+	ModulesDepFile     = "modules.dep"
+	ModulesBuiltinFile = "modules.builtin"
+	VermagicFile       = "vermagic"
+)
+
+// KernelFileNames are the files of a kernel under KernelFilesDir, the
+// first three required.
+var KernelFileNames = []string{SymversFile, ModulesDepFile, ModulesBuiltinFile, VermagicFile}
+
+// splitKernelFile says whether name is etc/driver-toolkit/<kernel>/<file>
+// for one of KernelFileNames and a kernel directory of a sane shape.
+func splitKernelFile(name string) (kernel, file string, ok bool) {
+	rest, ok := strings.CutPrefix(name, KernelFilesDir)
+	if !ok {
+		return "", "", false
+	}
+	kernel, file, ok = strings.Cut(rest, "/")
+	if !ok || !kernelDirPattern.MatchString(kernel) || !slices.Contains(KernelFileNames, file) {
+		return "", "", false
+	}
+	return kernel, file, true
+}
+
+var kernelDirPattern = regexp.MustCompile(`^[0-9][0-9A-Za-z._+~-]{0,127}$`)
+
+// KernelFiles are a DTK's files of one kernel (nil when absent).
+type KernelFiles struct {
+	Kernel                              string // uname -r, the directory's name
+	Symvers, ModulesDep, ModulesBuiltin []byte
+	Vermagic                            []byte
+}
+
+// Missing names the required files that are absent.
+func (k KernelFiles) Missing() []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{SymversFile, k.Symvers}, {ModulesDepFile, k.ModulesDep}, {ModulesBuiltinFile, k.ModulesBuiltin}} {
+		if f.data == nil {
+			out = append(out, KernelFilesDir+k.Kernel+"/"+f.name)
+		}
+	}
+	return out
+}
+
+// DTKFiles is what ReadDTKFiles found.
+type DTKFiles struct {
+	DTK
+	// Kernels are the kernel directories found under KernelFilesDir, by
+	// uname -r.
+	Kernels map[string]KernelFiles
+}
+
+// Files returns the files of kernel (uname -r) and whether all the required
+// ones are there.
+func (d DTKFiles) Files(kernel string) (KernelFiles, bool) {
+	k, ok := d.Kernels[kernel]
+	if !ok {
+		k = KernelFiles{Kernel: kernel}
+	}
+	return k, len(k.Missing()) == 0
+}
+
+// ReadDTKFiles reads, as ReadDTK does and in the same layer reads, the
+// kernel a DTK image declares and the files of its kernels under
+// KernelFilesDir (each at most Limits.MaxKernelFileBytes): a few hundred KB
+// of one small top layer, digests verified. A DTK built by a recipe without
+// them has no Kernels; that is not an error.
+func (in *Inspector) ReadDTKFiles(ctx context.Context, pullspec string) (DTKFiles, error) {
+	d, files, err := in.readDTKLayers(ctx, pullspec, true)
+	if err != nil {
+		return DTKFiles{}, fmt.Errorf("driver-toolkit %s: %w", pullspec, err)
+	}
+	out := DTKFiles{
+		DTK:     DTK{Kernel: d.kernel, RTKernel: d.rt, RHEL: d.rhel, Source: d.source, Warnings: d.warnings},
+		Kernels: map[string]KernelFiles{},
+	}
+	for name, data := range files {
+		kernel, file, ok := splitKernelFile(name)
+		if !ok {
+			continue
+		}
+		k := out.Kernels[kernel]
+		k.Kernel = kernel
+		switch file {
+		case SymversFile:
+			k.Symvers = data
+		case ModulesDepFile:
+			k.ModulesDep = data
+		case ModulesBuiltinFile:
+			k.ModulesBuiltin = data
+		case VermagicFile:
+			k.Vermagic = data
+		}
+		out.Kernels[kernel] = k
+	}
+	return out, nil
 }
 
 // Modules is what a kmod image (a driver container) carries.

@@ -42,8 +42,9 @@ type Limits struct {
 	MaxDTKJSONBytes         int64 // etc/driver-toolkit-release.json
 	MaxMetaLayerBytes       int64 // the RHCOS metadata layer (4.19+)
 	MaxMetaJSONBytes        int64 // usr/share/openshift/base/meta.json
-	MaxKmodLayers           int   // kmod image layers walked from the top
+	MaxKmodLayers           int   // kmod image layers walked from the top; an image with more is not checked
 	MaxKmodLayerBytes       int64 // a kmod image layer larger than this is never read
+	MaxKernelFileBytes      int64 // a DTK's etc/driver-toolkit/<kernel>/ file (Module.symvers, modules.dep, ...)
 }
 
 // DefaultLimits are the limits used when Options.Limits is zero.
@@ -60,8 +61,9 @@ func DefaultLimits() Limits {
 		MaxDTKJSONBytes:         64 << 10,
 		MaxMetaLayerBytes:       32 << 20,
 		MaxMetaJSONBytes:        16 << 20,
-		MaxKmodLayers:           8,
+		MaxKmodLayers:           32,
 		MaxKmodLayerBytes:       256 << 20,
+		MaxKernelFileBytes:      16 << 20,
 	}
 }
 

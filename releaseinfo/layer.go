@@ -10,30 +10,112 @@ import (
 	"io"
 	"path"
 	"strings"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // ErrLimit is wrapped by every error about untrusted input exceeding a limit.
 var ErrLimit = errors.New("over the limit")
 
-// openLayer is a layer's tar stream: gunzipped if it is gzip, as it is if
-// it is a plain tar; any other compression is refused.
-func openLayer(r io.Reader) (io.Reader, func(), error) {
+// MaxZstdWindow bounds the window a zstd frame may ask its decoder to
+// allocate (128 MiB, what `zstd --long` uses at most): a hostile frame
+// header cannot make us reserve gigabytes. Layers and modules compressed
+// by podman, buildah, skopeo or the kernel's build use far less.
+const MaxZstdWindow = 128 << 20
+
+// IsZstd says whether data starts a zstd stream: a zstd frame, or a
+// skippable frame (zstd:chunked layers carry their table of contents in
+// skippable frames; RFC 8878, section 3.1).
+func IsZstd(head []byte) bool {
+	if len(head) < 4 {
+		return false
+	}
+	if bytes.Equal(head[:4], []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		return true
+	}
+	return head[0]&0xf0 == 0x50 && bytes.Equal(head[1:4], []byte{0x2a, 0x4d, 0x18})
+}
+
+// NewZstdReader is a zstd decoder for untrusted input: one goroutine, low
+// memory, a bounded window, and no more than maxMemory bytes of output
+// buffered. Close it when done.
+func NewZstdReader(r io.Reader, maxMemory int64) (*zstd.Decoder, error) {
+	if maxMemory <= 0 {
+		maxMemory = MaxZstdWindow
+	}
+	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(MaxZstdWindow), zstd.WithDecoderMaxMemory(uint64(maxMemory)))
+}
+
+// openLayer is a layer's tar stream: gunzipped if it is gzip, decompressed
+// if it is zstd (zstd:chunked included: its extra frames are skippable),
+// as it is if it is a plain tar; any other compression is refused. The
+// compression is told by the content, never by the media type, which the
+// registry serves from a manifest that may be wrong.
+func openLayer(r io.Reader, lim Limits) (io.Reader, func(), error) {
 	br := bufio.NewReader(r)
-	magic, _ := br.Peek(2)
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+	magic, _ := br.Peek(4)
+	if len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		gz, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening gzip stream: %w", err)
 		}
 		return gz, func() { gz.Close() }, nil
 	}
+	if IsZstd(magic) {
+		zr, err := NewZstdReader(br, lim.MaxDecompressedBytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening zstd stream: %w", err)
+		}
+		return zr, zr.Close, nil
+	}
 	if head, _ := br.Peek(262); len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
-		return nil, nil, errors.New("layer is neither gzip nor tar (unsupported compression)")
+		return nil, nil, errors.New("layer is neither gzip, zstd nor tar (unsupported compression)")
 	}
 	return br, func() {}, nil
 }
 
-// extractFiles reads a layer (gzip-compressed or plain tar) and returns the
+// walkTar reads a layer (gzip, zstd or plain tar) within the limits (its
+// entries, what it inflates to) and calls visit for each entry with its
+// header and content. visit returning errStopWalk ends the walk early
+// without an error. Nothing visit sees may be trusted before the caller has
+// verified the layer's digest.
+func walkTar(r io.Reader, lim Limits, visit func(hdr *tar.Header, content io.Reader) error) error {
+	content, closeLayer, err := openLayer(r, lim)
+	if err != nil {
+		return err
+	}
+	defer closeLayer()
+	tr := tar.NewReader(&limitedReader{r: content, left: lim.MaxDecompressedBytes})
+	for entries := 0; ; entries++ {
+		if entries >= lim.MaxTarEntries {
+			return fmt.Errorf("more than %d tar entries: %w", lim.MaxTarEntries, ErrLimit)
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading tar: %w", err)
+		}
+		if err := visit(hdr, tr); err != nil {
+			if errors.Is(err, errStopWalk) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// errStopWalk ends walkTar early.
+var errStopWalk = errors.New("stop walking")
+
+// isRegular says whether a tar entry is a regular file.
+func isRegular(hdr *tar.Header) bool {
+	return hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA //nolint:staticcheck // TypeRegA still appears in old layers
+}
+
+// extractFiles reads a layer (gzip, zstd or plain tar) and returns the
 // contents of the regular files named in want (name -> maximum size). Only
 // regular files whose name, cleaned of a leading "./" or "/", equals a wanted
 // name exactly are taken: symlinks, hard links, devices and names with ".."
@@ -42,90 +124,78 @@ func openLayer(r io.Reader) (io.Reader, func(), error) {
 // would make the layer ambiguous, is an error. Nothing returned may be trusted before the caller has verified the
 // layer's digest.
 func extractFiles(r io.Reader, want map[string]int64, lim Limits) (map[string][]byte, error) {
-	content, closeLayer, err := openLayer(r)
-	if err != nil {
-		return nil, err
-	}
-	defer closeLayer()
-	inflated := &limitedReader{r: content, left: lim.MaxDecompressedBytes}
-	tr := tar.NewReader(inflated)
+	return extractMatching(r, func(name string) (int64, bool) {
+		max, ok := want[name]
+		return max, ok
+	}, lim)
+}
+
+// extractMatching is extractFiles for the names want accepts (with their
+// maximum size).
+func extractMatching(r io.Reader, want func(name string) (int64, bool), lim Limits) (map[string][]byte, error) {
 	found := map[string][]byte{}
-	for entries := 0; ; entries++ {
-		if entries >= lim.MaxTarEntries {
-			return nil, fmt.Errorf("more than %d tar entries: %w", lim.MaxTarEntries, ErrLimit)
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading tar: %w", err)
-		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA { //nolint:staticcheck // TypeRegA still appears in old layers
-			continue
+	err := walkTar(r, lim, func(hdr *tar.Header, content io.Reader) error {
+		if !isRegular(hdr) {
+			return nil
 		}
 		name, ok := cleanEntryName(hdr.Name)
 		if !ok {
-			continue
+			return nil
 		}
-		max, wanted := want[name]
+		max, wanted := want(name)
 		if !wanted {
-			continue
+			return nil
 		}
 		if _, dup := found[name]; dup {
-			return nil, fmt.Errorf("tar entry %s appears twice", name)
+			return fmt.Errorf("tar entry %s appears twice", name)
 		}
 		if hdr.Size > max {
-			return nil, fmt.Errorf("tar entry %s is %d bytes: %w of %d", name, hdr.Size, ErrLimit, max)
+			return fmt.Errorf("tar entry %s is %d bytes: %w of %d", name, hdr.Size, ErrLimit, max)
 		}
-		data, err := io.ReadAll(io.LimitReader(tr, max+1))
+		data, err := io.ReadAll(io.LimitReader(content, max+1))
 		if err != nil {
-			return nil, fmt.Errorf("reading tar entry %s: %w", name, err)
+			return fmt.Errorf("reading tar entry %s: %w", name, err)
 		}
 		if int64(len(data)) > max {
-			return nil, fmt.Errorf("tar entry %s: %w of %d bytes", name, ErrLimit, max)
+			return fmt.Errorf("tar entry %s: %w of %d bytes", name, ErrLimit, max)
 		}
 		found[name] = data
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return found, nil
 }
 
-// listFiles walks a layer (gzip or plain tar, within the limits) and returns
-// the names of the regular files match accepts, at most max of them. Like
-// extractFiles, it never follows a link and skips names that are not clean.
+// listFiles walks a layer (gzip, zstd or plain tar, within the limits) and
+// returns the names of the regular files match accepts, at most max of
+// them. Like extractFiles, it never follows a link and skips names that are
+// not clean.
 func listFiles(r io.Reader, match func(name string) bool, max int, lim Limits) ([]string, error) {
-	content, closeLayer, err := openLayer(r)
-	if err != nil {
-		return nil, err
-	}
-	defer closeLayer()
-	tr := tar.NewReader(&limitedReader{r: content, left: lim.MaxDecompressedBytes})
 	var out []string
-	for entries := 0; ; entries++ {
-		if entries >= lim.MaxTarEntries {
-			return nil, fmt.Errorf("more than %d tar entries: %w", lim.MaxTarEntries, ErrLimit)
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading tar: %w", err)
-		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA { //nolint:staticcheck // TypeRegA still appears in old layers
-			continue
+	err := walkTar(r, lim, func(hdr *tar.Header, _ io.Reader) error {
+		if !isRegular(hdr) {
+			return nil
 		}
 		if name, ok := cleanEntryName(hdr.Name); ok && match(name) && len(out) < max {
 			out = append(out, name)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // cleanEntryName strips "./" and "/" prefixes and refuses names that are not
-// already clean (a "..", a doubled slash).
+// already clean (a "..", a doubled slash). A directory's trailing "/" is
+// dropped.
 func cleanEntryName(name string) (string, bool) {
 	n := strings.TrimPrefix(name, "./")
 	n = strings.TrimLeft(n, "/")
+	n = strings.TrimSuffix(n, "/")
 	if n == "" || path.Clean(n) != n || strings.HasPrefix(n, "..") || strings.Contains(n, "/../") {
 		return "", false
 	}

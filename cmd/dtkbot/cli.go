@@ -34,6 +34,10 @@ Usage:
   dtkbot release-info PULLSPEC|VERSION... [--channel C] [--arch amd64] [--authfile F] [--tls-verify=false]
                    [--config config.yaml] [-o table|json]
                                 the kernels of release payloads (4.16.15 means the official release)
+  dtkbot kmod check IMAGE --kernel KERNEL_FULL [--dtk IMAGE | --symvers FILE] [--cert FILE]...
+                   [--module-path P] [--tls-verify=false] [--authfile F] [-o table|json]
+                                whether every module of a kmod image loads on that kernel (vermagic,
+                                CRCs, dependencies, signatures); exit 0 accept, 1 reject, 2 could not tell
   dtkbot report --config config.yaml [-o html|json|table] [--out FILE]
                                 the coverage page, the kernel index or a table, from the state file
   dtkbot validate-config --config config.yaml
@@ -65,6 +69,7 @@ func commands() []command {
 		{"validate-config", runValidateConfig},
 		{"state", runState},
 		{"report", runReport},
+		{"kmod", runKmod},
 		{"demo", runDemo},
 		{"version", func(_ context.Context, env *cliEnv, _ []string) int {
 			fmt.Fprintln(env.stdout, "dtkbot", version)

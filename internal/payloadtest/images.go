@@ -104,6 +104,9 @@ type Image struct {
 	Layers [][]byte
 	Labels map[string]string
 	OCI    bool // OCI media types instead of Docker schema 2
+	// LayerMediaTypes, where set (by index), replace a layer's media type
+	// (application/vnd.oci.image.layer.v1.tar+zstd, ...).
+	LayerMediaTypes []string
 }
 
 // Pushed is an image or manifest list in the registry.
@@ -146,11 +149,15 @@ func (w *World) PushImage(repo, tag string, img Image) Pushed {
 		MediaType: manifestMT,
 		Config:    imgspec.Descriptor{MediaType: configMT, Digest: p.Config, Size: int64(len(cfgBytes))},
 	}
-	for _, l := range img.Layers {
+	for i, l := range img.Layers {
 		d := w.Reg.PutBlob(repo, l)
 		p.Layers = append(p.Layers, d)
 		p.Size += int64(len(l))
-		m.Layers = append(m.Layers, imgspec.Descriptor{MediaType: layerMT, Digest: d, Size: int64(len(l))})
+		mt := layerMT
+		if i < len(img.LayerMediaTypes) && img.LayerMediaTypes[i] != "" {
+			mt = img.LayerMediaTypes[i]
+		}
+		m.Layers = append(m.Layers, imgspec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(l))})
 	}
 	body, _ := json.Marshal(m)
 	p.MediaType = manifestMT

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/dtkbot/dtkbot/kmod"
+	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/releaseinfo"
+)
+
+// Exit codes of `dtkbot kmod check`: whether dtkbot would accept the image.
+const (
+	exitAccepted     = 0
+	exitRejected     = 1
+	exitCouldNotTell = 2 // the registry could not be read (or the command line is wrong)
+)
+
+const kmodUsage = `Usage: dtkbot kmod check IMAGE --kernel KERNEL_FULL [--dtk IMAGE | --symvers FILE] [--cert FILE]...
+                        [--module-path P] [--arch A] [--tls-verify=false] [--authfile F] [-o table|json]
+
+Checks every kernel module of a kmod image against one kernel, as the kernel's module loader would:
+vermagic, symbol versions (CRCs) against the kernel's Module.symvers, dependencies, and, given
+certificates, signatures. Exit 0: dtkbot would accept the image; 1: it would reject it; 2: it could
+not tell (the registry could not be read, or the command line is wrong).
+`
+
+// maxSymversBytes bounds a --symvers file (RHEL 9's is under 2 MB).
+const maxSymversBytes = 64 << 20
+
+var kernelArg = regexp.MustCompile(`^[0-9][0-9A-Za-z._+~-]{0,127}$`)
+
+func runKmod(ctx context.Context, env *cliEnv, args []string) int {
+	if len(args) == 0 || args[0] != "check" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprint(env.stdout, kmodUsage)
+			return exitOK
+		}
+		fmt.Fprint(env.stderr, kmodUsage)
+		return exitUsage
+	}
+	return runKmodCheck(ctx, env, args[1:])
+}
+
+func runKmodCheck(ctx context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "kmod check", "IMAGE --kernel KERNEL_FULL [--dtk IMAGE | --symvers FILE] [--cert FILE]... [flags]")
+	kernel := fs.String("kernel", "", "the kernel to check against, as uname -r prints it (required)")
+	dtk := fs.String("dtk", "", "a Driver Toolkit image carrying the kernel's files in /etc/driver-toolkit/<kernel>/ (dtkbot's recipe writes them)")
+	symversPath := fs.String("symvers", "", "the kernel's Module.symvers (kernel-devel's /usr/src/kernels/<kernel>/Module.symvers), instead of --dtk")
+	var certs stringList
+	fs.Var(&certs, "cert", "a certificate (PEM or DER) a Secure Boot node trusts; every module must be signed by one (repeatable)")
+	modulePath := fs.String("module-path", "", "where the image holds the kernel's modules (default opt/lib/modules/<kernel>/, KMM's)")
+	arch := fs.String("arch", "amd64", "the instance of a multi-arch image to read")
+	output := fs.String("o", "table", "output format: table or json")
+	rf := addRegistryFlags(fs)
+	args, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageExit(err)
+	}
+	switch {
+	case len(args) != 1:
+		errorf(env, "kmod check: give one kmod image")
+	case !kernelArg.MatchString(*kernel):
+		errorf(env, "kmod check: --kernel %q: give the kernel as uname -r prints it (5.14.0-427.37.1.el9_4.x86_64)", *kernel)
+	case *dtk != "" && *symversPath != "":
+		errorf(env, "kmod check: give --dtk or --symvers, not both")
+	case *output != "table" && *output != "json":
+		errorf(env, "kmod check: -o %q: want table or json", *output)
+	default:
+		return kmodCheck(ctx, env, rf, args[0], *kernel, *dtk, *symversPath, certs, *modulePath, *arch, *output)
+	}
+	fs.Usage()
+	return exitUsage
+}
+
+func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kernel, dtk, symversPath string, certPaths []string, modulePath, arch, output string) int {
+	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != ""}
+	var err error
+	if len(certPaths) > 0 {
+		if opts.Certs, err = kmod.LoadCertificates(certPaths...); err != nil {
+			errorf(env, "kmod check: %v", err)
+			return exitCouldNotTell
+		}
+	}
+	regOpts, err := rf.options()
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitCouldNotTell
+	}
+	c := &kmod.Checker{Inspector: releaseinfo.New(registry.New(regOpts), releaseinfo.Options{Arch: arch})}
+	if modulePath == "" {
+		modulePath = kmod.DefaultModulePath(kernel)
+	}
+
+	var k *kmod.Kernel
+	var notes []string
+	switch {
+	case dtk != "":
+		var missing []string
+		k, missing, err = c.KernelFromDTK(ctx, dtk, kernel)
+		if err != nil {
+			errorf(env, "kmod check: reading the kernel's files from %v", err)
+			if registry.IsContent(err) {
+				return exitRejected
+			}
+			return exitCouldNotTell
+		}
+		if len(missing) > 0 {
+			notes = append(notes, fmt.Sprintf("the driver-toolkit image has no %s (built by a recipe without them?)", strings.Join(missing, ", ")))
+		}
+	case symversPath != "":
+		data, err := readLimited(symversPath, maxSymversBytes)
+		if err != nil {
+			errorf(env, "kmod check: reading --symvers: %v", err)
+			return exitCouldNotTell
+		}
+		if k, err = kmod.NewKernel(kernel, data, nil, nil, nil); err != nil {
+			errorf(env, "kmod check: %s: %v", symversPath, err)
+			return exitCouldNotTell
+		}
+		k.Sources = []string{symversPath + ": " + strings.Join(k.Sources, ", ")}
+	default:
+		k = &kmod.Kernel{Release: kernel, RT: kmod.IsRTRelease(kernel)}
+		notes = append(notes, "no --dtk or --symvers: symbol versions (CRCs) are not checked")
+	}
+
+	r, err := c.CheckImage(ctx, image, modulePath, k, opts)
+	if err != nil {
+		errorf(env, "kmod check: could not tell: %v", err)
+		return exitCouldNotTell
+	}
+	r.Notes = append(notes, r.Notes...)
+	if output == "json" {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(r)
+	} else {
+		printKmodReport(env.stdout, r)
+	}
+	if r.Accepted {
+		return exitAccepted
+	}
+	return exitRejected
+}
+
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s is over %d bytes", path, max)
+	}
+	return data, nil
+}
+
+// printKmodReport writes the verdict, a row per module, then each module's
+// problems under the table.
+func printKmodReport(w io.Writer, r *kmod.Report) {
+	verdict := "ACCEPTED"
+	if !r.Accepted {
+		verdict = "REJECTED"
+	}
+	fmt.Fprintf(w, "image:   %s\n", r.Image)
+	if r.Digest != "" {
+		fmt.Fprintf(w, "digest:  %s\n", r.Digest)
+	}
+	fmt.Fprintf(w, "kernel:  %s\n", r.Kernel)
+	for _, s := range r.KernelSources {
+		fmt.Fprintf(w, "         %s\n", s)
+	}
+	fmt.Fprintf(w, "verdict: %s: %s\n", verdict, r.Reason)
+	if len(r.Modules) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "MODULE\tLOADS\tVERMAGIC\tCRCS\tDEPENDS\tSIGNATURE")
+		for _, m := range r.Modules {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", strings.TrimPrefix(m.Path, r.ModulePath), yesNo(m.Loads), vermagicCell(m), crcCell(m, r.ABIChecked), dependsCell(m), signatureCell(m.Signature, r.SignaturesChecked))
+		}
+		_ = tw.Flush()
+	}
+	var problems []string
+	for _, m := range r.Modules {
+		for _, p := range m.Problems {
+			problems = append(problems, fmt.Sprintf("%s: %s", strings.TrimPrefix(m.Path, r.ModulePath), p))
+		}
+		for _, c := range m.CRCMismatches {
+			problems = append(problems, fmt.Sprintf("%s: %s is %s in the module, %s in %s", strings.TrimPrefix(m.Path, r.ModulePath), c.Symbol, c.Module, c.Kernel, c.From))
+		}
+	}
+	if len(problems) > 0 || len(r.Notes) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, p := range problems {
+		fmt.Fprintln(w, "  ! "+p)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "  - "+n)
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "NO"
+}
+
+func vermagicCell(m kmod.ModuleReport) string {
+	if m.Vermagic.OK {
+		return "ok"
+	}
+	if m.Vermagic.Module == "" && m.Layer < 0 {
+		return "-"
+	}
+	return "WRONG"
+}
+
+func crcCell(m kmod.ModuleReport, checked bool) string {
+	switch {
+	case !checked:
+		return "not checked"
+	case len(m.CRCMismatches) > 0:
+		var syms []string
+		for _, c := range m.CRCMismatches {
+			syms = append(syms, c.Symbol)
+		}
+		return fmt.Sprintf("%d differ: %s", len(syms), shorten(strings.Join(syms, ", "), 60))
+	case len(m.UnresolvedSymbols) > 0:
+		return "unresolved: " + shorten(strings.Join(m.UnresolvedSymbols, ", "), 60)
+	}
+	return "ok"
+}
+
+func dependsCell(m kmod.ModuleReport) string {
+	switch {
+	case len(m.UnresolvedDepends) > 0:
+		return "missing: " + strings.Join(m.UnresolvedDepends, ", ")
+	case len(m.UncheckedDepends) > 0:
+		return "not checked: " + strings.Join(m.UncheckedDepends, ", ")
+	}
+	return "ok"
+}
+
+func signatureCell(s *kmod.SignatureReport, checked bool) string {
+	switch {
+	case s == nil:
+		return "-"
+	case !s.Signed:
+		return "unsigned"
+	case s.Verified:
+		return fmt.Sprintf("%s (%s), verified", s.Signer, s.Hash)
+	case s.Problem != "" && checked:
+		return fmt.Sprintf("%s (%s), NOT verified", s.Signer, s.Hash)
+	}
+	return fmt.Sprintf("%s (%s), not checked", s.Signer, s.Hash)
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
