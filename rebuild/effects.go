@@ -22,6 +22,10 @@ type BuildRequest struct {
 	// built FROM the kernel's DTK): its name, and the DTK pinned by digest.
 	Consumer string `json:"consumer,omitempty"`
 	DTK      string `json:"dtk_image,omitempty"`
+	// Attempt counts the requests of this image, from 1 (0: not counted):
+	// a backend that keeps one build object per attempt (a Kubernetes
+	// Job) makes a new one for each.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // Builder starts (or runs) the build of one kernel's image. It must be safe
