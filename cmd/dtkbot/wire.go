@@ -9,9 +9,12 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/kmm"
+	"github.com/dtkbot/dtkbot/kubebuild"
 	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/rebuild"
 	"github.com/dtkbot/dtkbot/reconcile"
@@ -65,8 +68,52 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 			return nil, fmt.Errorf("%s.webhook.secret_file: %w", key, err)
 		}
 		return &rebuild.WebhookBuilder{URL: b.Webhook.URL, Secret: secret}, nil
+	case "kubernetes":
+		return newKubeBuilder(cfg, key, b, log)
 	}
 	return rebuild.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
+}
+
+// newKubeBuilder is the kubernetes backend: the in-cluster ServiceAccount,
+// or a kubeconfig.
+func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (rebuild.Builder, error) {
+	k := b.Kubernetes
+	rc, ns, err := kubebuild.RESTConfig(cfg.Resolve(k.Kubeconfig))
+	if err != nil {
+		return nil, fmt.Errorf("%s.kubernetes: %w", key, err)
+	}
+	rc.UserAgent = "dtkbot/" + version
+	if k.Namespace != "" {
+		ns = k.Namespace
+	}
+	if ns == "" {
+		return nil, fmt.Errorf("%s.kubernetes.namespace: not set, and neither the pod nor the kubeconfig context names one", key)
+	}
+	res := corev1.ResourceRequirements{}
+	for _, r := range []struct {
+		from map[string]string
+		to   *corev1.ResourceList
+	}{{k.Resources.Requests, &res.Requests}, {k.Resources.Limits, &res.Limits}} {
+		for name, q := range r.from {
+			v, err := resource.ParseQuantity(q)
+			if err != nil {
+				return nil, fmt.Errorf("%s.kubernetes.resources: %s %q: %w", key, name, q, err)
+			}
+			if *r.to == nil {
+				*r.to = corev1.ResourceList{}
+			}
+			(*r.to)[corev1.ResourceName(name)] = v
+		}
+	}
+	containerfile, context, base, extra := b.KubeRecipe()
+	return kubebuild.New(rc, kubebuild.Options{
+		Namespace: ns, Image: k.Image, ServiceAccount: k.ServiceAccount,
+		PushSecret: k.PushSecret, PullSecret: k.PullSecret, RHSMSecret: k.RHSMSecret,
+		Containerfile: cfg.Resolve(containerfile), Context: cfg.Resolve(context), BaseImage: base, ExtraArgs: extra,
+		TLSVerify: cfg.Registry.TLSVerify, Resources: res, Timeout: b.Timeout.Duration,
+		TTLAfterFinished: time.Duration(k.TTLSecondsAfterFinished) * time.Second,
+		StorageDriver:    k.StorageDriver, Security: kubebuild.Security(k.Security), Log: log,
+	})
 }
 
 // githubAuth is a GitHub App when one is configured, else a token.

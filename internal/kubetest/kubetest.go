@@ -297,8 +297,8 @@ func (s *Server) writeFiles() error {
 	}
 	for name, data := range map[string][]byte{
 		"serving.crt": s.caPEM, "serving.key": keyPEM,
-		"sa.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: saDER}),
-		"sa.pub": pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPub}),
+		"sa.key":     pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: saDER}),
+		"sa.pub":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPub}),
 		"tokens.csv": []byte(csv.String()),
 	} {
 		if err := os.WriteFile(filepath.Join(s.dir, name), data, 0o600); err != nil {
