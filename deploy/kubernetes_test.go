@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -499,5 +500,52 @@ func TestKustomizeKubernetesBuildVariant(t *testing.T) {
 	np, _ := yaml.Marshal(objs["NetworkPolicy/dtkbot"].raw)
 	if !strings.Contains(string(np), "port: 6443") {
 		t.Errorf("the network policy does not let the daemon reach the API server on 6443:\n%s", np)
+	}
+}
+
+// TestOpenShiftSCCForBuildah: the SCC deploy/ offers for OpenShift lets
+// exactly the build pods' ServiceAccount run what kubebuild asks for in
+// rootless mode (user 1000, privilege escalation, SETUID and SETGID,
+// unconfined seccomp) and nothing privileged.
+func TestOpenShiftSCCForBuildah(t *testing.T) {
+	data, err := os.ReadFile("kubernetes/openshift/scc-buildah.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scc struct {
+		Kind                     string   `yaml:"kind"`
+		AllowPrivilegedContainer bool     `yaml:"allowPrivilegedContainer"`
+		AllowPrivilegeEscalation bool     `yaml:"allowPrivilegeEscalation"`
+		AllowHostDirVolumePlugin bool     `yaml:"allowHostDirVolumePlugin"`
+		AllowHostNetwork         bool     `yaml:"allowHostNetwork"`
+		AllowHostPID             bool     `yaml:"allowHostPID"`
+		AllowHostIPC             bool     `yaml:"allowHostIPC"`
+		AllowedCapabilities      []string `yaml:"allowedCapabilities"`
+		RunAsUser                struct {
+			Type string `yaml:"type"`
+			UID  int    `yaml:"uid"`
+		} `yaml:"runAsUser"`
+		SeccompProfiles []string `yaml:"seccompProfiles"`
+		Volumes         []string `yaml:"volumes"`
+		Users           []string `yaml:"users"`
+	}
+	if err := yaml.Unmarshal(data, &scc); err != nil {
+		t.Fatal(err)
+	}
+	if scc.Kind != "SecurityContextConstraints" || scc.AllowPrivilegedContainer || scc.AllowHostDirVolumePlugin || scc.AllowHostNetwork ||
+		scc.AllowHostPID || scc.AllowHostIPC || !scc.AllowPrivilegeEscalation {
+		t.Errorf("scc %+v", scc)
+	}
+	if strings.Join(scc.AllowedCapabilities, ",") != "SETUID,SETGID" || scc.RunAsUser.Type != "MustRunAs" || scc.RunAsUser.UID != 1000 ||
+		!slices.Contains(scc.SeccompProfiles, "unconfined") {
+		t.Errorf("capabilities %v, runAsUser %+v, seccomp %v", scc.AllowedCapabilities, scc.RunAsUser, scc.SeccompProfiles)
+	}
+	for _, v := range []string{"configMap", "secret", "emptyDir"} {
+		if !slices.Contains(scc.Volumes, v) {
+			t.Errorf("volume type %s not allowed: the build pod mounts its recipe, Secrets and workspace", v)
+		}
+	}
+	if len(scc.Users) != 1 || scc.Users[0] != "system:serviceaccount:dtkbot:dtkbot-build" {
+		t.Errorf("granted to %v, want the build pods' ServiceAccount only", scc.Users)
 	}
 }
