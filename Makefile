@@ -11,7 +11,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZ_TARGETS := \
 	./releaseinfo:FuzzParseKernel ./releaseinfo:FuzzImageReferences ./releaseinfo:FuzzReleaseMetadata \
 	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./releaseinfo:FuzzExtractFiles \
-	./watcher:FuzzParseGraph ./watcher:FuzzStreamTags ./config:FuzzConfig ./rebuild:FuzzRenderTag ./notify:FuzzMarker \
+	./watcher:FuzzParseGraph ./watcher:FuzzStreamTags ./config:FuzzConfig ./plan:FuzzRenderTag ./notify:FuzzMarker \
 	./releasesig:FuzzCheckContents
 FUZZTIME ?= 30s
 

@@ -22,7 +22,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/releasesig"
 )
 
@@ -339,7 +339,7 @@ func Default() Config {
 		Target: Target{
 			KernelTag:   "{{.KernelFull}}",
 			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
-			Staging:     Staging{Tag: rebuild.DefaultStagingTag},
+			Staging:     Staging{Tag: plan.DefaultStagingTag},
 			Audit:       Audit{Interval: Duration{24 * time.Hour}, OnDrift: "repoint"},
 		},
 		Build: Build{Verify: true, BuildBackend: BuildBackend{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute},
@@ -405,7 +405,7 @@ func (c *Config) StatePath() string {
 // Arches the graph is read for, in graph terms.
 var knownArches = []string{"amd64", "arm64", "s390x", "ppc64le", "multi"}
 
-// prereleaseKinds are the kinds prerelease.build may name (watcher.Kind).
+// prereleaseKinds are the kinds prerelease.build may name (version.Kind).
 var prereleaseKinds = []string{"rc", "ec", "fc", "nightly", "ci", "other"}
 
 // backends are the build.backend values.
@@ -486,11 +486,6 @@ func (c *Config) Validate() error {
 			bad("target.repository", "%q is not a repository (registry/namespace/name, no tag)", c.Target.Repository)
 		}
 	}
-	for i, m := range c.Target.Mirrors {
-		if n, err := reference.ParseNormalizedNamed(m); err != nil || !reference.IsNameOnly(n) {
-			bad(fmt.Sprintf("target.mirrors[%d]", i), "%q is not a repository", m)
-		}
-	}
 	for _, t := range []struct {
 		key, tmpl string
 	}{{"target.kernel_tag", c.Target.KernelTag}, {"target.staging.tag", c.Target.Staging.Tag}} {
@@ -503,24 +498,12 @@ func (c *Config) Validate() error {
 			bad("target.staging.repository", "%q is not a repository (registry/namespace/name, no tag)", r)
 		}
 	}
-	if err := rebuild.ValidateStaging(c.RebuildTarget()); err != nil {
-		bad("target.staging.tag", "%v", err)
-	}
+	c.validateTags("target", c.PlanTarget(), bad)
 	if c.Target.Audit.Interval.Duration < 0 {
 		bad("target.audit.interval", "must not be negative (0 turns the audit off)")
 	}
 	if o := c.Target.Audit.OnDrift; o != "repoint" && o != "report" {
 		bad("target.audit.on_drift", "%q is not one of repoint, report", o)
-	}
-	for i, t := range c.Target.ReleaseTags {
-		if err := checkTemplate(t); err != nil {
-			bad(fmt.Sprintf("target.release_tags[%d]", i), "%v", err)
-		}
-	}
-	for i, t := range c.Target.FloatingTags {
-		if err := checkTemplate(t); err != nil {
-			bad(fmt.Sprintf("target.floating_tags[%d]", i), "%v", err)
-		}
 	}
 	if c.Build.Backend != "none" && c.Target.Repository == "" {
 		bad("target.repository", "must be set to build (build.backend is %s)", c.Build.Backend)
@@ -626,9 +609,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// RebuildTarget is target: as the planner takes it.
-func (c *Config) RebuildTarget() rebuild.Target {
-	return rebuild.Target{
+// PlanTarget is target: as the planner takes it.
+func (c *Config) PlanTarget() plan.Target {
+	return plan.Target{
 		Repository:        c.Target.Repository,
 		KernelTag:         c.Target.KernelTag,
 		ReleaseTags:       c.Target.ReleaseTags,
@@ -637,6 +620,71 @@ func (c *Config) RebuildTarget() rebuild.Target {
 		StagingRepository: c.Target.Staging.Repository,
 		StagingTag:        c.Target.Staging.Tag,
 	}
+}
+
+// validateTags checks the tag templates of a target (key: "target", or
+// "consumers[0].target"): each renders, the staging tag keeps builds apart
+// from every tag consumers read (plan.CheckStaging), and where more than
+// one arch is read, every release and floating tag names the arch (two
+// arches' images of one release would want one tag, and be held).
+func (c *Config) validateTags(key string, t plan.Target, bad func(key, format string, args ...any)) {
+	for i, tmpl := range t.ReleaseTags {
+		if err := checkTemplate(tmpl); err != nil {
+			bad(fmt.Sprintf("%s.release_tags[%d]", key, i), "%v", err)
+		}
+	}
+	for i, tmpl := range t.FloatingTags {
+		if err := checkTemplate(tmpl); err != nil {
+			bad(fmt.Sprintf("%s.floating_tags[%d]", key, i), "%v", err)
+		}
+	}
+	for i, m := range t.Mirrors {
+		if n, err := reference.ParseNormalizedNamed(m); err != nil || !reference.IsNameOnly(n) {
+			bad(fmt.Sprintf("%s.mirrors[%d]", key, i), "%q is not a repository", m)
+		}
+	}
+	if err := plan.CheckStaging(t, key+"."); err != nil {
+		bad(key+".staging.tag", "%v", err)
+	}
+	if arches := c.arches(); len(arches) > 1 {
+		for _, tt := range []struct {
+			name  string
+			tmpls []string
+		}{{"release_tags", t.ReleaseTags}, {"floating_tags", t.FloatingTags}} {
+			for i, tmpl := range tt.tmpls {
+				if !strings.Contains(tmpl, ".Arch") {
+					bad(fmt.Sprintf("%s.%s[%d]", key, tt.name, i), "%q does not name the arch, and %s are read: the images of each arch would want the same tag (add {{.Arch}})",
+						tmpl, strings.Join(arches, " and "))
+				}
+			}
+		}
+	}
+}
+
+// arches are the arches whose payloads are read: the graph's (multi is
+// read as amd64 and arm64) and the release-controllers'.
+func (c *Config) arches() []string {
+	var out []string
+	add := func(a string) {
+		read := []string{a}
+		if a == "multi" {
+			read = []string{"amd64", "arm64"} // as the pass reads a multi payload
+		}
+		for _, x := range read {
+			if !slices.Contains(out, x) {
+				out = append(out, x)
+			}
+		}
+	}
+	if len(c.Graph.Channels) > 0 || len(c.Releases) > 0 {
+		for _, a := range c.Graph.Arches {
+			add(a)
+		}
+	}
+	for _, rc := range c.ReleaseControllers {
+		add(rc.Arch)
+	}
+	return out
 }
 
 // resolve makes a path relative to the config file's folder.
@@ -708,4 +756,4 @@ func (c *Config) lineOf(key string) int {
 
 // checkTemplate renders a tag template with sample values, so a typo in a
 // field name is a config error, not a failed promotion at 3 a.m.
-func checkTemplate(tmpl string) error { return rebuild.ValidateTemplate(tmpl) }
+func checkTemplate(tmpl string) error { return plan.ValidateTemplate(tmpl) }

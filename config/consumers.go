@@ -12,7 +12,8 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/plan"
+	"github.com/dtkbot/dtkbot/verify"
 )
 
 // Consumer is one downstream image built FROM every promoted DTK: a kmod
@@ -29,12 +30,16 @@ type Consumer struct {
 
 // ConsumerTarget is where a consumer's images go: the kernel tag (default
 // {{.KernelFull}}, what KMM's ${KERNEL_FULL_VERSION} templating expects),
-// optional release tags, and the staging tag its builds push to.
+// optional release and floating tags and mirrors (as target: has for the
+// DTK), and the staging tag its builds push to.
 type ConsumerTarget struct {
-	Repository  string   `yaml:"repository"`
-	KernelTag   string   `yaml:"kernel_tag"`
-	ReleaseTags []string `yaml:"release_tags"`
-	Staging     Staging  `yaml:"staging"`
+	Repository   string   `yaml:"repository"`
+	KernelTag    string   `yaml:"kernel_tag"`
+	ReleaseTags  []string `yaml:"release_tags"`
+	FloatingTags []string `yaml:"floating_tags"`
+	// Mirrors receive copies of every promoted tag, kernel tags included.
+	Mirrors []string `yaml:"mirrors"`
+	Staging Staging  `yaml:"staging"`
 }
 
 // ConsumerVerify says what a consumer's image must hold to be promoted.
@@ -98,7 +103,7 @@ func (c *Config) consumerDefaults() {
 			k.Target.KernelTag = "{{.KernelFull}}"
 		}
 		if k.Target.Staging.Tag == "" {
-			k.Target.Staging.Tag = rebuild.DefaultStagingTag
+			k.Target.Staging.Tag = plan.DefaultStagingTag
 		}
 		if k.Verify.ModulePath == "" {
 			k.Verify.ModulePath = DefaultModulePath
@@ -112,9 +117,10 @@ var (
 	namespace    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 )
 
-// RebuildTarget is a consumer's target as the planner takes it.
-func (k Consumer) RebuildTarget() rebuild.Target {
-	return rebuild.Target{Repository: k.Target.Repository, KernelTag: k.Target.KernelTag, ReleaseTags: k.Target.ReleaseTags,
+// PlanTarget is a consumer's target as the planner takes it.
+func (k Consumer) PlanTarget() plan.Target {
+	return plan.Target{Repository: k.Target.Repository, KernelTag: k.Target.KernelTag, ReleaseTags: k.Target.ReleaseTags,
+		FloatingTags: k.Target.FloatingTags, Mirrors: k.Target.Mirrors,
 		StagingRepository: k.Target.Staging.Repository, StagingTag: k.Target.Staging.Tag}
 }
 
@@ -153,15 +159,8 @@ func (c *Config) validateConsumers(bad func(key, format string, args ...any)) {
 				bad(key+t.key, "%v", err)
 			}
 		}
-		for j, t := range k.Target.ReleaseTags {
-			if err := checkTemplate(t); err != nil {
-				bad(fmt.Sprintf("%s.target.release_tags[%d]", key, j), "%v", err)
-			}
-		}
-		if err := rebuild.ValidateStaging(k.RebuildTarget()); err != nil {
-			bad(key+".target.staging.tag", "%v", err)
-		}
-		if _, err := rebuild.ModulePath(k.Verify.ModulePath, "5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_4.x86_64"); err != nil {
+		c.validateTags(key+".target", k.PlanTarget(), bad)
+		if _, err := verify.ModulePath(k.Verify.ModulePath, "5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_4.x86_64"); err != nil {
 			bad(key+".verify.module_path", "%v", err)
 		}
 		if m := k.KMM.ModuleName; m != "" && !moduleName.MatchString(m) {

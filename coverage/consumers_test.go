@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
 )
 
@@ -14,13 +15,13 @@ func withConsumers() *state.Snapshot {
 	snap := world()
 	const nic = "quay.io/acme/acme-nic"
 	for _, k := range snap.Kernels {
-		c := state.ConsumerBuild{Consumer: "acme-nic", Kernel: state.Kernel{Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull,
-			Image: nic + ":" + k.KernelFull, DTKImage: k.PinnedImage(), State: state.KernelBuildRequested, BuildRequestedAt: now}}
+		c := ledger.Image{Consumer: "acme-nic", Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull,
+			Image: nic + ":" + k.KernelFull, DTKImage: k.PinnedImage(), State: ledger.StateBuildRequested, BuildRequestedAt: now}
 		switch k.State {
-		case state.KernelPromoted:
-			c.State, c.ImageDigest, c.Published = state.KernelPromoted, "sha256:"+strings.Repeat("c", 64), true
-			snap.Tags[c.Image] = state.Promotion{Ref: c.Image, Digest: c.ImageDigest, Kind: state.TagKernel, KernelKey: k.Key(), Consumer: "acme-nic"}
-		case state.KernelFailed:
+		case ledger.StatePromoted:
+			c.State, c.ImageDigest, c.Published = ledger.StatePromoted, "sha256:"+strings.Repeat("c", 64), true
+			snap.Tags[c.Image] = ledger.Promotion{Ref: c.Image, Digest: c.ImageDigest, Kind: ledger.TagKernel, KernelKey: k.Key(), Consumer: "acme-nic"}
+		case ledger.StateFailed:
 			continue // never built: the DTK is not promoted
 		}
 		snap.Consumers = append(snap.Consumers, c)

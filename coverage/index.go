@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/kmm"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
-	"github.com/dtkbot/dtkbot/watcher"
+	"github.com/dtkbot/dtkbot/version"
 )
 
 // Stream and release states, as the index names them.
@@ -30,18 +31,18 @@ const (
 	StateUnknown  = "unknown"  // the kernel cannot be known cheaply (4.1-4.7)
 )
 
-// Kinds are the kinds of releases (watcher.Kind), GA first.
-var Kinds = []string{watcher.KindGA, watcher.KindRC, watcher.KindEC, watcher.KindFC, watcher.KindNightly, watcher.KindCI, watcher.KindOther}
+// Kinds are the kinds of releases (version.Kind), GA first.
+var Kinds = []string{version.KindGA, version.KindRC, version.KindEC, version.KindFC, version.KindNightly, version.KindCI, version.KindOther}
 
 // States lists them in the order pages show them.
 var States = []string{StatePromoted, StateVerified, StateBuilt, StateBuilding, StatePending, StateFailed, StateHeld, StateUnknown}
 
 // Index is the whole kernel index.
 type Index struct {
-	GeneratedAt time.Time         `json:"generated_at"`
-	LastPass    *state.PassRecord `json:"last_pass,omitempty"`
-	Releases    []Release         `json:"releases"`
-	Kernels     []Kernel          `json:"kernels"`
+	GeneratedAt time.Time          `json:"generated_at"`
+	LastPass    *ledger.PassRecord `json:"last_pass,omitempty"`
+	Releases    []Release          `json:"releases"`
+	Kernels     []Kernel           `json:"kernels"`
 }
 
 // ReleasesDoc is GET /api/v1/releases.
@@ -178,17 +179,17 @@ func (ix *Index) KernelsDoc() KernelsDoc {
 }
 
 // KernelState is how the index names a ledger entry's state.
-func KernelState(k state.Kernel) string {
+func KernelState(k ledger.Image) string {
 	switch k.State {
-	case state.KernelPromoted:
+	case ledger.StatePromoted:
 		return StatePromoted
-	case state.KernelVerified:
+	case ledger.StateVerified:
 		return StateVerified
-	case state.KernelBuilt:
+	case ledger.StateBuilt:
 		return StateBuilt
-	case state.KernelBuildRequested:
+	case ledger.StateBuildRequested:
 		return StateBuilding
-	case state.KernelFailed:
+	case ledger.StateFailed:
 		return StateFailed
 	}
 	return StatePending
@@ -197,7 +198,7 @@ func KernelState(k state.Kernel) string {
 // Build makes the index of a snapshot, newest releases first.
 func Build(snap *state.Snapshot, now time.Time) *Index {
 	ix := &Index{GeneratedAt: now, LastPass: snap.LastPass, Releases: []Release{}, Kernels: []Kernel{}}
-	kernels := map[string]state.Kernel{}
+	kernels := map[string]ledger.Image{}
 	for _, k := range snap.Kernels {
 		kernels[k.Key()] = k
 	}
@@ -209,7 +210,7 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 			byDigest[k.ImageDigest] = k.Key()
 		}
 	}
-	tagsOf := map[string][]state.Promotion{} // by kernel key, or consumer/kernel key
+	tagsOf := map[string][]ledger.Promotion{} // by kernel key, or consumer/kernel key
 	for _, p := range snap.Tags {
 		key := p.KernelKey
 		if key == "" {
@@ -224,10 +225,10 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 		sort.Slice(tagsOf[key], func(i, j int) bool { return tagsOf[key][i].Ref < tagsOf[key][j].Ref })
 	}
 	consumers := map[string][]ConsumerImage{}
-	buildsOf := map[string][]state.ConsumerBuild{}
+	buildsOf := map[string][]ledger.Image{}
 	for _, c := range snap.Consumers {
-		consumers[c.Kernel.Key()] = append(consumers[c.Kernel.Key()], consumerImage(c, tagsOf[c.Key()]))
-		buildsOf[c.Kernel.Key()] = append(buildsOf[c.Kernel.Key()], c)
+		consumers[c.KernelKey()] = append(consumers[c.KernelKey()], consumerImage(c, tagsOf[c.Key()]))
+		buildsOf[c.KernelKey()] = append(buildsOf[c.KernelKey()], c)
 	}
 	withdrawn := map[string]bool{}
 	for _, r := range snap.Releases {
@@ -255,7 +256,7 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 				e.GAFirstSeen = t
 			}
 		}
-		if k.State == state.KernelBuildRequested {
+		if k.State == ledger.StateBuildRequested {
 			e.Since = k.BuildRequestedAt
 		}
 		if k.ImageDigest != "" {
@@ -270,7 +271,7 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 	}
 	sort.Slice(ix.Kernels, func(i, j int) bool {
 		a, b := ix.Kernels[i], ix.Kernels[j]
-		if c := watcher.CompareVersions(first(b.Releases), first(a.Releases)); c != 0 {
+		if c := version.Compare(first(b.Releases), first(a.Releases)); c != 0 {
 			return c < 0
 		}
 		return a.Stream+a.Arch+a.Kernel < b.Stream+b.Arch+b.Kernel
@@ -281,26 +282,26 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 			Kind: r.Kind, Sources: []string{}, Signature: r.Signature, FirstSeen: r.FirstSeen, TaggedAt: r.TaggedAt,
 			Withdrawn: r.Withdrawn, Streams: []Stream{}}
 		if e.Kind == "" {
-			e.Kind = watcher.Kind(r.Version)
+			e.Kind = version.Kind(r.Version)
 		}
 		for _, s := range r.Sources {
 			e.Sources = append(e.Sources, s.String())
 		}
 		for _, s := range r.Streams {
 			st := streamOf(r, s, kernels, tagsOf, snap.Notices)
-			st.Consumers = consumers[state.KernelKey(s.Stream, r.Arch, s.Kernel)]
+			st.Consumers = consumers[ledger.KernelKey(s.Stream, r.Arch, s.Kernel)]
 			e.Streams = append(e.Streams, st)
 		}
 		ix.Releases = append(ix.Releases, e)
 	}
 	for _, h := range snap.Held {
 		ix.Releases = append(ix.Releases, Release{Release: h.Version, Arch: h.Arch, Channels: nonNil(h.Channels), Digest: h.Digest,
-			Pullspec: h.Pullspec, Kind: watcher.Kind(h.Version), Sources: []string{}, FirstSeen: h.Since,
+			Pullspec: h.Pullspec, Kind: version.Kind(h.Version), Sources: []string{}, FirstSeen: h.Since,
 			State: StateHeld, Reason: h.Kind + ": " + h.Reason, Streams: []Stream{}})
 	}
 	sort.SliceStable(ix.Releases, func(i, j int) bool {
 		a, b := ix.Releases[i], ix.Releases[j]
-		if c := watcher.CompareVersions(b.Release, a.Release); c != 0 {
+		if c := version.Compare(b.Release, a.Release); c != 0 {
 			return c < 0
 		}
 		return a.Arch < b.Arch
@@ -308,7 +309,7 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 	return ix
 }
 
-func streamOf(r state.Release, s state.ReleaseShips, kernels map[string]state.Kernel, tagsOf map[string][]state.Promotion, notices map[string]state.Notice) Stream {
+func streamOf(r ledger.Release, s ledger.ReleaseShips, kernels map[string]ledger.Image, tagsOf map[string][]ledger.Promotion, notices map[string]ledger.Notice) Stream {
 	out := Stream{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull, RTKernel: s.RTKernel, RHELVersion: s.RHEL,
 		RHCOSVersion: s.RHCOS, Tags: []string{}}
 	switch {
@@ -319,7 +320,7 @@ func streamOf(r state.Release, s state.ReleaseShips, kernels map[string]state.Ke
 		out.State, out.Reason = StateHeld, s.Held
 		return out
 	}
-	key := state.KernelKey(s.Stream, r.Arch, s.Kernel)
+	key := ledger.KernelKey(s.Stream, r.Arch, s.Kernel)
 	k, ok := kernels[key]
 	if !ok {
 		out.State = StateUnknown
@@ -332,14 +333,14 @@ func streamOf(r state.Release, s state.ReleaseShips, kernels map[string]state.Ke
 		out.RHELVersion = k.RHEL
 	}
 	out.State, out.Reason, out.Attempts = KernelState(k), k.Reason, k.Attempts
-	if k.State == state.KernelBuildRequested {
+	if k.State == ledger.StateBuildRequested {
 		out.Since = k.BuildRequestedAt
 	}
-	if k.ImageDigest != "" && (k.State == state.KernelPromoted || k.State == state.KernelVerified || k.State == state.KernelBuilt) {
+	if k.ImageDigest != "" && (k.State == ledger.StatePromoted || k.State == ledger.StateVerified || k.State == ledger.StateBuilt) {
 		out.Image = k.PinnedImage()
 	}
 	for _, p := range tagsOf[key] {
-		if p.Kind == state.TagKernel || p.Release == r.Version {
+		if p.Kind == ledger.TagKernel || p.Release == r.Version {
 			out.Tags = append(out.Tags, p.Ref)
 		}
 	}
@@ -348,13 +349,13 @@ func streamOf(r state.Release, s state.ReleaseShips, kernels map[string]state.Ke
 	return out
 }
 
-func consumerImage(c state.ConsumerBuild, tags []state.Promotion) ConsumerImage {
-	out := ConsumerImage{Consumer: c.Consumer, State: KernelState(c.Kernel), Reason: c.Reason, KernelTag: c.Image, Tags: []string{},
+func consumerImage(c ledger.Image, tags []ledger.Promotion) ConsumerImage {
+	out := ConsumerImage{Consumer: c.Consumer, State: KernelState(c), Reason: c.Reason, KernelTag: c.Image, Tags: []string{},
 		DTKImage: c.DTKImage, Attempts: c.Attempts, Rejected: len(c.Rejections)}
-	if c.ImageDigest != "" && (c.State == state.KernelPromoted || c.State == state.KernelVerified || c.State == state.KernelBuilt) {
+	if c.ImageDigest != "" && (c.State == ledger.StatePromoted || c.State == ledger.StateVerified || c.State == ledger.StateBuilt) {
 		out.Image = c.PinnedImage()
 	}
-	if c.State == state.KernelBuildRequested {
+	if c.State == ledger.StateBuildRequested {
 		out.Since = c.BuildRequestedAt
 	}
 	for _, p := range tags {
@@ -378,7 +379,7 @@ func nonNil(s []string) []string {
 }
 
 // Minor is "4.16" for "4.16.15" (and for "4.16.0-rc.1").
-func Minor(version string) string { return watcher.Minor(version) }
+func Minor(v string) string { return version.Minor(v) }
 
 // Filter narrows the releases of an index; empty fields match everything.
 type Filter struct {

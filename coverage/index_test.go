@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -20,24 +21,24 @@ var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 const repo = "quay.io/acme/driver-toolkit"
 
 // kernel makes a ledger entry shipped by releases.
-func kernel(vr, st string, releases ...string) state.Kernel {
-	k := state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: vr, KernelFull: vr + ".x86_64", RTKernel: vr, RHEL: "9.4",
+func kernel(vr, st string, releases ...string) ledger.Image {
+	k := ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: vr, KernelFull: vr + ".x86_64", RTKernel: vr, RHEL: "9.4",
 		Releases: releases, State: st, Image: repo + ":" + vr + ".x86_64", FirstSeen: now, UpdatedAt: now}
 	switch st {
-	case state.KernelPromoted, state.KernelVerified:
-		k.ImageDigest, k.Published = "sha256:"+strings.Repeat("b", 64), st == state.KernelPromoted
-	case state.KernelBuildRequested:
+	case ledger.StatePromoted, ledger.StateVerified:
+		k.ImageDigest, k.Published = "sha256:"+strings.Repeat("b", 64), st == ledger.StatePromoted
+	case ledger.StateBuildRequested:
 		k.BuildRequestedAt, k.Attempts = now.Add(-time.Hour), 2
-	case state.KernelFailed:
+	case ledger.StateFailed:
 		k.Reason, k.Attempts = "verification failed (3 attempts): it carries 5.14.0-427.99.1.el9_4.x86_64", 3
 	}
 	return k
 }
 
-func release(v, vr string, channels ...string) state.Release {
-	return state.Release{Version: v, Arch: "amd64", Digest: "sha256:" + fmt.Sprintf("%064x", len(v)*7919+int(v[len(v)-1])), Channels: channels,
+func release(v, vr string, channels ...string) ledger.Release {
+	return ledger.Release{Version: v, Arch: "amd64", Digest: "sha256:" + fmt.Sprintf("%064x", len(v)*7919+int(v[len(v)-1])), Channels: channels,
 		Pullspec: "quay.io/openshift-release-dev/ocp-release@sha256:x", Signature: "verified by OpenPGP key 567E",
-		Streams: []state.ReleaseShips{{Stream: "rhel-9", Kernel: vr, KernelFull: vr + ".x86_64", RHEL: "9.4", RHCOS: "416.94.202409040013-0"}}}
+		Streams: []ledger.ReleaseShips{{Stream: "rhel-9", Kernel: vr, KernelFull: vr + ".x86_64", RHEL: "9.4", RHCOS: "416.94.202409040013-0"}}}
 }
 
 // world is a snapshot with a kernel in every state.
@@ -46,21 +47,21 @@ func world() *state.Snapshot {
 	inconsistent := release("4.16.18", "5.14.0-427.42.1.el9_4", "stable-4.16")
 	inconsistent.Streams[0].Held = "inconsistent payload: driver-toolkit kernel 5.14.0-427.43.1.el9_4.x86_64 differs"
 	old := release("4.6.13", "", "stable-4.6")
-	old.Streams[0] = state.ReleaseShips{Stream: "rhel-8", Held: "kernel unknown: this payload has no driver-toolkit image"}
+	old.Streams[0] = ledger.ReleaseShips{Stream: "rhel-8", Held: "kernel unknown: this payload has no driver-toolkit image"}
 	return &state.Snapshot{
-		Releases: []state.Release{release("4.16.15", promoted, "stable-4.16", "fast-4.16"), release("4.16.16", promoted, "stable-4.16"),
+		Releases: []ledger.Release{release("4.16.15", promoted, "stable-4.16", "fast-4.16"), release("4.16.16", promoted, "stable-4.16"),
 			release("4.16.17", building, "fast-4.16"), inconsistent, release("4.17.2", failed, "stable-4.17"), old},
-		Kernels: []state.Kernel{kernel(promoted, state.KernelPromoted, "4.16.15", "4.16.16"), kernel(building, state.KernelBuildRequested, "4.16.17"),
-			kernel(failed, state.KernelFailed, "4.17.2")},
-		Tags: map[string]state.Promotion{
-			repo + ":" + promoted + ".x86_64": {Ref: repo + ":" + promoted + ".x86_64", Digest: "sha256:" + strings.Repeat("b", 64), Kind: state.TagKernel, KernelKey: "rhel-9/amd64/" + promoted},
-			repo + ":4.16.15":                 {Ref: repo + ":4.16.15", Digest: "sha256:" + strings.Repeat("b", 64), Release: "4.16.15", Kind: state.TagRelease, KernelKey: "rhel-9/amd64/" + promoted},
-			repo + ":4.16.16":                 {Ref: repo + ":4.16.16", Digest: "sha256:" + strings.Repeat("b", 64), Release: "4.16.16", Kind: state.TagRelease},
+		Kernels: []ledger.Image{kernel(promoted, ledger.StatePromoted, "4.16.15", "4.16.16"), kernel(building, ledger.StateBuildRequested, "4.16.17"),
+			kernel(failed, ledger.StateFailed, "4.17.2")},
+		Tags: map[string]ledger.Promotion{
+			repo + ":" + promoted + ".x86_64": {Ref: repo + ":" + promoted + ".x86_64", Digest: "sha256:" + strings.Repeat("b", 64), Kind: ledger.TagKernel, KernelKey: "rhel-9/amd64/" + promoted},
+			repo + ":4.16.15":                 {Ref: repo + ":4.16.15", Digest: "sha256:" + strings.Repeat("b", 64), Release: "4.16.15", Kind: ledger.TagRelease, KernelKey: "rhel-9/amd64/" + promoted},
+			repo + ":4.16.16":                 {Ref: repo + ":4.16.16", Digest: "sha256:" + strings.Repeat("b", 64), Release: "4.16.16", Kind: ledger.TagRelease},
 		},
-		Held: []state.HeldRelease{{Version: "4.16.19", Arch: "amd64", Digest: "sha256:" + strings.Repeat("c", 64), Kind: "content", Channels: []string{"stable-4.16"},
+		Held: []ledger.HeldRelease{{Version: "4.16.19", Arch: "amd64", Digest: "sha256:" + strings.Repeat("c", 64), Kind: "content", Channels: []string{"stable-4.16"},
 			Reason: `tag "driver-toolkit" appears twice with different images: ambiguous`, Since: now}},
-		Notices: map[string]state.Notice{"rhel-9/amd64/" + promoted: {IssueURL: "https://github.com/acme/driver-ci/issues/3", PRURL: "https://github.com/acme/driver-ci/pull/4"}},
-		LastPass: &state.PassRecord{Finished: now, Duration: 2 * time.Second, Releases: 6, SignatureMode: "warn", SignatureTrust: "OpenPGP 567E347A (Red Hat)",
+		Notices: map[string]ledger.Notice{"rhel-9/amd64/" + promoted: {IssueURL: "https://github.com/acme/driver-ci/issues/3", PRURL: "https://github.com/acme/driver-ci/pull/4"}},
+		LastPass: &ledger.PassRecord{Finished: now, Duration: 2 * time.Second, Releases: 6, SignatureMode: "warn", SignatureTrust: "OpenPGP 567E347A (Red Hat)",
 			Errors: []string{"checking the staging image of x: HTTP 503"}},
 	}
 }
@@ -210,23 +211,23 @@ func TestPageIsSelfContainedAndAccessible(t *testing.T) {
 
 // bigWorld is a snapshot of n releases, two streams each, 5 per kernel.
 func bigWorld(n int) *state.Snapshot {
-	snap := &state.Snapshot{Tags: map[string]state.Promotion{}, Notices: map[string]state.Notice{}}
+	snap := &state.Snapshot{Tags: map[string]ledger.Promotion{}, Notices: map[string]ledger.Notice{}}
 	for i := 0; i < n; i++ {
 		v := fmt.Sprintf("4.%d.%d", 10+i/100, i%100)
 		vr := fmt.Sprintf("5.14.0-%d.%d.1.el9_4", 400+i/100, (i%100)/5)
 		r := release(v, vr, fmt.Sprintf("stable-4.%d", 10+i/100))
 		r.Digest = fmt.Sprintf("sha256:%064x", i)
-		r.Streams = append(r.Streams, state.ReleaseShips{Stream: "rhel-10", Kernel: "6.12.0-55." + fmt.Sprint(i/5) + ".1.el10_1"})
+		r.Streams = append(r.Streams, ledger.ReleaseShips{Stream: "rhel-10", Kernel: "6.12.0-55." + fmt.Sprint(i/5) + ".1.el10_1"})
 		snap.Releases = append(snap.Releases, r)
 		if i%5 == 0 {
-			k := kernel(vr, state.KernelPromoted)
+			k := kernel(vr, ledger.StatePromoted)
 			for j := i; j < i+5; j++ {
 				k.Releases = append(k.Releases, fmt.Sprintf("4.%d.%d", 10+j/100, j%100))
 			}
 			snap.Kernels = append(snap.Kernels, k)
 		}
 		ref := repo + ":" + v
-		snap.Tags[ref] = state.Promotion{Ref: ref, Release: v, Kind: state.TagRelease, KernelKey: "rhel-9/amd64/" + vr}
+		snap.Tags[ref] = ledger.Promotion{Ref: ref, Release: v, Kind: ledger.TagRelease, KernelKey: "rhel-9/amd64/" + vr}
 	}
 	return snap
 }
@@ -274,7 +275,7 @@ func TestLeadTimes(t *testing.T) {
 	ec.Kind, ec.FirstSeen, ec.TaggedAt = "ec", now, now.Add(2*time.Hour)
 	ga := release("4.17.0", "5.14.0-570.10.1.el9_6", "stable-4.17")
 	ga.Kind, ga.FirstSeen, ga.TaggedAt = "ga", now.Add(30*24*time.Hour), now.Add(30*24*time.Hour+time.Minute)
-	k := kernel("5.14.0-570.10.1.el9_6", state.KernelPromoted, "4.17.0-ec.1", "4.17.0")
+	k := kernel("5.14.0-570.10.1.el9_6", ledger.StatePromoted, "4.17.0-ec.1", "4.17.0")
 	k.FirstSeen, k.PromotedAt, k.FirstSource = now, now.Add(2*time.Hour), "4.17.0-ec.1 from release-controller"
 	snap.Releases = append(snap.Releases, ec, ga)
 	snap.Kernels = append(snap.Kernels, k)
@@ -295,7 +296,7 @@ func TestPageShowsPrereleases(t *testing.T) {
 	ec.Sources = []watcher.Source{{Type: watcher.SourceReleaseController, Name: "4-dev-preview", Phase: "Accepted", URL: "https://amd64.ocp.releases.ci.openshift.org"}}
 	rejected := release("4.17.0-ec.0", "5.14.0-570.9.1.el9_6", "")
 	rejected.Kind, rejected.Withdrawn = "ec", "rejected: release-controller stream 4-dev-preview (Rejected)"
-	k := kernel("5.14.0-570.10.1.el9_6", state.KernelPromoted, "4.17.0-ec.1")
+	k := kernel("5.14.0-570.10.1.el9_6", ledger.StatePromoted, "4.17.0-ec.1")
 	k.PromotedAt = now.Add(3 * time.Hour)
 	snap.Releases = append(snap.Releases, ec, rejected)
 	snap.Kernels = append(snap.Kernels, k)

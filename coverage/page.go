@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dtkbot/dtkbot/watcher"
+	"github.com/dtkbot/dtkbot/version"
 )
 
 //go:embed assets/page.html.tmpl
@@ -115,7 +115,7 @@ func WritePage(w io.Writer, ix *Index, opts PageOptions) error {
 		last.Releases = append(last.Releases, r)
 	}
 	d.Channels = sortedKeys(channels, func(a, b string) int { return strings.Compare(a, b) })
-	d.Minors = sortedKeys(minors, func(a, b string) int { return watcher.CompareVersions(b+".0", a+".0") })
+	d.Minors = sortedKeys(minors, func(a, b string) int { return version.Compare(b+".0", a+".0") })
 	for _, s := range States {
 		if counts[s] > 0 {
 			d.Counts = append(d.Counts, count{s, counts[s]})

@@ -28,6 +28,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/kmm"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
@@ -320,10 +321,10 @@ type statusBody struct {
 	Signatures signatureStatus `json:"signatures"`
 	Releases   int             `json:"releases"`
 	States     map[string]int  `json:"states"`
-	Kernels    []state.Kernel  `json:"kernels"`
+	Kernels    []ledger.Image  `json:"kernels"`
 	// Consumers are the consumer images, one per consumer and kernel.
-	Consumers []state.ConsumerBuild `json:"consumer_builds"`
-	Held      []state.HeldRelease   `json:"held"`
+	Consumers []ledger.Image       `json:"consumer_builds"`
+	Held      []ledger.HeldRelease `json:"held"`
 	// LeadTimes say how early DTK images are ready (see the README).
 	LeadTimes *coverage.LeadTimes `json:"lead_times,omitempty"`
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/state"
 )
@@ -63,11 +64,11 @@ func start(t *testing.T, p Passer, token string, configure ...func(*Daemon)) *ru
 	}
 	t.Cleanup(func() { store.Close() })
 	if err := store.Update(func(tx *state.Tx) error {
-		if err := tx.PutHeld(state.HeldRelease{Version: "4.16.16", Digest: "sha256:" + strings.Repeat("a", 64), Arch: "amd64", Kind: "content",
+		if err := tx.PutHeld(ledger.HeldRelease{Version: "4.16.16", Digest: "sha256:" + strings.Repeat("a", 64), Arch: "amd64", Kind: "content",
 			Reason: `tag "driver-toolkit" appears twice with different images`}); err != nil {
 			return err
 		}
-		return tx.PutKernel(state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: state.KernelPromoted})
+		return tx.PutImage(ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: ledger.StatePromoted})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +327,7 @@ func TestCoveragePageAndKernelIndex(t *testing.T) {
 	// A change to the state changes the documents, and their ETags.
 	_, before := get(t, r.url+"/api/v1/kernels")
 	if err := r.d.Store.Update(func(tx *state.Tx) error {
-		return tx.PutKernel(state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.40.1.el9_4", State: state.KernelNew})
+		return tx.PutImage(ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.40.1.el9_4", State: ledger.StateNew})
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,22 +11,23 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dtkbot/dtkbot/kmm"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
 )
 
 func TestKMMEndpoints(t *testing.T) {
 	const kf = "5.14.0-570.19.1.el9_6.x86_64"
-	dtk := state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-570.19.1.el9_6", KernelFull: kf, Releases: []string{"4.19.0", "4.19.1"},
-		State: state.KernelPromoted, Image: "quay.io/acme/dtk:" + kf, ImageDigest: "sha256:" + strings.Repeat("a", 64), Published: true}
-	nic := state.ConsumerBuild{Consumer: "acme-nic", Kernel: state.Kernel{Stream: dtk.Stream, Arch: dtk.Arch, Kernel: dtk.Kernel, KernelFull: kf,
-		State: state.KernelPromoted, Image: "quay.io/acme/acme-nic:" + kf, ImageDigest: "sha256:" + strings.Repeat("c", 64), Published: true}}
+	dtk := ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-570.19.1.el9_6", KernelFull: kf, Releases: []string{"4.19.0", "4.19.1"},
+		State: ledger.StatePromoted, Image: "quay.io/acme/dtk:" + kf, ImageDigest: "sha256:" + strings.Repeat("a", 64), Published: true}
+	nic := ledger.Image{Consumer: "acme-nic", Stream: dtk.Stream, Arch: dtk.Arch, Kernel: dtk.Kernel, KernelFull: kf,
+		State: ledger.StatePromoted, Image: "quay.io/acme/acme-nic:" + kf, ImageDigest: "sha256:" + strings.Repeat("c", 64), Published: true}
 	r := start(t, &fakePasser{}, "", func(d *Daemon) {
 		d.KMMModules = map[string]kmm.ModuleOptions{"acme-nic": {Namespace: "acme", ModuleName: "acme_nic"}, "acme-fpga": {}}
 		if err := d.Store.Update(func(tx *state.Tx) error {
-			if err := tx.PutKernel(dtk); err != nil {
+			if err := tx.PutImage(dtk); err != nil {
 				return err
 			}
-			return tx.PutConsumerBuild(nic)
+			return tx.PutImage(nic)
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/ledger"
 )
 
 // Group is KMM's API group.
@@ -199,9 +199,9 @@ type ConsumerMapping struct {
 // promoted (a preflight must never name an unverified image), then a
 // preflight per release shipping it (withdrawn ones left out), and a
 // mapping for each consumer build that is promoted too.
-func ForKernel(k state.Kernel, builds []state.ConsumerBuild, withdrawn func(release string) bool) Kernel {
+func ForKernel(k ledger.Image, builds []ledger.Image, withdrawn func(release string) bool) Kernel {
 	out := Kernel{Preflights: []ReleasePreflight{}, Mappings: []ConsumerMapping{}}
-	if k.State != state.KernelPromoted || k.ImageDigest == "" || k.KernelFull == "" {
+	if k.State != ledger.StatePromoted || k.ImageDigest == "" || k.KernelFull == "" {
 		return out
 	}
 	for _, r := range k.Releases {
@@ -211,7 +211,7 @@ func ForKernel(k state.Kernel, builds []state.ConsumerBuild, withdrawn func(rele
 		out.Preflights = append(out.Preflights, ReleasePreflight{Release: r, Manifest: Preflight(r, k.Stream, k.Arch, k.KernelFull, k.PinnedImage())})
 	}
 	for _, b := range builds {
-		if b.State == state.KernelPromoted && b.Kernel.Key() == k.Key() && b.Image != "" {
+		if b.State == ledger.StatePromoted && b.KernelKey() == k.KernelKey() && b.Image != "" {
 			out.Mappings = append(out.Mappings, ConsumerMapping{Consumer: b.Consumer, Mapping: KernelMapping{Literal: b.KernelFull, ContainerImage: b.Image}})
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"k8s.io/kube-openapi/pkg/validation/strfmt"
 	"k8s.io/kube-openapi/pkg/validation/validate"
 
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/ledger"
 )
 
 // crdSchema is the openAPIV3Schema of one version of a CRD in testdata
@@ -138,15 +138,15 @@ func jsonShaped(t *testing.T, v any) map[string]any {
 	return m
 }
 
-func promotedKernel() (state.Kernel, []state.ConsumerBuild) {
-	k := state.Kernel{Stream: "rhel9", Arch: "amd64", Kernel: "5.14.0-570.19.1.el9_6", KernelFull: "5.14.0-570.19.1.el9_6.x86_64",
-		Releases: []string{"4.19.0", "4.19.1", "4.20.0-ec.2"}, State: state.KernelPromoted, Image: "quay.io/acme/dtk:5.14.0-570.19.1.el9_6",
+func promotedKernel() (ledger.Image, []ledger.Image) {
+	k := ledger.Image{Stream: "rhel9", Arch: "amd64", Kernel: "5.14.0-570.19.1.el9_6", KernelFull: "5.14.0-570.19.1.el9_6.x86_64",
+		Releases: []string{"4.19.0", "4.19.1", "4.20.0-ec.2"}, State: ledger.StatePromoted, Image: "quay.io/acme/dtk:5.14.0-570.19.1.el9_6",
 		ImageDigest: "sha256:" + strings.Repeat("ab", 32), Published: true}
-	builds := []state.ConsumerBuild{
-		{Consumer: "acme-nic", Kernel: state.Kernel{Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull,
-			State: state.KernelPromoted, Image: "quay.io/acme/acme-nic-kmod:5.14.0-570.19.1.el9_6.x86_64", ImageDigest: "sha256:" + strings.Repeat("cd", 32)}},
-		{Consumer: "acme-fpga", Kernel: state.Kernel{Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull,
-			State: state.KernelBuildRequested, Image: "quay.io/acme/acme-fpga:5.14.0-570.19.1.el9_6.x86_64"}},
+	builds := []ledger.Image{
+		{Consumer: "acme-nic", Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull,
+			State: ledger.StatePromoted, Image: "quay.io/acme/acme-nic-kmod:5.14.0-570.19.1.el9_6.x86_64", ImageDigest: "sha256:" + strings.Repeat("cd", 32)},
+		{Consumer: "acme-fpga", Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull,
+			State: ledger.StateBuildRequested, Image: "quay.io/acme/acme-fpga:5.14.0-570.19.1.el9_6.x86_64"},
 	}
 	return k, builds
 }
@@ -255,10 +255,10 @@ func TestModuleOfEveryPromotedKernel(t *testing.T) {
 	k2 := k
 	k2.Kernel, k2.KernelFull = "5.14.0-427.50.1.el9_4", "5.14.0-427.50.1.el9_4.x86_64"
 	other := builds[0]
-	other.Kernel.Kernel, other.KernelFull, other.Image = k2.Kernel, k2.KernelFull, "quay.io/acme/acme-nic-kmod:"+k2.KernelFull
+	other.Kernel, other.KernelFull, other.Image = k2.Kernel, k2.KernelFull, "quay.io/acme/acme-nic-kmod:"+k2.KernelFull
 	builds = append(builds, other)
 	var mappings []KernelMapping
-	for _, kk := range []state.Kernel{k, k2} {
+	for _, kk := range []ledger.Image{k, k2} {
 		for _, m := range ForKernel(kk, builds, nil).Mappings {
 			mappings = append(mappings, m.Mapping)
 		}
@@ -279,7 +279,7 @@ func TestModuleOfEveryPromotedKernel(t *testing.T) {
 
 func TestNothingBeforeTheDTKIsPromoted(t *testing.T) {
 	k, builds := promotedKernel()
-	for _, st := range []string{state.KernelNew, state.KernelBuildRequested, state.KernelBuilt, state.KernelVerified, state.KernelFailed} {
+	for _, st := range []string{ledger.StateNew, ledger.StateBuildRequested, ledger.StateBuilt, ledger.StateVerified, ledger.StateFailed} {
 		k.State = st
 		if kk := ForKernel(k, builds, nil); len(kk.Preflights)+len(kk.Mappings) != 0 {
 			t.Fatalf("%s: %+v", st, kk)

@@ -28,11 +28,11 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/build"
 )
 
 // Request is what a build is asked for.
-type Request = rebuild.BuildRequest
+type Request = build.Request
 
 // Security is how the build pod is allowed to run buildah.
 type Security string
@@ -146,7 +146,7 @@ func New(cfg *rest.Config, opts Options) (*Builder, error) {
 	return &Builder{opts: opts, batch: batch, core: core}, nil
 }
 
-// Build implements rebuild.Builder: it makes sure the Job of req exists.
+// Build implements build.Builder: it makes sure the Job of req exists.
 // A Job already there (asked before, by this process or an earlier one)
 // is success: nothing is created twice.
 func (b *Builder) Build(ctx context.Context, req Request) error {
@@ -376,7 +376,7 @@ func (b *Builder) job(req Request, name, configMap string, rec *recipe) (*batchv
 	kind := kindOf(req)
 	// buildah bud's arguments as the podman backend passes them, with the
 	// recipe where build.sh copies it and no secret: build.sh adds those.
-	cmd := &rebuild.CommandBuilder{Command: "buildah", Containerfile: workDir + "/Containerfile", Context: workDir + "/context",
+	cmd := &build.CommandBuilder{Command: "buildah", Containerfile: workDir + "/Containerfile", Context: workDir + "/context",
 		BaseImage: b.opts.BaseImage, ExtraArgs: b.opts.ExtraArgs, TLSVerify: b.opts.TLSVerify}
 	bud, _, err := cmd.Args(req)
 	if err != nil {

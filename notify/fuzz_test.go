@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/ledger"
 )
 
 // FuzzMarker: a kernel's issue body carries its marker, and no other
@@ -13,7 +13,7 @@ func FuzzMarker(f *testing.F) {
 	f.Add("rhel-9", "amd64", "5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_40", "4.16.15")
 	f.Add("rhel-10", "arm64", "6.12.0-55.9.1.el10_1", "6.12.0-55.9.1.el10_1 -->", "")
 	f.Fuzz(func(t *testing.T, stream, arch, kernel, other, release string) {
-		k := state.Kernel{Stream: stream, Arch: arch, Kernel: kernel, KernelFull: kernel, Releases: []string{release}, State: "new"}
+		k := ledger.Image{Stream: stream, Arch: arch, Kernel: kernel, KernelFull: kernel, Releases: []string{release}, State: "new"}
 		body := Body(k, nil, nil)
 		if !strings.Contains(body, Marker(k)) {
 			t.Fatalf("the body lacks its marker")

@@ -5,21 +5,22 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
 )
 
-func consumerBuild(k state.Kernel, st string) state.ConsumerBuild {
-	c := state.ConsumerBuild{Consumer: "acme-nic", Kernel: state.Kernel{Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull,
-		State: st, Image: "quay.io/acme/acme-nic:" + k.KernelFull}}
-	if st == state.KernelPromoted {
+func consumerBuild(k ledger.Image, st string) ledger.Image {
+	c := ledger.Image{Consumer: "acme-nic", Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull,
+		State: st, Image: "quay.io/acme/acme-nic:" + k.KernelFull}
+	if st == ledger.StatePromoted {
 		c.ImageDigest, c.Published = "sha256:"+strings.Repeat("c", 64), true
 	}
 	return c
 }
 
-func (w *world) putConsumer(c state.ConsumerBuild) {
+func (w *world) putConsumer(c ledger.Image) {
 	w.t.Helper()
-	if err := w.store.Update(func(tx *state.Tx) error { return tx.PutConsumerBuild(c) }); err != nil {
+	if err := w.store.Update(func(tx *state.Tx) error { return tx.PutImage(c) }); err != nil {
 		w.t.Fatal(err)
 	}
 }
@@ -32,7 +33,7 @@ func TestPullRequestCarriesKMMManifests(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	opts := Options{PullRequest: &PullRequestOptions{Path: "kernels.yaml", KMM: &KMMOptions{}}}
-	k := built(state.KernelVerified)
+	k := built(ledger.StateVerified)
 	if err := w.notifier(opts).Notify(ctx, k); err != nil {
 		t.Fatal(err)
 	}
@@ -46,9 +47,9 @@ func TestPullRequestCarriesKMMManifests(t *testing.T) {
 	}
 
 	// Promoted, with a consumer still building: the preflights arrive.
-	k = built(state.KernelPromoted)
+	k = built(ledger.StatePromoted)
 	k.Published = true
-	w.putConsumer(consumerBuild(k, state.KernelBuildRequested))
+	w.putConsumer(consumerBuild(k, ledger.StateBuildRequested))
 	if err := w.notifier(opts).Notify(ctx, k); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestPullRequestCarriesKMMManifests(t *testing.T) {
 	}
 
 	// The consumer's image is promoted: its mapping arrives.
-	w.putConsumer(consumerBuild(k, state.KernelPromoted))
+	w.putConsumer(consumerBuild(k, ledger.StatePromoted))
 	if err := w.notifier(opts).Notify(ctx, k); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestPullRequestCarriesKMMManifests(t *testing.T) {
 
 	// Merged: a second consumer's mapping is not pushed onto the branch.
 	w.gh.SetPullState(w.gh.Pulls()[0].Number, "closed")
-	other := consumerBuild(k, state.KernelPromoted)
+	other := consumerBuild(k, ledger.StatePromoted)
 	other.Consumer = "acme-fpga"
 	w.putConsumer(other)
 	if err := w.notifier(opts).Notify(ctx, k); err != nil {
@@ -109,7 +110,7 @@ func TestPullRequestCarriesKMMManifests(t *testing.T) {
 // A pull request only ever names a verified image.
 func TestNoPullRequestForAnUnverifiedImage(t *testing.T) {
 	w := newWorld(t)
-	if err := w.notifier(Options{PullRequest: prOpts}).Notify(context.Background(), built(state.KernelBuilt)); err != nil {
+	if err := w.notifier(Options{PullRequest: prOpts}).Notify(context.Background(), built(ledger.StateBuilt)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(w.gh.Pulls()); n != 0 {

@@ -27,7 +27,7 @@ import (
 	"github.com/google/go-github/v88/github"
 	"github.com/rs/zerolog"
 
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/ledger"
 )
 
 // ErrRateLimited means GitHub asked us to wait: the notification is left for
@@ -36,12 +36,12 @@ var ErrRateLimited = errors.New("GitHub rate limit: retrying on a later pass")
 
 // Store is what the notifier keeps between passes.
 type Store interface {
-	Notice(key string) (state.Notice, error)
-	PutNotice(n state.Notice) error
+	Notice(key string) (ledger.Notice, error)
+	PutNotice(n ledger.Notice) error
 	BlockedUntil(name string) (time.Time, error)
 	SetBlockedUntil(name string, t time.Time) error
-	PromotionsOf(digest string) ([]state.Promotion, error)
-	ConsumerBuildsOf(kernelKey string) ([]state.ConsumerBuild, error)
+	PromotionsOf(digest string) ([]ledger.Promotion, error)
+	ConsumerImagesOf(kernelKey string) ([]ledger.Image, error)
 	Withdrawn() (map[string]bool, error) // version/arch of withdrawn pre-releases
 }
 
@@ -136,10 +136,10 @@ func split(repo string) (string, string) {
 }
 
 // Marker is the hidden line that identifies a kernel's issue.
-func Marker(k state.Kernel) string { return "<!-- dtkbot:kernel " + k.Key() + " -->" }
+func Marker(k ledger.Image) string { return "<!-- dtkbot:kernel " + k.Key() + " -->" }
 
 // Title is the issue title of a kernel.
-func Title(k state.Kernel) string {
+func Title(k ledger.Image) string {
 	first := ""
 	if len(k.Releases) > 0 {
 		first = " in OpenShift " + k.Releases[0]
@@ -148,7 +148,7 @@ func Title(k state.Kernel) string {
 }
 
 // Body is the issue body of a kernel, with its consumers' images.
-func Body(k state.Kernel, tags []state.Promotion, builds []state.ConsumerBuild) string {
+func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "OpenShift ships a new RHCOS kernel: `%s`.\n\n", k.KernelFull)
 	fmt.Fprintf(&b, "| | |\n|---|---|\n| Kernel | `%s` |\n| Stream | %s |\n| Arch | %s |\n", k.Kernel, k.Stream, k.Arch)
@@ -192,7 +192,7 @@ func Body(k state.Kernel, tags []state.Promotion, builds []state.ConsumerBuild) 
 			img := "-"
 			if c.Image != "" {
 				img = "`" + c.Image + "`"
-				if c.ImageDigest != "" && c.State == state.KernelPromoted {
+				if c.ImageDigest != "" && c.State == ledger.StatePromoted {
 					img += " (`" + c.ImageDigest + "`)"
 				}
 			}
@@ -220,8 +220,8 @@ func hash(s string) string {
 	return hex.EncodeToString(h[:8])
 }
 
-// Notify implements rebuild.Notifier.
-func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
+// Notify implements Notifier.
+func (n *Notifier) Notify(ctx context.Context, k ledger.Image) error {
 	n.mu.Lock() // one notification at a time: racing passes cannot both create
 	defer n.mu.Unlock()
 	if err := n.checkBlocked(); err != nil {
@@ -231,13 +231,13 @@ func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
 	if err != nil {
 		return err
 	}
-	var tags []state.Promotion
+	var tags []ledger.Promotion
 	if k.ImageDigest != "" {
 		if tags, err = n.store.PromotionsOf(k.ImageDigest); err != nil {
 			return err
 		}
 	}
-	builds, err := n.store.ConsumerBuildsOf(k.Key())
+	builds, err := n.store.ConsumerImagesOf(k.Key())
 	if err != nil {
 		return err
 	}
@@ -266,7 +266,7 @@ func (n *Notifier) Notify(ctx context.Context, k state.Kernel) error {
 
 // issue creates, adopts, updates or closes the kernel's issue. It reports
 // whether the issue is a person's to keep (closed by one): left alone.
-func (n *Notifier) issue(ctx context.Context, k state.Kernel, tags []state.Promotion, builds []state.ConsumerBuild, rec *state.Notice) (bool, error) {
+func (n *Notifier) issue(ctx context.Context, k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, rec *ledger.Notice) (bool, error) {
 	err := n.issueOnce(ctx, k, tags, builds, rec)
 	return errors.Is(err, errLeftAlone), ignore(err, errLeftAlone)
 }
@@ -281,7 +281,7 @@ func ignore(err, what error) error {
 	return err
 }
 
-func (n *Notifier) issueOnce(ctx context.Context, k state.Kernel, tags []state.Promotion, builds []state.ConsumerBuild, rec *state.Notice) error {
+func (n *Notifier) issueOnce(ctx context.Context, k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, rec *ledger.Notice) error {
 	owner, repo := split(n.opts.Repository)
 	body := Body(k, tags, builds)
 	var issue *github.Issue
@@ -319,7 +319,7 @@ func (n *Notifier) issueOnce(ctx context.Context, k state.Kernel, tags []state.P
 		if err := n.store.PutNotice(*rec); err != nil {
 			return err
 		}
-		if !(n.opts.CloseWhenPromoted && k.State == state.KernelPromoted) {
+		if !(n.opts.CloseWhenPromoted && k.State == ledger.StatePromoted) {
 			return nil
 		}
 		// Found and promoted in one pass: the issue says so, and is done.
@@ -354,7 +354,7 @@ func (n *Notifier) issueOnce(ctx context.Context, k state.Kernel, tags []state.P
 		// The first release shipping the kernel may be found after the issue.
 		req.Title, changed = github.String(title), true
 	}
-	if n.opts.CloseWhenPromoted && k.State == state.KernelPromoted && !closed {
+	if n.opts.CloseWhenPromoted && k.State == ledger.StatePromoted && !closed {
 		req.State, changed = github.String("closed"), true
 	}
 	if changed {
@@ -380,10 +380,10 @@ func RejectionMarker(digest string) string { return "<!-- dtkbot:rejected " + di
 // commentRejections comments once on the kernel's issue about each built
 // image that failed verification. The comments are looked for (by marker)
 // before one is written, so a lost record never makes a second.
-func (n *Notifier) commentRejections(ctx context.Context, k state.Kernel, rec *state.Notice) error {
-	var due []state.Rejection
+func (n *Notifier) commentRejections(ctx context.Context, k ledger.Image, rec *ledger.Notice) error {
+	var due []ledger.Rejection
 	for _, r := range k.Rejections {
-		if !slices.Contains(rec.Commented, r.Digest) && !slices.ContainsFunc(due, func(d state.Rejection) bool { return d.Digest == r.Digest }) {
+		if !slices.Contains(rec.Commented, r.Digest) && !slices.ContainsFunc(due, func(d ledger.Rejection) bool { return d.Digest == r.Digest }) {
 			due = append(due, r)
 		}
 	}
@@ -419,8 +419,8 @@ func (n *Notifier) commentRejections(ctx context.Context, k state.Kernel, rec *s
 }
 
 // next says what happens after a rejection.
-func next(k state.Kernel) string {
-	if k.State == state.KernelFailed {
+func next(k ledger.Image) string {
+	if k.State == ledger.StateFailed {
 		return "no more attempts: the kernel is failed (" + strings.ReplaceAll(k.Reason, "|", "\\|") + ")"
 	}
 	return fmt.Sprintf("the build is retried (attempt %d)", k.Attempts+1)
@@ -447,7 +447,7 @@ func (n *Notifier) commentBodies(ctx context.Context, owner, repo string, number
 
 // findIssue lists the issues our account created with our label, in every
 // state, and returns the one carrying the kernel's marker.
-func (n *Notifier) findIssue(ctx context.Context, k state.Kernel) (*github.Issue, error) {
+func (n *Notifier) findIssue(ctx context.Context, k ledger.Image) (*github.Issue, error) {
 	login, err := n.whoami(ctx)
 	if err != nil {
 		return nil, err
@@ -560,7 +560,7 @@ func (n *Notifier) classify(err error) error {
 }
 
 // Preview says what Notify would do, reading GitHub but writing nothing.
-func (n *Notifier) Preview(ctx context.Context, k state.Kernel) (string, error) {
+func (n *Notifier) Preview(ctx context.Context, k ledger.Image) (string, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	rec, err := n.store.Notice(k.Key())
@@ -585,11 +585,11 @@ func (n *Notifier) Preview(ctx context.Context, k state.Kernel) (string, error) 
 		if err != nil {
 			return "", err
 		}
-		var tags []state.Promotion
+		var tags []ledger.Promotion
 		if k.ImageDigest != "" {
 			tags, _ = n.store.PromotionsOf(k.ImageDigest)
 		}
-		builds, _ := n.store.ConsumerBuildsOf(k.Key())
+		builds, _ := n.store.ConsumerImagesOf(k.Key())
 		switch {
 		case issue.GetState() == "closed" && !rec.ClosedByUs:
 			out = fmt.Sprintf("issue #%d was closed by a person: left alone", number)

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/internal/githubtest"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
 )
 
@@ -75,13 +76,13 @@ func (w *world) notifier(opts Options) *Notifier {
 	return n
 }
 
-func kernel(st string) state.Kernel {
-	return state.Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64",
+func kernel(st string) ledger.Image {
+	return ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64",
 		RHEL: "9.4", RTKernel: "5.14.0-427.37.1.el9_4", Releases: []string{"4.16.15", "4.16.16"}, State: st,
 		Image: "quay.io/acme/dtk:5.14.0-427.37.1.el9_4.x86_64", DTKImage: "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:" + strings.Repeat("d", 64)}
 }
 
-func built(st string) state.Kernel {
+func built(st string) ledger.Image {
 	k := kernel(st)
 	k.ImageDigest = "sha256:" + strings.Repeat("b", 64)
 	return k
@@ -92,18 +93,18 @@ var prOpts = &PullRequestOptions{Path: "kernels.yaml"}
 func TestOneIssueAndOnePullRequestPerKernel(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	for _, k := range []state.Kernel{kernel(state.KernelNew), kernel(state.KernelBuildRequested), built(state.KernelVerified), built(state.KernelVerified)} {
+	for _, k := range []ledger.Image{kernel(ledger.StateNew), kernel(ledger.StateBuildRequested), built(ledger.StateVerified), built(ledger.StateVerified)} {
 		if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, k); err != nil {
 			t.Fatal(err)
 		}
 		w.restart()
 	}
 	if err := w.store.Update(func(tx *state.Tx) error {
-		return tx.PutPromotion(state.Promotion{Ref: "quay.io/acme/dtk:4.16.15", Digest: built("").ImageDigest, Release: "4.16.15"})
+		return tx.PutPromotion(ledger.Promotion{Ref: "quay.io/acme/dtk:4.16.15", Digest: built("").ImageDigest, Release: "4.16.15"})
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(state.KernelPromoted)); err != nil {
+	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(ledger.StatePromoted)); err != nil {
 		t.Fatal(err)
 	}
 	issues, pulls := w.gh.Issues(), w.gh.Pulls()
@@ -130,7 +131,7 @@ func TestOneIssueAndOnePullRequestPerKernel(t *testing.T) {
 	}
 	// Nothing changed: no write at all.
 	before := len(w.gh.Mutations())
-	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(state.KernelPromoted)); err != nil {
+	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(ledger.StatePromoted)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(w.gh.Mutations()) - before; n != 0 {
@@ -142,10 +143,10 @@ func TestClosesWhenPromotedAndRespectsAPersonsClose(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	n := w.notifier(Options{CloseWhenPromoted: true})
-	if err := n.Notify(ctx, built(state.KernelPromoted)); err != nil {
+	if err := n.Notify(ctx, built(ledger.StatePromoted)); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Notify(ctx, built(state.KernelPromoted)); err != nil {
+	if err := n.Notify(ctx, built(ledger.StatePromoted)); err != nil {
 		t.Fatal(err)
 	}
 	if is := w.gh.Issues(); len(is) != 1 || is[0].State != "closed" || is[0].ClosedBy != "dtkbot-user" {
@@ -154,7 +155,7 @@ func TestClosesWhenPromotedAndRespectsAPersonsClose(t *testing.T) {
 
 	// Another kernel's issue, closed by a person: it stays closed, is not
 	// edited, and is not recreated, even after the record is lost.
-	other := kernel(state.KernelNew)
+	other := kernel(ledger.StateNew)
 	other.Kernel, other.KernelFull = "5.14.0-427.40.1.el9_4", "5.14.0-427.40.1.el9_4.x86_64"
 	if err := n.Notify(ctx, other); err != nil {
 		t.Fatal(err)
@@ -162,12 +163,12 @@ func TestClosesWhenPromotedAndRespectsAPersonsClose(t *testing.T) {
 	number := w.gh.Issues()[1].Number
 	w.gh.CloseIssue(number, "alice")
 	before := len(w.gh.Mutations())
-	other.State = state.KernelFailed
+	other.State = ledger.StateFailed
 	for i := 0; i < 2; i++ {
 		if err := w.notifier(Options{}).Notify(ctx, other); err != nil {
 			t.Fatal(err)
 		}
-		_ = w.store.PutNotice(state.Notice{Key: other.Key()}) // lose the record
+		_ = w.store.PutNotice(ledger.Notice{Key: other.Key()}) // lose the record
 	}
 	if n := len(w.gh.Mutations()) - before; n != 0 || len(w.gh.Issues()) != 2 || w.gh.Issues()[1].State != "closed" {
 		t.Errorf("%d writes after a person closed the issue; issues %+v", n, w.gh.Issues())
@@ -181,7 +182,7 @@ type flakyStore struct {
 	fail atomic.Bool
 }
 
-func (f *flakyStore) PutNotice(n state.Notice) error {
+func (f *flakyStore) PutNotice(n ledger.Notice) error {
 	if f.fail.CompareAndSwap(true, false) {
 		return errors.New("killed before the state write")
 	}
@@ -195,11 +196,11 @@ func TestCrashBetweenCreateAndRecordAdopts(t *testing.T) {
 	fs := &flakyStore{Store: w.store}
 	fs.fail.Store(true)
 	n.store = fs
-	if err := n.Notify(ctx, kernel(state.KernelNew)); err == nil {
+	if err := n.Notify(ctx, kernel(ledger.StateNew)); err == nil {
 		t.Fatal("the simulated crash did not happen")
 	}
 	w.restart()
-	if err := w.notifier(Options{}).Notify(ctx, kernel(state.KernelBuildRequested)); err != nil {
+	if err := w.notifier(Options{}).Notify(ctx, kernel(ledger.StateBuildRequested)); err != nil {
 		t.Fatal(err)
 	}
 	if is := w.gh.Issues(); len(is) != 1 || !strings.Contains(is[0].Body, "**build_requested**") {
@@ -218,7 +219,7 @@ func TestRacingPassesOpenOneIssue(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := n.Notify(context.Background(), kernel(state.KernelNew)); err != nil {
+			if err := n.Notify(context.Background(), kernel(ledger.StateNew)); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -234,11 +235,11 @@ func TestAdoptsAnExistingBranchAndPullRequest(t *testing.T) {
 	ctx := context.Background()
 	n := w.notifier(Options{PullRequest: prOpts})
 	// A previous run left the branch and the PR, but no record.
-	if err := n.Notify(ctx, built(state.KernelVerified)); err != nil {
+	if err := n.Notify(ctx, built(ledger.StateVerified)); err != nil {
 		t.Fatal(err)
 	}
-	_ = w.store.PutNotice(state.Notice{Key: kernel("").Key()})
-	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(state.KernelPromoted)); err != nil {
+	_ = w.store.PutNotice(ledger.Notice{Key: kernel("").Key()})
+	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(ledger.StatePromoted)); err != nil {
 		t.Fatal(err)
 	}
 	if len(w.gh.Pulls()) != 1 || len(w.gh.Issues()) != 1 {
@@ -258,7 +259,7 @@ func TestSecondaryRateLimitDelaysTheNextMutation(t *testing.T) {
 		return false
 	}
 	n := w.notifier(Options{})
-	err := n.Notify(ctx, kernel(state.KernelNew))
+	err := n.Notify(ctx, kernel(ledger.StateNew))
 	if !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("error %v", err)
 	}
@@ -268,7 +269,7 @@ func TestSecondaryRateLimitDelaysTheNextMutation(t *testing.T) {
 	}
 	// A new process honours it too; the next mutation waits.
 	w.restart()
-	if err := w.notifier(Options{}).Notify(ctx, kernel(state.KernelNew)); err != nil {
+	if err := w.notifier(Options{}).Notify(ctx, kernel(ledger.StateNew)); err != nil {
 		t.Fatal(err)
 	}
 	var posts []time.Time
@@ -287,12 +288,12 @@ func TestSecondaryRateLimitDelaysTheNextMutation(t *testing.T) {
 		}
 		return false
 	}
-	if err := w.notifier(Options{}).Notify(ctx, kernel(state.KernelBuildRequested)); !errors.Is(err, ErrRateLimited) {
+	if err := w.notifier(Options{}).Notify(ctx, kernel(ledger.StateBuildRequested)); !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("primary limit: %v", err)
 	}
 	w.restart()
 	before := len(w.gh.Requests())
-	if err := w.notifier(Options{}).Notify(ctx, kernel(state.KernelBuilt)); !errors.Is(err, ErrRateLimited) {
+	if err := w.notifier(Options{}).Notify(ctx, kernel(ledger.StateBuilt)); !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("while blocked: %v", err)
 	}
 	if n := len(w.gh.Requests()) - before; n != 0 {
@@ -304,7 +305,7 @@ func TestSecretsStayOutOfErrorsLogsAndURLs(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	n := w.notifier(Options{PullRequest: prOpts})
-	if err := n.Notify(ctx, built(state.KernelVerified)); err != nil {
+	if err := n.Notify(ctx, built(ledger.StateVerified)); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range w.gh.Requests() {
@@ -317,7 +318,7 @@ func TestSecretsStayOutOfErrorsLogsAndURLs(t *testing.T) {
 	}
 	// An expired token: the error says so, without the token.
 	t.Setenv("GITHUB_TOKEN", "ghp_expired_secret_value")
-	err := w.notifier(Options{}).Notify(ctx, built(state.KernelPromoted))
+	err := w.notifier(Options{}).Notify(ctx, built(ledger.StatePromoted))
 	if err == nil || !strings.Contains(err.Error(), "rejected the credentials") || strings.Contains(err.Error(), "ghp_expired_secret_value") {
 		t.Errorf("expired token: %v", err)
 	}
@@ -347,11 +348,11 @@ func TestGitHubAppAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := n.Notify(ctx, kernel(state.KernelNew)); err != nil {
+	if err := n.Notify(ctx, kernel(ledger.StateNew)); err != nil {
 		t.Fatal(err)
 	}
-	_ = w.store.PutNotice(state.Notice{Key: kernel("").Key()}) // force a lookup by listing, as the app's bot
-	if err := n.Notify(ctx, kernel(state.KernelBuildRequested)); err != nil {
+	_ = w.store.PutNotice(ledger.Notice{Key: kernel("").Key()}) // force a lookup by listing, as the app's bot
+	if err := n.Notify(ctx, kernel(ledger.StateBuildRequested)); err != nil {
 		t.Fatal(err)
 	}
 	is := w.gh.Issues()
@@ -380,15 +381,15 @@ func TestPreview(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	n := w.notifier(Options{PullRequest: prOpts})
-	got, err := n.Preview(ctx, built(state.KernelVerified))
+	got, err := n.Preview(ctx, built(ledger.StateVerified))
 	if err != nil || !strings.Contains(got, `would open issue "New kernel 5.14.0-427.37.1.el9_4`) || !strings.Contains(got, "would open a pull request from dtkbot/kernel-5.14.0-427.37.1.el9_4") {
 		t.Errorf("%q %v", got, err)
 	}
 	if len(w.gh.Mutations()) != 0 {
 		t.Errorf("preview wrote")
 	}
-	_ = n.Notify(ctx, built(state.KernelVerified))
-	if got, _ := n.Preview(ctx, built(state.KernelPromoted)); got != "would update issue #1" {
+	_ = n.Notify(ctx, built(ledger.StateVerified))
+	if got, _ := n.Preview(ctx, built(ledger.StatePromoted)); got != "would update issue #1" {
 		t.Errorf("%q", got)
 	}
 }
@@ -398,10 +399,10 @@ func TestAlreadyExistsIsSuccess(t *testing.T) {
 	var once atomic.Bool
 	ctx := context.Background()
 	n := w.notifier(Options{PullRequest: prOpts})
-	if err := n.Notify(ctx, built(state.KernelVerified)); err != nil {
+	if err := n.Notify(ctx, built(ledger.StateVerified)); err != nil {
 		t.Fatal(err)
 	}
-	_ = w.store.PutNotice(state.Notice{Key: kernel("").Key()})
+	_ = w.store.PutNotice(ledger.Notice{Key: kernel("").Key()})
 	once.Store(false)
 	w.gh.Fault = func(rw http.ResponseWriter, r *http.Request) bool {
 		// The branch "does not exist" when read, the pull request list is empty:
@@ -421,7 +422,7 @@ func TestAlreadyExistsIsSuccess(t *testing.T) {
 		}
 		return false
 	}
-	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(state.KernelPromoted)); err != nil {
+	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(ledger.StatePromoted)); err != nil {
 		t.Fatal(err)
 	}
 	if len(w.gh.Pulls()) != 1 {
@@ -439,9 +440,9 @@ func TestAlreadyExistsIsSuccess(t *testing.T) {
 func TestRejectedBuildsAreCommentedOnce(t *testing.T) {
 	w := newWorld(t)
 	n := w.notifier(Options{})
-	k := kernel(state.KernelNew)
+	k := kernel(ledger.StateNew)
 	k.Attempts = 1
-	k.Rejections = []state.Rejection{{Digest: "sha256:" + strings.Repeat("e", 64), Image: "quay.io/acme/dtk@sha256:" + strings.Repeat("e", 64),
+	k.Rejections = []ledger.Rejection{{Digest: "sha256:" + strings.Repeat("e", 64), Image: "quay.io/acme/dtk@sha256:" + strings.Repeat("e", 64),
 		Reason: "it carries 5.14.0-427.99.1.el9_4.x86_64, want 5.14.0-427.37.1.el9_4", At: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}}
 	for i := 0; i < 2; i++ {
 		if err := n.Notify(context.Background(), k); err != nil {
@@ -456,8 +457,8 @@ func TestRejectedBuildsAreCommentedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second rejection gets its own comment.
-	k.Attempts, k.State, k.Reason = 2, state.KernelFailed, "verification failed (2 attempts)"
-	k.Rejections = append(k.Rejections, state.Rejection{Digest: "sha256:" + strings.Repeat("f", 64), Image: "quay.io/acme/dtk@sha256:" + strings.Repeat("f", 64), Reason: "wrong again"})
+	k.Attempts, k.State, k.Reason = 2, ledger.StateFailed, "verification failed (2 attempts)"
+	k.Rejections = append(k.Rejections, ledger.Rejection{Digest: "sha256:" + strings.Repeat("f", 64), Image: "quay.io/acme/dtk@sha256:" + strings.Repeat("f", 64), Reason: "wrong again"})
 	if err := n.Notify(context.Background(), k); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-github/v88/github"
 
 	"github.com/dtkbot/dtkbot/kmm"
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/ledger"
 )
 
 // KMMOptions put KMM manifests into a kernel's pull request: the
@@ -33,7 +33,7 @@ const (
 )
 
 // Branch is the deterministic branch of a kernel's pull request.
-func Branch(k state.Kernel) string { return "dtkbot/kernel-" + k.Kernel }
+func Branch(k ledger.Image) string { return "dtkbot/kernel-" + k.Kernel }
 
 // entryData is what the entry template sees.
 type entryData struct {
@@ -47,8 +47,8 @@ type prFile struct {
 }
 
 // prReady: a pull request only ever names a verified image.
-func prReady(k state.Kernel) bool {
-	return k.State == state.KernelVerified || k.State == state.KernelPromoted
+func prReady(k ledger.Image) bool {
+	return k.State == ledger.StateVerified || k.State == ledger.StatePromoted
 }
 
 func parsePaths(o *KMMOptions) (preflight, mappings *template.Template, err error) {
@@ -69,7 +69,7 @@ func parsePaths(o *KMMOptions) (preflight, mappings *template.Template, err erro
 
 // kmmFiles are the KMM manifests of a kernel, as files for its pull
 // request, and their hash (empty when there are none).
-func (n *Notifier) kmmFiles(k state.Kernel, builds []state.ConsumerBuild) ([]prFile, string, error) {
+func (n *Notifier) kmmFiles(k ledger.Image, builds []ledger.Image) ([]prFile, string, error) {
 	if n.preflightPath == nil {
 		return nil, "", nil
 	}
@@ -110,7 +110,7 @@ func (n *Notifier) kmmFiles(k state.Kernel, builds []state.ConsumerBuild) ([]prF
 // request exist, adopting whatever a previous (interrupted) attempt left.
 // Once the pull request exists, only its KMM files are kept up to date,
 // and only while it is open: a merged or closed one is a person's.
-func (n *Notifier) pullRequest(ctx context.Context, k state.Kernel, files []prFile, filesHash string, rec *state.Notice) error {
+func (n *Notifier) pullRequest(ctx context.Context, k ledger.Image, files []prFile, filesHash string, rec *ledger.Notice) error {
 	pr := n.opts.PullRequest
 	owner, repo := split(pr.Repository)
 	branch := Branch(k)
@@ -211,7 +211,7 @@ func (n *Notifier) pullRequest(ctx context.Context, k state.Kernel, files []prFi
 	return n.store.PutNotice(*rec)
 }
 
-func prBody(k state.Kernel, path string, files []prFile) string {
+func prBody(k ledger.Image, path string, files []prFile) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Adds the DTK image of kernel `%s` to `%s`, shipped by OpenShift %s.\n", k.KernelFull, path, strings.Join(k.Releases, ", "))
 	if len(files) > 0 {
@@ -253,7 +253,7 @@ func (n *Notifier) writeFile(ctx context.Context, owner, repo, branch, path, con
 }
 
 // writeFiles puts whole files on the branch, each only if it differs.
-func (n *Notifier) writeFiles(ctx context.Context, owner, repo, branch string, files []prFile, k state.Kernel) error {
+func (n *Notifier) writeFiles(ctx context.Context, owner, repo, branch string, files []prFile, k ledger.Image) error {
 	for _, f := range files {
 		old, sha, err := n.readFile(ctx, owner, repo, branch, f.path)
 		if err != nil {

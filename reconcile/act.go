@@ -4,168 +4,245 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
-	"github.com/dtkbot/dtkbot/rebuild"
-	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
+	"github.com/dtkbot/dtkbot/promote"
 )
 
-// act plans with rebuild.Plan and applies the plan: builds (to the staging
-// reference, intent recorded first) and promotions of verified images to
-// the kernel tag, the release tags and the floating tags. A dry run only
-// reports the plan.
+// maxRounds bounds how often act goes round in one pass: a DTK built and
+// promoted, then its consumers' images built and promoted, needs four.
+const maxRounds = 6
+
+// act moves every image of every kind as far as it goes this pass. Each
+// round looks in the registry for the images that may have news, plans
+// with plan.Plan, asks for the plan's builds (intent recorded first) and
+// makes its promotions, marks promoted the images whose kernel tags hold
+// them, and gives each newly promoted DTK its consumers' images. A
+// synchronous builder (podman) has pushed by the time it returns, and a
+// promoted DTK is what its consumers are built FROM: so the next round
+// looks only at what the last one asked for or added, until nothing moves.
+// A dry run plans once and reports the plan.
 func (p *pass) act(ctx context.Context) {
-	plan := append(p.heldActions(), rebuild.Plan(p.planInput())...)
-	if p.opts.DryRun {
-		p.res.Actions = append(p.res.Actions, plan...)
-		return
-	}
-	p.apply(ctx, plan)
-	if requestedBuild(plan) {
-		// A synchronous builder (podman) has pushed by now: look again and
-		// verify and promote in this pass rather than the next.
-		p.observe(ctx)
-		var promotions []rebuild.Action
-		for _, a := range rebuild.Plan(p.planInput()) {
-			if a.Type == rebuild.ActionPromote {
-				promotions = append(promotions, a)
-			}
+	look := append(p.addConsumerImages(), p.awaited()...)
+	tried := map[string]bool{} // builds asked for and tags written this pass: once each
+	for round := 0; round == 0 || (round < maxRounds && len(look) > 0); round++ {
+		p.observe(ctx, look)
+		actions := plan.Plan(p.planInput())
+		if round == 0 {
+			actions = append(p.heldActions(), actions...)
+		} else {
+			actions = slices.DeleteFunc(actions, func(a plan.Action) bool { return a.Type == plan.ActionHold || tried[triedKey(a)] })
 		}
-		p.apply(ctx, promotions)
+		if p.opts.DryRun {
+			p.res.Actions = append(p.res.Actions, actions...)
+			return
+		}
+		for _, a := range actions {
+			tried[triedKey(a)] = true
+		}
+		look = append(p.apply(ctx, actions), p.addConsumerImages()...)
 	}
 }
 
-func (p *pass) planInput() rebuild.Input {
-	return rebuild.Input{Now: p.now, Releases: p.view.releaseList(p.opts.Release), Kernels: p.view.kernelList(p.opts.Release),
-		Promoted: p.view.promoted, Target: p.r.Target, Policy: p.r.Policy}
+// triedKey names what an action does, to do it once a pass.
+func triedKey(a plan.Action) string {
+	if a.Type == plan.ActionBuild {
+		return "build " + a.ImageKey()
+	}
+	return a.Type + " " + a.Tag + " " + a.Image
 }
 
-func requestedBuild(actions []rebuild.Action) bool {
-	for _, a := range actions {
-		if a.Type == rebuild.ActionBuild && a.Result == "requested" {
-			return true
-		}
-	}
-	return false
+func (p *pass) planInput() plan.Input {
+	return plan.Input{Now: p.now, Releases: p.view.releaseList(p.opts.Release), Images: p.view.imageList(p.opts.Release),
+		Promoted: p.view.promoted, Kinds: p.planKinds(), Policy: p.r.Policy}
 }
 
 // apply performs a plan's builds and promotions, recording intent before
-// each build and the outcome after every effect, then settles the kernels
-// whose tags are all in place.
-func (p *pass) apply(ctx context.Context, plan []rebuild.Action) {
-	promoteFailed := map[string]bool{}
-	for i := range plan {
-		a := &plan[i]
+// each build and the outcome after every effect, then settles the images
+// whose kernel tags hold them. It returns the images a build was asked for.
+func (p *pass) apply(ctx context.Context, actions []plan.Action) []string {
+	var requested []string
+	for i := range actions {
+		a := &actions[i]
 		switch a.Type {
-		case rebuild.ActionBuild:
-			a.Result = p.applyBuild(ctx, a)
-		case rebuild.ActionPromote:
-			a.Result = p.applyPromote(ctx, a)
-			if a.Result != "ok" {
-				promoteFailed[a.KernelKey] = true
+		case plan.ActionBuild:
+			if a.Result = p.applyBuild(ctx, a); a.Result == "requested" {
+				requested = append(requested, a.ImageKey())
 			}
-		case rebuild.ActionHold:
+		case plan.ActionPromote:
+			if a.Result = p.applyPromote(ctx, a); strings.HasPrefix(a.Result, "error") {
+				p.promoteFailed[a.ImageKey()] = true
+			}
+		case plan.ActionHold:
 			a.Result = "held"
 		}
 	}
-	p.res.Actions = append(p.res.Actions, plan...)
-	p.settle(ctx, promoteFailed)
+	p.res.Actions = append(p.res.Actions, actions...)
+	p.settle(ctx)
+	return requested
 }
 
-func (p *pass) applyBuild(ctx context.Context, a *rebuild.Action) string {
-	r := p.r
-	before := p.view.kernels[a.KernelKey]
-	k := before
-	kernelRef, _ := rebuild.KernelImage(r.Target, k) // Plan rendered it
-	k.State, k.Image, k.Staging, k.BuildRequestedAt, k.UpdatedAt = state.KernelBuildRequested, kernelRef, a.Image, p.now, p.now
-	k.ImageDigest, k.Published = "", false
-	k.Attempts++
+func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
+	before, _ := p.image(a.ImageKey())
+	k := p.kinds[before.Kind()]
+	m := before
+	kernelRef, _ := plan.KernelImage(k.target, m) // Plan rendered it
+	m.State, m.Image, m.Staging, m.BuildRequestedAt, m.UpdatedAt = ledger.StateBuildRequested, kernelRef, a.Image, p.now, p.now
+	m.ImageDigest, m.Published = "", false
+	m.Attempts++
 	// Intent first: if we die after asking for the build, the next pass
 	// waits for it instead of asking again.
-	if err := p.recordKernel(k, *a, "requesting"); err != nil {
-		p.fail(fmt.Errorf("recording the build of %s: %w", a.KernelKey, err))
+	if err := p.recordImage(m, *a, "requesting"); err != nil {
+		p.fail(fmt.Errorf("recording the build of %s: %w", a.ImageKey(), err))
 		return "error: " + err.Error()
 	}
-	req := rebuild.BuildRequest{Kernel: k.Kernel, KernelFull: k.KernelFull, RTKernel: k.RTKernel, RHEL: k.RHEL,
-		Stream: k.Stream, Arch: k.Arch, Image: a.Image, Releases: k.Releases, DTKImage: k.DTKImage}
-	err := r.Builder.Build(ctx, req)
+	req := build.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
+		Stream: m.Stream, Arch: m.Arch, Image: a.Image, Releases: m.Releases, Attempt: m.Attempts}
+	if m.IsDTK() {
+		req.DTKImage = m.DTKImage
+	} else {
+		req.Consumer, req.DTK = m.Consumer, m.DTKImage
+	}
+	err := k.builder.Build(ctx, req)
 	result := "requested"
 	switch {
 	case err == nil:
-		p.log.Info().Str("kernel", k.Kernel).Str("image", a.Image).Msg("build requested")
-	case errors.Is(err, rebuild.ErrNotConfigured):
-		k = before // nothing was asked: leave the kernel as it was
+		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Msgf("build of the %s requested", k.what)
+	case errors.Is(err, build.ErrNotConfigured):
+		m = before // nothing was asked: leave the image as it was
 		result = "skipped: " + err.Error()
 	default:
-		k.Reason = err.Error()
-		p.attemptFailed(&k, r.Build)
+		m.Reason = err.Error()
+		p.attemptFailed(&m, k.build)
 		result = "error: " + err.Error()
-		p.fail(fmt.Errorf("building kernel %s: %w", a.KernelKey, err))
+		p.fail(fmt.Errorf("building %s: %w", a.ImageKey(), err))
 	}
-	if err := p.recordKernel(k, *a, result); err != nil {
+	if err := p.recordImage(m, *a, result); err != nil {
 		p.fail(err)
 	}
 	return result
 }
 
-func (p *pass) applyPromote(ctx context.Context, a *rebuild.Action) string {
-	d, err := p.r.Promoter.Promote(ctx, a.Image, a.Tag)
-	if errors.Is(err, rebuild.ErrNotConfigured) {
-		return "skipped: " + err.Error()
+// applyPromote writes one tag through promote.Tags, which keeps the rules:
+// a tag other than the kernel tag only after the kernel tag holds the
+// image in this pass, and never over a tag dtkbot did not promote.
+func (p *pass) applyPromote(ctx context.Context, a *plan.Action) string {
+	if p.tags == nil {
+		return "skipped: promotion is not configured (target.repository)"
 	}
-	if err != nil {
+	d, err := p.tags.Promote(ctx, a.Image, a.Tag, a.After)
+	var conflict *promote.ConflictError
+	switch {
+	case errors.As(err, &conflict):
+		p.conflict(a, conflict)
+		return "conflict: " + err.Error()
+	case errors.Is(err, promote.ErrUnconfirmed):
+		return "skipped: " + err.Error()
+	case err != nil:
 		p.fail(fmt.Errorf("promoting %s: %w", a.Tag, err))
 		return "error: " + err.Error()
 	}
-	p.putPromotion(state.Promotion{Ref: a.Tag, Digest: d, Release: a.Release, Kernel: a.Kernel, KernelKey: a.KernelKey, Kind: a.Kind, At: p.now}, *a)
-	if k, ok := p.view.kernels[a.KernelKey]; ok && a.Kind == state.TagKernel && a.Tag == k.Image && d == k.ImageDigest {
-		k.Published, k.UpdatedAt = true, p.now
-		p.putKernel(k)
+	p.putPromotion(ledger.Promotion{Ref: a.Tag, Digest: d.String(), Release: a.Release, Kernel: a.Kernel, KernelKey: a.KernelKey,
+		Consumer: a.Consumer, Kind: a.Kind, At: p.now}, *a)
+	if m, ok := p.image(a.ImageKey()); ok {
+		changed := false
+		if i := slices.IndexFunc(m.Conflicts, func(c ledger.Conflict) bool { return c.Tag == a.Tag }); i >= 0 {
+			m.Conflicts, changed = slices.Delete(slices.Clone(m.Conflicts), i, i+1), true
+		}
+		if a.After == "" && a.Tag == m.Image && d.String() == m.ImageDigest && !m.Published {
+			m.Published, changed = true, true
+		}
+		if changed {
+			m.UpdatedAt = p.now
+			p.putImage(m)
+		}
 	}
-	if a.Kind == state.TagRelease {
+	if a.Kind == ledger.TagRelease {
 		p.tagged(a.Release, a.Arch)
 	}
-	p.log.Info().Str("release", a.Release).Str("tag", a.Tag).Str("digest", d).Msg("promoted")
+	p.log.Info().Str("release", a.Release).Str("tag", a.Tag).Str("digest", d.String()).Str("consumer", a.Consumer).Msg("promoted")
 	return "ok"
 }
 
-// settle marks promoted every kernel whose verified image is at its kernel
-// tag with none of its promotions failed in this pass, and removes its
-// staging tag where the registry allows.
-func (p *pass) settle(ctx context.Context, promoteFailed map[string]bool) {
-	for _, k := range p.view.kernelList("") {
-		promotable := k.State == state.KernelVerified || (k.State == state.KernelBuilt && !p.r.Policy.RequireVerified)
-		if promotable && k.Published && !promoteFailed[k.Key()] {
-			k.State, k.UpdatedAt = state.KernelPromoted, p.now
-			if k.PromotedAt.IsZero() {
-				k.PromotedAt = p.now // the end of its lead time
-			}
-			p.putKernel(k)
+// conflict records a tag dtkbot will not write on the image that wanted
+// it: reported on /status, the kernel's issue and a metric, and tried
+// again (one HEAD) on later passes.
+func (p *pass) conflict(a *plan.Action, c *promote.ConflictError) {
+	p.mu.Lock()
+	p.res.Conflicts = append(p.res.Conflicts, c.Error())
+	p.mu.Unlock()
+	p.log.Warn().Str("tag", a.Tag).Str("holds", c.Has.String()).Str("consumer", a.Consumer).Msg("tag conflict: not overwritten")
+	m, ok := p.image(a.ImageKey())
+	if !ok {
+		return
+	}
+	if i := slices.IndexFunc(m.Conflicts, func(x ledger.Conflict) bool { return x.Tag == a.Tag }); i >= 0 {
+		if m.Conflicts[i].Digest == c.Has.String() {
+			return
 		}
-		if k.State == state.KernelPromoted && k.Staging != "" && k.StagingRemoved == "" && p.r.Untagger != nil {
-			p.removeStaging(ctx, k)
+		m.Conflicts = slices.Delete(slices.Clone(m.Conflicts), i, i+1)
+	}
+	m.Conflicts = append(m.Conflicts, ledger.Conflict{Tag: a.Tag, Digest: c.Has.String(), Want: c.Want.String(), Since: p.now})
+	m.UpdatedAt = p.now
+	p.putImage(m)
+}
+
+// settle marks promoted every image whose verified image is at its kernel
+// tag with none of its promotions failed in this pass (a tag dtkbot will
+// not overwrite is no failure: it is reported), and removes its staging
+// tag where the registry allows.
+func (p *pass) settle(ctx context.Context) {
+	for _, m := range p.view.imageList("") {
+		k := p.kinds[m.Kind()]
+		if k == nil {
+			continue
+		}
+		promotable := m.State == ledger.StateVerified || (m.State == ledger.StateBuilt && k.verify == nil)
+		if promotable && m.Published && !p.promoteFailed[m.Key()] {
+			m.State, m.UpdatedAt = ledger.StatePromoted, p.now
+			if m.PromotedAt.IsZero() {
+				m.PromotedAt = p.now // the end of its lead time
+			}
+			p.putImage(m)
+		}
+		if m.State == ledger.StatePromoted && m.Staging != "" && m.StagingRemoved == "" && p.tags != nil {
+			p.removeStaging(ctx, m)
 		}
 	}
 }
 
-// removeStaging deletes a promoted kernel's staging tag (best effort: a
-// registry that does not delete tags keeps it, and that is recorded).
-func (p *pass) removeStaging(ctx context.Context, k state.Kernel) {
-	err := p.r.Untagger.Untag(ctx, k.Staging)
-	switch {
-	case err == nil:
-		k.StagingRemoved = "removed"
-	case errors.Is(err, registry.ErrUnsupported):
-		k.StagingRemoved = "kept: the registry does not delete tags"
-		p.log.Info().Str("tag", k.Staging).Msg("the staging tag stays: the registry does not delete tags")
-	default:
+// removeStaging deletes a promoted image's staging tag (best effort: a
+// registry that does not delete tags keeps it, and that is recorded), and
+// confirms that the image's tags in that repository still hold it.
+func (p *pass) removeStaging(ctx context.Context, m ledger.Image) {
+	keep := []string{m.Image}
+	for ref, pr := range p.view.promoted {
+		if pr.ImageKey() == m.Key() && pr.Digest == m.ImageDigest && ref != m.Image && ledger.Repository(ref) == ledger.Repository(m.Staging) {
+			keep = append(keep, ref)
+		}
+	}
+	slices.Sort(keep[1:])
+	outcome, err := p.tags.RemoveStaging(ctx, m.Staging, digest.Digest(m.ImageDigest), keep)
+	if err != nil {
 		// Not a failure of the pass (consumers never read it), but not done:
 		// reported, and tried again on the next pass.
-		p.res.Errors = append(p.res.Errors, fmt.Sprintf("removing the staging tag %s (tried again next pass): %v", k.Staging, err))
-		p.log.Warn().Str("tag", k.Staging).Err(err).Msg("removing the staging tag: trying again next pass")
+		p.mu.Lock()
+		p.res.Errors = append(p.res.Errors, fmt.Sprintf("removing the staging tag %s (tried again next pass): %v", m.Staging, err))
+		p.mu.Unlock()
+		p.log.Warn().Str("tag", m.Staging).Err(err).Msg("removing the staging tag: trying again next pass")
 		return
 	}
-	p.putKernel(k)
+	if outcome != "removed" {
+		p.log.Info().Str("tag", m.Staging).Msg("the staging tag: " + outcome)
+	}
+	m.StagingRemoved, m.UpdatedAt = outcome, p.now
+	p.putImage(m)
 }
 
 // tagged notes when a release first got a tag: the end of its lead time.

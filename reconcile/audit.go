@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/state"
 )
 
 // auditStamp names the time of the last complete audit in the store.
@@ -50,7 +52,7 @@ func (p *pass) audit(ctx context.Context) {
 			continue
 		}
 		p.res.Drifted++
-		a := rebuild.Action{Type: rebuild.ActionAudit, Kernel: pr.Kernel, Release: pr.Release, Tag: ref, Kind: pr.Kind, KernelKey: pr.KernelKey}
+		a := plan.Action{Type: plan.ActionAudit, Kernel: pr.Kernel, Release: pr.Release, Tag: ref, Kind: pr.Kind, KernelKey: pr.KernelKey, Consumer: pr.Consumer}
 		if err != nil {
 			a.Reason = fmt.Sprintf("gone (dtkbot promoted it to %s)", pr.Digest)
 		} else {
@@ -67,11 +69,11 @@ func (p *pass) audit(ctx context.Context) {
 }
 
 // repoint puts a drifted tag back on the image dtkbot promoted there, when
-// the policy says so.
-func (p *pass) repoint(ctx context.Context, a *rebuild.Action, pr state.Promotion) string {
+// the policy says so (promote.Tags.Repair lets it overwrite the tag).
+func (p *pass) repoint(ctx context.Context, a *plan.Action, pr ledger.Promotion) string {
 	image, ok := p.imageOf(pr)
 	switch {
-	case !p.r.Audit.Repair || p.opts.DryRun:
+	case !p.r.Audit.Repair || p.opts.DryRun || p.tags == nil:
 		p.warn(fmt.Sprintf("tag %s %s: reported, not re-pointed", a.Tag, a.Reason))
 		return "reported"
 	case !ok:
@@ -79,12 +81,22 @@ func (p *pass) repoint(ctx context.Context, a *rebuild.Action, pr state.Promotio
 		return "reported: its image is not in the ledger"
 	}
 	a.Image = image
-	d, err := p.r.Promoter.Promote(ctx, a.Image, a.Tag)
+	// The kernel tag is re-pointed on its own; any other tag only once
+	// the kernel tag holds the image (rule 1).
+	after := ""
+	if m, ok := p.image(pr.ImageKey()); ok && m.Image != a.Tag {
+		after = m.Image
+		if err := p.tags.Confirm(ctx, after, digest.Digest(pr.Digest)); err != nil {
+			p.warn(fmt.Sprintf("tag %s %s: not re-pointed before its kernel tag: %v", a.Tag, a.Reason, err))
+			return "reported: its kernel tag does not hold the image"
+		}
+	}
+	d, err := p.tags.Promote(ctx, a.Image, a.Tag, after)
 	if err != nil {
 		p.fail(fmt.Errorf("re-pointing %s: %w", a.Tag, err))
 		return "error: " + err.Error()
 	}
-	pr.Digest, pr.At = d, p.now
+	pr.Digest, pr.At = d.String(), p.now
 	p.putPromotion(pr, *a)
 	p.warn(fmt.Sprintf("tag %s %s: re-pointed", a.Tag, a.Reason))
 	return "re-pointed"
@@ -92,17 +104,13 @@ func (p *pass) repoint(ctx context.Context, a *rebuild.Action, pr state.Promotio
 
 // imageOf finds the verified image (pinned by digest) a promoted tag held:
 // a kernel's DTK, or a consumer's image.
-func (p *pass) imageOf(pr state.Promotion) (string, bool) {
-	if pr.Consumer != "" {
-		c, ok := p.view.consumers[pr.Consumer+"/"+pr.KernelKey]
-		return c.PinnedImage(), ok && c.ImageDigest == pr.Digest
+func (p *pass) imageOf(pr ledger.Promotion) (string, bool) {
+	if m, ok := p.image(pr.ImageKey()); ok && m.ImageDigest == pr.Digest {
+		return m.PinnedImage(), true
 	}
-	if k, ok := p.view.kernels[pr.KernelKey]; ok && k.ImageDigest == pr.Digest {
-		return k.PinnedImage(), true
-	}
-	for _, k := range p.view.kernelList("") {
-		if k.ImageDigest == pr.Digest && (k.State == state.KernelVerified || k.State == state.KernelPromoted) {
-			return k.PinnedImage(), true
+	for _, m := range p.view.imageList("") {
+		if m.Consumer == pr.Consumer && m.ImageDigest == pr.Digest && (m.State == ledger.StateVerified || m.State == ledger.StatePromoted) {
+			return m.PinnedImage(), true
 		}
 	}
 	return "", false

@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/citest"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 )
 
 const kmodRepo = "acme/acme-nic-kmod"
@@ -25,7 +28,7 @@ type consumerWorld struct {
 	*harness
 	ci     *citest.CI
 	hook   *httptest.Server
-	before func(rebuild.BuildRequest) error // runs before each consumer build request
+	before func(build.Request) error // runs before each consumer build request
 }
 
 func newConsumerWorld(t *testing.T) *consumerWorld {
@@ -38,16 +41,16 @@ func newConsumerWorld(t *testing.T) *consumerWorld {
 }
 
 // builderFunc is a Builder from a function.
-type builderFunc func(context.Context, rebuild.BuildRequest) error
+type builderFunc func(context.Context, build.Request) error
 
-func (f builderFunc) Build(ctx context.Context, req rebuild.BuildRequest) error { return f(ctx, req) }
+func (f builderFunc) Build(ctx context.Context, req build.Request) error { return f(ctx, req) }
 
 func (w *consumerWorld) reconciler() *Reconciler {
 	r := realEffects(w.harness, w.builder)()
-	webhook := &rebuild.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}
+	webhook := &build.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}
 	r.Consumers = []Consumer{{
 		Name: "acme-nic",
-		Builder: builderFunc(func(ctx context.Context, req rebuild.BuildRequest) error {
+		Builder: builderFunc(func(ctx context.Context, req build.Request) error {
 			if w.before != nil {
 				if err := w.before(req); err != nil {
 					return err
@@ -55,11 +58,11 @@ func (w *consumerWorld) reconciler() *Reconciler {
 			}
 			return webhook.Build(ctx, req)
 		}),
-		Target: rebuild.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
+		Target: plan.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
 		Build:  BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute},
 		Label:  "kernel-version",
 	}}
-	r.KmodVerifier = &rebuild.KmodVerifier{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
+	r.KmodVerifier = &verify.Kmod{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
 	return r
 }
 
@@ -72,15 +75,15 @@ func (w *consumerWorld) pass() *Result {
 	return res
 }
 
-func consumerBuilds(t *testing.T, s *state.Store) map[string]state.ConsumerBuild {
+func consumerBuilds(t *testing.T, s *state.Store) map[string]ledger.Image {
 	t.Helper()
-	out := map[string]state.ConsumerBuild{}
+	out := map[string]ledger.Image{}
 	exp, err := s.Export()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range exp.Consumers {
-		out[c.Kernel.Kernel] = c
+		out[c.Kernel] = c
 	}
 	return out
 }
@@ -103,14 +106,14 @@ func TestConsumerBuiltOncePerKernelAfterItsDTK(t *testing.T) {
 	res := w.pass()
 	dtk := kernels(t, w.store)[k1.Kernel]
 	reqs := w.ci.Requests()
-	if dtk.State != state.KernelPromoted || len(reqs) != 1 || reqs[0].DTKImage != dtk.PinnedImage() ||
+	if dtk.State != ledger.StatePromoted || len(reqs) != 1 || reqs[0].DTKImage != dtk.PinnedImage() ||
 		reqs[0].KernelFullVersion != k1.Kernel+".x86_64" || reqs[0].KernelVersion != k1.Kernel || reqs[0].RHELVersion != "9.4" {
 		t.Fatalf("the consumer build request %+v (DTK %s)", reqs, dtk.PinnedImage())
 	}
 	c := consumerBuilds(t, w.store)[k1.Kernel]
 	staged, _ := w.srv.TagDigest(kmodRepo, "staging-"+k1.Kernel+".x86_64")
 	got, ok := w.srv.TagDigest(kmodRepo, k1.Kernel+".x86_64")
-	if c.State != state.KernelPromoted || !ok || got.String() != c.ImageDigest || staged != "" || c.DTKImage != dtk.PinnedImage() {
+	if c.State != ledger.StatePromoted || !ok || got.String() != c.ImageDigest || staged != "" || c.DTKImage != dtk.PinnedImage() {
 		t.Fatalf("the consumer build %+v at %s (staging %s)", c, got, staged)
 	}
 	if d, _ := w.srv.TagDigest(kmodRepo, "4.16.15"); d != got {
@@ -155,7 +158,7 @@ func TestKmodImageWithoutModulesIsNeverPromoted(t *testing.T) {
 				}
 			}
 			c := consumerBuilds(t, w.store)[k1.Kernel]
-			if c.State != state.KernelFailed || len(c.Rejections) != 2 || !strings.Contains(c.Reason, "holds no kernel module") {
+			if c.State != ledger.StateFailed || len(c.Rejections) != 2 || !strings.Contains(c.Reason, "holds no kernel module") {
 				t.Errorf("the consumer build %+v", c)
 			}
 			if _, ok := w.srv.TagDigest(kmodRepo, k1.Kernel+".x86_64"); ok {
@@ -177,12 +180,12 @@ func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 	w.builder.sync = true
 	w.ci.Never = map[string]bool{k1.Kernel: true} // the first consumer build is still running
 	crashed := false
-	w.before = func(rebuild.BuildRequest) error {
+	w.before = func(build.Request) error {
 		if !crashed {
 			crashed = true
 			// The CI gets the request, then the process dies.
-			_ = (&rebuild.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
-				rebuild.BuildRequest{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
+			_ = (&build.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
+				build.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
 					Image: w.srv.Host() + "/" + kmodRepo + ":staging-" + k1.Kernel + ".x86_64"})
 			runtime.Goexit()
 		}
@@ -196,7 +199,7 @@ func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 	}()
 	<-done
 	w.restart()
-	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != state.KernelBuildRequested || c.Attempts != 1 {
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != ledger.StateBuildRequested || c.Attempts != 1 {
 		t.Fatalf("after the crash: %+v", c)
 	}
 	w.pass()
@@ -205,12 +208,12 @@ func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 	}
 	// The CI run finishes: the image appears and is promoted.
 	w.ci.Never = nil
-	_ = (&rebuild.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
-		rebuild.BuildRequest{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
+	_ = (&build.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
+		build.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
 			Image: w.srv.Host() + "/" + kmodRepo + ":staging-" + k1.Kernel + ".x86_64"})
 	requests := len(w.ci.Requests())
 	w.pass()
-	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != state.KernelPromoted {
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != ledger.StatePromoted {
 		t.Fatalf("after the build appeared: %+v", c)
 	}
 	// The state file is lost: everything is found again, nothing rebuilt.
@@ -224,7 +227,7 @@ func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 	if n := len(w.ci.Requests()); n != requests || w.builder.total() != dtkBuilds {
 		t.Errorf("after losing the state: %d consumer requests (was %d), %d DTK builds (was %d)", n, requests, w.builder.total(), dtkBuilds)
 	}
-	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != state.KernelPromoted || !c.Published {
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != ledger.StatePromoted || !c.Published {
 		t.Errorf("the consumer build after losing the state: %+v", c)
 	}
 }
@@ -237,7 +240,7 @@ func TestConsumerRetriesAfterBackoffAndWhatItCosts(t *testing.T) {
 	w := newConsumerWorld(t)
 	w.builder.sync = true
 	failing := true
-	w.before = func(rebuild.BuildRequest) error {
+	w.before = func(build.Request) error {
 		if failing {
 			return errors.New("CI unavailable")
 		}
@@ -248,7 +251,7 @@ func TestConsumerRetriesAfterBackoffAndWhatItCosts(t *testing.T) {
 		t.Fatalf("a failed build request does not fail the pass: %v", err)
 	}
 	c := consumerBuilds(t, w.store)[k1.Kernel]
-	if c.State != state.KernelNew || c.Attempts != 1 || !strings.Contains(c.Reason, "CI unavailable") || c.NextAttemptAt.IsZero() {
+	if c.State != ledger.StateNew || c.Attempts != 1 || !strings.Contains(c.Reason, "CI unavailable") || c.NextAttemptAt.IsZero() {
 		t.Fatalf("after a failed request: %+v", c)
 	}
 	failing = false
@@ -262,7 +265,7 @@ func TestConsumerRetriesAfterBackoffAndWhatItCosts(t *testing.T) {
 	w.pass()
 	cost := w.srv.Stats().Sub(before)
 	c = consumerBuilds(t, w.store)[k1.Kernel]
-	if c.State != state.KernelPromoted || c.Attempts != 2 || len(w.ci.Requests()) != 1 {
+	if c.State != ledger.StatePromoted || c.Attempts != 2 || len(w.ci.Requests()) != 1 {
 		t.Fatalf("after the backoff: %+v, %d requests", c, len(w.ci.Requests()))
 	}
 	t.Logf("a consumer's image looked for, built, verified, promoted (kernel and release tag), staging removed: %d registry requests (CI push included), %d bytes served",
@@ -290,7 +293,7 @@ func TestNoConsumerImageWithoutAVerifier(t *testing.T) {
 	if !strings.Contains(strings.Join(res.Warnings, "\n"), "nothing verifies kmod images") {
 		t.Errorf("warnings %v", res.Warnings)
 	}
-	if kernels(t, w.store)[k1.Kernel].State != state.KernelPromoted {
+	if kernels(t, w.store)[k1.Kernel].State != ledger.StatePromoted {
 		t.Error("the DTK itself was held up")
 	}
 }

@@ -10,23 +10,23 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/notify"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/releaseinfo"
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 )
 
-func realEffects(h *harness, builder rebuild.Builder) func() *Reconciler {
+func realEffects(h *harness, builder build.Builder) func() *Reconciler {
 	return func() *Reconciler {
 		r := h.reconciler()
 		r.Builder = builder
-		r.Promoter = rebuild.NewRegistryPromoter(r.Registry)
-		r.Verifier = &rebuild.Verifier{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
-		r.Untagger = r.Registry
-		r.Policy.RequireVerified = true
+		r.Promoter = promote.NewRemote(r.Registry)
+		r.Verifier = &verify.DTK{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
 		return r
 	}
 }
@@ -36,18 +36,18 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			h := newHarness(t)
 			ci := &citest.CI{World: h.world, Secret: []byte("hook-secret"), Token: "ghs_test", Wrong: map[string]string{k3.Kernel: "5.14.0-427.99.1.el9_4"}}
-			var builder rebuild.Builder
+			var builder build.Builder
 			switch backend {
 			case "webhook":
 				srv := httptest.NewServer(http.HandlerFunc(ci.Webhook))
 				defer srv.Close()
-				builder = &rebuild.WebhookBuilder{URL: srv.URL, Secret: ci.Secret}
+				builder = &build.WebhookBuilder{URL: srv.URL, Secret: ci.Secret}
 			default:
 				mux := http.NewServeMux()
 				mux.HandleFunc("POST /repos/acme/dtk-builds/actions/workflows/build-dtk.yml/dispatches", ci.Dispatch)
 				srv := httptest.NewServer(mux)
 				defer srv.Close()
-				builder = &rebuild.ActionsBuilder{APIURL: srv.URL, Repository: "acme/dtk-builds", Workflow: "build-dtk.yml", Ref: "main",
+				builder = &build.ActionsBuilder{APIURL: srv.URL, Repository: "acme/dtk-builds", Workflow: "build-dtk.yml", Ref: "main",
 					Token: func() (string, error) { return "ghs_test", nil }}
 			}
 			newReconciler := realEffects(h, builder)
@@ -85,7 +85,7 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 				t.Errorf("the wrong-kernel build was requested %d times, want %d", n, h.policy.MaxAttempts)
 			}
 			ks := kernels(t, h.store)
-			if k := ks[k3.Kernel]; k.State != state.KernelFailed || !strings.Contains(k.Reason, "carries 5.14.0-427.99.1.el9_4") ||
+			if k := ks[k3.Kernel]; k.State != ledger.StateFailed || !strings.Contains(k.Reason, "carries 5.14.0-427.99.1.el9_4") ||
 				len(k.Rejections) != h.policy.MaxAttempts || k.Published {
 				t.Errorf("the wrong-kernel build: %+v", k)
 			}
@@ -97,7 +97,7 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 			for v, k := range map[string]payloadtest.Stream{"4.16.15": k1, "4.16.16": k1, "4.16.17": k2} {
 				got, ok := h.srv.TagDigest("dtkbot/driver-toolkit", v)
 				want, _ := h.srv.TagDigest("dtkbot/driver-toolkit", k.Kernel+".x86_64")
-				if !ok || got != want || ks[k.Kernel].State != state.KernelPromoted || ks[k.Kernel].ImageDigest != want.String() {
+				if !ok || got != want || ks[k.Kernel].State != ledger.StatePromoted || ks[k.Kernel].ImageDigest != want.String() {
 					t.Errorf("%s at %s, want %s (%+v)", v, got, want, ks[k.Kernel])
 				}
 				// The staging tag is gone once the image is promoted (this

@@ -15,12 +15,13 @@ import (
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/faulttest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/notify"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/registry"
 )
 
@@ -74,7 +75,7 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 	}
 	client, _ := notify.NewClient(gh.URL(), notify.TokenAuth{File: writeToken(t, "ghp_fault")})
 	newReconciler := func() *Reconciler {
-		r := realEffects(h, &rebuild.WebhookBuilder{URL: ciServer.URL, Secret: []byte("s"), Attempts: 3, Backoff: time.Millisecond})()
+		r := realEffects(h, &build.WebhookBuilder{URL: ciServer.URL, Secret: []byte("s"), Attempts: 3, Backoff: time.Millisecond})()
 		n, err := notify.New(client, notify.TokenAuth{File: writeToken(t, "ghp_fault")}, notify.Options{Repository: "acme/driver-ci",
 			CloseWhenPromoted: true, MutationInterval: time.Millisecond, MaxWait: 2 * time.Second,
 			PullRequest: &notify.PullRequestOptions{Path: "kernels.yaml"}}, h.store, zerolog.Nop())
@@ -96,7 +97,7 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector, deadline time.Durat
 		run.slowest = max(run.slowest, took)
 		pending := 0
 		for _, a := range res.Actions {
-			if a.Type != rebuild.ActionHold {
+			if a.Type != plan.ActionHold {
 				pending++
 			}
 		}

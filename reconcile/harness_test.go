@@ -15,11 +15,14 @@ import (
 	"github.com/distribution/reference"
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/rctest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
+	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
@@ -38,13 +41,12 @@ type harness struct {
 	statePath string
 	store     *state.Store
 	builder   *fakeBuilder
-	promoter  *fakePromoter
 	notifier  *fakeNotifier
 	now       time.Time
 	channels  []string
 	arches    []string // graph arches (default amd64)
 	releases  []string // config pullspecs
-	target    rebuild.Target
+	target    plan.Target
 	policy    BuildPolicy
 	regOpts   registry.Options
 }
@@ -71,7 +73,7 @@ func newHarnessWith(t testing.TB, wrapRegistry, wrapGraph func(http.Handler) htt
 		now:       time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
 		channels:  []string{"stable-4.16"},
 		arches:    []string{"amd64"},
-		target: rebuild.Target{
+		target: plan.Target{
 			Repository:  srv.Host() + "/dtkbot/driver-toolkit",
 			KernelTag:   "{{.KernelFull}}",
 			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
@@ -87,7 +89,6 @@ func newHarnessWith(t testing.TB, wrapRegistry, wrapGraph func(http.Handler) htt
 		t.Fatal(err)
 	}
 	h.builder = &fakeBuilder{world: h.world, sync: true}
-	h.promoter = &fakePromoter{reg: srv.Registry}
 	h.notifier = &fakeNotifier{}
 	h.open()
 	t.Cleanup(func() { h.store.Close() })
@@ -139,11 +140,11 @@ func (h *harness) reconciler() *Reconciler {
 			Channels: h.channels, Arches: h.arches, Releases: h.releases, Store: h.store,
 			ReleaseControllers: rcs, Streams: h.store,
 		},
-		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: h.store, Checker: reg, Untagger: reg,
-		Builder: h.builder, Promoter: h.promoter, Notifier: h.notifier,
+		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: h.store, Checker: reg,
+		Builder: h.builder, Promoter: promote.NewRemote(reg), Notifier: h.notifier,
 		Target: h.target, Build: h.policy, Concurrency: 4, Log: zerolog.Nop(),
 		// As config.yaml's defaults: candidates are built and tagged.
-		Policy:     rebuild.Policy{BuildKinds: []string{"rc", "ec"}, PrereleaseTags: true},
+		Policy:     plan.Policy{BuildKinds: []string{"rc", "ec"}, PrereleaseTags: true},
 		Prerelease: PrereleasePolicy{OnWithdrawn: WithdrawTags},
 		ResolveTTL: time.Hour,
 	}
@@ -183,11 +184,11 @@ func count(res *Result, typ string) int {
 	return n
 }
 
-func kernels(t testing.TB, s *state.Store) map[string]state.Kernel {
+func kernels(t testing.TB, s *state.Store) map[string]ledger.Image {
 	t.Helper()
-	out := map[string]state.Kernel{}
+	out := map[string]ledger.Image{}
 	if err := s.View(func(tx *state.Tx) error {
-		ks, err := tx.Kernels()
+		ks, err := tx.DTKs()
 		for _, k := range ks {
 			out[k.Kernel] = k
 		}
@@ -205,12 +206,12 @@ type fakeBuilder struct {
 	sync  bool
 	mu    sync.Mutex
 	calls map[string]int
-	queue []rebuild.BuildRequest
+	queue []build.Request
 	// before, if set, runs first (to simulate a crash or a failure).
-	before func(rebuild.BuildRequest) error
+	before func(build.Request) error
 }
 
-func (b *fakeBuilder) Build(_ context.Context, req rebuild.BuildRequest) error {
+func (b *fakeBuilder) Build(_ context.Context, req build.Request) error {
 	if b.before != nil {
 		if err := b.before(req); err != nil {
 			return err
@@ -261,34 +262,12 @@ func (b *fakeBuilder) total() int {
 	return n
 }
 
-// fakePromoter tags within the registry (the real promoter is tested in rebuild).
-type fakePromoter struct {
-	reg   *registrytest.Registry
-	mu    sync.Mutex
-	calls int
-}
-
-func (p *fakePromoter) Promote(_ context.Context, src, dst string) (string, error) {
-	p.mu.Lock()
-	p.calls++
-	p.mu.Unlock()
-	s, _ := reference.ParseNormalizedNamed(src)
-	d, _ := reference.ParseNormalizedNamed(dst)
-	dig := s.(reference.Canonical).Digest()
-	body, mt, ok := p.reg.Manifest(reference.Path(s), dig.String())
-	if !ok {
-		return "", registry.ErrNotFound
-	}
-	p.reg.PutManifest(reference.Path(d), d.(reference.NamedTagged).Tag(), mt, body)
-	return dig.String(), nil
-}
-
 type fakeNotifier struct {
 	mu      sync.Mutex
 	notices []string
 }
 
-func (n *fakeNotifier) Notify(_ context.Context, k state.Kernel) error {
+func (n *fakeNotifier) Notify(_ context.Context, k ledger.Image) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.notices = append(n.notices, k.Kernel+"="+k.State)

@@ -8,14 +8,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/version"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
-// Kinds of held releases (state.HeldRelease.Kind).
+// Kinds of held releases (ledger.HeldRelease.Kind).
 const (
 	HeldContent   = "content"   // the payload's content is broken: never read again unless asked
 	HeldSignature = "signature" // strict mode, not verified: checked again every pass
@@ -42,7 +44,7 @@ func (p *pass) inspect(ctx context.Context) {
 			continue
 		}
 		rel := recordRelease(job.release, rep, p.now)
-		key := state.ReleaseKey(rel.Digest, rel.Arch)
+		key := ledger.ReleaseKey(rel.Digest, rel.Arch)
 		if _, known := p.view.releases[key]; known {
 			continue // listed twice (a config pullspec that is also in the graph)
 		}
@@ -61,7 +63,7 @@ func (p *pass) inspect(ctx context.Context) {
 				return err
 			}
 			for _, k := range changed {
-				if err := tx.PutKernel(k); err != nil {
+				if err := tx.PutImage(k); err != nil {
 					return err
 				}
 			}
@@ -98,7 +100,7 @@ func (p *pass) unseen() []job {
 	var out []job
 	for _, rel := range p.releases {
 		for _, arch := range inspectArches(rel.Arch) {
-			key := state.ReleaseKey(rel.Digest, arch)
+			key := ledger.ReleaseKey(rel.Digest, arch)
 			if known, ok := p.view.releases[key]; ok {
 				p.refresh(known, rel)
 				continue
@@ -115,17 +117,17 @@ func (p *pass) unseen() []job {
 // contentHold turns an inspection error into a held release when the
 // payload's content is at fault; errors that may pass (network, 5xx, auth,
 // a digest mismatch in transit) are not held.
-func (p *pass) contentHold(j job, err error) (state.HeldRelease, bool) {
+func (p *pass) contentHold(j job, err error) (ledger.HeldRelease, bool) {
 	var pe *releaseinfo.PayloadError
 	if !registry.IsContent(err) || !errors.As(err, &pe) || pe.Digest == "" {
-		return state.HeldRelease{}, false
+		return ledger.HeldRelease{}, false
 	}
-	return state.HeldRelease{Version: j.release.Version, Pullspec: j.release.Pullspec, Digest: pe.Digest, Arch: j.arch,
+	return ledger.HeldRelease{Version: j.release.Version, Pullspec: j.release.Pullspec, Digest: pe.Digest, Arch: j.arch,
 		Channels: j.release.Channels, Kind: HeldContent, Reason: err.Error(), Since: p.since(pe.Digest, j.arch)}, true
 }
 
 // hold records a held release.
-func (p *pass) hold(h state.HeldRelease) {
+func (p *pass) hold(h ledger.HeldRelease) {
 	_, before := p.view.held[h.Key()]
 	p.view.held[h.Key()] = h
 	if !before {
@@ -141,8 +143,8 @@ func (p *pass) hold(h state.HeldRelease) {
 }
 
 // heldActions reports every held release of the pass's scope.
-func (p *pass) heldActions() []rebuild.Action {
-	var out []rebuild.Action
+func (p *pass) heldActions() []plan.Action {
+	var out []plan.Action
 	for _, h := range p.view.held {
 		if p.opts.Release != "" && h.Version != p.opts.Release {
 			continue
@@ -151,7 +153,7 @@ func (p *pass) heldActions() []rebuild.Action {
 		if release == "" {
 			release = h.Pullspec
 		}
-		out = append(out, rebuild.Action{Type: rebuild.ActionHold, Release: release, Arch: h.Arch,
+		out = append(out, plan.Action{Type: plan.ActionHold, Release: release, Arch: h.Arch,
 			Reason: fmt.Sprintf("held since %s (%s): %s", h.Since.UTC().Format(time.RFC3339), h.Kind, h.Reason)})
 	}
 	return out
@@ -224,11 +226,11 @@ func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Resu
 }
 
 // recordRelease turns an inspection into the release record.
-func recordRelease(src watcher.Release, rep *releaseinfo.Report, now time.Time) state.Release {
-	rel := state.Release{Version: rep.Release, Pullspec: src.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
-		Channels: src.Channels, Kind: watcher.Kind(rep.Release), Sources: src.Sources, FirstSeen: now}
+func recordRelease(src watcher.Release, rep *releaseinfo.Report, now time.Time) ledger.Release {
+	rel := ledger.Release{Version: rep.Release, Pullspec: src.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
+		Channels: src.Channels, Kind: version.Kind(rep.Release), Sources: src.Sources, FirstSeen: now}
 	for _, s := range rep.Streams {
-		ships := state.ReleaseShips{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull, RTKernel: s.RTKernel,
+		ships := ledger.ReleaseShips{Stream: s.Stream, Kernel: s.Kernel, KernelFull: s.KernelFull, RTKernel: s.RTKernel,
 			RHEL: s.RHELVersion, RHCOS: s.RHCOSVersion}
 		switch {
 		case s.Kernel == "" && len(s.Warnings) == 0:

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dtkbot/dtkbot/rebuild"
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 )
 
 // Previewer is a Notifier that can say what it would do without doing it.
 type Previewer interface {
-	Preview(ctx context.Context, k state.Kernel) (string, error)
+	Preview(ctx context.Context, k ledger.Image) (string, error)
 }
 
 // notify announces every kernel whose state changed since its last notice
@@ -25,10 +26,10 @@ func (p *pass) notify(ctx context.Context) {
 	}
 	for i := range actions {
 		a := &actions[i]
-		k := p.view.kernels[a.KernelKey]
+		k, _ := p.image(a.KernelKey)
 		err := p.r.Notifier.Notify(ctx, k)
 		switch {
-		case errors.Is(err, rebuild.ErrNotConfigured):
+		case errors.Is(err, build.ErrNotConfigured):
 			a.Result = "skipped: " + err.Error()
 			continue
 		case err != nil:
@@ -38,28 +39,29 @@ func (p *pass) notify(ctx context.Context) {
 		}
 		a.Result = "ok"
 		k.NotifiedState, k.NotifiedHash = k.State, p.noticeHash(k)
-		if err := p.recordKernel(k, *a, "ok"); err != nil {
+		if err := p.recordImage(k, *a, "ok"); err != nil {
 			p.deferred(err)
 		}
 	}
 	p.res.Actions = append(p.res.Actions, actions...)
 }
 
-func (p *pass) notifications() []rebuild.Action {
+func (p *pass) notifications() []plan.Action {
 	if p.r.Notifier == nil {
 		return nil
 	}
-	return rebuild.Notifications(p.view.kernelList(p.opts.Release), p.noticeHash)
+	return plan.Notifications(p.view.dtkList(p.opts.Release), p.noticeHash)
 }
 
 // preview fills a dry run's notify actions with what the notifier would do.
-func (p *pass) preview(ctx context.Context, actions []rebuild.Action) []rebuild.Action {
+func (p *pass) preview(ctx context.Context, actions []plan.Action) []plan.Action {
 	pv, ok := p.r.Notifier.(Previewer)
 	if !ok {
 		return actions
 	}
 	for i := range actions {
-		out, err := pv.Preview(ctx, p.view.kernels[actions[i].KernelKey])
+		k, _ := p.image(actions[i].KernelKey)
+		out, err := pv.Preview(ctx, k)
 		if err != nil {
 			out = "cannot tell: " + err.Error()
 		}

@@ -7,81 +7,69 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 )
 
-// lifecycle is what an image's life in the ledger needs, for a kernel's DTK
-// and for a consumer's image alike: where it is pushed and promoted, how it
-// is verified, how its builds are retried.
-type lifecycle struct {
-	// what names the image in logs and reasons ("kernel image", "consumer
-	// acme-nic's image").
-	what string
-	// consumer is set for a consumer's image.
-	consumer              string
-	kernelRef, stagingRef string
-	build                 BuildPolicy
-	// verify checks the image pinned by digest; an error wrapping
-	// rebuild.ErrWrongKernel or rebuild.ErrNoModules rejects it. nil:
-	// images are not verified.
-	verify func(ctx context.Context, pinned string) error
-}
+// refs are where one image is looked for: its kernel tag, and the staging
+// reference its builds push to.
+type refs struct{ kernel, staging string }
 
-// dtkLifecycle is a kernel's DTK image's lifecycle (false: its tags cannot be
-// rendered; Plan holds it with the reason).
-func (p *pass) dtkLifecycle(k state.Kernel) (lifecycle, bool) {
-	kernelRef, err := rebuild.KernelImage(p.r.Target, k)
+// refsOf renders an image's references (false: they cannot be rendered;
+// the plan holds the image with the reason).
+func (p *pass) refsOf(k *kind, m ledger.Image) (refs, bool) {
+	kernel, err := plan.KernelImage(k.target, m)
 	if err != nil {
-		return lifecycle{}, false
+		return refs{}, false
 	}
-	stagingRef, err := rebuild.StagingImage(p.r.Target, k)
+	staging, err := plan.StagingImage(k.target, m)
 	if err != nil {
-		return lifecycle{}, false
+		return refs{}, false
 	}
-	lc := lifecycle{what: "kernel image", kernelRef: kernelRef, stagingRef: stagingRef, build: p.r.Build}
-	if v := p.r.Verifier; v != nil {
-		lc.verify = func(ctx context.Context, pinned string) error { return v.Verify(ctx, pinned, k.Kernel, k.Arch) }
-	}
-	return lc, true
+	return refs{kernel, staging}, true
 }
 
-// rejects reports whether a verification error is a verdict on the image.
-func rejects(err error) bool {
-	return errors.Is(err, rebuild.ErrWrongKernel) || errors.Is(err, rebuild.ErrNoModules)
-}
-
-// observe looks in the registry for the image of every kernel still awaited
-// and moves the ledger on: an image that appeared at the staging reference
-// (or, for a kernel never built by this state file, already at its kernel
-// tag) is built, then verified; a build that did not appear in time is
-// retried or failed. Kernels built and verified are not looked at: the
-// steady state costs no request.
-//
-// Kernels are looked at concurrently (a backfill finds hundreds), as many at
-// once as the registry client has calls in flight.
-func (p *pass) observe(ctx context.Context) {
-	var awaited []state.Kernel
-	for _, k := range p.view.kernelList("") {
-		switch k.State {
-		case state.KernelBuilt, state.KernelNew, state.KernelBuildRequested:
-			awaited = append(awaited, k)
+// awaited lists the images, of every kind, that the registry may have news
+// of: new, requested, or built but not verified. Images verified or
+// promoted are not looked at: the steady state costs no request.
+func (p *pass) awaited() []string {
+	var out []string
+	for _, m := range p.view.imageList("") {
+		switch m.State {
+		case ledger.StateBuilt, ledger.StateNew, ledger.StateBuildRequested:
+			out = append(out, m.Key())
 		}
 	}
+	return out
+}
+
+// observe looks in the registry for each of the images keys names and moves
+// the ledger on: an image that appeared at the staging reference (or, for
+// an image never built by this state file, already at its kernel tag) is
+// built, then verified; a build that did not appear in time is retried or
+// failed. Images are looked at concurrently (a backfill finds hundreds), as
+// many at once as the registry client has calls in flight.
+func (p *pass) observe(ctx context.Context, keys []string) {
 	slots := make(chan struct{}, max(p.r.Concurrency, 1))
 	var wg sync.WaitGroup
-	for _, k := range awaited {
-		lc, ok := p.dtkLifecycle(k)
+	for _, key := range keys {
+		m, ok := p.image(key)
+		k := p.kinds[m.Kind()]
+		if !ok || k == nil {
+			continue
+		}
+		at, ok := p.refsOf(k, m)
 		if !ok {
 			continue
 		}
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			if p.advance(ctx, &k, lc) {
-				k.UpdatedAt = p.now
-				p.putKernel(k)
+			if p.advance(ctx, &m, k, at) {
+				m.UpdatedAt = p.now
+				p.putImage(m)
 			}
 		})
 	}
@@ -89,66 +77,66 @@ func (p *pass) observe(ctx context.Context) {
 }
 
 // advance looks for an awaited image, and verifies one that is built. It
-// reports whether k changed.
-func (p *pass) advance(ctx context.Context, k *state.Kernel, lc lifecycle) bool {
-	if k.State == state.KernelBuilt {
-		return lc.verify != nil && p.verify(ctx, k, lc)
+// reports whether m changed.
+func (p *pass) advance(ctx context.Context, m *ledger.Image, k *kind, at refs) bool {
+	if m.State == ledger.StateBuilt {
+		return k.verify != nil && p.verify(ctx, m, k)
 	}
-	changed := p.lookForImage(ctx, k, lc)
-	if changed && k.State == state.KernelBuilt && lc.verify != nil {
-		p.verify(ctx, k, lc)
+	changed := p.lookForImage(ctx, m, k, at)
+	if changed && m.State == ledger.StateBuilt && k.verify != nil {
+		p.verify(ctx, m, k)
 	}
 	return changed
 }
 
-// lookForImage HEADs the references an image may be at: for a new entry
+// lookForImage HEADs the references an image may be at: for a new image
 // first its kernel tag (the image may be there from before the state file,
 // or be someone else's), then the staging reference its build pushes to.
 // Images that failed verification before do not count. It reports whether
-// k changed.
-func (p *pass) lookForImage(ctx context.Context, k *state.Kernel, lc lifecycle) bool {
-	if k.State == state.KernelNew {
+// m changed.
+func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at refs) bool {
+	if m.State == ledger.StateNew {
 		p.checked()
-		d, err := p.r.Checker.Digest(ctx, lc.kernelRef)
-		_, rejected := k.Rejected(d.String())
+		d, err := p.r.Checker.Digest(ctx, at.kernel)
+		_, rejected := m.Rejected(d.String())
 		switch {
 		case err == nil && !rejected:
-			k.State, k.Image, k.Staging, k.ImageDigest, k.Reason = state.KernelBuilt, lc.kernelRef, "", d.String(), ""
-			p.log.Info().Str("kernel", k.Kernel).Str("consumer", lc.consumer).Str("image", lc.kernelRef).Str("digest", d.String()).
-				Msgf("the kernel tag already holds a %s: verifying it", lc.what)
+			m.State, m.Image, m.Staging, m.ImageDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, "", d.String(), "", ""
+			p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.kernel).Str("digest", d.String()).
+				Msgf("the kernel tag already holds a %s: verifying it", k.what)
 			return true
 		case err != nil && !errors.Is(err, registry.ErrNotFound):
-			p.fail(fmt.Errorf("checking the kernel tag of %s (%s): %w", k.Key(), lc.what, err))
+			p.fail(fmt.Errorf("checking the kernel tag of %s (%s): %w", m.Key(), k.what, err))
 			return false
 		}
 	}
 	p.checked()
-	d, err := p.r.Checker.Digest(ctx, lc.stagingRef)
-	before, rejected := k.Rejected(d.String())
+	d, err := p.r.Checker.Digest(ctx, at.staging)
+	before, rejected := m.Rejected(d.String())
 	rejected = rejected && err == nil
 	switch {
 	case err == nil && !rejected:
-		k.State, k.Image, k.Staging, k.ImageDigest, k.Reason = state.KernelBuilt, lc.kernelRef, lc.stagingRef, d.String(), ""
-		p.log.Info().Str("kernel", k.Kernel).Str("consumer", lc.consumer).Str("image", lc.stagingRef).Str("digest", d.String()).Msgf("%s built", lc.what)
+		m.State, m.Image, m.Staging, m.ImageDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, at.staging, d.String(), "", ""
+		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.staging).Str("digest", d.String()).Msgf("%s built", k.what)
 		return true
-	case rejected && before.Untagged && k.State == state.KernelBuildRequested && before.At.Before(k.BuildRequestedAt):
+	case rejected && before.Untagged && m.State == ledger.StateBuildRequested && before.At.Before(m.BuildRequestedAt):
 		// The rejected image's tag was removed, and a later build pushed
 		// the very same image again: that attempt failed as well.
-		k.Staging, k.ImageDigest = lc.stagingRef, d.String()
-		p.reject(ctx, k, fmt.Errorf("%w: the build pushed %s again, which failed verification before: %s", rebuild.ErrWrongKernel, d, before.Reason), lc)
-		p.action(rebuild.Action{Type: rebuild.ActionVerify, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, Consumer: lc.consumer,
-			Image: lc.stagingRef, KernelKey: k.Key(), Result: "rejected: pushed the rejected image again"})
+		m.Staging, m.ImageDigest = at.staging, d.String()
+		p.reject(ctx, m, fmt.Errorf("%w: the build pushed %s again, which failed verification before: %s", verify.ErrRejected, d, before.Reason), k)
+		p.action(plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
+			Image: at.staging, KernelKey: m.KernelKey(), Result: "rejected: pushed the rejected image again"})
 		return true
 	case err != nil && !errors.Is(err, registry.ErrNotFound):
-		p.fail(fmt.Errorf("checking the staging image of %s (%s): %w", k.Key(), lc.what, err))
+		p.fail(fmt.Errorf("checking the staging image of %s (%s): %w", m.Key(), k.what, err))
 		return false
-	case k.State == state.KernelBuildRequested && p.now.Sub(k.BuildRequestedAt) > lc.build.Timeout:
-		k.Reason = fmt.Sprintf("the build requested at %s did not appear within %s", k.BuildRequestedAt.UTC().Format(time.RFC3339), lc.build.Timeout)
+	case m.State == ledger.StateBuildRequested && p.now.Sub(m.BuildRequestedAt) > k.build.Timeout:
+		m.Reason = fmt.Sprintf("the build requested at %s did not appear within %s", m.BuildRequestedAt.UTC().Format(time.RFC3339), k.build.Timeout)
 		if rejected {
-			k.Reason += fmt.Sprintf(" (%s still holds the image rejected before, %s)", lc.stagingRef, d)
+			m.Reason += fmt.Sprintf(" (%s still holds the image rejected before, %s)", at.staging, d)
 		}
-		if p.attemptFailed(k, lc.build) {
-			k.Reason += fmt.Sprintf(" (%d attempts)", k.Attempts)
+		if p.attemptFailed(m, k.build) {
+			m.Reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
 		}
 		return true
 	}
@@ -158,25 +146,25 @@ func (p *pass) lookForImage(ctx context.Context, k *state.Kernel, lc lifecycle) 
 // verify checks a built image by digest. A verified image at the staging
 // reference waits for promotion; one found at the kernel tag is adopted
 // there. An image that fails is rejected (see reject); a read error leaves
-// k built for the next pass. It reports whether k changed.
-func (p *pass) verify(ctx context.Context, k *state.Kernel, lc lifecycle) bool {
-	pinned := k.PinnedImage()
-	a := rebuild.Action{Type: rebuild.ActionVerify, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch, Consumer: lc.consumer, Image: pinned, KernelKey: k.Key()}
-	err := lc.verify(ctx, pinned)
+// m built for the next pass. It reports whether m changed.
+func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
+	pinned := m.PinnedImage()
+	a := plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer, Image: pinned, KernelKey: m.KernelKey()}
+	err := k.verify(ctx, pinned, *m)
 	switch {
 	case err == nil:
-		k.State, k.Reason = state.KernelVerified, ""
+		m.State, m.Reason, m.Detail = ledger.StateVerified, "", ""
 		a.Result = "verified"
-		p.log.Info().Str("kernel", k.Kernel).Str("consumer", lc.consumer).Str("image", pinned).Msgf("%s verified", lc.what)
-		if k.Staging == "" {
+		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", pinned).Msgf("%s verified", k.what)
+		if m.Staging == "" {
 			// Found at the kernel tag and verified: the tag is dtkbot's now.
-			k.Published = true
-			a.Tag, a.Kind = k.Image, state.TagKernel
-			p.putPromotion(state.Promotion{Ref: k.Image, Digest: k.ImageDigest, Release: first(k.Releases), Kernel: k.Kernel,
-				KernelKey: k.Key(), Consumer: lc.consumer, Kind: state.TagKernel, At: p.now}, a)
+			m.Published = true
+			a.Tag, a.Kind = m.Image, ledger.TagKernel
+			p.putPromotion(ledger.Promotion{Ref: m.Image, Digest: m.ImageDigest, Release: first(m.Releases), Kernel: m.Kernel,
+				KernelKey: m.KernelKey(), Consumer: m.Consumer, Kind: ledger.TagKernel, At: p.now}, a)
 		}
-	case rejects(err):
-		p.reject(ctx, k, err, lc)
+	case errors.Is(err, verify.ErrRejected):
+		p.reject(ctx, m, err, k)
 		a.Result = "rejected: " + err.Error()
 	default:
 		p.fail(err)
@@ -189,34 +177,36 @@ func (p *pass) verify(ctx context.Context, k *state.Kernel, lc lifecycle) bool {
 // reject records a built image that failed verification. It is never
 // promoted, and never taken for the image again. A build is retried after
 // the backoff while attempts remain; an image someone else put at the
-// kernel tag fails the entry, as dtkbot never overwrites a tag it did not
+// kernel tag fails the image, as dtkbot never overwrites a tag it did not
 // promote. The staging tag is removed where the registry allows, so the
 // retry pushes to a clean tag.
-func (p *pass) reject(ctx context.Context, k *state.Kernel, err error, lc lifecycle) {
+func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) {
 	p.mu.Lock()
 	p.res.Rejected++
 	p.mu.Unlock()
-	k.Rejections = append(k.Rejections, state.Rejection{Digest: k.ImageDigest, Image: k.PinnedImage(), Reason: err.Error(), At: p.now})
-	staging := k.Staging
-	p.log.Error().Str("kernel", k.Kernel).Str("consumer", lc.consumer).Str("image", k.PinnedImage()).Err(err).Msgf("the %s failed verification: not promoted", lc.what)
+	m.Rejections = append(m.Rejections, ledger.Rejection{Digest: m.ImageDigest, Image: m.PinnedImage(), Reason: err.Error(), At: p.now})
+	staging := m.Staging
+	p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.PinnedImage()).Err(err).Msgf("the %s failed verification: not promoted", k.what)
 	switch {
 	case staging == "":
-		k.State = state.KernelFailed
-		k.Reason = fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not promote and which fails verification (%v); dtkbot never overwrites a tag it did not promote: remove the tag, then run dtkbot reconcile --retry-failed", k.Image, k.ImageDigest, err)
-		p.fail(errors.New(k.Reason))
-	case p.attemptFailed(k, lc.build):
-		k.Reason = fmt.Sprintf("verification failed (%d attempts): %v", k.Attempts, err)
+		m.State = ledger.StateFailed
+		m.Reason = fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not promote and which fails verification (%v); dtkbot never overwrites a tag it did not promote: remove the tag, then run dtkbot reconcile --retry-failed", m.Image, m.ImageDigest, err)
+		p.fail(errors.New(m.Reason))
+	case p.attemptFailed(m, k.build):
+		m.Reason = fmt.Sprintf("verification failed (%d attempts): %v", m.Attempts, err)
 		p.fail(err)
 	default:
-		k.Reason = fmt.Sprintf("the build of attempt %d failed verification, retrying: %v", k.Attempts, err)
-		p.warn(k.Reason)
+		m.Reason = fmt.Sprintf("the build of attempt %d failed verification, retrying: %v", m.Attempts, err)
+		p.warn(m.Reason)
 	}
-	k.ImageDigest, k.Published = "", false
-	if staging != "" && p.r.Untagger != nil && !p.opts.DryRun {
-		if err := p.r.Untagger.Untag(ctx, staging); err != nil {
+	m.ImageDigest, m.Published = "", false
+	// The rejected image is no tag a consumer reads: the staging tag may go
+	// without the checks of a promoted image's (nothing else holds it).
+	if staging != "" && p.r.Promoter != nil && !p.opts.DryRun {
+		if err := p.r.Promoter.Untag(ctx, staging); err != nil {
 			p.log.Info().Str("tag", staging).Err(err).Msg("the rejected image stays at the staging tag")
 		} else {
-			k.Rejections[len(k.Rejections)-1].Untagged = true
+			m.Rejections[len(m.Rejections)-1].Untagged = true
 		}
 	}
 }

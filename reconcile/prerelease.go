@@ -8,7 +8,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
+	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
@@ -24,7 +26,7 @@ const (
 // this pass's discovery (a pre-release found first in a release-controller
 // and then in a graph channel, a phase that changed); a withdrawn release
 // seen accepted again counts again. It costs no registry request.
-func (p *pass) refresh(known state.Release, seen watcher.Release) {
+func (p *pass) refresh(known ledger.Release, seen watcher.Release) {
 	sources, changed := watcher.MergeSources(known.Sources, seen.Sources)
 	for _, ch := range seen.Channels {
 		if !slices.Contains(known.Channels, ch) {
@@ -44,9 +46,9 @@ func (p *pass) refresh(known state.Release, seen watcher.Release) {
 }
 
 // putRelease keeps a release record in the view and, unless dry, the store.
-func (p *pass) putRelease(rel state.Release) {
+func (p *pass) putRelease(rel ledger.Release) {
 	p.mu.Lock()
-	p.view.releases[state.ReleaseKey(rel.Digest, rel.Arch)] = rel
+	p.view.releases[ledger.ReleaseKey(rel.Digest, rel.Arch)] = rel
 	p.mu.Unlock()
 	if p.opts.DryRun {
 		return
@@ -65,7 +67,7 @@ func (p *pass) prereleases(ctx context.Context) {
 	listed := map[string]bool{}
 	for _, rel := range p.releases {
 		for _, arch := range inspectArches(rel.Arch) {
-			listed[state.ReleaseKey(rel.Digest, arch)] = true
+			listed[ledger.ReleaseKey(rel.Digest, arch)] = true
 		}
 	}
 	rejected := map[string]string{} // version/arch -> by which feed
@@ -103,7 +105,7 @@ func (p *pass) prereleases(ctx context.Context) {
 // vanished reports whether every feed that listed a pre-release was read
 // this pass and none lists it any more. A feed that failed to answer says
 // nothing.
-func (p *pass) vanished(rel state.Release) bool {
+func (p *pass) vanished(rel ledger.Release) bool {
 	if len(rel.Sources) == 0 {
 		return false
 	}
@@ -124,26 +126,30 @@ func describe(sources []watcher.Source) string {
 }
 
 // withdrawTags removes (or reports) the tags dtkbot promoted for a
-// withdrawn pre-release: its release tags, in every repository. Kernel tags
-// stay: the image is verified and other releases may ship its kernel.
-func (p *pass) withdrawTags(ctx context.Context, rel state.Release) {
+// withdrawn pre-release: its release tags, of every kind, in every
+// repository, each only while it still holds what dtkbot put there
+// (promote.Tags.Remove). Kernel tags stay: the image is verified and other
+// releases may ship its kernel.
+func (p *pass) withdrawTags(ctx context.Context, rel ledger.Release) {
 	var refs []string
 	for ref, pr := range p.view.promoted {
-		if arch := p.archOf(pr); pr.Release == rel.Version && pr.Kind != state.TagKernel && (arch == "" || arch == rel.Arch) {
+		if arch := pr.Arch(); pr.Release == rel.Version && pr.Kind != ledger.TagKernel && (arch == "" || arch == rel.Arch) {
 			refs = append(refs, ref)
 		}
 	}
 	sort.Strings(refs)
 	for _, ref := range refs {
-		a := rebuild.Action{Type: rebuild.ActionWithdraw, Release: rel.Version, Arch: rel.Arch, Tag: ref, Reason: rel.Withdrawn}
+		pr := p.view.promoted[ref]
+		a := plan.Action{Type: plan.ActionWithdraw, Release: rel.Version, Arch: rel.Arch, Tag: ref, Reason: rel.Withdrawn, Consumer: pr.Consumer, KernelKey: pr.KernelKey}
 		switch {
-		case p.r.Prerelease.OnWithdrawn == WithdrawReport || p.opts.DryRun || p.r.Untagger == nil:
+		case p.r.Prerelease.OnWithdrawn == WithdrawReport || p.opts.DryRun || p.tags == nil:
 			a.Result = "reported"
 			if !p.opts.DryRun {
 				p.warn(fmt.Sprintf("tag %s of withdrawn pre-release %s stays (prerelease.on_withdrawn: report)", ref, rel.Version))
 			}
 		default:
-			err := p.r.Untagger.Untag(ctx, ref)
+			err := p.tags.Remove(ctx, ref)
+			var conflict *promote.ConflictError
 			switch {
 			case err == nil:
 				a.Result = "removed"
@@ -151,37 +157,16 @@ func (p *pass) withdrawTags(ctx context.Context, rel state.Release) {
 			case errors.Is(err, registry.ErrUnsupported):
 				a.Result = "kept: the registry does not delete tags"
 				p.deletePromotion(ref, a) // not ours to keep up any more
+			case errors.As(err, &conflict):
+				// Someone moved it since: it is theirs now, and stays.
+				a.Result = "kept: " + err.Error()
+				p.warn(fmt.Sprintf("tag %s of withdrawn pre-release %s: %v", ref, rel.Version, err))
+				p.deletePromotion(ref, a)
 			default:
 				a.Result = "error: " + err.Error()
 				p.fail(fmt.Errorf("withdrawing %s: %w", ref, err))
 			}
 		}
 		p.action(a)
-	}
-}
-
-// archOf is the arch of the kernel a promoted tag holds.
-func (p *pass) archOf(pr state.Promotion) string {
-	if k, ok := p.view.kernels[pr.KernelKey]; ok {
-		return k.Arch
-	}
-	if parts := strings.SplitN(pr.KernelKey, "/", 3); len(parts) == 3 {
-		return parts[1]
-	}
-	return ""
-}
-
-// deletePromotion forgets a tag dtkbot promoted, journaling why.
-func (p *pass) deletePromotion(ref string, a rebuild.Action) {
-	p.mu.Lock()
-	delete(p.view.promoted, ref)
-	p.mu.Unlock()
-	if err := p.r.Store.Update(func(tx *state.Tx) error {
-		if err := tx.DeletePromotion(ref); err != nil {
-			return err
-		}
-		return journal(tx, p.now, a, a.Result)
-	}); err != nil {
-		p.fail(fmt.Errorf("forgetting the promotion of %s: %w", ref, err))
 	}
 }

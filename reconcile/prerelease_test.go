@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
-	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/version"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
@@ -25,7 +26,7 @@ func (h *harness) candidate(stream, version, phase string, s payloadtest.Stream)
 	return p
 }
 
-func releaseOf(t *testing.T, h *harness, version string) state.Release {
+func releaseOf(t *testing.T, h *harness, version string) ledger.Release {
 	t.Helper()
 	exp, err := h.store.Export()
 	if err != nil {
@@ -37,7 +38,7 @@ func releaseOf(t *testing.T, h *harness, version string) state.Release {
 		}
 	}
 	t.Fatalf("no release %s recorded", version)
-	return state.Release{}
+	return ledger.Release{}
 }
 
 // TestPrereleasesAreReadyBeforeGA follows a minor from its engineering
@@ -59,7 +60,7 @@ func TestPrereleasesAreReadyBeforeGA(t *testing.T) {
 		t.Fatalf("the ec: %+v", res.Actions)
 	}
 	ec := releaseOf(t, h, "4.17.0-ec.1")
-	if ec.Kind != watcher.KindEC || len(ec.Sources) != 1 || ec.Sources[0].Type != watcher.SourceReleaseController ||
+	if ec.Kind != version.KindEC || len(ec.Sources) != 1 || ec.Sources[0].Type != watcher.SourceReleaseController ||
 		ec.Sources[0].Name != "4-dev-preview" || ec.Sources[0].Phase != watcher.PhaseAccepted || ec.TaggedAt.IsZero() {
 		t.Errorf("the ec's record: %+v", ec)
 	}
@@ -103,7 +104,7 @@ func TestPrereleasesAreReadyBeforeGA(t *testing.T) {
 	if strings.Join(k.Releases, ",") != "4.17.0-rc.1,4.17.0" || !k.PromotedAt.Equal(rcPromoted) {
 		t.Errorf("the rc kernel after GA: %+v", k)
 	}
-	if g := releaseOf(t, h, "4.17.0"); g.Kind != watcher.KindGA || !g.FirstSeen.After(k.PromotedAt) {
+	if g := releaseOf(t, h, "4.17.0"); g.Kind != version.KindGA || !g.FirstSeen.After(k.PromotedAt) {
 		t.Errorf("GA %+v: its kernel was promoted at %s", g, k.PromotedAt)
 	}
 }
@@ -149,7 +150,7 @@ func TestWithdrawnPrereleases(t *testing.T) {
 		t.Errorf("ec.2: %q", r.Withdrawn)
 	}
 	for _, k := range []payloadtest.Stream{kEC, kRC} {
-		if _, ok := h.srv.TagDigest(repo, k.Kernel+".x86_64"); !ok || kernels(t, h.store)[k.Kernel].State != state.KernelPromoted {
+		if _, ok := h.srv.TagDigest(repo, k.Kernel+".x86_64"); !ok || kernels(t, h.store)[k.Kernel].State != ledger.StatePromoted {
 			t.Errorf("the kernel %s was touched", k.Kernel)
 		}
 	}
@@ -184,7 +185,7 @@ func TestNightliesAreNotBuiltByDefault(t *testing.T) {
 	if count(res, "build") != 0 || count(res, "hold") != 1 || !strings.Contains(res.Actions[0].Reason, "pre-releases that drive no build") {
 		t.Fatalf("a nightly: %+v", res.Actions)
 	}
-	if r := releaseOf(t, h, "4.17.0-0.nightly-2026-11-20-101010"); r.Kind != watcher.KindNightly {
+	if r := releaseOf(t, h, "4.17.0-0.nightly-2026-11-20-101010"); r.Kind != version.KindNightly {
 		t.Errorf("kind %q", r.Kind)
 	}
 	h.rcStreams = append(h.rcStreams, "4-dev-preview")

@@ -1,9 +1,11 @@
 // Package reconcile is dtkbot's pass, the one code path behind both
 // `dtkbot reconcile` (once) and `dtkbot run` (on a schedule): discover
-// releases, inspect the new ones, record their kernels in the ledger, look at
-// the registry for the images still awaited and verify them, plan with
-// rebuild.Plan, apply the plan through the Builder and Promoter, audit the
-// promoted tags, and notify.
+// releases, inspect the new ones, record their kernels in the ledger, then
+// move every image of every kind (a kernel's DTK, each consumer's image
+// FROM it) through one lifecycle: look at the registry for the images
+// still awaited and verify them, plan with plan.Plan, build to staging
+// (package build) and promote verified images (package promote, which
+// keeps the rules of every tag write), audit the promoted tags, and notify.
 //
 // Every step that cannot be undone is preceded by a look at the world and by
 // a ledger write of the intent, so a pass killed at any point is finished by
@@ -12,9 +14,9 @@
 // tag a consumer reads.
 //
 // Each stage of the pass has its own file: discover.go, inspect.go (with
-// signatures.go), prerelease.go, observe.go, act.go, consumers.go,
-// audit.go, notify.go;
-// ledger.go is the state a pass works on.
+// signatures.go), prerelease.go, act.go (with observe.go, and kinds.go,
+// the table of the kinds of image), audit.go, notify.go; view.go is the
+// state a pass works on.
 package reconcile
 
 import (
@@ -25,7 +27,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
+	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
@@ -40,7 +45,7 @@ type ImageChecker interface {
 }
 
 // Verifier checks that a built image carries the kernel it was built for;
-// an error wrapping rebuild.ErrWrongKernel means it does not (a failed build).
+// an error wrapping verify.ErrWrongKernel means it does not (a failed build).
 type Verifier interface {
 	Verify(ctx context.Context, image, kernel, arch string) error
 }
@@ -66,7 +71,7 @@ type BuildPolicy struct {
 // PrereleasePolicy is what withdrawn pre-releases (Rejected, or vanished
 // from their feeds) do: OnWithdrawn is WithdrawTags (their tags are removed)
 // or WithdrawReport. Which kinds drive builds and get tags is
-// rebuild.Policy's.
+// plan.Policy's.
 type PrereleasePolicy struct {
 	OnWithdrawn string
 }
@@ -87,23 +92,23 @@ type Reconciler struct {
 	Limits     releaseinfo.Limits
 	Store      *state.Store
 	Checker    ImageChecker
-	// Verifier, when set, must pass a built image before anything is
-	// promoted onto it.
+	// The DTK, the first kind of image: Builder builds it to Target's
+	// staging reference, Verifier (when set) must pass it before anything
+	// is promoted onto it, Build bounds its attempts.
+	Builder  build.Builder
 	Verifier Verifier
-	Builder  rebuild.Builder
-	Promoter rebuild.Promoter
-	// Untagger, when set, removes a kernel's staging tag once its image is
-	// promoted (best effort: not every registry deletes tags).
-	Untagger rebuild.Untagger
-	// Consumers are built FROM each promoted DTK; KmodVerifier checks their
-	// images before they are promoted.
+	Target   plan.Target
+	Build    BuildPolicy
+	// Consumers are the other kinds, built FROM each promoted DTK;
+	// KmodVerifier checks their images before they are promoted.
 	Consumers    []Consumer
 	KmodVerifier KmodVerifier
+	// Promoter is the registry tags are written to and removed from, under
+	// promote's rules (promote.Remote); nil: promotion is not configured.
+	Promoter promote.Registry
 	// Notifier may be nil: then no notify actions are planned.
-	Notifier   rebuild.Notifier
-	Target     rebuild.Target
-	Policy     rebuild.Policy
-	Build      BuildPolicy
+	Notifier   Notifier
+	Policy     plan.Policy
 	Audit      AuditPolicy
 	Prerelease PrereleasePolicy
 	// ResolveTTL is how long the digest a pullspec by tag resolved to is
@@ -123,6 +128,12 @@ type Reconciler struct {
 
 	mu         sync.Mutex
 	inspectors map[string]*releaseinfo.Inspector
+}
+
+// Notifier tells people about a kernel's current state. It must find and
+// update what it published before rather than publish twice.
+type Notifier interface {
+	Notify(ctx context.Context, k ledger.Image) error
 }
 
 // Options narrow one pass.
@@ -149,12 +160,15 @@ type Result struct {
 	Checks        int `json:"image_checks"`
 	// Rejected counts built images that failed verification in this pass.
 	Rejected int `json:"rejected"`
+	// Conflicts are the tags dtkbot would have written that hold images it
+	// did not put there: left alone, and reported.
+	Conflicts []string `json:"conflicts,omitempty"`
 	// Audited and Drifted count the tags the drift audit looked at, and
 	// those it found moved or gone.
 	Audited    int               `json:"audited"`
 	Drifted    int               `json:"drifted"`
 	Signatures *SignatureSummary `json:"signatures,omitempty"`
-	Actions    []rebuild.Action  `json:"actions"`
+	Actions    []plan.Action     `json:"actions"`
 	// Errors failed the pass (or were deferred, for GitHub); Warnings did not.
 	Errors   []string      `json:"errors,omitempty"`
 	Warnings []string      `json:"warnings,omitempty"`
@@ -174,9 +188,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 	p.discover(ctx)    // the releases of the graph and the config, pinned by digest
 	p.inspect(ctx)     // new payloads read once, signatures checked; broken ones held
 	p.prereleases(ctx) // rejected or vanished pre-releases withdrawn
-	p.observe(ctx)     // awaited images looked up in the registry, and verified
-	p.act(ctx)         // the plan: builds to staging, promotions of verified images
-	p.consumers(ctx)   // consumers' images built FROM each promoted DTK
+	p.act(ctx)         // every kind of image: looked for, verified, planned, built to staging, promoted
 	p.audit(ctx)       // promoted tags still where dtkbot put them
 	p.notify(ctx)      // issues and pull requests
 	return p.end()

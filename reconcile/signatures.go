@@ -8,9 +8,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
-	"github.com/dtkbot/dtkbot/state"
 )
 
 // SignatureSummary is what the signature checks of a pass found.
@@ -29,7 +29,7 @@ type SignatureSummary struct {
 // returns false when the payload must not be recorded: it is then held, and
 // checked again on the next pass (the store may be down now, or the
 // signature published later).
-func (p *pass) checkSignature(ctx context.Context, j job, rep *releaseinfo.Report, rel *state.Release) bool {
+func (p *pass) checkSignature(ctx context.Context, j job, rep *releaseinfo.Report, rel *ledger.Release) bool {
 	r := p.r
 	if r.Signatures == nil || r.SignatureMode == "" || r.SignatureMode == releasesig.ModeOff {
 		return true
@@ -40,7 +40,7 @@ func (p *pass) checkSignature(ctx context.Context, j job, rep *releaseinfo.Repor
 	strict := r.SignatureMode == releasesig.ModeStrict
 	held := func(reason string) bool {
 		p.sig.Held = append(p.sig.Held, rep.Release)
-		p.hold(state.HeldRelease{Version: rep.Release, Pullspec: j.release.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
+		p.hold(ledger.HeldRelease{Version: rep.Release, Pullspec: j.release.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
 			Channels: j.release.Channels, Kind: HeldSignature, Reason: reason, Since: p.since(rep.Digest, rep.Arch)})
 		return false
 	}
@@ -68,7 +68,7 @@ func (p *pass) checkSignature(ctx context.Context, j job, rep *releaseinfo.Repor
 
 // since keeps the first time a release was held.
 func (p *pass) since(d, arch string) time.Time {
-	if h, ok := p.view.held[state.ReleaseKey(d, arch)]; ok {
+	if h, ok := p.view.held[ledger.ReleaseKey(d, arch)]; ok {
 		return h.Since
 	}
 	return p.now

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/releasesig"
-	"github.com/dtkbot/dtkbot/state"
 )
 
 // ambiguous is a 4.16 payload whose image-references names the DTK twice,
@@ -197,12 +197,11 @@ func TestStagingTagStaysWhereTheRegistryCannotDeleteTags(t *testing.T) {
 	h.srv.RefuseTagDeletes = true
 	h.publish("stable-4.16", "4.16.15", k1)
 	r := h.reconciler()
-	r.Untagger = r.Registry
 	if _, err := r.RunOnce(context.Background(), h.now, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	k := kernels(t, h.store)[k1.Kernel]
-	if k.State != state.KernelPromoted || k.StagingRemoved != "kept: the registry does not delete tags" {
+	if k.State != ledger.StatePromoted || k.StagingRemoved != "kept: the registry does not delete tags" {
 		t.Errorf("kernel %+v", k)
 	}
 	if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", "staging-"+k1.Kernel+".x86_64"); !ok {
@@ -235,7 +234,7 @@ func TestLostStateAdoptsVerifiedKernelTags(t *testing.T) {
 		t.Errorf("after losing the state: %d builds in all, %+v", h.builder.total(), res.Actions)
 	}
 	for _, k := range kernels(t, h.store) {
-		if k.State != state.KernelPromoted || !k.Published {
+		if k.State != ledger.StatePromoted || !k.Published {
 			t.Errorf("kernel %s %s", k.Kernel, k.State)
 		}
 	}
@@ -247,7 +246,7 @@ func TestLostStateAdoptsVerifiedKernelTags(t *testing.T) {
 func TestForeignImageAtTheKernelTagIsNeverOverwritten(t *testing.T) {
 	h := newHarness(t)
 	h.builder.sync = false
-	_ = h.builder.Build(context.Background(), rebuild.BuildRequest{Kernel: k1.Kernel, KernelFull: "5.14.0-427.99.1.el9_4.x86_64", RHEL: "9.4",
+	_ = h.builder.Build(context.Background(), build.Request{Kernel: k1.Kernel, KernelFull: "5.14.0-427.99.1.el9_4.x86_64", RHEL: "9.4",
 		Image: h.target.Repository + ":" + k1.Kernel + ".x86_64"})
 	h.builder.Finish()
 	foreign, _ := h.srv.TagDigest("dtkbot/driver-toolkit", k1.Kernel+".x86_64")
@@ -262,7 +261,7 @@ func TestForeignImageAtTheKernelTagIsNeverOverwritten(t *testing.T) {
 	if d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", k1.Kernel+".x86_64"); d != foreign {
 		t.Errorf("the foreign kernel tag was overwritten")
 	}
-	if k := kernels(t, h.store)[k1.Kernel]; k.State != state.KernelFailed || len(k.Rejections) != 1 {
+	if k := kernels(t, h.store)[k1.Kernel]; k.State != ledger.StateFailed || len(k.Rejections) != 1 {
 		t.Errorf("kernel %+v", k)
 	}
 }

@@ -496,3 +496,53 @@ func (c *Client) Digest(ctx context.Context, pullspec string) (digest.Digest, er
 	}
 	return d, nil
 }
+
+// Manifest reads the manifest a reference points at from the registry
+// itself (never a mirror), verified against the digest when ref is pinned:
+// what promote keeps to put a tag back.
+func (c *Client) Manifest(ctx context.Context, pullspec string) ([]byte, string, error) {
+	named, err := reference.ParseNormalizedNamed(pullspec)
+	if err != nil {
+		return nil, "", fmt.Errorf("parsing image reference %q: %w", pullspec, err)
+	}
+	src, err := c.primary(named)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading manifest of %s: %w", pullspec, err)
+	}
+	img, err := c.openAt(ctx, pullspec, src)
+	if err != nil {
+		return nil, "", err
+	}
+	return img.Manifest, img.MIMEType, nil
+}
+
+// PutManifest writes a manifest under a tag (repository:tag) of the
+// registry itself: how a tag is pointed at an image already in that
+// repository, with no blob moved (every blob it names must be there, as
+// the registry checks). Besides Untag it is the client's only write.
+func (c *Client) PutManifest(ctx context.Context, ref string, body []byte, mimeType string) error {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return fmt.Errorf("parsing image reference %q: %w", ref, err)
+	}
+	if _, ok := named.(reference.NamedTagged); !ok {
+		return fmt.Errorf("writing %q: not a tag reference", ref)
+	}
+	src, err := c.primary(named)
+	if err != nil {
+		return err
+	}
+	err = c.do(ctx, func(ctx context.Context) error {
+		h := http.Header{"Content-Type": {mimeType}}
+		resp, err := c.session.sendBody(ctx, src.endpoint, http.MethodPut, "/v2/"+src.repo+"/manifests/"+src.ref, src.repo, "pull,push", h, body)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("writing the manifest of %s: %w", ref, err)
+	}
+	return nil
+}

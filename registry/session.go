@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -213,13 +214,23 @@ func (s *session) send(ctx context.Context, ep endpoint, method, path, repo stri
 }
 
 func (s *session) sendFor(ctx context.Context, ep endpoint, method, path, repo, actions string, header http.Header) (*http.Response, error) {
+	return s.sendBody(ctx, ep, method, path, repo, actions, header, nil)
+}
+
+// sendBody is sendFor with a request body (a manifest PUT), sent again as
+// it is on the retry after a 401.
+func (s *session) sendBody(ctx context.Context, ep endpoint, method, path, repo, actions string, header http.Header, body []byte) (*http.Response, error) {
 	h, err := s.host(ctx, ep)
 	if err != nil {
 		return nil, err
 	}
 	what := method + " " + ep.host + path
 	for try := 0; ; try++ {
-		req, err := http.NewRequestWithContext(ctx, method, h.scheme+"://"+ep.host+path, nil)
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, h.scheme+"://"+ep.host+path, rd)
 		if err != nil {
 			return nil, err
 		}

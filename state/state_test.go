@@ -9,6 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
@@ -19,12 +20,12 @@ func TestRoundTripAndExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Put("sha256:abc/amd64", &releaseinfo.Report{Release: "4.16.15"})
-	k := Kernel{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: KernelNew, Releases: []string{"4.16.15"}}
+	k := ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4", State: ledger.StateNew, Releases: []string{"4.16.15"}}
 	err = s.Update(func(tx *Tx) error {
-		if err := tx.PutRelease(Release{Version: "4.16.15", Digest: "sha256:abc", Arch: "amd64"}); err != nil {
+		if err := tx.PutRelease(ledger.Release{Version: "4.16.15", Digest: "sha256:abc", Arch: "amd64"}); err != nil {
 			return err
 		}
-		if err := tx.PutKernel(k); err != nil {
+		if err := tx.PutImage(k); err != nil {
 			return err
 		}
 		return tx.Journal(JournalEntry{At: time.Now(), Result: "ok"})
@@ -35,8 +36,8 @@ func TestRoundTripAndExport(t *testing.T) {
 	// A failed transaction leaves nothing behind.
 	_ = s.Update(func(tx *Tx) error {
 		k2 := k
-		k2.State = KernelBuilt
-		_ = tx.PutKernel(k2)
+		k2.State = ledger.StateBuilt
+		_ = tx.PutImage(k2)
 		return errors.New("crash before commit")
 	})
 	s.Close()
@@ -53,11 +54,11 @@ func TestRoundTripAndExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(exp.Releases) != 1 || len(exp.Kernels) != 1 || exp.Kernels[0].State != KernelNew || len(exp.Journal) != 1 || exp.Schema != SchemaVersion {
+	if len(exp.Releases) != 1 || len(exp.Kernels) != 1 || exp.Kernels[0].State != ledger.StateNew || len(exp.Journal) != 1 || exp.Schema != SchemaVersion {
 		t.Errorf("export %+v", exp)
 	}
 	counts, releases, err := s.Counts()
-	if err != nil || counts[KernelNew] != 1 || releases != 1 {
+	if err != nil || counts[ledger.StateNew] != 1 || releases != 1 {
 		t.Errorf("counts %v %d %v", counts, releases, err)
 	}
 }
@@ -102,7 +103,7 @@ func TestPinnedImage(t *testing.T) {
 		{"127.0.0.1:5000/acme/dtk", "sha256:ab", "127.0.0.1:5000/acme/dtk@sha256:ab"},
 		{"quay.io/acme/dtk:k", "", "quay.io/acme/dtk:k"},
 	} {
-		if got := (Kernel{Image: tc.image, ImageDigest: tc.digest}).PinnedImage(); got != tc.want {
+		if got := (ledger.Image{Image: tc.image, ImageDigest: tc.digest}).PinnedImage(); got != tc.want {
 			t.Errorf("%s + %s: %s, want %s", tc.image, tc.digest, got, tc.want)
 		}
 	}

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
+
+	"github.com/dtkbot/dtkbot/version"
 
 	"github.com/distribution/reference"
 )
@@ -244,7 +245,7 @@ func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool)
 		out.Releases = append(out.Releases, *r)
 	}
 	sort.SliceStable(out.Releases, func(i, j int) bool {
-		return CompareVersions(out.Releases[i].Version, out.Releases[j].Version) < 0
+		return version.Compare(out.Releases[i].Version, out.Releases[j].Version) < 0
 	})
 	return out
 }
@@ -261,62 +262,4 @@ func digestOf(pullspec string) string {
 		return c.Digest().String()
 	}
 	return ""
-}
-
-// leadingNumber reads the number a dotted version starts with (0 for none)
-// and returns the rest after its dot. It is on every sort's hot path.
-func leadingNumber(s string) (int, string) {
-	n, i := 0, 0
-	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
-		n = n*10 + int(s[i]-'0')
-	}
-	if j := strings.IndexByte(s[i:], '.'); j >= 0 {
-		return n, s[i+j+1:]
-	}
-	return n, ""
-}
-
-// Minor is "4.16" for "4.16.15" (and for "4.16.0-rc.1").
-func Minor(version string) string {
-	parts := strings.SplitN(version, ".", 3)
-	if len(parts) < 2 {
-		return version
-	}
-	return parts[0] + "." + parts[1]
-}
-
-// CompareVersions orders OpenShift versions: 4.9.0 < 4.10.0, and a
-// pre-release (4.16.0-rc.1) before its release. Empty sorts last.
-func CompareVersions(a, b string) int {
-	if a == b {
-		return 0
-	}
-	if a == "" {
-		return 1
-	}
-	if b == "" {
-		return -1
-	}
-	ac, apre, _ := strings.Cut(strings.SplitN(a, "+", 2)[0], "-")
-	bc, bpre, _ := strings.Cut(strings.SplitN(b, "+", 2)[0], "-")
-	for ac != "" || bc != "" {
-		var x, y int
-		x, ac = leadingNumber(ac)
-		y, bc = leadingNumber(bc)
-		if x != y {
-			if x < y {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case apre == bpre:
-		return strings.Compare(a, b)
-	case apre == "":
-		return 1
-	case bpre == "":
-		return -1
-	}
-	return strings.Compare(apre, bpre)
 }

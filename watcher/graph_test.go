@@ -139,12 +139,3 @@ func TestDiscoverDeduplicatesAndFailsSoftly(t *testing.T) {
 		t.Errorf("recovery / channel filter: %+v", again)
 	}
 }
-
-func TestCompareVersions(t *testing.T) {
-	ordered := []string{"4.9.0", "4.10.0-rc.1", "4.10.0", "4.10.3", "4.16.0-ec.1", "4.16.0-rc.0", "4.16.0", "4.16.15", ""}
-	for i := 0; i+1 < len(ordered); i++ {
-		if CompareVersions(ordered[i], ordered[i+1]) >= 0 || CompareVersions(ordered[i+1], ordered[i]) <= 0 {
-			t.Errorf("%q should sort before %q", ordered[i], ordered[i+1])
-		}
-	}
-}

@@ -138,36 +138,3 @@ func ParseStreamTags(body []byte, stream string) ([]StreamTag, []string, error) 
 	}
 	return out, skipped, nil
 }
-
-// Kinds of releases, from their versions.
-const (
-	KindGA      = "ga"      // 4.16.15
-	KindRC      = "rc"      // 4.17.0-rc.2: release candidates
-	KindEC      = "ec"      // 4.17.0-ec.3: engineering candidates
-	KindFC      = "fc"      // 4.17.0-fc.1: feature candidates
-	KindNightly = "nightly" // 4.17.0-0.nightly-2024-06-01-123456
-	KindCI      = "ci"      // 4.17.0-0.ci-2024-06-01-123456
-	KindOther   = "other"   // any other pre-release
-)
-
-// Kind says what a release version is: GA, a candidate, a nightly.
-func Kind(version string) string {
-	v, pre, ok := strings.Cut(strings.SplitN(version, "+", 2)[0], "-")
-	switch {
-	case v == "":
-		return ""
-	case !ok:
-		return KindGA
-	case strings.HasPrefix(pre, "rc."):
-		return KindRC
-	case strings.HasPrefix(pre, "ec."):
-		return KindEC
-	case strings.HasPrefix(pre, "fc."):
-		return KindFC
-	case strings.Contains(pre, "nightly"):
-		return KindNightly
-	case strings.HasPrefix(pre, "0.ci") || strings.Contains(pre, ".ci-"):
-		return KindCI
-	}
-	return KindOther
-}

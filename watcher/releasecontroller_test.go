@@ -8,17 +8,6 @@ import (
 	"testing"
 )
 
-func TestKind(t *testing.T) {
-	for v, want := range map[string]string{
-		"4.16.15": KindGA, "4.17.0-rc.2": KindRC, "4.17.0-ec.3": KindEC, "4.17.0-fc.1": KindFC,
-		"4.17.0-0.nightly-2024-06-01-123456": KindNightly, "4.17.0-0.ci-2024-06-01-123456": KindCI, "4.17.0-okd.1": KindOther, "": "",
-	} {
-		if got := Kind(v); got != want {
-			t.Errorf("Kind(%q) = %q, want %q", v, got, want)
-		}
-	}
-}
-
 func TestStreamTagsAreValidated(t *testing.T) {
 	body := `{"name":"4-stable","tags":[
 		{"name":"4.17.0-rc.1","phase":"Accepted","pullSpec":"quay.io/openshift-release-dev/ocp-release:4.17.0-rc.1-x86_64"},

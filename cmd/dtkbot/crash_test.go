@@ -19,6 +19,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/state"
 )
@@ -231,15 +232,15 @@ consumers:
 		if len(exp.Consumers) != len(kernels) {
 			return false
 		}
-		byKernel := map[string][]state.ConsumerBuild{}
+		byKernel := map[string][]ledger.Image{}
 		for _, c := range exp.Consumers {
-			if c.State != state.KernelPromoted {
+			if c.State != ledger.StatePromoted {
 				return false
 			}
-			byKernel[c.Kernel.Key()] = append(byKernel[c.Kernel.Key()], c)
+			byKernel[c.KernelKey()] = append(byKernel[c.KernelKey()], c)
 		}
 		for _, kr := range exp.Kernels {
-			if kr.State != state.KernelPromoted || kr.NotifiedHash != reconcile.NoticeHash(kr, byKernel[kr.Key()]) {
+			if kr.State != ledger.StatePromoted || kr.NotifiedHash != reconcile.NoticeHash(kr, byKernel[kr.Key()]) {
 				return false
 			}
 		}
@@ -292,10 +293,10 @@ consumers:
 	for _, c := range exp.Consumers {
 		got, ok := cw.srv.TagDigest("dtkbot/simple-kmod", c.KernelFull)
 		if !ok || got.String() != c.ImageDigest {
-			t.Errorf("kmod image of %s at %s, want %s", c.Kernel.Kernel, got, c.ImageDigest)
+			t.Errorf("kmod image of %s at %s, want %s", c.Kernel, got, c.ImageDigest)
 		}
 		if !strings.HasPrefix(c.DTKImage, host+"/dtkbot/driver-toolkit@sha256:") {
-			t.Errorf("kmod image of %s built FROM %q", c.Kernel.Kernel, c.DTKImage)
+			t.Errorf("kmod image of %s built FROM %q", c.Kernel, c.DTKImage)
 		}
 	}
 	for _, p := range gh.Pulls() {

@@ -18,7 +18,7 @@ import (
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/internal/kubetest"
 	"github.com/dtkbot/dtkbot/kubebuild"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/build"
 )
 
 // TestKubernetesBackendFromConfig: build.backend kubernetes, as config.yaml
@@ -87,7 +87,7 @@ build:
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := rebuild.BuildRequest{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RHEL: "9.4", Stream: "rhel-9",
+	req := build.Request{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RHEL: "9.4", Stream: "rhel-9",
 		Arch: "amd64", Image: "registry.example.com/acme/driver-toolkit:staging", Attempt: 1}
 	if err := b.Build(ctx, req); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/daemon"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
@@ -112,7 +112,7 @@ func printPass(w io.Writer, res *reconcile.Result) {
 	fmt.Fprintln(tw, "\nACTION\tKERNEL\tSTREAM\tARCH\tRELEASE\tTAG / IMAGE\tREASON\tRESULT")
 	for _, a := range res.Actions {
 		rel := a.Release
-		if a.Type == rebuild.ActionBuild || a.Type == rebuild.ActionNotify {
+		if a.Type == plan.ActionBuild || a.Type == plan.ActionNotify {
 			rel = strings.Join(a.Releases, ",")
 		}
 		target := a.Tag

@@ -17,6 +17,7 @@ import (
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
+	releaseversion "github.com/dtkbot/dtkbot/version"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
@@ -185,7 +186,7 @@ func channelReleases(ctx context.Context, configPath, channel, arch string) ([]s
 		return nil, err
 	}
 	nodes := res.State.Nodes
-	sort.Slice(nodes, func(i, j int) bool { return watcher.CompareVersions(nodes[i].Version, nodes[j].Version) < 0 })
+	sort.Slice(nodes, func(i, j int) bool { return releaseversion.Compare(nodes[i].Version, nodes[j].Version) < 0 })
 	var out []string
 	for _, n := range nodes {
 		out = append(out, n.Payload)

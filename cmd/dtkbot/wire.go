@@ -12,16 +12,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/kubebuild"
 	"github.com/dtkbot/dtkbot/notify"
-	"github.com/dtkbot/dtkbot/rebuild"
+	"github.com/dtkbot/dtkbot/plan"
+	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
@@ -39,14 +42,14 @@ func registryOptions(cfg *config.Config) registry.Options {
 }
 
 // newBuilder is the build backend b names (key: where it is configured).
-func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (rebuild.Builder, error) {
+func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (build.Builder, error) {
 	switch b.Backend {
 	case "podman", "buildah":
 		cmd := b.Podman.Command
 		if cmd == "" {
 			cmd = b.Backend
 		}
-		return &rebuild.CommandBuilder{
+		return &build.CommandBuilder{
 			Command: cmd, Containerfile: cfg.Resolve(b.Podman.Containerfile), Context: cfg.Resolve(b.Podman.Context),
 			BaseImage: b.Podman.BaseImage, RHSMOrgFile: cfg.Resolve(b.Podman.RHSMOrgFile),
 			RHSMActivationKeyFile: cfg.Resolve(b.Podman.RHSMActivationKeyFile),
@@ -58,7 +61,7 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 		if err != nil {
 			return nil, err
 		}
-		return &rebuild.ActionsBuilder{
+		return &build.ActionsBuilder{
 			APIURL: cfg.GitHub.APIURL, Repository: b.GitHubActions.Repository, Workflow: b.GitHubActions.Workflow,
 			Ref: b.GitHubActions.Ref, Token: func() (string, error) { return auth.Token(context.Background()) },
 		}, nil
@@ -67,16 +70,16 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 		if err != nil {
 			return nil, fmt.Errorf("%s.webhook.secret_file: %w", key, err)
 		}
-		return &rebuild.WebhookBuilder{URL: b.Webhook.URL, Secret: secret}, nil
+		return &build.WebhookBuilder{URL: b.Webhook.URL, Secret: secret}, nil
 	case "kubernetes":
 		return newKubeBuilder(cfg, key, b, log)
 	}
-	return rebuild.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
+	return build.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
 }
 
 // newKubeBuilder is the kubernetes backend: the in-cluster ServiceAccount,
 // or a kubeconfig.
-func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (rebuild.Builder, error) {
+func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (build.Builder, error) {
 	k := b.Kubernetes
 	rc, ns, err := kubebuild.RESTConfig(cfg.Resolve(k.Kubeconfig))
 	if err != nil {
@@ -106,7 +109,7 @@ func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log z
 		}
 	}
 	containerfile, context, base, extra := b.KubeRecipe()
-	return kubebuild.New(rc, kubebuild.Options{
+	kb, err := kubebuild.New(rc, kubebuild.Options{
 		Namespace: ns, Image: k.Image, ServiceAccount: k.ServiceAccount,
 		PushSecret: k.PushSecret, PullSecret: k.PullSecret, RHSMSecret: k.RHSMSecret,
 		Containerfile: cfg.Resolve(containerfile), Context: cfg.Resolve(context), BaseImage: base, ExtraArgs: extra,
@@ -114,6 +117,10 @@ func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log z
 		TTLAfterFinished: time.Duration(k.TTLSecondsAfterFinished) * time.Second,
 		StorageDriver:    k.StorageDriver, Security: kubebuild.Security(k.Security), Log: log,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("%s.kubernetes: %w", key, err)
+	}
+	return kb, nil
 }
 
 // githubAuth is a GitHub App when one is configured, else a token.
@@ -203,11 +210,9 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Store:      store,
 		Checker:    reg,
 		Builder:    builder,
-		Promoter:   rebuild.Unconfigured{What: "promotion (target.repository)"},
-		Untagger:   reg,
-		Target:     cfg.RebuildTarget(),
+		Target:     cfg.PlanTarget(),
 		Audit:      reconcile.AuditPolicy{Interval: cfg.Target.Audit.Interval.Duration, Repair: cfg.Target.Audit.OnDrift == "repoint"},
-		Policy:     rebuild.Policy{BuildKinds: cfg.Prerelease.Build, PrereleaseTags: cfg.Prerelease.Tags},
+		Policy:     plan.Policy{BuildKinds: cfg.Prerelease.Build, PrereleaseTags: cfg.Prerelease.Tags},
 		Prerelease: reconcile.PrereleasePolicy{OnWithdrawn: cfg.Prerelease.OnWithdrawn},
 		ResolveTTL: cfg.Registry.ResolveTTL.Duration,
 		Build: reconcile.BuildPolicy{
@@ -216,13 +221,13 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			Backoff:     cfg.Build.Backoff.Duration,
 		},
 		Consumers:     consumers,
-		KmodVerifier:  &rebuild.KmodVerifier{Registry: reg, Limits: releaseinfo.DefaultLimits()},
+		KmodVerifier:  &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits()},
 		Concurrency:   cfg.Registry.Concurrency,
 		SignatureMode: cfg.Verify.Mode,
 		Log:           log,
 	}
 	if cfg.Target.Repository != "" {
-		r.Promoter = rebuild.NewRegistryPromoter(reg)
+		r.Promoter = promote.NewRemote(reg)
 	}
 	if cfg.GitHub.Repository != "" || cfg.GitHub.PullRequest.Repository != "" {
 		n, err := newNotifier(cfg, store, log)
@@ -246,8 +251,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		r.Signatures, r.SignatureMode = checker, v.Mode
 	}
 	if cfg.Build.Verify {
-		r.Verifier = &rebuild.Verifier{Registry: reg, Limits: releaseinfo.DefaultLimits()}
-		r.Policy.RequireVerified = true
+		r.Verifier = &verify.DTK{Registry: reg, Limits: releaseinfo.DefaultLimits()}
 	}
 	return r, reg, nil
 }
@@ -261,7 +265,7 @@ func newConsumers(cfg *config.Config, log zerolog.Logger) ([]reconcile.Consumer,
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.RebuildTarget(),
+		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.PlanTarget(),
 			Build:      reconcile.BuildPolicy{Timeout: c.Build.Timeout.Duration, MaxAttempts: c.Build.MaxAttempts, Backoff: c.Build.Backoff.Duration},
 			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label})
 	}

@@ -18,8 +18,8 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
-	"github.com/dtkbot/dtkbot/rebuild"
 )
 
 // CI builds into a payloadtest world.
@@ -44,14 +44,14 @@ type CI struct {
 	mu         sync.Mutex
 	builds     map[string]int
 	deliveries map[string]bool
-	requests   []rebuild.BuildInputs
+	requests   []build.Inputs
 }
 
 // Requests returns the inputs of every build request received.
-func (c *CI) Requests() []rebuild.BuildInputs {
+func (c *CI) Requests() []build.Inputs {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]rebuild.BuildInputs(nil), c.requests...)
+	return append([]build.Inputs(nil), c.requests...)
 }
 
 // Builds returns how many times each image was requested.
@@ -75,14 +75,14 @@ func (c *CI) Webhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in struct {
-		rebuild.BuildInputs
+		build.Inputs
 		KernelFull string `json:"kernel_full"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if c.build(w, in.BuildInputs, in.KernelFull, r.Header.Get("X-Dtkbot-Delivery")) {
+	if c.build(w, in.Inputs, in.KernelFull, r.Header.Get("X-Dtkbot-Delivery")) {
 		w.WriteHeader(http.StatusAccepted)
 	}
 }
@@ -94,8 +94,8 @@ func (c *CI) Dispatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body struct {
-		Ref    string              `json:"ref"`
-		Inputs rebuild.BuildInputs `json:"inputs"`
+		Ref    string       `json:"ref"`
+		Inputs build.Inputs `json:"inputs"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
 		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
@@ -107,7 +107,7 @@ func (c *CI) Dispatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // build pushes the image; it answers the request itself only on error.
-func (c *CI) build(w http.ResponseWriter, in rebuild.BuildInputs, kernelFull, delivery string) bool {
+func (c *CI) build(w http.ResponseWriter, in build.Inputs, kernelFull, delivery string) bool {
 	named, err := reference.ParseNormalizedNamed(in.Image)
 	tagged, ok := named.(reference.NamedTagged)
 	if err != nil || !ok {
@@ -149,7 +149,7 @@ func (c *CI) build(w http.ResponseWriter, in rebuild.BuildInputs, kernelFull, de
 // pushKmod "builds" a consumer's kmod image: a base layer, then the layer
 // of the last COPY with the module under /opt/lib/modules/<kernel>/, as
 // deploy/examples/kmod/Containerfile lays it out.
-func (c *CI) pushKmod(repo, tag string, in rebuild.BuildInputs) {
+func (c *CI) pushKmod(repo, tag string, in build.Inputs) {
 	kernelFull := in.KernelFullVersion
 	if k, ok := c.ModulesFor[in.KernelVersion]; ok {
 		kernelFull = k + ".x86_64"

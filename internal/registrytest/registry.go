@@ -98,6 +98,11 @@ type Registry struct {
 	// UNSUPPORTED, as distribution/distribution's registry does; by default
 	// the tag is removed (OCI distribution spec v1.1), the manifest kept.
 	RefuseTagDeletes bool
+	// TagDeleteTakesManifest makes DELETE of a manifest by tag delete the
+	// manifest it names, and with it every other tag of the repository
+	// that names it, as some registries do (and as containers/image's
+	// DeleteImage does on purpose).
+	TagDeleteTakesManifest bool
 
 	username, password string
 	bearer             bool
@@ -533,11 +538,20 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "The operation is unsupported.")
 			return
 		}
-		if _, ok := rp.tags[ref]; !ok {
+		d, ok := rp.tags[ref]
+		if !ok {
 			writeError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "manifest unknown")
 			return
 		}
 		delete(rp.tags, ref)
+		if r.TagDeleteTakesManifest {
+			delete(rp.manifests, d)
+			for t, td := range rp.tags {
+				if td == d {
+					delete(rp.tags, t)
+				}
+			}
+		}
 		r.stats.TagDeletes++
 		w.WriteHeader(http.StatusAccepted)
 	default:

@@ -1,4 +1,12 @@
-package rebuild
+// Package verify judges a built image, read by digest from the registry,
+// before anything a consumer reads is pointed at it: a DTK must carry the
+// kernel it was built for (DTK), a consumer's kmod image must hold modules
+// for that kernel (Kmod). An error wrapping ErrRejected is a verdict on the
+// image's content, which cannot change behind its digest; any other error
+// means it could not be read (try again later).
+//
+// It never writes to a registry and never builds.
+package verify
 
 import (
 	"context"
@@ -12,13 +20,16 @@ import (
 
 // ErrWrongKernel means a built image does not carry the kernel it was built
 // for: a failed build, never to be promoted.
-var ErrWrongKernel = errors.New("the image does not carry the wanted kernel")
+var ErrWrongKernel = fmt.Errorf("%w: the image does not carry the wanted kernel", ErrRejected)
 
-// Verifier checks a built DTK image before anything is promoted onto it:
+// ErrRejected is what every verdict against an image wraps.
+var ErrRejected = errors.New("rejected")
+
+// DTK checks a built DTK image before anything is promoted onto it:
 // its etc/driver-toolkit-release.json, read from its small top layers with
 // the digest verified (as releaseinfo reads a payload's DTK), must name the
 // wanted kernel for the wanted arch.
-type Verifier struct {
+type DTK struct {
 	Registry *registry.Client
 	Limits   releaseinfo.Limits
 }
@@ -26,7 +37,7 @@ type Verifier struct {
 // Verify returns nil when image carries kernel (VERSION-RELEASE) for arch,
 // an error wrapping ErrWrongKernel when it carries another or none, and any
 // other error when it could not be read (try again later).
-func (v *Verifier) Verify(ctx context.Context, image, kernel, arch string) error {
+func (v *DTK) Verify(ctx context.Context, image, kernel, arch string) error {
 	in := releaseinfo.New(v.Registry, releaseinfo.Options{Arch: arch, Limits: v.Limits})
 	dtk, err := in.ReadDTK(ctx, image)
 	if err != nil {

@@ -1,4 +1,4 @@
-package rebuild
+package build
 
 import (
 	"bytes"
@@ -17,11 +17,11 @@ import (
 	"time"
 )
 
-// BuildInputs are the string inputs every remote build receives: the
+// Inputs are the string inputs every remote build receives: the
 // workflow_dispatch inputs of deploy/github/build-dtk.yml and the webhook's
 // JSON body. A consumer's build (deploy/examples/kmod/build-kmod.yml) also
 // gets the DTK to build FROM, pinned by digest, and the kernel as uname -r.
-type BuildInputs struct {
+type Inputs struct {
 	KernelVersion     string `json:"kernel_version"`
 	RTKernelVersion   string `json:"rt_kernel_version"`
 	RHELVersion       string `json:"rhel_version"`
@@ -32,8 +32,8 @@ type BuildInputs struct {
 }
 
 // Inputs turns a request into its string inputs.
-func (r BuildRequest) Inputs() BuildInputs {
-	in := BuildInputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ",")}
+func (r Request) Inputs() Inputs {
+	in := Inputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ",")}
 	if r.DTK != "" {
 		in.DTKImage, in.KernelFullVersion = r.DTK, r.KernelFull
 	}
@@ -55,10 +55,10 @@ type WebhookBuilder struct {
 }
 
 // Build implements Builder.
-func (b *WebhookBuilder) Build(ctx context.Context, req BuildRequest) error {
+func (b *WebhookBuilder) Build(ctx context.Context, req Request) error {
 	in := req.Inputs()
 	body, err := json.Marshal(struct {
-		BuildInputs
+		Inputs
 		Stream     string `json:"stream"`
 		Arch       string `json:"arch"`
 		KernelFull string `json:"kernel_full"`

@@ -1,4 +1,4 @@
-package rebuild
+package build
 
 import (
 	"context"
@@ -23,9 +23,10 @@ import (
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/verify"
 )
 
-var req = BuildRequest{
+var req = Request{
 	Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RTKernel: "5.14.0-427.37.1.el9_4",
 	RHEL: "9.4", Stream: "rhel-9", Arch: "amd64", Image: "quay.io/acme/dtk:5.14.0-427.37.1.el9_4.x86_64",
 	Releases: []string{"4.16.15", "4.16.16"},
@@ -219,9 +220,9 @@ LABEL kernel-version="${KERNEL_VERSION}" kernel-rt-version="${RT_KERNEL_VERSION}
 	_ = exec.Command("podman", "rmi", "-f", r.Image).Run()
 }
 
-func newVerifierForTest(t *testing.T, host string) *Verifier {
+func newVerifierForTest(t *testing.T, host string) *verify.DTK {
 	t.Helper()
 	f := false
-	return &Verifier{Registry: registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 10 * time.Second}),
+	return &verify.DTK{Registry: registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 10 * time.Second}),
 		Limits: releaseinfo.DefaultLimits()}
 }

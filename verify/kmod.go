@@ -1,8 +1,7 @@
-package rebuild
+package verify
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"text/template"
@@ -13,14 +12,14 @@ import (
 
 // ErrNoModules means a kmod image holds no kernel module for the wanted
 // kernel: a failed build, never to be promoted.
-var ErrNoModules = errors.New("the image holds no kernel module for the wanted kernel")
+var ErrNoModules = fmt.Errorf("%w: the image holds no kernel module for the wanted kernel", ErrRejected)
 
-// KmodVerifier checks a consumer's image (a kmod image, a driver container)
+// Kmod checks a consumer's image (a kmod image, a driver container)
 // before it is promoted: it exists, and its layers, walked from the top with
 // digests verified and the limits every untrusted read has, hold at least
 // one kernel module under the module path of the kernel; where a label is
 // configured, the image's label of that name must name the kernel too.
-type KmodVerifier struct {
+type Kmod struct {
 	Registry *registry.Client
 	Limits   releaseinfo.Limits
 }
@@ -29,7 +28,7 @@ type KmodVerifier struct {
 // kernel's: opt/lib/modules/<kernel_full>/), an error wrapping ErrNoModules
 // when it does not (saying what it found instead), and any other error when
 // it could not be read (try again later).
-func (v *KmodVerifier) VerifyKmod(ctx context.Context, image, arch, kernelFull, modulePath, label string) error {
+func (v *Kmod) VerifyKmod(ctx context.Context, image, arch, kernelFull, modulePath, label string) error {
 	in := releaseinfo.New(v.Registry, releaseinfo.Options{Arch: arch, Limits: v.Limits})
 	prefix := strings.TrimPrefix(strings.TrimSuffix(modulePath, "/")+"/", "/")
 	mods, err := in.ReadModules(ctx, image, prefix)

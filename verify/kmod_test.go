@@ -1,4 +1,4 @@
-package rebuild
+package verify
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func TestVerifyKmod(t *testing.T) {
 	ko := func(kernel string) payloadtest.TarEntry {
 		return payloadtest.File("opt/lib/modules/"+kernel+"/extra/acme_nic.ko", []byte("\x7fELF"))
 	}
-	v := &KmodVerifier{Registry: newVerifierForTest(t, srv.Host()).Registry, Limits: releaseinfo.DefaultLimits()}
+	v := &Kmod{Registry: testClient(), Limits: releaseinfo.DefaultLimits()}
 	const path = "opt/lib/modules/" + kmodKernel + "/"
 	good := push("good", kmodKernel, payloadtest.File("opt/lib/modules/"+kmodKernel+"/modules.dep", nil), ko(kmodKernel))
 	before := srv.Stats()
@@ -74,7 +74,7 @@ func TestVerifyKmod(t *testing.T) {
 	// A layer over the limit is never read.
 	small := v.Limits
 	small.MaxKmodLayerBytes = 1 << 20
-	big := &KmodVerifier{Registry: v.Registry, Limits: small}
+	big := &Kmod{Registry: v.Registry, Limits: small}
 	w.PushImage("acme/kmod", "big", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.NoiseLayer("big", 2<<20)}})
 	before = srv.Stats()
 	if err := big.VerifyKmod(context.Background(), srv.Host()+"/acme/kmod:big", "amd64", kmodKernel, path, ""); !errors.Is(err, ErrNoModules) ||

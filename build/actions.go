@@ -1,4 +1,4 @@
-package rebuild
+package build
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 )
 
 // ActionsBuilder starts a GitHub Actions workflow_dispatch of a workflow that
-// accepts the BuildInputs (deploy/github/build-dtk.yml is one). It speaks
+// accepts the Inputs (deploy/github/build-dtk.yml is one). It speaks
 // the REST API with net/http: go-github stays in package notify.
 type ActionsBuilder struct {
 	APIURL     string // https://api.github.com, or GitHub Enterprise's /api/v3
@@ -26,7 +26,7 @@ type ActionsBuilder struct {
 }
 
 // Build implements Builder.
-func (b *ActionsBuilder) Build(ctx context.Context, req BuildRequest) error {
+func (b *ActionsBuilder) Build(ctx context.Context, req Request) error {
 	body, err := json.Marshal(map[string]any{"ref": b.Ref, "inputs": req.Inputs()})
 	if err != nil {
 		return err

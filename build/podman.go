@@ -1,4 +1,4 @@
-package rebuild
+package build
 
 import (
 	"context"
@@ -43,7 +43,7 @@ type CommandBuilder struct {
 
 // Args returns the build and push command lines for req (without secrets'
 // contents: only their file paths appear).
-func (b *CommandBuilder) Args(req BuildRequest) (build, push []string, err error) {
+func (b *CommandBuilder) Args(req Request) (build, push []string, err error) {
 	verb := "build"
 	if b.tool() == "buildah" {
 		verb = "bud"
@@ -123,7 +123,7 @@ func (b *CommandBuilder) baseImage(rhel string) (string, error) {
 }
 
 // Build implements Builder: build, then push.
-func (b *CommandBuilder) Build(ctx context.Context, req BuildRequest) error {
+func (b *CommandBuilder) Build(ctx context.Context, req Request) error {
 	build, push, err := b.Args(req)
 	if err != nil {
 		return err

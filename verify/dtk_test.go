@@ -1,12 +1,15 @@
-package rebuild
+package verify
 
 import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
 func TestVerify(t *testing.T) {
@@ -22,7 +25,7 @@ func TestVerify(t *testing.T) {
 		w.PushImage("acme/dtk", tag, payloadtest.Image{Layers: layers})
 		return srv.Host() + "/acme/dtk:" + tag
 	}
-	v := newVerifierForTest(t, srv.Host())
+	v := &DTK{Registry: testClient(), Limits: releaseinfo.DefaultLimits()}
 	good := push("good", "5.14.0-427.37.1.el9_4.x86_64")
 	if err := v.Verify(context.Background(), good, "5.14.0-427.37.1.el9_4", "amd64"); err != nil {
 		t.Errorf("good image: %v", err)
@@ -45,4 +48,11 @@ func TestVerify(t *testing.T) {
 	if c := srv.Stats().Sub(before); c.BytesServed > 64<<10 {
 		t.Errorf("verification read %d bytes", c.BytesServed)
 	}
+}
+
+// testClient reads the in-process registry: plain HTTP, no mirrors, one
+// attempt.
+func testClient() *registry.Client {
+	f := false
+	return registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 10 * time.Second})
 }

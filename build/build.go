@@ -1,0 +1,61 @@
+// Package build asks for images to be built: a kernel's DTK, or a
+// consumer's image FROM that DTK. Each backend (podman or buildah here, a
+// GitHub Actions workflow, a signed webhook) takes the same Request and
+// pushes the image to the request's staging reference; none of them tags
+// anything a consumer reads, and none of them decides whether the result
+// is good: the image at the staging tag is the truth, and package verify
+// judges it.
+package build
+
+import (
+	"context"
+	"errors"
+)
+
+// Request asks for one image of one kernel: the kernel's DTK, or (Consumer
+// set) a consumer's image built FROM the kernel's promoted DTK.
+type Request struct {
+	Kernel     string   `json:"kernel_version"`    // VERSION-RELEASE
+	KernelFull string   `json:"kernel_full"`       // as uname -r
+	RTKernel   string   `json:"rt_kernel_version"` // VERSION-RELEASE, or ""
+	RHEL       string   `json:"rhel_version"`
+	Stream     string   `json:"stream"`
+	Arch       string   `json:"arch"`
+	Image      string   `json:"image"` // the full reference to push: the staging reference
+	Releases   []string `json:"releases"`
+	DTKImage   string   `json:"payload_dtk_image,omitempty"`
+	// Consumer and DTK are set for a consumer's build (a driver container
+	// built FROM the kernel's DTK): its name, and the DTK pinned by digest.
+	Consumer string `json:"consumer,omitempty"`
+	DTK      string `json:"dtk_image,omitempty"`
+	// Attempt numbers the attempts at this image (1, 2, ...): a backend
+	// that names its builds (a Kubernetes Job) tells a retry apart by it.
+	Attempt int `json:"attempt,omitempty"`
+}
+
+// Builder starts (or runs) the build of one kernel's image. It must be safe
+// to call again for the same request: the pass only calls it after checking
+// that the image is not in the registry, and records the request first.
+type Builder interface {
+	Build(ctx context.Context, req Request) error
+}
+
+// ErrNotConfigured is the result of an effect whose backend is not set up.
+var ErrNotConfigured = errors.New("not configured")
+
+// Unconfigured stands in for a Builder the config does not set up: every
+// call fails with ErrNotConfigured, which the pass records as "skipped"
+// and retries on a later pass.
+type Unconfigured struct{ What string }
+
+// Build implements Builder.
+func (u Unconfigured) Build(context.Context, Request) error { return u.err() }
+
+func (u Unconfigured) err() error {
+	return &notConfigured{u.What}
+}
+
+type notConfigured struct{ what string }
+
+func (n *notConfigured) Error() string { return n.what + " " + ErrNotConfigured.Error() }
+func (n *notConfigured) Unwrap() error { return ErrNotConfigured }
