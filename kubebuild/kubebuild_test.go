@@ -74,7 +74,7 @@ func setup(t *testing.T) *fixture {
 			t.Fatalf("creating secret %s: %v", sec.Name, err)
 		}
 	}
-	f.node = startNode(t, s.Admin, f.ns, payloadtest.New(f.reg, f.host))
+	f.node = startNode(t, s, f.ns, payloadtest.New(f.reg, f.host))
 	no := false
 	f.check = registry.New(registry.Options{TLSVerify: &no, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 10 * time.Second})
 	f.opts = Options{
@@ -240,7 +240,7 @@ func TestFailedJobIsReportedRedactedAndRetriedAsANewJob(t *testing.T) {
 	log.WriteString("  - Curl error (6): https://cdn.redhat.com/content/dist/rhel9/9.5/x86_64/baseos/os/repodata/repomd.xml?sig=abc123secretsig&exp=1 [Could not resolve host]\n")
 	log.WriteString("pushing with " + base64.StdEncoding.EncodeToString([]byte("pusher:"+pushPassword)) + " and Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.payload.sig\n")
 	log.WriteString("Error: building at STEP \"RUN dnf -y install kernel-devel-5.14.0-503.11.1.el9_5\": exit status 1\n")
-	f.node.failBuild(req.KernelFull, 1, log.String())
+	f.node.failBuild(req.KernelFull, 1, log.String(), true)
 
 	b := f.builder(t, nil)
 	if err := b.Build(ctx, req); err != nil {
@@ -534,6 +534,17 @@ func TestRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitOutcome(t, b, req, Succeeded)
+		// A build killed without a termination message: its log comes
+		// from the kubelet, through pods/log.
+		failing := f.request("5.14.0-427.43.1.el9_4", 1)
+		f.node.failBuild(failing.KernelFull, 1, "STEP 3/9: RUN dnf -y install kernel-devel\nsubscription-manager register --activationkey="+rhsmKey+"\nkilled at the deadline\n", false)
+		if err := b.Build(ctx, failing); err != nil {
+			t.Fatal(err)
+		}
+		out := waitOutcome(t, b, failing, Failed)
+		if !strings.Contains(out.LogTail, "killed at the deadline") || strings.Contains(out.LogTail, rhsmKey) {
+			t.Errorf("the log read through pods/log: %q", out.LogTail)
+		}
 	})
 	without := func(resource, verb string) []rbacv1.PolicyRule {
 		var out []rbacv1.PolicyRule
@@ -564,23 +575,31 @@ func TestRBAC(t *testing.T) {
 	}
 	for i, tc := range []struct {
 		resource, verb, group string
-		outcome               bool // the denial shows in Outcome, not Build
+		// where the denial shows: in Build, in Outcome, or (a log the
+		// outcome could not read) in the outcome's log tail
+		where string
 	}{
-		{"jobs", "create", "batch", false},
-		{"jobs", "get", "batch", false},
-		{"configmaps", "create", `""`, false},
-		{"secrets", "get", `""`, false},
-		{"pods", "list", `""`, true},
+		{"jobs", "create", "batch", "build"},
+		{"jobs", "get", "batch", "build"},
+		{"configmaps", "create", `""`, "build"},
+		{"secrets", "get", `""`, "build"},
+		{"pods", "list", `""`, "outcome"},
+		{"pods/log", "get", `""`, "log tail"},
 	} {
 		t.Run("without "+tc.verb+" "+tc.resource, func(t *testing.T) {
 			b := f.builder(t, f.s.User(t, f.ns, without(tc.resource, tc.verb)...))
 			req := f.request("5.14.0-427.50."+string(rune('1'+i))+".el9_4", 1)
+			f.node.failBuild(req.KernelFull, 1, "no termination message\n", false)
 			err := b.Build(ctx, req)
-			if tc.outcome {
+			if tc.where != "build" {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, err = b.Outcome(ctx, req)
+				if tc.where == "outcome" {
+					_, err = b.Outcome(ctx, req)
+				} else if out := waitOutcome(t, b, req, Failed); out.LogTail != "" {
+					err = errors.New(out.LogTail)
+				}
 			}
 			if err == nil {
 				t.Fatal("no error")

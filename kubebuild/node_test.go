@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
 
+	"github.com/dtkbot/dtkbot/internal/kubetest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 )
 
@@ -27,7 +27,8 @@ import (
 // a small DTK-shaped image, as internal/citest does, at the Job's
 // dtkbot.io/image reference), and writes the pod's and the Job's status as
 // those controllers do (status subresources, the Job's conditions in the
-// order batch/v1 validation wants them).
+// order batch/v1 validation wants them). Its kubelet (kubetest.Kubelet)
+// serves the pods' logs to the API server.
 type node struct {
 	t     *testing.T
 	ns    string
@@ -35,26 +36,43 @@ type node struct {
 	core  corev1client.CoreV1Interface
 	world *payloadtest.World
 
+	name string
+
 	mu sync.Mutex
-	// fail maps "kernel-full/attempt" to the log of a build that fails.
-	fail map[string]string
+	// fail maps "kernel-full/attempt" to a build that fails.
+	fail map[string]failure
+	// logs are the pods' logs, by pod name.
+	logs map[string]string
 	// hold are kernels whose builds never finish.
 	hold map[string]bool
 	// started counts the builds started per Job name.
 	started map[string]int
 }
 
-const nodeName = "kubetest-node"
+// failure is a failing build: its log, and whether the container leaves
+// it as its termination message (a container killed at its deadline does
+// not: then only the kubelet has it).
+type failure struct {
+	log     string
+	message bool
+}
 
-func startNode(t *testing.T, cfg *rest.Config, ns string, world *payloadtest.World) *node {
-	n := &node{t: t, ns: ns, world: world, fail: map[string]string{}, hold: map[string]bool{}, started: map[string]int{}}
+func startNode(t *testing.T, s *kubetest.Server, ns string, world *payloadtest.World) *node {
+	n := &node{t: t, ns: ns, world: world, name: "node-" + ns,
+		fail: map[string]failure{}, logs: map[string]string{}, hold: map[string]bool{}, started: map[string]int{}}
 	var err error
-	if n.batch, err = batchv1client.NewForConfig(cfg); err != nil {
+	if n.batch, err = batchv1client.NewForConfig(s.Admin); err != nil {
 		t.Fatal(err)
 	}
-	if n.core, err = corev1client.NewForConfig(cfg); err != nil {
+	if n.core, err = corev1client.NewForConfig(s.Admin); err != nil {
 		t.Fatal(err)
 	}
+	s.Kubelet(t, n.name, func(namespace, pod, c string) (string, bool) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		log, ok := n.logs[pod]
+		return log, ok && namespace == n.ns && c == container
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	ready := make(chan struct{})
@@ -71,10 +89,10 @@ func startNode(t *testing.T, cfg *rest.Config, ns string, world *payloadtest.Wor
 	return n
 }
 
-func (n *node) failBuild(kernelFull string, attempt int, log string) {
+func (n *node) failBuild(kernelFull string, attempt int, log string, message bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.fail[fmt.Sprintf("%s/%d", kernelFull, attempt)] = log
+	n.fail[fmt.Sprintf("%s/%d", kernelFull, attempt)] = failure{log, message}
 }
 
 func (n *node) holdBuild(kernelFull string) {
@@ -130,7 +148,7 @@ func (n *node) handle(ctx context.Context, job *batchv1.Job) {
 	kernelFull, attempt := job.Annotations[AnnotKernelFull], job.Annotations[AnnotAttempt]
 	n.mu.Lock()
 	n.started[job.Name]++
-	failLog, fails := n.fail[kernelFull+"/"+attempt]
+	failed, fails := n.fail[kernelFull+"/"+attempt]
 	hold := n.hold[kernelFull]
 	n.mu.Unlock()
 
@@ -158,7 +176,14 @@ func (n *node) handle(ctx context.Context, job *batchv1.Job) {
 	}
 	term := &corev1.ContainerStateTerminated{StartedAt: now, FinishedAt: metav1.Now()}
 	if fails {
-		pod.Status.Phase, term.ExitCode, term.Reason, term.Message = corev1.PodFailed, 1, "Error", failLog
+		pod.Status.Phase, term.ExitCode, term.Reason = corev1.PodFailed, 1, "Error"
+		if failed.message {
+			// FallbackToLogsOnError: the kubelet keeps the log's end.
+			term.Message = failed.log
+		}
+		n.mu.Lock()
+		n.logs[pod.Name] = failed.log
+		n.mu.Unlock()
 	} else {
 		d, err := n.push(job)
 		if err != nil {
@@ -214,7 +239,7 @@ func (n *node) makePod(ctx context.Context, job *batchv1.Job) (*corev1.Pod, erro
 		},
 		Spec: *job.Spec.Template.Spec.DeepCopy(),
 	}
-	pod.Spec.NodeName = nodeName
+	pod.Spec.NodeName = n.name
 	return n.core.Pods(n.ns).Create(ctx, pod, metav1.CreateOptions{})
 }
 

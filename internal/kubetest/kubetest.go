@@ -29,9 +29,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,9 +46,11 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	rbacv1client "k8s.io/client-go/kubernetes/typed/rbac/v1"
 	"k8s.io/client-go/rest"
@@ -75,6 +80,7 @@ type Server struct {
 	dir             string
 	etcd, apiserver *process
 	caPEM           []byte
+	serving         tls.Certificate
 	tokens          []string
 	nextUser        atomic.Int64
 	nextNS          atomic.Int64
@@ -221,6 +227,9 @@ func start(assets string) (s *Server, err error) {
 		// No controller manager runs to keep the kubernetes Service's
 		// endpoints, and the loopback address would not do for them.
 		"--endpoint-reconciler-type", "none",
+		// Kubelets (Kubelet's stand-ins) serve with the same certificate.
+		"--kubelet-certificate-authority", filepath.Join(dir, "serving.crt"),
+		"--kubelet-preferred-address-types", "InternalIP",
 		"--allow-privileged=true")
 	if err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver: %w", err)
@@ -268,6 +277,9 @@ func (s *Server) writeFiles() error {
 		return err
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	if s.serving, err = tls.X509KeyPair(s.caPEM, keyPEM); err != nil {
+		return err
+	}
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -382,7 +394,8 @@ func (s *Server) Namespace(t testing.TB) string {
 }
 
 // User returns a config for a user that may do only what rules allow in
-// namespace (a Role and a RoleBinding made for it).
+// namespace (a Role and a RoleBinding made for it), once the API server
+// authorizes it so.
 func (s *Server) User(t testing.TB, namespace string, rules ...rbacv1.PolicyRule) *rest.Config {
 	t.Helper()
 	i := int(s.nextUser.Add(1))
@@ -408,7 +421,45 @@ func (s *Server) User(t testing.TB, namespace string, rules ...rbacv1.PolicyRule
 	}
 	cfg := rest.CopyConfig(s.Admin)
 	cfg.BearerToken = s.tokens[i]
+	waitAllowed(t, cfg, namespace, rules)
 	return cfg
+}
+
+// waitAllowed waits until the API server's RBAC authorizer, which reads
+// Roles and RoleBindings through its own watch, allows the user every
+// verb of rules (asked as that user, with SelfSubjectAccessReviews).
+func waitAllowed(t testing.TB, cfg *rest.Config, namespace string, rules []rbacv1.PolicyRule) {
+	t.Helper()
+	authz, err := authorizationv1client.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyDeadline)
+	defer cancel()
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					resource, sub, _ := strings.Cut(res, "/")
+					attrs := &authorizationv1.ResourceAttributes{Namespace: namespace, Group: g, Resource: resource, Subresource: sub, Verb: v}
+					if len(r.ResourceNames) > 0 {
+						attrs.Name = r.ResourceNames[0]
+					}
+					for {
+						review, err := authz.SelfSubjectAccessReviews().Create(ctx,
+							&authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: attrs}}, metav1.CreateOptions{})
+						if err == nil && review.Status.Allowed {
+							break
+						}
+						if ctx.Err() != nil {
+							t.Fatalf("kubetest: the user is still not allowed %+v after %s: %v", *attrs, readyDeadline, err)
+						}
+						time.Sleep(20 * time.Millisecond) // polling interval
+					}
+				}
+			}
+		}
+	}
 }
 
 func randomSuffix() string {
@@ -506,4 +557,74 @@ func (p *process) logTail() string {
 		b = b[len(b)-2000:]
 	}
 	return string(bytes.TrimSpace(b))
+}
+
+// Logs answers a kubelet's containerLogs request: the log of one container,
+// whole (Kubelet applies tailLines and limitBytes).
+type Logs func(namespace, pod, container string) (string, bool)
+
+// Kubelet registers a Node named name whose kubelet is a loopback server
+// answering the API server's log requests (GET
+// /containerLogs/{namespace}/{pod}/{container}, what `kubectl logs` and
+// the pods/log subresource proxy to) from logs. It never runs anything:
+// pods bound to the node are whatever the test says they are.
+func (s *Server) Kubelet(t testing.TB, name string, logs Logs) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/containerLogs/"), "/")
+		if r.Method != http.MethodGet || !strings.HasPrefix(r.URL.Path, "/containerLogs/") || len(parts) != 3 {
+			http.NotFound(w, r)
+			return
+		}
+		log, ok := logs(parts[0], parts[1], parts[2])
+		if !ok {
+			http.Error(w, "container not found", http.StatusNotFound)
+			return
+		}
+		log = tailLog(log, r.URL.Query())
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, log)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{s.serving}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	core, err := corev1client.NewForConfig(s.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	node, err := core.Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating node %s: %v", name, err)
+	}
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
+	node.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(port)
+	if _, err := core.Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("writing the status of node %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = core.Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+	})
+}
+
+// tailLog applies the kubelet's tailLines and limitBytes.
+func tailLog(log string, q url.Values) string {
+	if n, err := strconv.Atoi(q.Get("tailLines")); err == nil && n >= 0 {
+		lines := strings.SplitAfter(log, "\n")
+		if lines[len(lines)-1] == "" {
+			lines = lines[:len(lines)-1]
+		}
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		log = strings.Join(lines, "")
+	}
+	if n, err := strconv.Atoi(q.Get("limitBytes")); err == nil && n >= 0 && len(log) > n {
+		log = log[:n]
+	}
+	return log
 }
