@@ -5,7 +5,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test bench lint demo fuzz screenshot clean
+.PHONY: all build test bench lint demo fuzz screenshot kube-assets clean
 
 # Every fuzz target, as package:Target. Their seed corpora run in `make test`.
 FUZZ_TARGETS := \
@@ -22,9 +22,15 @@ all: lint test build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dtkbot ./cmd/dtkbot
 
-## test: every test, with the race detector off (CGO_ENABLED=0)
+## test: every test, with the race detector off (CGO_ENABLED=0); the API server
+## tests use the binaries of `make kube-assets` (KUBEBUILDER_ASSETS) and skip without them
 test:
 	$(GO) test -count=1 ./...
+
+## kube-assets: kube-apiserver (built from the Go module proxy, ~9 min the first
+## time) and etcd in the cache; prints the directory for KUBEBUILDER_ASSETS
+kube-assets:
+	@hack/kube-assets.sh
 
 ## bench: round trips and bytes per release, cold and warm; of one kmod check; a cold backfill of 1,000 payloads at concurrency 1, 8, 16
 bench:

@@ -182,7 +182,7 @@ type Build struct {
 // consumers (consumers[].build:).
 type BuildBackend struct {
 	// Backend is none (plan builds, request nothing), podman, buildah,
-	// github-actions or webhook.
+	// github-actions, webhook or kubernetes.
 	Backend string `yaml:"backend"`
 	// Timeout is how long a requested build may take to appear in the
 	// target registry before it is retried.
@@ -193,6 +193,7 @@ type BuildBackend struct {
 	Podman        PodmanBuild  `yaml:"podman"`
 	GitHubActions ActionsBuild `yaml:"github_actions"`
 	Webhook       WebhookBuild `yaml:"webhook"`
+	Kubernetes    KubeBuild    `yaml:"kubernetes"`
 }
 
 // PodmanBuild configures the podman and buildah backends.
@@ -218,6 +219,55 @@ type ActionsBuild struct {
 type WebhookBuild struct {
 	URL        string `yaml:"url"`
 	SecretFile string `yaml:"secret_file"`
+}
+
+// KubeBuild configures the kubernetes backend: one batch/v1 Job per build,
+// running buildah in the cluster (package kubebuild).
+type KubeBuild struct {
+	// Namespace of the Jobs, the recipe ConfigMaps and the Secrets;
+	// default: the daemon's own (in a pod), else the kubeconfig context's.
+	Namespace string `yaml:"namespace"`
+	// Kubeconfig reaches the API server from outside the cluster; empty:
+	// the pod's ServiceAccount, else $KUBECONFIG or ~/.kube/config.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Image is buildah's image (default quay.io/buildah/stable:latest;
+	// pin it by digest).
+	Image string `yaml:"image"`
+	// ServiceAccount runs the build pods (no token is mounted); on
+	// OpenShift it is the one granted the SCC buildah needs.
+	ServiceAccount string `yaml:"service_account"`
+	// PushSecret and PullSecret are kubernetes.io/dockerconfigjson Secrets
+	// for the push to staging and for pulls; RHSMSecret holds org and
+	// activation-key (DTK builds). Names of Secrets in Namespace, never
+	// their values.
+	PushSecret string `yaml:"push_secret"`
+	PullSecret string `yaml:"pull_secret"`
+	RHSMSecret string `yaml:"rhsm_secret"`
+	// Containerfile, Context, BaseImage and ExtraArgs are the recipe;
+	// each left out is podman's (build.podman / consumers[].build.podman).
+	Containerfile string   `yaml:"containerfile"`
+	Context       string   `yaml:"context"`
+	BaseImage     string   `yaml:"base_image"`
+	ExtraArgs     []string `yaml:"extra_args"`
+	// Resources of the build container: requests and limits by resource
+	// name (cpu, memory, ephemeral-storage), as Kubernetes quantities.
+	Resources KubeResources `yaml:"resources"`
+	// TTLSecondsAfterFinished keeps a finished Job (and its outcome) this
+	// long (default 259200, three days).
+	TTLSecondsAfterFinished int `yaml:"ttl_seconds_after_finished"`
+	// StorageDriver is buildah's: vfs (default: works anywhere, copies
+	// every layer) or overlay (faster; needs rootless overlay support in
+	// the node's kernel, or fuse-overlayfs and /dev/fuse in the pod).
+	StorageDriver string `yaml:"storage_driver"`
+	// Security is how buildah may run: rootless (default), user-namespace
+	// or privileged (README.md, "Building in the cluster").
+	Security string `yaml:"security"`
+}
+
+// KubeResources are a container's resource requests and limits.
+type KubeResources struct {
+	Requests map[string]string `yaml:"requests"`
+	Limits   map[string]string `yaml:"limits"`
 }
 
 // GitHub is how dtkbot reaches GitHub (the github-actions backend and
@@ -349,6 +399,7 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg.root = &root
+	cfg.kubeDefaults()
 	cfg.consumerDefaults()
 	return &cfg, nil
 }
@@ -371,7 +422,7 @@ var knownArches = []string{"amd64", "arm64", "s390x", "ppc64le", "multi"}
 var prereleaseKinds = []string{"rc", "ec", "fc", "nightly", "ci", "other"}
 
 // backends are the build.backend values.
-var backends = []string{"none", "podman", "buildah", "github-actions", "webhook"}
+var backends = []string{"none", "podman", "buildah", "github-actions", "webhook", "kubernetes"}
 
 var (
 	channelPattern = regexp.MustCompile(`^(stable|fast|candidate|eus)-4\.[0-9]+$`)

@@ -98,6 +98,7 @@ func (c *Config) consumerDefaults() {
 		if b.GitHubActions.Ref == "" {
 			b.GitHubActions.Ref = "main"
 		}
+		b.Kubernetes.inherit(c.Build.Kubernetes)
 		if k.Target.KernelTag == "" {
 			k.Target.KernelTag = "{{.KernelFull}}"
 		}
@@ -249,6 +250,8 @@ func (c *Config) validateBackend(key string, b BuildBackend, bad func(key, forma
 		if c.GitHub.TokenFile == "" && c.GitHub.AppID == 0 && os.Getenv("GITHUB_TOKEN") == "" {
 			bad("github.token_file", "the github-actions backend (%s) needs a token: github.token_file, $GITHUB_TOKEN or a GitHub App", key)
 		}
+	case "kubernetes":
+		c.validateKube(key+".kubernetes", b, bad)
 	case "webhook":
 		if u, err := url.Parse(b.Webhook.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			bad(key+".webhook.url", "not an http(s) URL")

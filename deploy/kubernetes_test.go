@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -154,11 +155,11 @@ func find(objs map[string]object, kind, prefix string) (object, bool) {
 	return object{}, false
 }
 
-func checkPod(t *testing.T, objs map[string]object, pod podTemplate, wantProbes bool) {
+func checkPod(t *testing.T, objs map[string]object, pod podTemplate, wantProbes, wantToken bool) {
 	t.Helper()
 	ps := pod.Spec
-	if ps.Automount == nil || *ps.Automount || ps.SecurityContext.RunAsNonRoot == nil || !*ps.SecurityContext.RunAsNonRoot {
-		t.Errorf("pod: service-account token mounted or root allowed")
+	if ps.Automount == nil || *ps.Automount != wantToken || ps.SecurityContext.RunAsNonRoot == nil || !*ps.SecurityContext.RunAsNonRoot {
+		t.Errorf("pod: service-account token mounted %v (want %v) or root allowed", ps.Automount, wantToken)
 	}
 	if _, ok := objs["ServiceAccount/"+ps.ServiceAccountName]; !ok {
 		t.Errorf("service account %q not rendered", ps.ServiceAccountName)
@@ -228,6 +229,9 @@ func checkPod(t *testing.T, objs map[string]object, pod podTemplate, wantProbes 
 		t.Errorf("state %q is not on the state volume", cfg.State)
 	}
 	for key, path := range map[string]string{"registry.authfile": cfg.Registry.Authfile, "github.token_file": cfg.GitHub.TokenFile, "build.webhook.secret_file": cfg.Build.Webhook.SecretFile} {
+		if path == "" {
+			continue
+		}
 		dir := filepath.Dir(path)
 		if _, ok := mounts[dir]; !ok {
 			t.Errorf("%s %s is on no mounted volume", key, path)
@@ -247,7 +251,7 @@ func indexOf(list []string, v string) int {
 func TestKustomizeBaseRendersADeployment(t *testing.T) {
 	objs := render(t, "kubernetes/base")
 	for _, kind := range []string{"Namespace/dtkbot", "ServiceAccount/dtkbot", "PersistentVolumeClaim/dtkbot-state", "Deployment/dtkbot",
-		"Service/dtkbot", "ServiceMonitor/dtkbot", "NetworkPolicy/dtkbot"} {
+		"Service/dtkbot", "ServiceMonitor/dtkbot", "NetworkPolicy/dtkbot", "Role/dtkbot", "RoleBinding/dtkbot", "ServiceAccount/dtkbot-build"} {
 		if _, ok := objs[kind]; !ok {
 			t.Errorf("%s not rendered", kind)
 		}
@@ -272,10 +276,11 @@ func TestKustomizeBaseRendersADeployment(t *testing.T) {
 	if !subset(d.Spec.Selector.MatchLabels, d.Spec.Template.Metadata.Labels) || len(d.Spec.Selector.MatchLabels) == 0 {
 		t.Errorf("selector %v does not select the pod labels %v", d.Spec.Selector.MatchLabels, d.Spec.Template.Metadata.Labels)
 	}
-	checkPod(t, objs, d.Spec.Template, true)
+	checkPod(t, objs, d.Spec.Template, true, false)
 	if sa := objs["ServiceAccount/dtkbot"]; sa.Automount == nil || *sa.Automount {
 		t.Errorf("the service account mounts its token")
 	}
+	checkRBAC(t, objs)
 	svc, sm, np := objs["Service/dtkbot"], objs["ServiceMonitor/dtkbot"], objs["NetworkPolicy/dtkbot"]
 	if !selects(svc, d.Spec.Template.Metadata.Labels) {
 		t.Errorf("the service selects no dtkbot pod")
@@ -331,7 +336,7 @@ func TestKustomizeCronJobVariant(t *testing.T) {
 		t.Errorf("schedule %q", s.Schedule)
 	}
 	pod := s.JobTemplate.Spec.Template
-	checkPod(t, objs, pod, false)
+	checkPod(t, objs, pod, false, false)
 	if pod.Spec.Containers[0].Args[0] != "reconcile" {
 		t.Errorf("the job runs %q", pod.Spec.Containers[0].Args)
 	}
@@ -382,7 +387,7 @@ func TestKustomizeDisconnectedVariant(t *testing.T) {
 		t.Errorf("labels %v", sigs.Metadata.Labels)
 	}
 	d := objs["Deployment/dtkbot"]
-	checkPod(t, objs, d.Spec.Template, true)
+	checkPod(t, objs, d.Spec.Template, true, false)
 	cm, _ := find(objs, "ConfigMap", "dtkbot-config")
 	cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
 	if err != nil {
@@ -404,5 +409,181 @@ func TestKustomizeDisconnectedVariant(t *testing.T) {
 	}
 	if volume == "" || !mounted {
 		t.Errorf("verify.signature_store %s is not the signature ConfigMap's mount (volume %q)", cfg.Verify.SignatureStore, volume)
+	}
+}
+
+// rbacObject is a rendered Role or RoleBinding.
+type rbacObject struct {
+	Rules []struct {
+		APIGroups     []string `yaml:"apiGroups"`
+		Resources     []string `yaml:"resources"`
+		ResourceNames []string `yaml:"resourceNames"`
+		Verbs         []string `yaml:"verbs"`
+	} `yaml:"rules"`
+	RoleRef struct {
+		Kind, Name string
+	} `yaml:"roleRef"`
+	Subjects []struct {
+		Kind, Name, Namespace string
+	} `yaml:"subjects"`
+}
+
+func asRBAC(t *testing.T, o object) rbacObject {
+	t.Helper()
+	y, err := yaml.Marshal(o.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r rbacObject
+	if err := yaml.Unmarshal(y, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// checkRBAC: the daemon's ServiceAccount is bound to a Role in its own
+// namespace that allows what the kubernetes backend does (package
+// kubebuild; its tests run the same Role against a real API server) and
+// no more: no wildcard, nothing cluster-wide, Secrets by name and only read.
+func checkRBAC(t *testing.T, objs map[string]object) {
+	t.Helper()
+	for k := range objs {
+		if strings.HasPrefix(k, "ClusterRole") {
+			t.Errorf("%s: dtkbot needs nothing cluster-wide", k)
+		}
+	}
+	role, binding := asRBAC(t, objs["Role/dtkbot"]), asRBAC(t, objs["RoleBinding/dtkbot"])
+	if binding.RoleRef.Kind != "Role" || binding.RoleRef.Name != "dtkbot" || len(binding.Subjects) != 1 ||
+		binding.Subjects[0].Kind != "ServiceAccount" || binding.Subjects[0].Name != "dtkbot" || binding.Subjects[0].Namespace != "dtkbot" {
+		t.Errorf("the role binding does not bind Role dtkbot to ServiceAccount dtkbot/dtkbot: %+v", binding)
+	}
+	allowed := map[string]bool{}
+	for _, r := range role.Rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					if g == "*" || res == "*" || v == "*" {
+						t.Errorf("a wildcard in rule %+v", r)
+					}
+					allowed[g+"/"+res+"/"+v] = true
+					if res == "secrets" && (v != "get" || len(r.ResourceNames) == 0) {
+						t.Errorf("secrets: %s without resourceNames %v: only get, only by name", v, r.ResourceNames)
+					}
+				}
+			}
+		}
+	}
+	for _, need := range []string{"batch/jobs/create", "batch/jobs/get", "/pods/list", "/pods/get", "/pods/log/get",
+		"/configmaps/create", "/configmaps/get", "/configmaps/update", "/secrets/get"} {
+		if !allowed[need] {
+			t.Errorf("the Role does not allow %s", need)
+		}
+	}
+	if sa := objs["ServiceAccount/dtkbot-build"]; sa.Automount == nil || *sa.Automount {
+		t.Errorf("the build pods' service account mounts its token")
+	}
+}
+
+func TestKustomizeKubernetesBuildVariant(t *testing.T) {
+	objs := render(t, "kubernetes/kubernetes-build")
+	d, ok := objs["Deployment/dtkbot"]
+	if !ok {
+		t.Fatal("no Deployment")
+	}
+	// The daemon talks to the API server: its token is mounted.
+	checkPod(t, objs, d.Spec.Template, true, true)
+	checkRBAC(t, objs)
+	if sa := objs["ServiceAccount/dtkbot"]; sa.Automount == nil || !*sa.Automount {
+		t.Errorf("the daemon's service account does not mount its token")
+	}
+	cm, _ := find(objs, "ConfigMap", "dtkbot-config")
+	cfg, err := config.Parse([]byte(cm.Data["config.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := cfg.Build.Kubernetes
+	if cfg.Build.Backend != "kubernetes" || k.PushSecret == "" || k.RHSMSecret == "" || k.PullSecret == "" {
+		t.Fatalf("build %+v", cfg.Build)
+	}
+	// The Secrets the config names are rendered under those very names
+	// (no hash suffix), and the Role may read exactly them.
+	names := map[string]bool{}
+	for _, r := range asRBAC(t, objs["Role/dtkbot"]).Rules {
+		for _, n := range r.ResourceNames {
+			names[n] = true
+		}
+	}
+	for key, name := range map[string]string{"push_secret": k.PushSecret, "pull_secret": k.PullSecret, "rhsm_secret": k.RHSMSecret} {
+		if _, ok := objs["Secret/"+name]; !ok {
+			t.Errorf("build.kubernetes.%s %s is not rendered under that name", key, name)
+		}
+		if !names[name] {
+			t.Errorf("the Role may not read %s (build.kubernetes.%s)", name, key)
+		}
+	}
+	for name, typ := range map[string]string{k.PushSecret: "kubernetes.io/dockerconfigjson", k.PullSecret: "kubernetes.io/dockerconfigjson"} {
+		if objs["Secret/"+name].Type != typ {
+			t.Errorf("secret %s has type %q, want %s", name, objs["Secret/"+name].Type, typ)
+		}
+	}
+	if rhsm := objs["Secret/"+k.RHSMSecret]; rhsm.Data["org"] == "" || rhsm.Data["activation-key"] == "" {
+		t.Errorf("the RHSM secret lacks org or activation-key")
+	}
+	if _, ok := objs["ServiceAccount/"+k.ServiceAccount]; !ok || k.ServiceAccount == "" {
+		t.Errorf("build.kubernetes.service_account %q is not rendered", k.ServiceAccount)
+	}
+	if !strings.HasPrefix(k.Containerfile, "/usr/share/dtkbot/driver-toolkit/") {
+		t.Errorf("the recipe %s is not the one dtkbot's image ships (deploy/Containerfile)", k.Containerfile)
+	}
+	np, _ := yaml.Marshal(objs["NetworkPolicy/dtkbot"].raw)
+	if !strings.Contains(string(np), "port: 6443") {
+		t.Errorf("the network policy does not let the daemon reach the API server on 6443:\n%s", np)
+	}
+}
+
+// TestOpenShiftSCCForBuildah: the SCC deploy/ offers for OpenShift lets
+// exactly the build pods' ServiceAccount run what kubebuild asks for in
+// rootless mode (user 1000, privilege escalation, SETUID and SETGID,
+// unconfined seccomp) and nothing privileged.
+func TestOpenShiftSCCForBuildah(t *testing.T) {
+	data, err := os.ReadFile("kubernetes/openshift/scc-buildah.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scc struct {
+		Kind                     string   `yaml:"kind"`
+		AllowPrivilegedContainer bool     `yaml:"allowPrivilegedContainer"`
+		AllowPrivilegeEscalation bool     `yaml:"allowPrivilegeEscalation"`
+		AllowHostDirVolumePlugin bool     `yaml:"allowHostDirVolumePlugin"`
+		AllowHostNetwork         bool     `yaml:"allowHostNetwork"`
+		AllowHostPID             bool     `yaml:"allowHostPID"`
+		AllowHostIPC             bool     `yaml:"allowHostIPC"`
+		AllowedCapabilities      []string `yaml:"allowedCapabilities"`
+		RunAsUser                struct {
+			Type string `yaml:"type"`
+			UID  int    `yaml:"uid"`
+		} `yaml:"runAsUser"`
+		SeccompProfiles []string `yaml:"seccompProfiles"`
+		Volumes         []string `yaml:"volumes"`
+		Users           []string `yaml:"users"`
+	}
+	if err := yaml.Unmarshal(data, &scc); err != nil {
+		t.Fatal(err)
+	}
+	if scc.Kind != "SecurityContextConstraints" || scc.AllowPrivilegedContainer || scc.AllowHostDirVolumePlugin || scc.AllowHostNetwork ||
+		scc.AllowHostPID || scc.AllowHostIPC || !scc.AllowPrivilegeEscalation {
+		t.Errorf("scc %+v", scc)
+	}
+	if strings.Join(scc.AllowedCapabilities, ",") != "SETUID,SETGID" || scc.RunAsUser.Type != "MustRunAs" || scc.RunAsUser.UID != 1000 ||
+		!slices.Contains(scc.SeccompProfiles, "unconfined") {
+		t.Errorf("capabilities %v, runAsUser %+v, seccomp %v", scc.AllowedCapabilities, scc.RunAsUser, scc.SeccompProfiles)
+	}
+	for _, v := range []string{"configMap", "secret", "emptyDir"} {
+		if !slices.Contains(scc.Volumes, v) {
+			t.Errorf("volume type %s not allowed: the build pod mounts its recipe, Secrets and workspace", v)
+		}
+	}
+	if len(scc.Users) != 1 || scc.Users[0] != "system:serviceaccount:dtkbot:dtkbot-build" {
+		t.Errorf("granted to %v, want the build pods' ServiceAccount only", scc.Users)
 	}
 }

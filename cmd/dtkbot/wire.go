@@ -10,11 +10,14 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/kmm"
+	"github.com/dtkbot/dtkbot/kubebuild"
 	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -75,6 +78,8 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 			service += " " + u.Host // never its path or query, where tokens hide
 		}
 		return &build.WebhookBuilder{URL: b.Webhook.URL, Secret: secret, HTTP: serviceClient(service, buildRequestTimeout)}, nil
+	case "kubernetes":
+		return newKubeBuilder(cfg, key, b, log)
 	}
 	return build.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
 }
@@ -92,6 +97,52 @@ const (
 // pass stops asking it: breaker.Transport).
 func serviceClient(service string, timeout time.Duration) *http.Client {
 	return &http.Client{Transport: &breaker.Transport{Service: service, Timeout: timeout}}
+}
+
+// newKubeBuilder is the kubernetes backend: the in-cluster ServiceAccount,
+// or a kubeconfig.
+func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (build.Builder, error) {
+	k := b.Kubernetes
+	rc, ns, err := kubebuild.RESTConfig(cfg.Resolve(k.Kubeconfig))
+	if err != nil {
+		return nil, fmt.Errorf("%s.kubernetes: %w", key, err)
+	}
+	rc.UserAgent = "dtkbot/" + version
+	if k.Namespace != "" {
+		ns = k.Namespace
+	}
+	if ns == "" {
+		return nil, fmt.Errorf("%s.kubernetes.namespace: not set, and neither the pod nor the kubeconfig context names one", key)
+	}
+	res := corev1.ResourceRequirements{}
+	for _, r := range []struct {
+		from map[string]string
+		to   *corev1.ResourceList
+	}{{k.Resources.Requests, &res.Requests}, {k.Resources.Limits, &res.Limits}} {
+		for name, q := range r.from {
+			v, err := resource.ParseQuantity(q)
+			if err != nil {
+				return nil, fmt.Errorf("%s.kubernetes.resources: %s %q: %w", key, name, q, err)
+			}
+			if *r.to == nil {
+				*r.to = corev1.ResourceList{}
+			}
+			(*r.to)[corev1.ResourceName(name)] = v
+		}
+	}
+	containerfile, context, base, extra := b.KubeRecipe()
+	kb, err := kubebuild.New(rc, kubebuild.Options{
+		Namespace: ns, Image: k.Image, ServiceAccount: k.ServiceAccount,
+		PushSecret: k.PushSecret, PullSecret: k.PullSecret, RHSMSecret: k.RHSMSecret,
+		Containerfile: cfg.Resolve(containerfile), Context: cfg.Resolve(context), BaseImage: base, ExtraArgs: extra,
+		TLSVerify: cfg.Registry.TLSVerify, Resources: res, Timeout: b.Timeout.Duration,
+		TTLAfterFinished: time.Duration(k.TTLSecondsAfterFinished) * time.Second,
+		StorageDriver:    k.StorageDriver, Security: kubebuild.Security(k.Security), Log: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s.kubernetes: %w", key, err)
+	}
+	return kb, nil
 }
 
 // githubAuth is a GitHub App when one is configured, else a token.
