@@ -24,6 +24,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/kubetest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 )
 
@@ -263,7 +264,7 @@ func TestFailedJobIsReportedRedactedAndRetriedAsANewJob(t *testing.T) {
 			t.Errorf("the log tail lost %q:\n%s", keep, tail)
 		}
 	}
-	if n := strings.Count(tail, "\n") + 1; n > logTailLines || len(tail) > logTailMax+3 {
+	if n := strings.Count(tail, "\n") + 1; n > redact.OutputLines || len(tail) > redact.OutputMax+3 {
 		t.Errorf("log tail of %d lines, %d bytes", n, len(tail))
 	}
 	if _, err := f.check.Digest(ctx, req.Image); !errors.Is(err, registry.ErrNotFound) {

@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dtkbot/dtkbot/redact"
 )
 
 // State is where a build Job is.
@@ -42,7 +44,7 @@ type Outcome struct {
 	// the container's exit, or why a pod is not running yet.
 	Detail string
 	// LogTail is the end of a failed build's log, redacted: no URL's
-	// path or query, no secret, at most logTailMax bytes.
+	// path or query, no secret, at most redact.OutputMax bytes.
 	LogTail string
 	// Digest is what the push reported, if the Job succeeded.
 	Digest string
@@ -112,7 +114,7 @@ func (b *Builder) Outcome(ctx context.Context, req Request) (Outcome, error) {
 			log = b.podLog(ctx, pod.Name)
 		}
 		if log != "" {
-			out.LogTail = redact(log, b.secretValues(ctx, req))
+			out.LogTail = redact.Output(log, b.secretValues(ctx, req))
 		}
 		return out, nil
 	}
@@ -168,7 +170,7 @@ func waiting(pod *corev1.Pod) string {
 	}
 	for _, s := range pod.Status.ContainerStatuses {
 		if s.Name == container && s.State.Waiting != nil {
-			return "pod " + pod.Name + " waiting: " + strings.TrimSpace(s.State.Waiting.Reason+" "+redact(s.State.Waiting.Message, nil))
+			return "pod " + pod.Name + " waiting: " + strings.TrimSpace(s.State.Waiting.Reason+" "+redact.Output(s.State.Waiting.Message, nil))
 		}
 	}
 	for _, c := range pod.Status.Conditions {
@@ -182,7 +184,7 @@ func waiting(pod *corev1.Pod) string {
 // podLog reads the end of the build container's log; an error is said in
 // the result, never fatal (the kubelet may be gone with its node).
 func (b *Builder) podLog(ctx context.Context, pod string) string {
-	tail, limit := int64(logTailLines), int64(4*logTailMax)
+	tail, limit := int64(redact.OutputLines), int64(4*redact.OutputMax)
 	rc, err := b.core.Pods(b.opts.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, TailLines: &tail, LimitBytes: &limit}).Stream(ctx)
 	if err != nil {
 		return "(no log: " + explain(err, "get", "", "pods/log", b.opts.Namespace, pod).Error() + ")"

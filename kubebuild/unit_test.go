@@ -63,51 +63,6 @@ func TestJobName(t *testing.T) {
 	}
 }
 
-func TestRedact(t *testing.T) {
-	secrets := []string{"8675309", "s3cret-key", "pw"}
-	for _, tc := range []struct {
-		name, in      string
-		want, notWant []string
-	}{
-		{"url path and query", "GET https://cdn.redhat.com/content/dist/x.rpm?sig=abc&e=1 failed",
-			[]string{"GET https://cdn.redhat.com/<redacted> failed"}, []string{"content", "sig=abc"}},
-		{"url userinfo", "pulling https://user:hunter22@registry.example.com/v2/",
-			[]string{"https://registry.example.com/<redacted>"}, []string{"hunter22", "user:"}},
-		{"bare host kept", "dial tcp https://quay.io: timeout", []string{"https://quay.io: timeout"}, nil},
-		{"known secrets and base64", "org 8675309 key s3cret-key b64 czNjcmV0LWtleQ==",
-			[]string{"org <redacted> key <redacted> b64 <redacted>"}, []string{"8675309", "s3cret"}},
-		{"short secrets are not replaced everywhere", "pw stays in 'pwd'", []string{"pwd"}, nil},
-		{"credential pairs", `password=p1 token: t2 "auth":"YWJj" --org 77 Authorization: Bearer xyz.abc`,
-			[]string{"password=<redacted>", "token: <redacted>", `"auth":"<redacted>"`, "--org <redacted>", "Bearer <redacted>"}, []string{"p1", "t2", "YWJj", "77", "xyz"}},
-		{"control characters", "\x1b[31merror\x1b[0m\x07 here", []string{"error here"}, []string{"\x1b", "\x07"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := redact(tc.in, secrets)
-			for _, w := range tc.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("redact(%q) = %q, want %q in it", tc.in, got, w)
-				}
-			}
-			for _, w := range tc.notWant {
-				if strings.Contains(got, w) {
-					t.Errorf("redact(%q) = %q shows %q", tc.in, got, w)
-				}
-			}
-		})
-	}
-	t.Run("bounded", func(t *testing.T) {
-		long := strings.Repeat("line of output that goes on and on and on and on and on and on and on and on and on and on and on and on\n", 100) + "the last line é"
-		got := redact(long, nil)
-		if n := strings.Count(got, "\n") + 1; n > logTailLines || len(got) > logTailMax+3 || !strings.HasSuffix(got, "the last line é") {
-			t.Errorf("%d lines, %d bytes, ends %q", n, len(got), got[len(got)-20:])
-		}
-		wide := strings.Repeat("é", 3000)
-		if got := redact(wide, nil); len(got) > logTailMax+3 || !strings.HasPrefix(got, "...é") {
-			t.Errorf("a long line is cut to %d bytes, starting %q", len(got), got[:8])
-		}
-	})
-}
-
 func TestRecipe(t *testing.T) {
 	t.Run("keys", func(t *testing.T) {
 		keyPattern := regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)

@@ -222,7 +222,7 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 	if buildLog {
 		for _, m := range append([]ledger.Image{k}, builds...) {
 			if m.Detail != "" {
-				fmt.Fprintf(&b, "\n<details><summary>Build output (%s)</summary>\n\n~~~\n%s\n~~~\n</details>\n", m.Kind(), strings.ReplaceAll(redact.Log(m.Detail, 4000), "~~~", "~ ~ ~"))
+				fmt.Fprintf(&b, "\n<details><summary>Build output (%s)</summary>\n\n~~~\n%s\n~~~\n</details>\n", m.Kind(), strings.ReplaceAll(redact.Output(m.Detail, nil), "~~~", "~ ~ ~"))
 			}
 		}
 	}

@@ -11,8 +11,10 @@
 package redact
 
 import (
+	"encoding/base64"
 	"net/url"
 	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -63,21 +65,76 @@ func Text(s string) string {
 	return s[:cut] + "…"
 }
 
-// Log is s with every URL reduced as Text does, its lines kept, at most
-// max bytes (the last ones: a build's log says what went wrong at the end).
-func Log(s string, max int) string {
-	s = urlPattern.ReplaceAllStringFunc(s, func(u string) string {
-		trimmed := strings.TrimRight(u, ".,;:!?")
-		return URL(trimmed) + u[len(trimmed):]
-	})
-	if len(s) <= max {
-		return s
-	}
-	start := len(s) - max
-	for start < len(s) && !utf8Start(s[start]) {
-		start++
-	}
-	return "…" + s[start:]
-}
-
 func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
+
+// A build's output shown is at most OutputLines lines and OutputMax bytes.
+const (
+	OutputLines = 20
+	OutputMax   = 2000
+)
+
+// redacted stands where a secret or a URL's path was.
+const redacted = "<redacted>"
+
+var (
+	// key=value and key: value pairs whose value is a credential, and
+	// HTTP authorization schemes.
+	credentialPattern = regexp.MustCompile(`(?i)((?:password|passwd|pass|token|secret|activation[-_]?key|auth|org)["']?\s*[=:]\s*["']?|--(?:password|creds|org|activationkey)[= ]|\b(?:bearer|basic)\s+)[^\s"',&]+`)
+	ansiPattern       = regexp.MustCompile("\x1b\\[[0-9;?]*[ -/]*[@-~]")
+)
+
+// Output makes a build's output (a log tail, a webhook's reply) fit to show:
+// the known secret values (and their base64) replaced, URLs cut to scheme
+// and host, credential-looking values (password=, token:, --org, Bearer)
+// replaced, control characters dropped, and only the last OutputLines
+// lines, at most OutputMax bytes, kept: a build says what went wrong at
+// the end.
+func Output(log string, secrets []string) string {
+	// Longest first, so a secret containing another is replaced whole.
+	var known []string
+	for _, s := range secrets {
+		if len(s) >= 4 {
+			known = append(known, s, base64.StdEncoding.EncodeToString([]byte(s)))
+		}
+	}
+	sort.Slice(known, func(i, j int) bool { return len(known[i]) > len(known[j]) })
+	for _, s := range known {
+		log = strings.ReplaceAll(log, s, redacted)
+	}
+	log = ansiPattern.ReplaceAllString(log, "")
+	log = urlPattern.ReplaceAllStringFunc(log, func(u string) string {
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" {
+			return redacted
+		}
+		out := p.Scheme + "://" + p.Host
+		if (p.Path != "" && p.Path != "/") || p.RawQuery != "" || p.Fragment != "" || p.User != nil {
+			out += "/" + redacted
+		}
+		return out
+	})
+	log = credentialPattern.ReplaceAllString(log, "${1}"+redacted)
+	log = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || r >= ' ' && r != 0x7f {
+			return r
+		}
+		return -1
+	}, log)
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	if len(lines) > OutputLines {
+		lines = lines[len(lines)-OutputLines:]
+	}
+	log = strings.Join(lines, "\n")
+	if len(log) > OutputMax {
+		log = log[len(log)-OutputMax:]
+		// Start at a whole character (and line, if there is one close).
+		for i := 0; i < len(log) && i < 4; i++ {
+			if log[i]&0xc0 != 0x80 {
+				log = log[i:]
+				break
+			}
+		}
+		log = "..." + log
+	}
+	return log
+}

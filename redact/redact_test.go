@@ -27,19 +27,53 @@ func TestText(t *testing.T) {
 	}
 }
 
-func TestLogKeepsTheEndAndItsLines(t *testing.T) {
-	log := strings.Repeat("step\n", 100) + "error: pulling https://registry.example.com/v2/acme/x/manifests/y?token=t: 401\n"
-	got := Log(log, 120)
-	if !strings.HasSuffix(got, "error: pulling https://registry.example.com: 401\n") || strings.Contains(got, "token") || len(got) > 124 {
-		t.Errorf("Log: %q", got)
-	}
-	if !strings.Contains(got, "step\n") {
-		t.Errorf("the lines went: %q", got)
-	}
-}
-
 func TestQueryKeepsThePath(t *testing.T) {
 	if got := Query("https://bot:tok@hooks.example.com/build/dtk?sig=abc#x"); got != "https://hooks.example.com/build/dtk" {
 		t.Errorf("Query: %q", got)
 	}
+}
+
+func TestOutput(t *testing.T) {
+	secrets := []string{"8675309", "s3cret-key", "pw"}
+	for _, tc := range []struct {
+		name, in      string
+		want, notWant []string
+	}{
+		{"url path and query", "GET https://cdn.redhat.com/content/dist/x.rpm?sig=abc&e=1 failed",
+			[]string{"GET https://cdn.redhat.com/<redacted> failed"}, []string{"content", "sig=abc"}},
+		{"url userinfo", "pulling https://user:hunter22@registry.example.com/v2/",
+			[]string{"https://registry.example.com/<redacted>"}, []string{"hunter22", "user:"}},
+		{"bare host kept", "dial tcp https://quay.io: timeout", []string{"https://quay.io: timeout"}, nil},
+		{"known secrets and base64", "org 8675309 key s3cret-key b64 czNjcmV0LWtleQ==",
+			[]string{"org <redacted> key <redacted> b64 <redacted>"}, []string{"8675309", "s3cret"}},
+		{"short secrets are not replaced everywhere", "pw stays in 'pwd'", []string{"pwd"}, nil},
+		{"credential pairs", `password=p1 token: t2 "auth":"YWJj" --org 77 Authorization: Bearer xyz.abc`,
+			[]string{"password=<redacted>", "token: <redacted>", `"auth":"<redacted>"`, "--org <redacted>", "Bearer <redacted>"}, []string{"p1", "t2", "YWJj", "77", "xyz"}},
+		{"control characters", "\x1b[31merror\x1b[0m\x07 here", []string{"error here"}, []string{"\x1b", "\x07"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Output(tc.in, secrets)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("Output(%q) = %q, want %q in it", tc.in, got, w)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("Output(%q) = %q shows %q", tc.in, got, w)
+				}
+			}
+		})
+	}
+	t.Run("bounded", func(t *testing.T) {
+		long := strings.Repeat("line of output that goes on and on and on and on and on and on and on and on and on and on and on and on\n", 100) + "the last line é"
+		got := Output(long, nil)
+		if n := strings.Count(got, "\n") + 1; n > OutputLines || len(got) > OutputMax+3 || !strings.HasSuffix(got, "the last line é") {
+			t.Errorf("%d lines, %d bytes, ends %q", n, len(got), got[len(got)-20:])
+		}
+		wide := strings.Repeat("é", 3000)
+		if got := Output(wide, nil); len(got) > OutputMax+3 || !strings.HasPrefix(got, "...é") {
+			t.Errorf("a long line is cut to %d bytes, starting %q", len(got), got[:8])
+		}
+	})
 }
