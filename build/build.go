@@ -93,3 +93,22 @@ func Explain(err error) (public, detail string) {
 	}
 	return redact.Text(err.Error()), err.Error()
 }
+
+// Reporter is a backend that can say how a build it was asked for went
+// before its image appears: a Kubernetes Job can fail, or be deleted, long
+// before build.timeout. The image at the staging reference stays the
+// truth: a report never makes a build succeed, it only ends an attempt
+// that will not push.
+type Reporter interface {
+	Report(ctx context.Context, req Request) (Report, error)
+}
+
+// Report is how a requested build went.
+type Report struct {
+	// Over: the build ended without pushing, or nothing builds any more;
+	// the attempt is spent.
+	Over bool
+	// Summary says so, for people (public text); Output is the build's
+	// own words, already redacted, for the log and the state file.
+	Summary, Output string
+}

@@ -43,10 +43,18 @@ type node struct {
 	fail map[string]failure
 	// logs are the pods' logs, by pod name.
 	logs map[string]string
-	// hold are kernels whose builds never finish.
+	// hold are kernels whose builds do not finish until released; held
+	// are those builds, by kernel.
 	hold map[string]bool
+	held map[string]heldBuild
 	// started counts the builds started per Job name.
 	started map[string]int
+}
+
+// heldBuild is a running build, its Job and pod.
+type heldBuild struct {
+	job *batchv1.Job
+	pod *corev1.Pod
 }
 
 // failure is a failing build: its log, and whether the container leaves
@@ -59,7 +67,7 @@ type failure struct {
 
 func startNode(t *testing.T, s *kubetest.Server, ns string, world *payloadtest.World) *node {
 	n := &node{t: t, ns: ns, world: world, name: "node-" + ns,
-		fail: map[string]failure{}, logs: map[string]string{}, hold: map[string]bool{}, started: map[string]int{}}
+		fail: map[string]failure{}, logs: map[string]string{}, hold: map[string]bool{}, held: map[string]heldBuild{}, started: map[string]int{}}
 	var err error
 	if n.batch, err = batchv1client.NewForConfig(s.Admin); err != nil {
 		t.Fatal(err)
@@ -99,6 +107,20 @@ func (n *node) holdBuild(kernelFull string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.hold[kernelFull] = true
+}
+
+// releaseBuild lets a held build finish (succeed, or fail as failBuild
+// said), as its container would when it ends.
+func (n *node) releaseBuild(ctx context.Context, kernelFull string) {
+	n.mu.Lock()
+	h, ok := n.held[kernelFull]
+	delete(n.hold, kernelFull)
+	delete(n.held, kernelFull)
+	n.mu.Unlock()
+	if !ok {
+		n.t.Fatalf("node: no held build of %s", kernelFull)
+	}
+	n.finish(ctx, h.job, h.pod)
 }
 
 func (n *node) builds(job string) int {
@@ -145,10 +167,9 @@ func (n *node) handle(ctx context.Context, job *batchv1.Job) {
 	if job.Status.StartTime != nil {
 		return
 	}
-	kernelFull, attempt := job.Annotations[AnnotKernelFull], job.Annotations[AnnotAttempt]
+	kernelFull := job.Annotations[AnnotKernelFull]
 	n.mu.Lock()
 	n.started[job.Name]++
-	failed, fails := n.fail[kernelFull+"/"+attempt]
 	hold := n.hold[kernelFull]
 	n.mu.Unlock()
 
@@ -169,11 +190,26 @@ func (n *node) handle(ctx context.Context, job *batchv1.Job) {
 		pod.Status.Phase = corev1.PodRunning
 		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: container, Image: pod.Spec.Containers[0].Image, Ready: true,
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}}
-		if _, err := n.core.Pods(n.ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		if pod, err = n.core.Pods(n.ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
 			n.errorf(ctx, "node: pod %s running: %v", pod.Name, err)
+			return
 		}
+		n.mu.Lock()
+		n.held[kernelFull] = heldBuild{job, pod}
+		n.mu.Unlock()
 		return
 	}
+	n.finish(ctx, job, pod)
+}
+
+// finish ends a started build: the push (or the failure failBuild set),
+// the pod's status, then the Job's, as the job controller writes them.
+func (n *node) finish(ctx context.Context, job *batchv1.Job, pod *corev1.Pod) {
+	kernelFull, attempt := job.Annotations[AnnotKernelFull], job.Annotations[AnnotAttempt]
+	n.mu.Lock()
+	failed, fails := n.fail[kernelFull+"/"+attempt]
+	n.mu.Unlock()
+	now := *job.Status.StartTime
 	term := &corev1.ContainerStateTerminated{StartedAt: now, FinishedAt: metav1.Now()}
 	if fails {
 		pod.Status.Phase, term.ExitCode, term.Reason = corev1.PodFailed, 1, "Error"

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/redact"
 )
 
@@ -243,4 +244,21 @@ func dockerCredentials(data []byte) []string {
 		}
 	}
 	return out
+}
+
+// Report implements build.Reporter: a failed Job, or one that is gone,
+// ends the attempt; a running or succeeded one does not (the image at the
+// staging reference decides).
+func (b *Builder) Report(ctx context.Context, req Request) (build.Report, error) {
+	o, err := b.Outcome(ctx, req)
+	if err != nil {
+		return build.Report{}, err
+	}
+	switch o.State {
+	case Failed:
+		return build.Report{Over: true, Summary: fmt.Sprintf("the build Job %s/%s failed: %s", o.Namespace, o.Job, o.Detail), Output: o.LogTail}, nil
+	case Gone:
+		return build.Report{Over: true, Summary: fmt.Sprintf("the build Job %s/%s is gone and no image appeared at %s", o.Namespace, o.Job, req.Image)}, nil
+	}
+	return build.Report{}, nil
 }

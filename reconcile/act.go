@@ -109,14 +109,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 		p.fail(fmt.Errorf("recording the build of %s: %w", a.ImageKey(), err))
 		return "error: " + err.Error()
 	}
-	req := build.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
-		Stream: m.Stream, Arch: m.Arch, Image: a.Image, Releases: m.Releases, Attempt: m.Attempts}
-	if m.IsDTK() {
-		req.DTKImage = m.DTKImage
-	} else {
-		req.Consumer, req.DTK = m.Consumer, m.DTKImage
-	}
-	err := k.builder.Build(ctx, req)
+	err := k.builder.Build(ctx, requestOf(m))
 	result := "requested"
 	switch {
 	case err == nil:
@@ -143,6 +136,19 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 		p.fail(err)
 	}
 	return result
+}
+
+// requestOf is the build request of m's current attempt, to its staging
+// reference: what was asked for, and what a backend reports on.
+func requestOf(m ledger.Image) build.Request {
+	req := build.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
+		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts}
+	if m.IsDTK() {
+		req.DTKImage = m.DTKImage
+	} else {
+		req.Consumer, req.DTK = m.Consumer, m.DTKImage
+	}
+	return req
 }
 
 // applyPromote writes one tag through promote.Tags, which keeps the rules:

@@ -7,8 +7,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
+	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/verify"
 )
@@ -139,8 +141,35 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 			m.Reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
 		}
 		return true
+	case m.State == ledger.StateBuildRequested:
+		return p.askHowItWent(ctx, m, k)
 	}
 	return false
+}
+
+// askHowItWent asks a backend that can say (a Kubernetes Job) how a build
+// whose image has not appeared went: one that failed, or is gone, spends
+// the attempt now rather than at build.timeout. It reports whether m
+// changed.
+func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool {
+	r, ok := k.builder.(build.Reporter)
+	if !ok {
+		return false
+	}
+	rep, err := r.Report(ctx, requestOf(*m))
+	switch {
+	case err != nil:
+		p.warn(fmt.Sprintf("asking how the build of %s (%s) goes: %v", m.Key(), k.what, err))
+		return false
+	case !rep.Over:
+		return false
+	}
+	m.Reason, m.Detail = redact.Text(rep.Summary), rep.Output
+	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", rep.Output).Msg(rep.Summary)
+	if p.attemptFailed(m, k.build) {
+		m.Reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
+	}
+	return true
 }
 
 // verify checks a built image by digest. A verified image at the staging
