@@ -1,0 +1,86 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestDocumentedFlagsAreTheCommands: docs/commands.md's table of each
+// command lists every flag `dtkbot COMMAND -h` prints, with the default it
+// prints, and no other.
+func TestDocumentedFlagsAreTheCommands(t *testing.T) {
+	data, err := os.ReadFile("../../docs/commands.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]map[string]string{} // command -> flag -> default
+	command := ""
+	row := regexp.MustCompile("^\\| `-{1,2}([a-z-]+)` \\| (.*?) \\| .* \\|$")
+	for _, line := range strings.Split(string(data), "\n") {
+		if c, ok := strings.CutPrefix(line, "## dtkbot "); ok {
+			command = c
+			documented[command] = map[string]string{}
+			continue
+		}
+		if m := row.FindStringSubmatch(line); m != nil && command != "" {
+			def := m[2]
+			switch {
+			case def == "none":
+				def = ""
+			case strings.HasPrefix(def, "`") || strings.HasPrefix(def, "*"):
+				def = strings.Trim(def, "`*")
+			default:
+				t.Errorf("docs/commands.md: %s --%s: a default is `code`, none or *prose*, not %q", command, m[1], def)
+			}
+			documented[command][m[1]] = def
+		}
+	}
+	flagLine := regexp.MustCompile(`^  -([a-z-]+)`)
+	defaultOf := regexp.MustCompile(`\(default "?(.*?)"?\)$`)
+	for _, cmd := range []string{"reconcile", "run", "release-info", "kmod check", "report", "validate-config", "state export"} {
+		want, ok := documented[cmd]
+		if !ok {
+			t.Errorf("docs/commands.md has no section for dtkbot %s", cmd)
+			continue
+		}
+		code, _, stderr := runCLI(t, append(strings.Fields(cmd), "-h")...)
+		if code != 0 {
+			t.Fatalf("dtkbot %s -h: exit %d\n%s", cmd, code, stderr)
+		}
+		got := map[string]string{}
+		name := ""
+		for _, line := range strings.Split(stderr, "\n") {
+			if m := flagLine.FindStringSubmatch(line); m != nil {
+				name = m[1]
+				got[name] = ""
+			} else if m := defaultOf.FindStringSubmatch(strings.TrimSpace(line)); m != nil && name != "" {
+				got[name] = m[1]
+			}
+		}
+		if len(got) == 0 {
+			t.Fatalf("dtkbot %s -h printed no flags:\n%s", cmd, stderr)
+		}
+		for f, def := range got {
+			w, ok := want[f]
+			switch {
+			case !ok:
+				t.Errorf("dtkbot %s --%s is not in docs/commands.md", cmd, f)
+			case w != def:
+				t.Errorf("dtkbot %s --%s: -h says default %q, docs/commands.md %q", cmd, f, def, w)
+			}
+		}
+		var extra []string
+		for f := range want {
+			if _, ok := got[f]; !ok {
+				extra = append(extra, f)
+			}
+		}
+		slices.Sort(extra)
+		if len(extra) > 0 {
+			t.Errorf("docs/commands.md documents flags dtkbot %s does not have: %v", cmd, extra)
+		}
+	}
+}
