@@ -125,7 +125,7 @@ func kernelOf(minor, k int) string {
 	return fmt.Sprintf("5.14.0-%d.%d.1.el9_6", 500+minor, k)
 }
 
-// eraBackfill publishes n payloads over every era of DOMAIN.md's table, as
+// eraBackfill publishes n payloads over every era of payload layout (payloadtest.Eras), as
 // OpenShift ships them: z-streams of 4.6 to 4.22, five per RHCOS build (so
 // per kernel), 4.21+ with a RHEL 10 stream too, and from 4.18 every tenth
 // z-stream also as a multi-arch payload in the multi graph. It returns the

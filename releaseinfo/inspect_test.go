@@ -56,7 +56,7 @@ func (tw *testWorld) inspector(opts Options) *Inspector {
 	return New(tw.client(registry.Options{}), opts)
 }
 
-// eraReleases are payloads of every era of DOMAIN.md's table.
+// eraReleases are payloads of every era of payload layout (payloadtest.Eras).
 func eraReleases() []payloadtest.ReleaseSpec { return payloadtest.Eras() }
 
 func TestInspectEveryEra(t *testing.T) {

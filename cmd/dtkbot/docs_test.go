@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -81,6 +82,53 @@ func TestDocumentedFlagsAreTheCommands(t *testing.T) {
 		slices.Sort(extra)
 		if len(extra) > 0 {
 			t.Errorf("docs/commands.md documents flags dtkbot %s does not have: %v", cmd, extra)
+		}
+	}
+}
+
+// TestDocumentationLinksResolve: every relative link of README.md and
+// docs/*.md names a file that exists and, with a #fragment, a heading of
+// it (GitHub's anchors: lower case, punctuation dropped, spaces as dashes).
+func TestDocumentationLinksResolve(t *testing.T) {
+	pages, _ := filepath.Glob("../../docs/*.md")
+	pages = append(pages, "../../README.md")
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	heading := regexp.MustCompile(`(?m)^#+ (.*)$`)
+	anchors := func(path string) map[string]bool {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		out := map[string]bool{}
+		for _, m := range heading.FindAllStringSubmatch(string(data), -1) {
+			a := strings.ToLower(m[1])
+			a = regexp.MustCompile(`[^\p{L}\p{N} _-]`).ReplaceAllString(a, "")
+			out[strings.ReplaceAll(a, " ", "-")] = true
+		}
+		return out
+	}
+	for _, page := range pages {
+		data, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(data), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			file, frag, _ := strings.Cut(target, "#")
+			path := page
+			if file != "" {
+				path = filepath.Join(filepath.Dir(page), file)
+				if _, err := os.Stat(path); err != nil {
+					t.Errorf("%s: the link %s names no file", page, target)
+					continue
+				}
+			}
+			if frag != "" && strings.HasSuffix(path, ".md") && !anchors(path)[frag] {
+				t.Errorf("%s: the link %s names no heading of %s", page, target, path)
+			}
 		}
 	}
 }

@@ -1,8 +1,11 @@
 package payloadtest
 
-// Eras returns one release of each era of payload layout (DOMAIN.md, section
-// 3), with kernels as those releases shipped them: the set that tests, the
-// benchmark and the demo inspect.
+// Eras returns one release of each era of payload layout (where the kernel
+// is written: machine-os-content labels up to 4.11, rhel-coreos's ostree.linux
+// label from 4.12, its meta.json layer from 4.19, a RHEL 10 stream from 4.21;
+// see openshift/oc's release info and openshift/os), with kernels as those
+// releases shipped them: the set that tests, the benchmark and the demo
+// inspect.
 func Eras() []ReleaseSpec {
 	return []ReleaseSpec{
 		// 4.1-4.7: machine-os-content without kernel labels, no DTK.
