@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/dtkbot/dtkbot/redact"
+	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/version"
 
 	"github.com/rs/zerolog"
@@ -49,10 +51,10 @@ type pass struct {
 	// promoteFailed are the images a promotion failed for in this pass:
 	// not promoted before the next.
 	promoteFailed map[string]bool
-	// services are the pass's breakers; skipped the services whose
-	// "not asked" error was already said (once a pass each).
+	// services are the pass's breakers; said the errors of a kind already
+	// said in the pass (saidBefore).
 	services *breaker.Set
-	skipped  map[string]bool
+	said     map[string]bool
 }
 
 // begin loads the ledger and starts a pass.
@@ -79,7 +81,7 @@ func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
 func (p *pass) fail(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.saidSkipped(err) {
+	if p.saidBefore(err) {
 		return
 	}
 	p.errs = append(p.errs, err)
@@ -90,7 +92,7 @@ func (p *pass) fail(err error) {
 // for the next one.
 func (p *pass) deferred(err error) {
 	p.mu.Lock()
-	said := p.saidSkipped(err)
+	said := p.saidBefore(err)
 	if !said {
 		p.res.Errors = append(p.res.Errors, err.Error())
 	}
@@ -100,22 +102,30 @@ func (p *pass) deferred(err error) {
 	}
 }
 
-// saidSkipped reports whether err is a request not sent to a service
-// that stopped answering, and that service's skip was already said in
-// this pass: each is said once (the count is in Result.Services), never
+// saidBefore reports whether err was said already in this pass, in its
+// kind: a request not sent to a service that stopped answering (the count
+// is in Result.Services), or a broken auth file (each file once, whatever
+// the repositories or releases that needed it): each is said once, never
 // once per release. p.mu is held.
-func (p *pass) saidSkipped(err error) bool {
+func (p *pass) saidBefore(err error) bool {
+	var key string
 	var open *breaker.OpenError
-	if !errors.As(err, &open) {
+	var auth *registry.AuthFileError
+	switch {
+	case errors.As(err, &open):
+		key = "service " + open.Service
+	case errors.As(err, &auth):
+		key = "auth file " + strings.Join(auth.Files, ",")
+	default:
 		return false
 	}
-	if p.skipped == nil {
-		p.skipped = map[string]bool{}
+	if p.said == nil {
+		p.said = map[string]bool{}
 	}
-	if p.skipped[open.Service] {
+	if p.said[key] {
 		return true
 	}
-	p.skipped[open.Service] = true
+	p.said[key] = true
 	return false
 }
 

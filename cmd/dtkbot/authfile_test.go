@@ -38,6 +38,10 @@ func TestBrokenPullSecretFailsThePassNamingIt(t *testing.T) {
 			t.Errorf("the output does not say %q:\n%s", want, stderr)
 		}
 	}
+	// Said once in the pass, not once per release that needed it.
+	if n := strings.Count(stderr, "reading the registry credentials for"); n != 1 {
+		t.Errorf("the broken pull secret is said %d times, want once:\n%s", n, stderr)
+	}
 	for _, never := range []string{"s3cret", "HTTP 401", "unauthorized"} {
 		if strings.Contains(stdout+stderr, never) {
 			t.Errorf("the output says %q:\n%s%s", never, stdout, stderr)
