@@ -15,10 +15,10 @@ import (
 	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/internal/kubetest"
 	"github.com/dtkbot/dtkbot/kubebuild"
-	"github.com/dtkbot/dtkbot/build"
 )
 
 // TestKubernetesBackendFromConfig: build.backend kubernetes, as config.yaml
