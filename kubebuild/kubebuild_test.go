@@ -21,6 +21,7 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/dtkbot/dtkbot/internal/kubenode"
 	"github.com/dtkbot/dtkbot/internal/kubetest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
@@ -44,7 +45,7 @@ type fixture struct {
 	ns    string
 	reg   *registrytest.Registry
 	host  string
-	node  *node
+	node  *kubenode.Node
 	check *registry.Client
 	opts  Options
 	batch batchv1client.BatchV1Interface
@@ -182,7 +183,7 @@ func TestOneJobPerBuildAcrossCallsAndRestarts(t *testing.T) {
 	if jobs := f.jobs(t); len(jobs) != 1 || jobs[0].Name != JobName(req) {
 		t.Fatalf("%d jobs, want one named %s", len(jobs), JobName(req))
 	}
-	if n := f.node.builds(JobName(req)); n != 1 {
+	if n := f.node.Builds(JobName(req)); n != 1 {
 		t.Errorf("the node built %d times", n)
 	}
 	d, err := f.check.Digest(ctx, req.Image)
@@ -241,7 +242,7 @@ func TestFailedJobIsReportedRedactedAndRetriedAsANewJob(t *testing.T) {
 	log.WriteString("  - Curl error (6): https://cdn.redhat.com/content/dist/rhel9/9.5/x86_64/baseos/os/repodata/repomd.xml?sig=abc123secretsig&exp=1 [Could not resolve host]\n")
 	log.WriteString("pushing with " + base64.StdEncoding.EncodeToString([]byte("pusher:"+pushPassword)) + " and Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.payload.sig\n")
 	log.WriteString("Error: building at STEP \"RUN dnf -y install kernel-devel-5.14.0-503.11.1.el9_5\": exit status 1\n")
-	f.node.failBuild(req.KernelFull, 1, log.String(), true)
+	f.node.FailBuild(req.KernelFull, 1, log.String(), true)
 
 	b := f.builder(t, nil)
 	if err := b.Build(ctx, req); err != nil {
@@ -295,7 +296,7 @@ func TestDeletedJobIsGoneNotBuilt(t *testing.T) {
 	f := setup(t)
 	ctx := testContext(t)
 	req := f.request("5.14.0-570.12.1.el9_6", 1)
-	f.node.holdBuild(req.KernelFull)
+	f.node.HoldBuild(req.KernelFull)
 	b := f.builder(t, nil)
 	if err := b.Build(ctx, req); err != nil {
 		t.Fatal(err)
@@ -538,7 +539,7 @@ func TestRBAC(t *testing.T) {
 		// A build killed without a termination message: its log comes
 		// from the kubelet, through pods/log.
 		failing := f.request("5.14.0-427.43.1.el9_4", 1)
-		f.node.failBuild(failing.KernelFull, 1, "STEP 3/9: RUN dnf -y install kernel-devel\nsubscription-manager register --activationkey="+rhsmKey+"\nkilled at the deadline\n", false)
+		f.node.FailBuild(failing.KernelFull, 1, "STEP 3/9: RUN dnf -y install kernel-devel\nsubscription-manager register --activationkey="+rhsmKey+"\nkilled at the deadline\n", false)
 		if err := b.Build(ctx, failing); err != nil {
 			t.Fatal(err)
 		}
@@ -590,7 +591,7 @@ func TestRBAC(t *testing.T) {
 		t.Run("without "+tc.verb+" "+tc.resource, func(t *testing.T) {
 			b := f.builder(t, f.s.User(t, f.ns, without(tc.resource, tc.verb)...))
 			req := f.request("5.14.0-427.50."+string(rune('1'+i))+".el9_4", 1)
-			f.node.failBuild(req.KernelFull, 1, "no termination message\n", false)
+			f.node.FailBuild(req.KernelFull, 1, "no termination message\n", false)
 			err := b.Build(ctx, req)
 			if tc.where != "build" {
 				if err != nil {

@@ -116,7 +116,7 @@ func (w *passWorld) waitJob(t *testing.T, attempt int, want State) {
 // pass verifies and promotes the image; no pass after that makes a Job.
 func TestPassesBuildOnceThroughAJob(t *testing.T) {
 	w := newPassWorld(t, "5.14.0-427.37.1.el9_4")
-	w.node.holdBuild(w.kernel + ".x86_64")
+	w.node.HoldBuild(w.kernel + ".x86_64")
 	w.pass(t)
 	if m := w.image(t); m.State != ledger.StateBuildRequested || m.Attempts != 1 {
 		t.Fatalf("after the first pass: %s, %d attempts", m.State, m.Attempts)
@@ -128,7 +128,9 @@ func TestPassesBuildOnceThroughAJob(t *testing.T) {
 	if jobs := w.jobs(t); len(jobs) != 1 {
 		t.Fatalf("%d jobs while one build runs, want 1", len(jobs))
 	}
-	w.node.releaseBuild(testContext(t), w.kernel+".x86_64") // the build ends and pushes
+	if !w.node.ReleaseBuild(testContext(t), w.kernel+".x86_64") { // the build ends and pushes
+		t.Fatal("the node holds no build of the kernel")
+	}
 	w.waitJob(t, 1, Succeeded)
 	w.pass(t)
 	m := w.image(t)
@@ -149,7 +151,7 @@ func TestPassesBuildOnceThroughAJob(t *testing.T) {
 // kept aside; no new Job before the backoff, one after, which succeeds.
 func TestFailedJobIsRetriedAfterTheBackoff(t *testing.T) {
 	w := newPassWorld(t, "5.14.0-503.11.1.el9_5")
-	w.node.failBuild(w.kernel+".x86_64", 1, "Error: building at STEP \"RUN dnf -y install kernel-devel\": exit status 1\n", true)
+	w.node.FailBuild(w.kernel+".x86_64", 1, "Error: building at STEP \"RUN dnf -y install kernel-devel\": exit status 1\n", true)
 	w.pass(t)
 	w.waitJob(t, 1, Failed)
 	w.pass(t)
@@ -179,7 +181,7 @@ func TestFailedJobIsRetriedAfterTheBackoff(t *testing.T) {
 // and builds nothing: the image is never taken as built.
 func TestDeletedJobIsNoBuild(t *testing.T) {
 	w := newPassWorld(t, "5.14.0-570.12.1.el9_6")
-	w.node.holdBuild(w.kernel + ".x86_64")
+	w.node.HoldBuild(w.kernel + ".x86_64")
 	w.pass(t)
 	w.waitJob(t, 1, Running)
 	policy := metav1.DeletePropagationBackground

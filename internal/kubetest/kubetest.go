@@ -1,111 +1,48 @@
-// Package kubetest runs a real Kubernetes API server for tests: etcd and
-// kube-apiserver on loopback (free ports, a temporary directory each), with
-// static bearer tokens for an admin and for test users, RBAC authorization
-// and the default admission plugins. It hands a test the admin's
-// *rest.Config, a fresh namespace, and users that hold only the RBAC rules a
-// test gives them.
+// Package kubetest gives tests a real Kubernetes API server
+// (internal/kubeapi: etcd and kube-apiserver on loopback, RBAC on, no
+// controller manager, no kubelet): the admin's *rest.Config, fresh
+// namespaces, and users that hold only the RBAC rules a test gives them.
 //
-// No controller manager and no kubelet run: nothing creates pods for Jobs,
-// nothing garbage-collects, no namespace is ever finalized. A test that needs
-// a node plays it itself, through the API.
-//
-// The binaries come from KUBEBUILDER_ASSETS (controller-runtime envtest's
-// convention: $KUBEBUILDER_ASSETS/kube-apiserver and .../etcd), else from
-// the cache `make kube-assets` fills. Without them a test skips, saying so,
-// unless DTKBOT_REQUIRE_KUBE=1 (CI) makes it fail. It never downloads
-// anything.
+// Without the binaries (KUBEBUILDER_ASSETS, or the cache `make kube-assets`
+// fills) a test skips, saying so, unless DTKBOT_REQUIRE_KUBE=1 (CI) makes
+// it fail. It never downloads anything.
 package kubetest
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
-	"math/big"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	authorizationv1client "k8s.io/client-go/kubernetes/typed/authorization/v1"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	rbacv1client "k8s.io/client-go/kubernetes/typed/rbac/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/dtkbot/dtkbot/internal/kubeapi"
 )
 
 // Version is the Kubernetes version `make kube-assets` provides.
-const Version = "v1.34.2"
+const Version = kubeapi.Version
 
-// readyDeadline bounds the wait for /readyz: generous, the machine may be
-// shared and slow; the wait ends as soon as the server is ready.
-const readyDeadline = 3 * time.Minute
-
-// users is how many test users the token file holds (tokens are read once,
-// at start).
-const users = 64
-
-// Server is one running etcd and kube-apiserver.
+// Server is one running API server, shared by tests: each takes its own
+// namespace and users.
 type Server struct {
-	// Admin is a config for a member of system:masters (every verb on
-	// every resource, RBAC or not).
-	Admin *rest.Config
-	// Host is the API server's URL.
-	Host string
-	// Started is how long the start took, until /readyz answered ok.
-	Started time.Duration
-
-	dir             string
-	etcd, apiserver *process
-	caPEM           []byte
-	serving         tls.Certificate
-	tokens          []string
-	nextUser        atomic.Int64
-	nextNS          atomic.Int64
+	*kubeapi.Server
+	nextUser atomic.Int64
+	nextNS   atomic.Int64
 }
 
-// Assets returns the directory holding kube-apiserver and etcd, or an error
-// saying how to get them.
-func Assets() (string, error) {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		cache := os.Getenv("DTKBOT_CACHE")
-		if cache == "" {
-			home, _ := os.UserHomeDir()
-			cache = filepath.Join(home, ".cache", "dtkbot")
-		}
-		dir = filepath.Join(cache, "kube-"+Version)
-	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
-		st, err := os.Stat(filepath.Join(dir, b))
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("no %s in %s: run `make kube-assets` (it prints the directory; export KUBEBUILDER_ASSETS to it)", b, dir)
-		}
-	}
-	return dir, nil
-}
+// Logs answers a kubelet's containerLogs request (see kubeapi.Logs).
+type Logs = kubeapi.Logs
 
 // skipOrFail skips a test without the binaries, or fails it when CI asks
 // for them (DTKBOT_REQUIRE_KUBE=1).
@@ -120,11 +57,11 @@ func skipOrFail(t testing.TB, err error) {
 // Start runs a server of the test's own, stopped when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	dir, err := Assets()
+	dir, err := kubeapi.Assets()
 	if err != nil {
 		skipOrFail(t, err)
 	}
-	s, err := start(dir)
+	s, err := kubeapi.Start(dir)
 	if err != nil {
 		t.Fatalf("starting the API server: %v", err)
 	}
@@ -133,7 +70,7 @@ func Start(t testing.TB) *Server {
 			t.Errorf("stopping the API server: %v", err)
 		}
 	})
-	return s
+	return &Server{Server: s}
 }
 
 var shared struct {
@@ -152,12 +89,16 @@ func Shared(t testing.TB) *Server {
 		t.Fatal("kubetest.Shared needs `func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }`, which stops the server after the tests")
 	}
 	shared.once.Do(func() {
-		dir, err := Assets()
+		dir, err := kubeapi.Assets()
 		if err != nil {
 			shared.missing = err
 			return
 		}
-		shared.server, shared.err = start(dir)
+		s, err := kubeapi.Start(dir)
+		if err == nil {
+			shared.server = &Server{Server: s}
+		}
+		shared.err = err
 	})
 	switch {
 	case shared.missing != nil:
@@ -183,214 +124,30 @@ func Main(m *testing.M) int {
 	return code
 }
 
-func start(assets string) (s *Server, err error) {
-	began := time.Now()
-	dir, err := os.MkdirTemp("", "kubetest-")
-	if err != nil {
-		return nil, fmt.Errorf("making the server's directory: %w", err)
-	}
-	s = &Server{dir: dir}
-	defer func() {
-		if err != nil {
-			_ = s.Stop()
-		}
-	}()
-	ports, err := freePorts(3)
-	if err != nil {
-		return nil, err
-	}
-	etcdURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
-	s.etcd, err = run(filepath.Join(assets, "etcd"), filepath.Join(dir, "etcd.log"),
-		"--name", "kubetest", "--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
-		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "kubetest="+peerURL, "--log-level", "warn")
-	if err != nil {
-		return nil, fmt.Errorf("starting etcd: %w", err)
-	}
-	if err := s.writeFiles(); err != nil {
-		return nil, err
-	}
-	s.Host = "https://127.0.0.1:" + strconv.Itoa(ports[2])
-	s.apiserver, err = run(filepath.Join(assets, "kube-apiserver"), filepath.Join(dir, "kube-apiserver.log"),
-		"--etcd-servers", etcdURL,
-		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", strconv.Itoa(ports[2]),
-		"--tls-cert-file", filepath.Join(dir, "serving.crt"), "--tls-private-key-file", filepath.Join(dir, "serving.key"),
-		"--cert-dir", filepath.Join(dir, "certs"),
-		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
-		"--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", "10.0.0.0/24",
-		"--service-account-issuer", "https://kubernetes.default.svc",
-		"--service-account-key-file", filepath.Join(dir, "sa.pub"),
-		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
-		// No controller manager runs to keep the kubernetes Service's
-		// endpoints, and the loopback address would not do for them.
-		"--endpoint-reconciler-type", "none",
-		// Kubelets (Kubelet's stand-ins) serve with the same certificate.
-		"--kubelet-certificate-authority", filepath.Join(dir, "serving.crt"),
-		"--kubelet-preferred-address-types", "InternalIP",
-		"--allow-privileged=true")
-	if err != nil {
-		return nil, fmt.Errorf("starting kube-apiserver: %w", err)
-	}
-	s.Admin = &rest.Config{
-		Host:            s.Host,
-		BearerToken:     s.tokens[0],
-		TLSClientConfig: rest.TLSClientConfig{CAData: s.caPEM},
-		Timeout:         30 * time.Second,
-		QPS:             100, Burst: 200,
-	}
-	if err := s.waitReady(); err != nil {
-		return nil, err
-	}
-	s.Started = time.Since(began)
-	return s, nil
-}
-
-// writeFiles writes the serving certificate, the service-account key and
-// the token file.
-func (s *Server) writeFiles() error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "kubetest"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return fmt.Errorf("making the serving certificate: %w", err)
-	}
-	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	if s.serving, err = tls.X509KeyPair(s.caPEM, keyPEM); err != nil {
-		return err
-	}
-	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	saDER, err := x509.MarshalECPrivateKey(saKey)
-	if err != nil {
-		return err
-	}
-	saPub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
-	if err != nil {
-		return err
-	}
-	// token,user,uid,"group,..." (the --token-auth-file format).
-	var csv strings.Builder
-	for i := 0; i <= users; i++ {
-		b := make([]byte, 16)
-		if _, err := rand.Read(b); err != nil {
-			return err
-		}
-		tok := hex.EncodeToString(b)
-		s.tokens = append(s.tokens, tok)
-		if i == 0 {
-			fmt.Fprintf(&csv, "%s,admin,admin,\"system:masters\"\n", tok)
-		} else {
-			fmt.Fprintf(&csv, "%s,user-%d,user-%d\n", tok, i, i)
-		}
-	}
-	for name, data := range map[string][]byte{
-		"serving.crt": s.caPEM, "serving.key": keyPEM,
-		"sa.key":     pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: saDER}),
-		"sa.pub":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPub}),
-		"tokens.csv": []byte(csv.String()),
-	} {
-		if err := os.WriteFile(filepath.Join(s.dir, name), data, 0o600); err != nil {
-			return fmt.Errorf("writing %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// waitReady polls /readyz until it answers 200, the deadline passes or a
-// process exits.
-func (s *Server) waitReady() error {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(s.caPEM)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	defer client.CloseIdleConnections()
-	deadline := time.Now().Add(readyDeadline)
-	last := "no answer yet"
-	for time.Now().Before(deadline) {
-		for _, p := range []*process{s.etcd, s.apiserver} {
-			if err := p.exited(); err != nil {
-				return fmt.Errorf("%s exited before the server was ready: %v; its log ends: %s", filepath.Base(p.cmd.Path), err, p.logTail())
-			}
-		}
-		req, _ := http.NewRequest(http.MethodGet, s.Host+"/readyz", nil)
-		req.Header.Set("Authorization", "Bearer "+s.tokens[0])
-		resp, err := client.Do(req)
-		if err == nil {
-			body := make([]byte, 4096)
-			n, _ := resp.Body.Read(body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(body[:n]))
-		} else {
-			last = err.Error()
-		}
-		time.Sleep(100 * time.Millisecond) // a polling interval, not a wait for an outcome
-	}
-	return fmt.Errorf("kube-apiserver not ready within %s (last: %s); its log ends: %s", readyDeadline, last, s.apiserver.logTail())
-}
-
-// Stop stops kube-apiserver, then etcd, and removes their files.
-func (s *Server) Stop() error {
-	var errs []error
-	for _, p := range []*process{s.apiserver, s.etcd} {
-		if p != nil {
-			if err := p.stop(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	if s.dir != "" {
-		if err := os.RemoveAll(s.dir); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// Namespace creates a namespace of the test's own, with the default
-// ServiceAccount the controller manager would have made (the ServiceAccount
-// admission plugin wants it for pods).
+// Namespace creates a namespace of the test's own (with its default
+// ServiceAccount).
 func (s *Server) Namespace(t testing.TB) string {
 	t.Helper()
-	core, err := corev1client.NewForConfig(s.Admin)
-	if err != nil {
-		t.Fatal(err)
-	}
 	name := fmt.Sprintf("test-%d-%s", s.nextNS.Add(1), randomSuffix())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating namespace %s: %v", name, err)
-	}
-	if _, err := core.ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating the default service account of %s: %v", name, err)
+	if err := s.Server.Namespace(ctx, name); err != nil {
+		t.Fatal(err)
 	}
 	return name
+}
+
+// Kubelet registers a Node named name whose kubelet serves pods' logs
+// from logs (see kubeapi.Server.Kubelet), gone when the test ends.
+func (s *Server) Kubelet(t testing.TB, name string, logs Logs) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stop, err := s.Server.Kubelet(ctx, name, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
 }
 
 // User returns a config for a user that may do only what rules allow in
@@ -399,10 +156,10 @@ func (s *Server) Namespace(t testing.TB) string {
 func (s *Server) User(t testing.TB, namespace string, rules ...rbacv1.PolicyRule) *rest.Config {
 	t.Helper()
 	i := int(s.nextUser.Add(1))
-	if i > users {
-		t.Fatalf("kubetest: all %d test users are taken", users)
+	if i > kubeapi.Users {
+		t.Fatalf("kubetest: all %d test users are taken", kubeapi.Users)
 	}
-	name := "user-" + strconv.Itoa(i)
+	name := kubeapi.UserName(i)
 	rbac, err := rbacv1client.NewForConfig(s.Admin)
 	if err != nil {
 		t.Fatal(err)
@@ -420,7 +177,7 @@ func (s *Server) User(t testing.TB, namespace string, rules ...rbacv1.PolicyRule
 		t.Fatalf("creating role binding %s: %v", name, err)
 	}
 	cfg := rest.CopyConfig(s.Admin)
-	cfg.BearerToken = s.tokens[i]
+	cfg.BearerToken = s.UserToken(i)
 	waitAllowed(t, cfg, namespace, rules)
 	return cfg
 }
@@ -434,7 +191,7 @@ func waitAllowed(t testing.TB, cfg *rest.Config, namespace string, rules []rbacv
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), readyDeadline)
+	ctx, cancel := context.WithTimeout(context.Background(), kubeapi.ReadyDeadline)
 	defer cancel()
 	for _, r := range rules {
 		for _, g := range r.APIGroups {
@@ -452,7 +209,7 @@ func waitAllowed(t testing.TB, cfg *rest.Config, namespace string, rules []rbacv
 							break
 						}
 						if ctx.Err() != nil {
-							t.Fatalf("kubetest: the user is still not allowed %+v after %s: %v", *attrs, readyDeadline, err)
+							t.Fatalf("kubetest: the user is still not allowed %+v after %s: %v", *attrs, kubeapi.ReadyDeadline, err)
 						}
 						time.Sleep(20 * time.Millisecond) // polling interval
 					}
@@ -466,165 +223,4 @@ func randomSuffix() string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// freePorts finds n loopback ports nobody listens on (a port can be taken
-// again before the server binds it; a start then fails and says so).
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// process is a child process with its log in a file.
-type process struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
-}
-
-func run(path, log string, args ...string) (*process, error) {
-	f, err := os.Create(log)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	// Killed with the test binary even if it dies before Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	p := &process{cmd: cmd, log: log, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// exited is the exit error once the process has ended (nil while it runs).
-func (p *process) exited() error {
-	select {
-	case <-p.done:
-		if p.err == nil {
-			return errors.New("exit status 0")
-		}
-		return p.err
-	default:
-		return nil
-	}
-}
-
-// stop sends SIGTERM and waits; a process still there after a minute is
-// killed.
-func (p *process) stop() error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(time.Minute):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("%s did not stop within a minute of SIGTERM; killed", filepath.Base(p.cmd.Path))
-	}
-}
-
-func (p *process) logTail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(bytes.TrimSpace(b))
-}
-
-// Logs answers a kubelet's containerLogs request: the log of one container,
-// whole (Kubelet applies tailLines and limitBytes).
-type Logs func(namespace, pod, container string) (string, bool)
-
-// Kubelet registers a Node named name whose kubelet is a loopback server
-// answering the API server's log requests (GET
-// /containerLogs/{namespace}/{pod}/{container}, what `kubectl logs` and
-// the pods/log subresource proxy to) from logs. It never runs anything:
-// pods bound to the node are whatever the test says they are.
-func (s *Server) Kubelet(t testing.TB, name string, logs Logs) {
-	t.Helper()
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/containerLogs/"), "/")
-		if r.Method != http.MethodGet || !strings.HasPrefix(r.URL.Path, "/containerLogs/") || len(parts) != 3 {
-			http.NotFound(w, r)
-			return
-		}
-		log, ok := logs(parts[0], parts[1], parts[2])
-		if !ok {
-			http.Error(w, "container not found", http.StatusNotFound)
-			return
-		}
-		log = tailLog(log, r.URL.Query())
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, log)
-	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{s.serving}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	port := srv.Listener.Addr().(*net.TCPAddr).Port
-	core, err := corev1client.NewForConfig(s.Admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	node, err := core.Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("creating node %s: %v", name, err)
-	}
-	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
-	node.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(port)
-	if _, err := core.Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("writing the status of node %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = core.Nodes().Delete(ctx, name, metav1.DeleteOptions{})
-	})
-}
-
-// tailLog applies the kubelet's tailLines and limitBytes.
-func tailLog(log string, q url.Values) string {
-	if n, err := strconv.Atoi(q.Get("tailLines")); err == nil && n >= 0 {
-		lines := strings.SplitAfter(log, "\n")
-		if lines[len(lines)-1] == "" {
-			lines = lines[:len(lines)-1]
-		}
-		if len(lines) > n {
-			lines = lines[len(lines)-n:]
-		}
-		log = strings.Join(lines, "")
-	}
-	if n, err := strconv.Atoi(q.Get("limitBytes")); err == nil && n >= 0 && len(log) > n {
-		log = log[:n]
-	}
-	return log
 }
