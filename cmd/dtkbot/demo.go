@@ -271,7 +271,7 @@ verify:
 		return code
 	}
 	fmt.Fprintf(env.stdout, "DEMO: the coverage page, as dtkbot run serves it at / (and /api/v1/releases, /api/v1/kernels): file://%s\n", page)
-	return exitOK
+	return demoKubernetes(ctx, env, demoKube{dir: dir, reg: reg, regHost: regHost, world: world, graphURL: graph.URL(), authFile: authFile})
 }
 
 // openDemoState loads the demo's config and opens its state file to read.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dtkbot/dtkbot/internal/kubeapi"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 )
@@ -97,6 +98,19 @@ func TestDemoRuns(t *testing.T) {
 		"build simple-kmod", "verify simple-kmod", "promote simple-kmod", "demo/simple-kmod:5.14.0-427.37.1.el9_4.x86_64",
 		"kind: PreflightValidationOCP", "kernelVersion: 5.14.0-427.40.1.el9_4.x86_64", "kind: Module", "moduleName: simple-kmod",
 		"literal: 6.12.0-55.9.1.el10_1.x86_64", "kmm/rhel-9-amd64/5.14.0-427.37.1.el9_4.x86_64/kernel-mappings.yaml"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, stdout)
+		}
+	}
+	// build.backend kubernetes, where the API server's binaries are (CI:
+	// DTKBOT_REQUIRE_KUBE=1, and the demo fails without them).
+	kube := []string{"build.backend kubernetes is not shown", "make kube-assets"}
+	if _, err := kubeapi.Assets(); err == nil {
+		kube = []string{"DEMO +1: build.backend kubernetes", "kubectl get jobs -n dtkbot-demo",
+			"dtk-5-14-0-427-37-1-el9-4-x86-64-a1-", "Complete  kind=dtk kernel=5.14.0-427.50.1.el9_4.x86_64 arch=amd64 builds=1",
+			"demo/driver-toolkit-kube: [4.16.15 4.16.16 4.16.17 4.16.19 5.14.0-427.37.1.el9_4.x86_64"}
+	}
+	for _, want := range kube {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}
