@@ -1,0 +1,187 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dtkbot/dtkbot/internal/kmodtest"
+	"github.com/dtkbot/dtkbot/kmod"
+	"github.com/dtkbot/dtkbot/ledger"
+)
+
+// settle runs passes, an hour apart, until the consumer's image of kernel
+// is promoted or failed (at most six).
+func (w *consumerWorld) settle(kernel string) ledger.Image {
+	w.t.Helper()
+	w.builder.sync = true
+	var c ledger.Image
+	for i := 0; i < 6; i++ {
+		_, _ = w.reconciler().RunOnce(context.Background(), w.now, Options{})
+		w.now = w.now.Add(time.Hour)
+		c = consumerBuilds(w.t.(*testing.T), w.store)[kernel]
+		if c.State == ledger.StatePromoted || c.State == ledger.StateFailed {
+			return c
+		}
+	}
+	w.t.Fatalf("the consumer's image of %s did not settle: %+v", kernel, c)
+	return c
+}
+
+func trustedCerts(t *testing.T, key string) []*x509.Certificate {
+	t.Helper()
+	certs, err := kmod.ParseCertificates(key+".pem", kmodtest.Cert(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs
+}
+
+// TestKmodImageIsCheckedAgainstTheExactKernel: a consumer's image is
+// promoted only when every module would load on the kernel of the DTK it
+// was built FROM, as the kernel's module loader decides (real kbuild-built
+// modules, a real kernel's Module.symvers): each rejection names the module
+// and why, and no tag names a rejected image.
+func TestKmodImageIsCheckedAgainstTheExactKernel(t *testing.T) {
+	for name, tc := range map[string]struct {
+		tweak  func(w *consumerWorld)
+		certs  string // a trusted key's name: signatures are checked
+		noABI  bool
+		accept bool
+		want   []string // in the reason (rejected) or in Checked (accepted)
+	}{
+		"the right kernel": {accept: true, want: []string{"vermagic, symbol versions, dependencies"}},
+		"a module for kernel-rt": {tweak: func(w *consumerWorld) { w.ci.Flavour = map[string]string{k1.Kernel: kmodtest.FlavourRT} },
+			want: []string{"dtkbot_hello.ko: ", "6 symbol versions differ from kernel " + k1.Kernel + ".x86_64", "mutex_lock", "kmalloc_trace", "preempt_rt"}},
+		"another kernel's vermagic": {tweak: func(w *consumerWorld) { w.ci.Vermagic = map[string]string{k1.Kernel: k2.Kernel + ".x86_64"} },
+			want: []string{"dtkbot_hello.ko: vermagic", k2.Kernel + ".x86_64"}},
+		"a dependency missing": {tweak: func(w *consumerWorld) { w.ci.Only = map[string][]string{k1.Kernel: {"dtkbot_user"}} },
+			want: []string{"dtkbot_user.ko: ", "dtkbot_hello"}},
+		"unsigned, with signing certs":     {certs: "trusted", want: []string{"dtkbot_hello.ko: ", "not signed"}},
+		"signed by another key":            {certs: "trusted", tweak: func(w *consumerWorld) { w.ci.Signed = map[string]string{k1.Kernel: "other"} }, want: []string{"dtkbot_hello.ko: ", "a key none of the 1 trusted certificates holds"}},
+		"signed by the trusted key":        {certs: "trusted", accept: true, tweak: func(w *consumerWorld) { w.ci.Signed = map[string]string{k1.Kernel: "trusted"} }, want: []string{"signatures"}},
+		"a DTK without the kernel's files": {tweak: func(w *consumerWorld) { w.builder.noKernelFiles = map[string]bool{k1.Kernel: true} }, want: []string{"has no etc/driver-toolkit/" + k1.Kernel + ".x86_64/Module.symvers", "verify.abi: false"}},
+		"a DTK without them, abi: false": {noABI: true, accept: true, tweak: func(w *consumerWorld) { w.builder.noKernelFiles = map[string]bool{k1.Kernel: true} },
+			want: []string{"ABI not checked: the promoted DTK", "vermagic, dependencies"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newConsumerWorld(t)
+			if tc.tweak != nil {
+				tc.tweak(w)
+			}
+			if tc.certs != "" {
+				w.certs = trustedCerts(t, tc.certs)
+			}
+			w.skipABI = tc.noABI
+			w.publish("stable-4.16", "4.16.15", k1)
+			c := w.settle(k1.Kernel)
+			_, tagged := w.srv.TagDigest(kmodRepo, k1.Kernel+".x86_64")
+			if !tc.accept {
+				if c.State != ledger.StateFailed || tagged || len(c.Rejections) == 0 {
+					t.Fatalf("not rejected: %+v (tagged %v)", c, tagged)
+				}
+				for _, want := range tc.want {
+					if !strings.Contains(c.Rejections[0].Reason, want) {
+						t.Errorf("the rejection %q does not say %q", c.Rejections[0].Reason, want)
+					}
+				}
+				return
+			}
+			if c.State != ledger.StatePromoted || !tagged {
+				t.Fatalf("not promoted: %+v", c)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(c.Checked, want) {
+					t.Errorf("checked %q does not say %q", c.Checked, want)
+				}
+			}
+			if len(c.Modules) != 2 || c.Modules[0].Name != "dtkbot_hello" || c.Modules[1].Name != "dtkbot_user" {
+				t.Fatalf("the modules recorded: %+v", c.Modules)
+			}
+			hello, user := c.Modules[0], c.Modules[1]
+			if _, ok := hello.Imports["_printk"]; !ok || len(hello.Imports) < 6 {
+				t.Errorf("dtkbot_hello's imports: %v", hello.Imports)
+			}
+			if _, ok := user.Imports["dtkbot_hello_greet"]; ok {
+				t.Errorf("an import from another module of the image is recorded as the kernel's: %v", user.Imports)
+			}
+			if strings.Join(user.Depends, ",") != "dtkbot_hello,crc-itu-t" && strings.Join(user.Depends, ",") != "crc-itu-t,dtkbot_hello" {
+				t.Errorf("dtkbot_user's depends: %v", user.Depends)
+			}
+			if signed := tc.certs != ""; signed != (hello.Signer != "") || (signed && !strings.Contains(hello.Signer, "dtkbot test signing key (trusted)")) {
+				t.Errorf("the signer recorded: %q", hello.Signer)
+			}
+		})
+	}
+}
+
+// TestKernelFilesReadOncePerKernel: the kernel's files are read from the
+// promoted DTK once per DTK and kernel, whichever consumers and passes
+// need them; the state keeps them, compactly.
+func TestKernelFilesReadOncePerKernel(t *testing.T) {
+	w := newConsumerWorld(t)
+	w.builder.wholeSymvers = true
+	w.second = true
+	w.publish("stable-4.16", "4.16.15", k1)
+	c := w.settle(k1.Kernel)
+	if c.State != ledger.StatePromoted {
+		t.Fatalf("%+v", c)
+	}
+	dtk := kernels(t, w.store)[k1.Kernel]
+	for i := 0; i < 6 && consumerBuildsOf(t, w, "beta")[k1.Kernel].State != ledger.StatePromoted; i++ {
+		w.pass()
+	}
+	if b := consumerBuildsOf(t, w, "beta")[k1.Kernel]; b.State != ledger.StatePromoted {
+		t.Fatalf("the second consumer: %+v", b)
+	}
+	top := dtkTopLayer(t, w, dtk)
+	st := w.srv.Stats()
+	// One read when the DTK was verified, one of its kernel files: not one
+	// per consumer or pass.
+	if n := st.ByPath["GET /v2/dtkbot/driver-toolkit/blobs/"+top]; n != 2 {
+		t.Errorf("the DTK's top layer was read %d times, want 2 (its verification, its kernel files)", n)
+	}
+	data, ok, err := w.store.KernelFiles(dtk.ImageDigest + "/" + k1.Kernel + ".x86_64")
+	if err != nil || !ok {
+		t.Fatalf("the kernel is not kept in the state: %v", err)
+	}
+	s, err := kmod.DecodeStoredKernel(data)
+	if err != nil || len(s.Kernel.Symvers) != 14415 {
+		t.Fatalf("the kernel kept: %v, %d symbols", err, len(s.Kernel.Symvers))
+	}
+	t.Logf("the state keeps %d bytes for the kernel (%d symbols, %d modules)", len(data), len(s.Kernel.Symvers), len(s.Kernel.Modules))
+}
+
+func consumerBuildsOf(t *testing.T, w *consumerWorld, name string) map[string]ledger.Image {
+	t.Helper()
+	out := map[string]ledger.Image{}
+	exp, err := w.store.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range exp.Consumers {
+		if c.Consumer == name {
+			out[c.Kernel] = c
+		}
+	}
+	return out
+}
+
+// dtkTopLayer is the digest of the last layer of a promoted DTK.
+func dtkTopLayer(t *testing.T, w *consumerWorld, dtk ledger.Image) string {
+	t.Helper()
+	body, _, ok := w.srv.Manifest("dtkbot/driver-toolkit", dtk.ImageDigest)
+	if !ok {
+		t.Fatalf("no manifest %s", dtk.ImageDigest)
+	}
+	var m struct {
+		Layers []struct{ Digest string }
+	}
+	if err := json.Unmarshal(body, &m); err != nil || len(m.Layers) == 0 {
+		t.Fatalf("manifest %s: %v", body, err)
+	}
+	return m.Layers[len(m.Layers)-1].Digest
+}
