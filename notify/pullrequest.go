@@ -227,6 +227,7 @@ func prBody(k ledger.Image, path string, files []prFile) string {
 			fmt.Fprintf(&b, "- `%s`\n", f.path)
 		}
 	}
+	b.WriteString(ABISection(k))
 	b.WriteString("\n" + Marker(k))
 	return b.String()
 }

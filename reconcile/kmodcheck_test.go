@@ -185,3 +185,52 @@ func dtkTopLayer(t *testing.T, w *consumerWorld, dtk ledger.Image) string {
 	}
 	return m.Layers[len(m.Layers)-1].Digest
 }
+
+// TestABIVerdictOnANewKernel: when a new kernel's DTK is promoted, each
+// consumer's newest promoted modules (of another kernel of the stream) are
+// judged against its Module.symvers: "would load" when every CRC they
+// import is the new kernel's, else the symbols that changed; the verdict
+// is recorded on the new kernel's DTK, once.
+func TestABIVerdictOnANewKernel(t *testing.T) {
+	for name, tc := range map[string]struct {
+		abi     string
+		loads   bool
+		changed []string
+	}{
+		"the same kABI":    {abi: kmodtest.Older, loads: true},
+		"the kABI changed": {abi: kmodtest.RT, changed: []string{"kmalloc_caches", "kmalloc_trace", "module_layout", "mutex_lock", "mutex_unlock", "param_ops_int"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newConsumerWorld(t)
+			w.publish("stable-4.16", "4.16.15", k1)
+			first := w.settle(k1.Kernel)
+			if first.State != ledger.StatePromoted {
+				t.Fatalf("the first kernel's consumer image: %+v", first)
+			}
+			if v := kernels(t, w.store)[k1.Kernel].ABI; len(v) != 0 {
+				t.Errorf("a verdict on the first kernel, with no module set before it: %+v", v)
+			}
+			w.builder.kernelABI = map[string]string{k2.Kernel: tc.abi}
+			w.publish("stable-4.16", "4.16.17", k2)
+			second := w.settle(k2.Kernel)
+			dtk := kernels(t, w.store)[k2.Kernel]
+			if len(dtk.ABI) != 1 {
+				t.Fatalf("the new kernel's verdicts: %+v", dtk.ABI)
+			}
+			v := dtk.ABI[0]
+			if v.Consumer != "acme-nic" || v.From != k1.Kernel+".x86_64" || v.Loads != tc.loads || strings.Join(v.Changed, ",") != strings.Join(tc.changed, ",") || len(v.Gone) != 0 {
+				t.Errorf("the verdict %+v", v)
+			}
+			t.Logf("%s", v)
+			if !tc.loads && (second.State != ledger.StateFailed || !strings.Contains(second.Reason, "symbol versions differ")) {
+				t.Errorf("the verdict said the modules would not load, the new kernel's own image was %s: %s", second.State, second.Reason)
+			}
+			// Decided once: the next pass reads nothing for it.
+			before := w.srv.Stats()
+			w.pass()
+			if after := kernels(t, w.store)[k2.Kernel].ABI; len(after) != 1 || w.srv.Stats().Sub(before).BlobGETs != 0 {
+				t.Errorf("the next pass: verdicts %+v, %d blob reads", after, w.srv.Stats().Sub(before).BlobGETs)
+			}
+		})
+	}
+}

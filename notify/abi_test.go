@@ -1,0 +1,35 @@
+package notify
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/dtkbot/dtkbot/ledger"
+)
+
+// TestBodiesSayTheABIVerdict: the kernel's issue and pull request say,
+// per consumer, whether its modules of an earlier kernel would load, or
+// which symbols changed; without verdicts, nothing.
+func TestBodiesSayTheABIVerdict(t *testing.T) {
+	k := ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.40.1.el9_4", KernelFull: "5.14.0-427.40.1.el9_4.x86_64", State: ledger.StatePromoted,
+		Releases: []string{"4.16.17"}}
+	if strings.Contains(Body(k, nil, nil, false)+prBody(k, "kernels.yaml", nil), "### ABI") {
+		t.Error("an ABI section without verdicts")
+	}
+	k.ABI = []ledger.ABIVerdict{
+		{Consumer: "acme-nic", From: "5.14.0-427.37.1.el9_4.x86_64", Changed: []string{"mutex_lock", "mutex_unlock"}},
+		{Consumer: "beta", From: "5.14.0-427.37.1.el9_4.x86_64", Loads: true},
+	}
+	for name, body := range map[string]string{"issue": Body(k, nil, nil, false), "pull request": prBody(k, "kernels.yaml", nil)} {
+		for _, want := range []string{"### ABI",
+			"- acme-nic: the modules for 5.14.0-427.37.1.el9_4.x86_64 would not load: 2 symbol versions changed (mutex_lock, mutex_unlock)\n",
+			"- beta: the modules for 5.14.0-427.37.1.el9_4.x86_64 would load (every symbol version matches)\n"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("the %s body lacks %q:\n%s", name, want, body)
+			}
+		}
+	}
+	if k.NoticeHash() == (ledger.Image{Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, KernelFull: k.KernelFull, State: k.State, Releases: k.Releases}).NoticeHash() {
+		t.Error("a verdict does not change the notice's hash: the issue would not be updated")
+	}
+}
