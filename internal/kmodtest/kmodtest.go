@@ -146,7 +146,7 @@ func KernelFiles(kernelFull, abi string, whole bool) []File {
 	symvers := unxz(read(dir + "Module.symvers.xz"))
 	if !whole && abi == Cloud {
 		used := map[string]bool{}
-		for _, line := range strings.Split(string(unxz(read("kernels/" + RT + "/Module.symvers.xz"))), "\n") {
+		for _, line := range strings.Split(string(unxz(read("kernels/"+RT+"/Module.symvers.xz"))), "\n") {
 			if f := strings.Split(line, "\t"); len(f) > 1 {
 				used[f[1]] = true
 			}
