@@ -69,7 +69,7 @@ func (p *pass) abi(ctx context.Context) {
 
 // newestModuleSet is consumer's newest promoted image, with its modules
 // recorded, of another kernel of dtk's stream and arch, promoted no later
-// than dtk.
+// than dtk (of those promoted at once, the kernel before dtk's).
 func newestModuleSet(images []ledger.Image, consumer string, dtk ledger.Image) (ledger.Image, bool) {
 	var best ledger.Image
 	found := false
@@ -78,11 +78,21 @@ func newestModuleSet(images []ledger.Image, consumer string, dtk ledger.Image) (
 			m.State != ledger.StatePromoted || len(m.Modules) == 0 || m.PromotedAt.After(dtk.PromotedAt) {
 			continue
 		}
-		if !found || m.PromotedAt.After(best.PromotedAt) || (m.PromotedAt.Equal(best.PromotedAt) && m.Kernel > best.Kernel) {
+		if !found || m.PromotedAt.After(best.PromotedAt) || (m.PromotedAt.Equal(best.PromotedAt) && closer(m.Kernel, best.Kernel, dtk.Kernel)) {
 			best, found = m, true
 		}
 	}
 	return best, found
+}
+
+// closer says whether kernel a is a better base than b for a verdict on
+// kernel k, among module sets promoted at once: the newest kernel before k,
+// else the newest.
+func closer(a, b, k string) bool {
+	if (a < k) != (b < k) {
+		return a < k
+	}
+	return a > b
 }
 
 func verdict(consumer string, base ledger.Image, k *kmod.Kernel, p *pass) ledger.ABIVerdict {
