@@ -9,8 +9,12 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/internal/kmodtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 )
 
 // settle runs passes, an hour apart, until the consumer's image of kernel
@@ -232,5 +236,43 @@ func TestABIVerdictOnANewKernel(t *testing.T) {
 				t.Errorf("the next pass: verdicts %+v, %d blob reads", after, w.srv.Stats().Sub(before).BlobGETs)
 			}
 		})
+	}
+}
+
+// TestKmodCheckCost measures one kmod check as the pass makes it, on a
+// world DTK with a whole Module.symvers (14,415 symbols): the first for a
+// kernel reads the DTK's kernel files and keeps them; the next (another
+// consumer, the next pass) reads only the kmod image.
+func TestKmodCheckCost(t *testing.T) {
+	w := newConsumerWorld(t)
+	w.builder.wholeSymvers = true
+	w.publish("stable-4.16", "4.16.15", k1)
+	c := w.settle(k1.Kernel)
+	if c.State != ledger.StatePromoted {
+		t.Fatalf("%+v", c)
+	}
+	st, err := state.Open(t.TempDir()+"/fresh.db", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	v := &verify.Kmod{Registry: w.client(), Limits: releaseinfo.DefaultLimits(), Kernels: st}
+	check := verify.KmodCheck{Image: c.PinnedImage(), Arch: "amd64", KernelFull: c.KernelFull, ModulePath: "opt/lib/modules/" + c.KernelFull + "/", DTK: c.DTKImage}
+	var costs []registrytest.Stats
+	for i := 0; i < 2; i++ {
+		before := w.srv.Stats()
+		if _, err := v.VerifyKmod(context.Background(), check); err != nil {
+			t.Fatal(err)
+		}
+		costs = append(costs, w.srv.Stats().Sub(before))
+	}
+	data, _, _ := st.KernelFiles(strings.SplitN(c.DTKImage, "@", 2)[1] + "/" + c.KernelFull)
+	t.Logf("one kmod check, the first for its kernel: %d registry requests (+%d token), %d bytes served; the next: %d requests, %d bytes; the state keeps %d bytes for the kernel",
+		costs[0].Requests, costs[0].Tokens, costs[0].BytesServed, costs[1].Requests, costs[1].BytesServed, len(data))
+	if costs[1].BytesServed >= costs[0].BytesServed || costs[1].Requests >= costs[0].Requests || len(data) == 0 {
+		t.Errorf("the second check read the DTK again: %+v then %+v", costs[0], costs[1])
+	}
+	if len(data) > 256<<10 {
+		t.Errorf("the state keeps %d bytes for one kernel", len(data))
 	}
 }
