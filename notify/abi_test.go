@@ -33,3 +33,14 @@ func TestBodiesSayTheABIVerdict(t *testing.T) {
 		t.Error("a verdict does not change the notice's hash: the issue would not be updated")
 	}
 }
+
+// TestIssueSaysTheABIWasNotChecked: a consumer's image accepted with
+// verify.abi: false on a DTK without the kernel's files says so.
+func TestIssueSaysTheABIWasNotChecked(t *testing.T) {
+	k := ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.40.1.el9_4", KernelFull: "5.14.0-427.40.1.el9_4.x86_64", State: ledger.StatePromoted}
+	c := ledger.Image{Consumer: "acme-nic", Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, State: ledger.StatePromoted,
+		Checked: "vermagic, dependencies; ABI not checked: the promoted DTK x@sha256:1 has no etc/driver-toolkit/k/Module.symvers"}
+	if body := Body(k, nil, []ledger.Image{c}, false); !strings.Contains(body, "| acme-nic | **promoted** | - | ABI not checked: the promoted DTK") {
+		t.Errorf("the issue does not say the ABI was not checked:\n%s", body)
+	}
+}

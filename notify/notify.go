@@ -203,6 +203,9 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 				}
 			}
 			note := c.Reason
+			if _, unchecked, ok := strings.Cut(c.Checked, "; ABI not checked: "); ok && c.State == ledger.StatePromoted {
+				note = "ABI not checked: " + unchecked
+			}
 			if n := len(c.Rejections); n > 0 {
 				note = strings.TrimPrefix(fmt.Sprintf("%s; %d rejected", note, n), "; ")
 			}
