@@ -63,7 +63,7 @@ func TestKmodImageIsCheckedAgainstTheExactKernel(t *testing.T) {
 		"another kernel's vermagic": {tweak: func(w *consumerWorld) { w.ci.Vermagic = map[string]string{k1.Kernel: k2.Kernel + ".x86_64"} },
 			want: []string{"dtkbot_hello.ko: vermagic", k2.Kernel + ".x86_64"}},
 		"a dependency missing": {tweak: func(w *consumerWorld) { w.ci.Only = map[string][]string{k1.Kernel: {"dtkbot_user"}} },
-			want: []string{"dtkbot_user.ko: ", "dtkbot_hello"}},
+			want: []string{"dtkbot_user.ko: ", "depends on modules that are neither kernel " + k1.Kernel + ".x86_64's nor in the image: dtkbot_hello"}},
 		"unsigned, with signing certs":     {certs: "trusted", want: []string{"dtkbot_hello.ko: ", "not signed"}},
 		"signed by another key":            {certs: "trusted", tweak: func(w *consumerWorld) { w.ci.Signed = map[string]string{k1.Kernel: "other"} }, want: []string{"dtkbot_hello.ko: ", "a key none of the 1 trusted certificates holds"}},
 		"signed by the trusted key":        {certs: "trusted", accept: true, tweak: func(w *consumerWorld) { w.ci.Signed = map[string]string{k1.Kernel: "trusted"} }, want: []string{"signatures"}},
