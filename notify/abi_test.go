@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -42,5 +43,34 @@ func TestIssueSaysTheABIWasNotChecked(t *testing.T) {
 		Checked: "vermagic, dependencies; ABI not checked: the promoted DTK x@sha256:1 has no etc/driver-toolkit/k/Module.symvers"}
 	if body := Body(k, nil, []ledger.Image{c}, false); !strings.Contains(body, "| acme-nic | **promoted** | - | ABI not checked: the promoted DTK") {
 		t.Errorf("the issue does not say the ABI was not checked:\n%s", body)
+	}
+}
+
+// TestPullRequestBodyGetsALaterVerdict: a pull request opened before the
+// kernel's ABI verdict (at the DTK's verification) is updated with it
+// while open; the issue too.
+func TestPullRequestBodyGetsALaterVerdict(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	opts := Options{PullRequest: &PullRequestOptions{Path: "kernels.yaml", KMM: &KMMOptions{}}}
+	k := built(ledger.StateVerified)
+	if err := w.notifier(opts).Notify(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if p := w.gh.Pulls(); len(p) != 1 || strings.Contains(p[0].Body, "### ABI") {
+		t.Fatalf("pull requests %+v", p)
+	}
+	k = built(ledger.StatePromoted)
+	k.Published = true
+	k.ABI = []ledger.ABIVerdict{{Consumer: "acme-nic", From: "5.14.0-427.22.1.el9_4.x86_64", Changed: []string{"mutex_lock"}}}
+	if err := w.notifier(opts).Notify(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	const want = "- acme-nic: the modules for 5.14.0-427.22.1.el9_4.x86_64 would not load: 1 symbol versions changed (mutex_lock)"
+	if p := w.gh.Pulls(); len(p) != 1 || !strings.Contains(p[0].Body, want) {
+		t.Errorf("the pull request's body lacks the verdict: %+v", p)
+	}
+	if i := w.gh.Issues(); len(i) != 1 || !strings.Contains(i[0].Body, want) {
+		t.Errorf("the issue's body lacks the verdict: %+v", i)
 	}
 }

@@ -300,6 +300,11 @@ func (n *Notifier) Notify(ctx context.Context, k ledger.Image) error {
 		if err != nil {
 			return err
 		}
+		if v := ABISection(k); v != "" {
+			// The verdict is in the pull request's body: a new one updates it.
+			sum := sha256.Sum256([]byte(filesHash + "\x00" + v))
+			filesHash = hex.EncodeToString(sum[:8])
+		}
 		if rec.PRNumber == 0 || filesHash != rec.PRFiles {
 			if err := n.pullRequest(ctx, k, files, filesHash, &rec); err != nil {
 				return n.classify(err)
