@@ -48,7 +48,7 @@ func TestIssueSaysTheABIWasNotChecked(t *testing.T) {
 
 // TestPullRequestBodyGetsALaterVerdict: a pull request opened before the
 // kernel's ABI verdict (at the DTK's verification) is updated with it
-// while open; the issue too.
+// while open, even when its files stay as they were; the issue too.
 func TestPullRequestBodyGetsALaterVerdict(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
@@ -62,6 +62,10 @@ func TestPullRequestBodyGetsALaterVerdict(t *testing.T) {
 	}
 	k = built(ledger.StatePromoted)
 	k.Published = true
+	if err := w.notifier(opts).Notify(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	// The verdict alone changes: the pull request's files do not.
 	k.ABI = []ledger.ABIVerdict{{Consumer: "acme-nic", From: "5.14.0-427.22.1.el9_4.x86_64", Changed: []string{"mutex_lock"}}}
 	if err := w.notifier(opts).Notify(ctx, k); err != nil {
 		t.Fatal(err)
