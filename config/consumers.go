@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/verify"
 )
@@ -50,7 +52,21 @@ type ConsumerVerify struct {
 	// Label, if set, is an image label that must name the kernel
 	// (uname -r); the example recipe sets kernel-version.
 	Label string `yaml:"label"`
+	// SigningCerts are certificate files (PEM or DER, relative to the
+	// config file) its Secure Boot nodes trust: every module must carry a
+	// signature that verifies with one of them. Read and checked at load.
+	SigningCerts []string `yaml:"signing_certs"`
+	// ABI (default true) rejects an image whose promoted DTK lacks the
+	// kernel's files (Module.symvers, modules.dep, modules.builtin), which
+	// its modules' symbol versions are checked against; false checks what
+	// can be checked and says the ABI was not.
+	ABI *bool `yaml:"abi"`
+	// Certs are SigningCerts, parsed (by Validate).
+	Certs []*x509.Certificate `yaml:"-"`
 }
+
+// RequireABI is verify.abi with its default.
+func (v ConsumerVerify) RequireABI() bool { return v.ABI == nil || *v.ABI }
 
 // ConsumerKMM describes the consumer's KMM Module, for the Module
 // manifest dtkbot serves (/api/v1/kmm/modules/{name}).
@@ -108,6 +124,10 @@ func (c *Config) consumerDefaults() {
 		if k.Verify.ModulePath == "" {
 			k.Verify.ModulePath = DefaultModulePath
 		}
+		if k.Verify.ABI == nil {
+			t := true
+			k.Verify.ABI = &t
+		}
 	}
 }
 
@@ -162,6 +182,15 @@ func (c *Config) validateConsumers(bad func(key, format string, args ...any)) {
 		c.validateTags(key+".target", k.PlanTarget(), bad)
 		if _, err := verify.ModulePath(k.Verify.ModulePath, "5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_4.x86_64"); err != nil {
 			bad(key+".verify.module_path", "%v", err)
+		}
+		c.Consumers[i].Verify.Certs = nil
+		for j, f := range k.Verify.SigningCerts {
+			certs, err := kmod.LoadCertificates(c.Resolve(f))
+			if err != nil {
+				bad(fmt.Sprintf("%s.verify.signing_certs[%d]", key, j), "%v", err)
+				continue
+			}
+			c.Consumers[i].Verify.Certs = append(c.Consumers[i].Verify.Certs, certs...)
 		}
 		if m := k.KMM.ModuleName; m != "" && !moduleName.MatchString(m) {
 			bad(key+".kmm.module_name", "%q is not a kernel module name", m)

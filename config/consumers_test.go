@@ -111,3 +111,46 @@ func writeFileNextTo(t *testing.T, cfgPath, name, content string) string {
 	}
 	return p
 }
+
+// TestSigningCertsAreReadAtLoad: verify.signing_certs are read and parsed
+// when the config loads (relative to the config file), each error naming
+// the key and the file; verify.abi defaults to true.
+func TestSigningCertsAreReadAtLoad(t *testing.T) {
+	pem, err := os.ReadFile("../kmod/testdata/certs/trusted.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := os.ReadFile("../kmod/testdata/certs/trusted.der")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgText := "graph: {channels: [stable-4.19]}\ntarget: {repository: quay.io/a/dtk}\nconsumers:\n- name: a\n  target: {repository: quay.io/a/b}\n  verify: {signing_certs: [%s]}\n"
+	p := writeConfig(t, strings.Replace(cfgText, "%s", "sb.pem, sb.der", 1))
+	dir := filepath.Dir(p)
+	_ = os.WriteFile(filepath.Join(dir, "sb.pem"), pem, 0o600)
+	_ = os.WriteFile(filepath.Join(dir, "sb.der"), der, 0o600)
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := cfg.Consumers[0].Verify; len(v.Certs) != 2 || !v.RequireABI() || !strings.Contains(v.Certs[0].Subject.String(), "dtkbot test signing key (trusted)") {
+		t.Fatalf("verify: %+v", v)
+	}
+	_ = os.WriteFile(filepath.Join(dir, "bad.pem"), []byte("not a certificate"), 0o600)
+	p2 := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(p2, []byte(strings.Replace(cfgText, "%s", "sb.pem, bad.pem, missing.pem", 1)), 0o600)
+	_, err = Load(p2)
+	for _, want := range []string{"consumers[0].verify.signing_certs[1]", "bad.pem", "consumers[0].verify.signing_certs[2]", "missing.pem"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("the error %v lacks %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "signing_certs[0]") {
+		t.Errorf("a good certificate named: %v", err)
+	}
+	p3 := filepath.Join(dir, "noabi.yaml")
+	_ = os.WriteFile(p3, []byte(strings.Replace(cfgText, "{signing_certs: [%s]}", "{abi: false}", 1)), 0o600)
+	if cfg, err := Load(p3); err != nil || cfg.Consumers[0].Verify.RequireABI() {
+		t.Errorf("abi: false: %v", err)
+	}
+}

@@ -80,3 +80,35 @@ func TestIndexShowsConsumersAndKMM(t *testing.T) {
 		t.Error("a consumers column with no consumers")
 	}
 }
+
+// TestIndexShowsABIVerdicts: a kernel's ABI verdicts are in the kernels
+// document (/api/v1/kernels), its streams' and on the page, terse.
+func TestIndexShowsABIVerdicts(t *testing.T) {
+	snap := withConsumers()
+	for i, k := range snap.Kernels {
+		if k.Kernel == "5.14.0-427.37.1.el9_4" {
+			snap.Kernels[i].ABI = []ledger.ABIVerdict{{Consumer: "acme-nic", From: "5.14.0-427.22.1.el9_4.x86_64", Changed: []string{"mutex_lock", "kmalloc_trace"}}}
+		}
+	}
+	ix := Build(snap, now)
+	var got []ABIVerdict
+	for _, k := range ix.Kernels {
+		if k.Kernel == "5.14.0-427.37.1.el9_4" {
+			got = k.ABI
+		}
+	}
+	const want = "acme-nic: the modules for 5.14.0-427.22.1.el9_4.x86_64 would not load: 2 symbol versions changed (mutex_lock, kmalloc_trace)"
+	if len(got) != 1 || got[0].Loads || got[0].Verdict != want {
+		t.Fatalf("the kernel's verdicts: %+v", got)
+	}
+	if s := streamOfRelease(t, ix, "4.16.15"); len(s.ABI) != 1 || s.ABI[0].Verdict != want {
+		t.Fatalf("the stream's verdicts: %+v", s.ABI)
+	}
+	var page bytes.Buffer
+	if err := WritePage(&page, ix, PageOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), `<li data-consumer="acme-nic" data-loads="false">ABI: `+want+`</li>`) {
+		t.Errorf("the page lacks the verdict")
+	}
+}

@@ -106,6 +106,28 @@ type Stream struct {
 	Since    time.Time `json:"since,omitzero"`
 	// Consumers are the images built FROM this stream's DTK.
 	Consumers []ConsumerImage `json:"consumers,omitempty"`
+	// ABI are the consumers' ABI verdicts on the kernel.
+	ABI []ABIVerdict `json:"abi,omitempty"`
+}
+
+// ABIVerdict says whether a consumer's newest modules, built for another
+// kernel (From), would load on this one: every symbol version they import
+// matches its Module.symvers (Loads), or which symbols changed or are gone.
+type ABIVerdict struct {
+	Consumer string   `json:"consumer"`
+	From     string   `json:"from"`
+	Loads    bool     `json:"loads"`
+	Changed  []string `json:"changed,omitempty"`
+	Gone     []string `json:"gone,omitempty"`
+	Verdict  string   `json:"verdict"`
+}
+
+func abiVerdicts(k ledger.Image) []ABIVerdict {
+	var out []ABIVerdict
+	for _, v := range k.ABI {
+		out = append(out, ABIVerdict{Consumer: v.Consumer, From: v.From, Loads: v.Loads, Changed: v.Changed, Gone: v.Gone, Verdict: redact.Text(v.String())})
+	}
+	return out
 }
 
 // ConsumerImage is one consumer's image (a kmod image, a driver
@@ -157,6 +179,8 @@ type Kernel struct {
 	// consumer image promoted).
 	Consumers []ConsumerImage `json:"consumers"`
 	KMM       kmm.Kernel      `json:"kmm"`
+	// ABI are the consumers' ABI verdicts on this kernel.
+	ABI []ABIVerdict `json:"abi,omitempty"`
 }
 
 // Consumers says whether any kernel has consumer images.
@@ -267,6 +291,7 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 			e.Tags = append(e.Tags, p.Ref)
 		}
 		e.Consumers = append([]ConsumerImage{}, consumers[k.Key()]...)
+		e.ABI = abiVerdicts(k)
 		e.KMM = kmm.ForKernel(k, buildsOf[k.Key()], func(r string) bool { return withdrawn[r+"/"+k.Arch] })
 		ix.Kernels = append(ix.Kernels, e)
 	}
@@ -291,6 +316,7 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 		for _, s := range r.Streams {
 			st := streamOf(r, s, kernels, tagsOf, snap.Notices)
 			st.Consumers = consumers[ledger.KernelKey(s.Stream, r.Arch, s.Kernel)]
+			st.ABI = abiVerdicts(kernels[ledger.KernelKey(s.Stream, r.Arch, s.Kernel)])
 			e.Streams = append(e.Streams, st)
 		}
 		ix.Releases = append(ix.Releases, e)

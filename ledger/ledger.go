@@ -147,6 +147,64 @@ type Image struct {
 	BuildRequestedAt time.Time `json:"build_requested_at,omitzero"`
 	// NextAttemptAt holds back a retry after a failed attempt (backoff).
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+	// Modules are, for a verified consumer image, what the kmod check read
+	// of each of its modules: what decides whether they would load on
+	// another kernel (ABI). Checked says what the check compared.
+	Modules []ModuleRecord `json:"modules,omitempty"`
+	Checked string         `json:"checked,omitempty"`
+	// ABI is, for a DTK, each consumer's verdict on this kernel: would the
+	// consumer's newest promoted modules (of another kernel) load on it?
+	ABI []ABIVerdict `json:"abi,omitempty"`
+}
+
+// ModuleRecord is one module of a verified kmod image, compact: the
+// symbols it takes from the kernel with their versions (CRCs, from its
+// __versions), its dependencies (depends=), its signer if signed.
+type ModuleRecord struct {
+	Name    string            `json:"name"`
+	Imports map[string]uint32 `json:"imports,omitempty"`
+	Depends []string          `json:"depends,omitempty"`
+	Signer  string            `json:"signer,omitempty"`
+}
+
+// ABIVerdict says whether a consumer's modules built for one kernel (From,
+// its uname -r, the image by digest) would load on another: every symbol
+// version they import equals that kernel's Module.symvers (Loads), or
+// which symbols changed (a CRC differs) or are gone (not exported).
+type ABIVerdict struct {
+	Consumer string    `json:"consumer"`
+	From     string    `json:"from"`
+	Image    string    `json:"image,omitempty"`
+	Loads    bool      `json:"loads"`
+	Changed  []string  `json:"changed,omitempty"`
+	Gone     []string  `json:"gone,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// String is the verdict in a line, for issues, pull requests, the API and
+// the page: "acme-nic: the modules for 5.14.0-427.37.1.el9_4.x86_64 would
+// load" or "... would not load: 6 symbol versions changed (printk,
+// kmalloc, kfree, ...)".
+func (v ABIVerdict) String() string {
+	head := v.Consumer + ": the modules for " + v.From
+	if v.Loads {
+		return head + " would load (every symbol version matches)"
+	}
+	var parts []string
+	if n := len(v.Changed); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d symbol versions changed (%s)", n, listSome(v.Changed, 5)))
+	}
+	if n := len(v.Gone); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d symbols gone (%s)", n, listSome(v.Gone, 5)))
+	}
+	return head + " would not load: " + strings.Join(parts, "; ")
+}
+
+func listSome(s []string, n int) string {
+	if len(s) <= n {
+		return strings.Join(s, ", ")
+	}
+	return strings.Join(s[:n], ", ") + fmt.Sprintf(", and %d more", len(s)-n)
 }
 
 // Rejection is a built image that did not pass verification.
@@ -240,6 +298,9 @@ func (m Image) NoticeHash() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%d\x00%d", m.State, strings.Join(m.Releases, ","), m.Image, m.ImageDigest, m.Reason,
 		len(m.Rejections), len(m.Conflicts))
+	for _, v := range m.ABI {
+		fmt.Fprintf(h, "\x00%s", v)
+	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 

@@ -192,7 +192,7 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 		fmt.Fprintf(&b, "- `%s`\n", t.Ref)
 	}
 	if len(builds) > 0 {
-		b.WriteString("\n### Consumers\n\nBuilt FROM the promoted DTK image, verified to hold modules for this kernel, then promoted.\n\n")
+		b.WriteString("\n### Consumers\n\nBuilt FROM the promoted DTK image, verified to load on this kernel (vermagic, symbol versions, dependencies, signatures if asked), then promoted.\n\n")
 		b.WriteString("| Consumer | State | Image | Note |\n|---|---|---|---|\n")
 		for _, c := range builds {
 			img := "-"
@@ -203,12 +203,16 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 				}
 			}
 			note := c.Reason
+			if _, unchecked, ok := strings.Cut(c.Checked, "; ABI not checked: "); ok && c.State == ledger.StatePromoted {
+				note = "ABI not checked: " + unchecked
+			}
 			if n := len(c.Rejections); n > 0 {
 				note = strings.TrimPrefix(fmt.Sprintf("%s; %d rejected", note, n), "; ")
 			}
 			fmt.Fprintf(&b, "| %s | **%s** | %s | %s |\n", c.Consumer, c.State, img, dash(cell(note)))
 		}
 	}
+	b.WriteString(ABISection(k))
 	var conflicts []ledger.Conflict
 	for _, m := range append([]ledger.Image{k}, builds...) {
 		conflicts = append(conflicts, m.Conflicts...)
@@ -228,6 +232,21 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 	}
 	b.WriteString("\n<sub>Kept up to date by dtkbot; edits to this text are overwritten.</sub>\n")
 	b.WriteString(Marker(k) + "\n")
+	return b.String()
+}
+
+// ABISection is the kernel's ABI verdicts, for an issue or pull request
+// body: would each consumer's modules of an earlier kernel load on this
+// one? Empty without verdicts.
+func ABISection(k ledger.Image) string {
+	if len(k.ABI) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n### ABI\n\nWould each consumer's newest modules, built for another kernel, load on this one (their symbol versions against its `Module.symvers`)?\n\n")
+	for _, v := range k.ABI {
+		fmt.Fprintf(&b, "- %s\n", redact.Text(v.String()))
+	}
 	return b.String()
 }
 
@@ -280,6 +299,11 @@ func (n *Notifier) Notify(ctx context.Context, k ledger.Image) error {
 		files, filesHash, err := n.kmmFiles(k, builds)
 		if err != nil {
 			return err
+		}
+		if v := ABISection(k); v != "" {
+			// The verdict is in the pull request's body: a new one updates it.
+			sum := sha256.Sum256([]byte(filesHash + "\x00" + v))
+			filesHash = hex.EncodeToString(sum[:8])
 		}
 		if rec.PRNumber == 0 || filesHash != rec.PRFiles {
 			if err := n.pullRequest(ctx, k, files, filesHash, &rec); err != nil {

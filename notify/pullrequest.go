@@ -112,8 +112,9 @@ func (n *Notifier) kmmFiles(k ledger.Image, builds []ledger.Image) ([]prFile, st
 
 // pullRequest makes sure the kernel's branch, file changes and pull
 // request exist, adopting whatever a previous (interrupted) attempt left.
-// Once the pull request exists, only its KMM files are kept up to date,
-// and only while it is open: a merged or closed one is a person's.
+// Once the pull request exists, only its KMM files and its body (the ABI
+// verdicts) are kept up to date, and only while it is open: a merged or
+// closed one is a person's.
 func (n *Notifier) pullRequest(ctx context.Context, k ledger.Image, files []prFile, filesHash string, rec *ledger.Notice) error {
 	pr := n.opts.PullRequest
 	owner, repo := split(pr.Repository)
@@ -129,6 +130,15 @@ func (n *Notifier) pullRequest(ctx context.Context, k ledger.Image, files []prFi
 		if p.GetState() == "open" {
 			if err := n.writeFiles(ctx, owner, repo, branch, files, k); err != nil {
 				return err
+			}
+			if body := prBody(k, pr.Path, files); p.GetBody() != body {
+				err := n.mutate(ctx, func() error {
+					_, _, err := n.gh.PullRequests.Edit(ctx, owner, repo, rec.PRNumber, &github.PullRequest{Body: github.String(body)})
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("updating pull request #%d of %s: %w", rec.PRNumber, pr.Repository, err)
+				}
 			}
 		} else {
 			n.log.Info().Int("pull_request", rec.PRNumber).Str("kernel", k.Kernel).Msg("pull request no longer open: its files are left alone")
@@ -227,6 +237,7 @@ func prBody(k ledger.Image, path string, files []prFile) string {
 			fmt.Fprintf(&b, "- `%s`\n", f.path)
 		}
 	}
+	b.WriteString(ABISection(k))
 	b.WriteString("\n" + Marker(k))
 	return b.String()
 }

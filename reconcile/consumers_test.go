@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -29,6 +30,11 @@ type consumerWorld struct {
 	ci     *citest.CI
 	hook   *httptest.Server
 	before func(build.Request) error // runs before each consumer build request
+	// certs and skipABI are acme-nic's verify.signing_certs and !verify.abi;
+	// second adds a consumer, beta, built by the same CI.
+	certs   []*x509.Certificate
+	skipABI bool
+	second  bool
 }
 
 func newConsumerWorld(t *testing.T) *consumerWorld {
@@ -58,11 +64,18 @@ func (w *consumerWorld) reconciler() *Reconciler {
 			}
 			return webhook.Build(ctx, req)
 		}),
-		Target: plan.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
-		Build:  BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute},
-		Label:  "kernel-version",
+		Target:  plan.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
+		Build:   BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute},
+		Label:   "kernel-version",
+		Certs:   w.certs,
+		SkipABI: w.skipABI,
 	}}
-	r.KmodVerifier = &verify.Kmod{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
+	if w.second {
+		r.Consumers = append(r.Consumers, Consumer{Name: "beta", Builder: webhook,
+			Target: plan.Target{Repository: w.srv.Host() + "/acme/beta-kmod", KernelTag: "{{.KernelFull}}"},
+			Build:  BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute}})
+	}
+	r.KmodVerifier = &verify.Kmod{Registry: r.Registry, Limits: releaseinfo.DefaultLimits(), Kernels: w.store}
 	return r
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/rctest"
@@ -212,6 +213,13 @@ type fakeBuilder struct {
 	queue []build.Request
 	// before, if set, runs first (to simulate a crash or a failure).
 	before func(build.Request) error
+	// The DTKs it pushes carry the kernel's files of a real kernel (as
+	// dtkbot's recipe copies them): kernelABI maps a kernel to the Debian
+	// kernel whose files stand in (default kmodtest.Cloud), noKernelFiles
+	// are kernels whose DTK has none (a recipe of the user's own).
+	kernelABI     map[string]string
+	noKernelFiles map[string]bool
+	wholeSymvers  bool
 }
 
 func (b *fakeBuilder) Build(_ context.Context, req build.Request) error {
@@ -247,9 +255,16 @@ func (b *fakeBuilder) Finish() {
 		tagged := named.(reference.NamedTagged)
 		repo := strings.TrimPrefix(reference.Path(named), "")
 		release := []byte(`{"KERNEL_VERSION":"` + req.KernelFull + `","RT_KERNEL_VERSION":"","RHEL_VERSION":"` + req.RHEL + `"}`)
+		top := []payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", release)}
+		b.mu.Lock()
+		files, abi, whole := !b.noKernelFiles[req.Kernel], b.kernelABI[req.Kernel], b.wholeSymvers
+		b.mu.Unlock()
+		if files {
+			top = append(top, citest.DTKKernelFiles(req.KernelFull, abi, whole)...)
+		}
 		img := b.world.PushImage(repo, tagged.Tag(), payloadtest.Image{
 			Labels: map[string]string{"kernel-version": req.Kernel},
-			Layers: [][]byte{payloadtest.NoiseLayer("dtk-"+req.Kernel, 4096), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", release))},
+			Layers: [][]byte{payloadtest.NoiseLayer("dtk-"+req.Kernel, 4096), payloadtest.TarGz(top...)},
 		})
 		_ = img
 	}

@@ -2,10 +2,12 @@ package reconcile
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"slices"
 
 	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/verify"
@@ -27,7 +29,8 @@ type kind struct {
 	// verify checks an image pinned by digest; an error wrapping
 	// verify.ErrRejected rejects it; nil: the kind's images are not
 	// verified (build.verify: false), and are promoted once built.
-	verify func(ctx context.Context, pinned string, m ledger.Image) error
+	// It may record on m what it found (a kmod image's modules).
+	verify func(ctx context.Context, pinned string, m *ledger.Image) error
 }
 
 // Consumer is a team's image built FROM every promoted DTK: a driver
@@ -45,12 +48,20 @@ type Consumer struct {
 	// label that must name the kernel (uname -r).
 	ModulePath string
 	Label      string
+	// Certs are the keys its Secure Boot nodes trust (verify.signing_certs):
+	// every module must be signed by one. SkipABI (verify.abi: false)
+	// accepts images whose DTK lacks the kernel's files, unchecked.
+	Certs   []*x509.Certificate
+	SkipABI bool
 }
 
-// KmodVerifier checks a consumer's image: an error wrapping
-// verify.ErrRejected is a verdict against it.
+// KmodVerifier checks a consumer's image against the kernel of the DTK it
+// was built FROM: an error wrapping verify.ErrRejected is a verdict
+// against it. KernelOf reads a kernel's files from a DTK (once: see
+// verify.Kmod), for the ABI verdicts.
 type KmodVerifier interface {
-	VerifyKmod(ctx context.Context, image, arch, kernelFull, modulePath, label string) error
+	VerifyKmod(ctx context.Context, c verify.KmodCheck) (verify.KmodResult, error)
+	KernelOf(ctx context.Context, dtk, arch, kernelFull string) (*kmod.Kernel, []string, error)
 }
 
 // DefaultModulePath is where KMM looks for a kmod image's modules.
@@ -60,7 +71,7 @@ const DefaultModulePath = "opt/lib/modules/{{.KernelFull}}/"
 func (r *Reconciler) kinds(p *pass) map[string]*kind {
 	dtk := &kind{name: ledger.KindDTK, what: "DTK image", builder: r.Builder, target: r.Target, build: r.Build}
 	if v := r.Verifier; v != nil {
-		dtk.verify = func(ctx context.Context, pinned string, m ledger.Image) error {
+		dtk.verify = func(ctx context.Context, pinned string, m *ledger.Image) error {
 			return v.Verify(ctx, pinned, m.Kernel, m.Arch)
 		}
 	}
@@ -78,12 +89,18 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 		}
 		k := &kind{name: c.Name, what: "consumer " + c.Name + "'s image", builder: c.Builder, target: c.Target, build: c.Build}
 		kv := r.KmodVerifier
-		k.verify = func(ctx context.Context, pinned string, m ledger.Image) error {
+		k.verify = func(ctx context.Context, pinned string, m *ledger.Image) error {
 			modulePath, err := verify.ModulePath(tmpl, m.Kernel, m.KernelFull)
 			if err != nil {
 				return fmt.Errorf("consumer %s: %w", c.Name, err)
 			}
-			return kv.VerifyKmod(ctx, pinned, m.Arch, m.KernelFull, modulePath, c.Label)
+			res, err := kv.VerifyKmod(ctx, verify.KmodCheck{Image: pinned, Arch: m.Arch, KernelFull: m.KernelFull, ModulePath: modulePath,
+				Label: c.Label, DTK: m.DTKImage, Certs: c.Certs, SkipABI: c.SkipABI})
+			if err != nil {
+				return err
+			}
+			m.Modules, m.Checked = res.Modules, res.Checked
+			return nil
 		}
 		out[c.Name] = k
 	}

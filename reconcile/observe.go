@@ -179,11 +179,14 @@ func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool 
 func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 	pinned := m.PinnedImage()
 	a := plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer, Image: pinned, KernelKey: m.KernelKey()}
-	err := k.verify(ctx, pinned, *m)
+	err := k.verify(ctx, pinned, m)
 	switch {
 	case err == nil:
 		m.State, m.Reason, m.Detail = ledger.StateVerified, "", ""
 		a.Result = "verified"
+		if m.Checked != "" {
+			a.Result += " (" + m.Checked + ")"
+		}
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", pinned).Msgf("%s verified", k.what)
 		if m.Staging == "" {
 			// Found at the kernel tag and verified: the tag is dtkbot's now.

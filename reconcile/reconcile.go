@@ -207,6 +207,7 @@ func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (
 	p.inspect(ctx)     // new payloads read once, signatures checked meanwhile; broken ones held
 	p.prereleases(ctx) // rejected or vanished pre-releases withdrawn
 	p.act(ctx)         // every kind of image: looked for, verified, planned, built to staging, promoted
+	p.abi(ctx)         // would each consumer's modules load on each new kernel?
 	p.audit(ctx)       // promoted tags still where dtkbot put them
 	p.notify(ctx)      // issues and pull requests
 	return p.end()

@@ -49,8 +49,9 @@ var (
 	bucketStreams     = []byte("streams")
 	bucketPins        = []byte("pins")
 	bucketConsumers   = []byte("consumers")
+	bucketKernelFiles = []byte("kernel_files")
 	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal,
-		bucketNotices, bucketHeld, bucketStreams, bucketPins, bucketConsumers}
+		bucketNotices, bucketHeld, bucketStreams, bucketPins, bucketConsumers, bucketKernelFiles}
 )
 
 // ErrLocked is returned by Open when another process holds the file.
@@ -713,3 +714,26 @@ func (s *Store) Counts() (map[string]int, int, error) {
 	})
 	return counts, releases, err
 }
+
+// KernelFiles returns what was kept of one kernel's files of one DTK image
+// (key: the DTK's digest and the kernel's uname -r, KernelFilesKey), as
+// the caller encoded it (package kmod's StoredKernel): a DTK's files cannot
+// change behind its digest, so they are read from it once.
+func (s *Store) KernelFiles(key string) ([]byte, bool, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketKernelFiles).Get([]byte(key)); v != nil {
+			out = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return out, out != nil, err
+}
+
+// PutKernelFiles keeps data under key (see KernelFiles).
+func (s *Store) PutKernelFiles(key string, data []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKernelFiles).Put([]byte(key), data) })
+}
+
+// KernelFilesKey is the key of a kernel's files in a DTK image.
+func KernelFilesKey(dtkDigest, kernelFull string) string { return dtkDigest + "/" + kernelFull }

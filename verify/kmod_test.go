@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dtkbot/dtkbot/internal/citest"
+	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/releaseinfo"
@@ -13,11 +15,13 @@ import (
 
 const kmodKernel = "5.14.0-427.37.1.el9_4.x86_64"
 
-// TestVerifyKmod: a kmod image passes only with a module under the
-// kernel's module path (and, if asked, a label naming the kernel); every
-// other image is ErrNoModules, with what was found instead, and an image
-// that cannot be read is not (it may be there later). Verification reads
-// the manifest, the config and the top layers: never the base.
+// TestVerifyKmod: a kmod image passes only with modules under the
+// kernel's module path that would load on the kernel of the DTK it was
+// built FROM (and, if asked, a label naming the kernel); an image without
+// is ErrNoModules, with what was found instead, one whose modules would
+// not load ErrWontLoad; an image that cannot be read is neither (it may be
+// there later). Every layer is read (a module in a lower layer counts);
+// none over the limit.
 func TestVerifyKmod(t *testing.T) {
 	srv := registrytest.New().Server()
 	defer srv.Close()
@@ -32,43 +36,62 @@ func TestVerifyKmod(t *testing.T) {
 		return srv.Host() + "/acme/kmod:" + tag
 	}
 	ko := func(kernel string) payloadtest.TarEntry {
-		return payloadtest.File("opt/lib/modules/"+kernel+"/extra/acme_nic.ko", []byte("\x7fELF"))
+		return payloadtest.File("opt/lib/modules/"+kernel+"/extra/dtkbot_hello.ko", kmodtest.Modules(kmodtest.FlavourCloud, kernel)["dtkbot_hello.ko"])
 	}
+	dtkFiles := append([]payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", []byte(`{"KERNEL_VERSION":"`+kmodKernel+`"}`))},
+		citest.DTKKernelFiles(kmodKernel, "", false)...)
+	w.PushImage("acme/dtk", "dtk", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.TarGz(dtkFiles...)}})
+	dtkDigest, _ := srv.TagDigest("acme/dtk", "dtk")
+	dtk := srv.Host() + "/acme/dtk@" + dtkDigest.String()
 	v := &Kmod{Registry: testClient(), Limits: releaseinfo.DefaultLimits()}
 	const path = "opt/lib/modules/" + kmodKernel + "/"
+	check := func(v *Kmod, image, label string) error {
+		_, err := v.VerifyKmod(context.Background(), KmodCheck{Image: image, Arch: "amd64", KernelFull: kmodKernel, ModulePath: path, Label: label, DTK: dtk})
+		return err
+	}
 	good := push("good", kmodKernel, payloadtest.File("opt/lib/modules/"+kmodKernel+"/modules.dep", nil), ko(kmodKernel))
 	before := srv.Stats()
-	if err := v.VerifyKmod(context.Background(), good, "amd64", kmodKernel, path, "kernel-version"); err != nil {
+	if err := check(v, good, "kernel-version"); err != nil {
 		t.Fatalf("a good kmod image: %v", err)
 	}
 	cost := srv.Stats().Sub(before)
-	t.Logf("verifying a kmod image (4 MiB base, module in the top layer): %d requests, %d bytes", cost.Requests, cost.BytesServed)
-	if cost.BytesServed > 64<<10 {
-		t.Errorf("verification read %d bytes: the base layer was read", cost.BytesServed)
-	}
-	if compressed := v.VerifyKmod(context.Background(), push("xz", kmodKernel, payloadtest.File("opt/lib/modules/"+kmodKernel+"/acme_nic.ko.xz", []byte("xz"))),
-		"amd64", kmodKernel, path, ""); compressed != nil {
-		t.Errorf("a compressed module: %v", compressed)
+	t.Logf("verifying a kmod image (4 MiB base, module in the top layer; the DTK's kernel files read too): %d requests, %d bytes", cost.Requests, cost.BytesServed)
+	if cost.BytesServed > 4<<20+256<<10 {
+		t.Errorf("verification read %d bytes: a layer twice?", cost.BytesServed)
 	}
 
 	for name, tc := range map[string]struct {
 		image, label, want string
 	}{
-		"no module":                 {push("none", kmodKernel, payloadtest.File("usr/share/doc/README", []byte("x"))), "", "no kernel module in its top"},
+		"no module":                 {push("none", kmodKernel, payloadtest.File("usr/share/doc/README", []byte("x"))), "", "no kernel module in its 3 layers"},
 		"another kernel's":          {push("other", kmodKernel, ko("5.14.0-427.40.1.el9_4.x86_64")), "", "elsewhere (opt/lib/modules/5.14.0-427.40.1"},
 		"a module, not a .ko":       {push("notko", kmodKernel, payloadtest.File(path+"acme_nic.o", []byte("x"))), "", "no kernel module"},
 		"wrong label":               {push("label", "5.14.0-427.40.1.el9_4.x86_64", ko(kmodKernel)), "kernel-version", "its label kernel-version is"},
 		"escaping the root":         {push("escape", kmodKernel, payloadtest.File("../../"+path+"acme_nic.ko", []byte("x"))), "", "no kernel module"},
 		"a directory, not a module": {push("dir", kmodKernel, payloadtest.TarEntry{Name: path + "acme_nic.ko/", Type: '5'}), "", "no kernel module"},
 	} {
-		err := v.VerifyKmod(context.Background(), tc.image, "amd64", kmodKernel, path, tc.label)
+		err := check(v, tc.image, tc.label)
 		if !errors.Is(err, ErrNoModules) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want ErrNoModules saying %q", name, err, tc.want)
 		}
 	}
+	// Modules that would not load: named, and why.
+	for name, tc := range map[string]struct {
+		image, want string
+	}{
+		"not a module":        {push("elf", kmodKernel, payloadtest.File(path+"acme_nic.ko", []byte("\x7fELF"))), "acme_nic.ko: not a module the kernel can read"},
+		"another vermagic":    {push("vermagic", kmodKernel, payloadtest.File(path+"dtkbot_hello.ko", kmodtest.Modules(kmodtest.FlavourCloud, "5.14.0-427.40.1.el9_4.x86_64")["dtkbot_hello.ko"])), "dtkbot_hello.ko: vermagic"},
+		"for kernel-rt":       {push("rt", kmodKernel, payloadtest.File(path+"dtkbot_hello.ko", kmodtest.Modules(kmodtest.FlavourRT, kmodKernel)["dtkbot_hello.ko"])), "6 symbol versions differ"},
+		"its dependency gone": {push("dep", kmodKernel, payloadtest.File(path+"dtkbot_user.ko", kmodtest.Modules(kmodtest.FlavourCloud, kmodKernel)["dtkbot_user.ko"])), "dtkbot_user.ko: "},
+	} {
+		err := check(v, tc.image, "")
+		if !errors.Is(err, ErrWontLoad) || !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrWontLoad saying %q", name, err, tc.want)
+		}
+	}
 	// A corrupt top layer: what is behind a digest cannot change.
 	w.PushImage("acme/kmod", "corrupt", payloadtest.Image{OCI: true, Layers: [][]byte{base, []byte("this is not a tar stream at all, nor gzip, just bytes ......")}})
-	if err := v.VerifyKmod(context.Background(), srv.Host()+"/acme/kmod:corrupt", "amd64", kmodKernel, path, ""); !errors.Is(err, ErrNoModules) {
+	if err := check(v, srv.Host()+"/acme/kmod:corrupt", ""); !errors.Is(err, ErrNoModules) {
 		t.Errorf("a corrupt layer: %v", err)
 	}
 	// A layer over the limit is never read.
@@ -77,16 +100,26 @@ func TestVerifyKmod(t *testing.T) {
 	big := &Kmod{Registry: v.Registry, Limits: small}
 	w.PushImage("acme/kmod", "big", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.NoiseLayer("big", 2<<20)}})
 	before = srv.Stats()
-	if err := big.VerifyKmod(context.Background(), srv.Host()+"/acme/kmod:big", "amd64", kmodKernel, path, ""); !errors.Is(err, ErrNoModules) ||
-		!strings.Contains(err.Error(), "over the") {
+	if err := check(big, srv.Host()+"/acme/kmod:big", ""); !errors.Is(err, ErrNoModules) || !strings.Contains(err.Error(), "over the") {
 		t.Errorf("a layer over the limit: %v", err)
 	}
-	if c := srv.Stats().Sub(before); c.BytesServed > 64<<10 {
+	if c := srv.Stats().Sub(before); c.BytesServed > 256<<10 {
 		t.Errorf("a layer over the limit was downloaded: %d bytes", c.BytesServed)
 	}
 	// Missing: not a verdict on the image.
-	if err := v.VerifyKmod(context.Background(), srv.Host()+"/acme/kmod:missing", "amd64", kmodKernel, path, ""); err == nil || errors.Is(err, ErrNoModules) {
+	if err := check(v, srv.Host()+"/acme/kmod:missing", ""); err == nil || errors.Is(err, ErrRejected) {
 		t.Errorf("a missing image: %v", err)
+	}
+	// A DTK without the kernel's files: rejected, unless SkipABI.
+	w.PushImage("acme/dtk", "bare", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.TarGz(dtkFiles[0])}})
+	bare, _ := srv.TagDigest("acme/dtk", "bare")
+	c := KmodCheck{Image: good, Arch: "amd64", KernelFull: kmodKernel, ModulePath: path, DTK: srv.Host() + "/acme/dtk@" + bare.String()}
+	if _, err := v.VerifyKmod(context.Background(), c); !errors.Is(err, ErrWontLoad) || !strings.Contains(err.Error(), "has no etc/driver-toolkit/"+kmodKernel+"/Module.symvers") {
+		t.Errorf("a DTK without the kernel's files: %v", err)
+	}
+	c.SkipABI = true
+	if res, err := v.VerifyKmod(context.Background(), c); err != nil || !strings.Contains(res.Checked, "ABI not checked") {
+		t.Errorf("a DTK without the kernel's files, SkipABI: %+v %v", res, err)
 	}
 }
 

@@ -46,7 +46,8 @@ func chromium(t *testing.T, args ...string) []byte {
 }
 
 // TestCoveragePageInABrowser runs a reconcile over a world with a kernel
-// in each state (promoted, failed, held, building) and a consumer, serves the coverage
+// in each state (promoted, failed, held, building) and a consumer (with an
+// ABI verdict on a second kernel), serves the coverage
 // page from `dtkbot run`, renders it in headless Chromium, and checks what
 // the DOM the browser built shows for each; then takes a screenshot
 // (to $DTKBOT_SCREENSHOT when set: docs/coverage.png is made so).
@@ -58,6 +59,7 @@ func TestCoveragePageInABrowser(t *testing.T) {
 		promoted = "5.14.0-427.37.1.el9_4"
 		failed   = "5.14.0-427.40.1.el9_4"
 		building = "5.14.0-427.44.1.el9_4"
+		second   = "5.14.0-427.50.1.el9_4"
 	)
 	ci := &citest.CI{Secret: []byte("hook"), Wrong: map[string]string{failed: "5.14.0-427.99.1.el9_4"}, Never: map[string]bool{building: true}}
 	ciServer := httptest.NewServer(http.HandlerFunc(ci.Webhook))
@@ -110,6 +112,9 @@ listen: %q
 	cw.graph.Publish("stable-4.16", "amd64", "4.16.18", cw.world.Release(payloadtest.ReleaseSpec{Version: "4.16.18", Stream: payloadtest.Stream{Kernel: building}}).Pullspec)
 	cw.graph.Publish("stable-4.16", "amd64", "4.16.19", cw.world.Release(payloadtest.ReleaseSpec{Version: "4.16.19", Stream: payloadtest.Stream{Kernel: promoted},
 		Tweak: payloadtest.DuplicateTag("driver-toolkit", cw.srv.Host()+"/"+cw.world.ComponentRepo+"@sha256:"+strings.Repeat("0", 64))}).Pullspec)
+	// A second kernel promoted: its ABI verdict for the consumer (whose
+	// modules for the first kernel would load on it).
+	cw.graph.Publish("stable-4.16", "amd64", "4.16.20", cw.world.Release(payloadtest.ReleaseSpec{Version: "4.16.20", Stream: payloadtest.Stream{Kernel: second}}).Pullspec)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
@@ -139,6 +144,7 @@ listen: %q
 		"4.16.17": {"failed", "verification failed", "carries 5.14.0-427.99.1.el9_4"},
 		"4.16.18": {"building", "attempt 1"},
 		"4.16.19": {"held", "appears twice with different images"},
+		"4.16.20": {"promoted", "simple-kmod promoted", "ABI: simple-kmod: the modules for " + promoted + ".x86_64 would load (every symbol version matches)"},
 	} {
 		row, ok := rows[release]
 		if !ok {

@@ -16,6 +16,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
+	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/rctest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
@@ -75,7 +76,16 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) int {
 	}
 
 	secret := "demo-webhook-secret"
-	ci, stopCI, err := serve(http.HandlerFunc((&citest.CI{World: world, Secret: []byte(secret), Dedupe: true}).Webhook))
+	// The CI stand-in's DTKs carry a real kernel's files (Debian 12's, see
+	// internal/kmodtest) and its kmod images real kbuild-built modules. Two
+	// kernels differ: 5.14.0-427.40.1's DTK carries kernel-rt's kABI (a
+	// stand-in for a z-stream that changes symbols the modules use: its ABI
+	// verdict says which), its modules built to match; 5.14.0-427.50.1's
+	// modules are built for kernel-rt, rejected on its standard kernel.
+	demoCI := &citest.CI{World: world, Secret: []byte(secret), Dedupe: true, WholeSymvers: true,
+		KernelABI: map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.RT},
+		Flavour:   map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.FlavourRT, "5.14.0-427.50.1.el9_4": kmodtest.FlavourRT}}
+	ci, stopCI, err := serve(http.HandlerFunc(demoCI.Webhook))
 	if err != nil {
 		errorf(env, "demo: starting the CI stand-in: %v", err)
 		return exitFailed
@@ -189,6 +199,7 @@ consumers:
   - name: simple-kmod
     build:
       backend: webhook
+      max_attempts: 1
       webhook:
         url: http://%s/build
         secret_file: %s
@@ -233,8 +244,13 @@ verify:
 		errorf(env, "demo: %v", err)
 		return exitFailed
 	}
-	fmt.Fprintf(env.stdout, "DEMO: kmod images of the consumer simple-kmod, built FROM each promoted DTK (pinned by digest), verified to hold\n"+
-		"DEMO: a .ko under /opt/lib/modules/<kernel>/, then promoted: %v\n", reg.Tags("demo/simple-kmod"))
+	fmt.Fprintf(env.stdout, "DEMO: kmod images of the consumer simple-kmod, built FROM each promoted DTK (pinned by digest), verified to load\n"+
+		"DEMO: on its kernel (every module's vermagic, symbol versions against the DTK's Module.symvers, dependencies),\n"+
+		"DEMO: then promoted: %v\n", reg.Tags("demo/simple-kmod"))
+	if err := printKmodVerdicts(env, cfg); err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
 	if err := printKMM(env, cfg); err != nil {
 		errorf(env, "demo: %v", err)
 		return exitFailed
@@ -310,6 +326,36 @@ func printKMM(env *cliEnv, cfgPath string) error {
 	fmt.Fprintln(env.stdout, "DEMO: and the Module of simple-kmod, one kernel mapping per promoted kmod image (GET /api/v1/kmm/modules/simple-kmod):")
 	for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
 		fmt.Fprintf(env.stdout, "DEMO:   %s\n", line)
+	}
+	return nil
+}
+
+// printKmodVerdicts shows, from the state file, a kmod image rejected
+// because its modules would not load, and the ABI verdicts of the 4.16
+// kernels.
+func printKmodVerdicts(env *cliEnv, cfgPath string) error {
+	_, s, err := openDemoState(cfgPath)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	snap, err := s.Snapshot()
+	if err != nil {
+		return err
+	}
+	for _, c := range snap.Consumers {
+		if c.Kernel == "5.14.0-427.50.1.el9_4" && len(c.Rejections) > 0 {
+			_, why, _ := strings.Cut(c.Rejections[0].Reason, "rejected: ")
+			fmt.Fprintf(env.stdout, "DEMO: rejected, never promoted: simple-kmod's image for %s (its modules were built for kernel-rt):\nDEMO:   %s\n", c.KernelFull, why)
+		}
+	}
+	fmt.Fprintln(env.stdout, "DEMO: ABI verdicts (would each consumer's newest modules of another kernel load on this one?):")
+	for _, k := range snap.Kernels {
+		if k.Kernel == "5.14.0-427.37.1.el9_4" || k.Kernel == "5.14.0-427.40.1.el9_4" {
+			for _, v := range k.ABI {
+				fmt.Fprintf(env.stdout, "DEMO:   on %s: %s\n", k.KernelFull, v)
+			}
+		}
 	}
 	return nil
 }

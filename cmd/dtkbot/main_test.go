@@ -97,7 +97,12 @@ func TestDemoRuns(t *testing.T) {
 		// The consumer: built FROM each promoted DTK, verified, promoted; its KMM manifests.
 		"build simple-kmod", "verify simple-kmod", "promote simple-kmod", "demo/simple-kmod:5.14.0-427.37.1.el9_4.x86_64",
 		"kind: PreflightValidationOCP", "kernelVersion: 5.14.0-427.40.1.el9_4.x86_64", "kind: Module", "moduleName: simple-kmod",
-		"literal: 6.12.0-55.9.1.el10_1.x86_64", "kmm/rhel-9-amd64/5.14.0-427.37.1.el9_4.x86_64/kernel-mappings.yaml"} {
+		"literal: 6.12.0-55.9.1.el10_1.x86_64", "kmm/rhel-9-amd64/5.14.0-427.37.1.el9_4.x86_64/kernel-mappings.yaml",
+		// Verified means it loads: a CRC mismatch rejected with the symbols named, and ABI verdicts.
+		"rejected, never promoted: simple-kmod's image for 5.14.0-427.50.1.el9_4.x86_64",
+		"dtkbot_hello.ko: vermagic", "6 symbol versions differ from kernel 5.14.0-427.50.1.el9_4.x86_64's (disagrees about version of symbol mutex_lock",
+		"on 5.14.0-427.40.1.el9_4.x86_64: simple-kmod: the modules for 5.14.0-427.37.1.el9_4.x86_64 would not load: 6 symbol versions changed (kmalloc_caches",
+		"would load (every symbol version matches)"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}

@@ -244,7 +244,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			Backoff:     cfg.Build.Backoff.Duration,
 		},
 		Consumers:     consumers,
-		KmodVerifier:  &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits()},
+		KmodVerifier:  &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits(), Kernels: store},
 		Concurrency:   cfg.Registry.Concurrency,
 		SignatureMode: cfg.Verify.Mode,
 		Log:           log,
@@ -291,7 +291,7 @@ func newConsumers(cfg *config.Config, log zerolog.Logger) ([]reconcile.Consumer,
 		}
 		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.PlanTarget(),
 			Build:      reconcile.BuildPolicy{Timeout: c.Build.Timeout.Duration, MaxAttempts: c.Build.MaxAttempts, Backoff: c.Build.Backoff.Duration},
-			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label})
+			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label, Certs: c.Verify.Certs, SkipABI: !c.Verify.RequireABI()})
 	}
 	return out, nil
 }

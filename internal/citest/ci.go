@@ -5,6 +5,12 @@
 // reference. It counts requests per image, can drop repeated deliveries as
 // the X-Dtkbot-Delivery header invites, and can build the wrong kernel on
 // purpose.
+//
+// Its images are real where dtkbot reads them: a DTK carries the kernel's
+// files (Module.symvers, modules.dep, modules.builtin, vermagic) of a real
+// kernel, a consumer's kmod image real modules built by kbuild (package
+// internal/kmodtest says how a Debian kernel's files and modules stand in
+// for the world's RHCOS-like kernels).
 package citest
 
 import (
@@ -19,6 +25,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 )
 
@@ -40,6 +47,24 @@ type CI struct {
 	// kernel whose module directory its image fills instead.
 	NoModules  map[string]bool
 	ModulesFor map[string]string
+	// KernelABI maps a kernel to the Debian kernel (kmodtest.Cloud, RT,
+	// Older) whose files its DTK builds carry; default kmodtest.Cloud.
+	// NoKernelFiles are kernels whose DTK builds carry none (a recipe of
+	// the user's own); WholeSymvers keeps Module.symvers whole.
+	KernelABI     map[string]string
+	NoKernelFiles map[string]bool
+	WholeSymvers  bool
+	// For consumer builds: Flavour maps a kernel to the headers its modules
+	// are built against (kmodtest.FlavourCloud by default, FlavourRT: a
+	// module for kernel-rt); Vermagic to the release their vermagic names
+	// instead of the kernel's; Signed to the key that signs them ("trusted"
+	// or "other": modules built for kmodtest.SignedRelease only); Only to
+	// the modules the image holds (default both, dtkbot_user needing
+	// dtkbot_hello).
+	Flavour  map[string]string
+	Vermagic map[string]string
+	Signed   map[string]string
+	Only     map[string][]string
 
 	mu         sync.Mutex
 	builds     map[string]int
@@ -138,12 +163,58 @@ func (c *CI) build(w http.ResponseWriter, in build.Inputs, kernelFull, delivery 
 		kernelFull = kernel + ".x86_64"
 	}
 	rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": kernelFull, "RHEL_VERSION": in.RHELVersion})
+	top := []payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", rel)}
+	if !c.NoKernelFiles[in.KernelVersion] {
+		top = append(top, DTKKernelFiles(kernelFull, c.KernelABI[in.KernelVersion], c.WholeSymvers)...)
+	}
 	c.World.PushImage(reference.Path(named), tagged.Tag(), payloadtest.Image{
 		OCI:    true,
 		Labels: map[string]string{"kernel-version": in.KernelVersion},
-		Layers: [][]byte{payloadtest.NoiseLayer("ubi", 16<<10), payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", rel))},
+		Layers: [][]byte{payloadtest.NoiseLayer("ubi", 16<<10), payloadtest.TarGz(top...)},
 	})
 	return true
+}
+
+// DTKKernelFiles are the entries of a DTK's last layer under
+// etc/driver-toolkit/<kernelFull>/, as dtkbot's recipe copies them: the
+// files of Debian kernel abi (default kmodtest.Cloud) for kernelFull.
+func DTKKernelFiles(kernelFull, abi string, whole bool) []payloadtest.TarEntry {
+	if abi == "" {
+		abi = kmodtest.Cloud
+	}
+	var out []payloadtest.TarEntry
+	for _, f := range kmodtest.KernelFiles(kernelFull, abi, whole) {
+		out = append(out, payloadtest.File(f.Name, f.Data))
+	}
+	return out
+}
+
+// KmodModules are the module files of a kmod image for kernel (VERSION-
+// RELEASE), kernelFull's: real modules (see CI's Flavour, Vermagic, Signed,
+// Only), under dir.
+func (c *CI) KmodModules(dir, kernel, kernelFull string) []payloadtest.TarEntry {
+	var mods map[string][]byte
+	if key, ok := c.Signed[kernel]; ok {
+		mods = kmodtest.Signed(key)
+	} else {
+		flavour, release := c.Flavour[kernel], kernelFull
+		if flavour == "" {
+			flavour = kmodtest.FlavourCloud
+		}
+		if v, ok := c.Vermagic[kernel]; ok {
+			release = v
+		}
+		mods = kmodtest.Modules(flavour, release)
+	}
+	names := kmodtest.ModuleNames
+	if only, ok := c.Only[kernel]; ok {
+		names = only
+	}
+	var out []payloadtest.TarEntry
+	for _, n := range names {
+		out = append(out, payloadtest.File(dir+"extra/"+n+".ko", mods[n+".ko"]))
+	}
+	return out
 }
 
 // pushKmod "builds" a consumer's kmod image: a base layer, then the layer
@@ -154,8 +225,9 @@ func (c *CI) pushKmod(repo, tag string, in build.Inputs) {
 	if k, ok := c.ModulesFor[in.KernelVersion]; ok {
 		kernelFull = k + ".x86_64"
 	}
-	top := payloadtest.TarGz(payloadtest.File("opt/lib/modules/"+kernelFull+"/modules.dep", []byte("acme_nic.ko:\n")),
-		payloadtest.File("opt/lib/modules/"+kernelFull+"/acme_nic.ko", []byte("\x7fELF kmod for "+kernelFull)))
+	dir := "opt/lib/modules/" + kernelFull + "/"
+	entries := []payloadtest.TarEntry{payloadtest.File(dir+"modules.dep", []byte("extra/dtkbot_hello.ko:\nextra/dtkbot_user.ko: extra/dtkbot_hello.ko kernel/lib/crc-itu-t.ko\n"))}
+	top := payloadtest.TarGz(append(entries, c.KmodModules(dir, in.KernelVersion, kernelFull)...)...)
 	if c.NoModules[in.KernelVersion] {
 		top = payloadtest.TarGz(payloadtest.File("usr/share/doc/acme-nic/README", []byte("no module here")))
 	}

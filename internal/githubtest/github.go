@@ -50,6 +50,7 @@ type Pull struct {
 	Title      string
 	Head, Base string
 	State      string
+	Body       string
 }
 
 // Request is one request the fake received.
@@ -486,6 +487,26 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, login, rest s
 			}
 		}
 		apiError(w, http.StatusNotFound, "Not Found")
+	case strings.HasPrefix(rest, "/pulls/") && r.Method == http.MethodPatch:
+		n := atoi(strings.TrimPrefix(rest, "/pulls/"), 0)
+		var req struct{ Title, Body, State *string }
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		for _, p := range s.pulls {
+			if p.Number == n {
+				if req.Title != nil {
+					p.Title = *req.Title
+				}
+				if req.Body != nil {
+					p.Body = *req.Body
+				}
+				if req.State != nil {
+					p.State = *req.State
+				}
+				writeJSON(w, 200, s.pullJSON(p))
+				return
+			}
+		}
+		apiError(w, http.StatusNotFound, "Not Found")
 	case rest == "/pulls" && r.Method == http.MethodPost:
 		var req struct{ Title, Head, Base, Body string }
 		_ = json.NewDecoder(r.Body).Decode(&req)
@@ -500,7 +521,7 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request, login, rest s
 			apiError(w, http.StatusUnprocessableEntity, "Validation Failed: head does not exist")
 			return
 		}
-		p := &Pull{Number: s.next(), Title: req.Title, Head: req.Head, Base: req.Base, State: "open"}
+		p := &Pull{Number: s.next(), Title: req.Title, Head: req.Head, Base: req.Base, State: "open", Body: req.Body}
 		s.pulls = append(s.pulls, p)
 		writeJSON(w, http.StatusCreated, s.pullJSON(p))
 	case strings.HasPrefix(rest, "/actions/workflows/") && strings.HasSuffix(rest, "/dispatches") && r.Method == http.MethodPost:
@@ -527,7 +548,7 @@ func (s *Server) issueJSON(i *Issue) map[string]any {
 }
 
 func (s *Server) pullJSON(p *Pull) map[string]any {
-	return map[string]any{"number": p.Number, "title": p.Title, "state": p.State,
+	return map[string]any{"number": p.Number, "title": p.Title, "state": p.State, "body": p.Body,
 		"html_url": fmt.Sprintf("%s/%s/%s/pull/%d", s.HTTP.URL, s.Owner, s.Repo, p.Number),
 		"head":     map[string]any{"ref": p.Head}, "base": map[string]any{"ref": p.Base}}
 }

@@ -23,6 +23,13 @@ fi
 out=${1:-$here}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+# The test world's material goes to package internal/kmodtest, which embeds
+# it (the demo's binary carries it); with --modules-only DIR, to DIR/world.
+if [ "$out" = "$here" ]; then
+	worldout=$(cd "$here/../../internal/kmodtest" && pwd)/world
+else
+	worldout=$out/world
+fi
 
 cloud=6.1.0-57-cloud-amd64  # the kernel the modules are checked against
 rt=6.1.0-57-rt-amd64        # the other flavour of the same build
@@ -154,6 +161,56 @@ for m in dtkbot_hello dtkbot_user; do
 	gzip -9 -n -c "$d/signed/$m.ko" >"$d/signed/$m.ko.gz"
 done
 
+# The test world's modules (internal/kmodtest/world/): the
+# same sources built by kbuild against the same headers, with another
+# `uname -r`, since dtkbot's test world has RHCOS-like kernels
+# (5.14.0-427.37.1.el9_4.x86_64), not Debian's. A copy of the headers tree
+# with its release changed (include/generated/utsrelease.h, which
+# include/linux/vermagic.h puts first in every vermagic) builds them:
+#   world/template-<flavour>/: release $placeholder, a placeholder 48
+#     characters long that kmodtest overwrites in .modinfo with the world
+#     kernel's release, NUL-padded (the kernel and libkmod skip runs of NULs
+#     between .modinfo strings), so one build serves every world kernel;
+#     unsigned (a signature would no longer verify after the patch);
+#   world/<release>/signed[-other]/: release $world exactly, signed as above
+#     by the trusted key and by the other, for the pass's Secure Boot tests.
+placeholder=0.0.0-dtkbot.world.placeholder.release.48.chars_
+world=5.14.0-427.37.1.el9_4.x86_64
+worldbuild() { # flavour-kernel release dest
+	h="$work/headers/$2"
+	rm -rf "$h"
+	mkdir -p "$work/headers"
+	cp -a "/usr/src/linux-headers-$1" "$h"
+	for l in scripts tools; do # relative links: to where they point from /usr/src
+		ln -sfn "$(readlink -f "/usr/src/linux-headers-$1/$l")" "$h/$l"
+	done
+	sed -i "s/^override KERNELRELEASE = .*/override KERNELRELEASE = $2/" "$h/.kernelvariables"
+	echo "#define UTS_RELEASE \"$2\"" >"$h/include/generated/utsrelease.h"
+	b="$work/wbuild/$2-$1"
+	rm -rf "$b"
+	mkdir -p "$b"
+	cp -r "$here/src/dtkbot_hello" "$here/src/dtkbot_user" "$b/"
+	make -s -C "$h" M="$b/dtkbot_hello" modules >"$b/hello.log" 2>&1 || { cat "$b/hello.log" >&2; exit 1; }
+	make -s -C "$h" M="$b/dtkbot_user" KBUILD_EXTRA_SYMBOLS="$b/dtkbot_hello/Module.symvers" modules >"$b/user.log" 2>&1 || { cat "$b/user.log" >&2; exit 1; }
+	rm -rf "$3"
+	mkdir -p "$3"
+	for m in dtkbot_hello dtkbot_user; do
+		cp "$b/$m/$m.ko" "$3/$m.ko"
+		strip --strip-debug "$3/$m.ko"
+	done
+}
+worldbuild "$cloud" "$placeholder" "$worldout/template-cloud"
+worldbuild "$rt" "$placeholder" "$worldout/template-rt"
+worldbuild "$cloud" "$world" "$work/world-unsigned"
+for v in signed:trusted signed-other:other; do
+	mkdir -p "$worldout/$world/${v%%:*}"
+	for m in dtkbot_hello dtkbot_user; do
+		"$sign_file" sha256 "$work/${v##*:}.key" "$work/${v##*:}.pem" "$work/world-unsigned/$m.ko" "$worldout/$world/${v%%:*}/$m.ko"
+	done
+done
+mkdir -p "$worldout/certs"
+cp "$out/certs/trusted.pem" "$out/certs/other.pem" "$worldout/certs/"
+
 $modules_only && exit 0
 
 # The kernel's side. Module.symvers comes from the linux-headers package;
@@ -197,3 +254,6 @@ done
 		dpkg-query -W -f='  ${Package} ${Version}\n' "$p" 2>/dev/null || true
 	done
 } >"$out/modules/TOOLS"
+# The world's DTK images carry these kernels' files (internal/kmodtest).
+rm -rf "$worldout/kernels"
+cp -r "$out/kernels" "$worldout/kernels"
