@@ -60,53 +60,96 @@ func startDtkbot(t *testing.T, args ...string) *exec.Cmd {
 // work a pass has done, never by the clock, so they fall among the work
 // however fast or loaded the machine is. The request that triggers the kill
 // is still served: the server did the work, the client never saw the answer.
+// A build request that triggers it (wrapLate) is served only once the next
+// pass is over, as a CI still running the build would: that pass must wait
+// for the build it cannot see, not ask for it again.
 type killer struct {
 	mu       sync.Mutex
 	cmd      *exec.Cmd
 	at, seen int
+	// atBuild kills at the pass's first build request instead.
+	atBuild  bool
+	builds   int
 	killed   bool
 	inflight sync.WaitGroup
+	// late holds the build requests of the last kill until the end of the
+	// next pass; later, those of this pass's kill.
+	late, later []chan struct{}
+	held        int // build requests held so far
 }
 
-func (k *killer) wrap(h http.Handler) http.Handler {
+func (k *killer) wrap(h http.Handler) http.Handler { return k.wrapWith(h, false) }
+
+func (k *killer) wrapLate(h http.Handler) http.Handler { return k.wrapWith(h, true) }
+
+func (k *killer) wrapWith(h http.Handler, late bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		k.inflight.Add(1)
 		defer k.inflight.Done()
+		var hold chan struct{}
 		k.mu.Lock()
 		k.seen++
-		if k.cmd != nil && k.seen == k.at {
+		if late {
+			k.builds++
+		}
+		if k.cmd != nil && !k.killed && (k.seen == k.at || (k.atBuild && late && k.builds == 1)) {
 			_ = k.cmd.Process.Kill()
 			k.killed = true
+			if late {
+				hold = make(chan struct{})
+				k.later = append(k.later, hold)
+				k.held++
+			}
 		}
 		k.mu.Unlock()
+		if hold != nil {
+			<-hold
+		}
 		h.ServeHTTP(w, r)
 	})
 }
 
 // arm starts counting a new pass's requests, to kill cmd at the at-th
-// (0: never).
-func (k *killer) arm(cmd *exec.Cmd, at int) {
+// (0: never), or at its first build request (atBuild).
+func (k *killer) arm(cmd *exec.Cmd, at int, atBuild bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.cmd, k.at, k.seen, k.killed = cmd, at, 0, false
+	k.cmd, k.at, k.atBuild, k.seen, k.builds, k.killed = cmd, at, atBuild, 0, 0, false
 }
 
-// disarm returns how many requests the pass made and whether it was killed.
+// disarm returns how many requests the pass made and whether it was
+// killed, and serves the build requests held since the pass before.
 func (k *killer) disarm() (int, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.cmd = nil
+	for _, c := range k.late {
+		close(c)
+	}
+	k.late, k.later = k.later, nil
 	return k.seen, k.killed
+}
+
+// release serves every build request held.
+func (k *killer) release() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, c := range append(k.late, k.later...) {
+		close(c)
+	}
+	k.late, k.later = nil, nil
 }
 
 // TestKilledPassesLoseNothingAndRepeatNothing kills `dtkbot reconcile`
 // (SIGKILL, a real process) at 50 points of its passes, each drawn among
-// the requests a pass makes, over a world that gains a release (and every
-// fourth time a kernel) each round, with a build webhook and GitHub. It
-// checks the state file opens after every ten rounds, then lets dtkbot
-// finish and checks the end state: every release recorded, every kernel's
-// build requested exactly once, every release tag at its kernel's image,
-// exactly one issue and one pull request per kernel.
+// the requests a pass makes (every eighth round at the new kernel's build
+// request, served only after the next pass), over a world that gains a
+// release (and every fourth time a kernel) each round, with a build webhook
+// and GitHub. It checks the state file opens after every ten rounds, then
+// runs passes until the world (crashWorld: the registry's tags and images,
+// GitHub's issues and pull requests) is as a finished dtkbot leaves it,
+// and checks every image was requested exactly once and one more pass
+// changes nothing.
 func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts dtkbot processes")
@@ -114,7 +157,7 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 	k := &killer{}
 	secret := "crash-test-secret"
 	ci := &citest.CI{Secret: []byte(secret)} // no de-duplication: a second request is a second build
-	ciServer := httptest.NewServer(k.wrap(http.HandlerFunc(ci.Webhook)))
+	ciServer := httptest.NewServer(k.wrapLate(http.HandlerFunc(ci.Webhook)))
 	defer ciServer.Close()
 	secretFile := filepath.Join(t.TempDir(), "webhook-secret")
 	_ = os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
@@ -170,9 +213,9 @@ consumers:
 		kernelOf[v] = kv
 		cw.graph.Publish("stable-4.16", "amd64", v, cw.world.Release(payloadtest.ReleaseSpec{Version: v, Stream: payloadtest.Stream{Kernel: kv}}).Pullspec)
 	}
-	pass := func(at int) (requests int, killed bool) {
+	pass := func(at int, atBuild bool) (requests int, killed bool) {
 		cmd := startDtkbot(t, "reconcile", "--config", cw.config)
-		k.arm(cmd, at)
+		k.arm(cmd, at, atBuild)
 		// A hang guard, never a verdict on speed: a pass takes well under a
 		// second; one still running after passHangGuard is stuck.
 		var hung atomic.Bool
@@ -187,16 +230,18 @@ consumers:
 	// A first pass does the work of the releases already there; the next,
 	// with one new release and a new kernel, is the one measured: its
 	// requests are where kill points are drawn from.
-	pass(0)
+	pass(0, false)
 	publish(0)
-	perPass, _ := pass(0)
+	perPass, _ := pass(0, false)
 	if perPass < 10 {
 		t.Fatalf("a pass with a new kernel made only %d requests", perPass)
 	}
 	kills, rounds := 0, 1
 	for ; kills < 50 && rounds < 120; rounds++ {
 		publish(rounds)
-		if _, killed := pass(1 + rng.IntN(perPass)); killed {
+		// Every eighth round (half those with a new kernel) the kill falls
+		// on the new kernel's build request; the others, anywhere.
+		if _, killed := pass(1+rng.IntN(perPass), rounds%8 == 0); killed {
 			kills++
 		}
 		if rounds%10 == 9 {
@@ -235,6 +280,7 @@ consumers:
 	// build asked for from here on is in the registry before its request
 	// returns, so before the pass looks for it: the timeout cannot expire
 	// for it, however slow the machine. Passes are counted, not timed.
+	k.release()
 	k.inflight.Wait()
 	if err := os.WriteFile(cw.config, []byte(strings.Replace(mustRead(t, cw.config), config(killedPhaseTimeout, host), config("1ns", host), 1)), 0o600); err != nil {
 		t.Fatal(err)
@@ -250,15 +296,15 @@ consumers:
 		if endPasses == maxEndPasses {
 			t.Fatalf("after %d passes with nothing killed, the world is not finished:\n%s", endPasses, strings.Join(missing[:min(len(missing), 20)], "\n"))
 		}
-		pass(0)
+		pass(0, false)
 	}
-	t.Logf("%d passes killed mid-work in %d rounds, kill points drawn among the %d requests of a pass with a new kernel; %d passes to finish; %d releases, %d kernels",
-		kills, rounds, perPass, endPasses, len(kernelOf), len(kernels))
+	t.Logf("%d passes killed mid-work in %d rounds (%d at a build request), kill points drawn among the %d requests of a pass with a new kernel; %d passes to finish; %d releases, %d kernels",
+		kills, rounds, k.held, perPass, endPasses, len(kernelOf), len(kernels))
 
 	// Finished, a pass has nothing left to do: it asks for no build, writes
 	// no tag and changes nothing on GitHub.
 	builds, mutations, writes := len(ci.Requests()), len(gh.Mutations()), registryWrites(cw.srv.Registry)
-	pass(0)
+	pass(0, false)
 	if n := len(ci.Requests()) - builds; n != 0 {
 		t.Errorf("a pass after the end asked for %d builds", n)
 	}
