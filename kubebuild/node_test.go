@@ -138,7 +138,7 @@ func (n *node) loop(ctx context.Context, ready chan struct{}) {
 		if err != nil {
 			if ctx.Err() == nil {
 				n.t.Logf("node: listing jobs: %v", err)
-				time.Sleep(100 * time.Millisecond) // paces the stand-in's retries of a failed list; no verdict depends on it
+				time.Sleep(100 * time.Millisecond) // retry interval
 			}
 			continue
 		}
