@@ -135,7 +135,7 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 			return
 		}
 		last = state
-		time.Sleep(50 * time.Millisecond) // polling interval
+		time.Sleep(50 * time.Millisecond) // a poll: the verdict is cond's, the deadline only a hang guard
 	}
 	t.Fatalf("%s: not within 2m; last: %s", what, last)
 }

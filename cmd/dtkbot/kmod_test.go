@@ -166,7 +166,7 @@ func TestKmodCheck(t *testing.T) {
 			return true
 		}
 		defer func() { kw.srv.Intercept = nil }()
-		code, stdout, stderr := runCLI(t, append([]string{"kmod", "check", good, "--kernel", testKernel, "--dtk", kw.dtk, "--timeout", "5s"}, reg...)...)
+		code, stdout, stderr := runCLI(t, append([]string{"kmod", "check", good, "--kernel", testKernel, "--dtk", kw.dtk}, reg...)...)
 		if code != exitCouldNotTell || !strings.Contains(stderr, "503") {
 			t.Errorf("exit %d\n%s%s", code, stdout, stderr)
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -142,6 +143,13 @@ listen: %q
 	}
 }
 
+// TestSecondDtkbotOnTheSameStateIsRefused: while another dtkbot holds the
+// state file, `dtkbot reconcile` refuses, says so with the wait it gave
+// the lock (a bound of a few seconds, from its own words, not a clock),
+// and asks nothing of the graph or the registry first. That it returns at
+// all while the lock is still held is the condition that it gives up: one
+// that waited for the lock would never return (the test binary's timeout
+// would end it).
 func TestSecondDtkbotOnTheSameStateIsRefused(t *testing.T) {
 	cw := newCLIWorld(t, "")
 	s, err := state.Open(filepath.Join(filepath.Dir(cw.config), "dtkbot.db"), time.Second)
@@ -149,12 +157,20 @@ func TestSecondDtkbotOnTheSameStateIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	start := time.Now()
+	graphBefore, regBefore := cw.graph.Requests.Load(), cw.srv.Registry.Stats()
 	code, _, stderr := runCLI(t, "reconcile", "--config", cw.config)
 	if code != exitFailed || !strings.Contains(stderr, "state file is in use by another dtkbot process") {
 		t.Errorf("exit %d: %s", code, stderr)
 	}
-	if time.Since(start) > 5*time.Second {
-		t.Errorf("took %s to refuse", time.Since(start))
+	m := regexp.MustCompile(`\(waited ([0-9a-zµ.]+);`).FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("the refusal does not say how long it waited: %s", stderr)
+	}
+	if waited, err := time.ParseDuration(m[1]); err != nil || waited <= 0 || waited > 5*time.Second {
+		t.Errorf("waited %s (%v) for the lock, want a few seconds at most", m[1], err)
+	}
+	reg := cw.srv.Registry.Stats().Sub(regBefore)
+	if n := cw.graph.Requests.Load() - graphBefore; n != 0 || reg.Requests != 0 || reg.Pings != 0 {
+		t.Errorf("before refusing, it asked the graph %d times and the registry %d times", n, reg.Requests+reg.Pings)
 	}
 }

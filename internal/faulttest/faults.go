@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
-	"time"
 )
 
 // Fault is one kind of misbehaviour.
@@ -22,7 +21,7 @@ const (
 	Unavailable Fault = "503"
 	TooMany     Fault = "429"
 	Reset       Fault = "reset"   // the connection is cut halfway through the body
-	Stall       Fault = "stall"   // half the body, then nothing until the client gives up
+	Stall       Fault = "stall"   // half the body, then nothing until the client gives up (or Release)
 	Corrupt     Fault = "corrupt" // one byte of the body flipped
 	Garbage     Fault = "garbage" // 200 with a body that is not what was asked for
 )
@@ -34,21 +33,39 @@ type Injector struct {
 	Faults []Fault
 	// RetryAfter is sent with 429s (seconds).
 	RetryAfter int
-	// StallFor bounds a stall, in case the client never gives up.
-	StallFor time.Duration
 	// Skip exempts requests (for example the /v2/ ping).
 	Skip func(*http.Request) bool
 
-	mu    sync.Mutex
-	rng   *rand.Rand
-	on    bool
-	count map[Fault]int
-	total int
+	mu      sync.Mutex
+	rng     *rand.Rand
+	on      bool
+	count   map[Fault]int
+	total   int
+	stalled int // stalls begun (a Stall picked for a HEAD or an error answer is none)
+	givenUp int // stalls the client hung up on
+
+	release     chan struct{}
+	releaseOnce sync.Once
 }
 
 // New returns an injector, on, with a seeded random source.
 func New(rate float64, seed uint64, faults ...Fault) *Injector {
-	return &Injector{Rate: rate, Faults: faults, StallFor: 5 * time.Second, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), on: true, count: map[Fault]int{}}
+	return &Injector{Rate: rate, Faults: faults, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), on: true, count: map[Fault]int{}, release: make(chan struct{})}
+}
+
+// Release ends every stall, now and later, without an answer: for the end of
+// a test, so that servers can close whatever their clients did.
+func (in *Injector) Release() { in.releaseOnce.Do(func() { close(in.release) }) }
+
+// Stalls returns how many stalls began (a Stall picked for a HEAD, an
+// empty body or an answer other than 200 sends that answer whole) and how
+// many of them ended because the client hung up (a timeout, a cancelled
+// request), not by Release. A stall never ends by itself, so a client gave
+// up on each one exactly when the two are equal.
+func (in *Injector) Stalls() (begun, givenUp int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.stalled, in.givenUp
 }
 
 // SetOn turns injection on or off.
@@ -131,9 +148,16 @@ func (in *Injector) Wrap(h http.Handler) http.Handler {
 				fl.Flush()
 			}
 			if f == Stall {
+				// No timer: the stall lasts until the client gives up.
+				in.mu.Lock()
+				in.stalled++
+				in.mu.Unlock()
 				select {
 				case <-r.Context().Done():
-				case <-time.After(in.StallFor):
+					in.mu.Lock()
+					in.givenUp++
+					in.mu.Unlock()
+				case <-in.release:
 				}
 			}
 			if hj, ok := w.(http.Hijacker); ok {

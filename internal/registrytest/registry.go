@@ -391,6 +391,15 @@ func (r *Registry) TagDigest(repo, tag string) (digest.Digest, bool) {
 	return d, ok
 }
 
+// Blob returns a stored blob's bytes, for tests that look inside an image
+// without a client.
+func (r *Registry) Blob(d digest.Digest) ([]byte, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.blobs[d]
+	return b, ok
+}
+
 // Manifest returns a stored manifest by repo and tag or digest.
 func (r *Registry) Manifest(repo, ref string) ([]byte, string, bool) {
 	r.mu.Lock()
