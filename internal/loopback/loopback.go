@@ -130,6 +130,8 @@ func refuse(w http.ResponseWriter, r *http.Request) {
 	mu.Lock()
 	refused = append(refused, r.Method+" "+host)
 	mu.Unlock()
+	// Said at once too, so that in `go test -v` it stands by its test.
+	fmt.Fprintf(os.Stderr, "loopback: refused %s %s\n", r.Method, host)
 	reason := "loopback guard: tests may not reach " + strings.Map(func(c rune) rune {
 		if c < ' ' || c > '~' {
 			return '?'
