@@ -179,15 +179,7 @@ func TestCommandBuilderErrors(t *testing.T) {
 	b.Timeout = 100 * time.Millisecond
 	done := make(chan error, 1)
 	go func() { done <- b.Build(context.Background(), req) }()
-	var err error
-	poll.Until(t, "the build to time out", 0, func() bool {
-		select {
-		case err = <-done:
-			return true
-		default:
-			return false
-		}
-	})
+	err := poll.Receive(t, "the build to time out", 0, done)
 	if err == nil || !strings.Contains(err.Error(), "timed out after 100ms") {
 		t.Errorf("timeout: %v", err)
 	}

@@ -188,15 +188,7 @@ func TestStalledBodyTimesOut(t *testing.T) {
 	countWaits(c)
 	done := make(chan error, 1)
 	go func() { done <- f.readLayer(t, c) }()
-	var err error
-	poll.Until(t, "a stalled body to time out (the body read outside the per-call timeout?)", 0, func() bool {
-		select {
-		case err = <-done:
-			return true
-		default:
-			return false
-		}
-	})
+	err := poll.Receive(t, "a stalled body to time out (the body read outside the per-call timeout?)", 0, done)
 	if err == nil || !strings.Contains(err.Error(), "after 2 attempts: registry call timed out after 200ms") {
 		t.Fatalf("error %v", err)
 	}

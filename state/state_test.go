@@ -98,16 +98,7 @@ func TestRefusesANewerSchemaAndASecondWriter(t *testing.T) {
 			}
 			done <- err
 		}()
-		var err error
-		poll.Until(t, what+" to give up on the lock", 0, func() bool {
-			select {
-			case err = <-done:
-				return true
-			default:
-				return false
-			}
-		})
-		return err
+		return poll.Receive(t, what+" to give up on the lock", 0, done)
 	}
 	if err := apart("a second writer", func() (*Store, error) { return Open(path, 200*time.Millisecond) }); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "waited 200ms") {
 		t.Errorf("second writer: %v", err)

@@ -47,3 +47,22 @@ func UntilWhy(t testing.TB, what string, deadline time.Duration, cond func() (bo
 		time.Sleep(tick) // waiting on the condition, not deciding anything
 	}
 }
+
+// Receive waits for a value from c (say, what a call run apart returned)
+// and fails t with what if none came by deadline (Deadline when 0).
+func Receive[T any](t testing.TB, what string, deadline time.Duration, c <-chan T) T {
+	t.Helper()
+	if deadline <= 0 {
+		deadline = Deadline
+	}
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+	select {
+	case v := <-c:
+		return v
+	case <-timer.C:
+		t.Fatalf("waited %s for %s", deadline, what)
+		var zero T
+		return zero
+	}
+}

@@ -47,3 +47,16 @@ func TestUntilFailsWithWhat(t *testing.T) {
 		t.Fatalf("failure: %q", r.failed)
 	}
 }
+
+// TestReceive: the value sent, or a failure naming what was awaited.
+func TestReceive(t *testing.T) {
+	c := make(chan int, 1)
+	c <- 7
+	if v := Receive(t, "seven", 0, c); v != 7 {
+		t.Fatalf("received %d", v)
+	}
+	r := &recorder{TB: t}
+	if v := Receive(r, "an answer", time.Millisecond, make(chan int)); v != 0 || !strings.Contains(r.failed, "for an answer") {
+		t.Fatalf("received %d, failure %q", v, r.failed)
+	}
+}
