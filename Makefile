@@ -5,7 +5,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test bench lint demo fuzz screenshot kube-assets clean
+.PHONY: all build test race bench lint demo fuzz screenshot kube-assets clean
 
 # Every fuzz target, as package:Target. Their seed corpora run in `make test`.
 FUZZ_TARGETS := \
@@ -26,6 +26,11 @@ build:
 ## tests use the binaries of `make kube-assets` (KUBEBUILDER_ASSETS) and skip without them
 test:
 	$(GO) test -count=1 ./...
+
+## race: every test under the race detector, which needs cgo (and gcc):
+## CGO_ENABLED=1 for this run only
+race:
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
 ## kube-assets: kube-apiserver (built from the Go module proxy, ~9 min the first
 ## time) and etcd in the cache; prints the directory for KUBEBUILDER_ASSETS

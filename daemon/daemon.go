@@ -85,6 +85,9 @@ type Daemon struct {
 	running  atomic.Bool
 	passes   sync.WaitGroup
 	sched    cron.Schedule
+	// after is time.After for the schedule and the grace; tests drive
+	// both with it.
+	after func(time.Duration) <-chan time.Time
 
 	metricsOnce sync.Once
 	metricsSet  *metrics
@@ -154,28 +157,34 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	d.Log.Info().Str("listen", ln.Addr().String()).Str("schedule", d.Schedule).Msg("dtkbot daemon started")
 
-	c := cron.New(cron.WithLocation(time.UTC), cron.WithParser(cronParser{}))
-	c.Schedule(sched, cron.FuncJob(func() { d.Trigger("schedule") }))
-	c.Start()
+	schedCtx, stopSchedule := context.WithCancel(ctx)
+	defer stopSchedule()
+	scheduleDone := make(chan struct{})
+	go func() {
+		defer close(scheduleDone)
+		d.runSchedule(schedCtx, sched)
+	}()
 	d.Trigger("start")
 
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
 		d.stopPasses()
-		c.Stop()
+		stopSchedule()
+		<-scheduleDone
 		cancelPasses()
 		d.passes.Wait()
 		return fmt.Errorf("serving HTTP: %w", err)
 	}
 	d.Log.Info().Msg("shutting down")
 	d.stopPasses()
-	<-c.Stop().Done()
+	stopSchedule()
+	<-scheduleDone
 	done := make(chan struct{})
 	go func() { d.passes.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(d.Grace):
+	case <-d.wait(d.Grace):
 		d.Log.Warn().Dur("grace", d.Grace).Msg("the running pass did not finish in time: cancelling it")
 		cancelPasses()
 		<-done
@@ -185,10 +194,31 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	return srv.Shutdown(shutdownCtx)
 }
 
-// cronParser is the standard parser; a type so Schedule's parser is explicit.
-type cronParser struct{}
+// runSchedule triggers a pass at each time of the schedule (in UTC) until
+// ctx ends; a pass still running then is skipped, as Trigger does.
+func (d *Daemon) runSchedule(ctx context.Context, sched cron.Schedule) {
+	for {
+		now := d.now()
+		next := sched.Next(now.In(time.UTC))
+		if next.IsZero() {
+			return // no time of the schedule in the next five years
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wait(next.Sub(now)):
+			d.Trigger("schedule")
+		}
+	}
+}
 
-func (cronParser) Parse(spec string) (cron.Schedule, error) { return cron.ParseStandard(spec) }
+// wait is time.After, or the tests' clock.
+func (d *Daemon) wait(dur time.Duration) <-chan time.Time {
+	if d.after != nil {
+		return d.after(dur)
+	}
+	return time.After(dur)
+}
 
 // stopPasses begins the shutdown: from its return on, no pass starts, so
 // waiting for passes waits for every pass there will ever be.

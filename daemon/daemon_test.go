@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/state"
@@ -50,10 +51,11 @@ func (f *fakePasser) RunOnce(ctx context.Context, _ time.Time, _ reconcile.Optio
 }
 
 type running struct {
-	d      *Daemon
-	url    string
-	cancel context.CancelFunc
-	done   chan error
+	d        *Daemon
+	url      string
+	cancel   context.CancelFunc
+	done     chan error
+	returned atomic.Bool // set when Serve has returned
 }
 
 func start(t *testing.T, p Passer, token string, configure ...func(*Daemon)) *running {
@@ -85,7 +87,11 @@ func start(t *testing.T, p Passer, token string, configure ...func(*Daemon)) *ru
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{d: d, url: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- d.Serve(ctx, ln) }()
+	go func() {
+		err := d.Serve(ctx, ln)
+		r.returned.Store(true)
+		r.done <- err
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-r.done
@@ -120,14 +126,65 @@ func post(t *testing.T, url, token string) int {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second) // generous: CI shares two cores
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting")
+	poll.Until(t, "the daemon", 0, cond)
+}
+
+// fakeClock is the daemon's clock and timers in a test: now moves only when
+// the test advances it, and a wait fires when now reaches its time.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	waits []*fakeWait
+}
+
+type fakeWait struct {
+	at    time.Time
+	c     chan time.Time
+	fired bool
+}
+
+func newFakeClock(now time.Time) *fakeClock { return &fakeClock{now: now} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) after(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := &fakeWait{at: c.now.Add(d), c: make(chan time.Time, 1)}
+	c.waits = append(c.waits, w)
+	return w.c
+}
+
+// waiting reports whether a wait until at is pending.
+func (c *fakeClock) waiting(at time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.waits {
+		if !w.fired && w.at.Equal(at) {
+			return true
 		}
-		time.Sleep(5 * time.Millisecond)
+	}
+	return false
+}
+
+// advance moves now to to and fires the waits due by then.
+func (c *fakeClock) advance(to time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = to
+	for _, w := range c.waits {
+		if !w.fired && !w.at.After(to) {
+			w.fired = true
+			w.c <- to
+		}
 	}
 }
+
+func (c *fakeClock) use(d *Daemon) { d.Now, d.after = c.Now, c.after }
 
 func TestProbesMetricsAndStatus(t *testing.T) {
 	p := &fakePasser{}
@@ -235,6 +292,10 @@ type blockingPasser struct {
 	runs      atomic.Int32
 	ended     atomic.Int32
 	cancelled atomic.Int32 // passes that ended by their context
+	// serve, when set, is the daemon running the passes; a pass that ends
+	// after its Serve returned sets endedAfterServe.
+	serve           atomic.Pointer[running]
+	endedAfterServe atomic.Bool
 }
 
 func newBlockingPasser() *blockingPasser {
@@ -251,6 +312,9 @@ func (b *blockingPasser) RunOnce(ctx context.Context, _ time.Time, _ reconcile.O
 	case <-b.release:
 	case <-ctx.Done():
 		b.cancelled.Add(1)
+	}
+	if r := b.serve.Load(); r != nil && r.returned.Load() {
+		b.endedAfterServe.Store(true)
 	}
 	b.ended.Add(1)
 	return &reconcile.Result{}, ctx.Err()
@@ -284,12 +348,14 @@ func (r *running) serveReturned(t *testing.T) error {
 }
 
 // TestShutdownStartsNothingAndWaitsForThePass: once the shutdown began,
-// POST /trigger answers 503 and Trigger starts nothing; Serve returns once
-// the running pass (allowed to finish: Grace is long) has ended; nothing
-// starts after that.
+// POST /trigger answers 503 and Trigger starts nothing; Serve waits for the
+// running pass (up to Grace, on the daemon's clock, which the test never
+// moves) and returns once it has ended; nothing starts after that.
 func TestShutdownStartsNothingAndWaitsForThePass(t *testing.T) {
+	clock := newFakeClock(time.Date(2024, 9, 1, 12, 0, 0, 0, time.UTC))
 	p := newBlockingPasser()
-	r := start(t, p, "s3cret", func(d *Daemon) { d.Grace = time.Hour })
+	r := start(t, p, "s3cret", func(d *Daemon) { d.Grace = 7 * time.Minute; clock.use(d) })
+	p.serve.Store(r)
 	<-p.started // the pass at start
 	r.cancel()
 	waitFor(t, r.d.shuttingDown)
@@ -299,14 +365,19 @@ func TestShutdownStartsNothingAndWaitsForThePass(t *testing.T) {
 	if r.d.Trigger("schedule") {
 		t.Error("Trigger started a pass during the shutdown")
 	}
-	select {
-	case <-r.done:
+	// Serve waits on the pass and its grace: neither can end (the pass
+	// waits for release, the grace for the clock), so Serve has not
+	// returned, whatever the machine's speed.
+	poll.Until(t, "Serve to wait for the pass, up to its grace", 0, func() bool { return clock.waiting(clock.Now().Add(7 * time.Minute)) })
+	if r.returned.Load() {
 		t.Fatal("Serve returned while its pass was running")
-	default: // the pass cannot have ended: it waits for release
 	}
 	close(p.release)
 	if err := r.serveReturned(t); err != nil {
 		t.Errorf("shutdown: %v", err)
+	}
+	if p.endedAfterServe.Load() {
+		t.Error("Serve returned before its pass ended")
 	}
 	if runs, ended := p.runs.Load(), p.ended.Load(); runs != 1 || ended != 1 || p.cancelled.Load() != 0 {
 		t.Errorf("when Serve returned: %d passes started, %d ended, %d cancelled; want 1, 1, 0", runs, ended, p.cancelled.Load())
@@ -320,12 +391,20 @@ func TestShutdownStartsNothingAndWaitsForThePass(t *testing.T) {
 }
 
 // TestShutdownCancelsThePassAfterGrace: a pass that does not finish within
-// Grace is cancelled, and Serve returns once it has ended.
+// Grace (the daemon's clock moved past it) is cancelled, and Serve returns
+// once it has ended.
 func TestShutdownCancelsThePassAfterGrace(t *testing.T) {
+	t0 := time.Date(2024, 9, 1, 12, 0, 0, 0, time.UTC)
+	clock := newFakeClock(t0)
 	p := newBlockingPasser() // never released: only its context ends it
-	r := start(t, p, "", func(d *Daemon) { d.Grace = 10 * time.Millisecond })
+	r := start(t, p, "", func(d *Daemon) { d.Grace = 7 * time.Minute; clock.use(d) })
 	<-p.started
 	r.cancel()
+	poll.Until(t, "Serve to wait for the pass, up to its grace", 0, func() bool { return clock.waiting(t0.Add(7 * time.Minute)) })
+	if p.cancelled.Load() != 0 || r.returned.Load() {
+		t.Fatal("the pass was cancelled before its grace ran out")
+	}
+	clock.advance(t0.Add(7 * time.Minute))
 	if err := r.serveReturned(t); err != nil {
 		t.Errorf("shutdown: %v", err)
 	}
@@ -375,12 +454,31 @@ func TestTriggersRacingTheShutdown(t *testing.T) {
 	}
 }
 
+// TestScheduleRuns: the schedule starts a pass at each of its times, in
+// UTC, on the daemon's clock: none before, one at each.
 func TestScheduleRuns(t *testing.T) {
-	if _, err := ParseSchedule("*/5 * * * *"); err != nil {
-		t.Error(err)
-	}
 	if _, err := ParseSchedule("every now and then"); err == nil {
 		t.Error("a bad schedule parsed")
+	}
+	// 14:01:30 at UTC+2 is 12:01:30 UTC: "30 12 * * *" is due at 12:30 UTC
+	// (in the daemon's zone it would be 10:30 UTC the next day).
+	t0 := time.Date(2024, 9, 1, 14, 1, 30, 0, time.FixedZone("UTC+2", 2*3600))
+	clock := newFakeClock(t0)
+	p := &fakePasser{}
+	r := start(t, p, "", func(d *Daemon) { d.Schedule = "30 12 * * *"; clock.use(d) })
+	day1 := time.Date(2024, 9, 1, 12, 30, 0, 0, time.UTC)
+	poll.Until(t, "the pass at start, and the schedule to wait for 12:30 UTC", 0, func() bool {
+		return p.runs.Load() == 1 && !r.d.running.Load() && clock.waiting(day1)
+	})
+	for i, at := range []time.Time{day1, day1.Add(24 * time.Hour), day1.Add(48 * time.Hour)} {
+		clock.advance(at)
+		// The next wait is set once this time's pass was started.
+		poll.Until(t, fmt.Sprintf("the pass at %s, and the wait for the next", at), 0, func() bool {
+			return clock.waiting(at.Add(24*time.Hour)) && !r.d.running.Load()
+		})
+		if n := p.runs.Load(); n != int32(i+2) {
+			t.Fatalf("at %s: %d passes, want %d (one at start, one a scheduled time)", at, n, i+2)
+		}
 	}
 }
 

@@ -23,13 +23,14 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/kubenode"
 	"github.com/dtkbot/dtkbot/internal/kubetest"
+	"github.com/dtkbot/dtkbot/internal/loopback"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 )
 
-func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(loopback.Run(kubetest.Main(m))) }
 
 // Secret values the tests plant, to prove they never leak.
 const (

@@ -101,6 +101,10 @@ type Client struct {
 	slots    chan struct{}
 
 	manifestGETs, manifestHEADs, blobGETs, blobBytes, retries atomic.Int64
+	// waiting counts the calls waiting for a slot (tests wait on it).
+	waiting atomic.Int64
+	// after is time.After; tests count the waits between attempts with it.
+	after func(time.Duration) <-chan time.Time
 }
 
 // New returns a Client for opts.
@@ -116,7 +120,7 @@ func New(opts Options) *Client {
 	if opts.TLSVerify != nil {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!*opts.TLSVerify)
 	}
-	c := &Client{sys: sys, timeout: opts.Timeout, attempts: opts.Attempts, backoff: opts.Backoff}
+	c := &Client{sys: sys, timeout: opts.Timeout, attempts: opts.Attempts, backoff: opts.Backoff, after: time.After}
 	if c.timeout <= 0 {
 		c.timeout = 2 * time.Minute
 	}
@@ -412,7 +416,7 @@ func (c *Client) do(ctx context.Context, call func(context.Context) error) error
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (waiting to retry after: %v)", ctx.Err(), err)
-		case <-time.After(wait):
+		case <-c.after(wait):
 		}
 		delay *= 2
 	}
@@ -422,9 +426,12 @@ func (c *Client) do(ctx context.Context, call func(context.Context) error) error
 const maxRetryAfter = time.Minute
 
 func (c *Client) once(ctx context.Context, call func(context.Context) error) error {
+	c.waiting.Add(1)
 	select {
 	case c.slots <- struct{}{}:
+		c.waiting.Add(-1)
 	case <-ctx.Done():
+		c.waiting.Add(-1)
 		return ctx.Err()
 	}
 	defer func() { <-c.slots }()

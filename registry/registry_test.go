@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"go.podman.io/image/v5/types"
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 )
 
@@ -105,32 +107,70 @@ func TestGivesUpAfterAttempts(t *testing.T) {
 	}
 }
 
-func TestHonoursRetryAfter(t *testing.T) {
-	f := newFixture(t)
-	var limited atomic.Bool
-	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
-		if isBlob(r) && !limited.Swap(true) {
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "slow down", http.StatusTooManyRequests)
-			return true
-		}
-		return false
+// countWaits makes c's waits between attempts immediate and returns what
+// they would have been.
+func countWaits(c *Client) func() []time.Duration {
+	var mu sync.Mutex
+	var waits []time.Duration
+	c.after = func(d time.Duration) <-chan time.Time {
+		mu.Lock()
+		waits = append(waits, d)
+		mu.Unlock()
+		ch := make(chan time.Time, 1)
+		ch <- time.Time{}
+		return ch
 	}
-	start := time.Now()
-	if err := f.readLayer(t, testClient(Options{})); err != nil {
-		t.Fatal(err)
-	}
-	if waited := time.Since(start); waited < time.Second {
-		t.Errorf("retried after %s, Retry-After said 1s", waited)
+	return func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(waits)
 	}
 }
 
+// TestHonoursRetryAfter: a 429's Retry-After is the wait before the next
+// attempt instead of the backoff, capped at maxRetryAfter; counted by the
+// client's clock, not the test's.
+func TestHonoursRetryAfter(t *testing.T) {
+	for _, c := range []struct {
+		header string
+		want   time.Duration
+	}{{"1", time.Second}, {"3600", maxRetryAfter}} {
+		f := newFixture(t)
+		var limited atomic.Bool
+		var blobGETs atomic.Int32
+		f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			if isBlob(r) {
+				blobGETs.Add(1)
+				if !limited.Swap(true) {
+					w.Header().Set("Retry-After", c.header)
+					http.Error(w, "slow down", http.StatusTooManyRequests)
+					return true
+				}
+			}
+			return false
+		}
+		client := testClient(Options{})
+		waits := countWaits(client)
+		if err := f.readLayer(t, client); err != nil {
+			t.Fatal(err)
+		}
+		if got := waits(); !slices.Equal(got, []time.Duration{c.want}) || blobGETs.Load() != 2 {
+			t.Errorf("Retry-After: %s: waited %v between %d blob GETs, want [%s] between 2", c.header, got, blobGETs.Load(), c.want)
+		}
+	}
+}
+
+// TestStalledBodyTimesOut: the per-call timeout covers reading the body, so
+// a registry that stalls mid-blob costs each attempt its timeout: both
+// attempts reach the registry, and the client abandons both.
 func TestStalledBodyTimesOut(t *testing.T) {
 	f := newFixture(t)
 	release := make(chan struct{})
 	defer close(release)
+	var started, abandoned atomic.Int32
 	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
 		if isBlob(r) {
+			started.Add(1)
 			w.Header().Set("Content-Length", "4096")
 			w.WriteHeader(http.StatusOK)
 			_, _ = w.Write([]byte("partial"))
@@ -138,19 +178,23 @@ func TestStalledBodyTimesOut(t *testing.T) {
 			select {
 			case <-release:
 			case <-r.Context().Done():
+				abandoned.Add(1)
 			}
 			return true
 		}
 		return false
 	}
 	c := testClient(Options{Timeout: 200 * time.Millisecond, Attempts: 2})
-	start := time.Now()
-	err := f.readLayer(t, c)
-	if err == nil || !strings.Contains(err.Error(), "timed out") {
+	countWaits(c)
+	done := make(chan error, 1)
+	go func() { done <- f.readLayer(t, c) }()
+	err := poll.Receive(t, "a stalled body to time out (the body read outside the per-call timeout?)", 0, done)
+	if err == nil || !strings.Contains(err.Error(), "after 2 attempts: registry call timed out after 200ms") {
 		t.Fatalf("error %v", err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("a stalled body held the call for %s", d)
+	poll.Until(t, "the registry to see both reads abandoned", 0, func() bool { return abandoned.Load() == 2 })
+	if n := started.Load(); n != 2 {
+		t.Errorf("%d blob reads, want one per attempt", n)
 	}
 }
 
@@ -192,8 +236,12 @@ func TestManifestDigestIsVerified(t *testing.T) {
 	}
 }
 
+// TestConcurrencyIsBounded: with Concurrency 2, six readers put two reads
+// at the registry, held there, and the other four wait for a slot (the
+// client's count) while a third never reaches the registry.
 func TestConcurrencyIsBounded(t *testing.T) {
 	f := newFixture(t)
+	release := make(chan struct{})
 	var inFlight, peak atomic.Int32
 	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
 		if isBlob(r) {
@@ -204,7 +252,10 @@ func TestConcurrencyIsBounded(t *testing.T) {
 					break
 				}
 			}
-			time.Sleep(30 * time.Millisecond)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
 			inFlight.Add(-1)
 		}
 		return false
@@ -220,8 +271,16 @@ func TestConcurrencyIsBounded(t *testing.T) {
 			}
 		}()
 	}
+	poll.UntilWhy(t, "two reads at the registry, four waiting for a slot", 0, func() (bool, string) {
+		in, waiting := inFlight.Load(), c.waiting.Load()
+		return in >= 2 && int(in)+int(waiting) == 6, fmt.Sprintf("%d at the registry, %d waiting", in, waiting)
+	})
+	if p := peak.Load(); p != 2 {
+		t.Errorf("%d blob reads at once, limit 2", p)
+	}
+	close(release)
 	wg.Wait()
-	if p := peak.Load(); p > 2 {
+	if p := peak.Load(); p != 2 {
 		t.Errorf("%d blob reads at once, limit 2", p)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/faulttest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 )
 
@@ -65,7 +66,7 @@ func TestResolveAsksWhereImagesArePulledFrom(t *testing.T) {
 	if _, err := c2.Resolve(context.Background(), tag); err == nil {
 		t.Error("a mirror-by-digest-only mirror answered for a tag")
 	}
-	waitFor(t, func() bool { return dead.Accepted() > before })
+	poll.Until(t, "the registry itself to be asked for the tag", 0, func() bool { return dead.Accepted() > before })
 	// A pullspec by digest needs no question.
 	pinned := dead.Addr() + "/openshift-release-dev/ocp-release@" + img.Digest.String()
 	if d, err := c2.Resolve(context.Background(), pinned); err != nil || d != img.Digest {
@@ -82,15 +83,5 @@ func TestResolveNotFound(t *testing.T) {
 	}
 	if d, err := c.Resolve(context.Background(), f.srv.Host()+"/acme/image:v1"); err != nil || d != f.image.Digest {
 		t.Errorf("%s %v", d, err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatal("condition never held")
-		}
-		time.Sleep(time.Millisecond) // waiting on a condition, not deciding
 	}
 }

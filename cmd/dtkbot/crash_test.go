@@ -25,20 +25,23 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
+	"github.com/dtkbot/dtkbot/internal/loopback"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/state"
 )
 
 // TestMain lets the test binary act as dtkbot itself, so crash tests can
-// start it as a real process and kill it.
+// start it as a real process and kill it; the tests, and that process,
+// stay on loopback (internal/loopback: it inherits the proxy variables).
 func TestMain(m *testing.M) {
 	if os.Getenv("DTKBOT_RUN_MAIN") == "1" {
+		loopback.GuardResolver()
 		var args []string
 		_ = json.Unmarshal([]byte(os.Getenv("DTKBOT_ARGS")), &args)
 		os.Exit(run(context.Background(), args, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	os.Exit(loopback.Run(m))
 }
 
 // startDtkbot runs the test binary as `dtkbot args...`.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
+	"github.com/dtkbot/dtkbot/internal/loopback"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/state"
@@ -89,13 +90,28 @@ func TestReleaseInfoForPeople(t *testing.T) {
 	cfg := filepath.Join(dir, "config.yaml")
 	_ = os.WriteFile(cfg, []byte(fmt.Sprintf("graph:\n  url: %s\n  channels: [stable-4.16]\nregistry:\n  registries_conf: %s\nverify: {mode: off}\n", g.URL(), conf)), 0o600)
 
+	// The mirror must answer: were it to fail, containers/image would fall
+	// back to quay.io itself, which the loopback guard refuses; a refusal
+	// is this test's failure, whatever the command made of it.
+	offMirror := func(what string) {
+		t.Helper()
+		if left := loopback.Refused(); len(left) > 0 {
+			t.Fatalf("%s: the mirror failed and dtkbot asked %q", what, left)
+		}
+	}
+	before := srv.Stats()
 	code, stdout, stderr := runCLI(t, "release-info", "4.16.15", "--config", cfg, "-o", "json")
+	offMirror("a bare version")
+	if s := srv.Stats().Sub(before); s.ManifestGETs == 0 {
+		t.Fatalf("a bare version: the mirror served no manifest (%+v)", s)
+	}
 	var reports []map[string]any
 	if code != exitOK || json.Unmarshal([]byte(stdout), &reports) != nil || len(reports) != 1 ||
 		reports[0]["pullspec"] != "quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64" {
 		t.Fatalf("a bare version: %d %s %s", code, stdout, stderr)
 	}
 	code, stdout, stderr = runCLI(t, "release-info", "--channel", "stable-4.16", "--config", cfg)
+	offMirror("a channel")
 	if code != exitOK || !strings.Contains(stdout, "4.16.15") || !strings.Contains(stdout, "5.14.0-427.40.1.el9_4.x86_64") {
 		t.Fatalf("a channel: %d %s %s", code, stdout, stderr)
 	}

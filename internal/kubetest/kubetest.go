@@ -86,7 +86,7 @@ var shared struct {
 func Shared(t testing.TB) *Server {
 	t.Helper()
 	if !shared.main.Load() {
-		t.Fatal("kubetest.Shared needs `func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }`, which stops the server after the tests")
+		t.Fatal("kubetest.Shared needs `func TestMain(m *testing.M) { os.Exit(loopback.Run(kubetest.Main(m))) }`, which stops the server after the tests")
 	}
 	shared.once.Do(func() {
 		dir, err := kubeapi.Assets()
@@ -109,10 +109,16 @@ func Shared(t testing.TB) *Server {
 	return shared.server
 }
 
-// Main runs the tests, then stops the shared server if one was started.
-func Main(m *testing.M) int {
+// Main wraps m: running it runs the tests, then stops the shared server if
+// one was started. A package that uses Shared runs its tests with
+// `func TestMain(m *testing.M) { os.Exit(loopback.Run(kubetest.Main(m))) }`.
+func Main(m *testing.M) interface{ Run() int } { return mainRunner{m} }
+
+type mainRunner struct{ m *testing.M }
+
+func (r mainRunner) Run() int {
 	shared.main.Store(true)
-	code := m.Run()
+	code := r.m.Run()
 	if shared.server != nil {
 		if err := shared.server.Stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "kubetest: stopping the API server: %v\n", err)

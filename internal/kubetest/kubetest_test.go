@@ -13,9 +13,10 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/dtkbot/dtkbot/internal/kubetest"
+	"github.com/dtkbot/dtkbot/internal/loopback"
 )
 
-func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(loopback.Run(kubetest.Main(m))) }
 
 // TestServerAuthorizesByRBAC: the admin may do anything, a user exactly
 // what its Role allows, in its namespace only.
