@@ -7,6 +7,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/version"
 )
 
 // abi gives each promoted DTK, for each consumer, its ABI verdict: would
@@ -89,10 +90,11 @@ func newestModuleSet(images []ledger.Image, consumer string, dtk ledger.Image) (
 // kernel k, among module sets promoted at once: the newest kernel before k,
 // else the newest.
 func closer(a, b, k string) bool {
-	if (a < k) != (b < k) {
-		return a < k
+	aBefore, bBefore := version.CompareKernel(a, k) < 0, version.CompareKernel(b, k) < 0
+	if aBefore != bBefore {
+		return aBefore
 	}
-	return a > b
+	return version.CompareKernel(a, b) > 0
 }
 
 func verdict(consumer string, base ledger.Image, k *kmod.Kernel, p *pass) ledger.ABIVerdict {
