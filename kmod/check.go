@@ -293,7 +293,11 @@ func checkModule(m *Module, k *Kernel, opts CheckOptions, names map[string]*Modu
 		for _, c := range mr.CRCMismatches {
 			syms = append(syms, c.Symbol)
 		}
-		problem("%d symbol versions differ from kernel %s's (disagrees about version of symbol %s)", len(syms), k.Release, strings.Join(syms, ", "))
+		what := "symbol versions differ"
+		if len(syms) == 1 {
+			what = "symbol version differs"
+		}
+		problem("%d %s from kernel %s's (disagrees about version of symbol %s)", len(syms), what, k.Release, strings.Join(syms, ", "))
 	}
 	for s := range unresolved {
 		mr.UnresolvedSymbols = append(mr.UnresolvedSymbols, s)

@@ -192,12 +192,19 @@ func (v ABIVerdict) String() string {
 	}
 	var parts []string
 	if n := len(v.Changed); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d symbol versions changed (%s)", n, listSome(v.Changed, 5)))
+		parts = append(parts, fmt.Sprintf("%d %s changed (%s)", n, plural(n, "symbol version", "symbol versions"), listSome(v.Changed, 5)))
 	}
 	if n := len(v.Gone); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d symbols gone (%s)", n, listSome(v.Gone, 5)))
+		parts = append(parts, fmt.Sprintf("%d %s gone (%s)", n, plural(n, "symbol", "symbols"), listSome(v.Gone, 5)))
 	}
 	return head + " would not load: " + strings.Join(parts, "; ")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func listSome(s []string, n int) string {

@@ -70,7 +70,7 @@ func TestPullRequestBodyGetsALaterVerdict(t *testing.T) {
 	if err := w.notifier(opts).Notify(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	const want = "- acme-nic: the modules for 5.14.0-427.22.1.el9_4.x86_64 would not load: 1 symbol versions changed (mutex_lock)"
+	const want = "- acme-nic: the modules for 5.14.0-427.22.1.el9_4.x86_64 would not load: 1 symbol version changed (mutex_lock)"
 	if p := w.gh.Pulls(); len(p) != 1 || !strings.Contains(p[0].Body, want) {
 		t.Errorf("the pull request's body lacks the verdict: %+v", p)
 	}
