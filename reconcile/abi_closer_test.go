@@ -12,7 +12,7 @@ func TestABIBaseIsTheNewestKernelBefore(t *testing.T) {
 	}{
 		{"5.14.0-427.10.1.el9_4", "5.14.0-427.9.1.el9_4", "5.14.0-427.95.1.el9_4", true},
 		{"5.14.0-427.9.1.el9_4", "5.14.0-427.10.1.el9_4", "5.14.0-427.95.1.el9_4", false},
-		{"5.14.0-427.9.1.el9_4", "5.14.0-427.50.1.el9_4", "5.14.0-427.40.1.el9_4", true}, // before the new kernel wins
+		{"5.14.0-427.9.1.el9_4", "5.14.0-427.50.1.el9_4", "5.14.0-427.40.1.el9_4", true},  // before the new kernel wins
 		{"5.14.0-427.60.1.el9_4", "5.14.0-427.50.1.el9_4", "5.14.0-427.40.1.el9_4", true}, // none before: the newest
 	} {
 		if got := closer(c.a, c.b, c.k); got != c.want {

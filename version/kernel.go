@@ -75,6 +75,6 @@ func span(s string, in func(byte) bool) (run, rest string) {
 	return s[:i], s[i:]
 }
 
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-func isAlpha(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isDigit(c byte) bool  { return c >= '0' && c <= '9' }
+func isAlpha(c byte) bool  { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 func notAlnum(r rune) bool { return r > 0x7f || !isDigit(byte(r)) && !isAlpha(byte(r)) }
