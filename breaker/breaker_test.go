@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/internal/faulttest"
+	"github.com/dtkbot/dtkbot/internal/poll"
 )
 
 // get sends one GET through tr with ctx and reads the whole body.
@@ -206,7 +207,7 @@ func TestCallerGivingUpSaysNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(NewContext(context.Background(), set))
 	errc := make(chan error, 1)
 	go func() { errc <- get(ctx, &Transport{Service: "webhook"}, bh.URL()) }()
-	waitFor(t, func() bool { return bh.Accepted() > 0 })
+	poll.Until(t, "the black hole to accept a connection", 0, func() bool { return bh.Accepted() > 0 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("error %v", err)
@@ -231,16 +232,5 @@ func TestNoSetNoBreaker(t *testing.T) {
 			t.Fatalf("error %v", err)
 		}
 	}
-	waitFor(t, func() bool { return bh.Accepted() == 4 }) // accepted a moment after the client connects
-}
-
-// waitFor waits, with a generous deadline, until cond holds.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatal("condition never held")
-		}
-		time.Sleep(time.Millisecond) // waiting on a condition, not deciding
-	}
+	poll.Until(t, "the black hole to accept four connections", 0, func() bool { return bh.Accepted() == 4 }) // accepted a moment after the client connects
 }

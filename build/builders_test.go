@@ -26,6 +26,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/registry"
@@ -237,17 +238,14 @@ func main() {
 // podmanHere returns the podman build arguments that run a RUN step on this
 // machine, with the static probe program built into dir, or skips: only when
 // podman is not installed or cannot run a RUN step at all (the probe says
-// why), never with DTKBOT_REQUIRE_PODMAN=1 (CI), where it fails instead.
+// why), never with DTKBOT_REQUIRE_TOOLS=1 (CI), where it fails instead (internal/need).
 // crun cannot start containers in some sandboxes (cgroups in hybrid mode);
 // buildah's chroot isolation needs no runtime, so it is tried second.
 func podmanHere(t *testing.T, dir string) []string {
 	t.Helper()
 	unavailable := func(format string, args ...any) {
 		t.Helper()
-		if os.Getenv("DTKBOT_REQUIRE_PODMAN") == "1" {
-			t.Fatalf("DTKBOT_REQUIRE_PODMAN=1: "+format, args...)
-		}
-		t.Skipf(format, args...)
+		need.Missing(t, format, args...)
 	}
 	if _, err := exec.LookPath("podman"); err != nil {
 		unavailable("podman is not installed (Debian's podman; .ci/run installs it): %v", err)

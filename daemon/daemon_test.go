@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
@@ -602,10 +603,7 @@ func TestMetricsAreStandard(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool is not installed (Debian's prometheus package has it): the exposition was not linted")
-	}
+	promtool := need.Command(t, "promtool", "Debian's prometheus package has it; .ci/run installs it")
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = strings.NewReader(metrics)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/kmod"
@@ -23,9 +24,7 @@ import (
 // pushes the /etc it wrote as the image's last layer and reads it back as
 // dtkbot does (releaseinfo.ReadDTKFiles, kmod.KernelFromDTK).
 func TestDTKRecipeWritesKernelFiles(t *testing.T) {
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no /bin/sh")
-	}
+	need.Command(t, "sh", "a POSIX shell")
 	ins := parseContainerfile(t, "driver-toolkit/Containerfile")
 	var last string
 	for _, in := range ins {

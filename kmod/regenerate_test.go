@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dtkbot/dtkbot/internal/need"
 )
 
 // TestMakeModulesScript runs testdata/make-modules.sh with the kernel's
@@ -25,7 +27,7 @@ func TestMakeModulesScript(t *testing.T) {
 	out, err := exec.Command("./testdata/make-modules.sh", "--modules-only", dir).CombinedOutput()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() == 3 {
-		t.Skipf("the kernel's build tools are not installed:\n%s", out)
+		need.Missing(t, "the kernel's build tools are not installed:\n%s", out)
 	}
 	if err != nil {
 		t.Fatalf("make-modules.sh: %v\n%s", err, out)
@@ -34,9 +36,7 @@ func TestMakeModulesScript(t *testing.T) {
 	runCheckCases(t, fresh)
 
 	for _, tool := range []string{"modprobe", "modinfo"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("no %s to compare with: apt-get install kmod", tool)
-		}
+		need.Command(t, tool, "apt-get install kmod")
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "modules", "*", "dtkbot_*.ko"))
 	if len(files) != 6 {

@@ -25,6 +25,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/kubetest"
 	"github.com/dtkbot/dtkbot/internal/loopback"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
@@ -125,27 +126,11 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(50 * time.Millisecond) // a poll: the verdict is cond's, the deadline only a hang guard
-	}
-	t.Fatalf("%s: not within 2m; last: %s", what, last)
-}
-
 // waitOutcome waits until the outcome of req is want.
 func waitOutcome(t *testing.T, b *Builder, req Request, want State) Outcome {
 	t.Helper()
 	var out Outcome
-	waitFor(t, "job of "+req.KernelFull+" "+string(want), func() (bool, string) {
+	poll.UntilWhy(t, "job of "+req.KernelFull+" "+string(want), 2*time.Minute, func() (bool, string) {
 		var err error
 		out, err = b.Outcome(context.Background(), req)
 		if err != nil {
@@ -303,7 +288,7 @@ func TestDeletedJobIsGoneNotBuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	running := waitOutcome(t, b, req, Running)
-	waitFor(t, "the pod running", func() (bool, string) {
+	poll.UntilWhy(t, "the pod running", 2*time.Minute, func() (bool, string) {
 		o, err := b.Outcome(ctx, req)
 		return err == nil && strings.Contains(o.Detail, "running"), o.String()
 	})
@@ -358,7 +343,7 @@ func TestSecretsOnlyAsVolumes(t *testing.T) {
 			t.Errorf("secret %s is not a volume of the pod", s)
 		}
 	}
-	waitFor(t, "the node's pod", func() (bool, string) {
+	poll.UntilWhy(t, "the node's pod", 2*time.Minute, func() (bool, string) {
 		pods, err := f.core.Pods(f.ns).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job.Name})
 		return err == nil && len(pods.Items) == 1, "no pod"
 	})

@@ -163,7 +163,10 @@ func eraBackfill(h *harness, n int) (inspections int, digests []digest.Digest) {
 	return inspections, digests
 }
 
-// delay adds d to every request a server answers: the network's latency.
+// delay adds d to every request a server answers: the network's latency,
+// the model BenchmarkColdBackfill measures concurrency against. Only the
+// benchmark uses it, and it reports durations; no test's verdict depends
+// on it (the tests of this file assert counts).
 func delay(d time.Duration) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -19,7 +19,9 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/poll"
 )
 
 // chromium starts Debian's Chromium headless, as this machine allows it:
@@ -29,10 +31,7 @@ import (
 // record them as the tests' own requests) and no name but loopback's.
 func chromium(t *testing.T, args ...string) []byte {
 	t.Helper()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium is not installed (Debian's chromium package; .ci/run installs it): the page was not rendered in a browser")
-	}
+	bin := need.Command(t, "chromium", "Debian's chromium package; .ci/run installs it")
 	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 		"--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1", "--user-data-dir=" + t.TempDir()}
@@ -124,7 +123,7 @@ listen: %q
 	var logs syncBuffer
 	go func() { done <- run(ctx, []string{"run", "--config", cw.config}, &logs, &logs) }()
 	defer func() { cancel(); <-done }()
-	waitUntil(t, "the first pass", func() bool { return strings.Contains(logs.String(), "pass finished") })
+	poll.Until(t, "the first pass", 0, func() bool { return strings.Contains(logs.String(), "pass finished") })
 
 	dom := chromium(t, "--dump-dom", "http://"+listen+"/")
 	doc, err := html.Parse(bytes.NewReader(dom))

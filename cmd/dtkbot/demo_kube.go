@@ -38,13 +38,13 @@ type demoKube struct {
 // binaries `make kube-assets` provides, with internal/kubenode playing the
 // node (no kubelet runs: it "builds" by pushing to the Job's staging
 // reference). Without the binaries it says how to get them and returns
-// exitOK, unless DTKBOT_REQUIRE_KUBE=1 (CI) asks for them.
+// exitOK, unless DTKBOT_REQUIRE_TOOLS=1 (CI) asks for them.
 func demoKubernetes(ctx context.Context, env *cliEnv, d demoKube) int {
 	assets, err := kubeapi.Assets()
 	if err != nil {
 		fmt.Fprintf(env.stdout, "\nDEMO: build.backend kubernetes is not shown: %v\n", err)
-		if os.Getenv("DTKBOT_REQUIRE_KUBE") == "1" {
-			errorf(env, "demo: DTKBOT_REQUIRE_KUBE=1: %v", err)
+		if os.Getenv("DTKBOT_REQUIRE_TOOLS") == "1" {
+			errorf(env, "demo: DTKBOT_REQUIRE_TOOLS=1: %v", err)
 			return exitFailed
 		}
 		return exitOK

@@ -108,7 +108,7 @@ func TestDemoRuns(t *testing.T) {
 		}
 	}
 	// build.backend kubernetes, where the API server's binaries are (CI:
-	// DTKBOT_REQUIRE_KUBE=1, and the demo fails without them).
+	// DTKBOT_REQUIRE_TOOLS=1, and the demo fails without them).
 	kube := []string{"build.backend kubernetes is not shown", "make kube-assets"}
 	if _, err := kubeapi.Assets(); err == nil {
 		kube = []string{"DEMO +1: build.backend kubernetes", "kubectl get jobs -n dtkbot-demo",

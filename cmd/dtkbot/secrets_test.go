@@ -17,18 +17,9 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/internal/githubtest"
+	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/state"
 )
-
-// waitUntil polls cond with a generous deadline: CI shares two cores.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
 
 // syncBuffer is a buffer safe to write from the daemon's goroutines.
 type syncBuffer struct {
@@ -110,7 +101,7 @@ listen: %q
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- run(ctx, []string{"run", "--config", cw.config}, &out, &out) }()
-	waitUntil(t, "the daemon serves", func() bool {
+	poll.Until(t, "the daemon serves", 0, func() bool {
 		resp, err := http.Get("http://" + listen + "/healthz")
 		if err == nil {
 			resp.Body.Close()
@@ -119,7 +110,7 @@ listen: %q
 	})
 	// The pass at start has finished before the triggers, so the accepted
 	// one starts a second pass.
-	waitUntil(t, "the first pass", func() bool { return strings.Count(out.String(), "pass finished") >= 1 })
+	poll.Until(t, "the first pass", 0, func() bool { return strings.Count(out.String(), "pass finished") >= 1 })
 	for _, tok := range []string{"wrong", secrets["trigger"]} {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+listen+"/trigger", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -127,7 +118,7 @@ listen: %q
 			resp.Body.Close()
 		}
 	}
-	waitUntil(t, "the triggered pass", func() bool { return strings.Count(out.String(), "pass finished") >= 2 })
+	poll.Until(t, "the triggered pass", 0, func() bool { return strings.Count(out.String(), "pass finished") >= 2 })
 	cancel()
 	<-done
 

@@ -4,7 +4,7 @@
 // namespaces, and users that hold only the RBAC rules a test gives them.
 //
 // Without the binaries (KUBEBUILDER_ASSETS, or the cache `make kube-assets`
-// fills) a test skips, saying so, unless DTKBOT_REQUIRE_KUBE=1 (CI) makes
+// fills) a test skips, saying so, unless DTKBOT_REQUIRE_TOOLS=1 (CI) makes
 // it fail. It never downloads anything.
 package kubetest
 
@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/dtkbot/dtkbot/internal/kubeapi"
+	"github.com/dtkbot/dtkbot/internal/need"
 )
 
 // Version is the Kubernetes version `make kube-assets` provides.
@@ -45,13 +46,10 @@ type Server struct {
 type Logs = kubeapi.Logs
 
 // skipOrFail skips a test without the binaries, or fails it when CI asks
-// for them (DTKBOT_REQUIRE_KUBE=1).
+// for them (DTKBOT_REQUIRE_TOOLS=1, internal/need).
 func skipOrFail(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv("DTKBOT_REQUIRE_KUBE") == "1" {
-		t.Fatalf("DTKBOT_REQUIRE_KUBE=1: %v", err)
-	}
-	t.Skipf("needs a real API server: %v", err)
+	need.Missing(t, "needs a real API server: %v", err)
 }
 
 // Start runs a server of the test's own, stopped when the test ends.
