@@ -300,15 +300,21 @@ func openDemoState(cfgPath string) (*config.Config, *state.Store, error) {
 	return cfg, s, err
 }
 
-// printKMM shows, from the state file, the KMM manifests of one kernel, as
-// dtkbot run serves them under /api/v1/kmm/.
-func printKMM(env *cliEnv, cfgPath string) error {
+// demoSnapshot loads the demo's config and reads its state file whole.
+func demoSnapshot(cfgPath string) (*config.Config, *state.Snapshot, error) {
 	cfg, s, err := openDemoState(cfgPath)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer s.Close()
 	snap, err := s.Snapshot()
+	return cfg, snap, err
+}
+
+// printKMM shows, from the state file, the KMM manifests of one kernel, as
+// dtkbot run serves them under /api/v1/kmm/.
+func printKMM(env *cliEnv, cfgPath string) error {
+	cfg, snap, err := demoSnapshot(cfgPath)
 	if err != nil {
 		return err
 	}
@@ -334,12 +340,7 @@ func printKMM(env *cliEnv, cfgPath string) error {
 // because its modules would not load, and the ABI verdicts of the 4.16
 // kernels.
 func printKmodVerdicts(env *cliEnv, cfgPath string) error {
-	_, s, err := openDemoState(cfgPath)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	snap, err := s.Snapshot()
+	_, snap, err := demoSnapshot(cfgPath)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -79,19 +78,7 @@ func demoKubernetes(ctx context.Context, env *cliEnv, d demoKube) int {
 	recipe := filepath.Join(d.dir, "recipe")
 	cfg := filepath.Join(d.dir, "kube-config.yaml")
 	files := map[string]string{
-		kubeconfig: fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-  - name: demo
-    cluster: {server: %s, certificate-authority-data: %s}
-users:
-  - name: admin
-    user: {token: %s}
-contexts:
-  - name: demo
-    context: {cluster: demo, user: admin, namespace: %s}
-current-context: demo
-`, srv.Host, base64.StdEncoding.EncodeToString(srv.CA), srv.Admin.BearerToken, ns),
+		kubeconfig:                             string(srv.Kubeconfig(ns)),
 		filepath.Join(recipe, "Containerfile"): "# DEMO recipe: the node stand-in never runs it\nFROM registry.access.redhat.com/ubi9/ubi\n",
 		cfg: fmt.Sprintf(`# DEMO config: build.backend kubernetes
 state: kube-dtkbot.db

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -38,19 +36,7 @@ func TestKubernetesBackendFromConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-  - name: test
-    cluster: {server: %s, certificate-authority-data: %s}
-users:
-  - name: admin
-    user: {token: %s}
-contexts:
-  - name: test
-    context: {cluster: test, user: admin, namespace: %s}
-current-context: test
-`, s.Host, base64.StdEncoding.EncodeToString(s.Admin.CAData), s.Admin.BearerToken, ns)
+	kubeconfig := string(s.Kubeconfig(ns))
 	files := map[string]string{
 		"kubeconfig":           kubeconfig,
 		"recipe/Containerfile": "FROM scratch\n",

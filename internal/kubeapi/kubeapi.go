@@ -23,6 +23,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -96,6 +97,25 @@ func Assets() (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// Kubeconfig is a kubeconfig file's content for the admin (its token
+// inline: write it to a file of mode 0600), with namespace as its
+// context's namespace.
+func (s *Server) Kubeconfig(namespace string) []byte {
+	return []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+  - name: kubeapi
+    cluster: {server: %s, certificate-authority-data: %s}
+users:
+  - name: admin
+    user: {token: %s}
+contexts:
+  - name: kubeapi
+    context: {cluster: kubeapi, user: admin, namespace: %s}
+current-context: kubeapi
+`, s.Host, base64.StdEncoding.EncodeToString(s.CA), s.tokens[0], namespace))
 }
 
 // UserToken is the bearer token of user-<i> (1 ≤ i ≤ Users).
