@@ -190,7 +190,12 @@ func (c *fakeClock) use(d *Daemon) { d.Now, d.after = c.Now, c.after }
 func TestProbesMetricsAndStatus(t *testing.T) {
 	p := &fakePasser{}
 	p.gate.Lock()
-	r := start(t, p, "")
+	// The clock is set before Serve and moved through an atomic: the
+	// scheduler reads it from its own goroutine.
+	var ahead atomic.Int64
+	r := start(t, p, "", func(d *Daemon) {
+		d.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	})
 	if code, _ := get(t, r.url+"/healthz"); code != 200 {
 		t.Errorf("healthz %d", code)
 	}
@@ -221,7 +226,7 @@ func TestProbesMetricsAndStatus(t *testing.T) {
 		t.Errorf("/status shows build output or a URL's path:\n%s", body)
 	}
 	// Stale: the last success is older than StaleAfter.
-	r.d.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	ahead.Store(int64(2 * time.Hour))
 	if code, _ := get(t, r.url+"/readyz"); code != 503 {
 		t.Errorf("readyz when stale: %d", code)
 	}
@@ -229,8 +234,7 @@ func TestProbesMetricsAndStatus(t *testing.T) {
 
 func TestTriggerIsAuthenticatedAndNeverOverlaps(t *testing.T) {
 	p := &fakePasser{started: make(chan struct{}, 10)}
-	r := start(t, p, "s3cret")
-	r.d.TriggerBurst = 10
+	r := start(t, p, "s3cret", func(d *Daemon) { d.TriggerBurst = 10 })
 	<-p.started // the pass at start
 	waitFor(t, func() bool { return !r.d.running.Load() })
 	if code := post(t, r.url+"/trigger", ""); code != 401 {
