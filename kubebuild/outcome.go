@@ -2,8 +2,6 @@ package kubebuild
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -198,6 +196,12 @@ func (b *Builder) podLog(ctx context.Context, pod string) string {
 	return string(data)
 }
 
+// SecretValues implements build.SecretHolder: the values of every Secret
+// the builds mount.
+func (b *Builder) SecretValues(ctx context.Context) []string {
+	return b.secretValues(ctx, Request{})
+}
+
 // secretValues are the values in the build's Secrets that must never be
 // shown: RHSM's organisation and key, and every credential of the docker
 // configs (with their base64 forms). A Secret that cannot be read gives
@@ -211,36 +215,10 @@ func (b *Builder) secretValues(ctx context.Context, req Request) []string {
 		}
 		for k, v := range sec.Data {
 			if k == corev1.DockerConfigJsonKey {
-				out = append(out, dockerCredentials(v)...)
+				out = append(out, build.DockerCredentials(v)...)
 				continue
 			}
 			out = append(out, strings.TrimSpace(string(v)))
-		}
-	}
-	return out
-}
-
-// dockerCredentials are the secrets of a docker config.json: auth
-// (base64 user:password), and the password and tokens on their own.
-func dockerCredentials(data []byte) []string {
-	var cfg struct {
-		Auths map[string]struct {
-			Auth          string `json:"auth"`
-			Password      string `json:"password"`
-			IdentityToken string `json:"identitytoken"`
-			RegistryToken string `json:"registrytoken"`
-		} `json:"auths"`
-	}
-	if json.Unmarshal(data, &cfg) != nil {
-		return nil
-	}
-	var out []string
-	for _, a := range cfg.Auths {
-		out = append(out, a.Auth, a.Password, a.IdentityToken, a.RegistryToken)
-		if dec, err := base64.StdEncoding.DecodeString(a.Auth); err == nil {
-			if _, pw, ok := strings.Cut(string(dec), ":"); ok {
-				out = append(out, pw)
-			}
 		}
 	}
 	return out

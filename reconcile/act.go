@@ -126,7 +126,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	default:
 		// The reason is public (issues, /status, the page); the build's own
 		// words stay in the log and the state file.
-		m.Reason, m.Detail = build.Explain(err)
+		m.Reason, m.Detail = build.Explain(ctx, k.builder, err)
 		p.attemptFailed(&m, k.build)
 		result = "error: " + m.Reason
 		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)

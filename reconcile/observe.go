@@ -10,7 +10,6 @@ import (
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
-	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/verify"
 )
@@ -164,8 +163,8 @@ func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool 
 	case !rep.Over:
 		return false
 	}
-	m.Reason, m.Detail = redact.Text(rep.Summary), rep.Output
-	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", rep.Output).Msg(rep.Summary)
+	m.Reason, m.Detail = build.ExplainReport(ctx, k.builder, rep)
+	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", m.Detail).Msg(m.Reason)
 	if p.attemptFailed(m, k.build) {
 		m.Reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
 	}
