@@ -126,6 +126,14 @@ func scrub(ctx context.Context, b Builder, public, detail string) (string, strin
 	return redact.Text(redact.Known(public, secrets)), redact.Log(detail, secrets)
 }
 
+// PassScoped is a backend that asks its service some things once a pass
+// rather than once a build (a Kubernetes backend: the Secrets its Jobs
+// mount, its recipe's ConfigMap): BeginPass starts a new pass, so what
+// changed between passes is seen by the next.
+type PassScoped interface {
+	BeginPass()
+}
+
 // Reporter is a backend that can say how a build it was asked for went
 // before its image appears: a Kubernetes Job can fail, or be deleted, long
 // before build.timeout. The image at the staging reference stays the
@@ -140,6 +148,12 @@ type Report struct {
 	// Over: the build ended without pushing, or nothing builds any more;
 	// the attempt is spent.
 	Over bool
+	// Gone (with Over): the backend has no trace of the build at all:
+	// never asked, or deleted since. The pass asks again for an attempt
+	// whose request it recorded but never saw acknowledged (a kill in
+	// between) rather than spend it: a backend that can say Gone names its
+	// builds, so asking twice builds once.
+	Gone bool
 	// Summary says so, for people; Output is the build's own words, for
 	// the log and the state file. The pass scrubs both (ExplainReport).
 	Summary, Output string

@@ -1,6 +1,7 @@
 package kubebuild
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
@@ -33,6 +35,8 @@ type passWorld struct {
 	store     *state.Store
 	now       time.Time
 	kernel    string
+	// wrap, if set, stands between the pass and its Builder.
+	wrap func(build.Builder) build.Builder
 }
 
 func newPassWorld(t *testing.T, kernel string) *passWorld {
@@ -69,7 +73,7 @@ func (w *passWorld) pass(t *testing.T) *reconcile.Result {
 		Discoverer: &watcher.Discoverer{Graph: &watcher.GraphClient{URL: w.graph.URL()}, Channels: []string{"stable-4.16"},
 			Arches: []string{"amd64"}, Store: w.store, Streams: w.store},
 		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: w.store, Checker: reg,
-		Builder:  w.builder(t, nil),
+		Builder:  w.passBuilder(t),
 		Verifier: &verify.DTK{Registry: reg, Limits: releaseinfo.DefaultLimits()},
 		Promoter: promote.NewRemote(reg),
 		Target: plan.Target{Repository: w.host + "/acme/driver-toolkit", KernelTag: "{{.KernelFull}}",
@@ -82,6 +86,14 @@ func (w *passWorld) pass(t *testing.T) *reconcile.Result {
 		t.Fatalf("pass: %v", err)
 	}
 	return res
+}
+
+func (w *passWorld) passBuilder(t *testing.T) build.Builder {
+	var b build.Builder = w.builder(t, nil)
+	if w.wrap != nil {
+		b = w.wrap(b)
+	}
+	return b
 }
 
 func (w *passWorld) image(t *testing.T) ledger.Image {
@@ -105,10 +117,16 @@ func (w *passWorld) image(t *testing.T) ledger.Image {
 // time, not the pass's).
 func (w *passWorld) waitJob(t *testing.T, attempt int, want State) {
 	t.Helper()
-	req := w.request(w.kernel, attempt)
-	req.Image = w.host + "/acme/driver-toolkit:staging-" + req.KernelFull
-	req.Releases = nil
-	waitOutcome(t, w.builder(t, nil), req, want)
+	waitOutcome(t, w.builder(t, nil), w.requestOf(t, attempt), want)
+}
+
+// requestOf is the request of the kernel's DTK at attempt, as the pass
+// makes it from the ledger.
+func (w *passWorld) requestOf(t *testing.T, attempt int) Request {
+	t.Helper()
+	m := w.image(t)
+	return Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL, Stream: m.Stream, Arch: m.Arch,
+		Image: w.host + "/acme/driver-toolkit:staging-" + m.KernelFull, Releases: m.Releases, DTKImage: m.DTKImage, Attempt: attempt}
 }
 
 // TestPassesBuildOnceThroughAJob: the first pass asks for one Job; passes
@@ -193,5 +211,53 @@ func TestDeletedJobIsNoBuild(t *testing.T) {
 	m := w.image(t)
 	if m.State != ledger.StateNew || m.Attempts != 1 || !strings.Contains(m.Reason, "is gone") || m.ImageDigest != "" {
 		t.Errorf("after the Job was deleted: %s, %d attempts, %q", m.State, m.Attempts, m.Reason)
+	}
+}
+
+// killedAtTheRequest is a backend whose process dies exactly when the
+// pass asks it for a build: after the attempt is recorded (intent first),
+// before anything reaches the API server.
+type killedAtTheRequest struct{ build.Builder }
+
+type killed struct{}
+
+func (killedAtTheRequest) Build(context.Context, build.Request) error { panic(killed{}) }
+
+// TestAKillBetweenIntentAndJobSpendsNoAttempt: a pass dies between
+// recording an attempt and creating its Job. The next pass (a new process)
+// finds no Job and no outcome for an attempt never asked for: it creates
+// that attempt's Job rather than spend the attempt, and the build goes on
+// to promotion.
+func TestAKillBetweenIntentAndJobSpendsNoAttempt(t *testing.T) {
+	w := newPassWorld(t, "5.14.0-427.44.1.el9_4")
+	w.wrap = func(b build.Builder) build.Builder { return killedAtTheRequest{b} }
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				if _, ok := p.(killed); !ok {
+					panic(p)
+				}
+			}
+		}()
+		w.pass(t)
+		t.Fatal("the pass was not killed")
+	}()
+	if m := w.image(t); m.State != ledger.StateBuildRequested || m.Attempts != 1 || len(w.jobs(t)) != 0 {
+		t.Fatalf("after the kill: %s, %d attempts, %d jobs: want the attempt recorded and no Job", m.State, m.Attempts, len(w.jobs(t)))
+	}
+	w.store.Close()
+	w.store = nil
+
+	w.wrap = nil
+	w.pass(t)
+	m := w.image(t)
+	jobs := w.jobs(t)
+	if m.State != ledger.StateBuildRequested || m.Attempts != 1 || m.Reason != "" || len(jobs) != 1 || jobs[0].Annotations[AnnotAttempt] != "1" {
+		t.Fatalf("the pass after the kill: %s, %d attempts, reason %q, %d jobs: want attempt 1's Job created, no attempt spent", m.State, m.Attempts, m.Reason, len(jobs))
+	}
+	w.waitJob(t, 1, Succeeded)
+	w.pass(t)
+	if m := w.image(t); m.State != ledger.StatePromoted || m.Attempts != 1 || len(w.jobs(t)) != 1 {
+		t.Errorf("after the build: %s, %d attempts, %d jobs (%s)", m.State, m.Attempts, len(w.jobs(t)), m.Reason)
 	}
 }

@@ -113,6 +113,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	result := "requested"
 	switch {
 	case err == nil:
+		m.Asked = m.Attempts
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Msgf("build of the %s requested", k.what)
 	case errors.Is(err, build.ErrNotConfigured):
 		m = before // nothing was asked: leave the image as it was

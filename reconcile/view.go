@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/breaker"
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -67,6 +68,11 @@ func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
 	}
 	p.view = view
 	p.kinds = r.kinds(p)
+	for _, k := range p.kinds {
+		if b, ok := k.builder.(build.PassScoped); ok {
+			b.BeginPass() // what a backend asks once a pass, asked again
+		}
+	}
 	p.promoteFailed = map[string]bool{}
 	if r.Promoter != nil {
 		p.tags = &promote.Tags{Registry: r.Promoter, Owned: p.owned, Repair: r.Audit.Repair}
