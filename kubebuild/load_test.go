@@ -168,3 +168,26 @@ func BenchmarkJobCreation(b *testing.B) {
 	b.ReportMetric(float64(calls.total(n))/float64(b.N), "api-calls/job")
 	b.Logf("%d Jobs in %s: %s", b.N, elapsed.Round(time.Millisecond), describe(n))
 }
+
+// TestTwoInstancesInOneNamespaceMakeTheirOwnJobs: two dtkbot instances
+// sharing a namespace (their targets differ) build the same kernel's
+// attempt 1: each gets a Job of its own, which builds its own image.
+func TestTwoInstancesInOneNamespaceMakeTheirOwnJobs(t *testing.T) {
+	f := setupWithoutNode(t)
+	ctx := testContext(t)
+	a := f.request("5.14.0-427.37.1.el9_4", 1)
+	b := a
+	b.Image = f.host + "/other-team/driver-toolkit:staging-" + a.KernelFull
+	for _, req := range []Request{a, b} {
+		if err := f.builder(t, nil).Build(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	images := map[string]bool{}
+	for _, j := range f.jobs(t) {
+		images[j.Annotations[AnnotImage]] = true
+	}
+	if len(images) != 2 || !images[a.Image] || !images[b.Image] {
+		t.Errorf("the Jobs build %v, want one for each of %s and %s", images, a.Image, b.Image)
+	}
+}
