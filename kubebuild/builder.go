@@ -430,7 +430,7 @@ func explain(err error, verb, group, resource, ns, name string) error {
 			names = " (resourceNames may limit it to " + name + ")"
 		}
 		return fmt.Errorf("%s: forbidden: the Role bound to dtkbot's ServiceAccount needs the rule "+
-			"{apiGroups: [%s], resources: [%s], verbs: [%s]}%s in namespace %s (deploy/kubernetes/base/rbac.yaml): %w",
+			"{apiGroups: [%s], resources: [%s], verbs: [%s]}%s in namespace %s (deploy/kubernetes/kubernetes-build/build-namespace/rbac.yaml): %w",
 			step, g, resource, verb, names, ns, err)
 	}
 	if apierrors.IsUnauthorized(err) {

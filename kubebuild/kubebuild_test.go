@@ -492,7 +492,7 @@ func TestJobSpec(t *testing.T) {
 // deployRules are the rules of the Role deploy/ gives dtkbot.
 func deployRules(t *testing.T) []rbacv1.PolicyRule {
 	t.Helper()
-	fh, err := os.Open("../deploy/kubernetes/base/rbac.yaml")
+	fh, err := os.Open("../deploy/kubernetes/kubernetes-build/build-namespace/rbac.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,7 +510,7 @@ func deployRules(t *testing.T) []rbacv1.PolicyRule {
 		}
 		if err := dec.Decode(&doc); err != nil {
 			if errors.Is(err, io.EOF) {
-				t.Fatal("no Role in deploy/kubernetes/base/rbac.yaml")
+				t.Fatal("no Role in deploy/kubernetes/kubernetes-build/build-namespace/rbac.yaml")
 			}
 			t.Fatal(err)
 		}
