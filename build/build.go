@@ -30,9 +30,12 @@ type Request struct {
 	// built FROM the kernel's DTK): its name, and the DTK pinned by digest.
 	Consumer string `json:"consumer,omitempty"`
 	DTK      string `json:"dtk_image,omitempty"`
-	// Attempt numbers the attempts at this image (1, 2, ...): a backend
-	// that names its builds (a Kubernetes Job) tells a retry apart by it.
+	// Attempt numbers the attempts at this image (1, 2, ...), and Round
+	// the rounds of attempts (`--retry-failed` starts a new one, from
+	// attempt 1): a backend that names its builds (a Kubernetes Job) tells
+	// a retry apart by both.
 	Attempt int `json:"attempt,omitempty"`
+	Round   int `json:"round,omitempty"`
 }
 
 // Builder starts (or runs) the build of one kernel's image. It must be safe

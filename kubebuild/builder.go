@@ -609,11 +609,12 @@ func (b *Builder) JobName(req Request) (string, error) {
 // kernel, attempt) and a hash of everything that tells Jobs apart: what
 // is built (kind, stream, arch, the kernel and its RT kernel and RHEL, the
 // DTK a consumer is built FROM), where it is pushed (the staging
-// reference), the attempt, and how (the recipe's content, the base image,
-// buildah's image and extra arguments). So two dtkbot instances in one
-// namespace, or a changed target or recipe, never take each other's Jobs
-// for their own; it is a DNS-1123 label of at most 63 characters. The
-// releases a kernel ships in are left out: they grow while a build runs.
+// reference), the attempt and its round (--retry-failed), and how (the
+// recipe's content, the base image, buildah's image and extra arguments).
+// So two dtkbot instances in one namespace, or a changed target or recipe,
+// never take each other's Jobs for their own; it is a DNS-1123 label of at
+// most 63 characters. The releases a kernel ships in are left out: they
+// grow while a build runs.
 func (b *Builder) jobName(req Request, rec *recipe) string {
 	kind := kindOf(req)
 	tls := ""
@@ -621,7 +622,7 @@ func (b *Builder) jobName(req Request, rec *recipe) string {
 		tls = strconv.FormatBool(*b.opts.TLSVerify)
 	}
 	sum := hashOf("job", kindKey(req), req.Stream, req.Arch, req.Kernel, req.KernelFull, req.RTKernel, req.RHEL, req.DTK,
-		req.Image, strconv.Itoa(req.Attempt),
+		req.Image, strconv.Itoa(req.Attempt), strconv.Itoa(req.Round),
 		rec.hash(), b.opts.BaseImage, b.opts.Image, strings.Join(b.opts.ExtraArgs, "\x00"), tls)[:10]
 	tail := fmt.Sprintf("-a%d-%s", req.Attempt, sum)
 	k := dnsLabel(kind)

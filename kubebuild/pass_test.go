@@ -1,6 +1,7 @@
 package kubebuild
 
 import (
+	"cmp"
 	"context"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,9 @@ type passWorld struct {
 	kernel    string
 	// wrap, if set, stands between the pass and its Builder.
 	wrap func(build.Builder) build.Builder
+	// maxAttempts is build.max_attempts (default 3); opts the next pass's.
+	maxAttempts int
+	opts        reconcile.Options
 }
 
 func newPassWorld(t *testing.T, kernel string) *passWorld {
@@ -78,10 +82,10 @@ func (w *passWorld) pass(t *testing.T) *reconcile.Result {
 		Promoter: promote.NewRemote(reg),
 		Target: plan.Target{Repository: w.host + "/acme/driver-toolkit", KernelTag: "{{.KernelFull}}",
 			ReleaseTags: []string{"{{.Release}}"}},
-		Build:       reconcile.BuildPolicy{Timeout: 2 * time.Hour, MaxAttempts: 3, Backoff: 15 * time.Minute},
+		Build:       reconcile.BuildPolicy{Timeout: 2 * time.Hour, MaxAttempts: cmp.Or(w.maxAttempts, 3), Backoff: 15 * time.Minute},
 		Concurrency: 4, Log: zerolog.Nop(), ResolveTTL: time.Hour,
 	}
-	res, err := r.RunOnce(testContext(t), w.now, reconcile.Options{})
+	res, err := r.RunOnce(testContext(t), w.now, w.opts)
 	if err != nil {
 		t.Fatalf("pass: %v", err)
 	}
@@ -120,13 +124,13 @@ func (w *passWorld) waitJob(t *testing.T, attempt int, want State) {
 	waitOutcome(t, w.builder(t, nil), w.requestOf(t, attempt), want)
 }
 
-// requestOf is the request of the kernel's DTK at attempt, as the pass
-// makes it from the ledger.
+// requestOf is the request of the kernel's DTK at attempt (of its current
+// round), as the pass makes it from the ledger.
 func (w *passWorld) requestOf(t *testing.T, attempt int) Request {
 	t.Helper()
 	m := w.image(t)
 	return Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL, Stream: m.Stream, Arch: m.Arch,
-		Image: w.host + "/acme/driver-toolkit:staging-" + m.KernelFull, Releases: m.Releases, DTKImage: m.DTKImage, Attempt: attempt}
+		Image: w.host + "/acme/driver-toolkit:staging-" + m.KernelFull, Releases: m.Releases, DTKImage: m.DTKImage, Attempt: attempt, Round: m.Round}
 }
 
 // TestPassesBuildOnceThroughAJob: the first pass asks for one Job; passes
@@ -259,5 +263,33 @@ func TestAKillBetweenIntentAndJobSpendsNoAttempt(t *testing.T) {
 	w.pass(t)
 	if m := w.image(t); m.State != ledger.StatePromoted || m.Attempts != 1 || len(w.jobs(t)) != 1 {
 		t.Errorf("after the build: %s, %d attempts, %d jobs (%s)", m.State, m.Attempts, len(w.jobs(t)), m.Reason)
+	}
+}
+
+// TestRetryFailedMakesANewJob: a kernel failed after its one attempt (its
+// Job failed, and is kept for days by its TTL); `--retry-failed` starts a
+// new round from attempt 1, which is a new Job, never the failed one taken
+// for the request.
+func TestRetryFailedMakesANewJob(t *testing.T) {
+	w := newPassWorld(t, "5.14.0-427.45.1.el9_4")
+	w.maxAttempts = 1
+	w.node.FailBuild(w.kernel+".x86_64", 1, "Error: building at STEP \"RUN dnf -y install kernel-devel\": exit status 1\n", true)
+	w.pass(t)
+	w.waitJob(t, 1, Failed)
+	w.pass(t)
+	if m := w.image(t); m.State != ledger.StateFailed {
+		t.Fatalf("after the one attempt failed: %s (%s)", m.State, m.Reason)
+	}
+	w.node.Mend(w.kernel+".x86_64", 1) // the recipe is fixed
+	w.opts = reconcile.Options{RetryFailed: true}
+	w.pass(t)
+	w.opts = reconcile.Options{}
+	if m, jobs := w.image(t), w.jobs(t); m.State != ledger.StateBuildRequested || m.Attempts != 1 || len(jobs) != 2 {
+		t.Fatalf("after --retry-failed: %s, %d attempts, %d Jobs: want attempt 1 of a new round, a new Job", m.State, m.Attempts, len(jobs))
+	}
+	w.waitJob(t, 1, Succeeded)
+	w.pass(t)
+	if m := w.image(t); m.State != ledger.StatePromoted {
+		t.Errorf("the new round's build: %s (%s)", m.State, m.Reason)
 	}
 }

@@ -69,6 +69,7 @@ func TestJobName(t *testing.T) {
 	seen := map[string]string{name(b, base): "base"}
 	for what, change := range map[string]func(*Request){
 		"attempt":        func(r *Request) { r.Attempt = 2 },
+		"round":          func(r *Request) { r.Round = 1 }, // --retry-failed: attempt 1 again
 		"stream":         func(r *Request) { r.Stream = "rhel-9-rt" },
 		"arch":           func(r *Request) { r.Arch = "arm64" },
 		"kernel":         func(r *Request) { r.KernelFull = "5.14.0-427.38.1.el9_4.x86_64" },

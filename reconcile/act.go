@@ -143,7 +143,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 // reference: what was asked for, and what a backend reports on.
 func requestOf(m ledger.Image) build.Request {
 	req := build.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
-		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts}
+		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts, Round: m.Round}
 	if m.IsDTK() {
 		req.DTKImage = m.DTKImage
 	} else {

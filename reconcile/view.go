@@ -414,6 +414,9 @@ func (p *pass) retryFailed() {
 	for _, m := range p.view.imageList(p.opts.Release) {
 		if m.State == ledger.StateFailed {
 			m.State, m.Attempts, m.NextAttemptAt, m.ImageDigest, m.Published = ledger.StateNew, 0, time.Time{}, "", false
+			// A new round: its attempt 1 is not the last round's (a
+			// backend naming builds by attempt tells them apart by it).
+			m.Round, m.Asked = m.Round+1, 0
 			m.Reason = "retry asked (was: " + m.Reason + ")"
 			m.UpdatedAt = p.now
 			p.putImage(m)
