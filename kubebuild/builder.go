@@ -28,6 +28,7 @@ import (
 	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/dtkbot/dtkbot/build"
 )
@@ -148,7 +149,10 @@ func New(cfg *rest.Config, opts Options) (*Builder, error) {
 		opts.Burst = DefaultBurst
 	}
 	cfg = rest.CopyConfig(cfg)
+	// One bucket for both clients (batch/v1 and core/v1 would each make
+	// their own): QPS and Burst bound the backend's requests as a whole.
 	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
+	cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(opts.QPS, opts.Burst)
 	if cfg.Timeout == 0 {
 		cfg.Timeout = requestTimeout
 	}
