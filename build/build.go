@@ -30,9 +30,12 @@ type Request struct {
 	// built FROM the kernel's DTK): its name, and the DTK pinned by digest.
 	Consumer string `json:"consumer,omitempty"`
 	DTK      string `json:"dtk_image,omitempty"`
-	// Attempt numbers the attempts at this image (1, 2, ...): a backend
-	// that names its builds (a Kubernetes Job) tells a retry apart by it.
+	// Attempt numbers the attempts at this image (1, 2, ...), and Round
+	// the rounds of attempts (`--retry-failed` starts a new one, from
+	// attempt 1): a backend that names its builds (a Kubernetes Job) tells
+	// a retry apart by both.
 	Attempt int `json:"attempt,omitempty"`
+	Round   int `json:"round,omitempty"`
 }
 
 // Builder starts (or runs) the build of one kernel's image. It must be safe
@@ -83,15 +86,55 @@ func (f *Failure) Unwrap() error { return f.Err }
 // Public is what may be shown of the failure.
 func (f *Failure) Public() string { return f.Summary }
 
-// Explain splits a build error into what people may be shown, wherever
-// they are (GitHub, /status, the page: no build output, no URL path or
-// query), and the whole of it, for the log and the state file.
-func Explain(err error) (public, detail string) {
+// SecretHolder is a backend whose builds are given secret values (an RHSM
+// activation key, a registry password, a webhook's token): whatever it says
+// is scrubbed of them before the pass logs, keeps or shows it (Explain).
+type SecretHolder interface {
+	// SecretValues are those values. One that cannot be read is left out:
+	// the generic patterns of package redact still apply.
+	SecretValues(ctx context.Context) []string
+}
+
+// secretsOf are b's secret values, if it has any.
+func secretsOf(ctx context.Context, b Builder) []string {
+	if h, ok := b.(SecretHolder); ok {
+		return h.SecretValues(ctx)
+	}
+	return nil
+}
+
+// Explain splits what backend b said of a build that failed into what
+// people may be shown, wherever they are (GitHub, /status, the page: no
+// build output, no URL path or query), and the whole of it, for the log and
+// the state file. Every backend's words go through here (or ExplainReport)
+// before the pass keeps them: both are scrubbed of b's secret values, and
+// the detail of URL paths and queries and of credential-looking values
+// (redact.Log).
+func Explain(ctx context.Context, b Builder, err error) (public, detail string) {
+	public = err.Error()
 	var p interface{ Public() string }
 	if errors.As(err, &p) {
-		return redact.Text(p.Public()), err.Error()
+		public = p.Public()
 	}
-	return redact.Text(err.Error()), err.Error()
+	return scrub(ctx, b, public, err.Error())
+}
+
+// ExplainReport is Explain for what a Reporter said of a build.
+func ExplainReport(ctx context.Context, b Builder, rep Report) (public, detail string) {
+	return scrub(ctx, b, rep.Summary, rep.Output)
+}
+
+func scrub(ctx context.Context, b Builder, public, detail string) (string, string) {
+	secrets := secretsOf(ctx, b)
+	return redact.Text(redact.Known(public, secrets)), redact.Log(detail, secrets)
+}
+
+// PassScoped is a backend that asks its service some things once a pass
+// rather than once a build (a Kubernetes backend: the Secrets its Jobs
+// mount, its recipe's ConfigMap): BeginPass starts a new pass, so what
+// changed between passes is seen by the next.
+type PassScoped interface {
+	BeginPass()
 }
 
 // Reporter is a backend that can say how a build it was asked for went
@@ -108,7 +151,13 @@ type Report struct {
 	// Over: the build ended without pushing, or nothing builds any more;
 	// the attempt is spent.
 	Over bool
-	// Summary says so, for people (public text); Output is the build's
-	// own words, already redacted, for the log and the state file.
+	// Gone (with Over): the backend has no trace of the build at all:
+	// never asked, or deleted since. The pass asks again for an attempt
+	// whose request it recorded but never saw acknowledged (a kill in
+	// between) rather than spend it: a backend that can say Gone names its
+	// builds, so asking twice builds once.
+	Gone bool
+	// Summary says so, for people; Output is the build's own words, for
+	// the log and the state file. The pass scrubs both (ExplainReport).
 	Summary, Output string
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/dtkbot/dtkbot/redact"
 )
 
 // CommandBuilder builds with podman or buildah on this machine, then pushes:
@@ -138,7 +140,10 @@ func (b *CommandBuilder) Build(ctx context.Context, req Request) error {
 	if run == nil {
 		run = runCommand
 	}
-	log := &lineLogger{log: b.Log.With().Str("kernel", req.Kernel).Str("image", req.Image).Logger()}
+	// What the build prints is scrubbed line by line, before the log and
+	// the error's tail see it: a RUN step with `set -x`, or a tool's debug
+	// line, may print the secrets it was given.
+	log := &lineLogger{log: b.Log.With().Str("kernel", req.Kernel).Str("image", req.Image).Logger(), secrets: b.SecretValues(ctx)}
 	defer log.flush()
 	for _, step := range []struct {
 		what string
@@ -191,12 +196,14 @@ func explainExit(tool string, err error) error {
 }
 
 // lineLogger streams a command's output to the logger, a line at a time,
-// and keeps the last lines for the error message.
+// scrubbed (redact.Log: the secret values, URL paths and queries,
+// credentials), and keeps the last lines for the error message.
 type lineLogger struct {
-	log  zerolog.Logger
-	mu   sync.Mutex
-	buf  []byte
-	last []string
+	log     zerolog.Logger
+	secrets []string
+	mu      sync.Mutex
+	buf     []byte
+	last    []string
 }
 
 func (l *lineLogger) Write(p []byte) (int, error) {
@@ -215,7 +222,7 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 }
 
 func (l *lineLogger) line(s string) {
-	s = strings.TrimRight(s, "\r")
+	s = redact.Log(strings.TrimRight(s, "\r"), l.secrets)
 	l.log.Info().Str("build_log", s).Send()
 	l.last = append(l.last, s)
 	if len(l.last) > 5 {

@@ -74,7 +74,10 @@ func (b *WebhookBuilder) Build(ctx context.Context, req Request) error {
 	mac.Write(body)
 	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 	delivery := sha256.Sum256([]byte(req.Image))
-	return retryHTTP(ctx, "build webhook "+redact.Query(b.URL), b.Attempts, b.Backoff, func(ctx context.Context) (*http.Response, error) {
+	// Named by its host alone: a webhook's path (and query) is often its
+	// token, and this name reaches the log, the state file and the pass's
+	// errors.
+	return retryHTTP(ctx, "build webhook "+redact.URL(b.URL), b.Attempts, b.Backoff, func(ctx context.Context) (*http.Response, error) {
 		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.URL, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -132,10 +135,11 @@ func retryHTTP(ctx context.Context, what string, attempts int, backoff time.Dura
 				return last
 			}
 		} else {
-			// net/http's errors quote the whole URL, query (and token) included.
+			// net/http's errors quote the whole URL, path and query (and a
+			// token in either) included: what names the endpoint.
 			var ue *url.Error
 			if errors.As(err, &ue) {
-				ue.URL = redact.Query(ue.URL)
+				ue.URL = redact.URL(ue.URL)
 			}
 			last = fmt.Errorf("%s: %w", what, err)
 			if errors.Is(err, breaker.ErrOpen) {

@@ -270,6 +270,10 @@ type KubeBuild struct {
 	// Security is how buildah may run: rootless (default), user-namespace
 	// or privileged (README.md, "Building in the cluster").
 	Security string `yaml:"security"`
+	// QPS and Burst bound dtkbot's requests to the API server (client-go's
+	// token bucket); default 20 and 30, controller-runtime's.
+	QPS   float64 `yaml:"qps"`
+	Burst int     `yaml:"burst"`
 }
 
 // KubeResources are a container's resource requests and limits.

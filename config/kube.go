@@ -43,6 +43,12 @@ func (k *KubeBuild) inherit(from KubeBuild) {
 	if k.TTLSecondsAfterFinished == 0 {
 		k.TTLSecondsAfterFinished = from.TTLSecondsAfterFinished
 	}
+	if k.QPS == 0 {
+		k.QPS = from.QPS
+	}
+	if k.Burst == 0 {
+		k.Burst = from.Burst
+	}
 	if k.Resources.Requests == nil && k.Resources.Limits == nil {
 		k.Resources = from.Resources
 	}
@@ -109,6 +115,12 @@ func (c *Config) validateKube(key string, b BuildBackend, bad func(key, format s
 	}
 	if k.StorageDriver != "" && !slices.Contains([]string{"vfs", "overlay"}, k.StorageDriver) {
 		bad(key+".storage_driver", "%q is not one of vfs, overlay", k.StorageDriver)
+	}
+	if k.QPS < 0 {
+		bad(key+".qps", "%v: requests a second must not be negative (0: the default, 20)", k.QPS)
+	}
+	if k.Burst < 0 {
+		bad(key+".burst", "%d: must not be negative (0: the default, 30)", k.Burst)
 	}
 	if k.Security != "" && !slices.Contains(kubeSecurity, k.Security) {
 		bad(key+".security", "%q is not one of %s", k.Security, strings.Join(kubeSecurity, ", "))

@@ -33,6 +33,8 @@ func TestKubernetesBackend(t *testing.T) {
       requests: {cpu: 500m, memory: 1Gi}
     ttl_seconds_after_finished: 86400
     security: user-namespace
+    qps: 50
+    burst: 100
 consumers:
   - name: acme-nic
     target: {repository: quay.io/acme/acme-nic}
@@ -55,8 +57,11 @@ consumers:
 		if _, ctx, _, _ := cfg.Consumers[0].Build.KubeRecipe(); ctx != DefaultKmodContext {
 			t.Errorf("a consumer's context %q, want podman's default %q", ctx, DefaultKmodContext)
 		}
+		if k.QPS != 50 || k.Burst != 100 {
+			t.Errorf("qps %v, burst %d", k.QPS, k.Burst)
+		}
 		if k := cfg.Consumers[0].Build.Kubernetes; k.Resources.Requests["cpu"] != "500m" || k.Namespace != "dtkbot" ||
-			k.PushSecret != "dtkbot-build-push" || k.RHSMSecret != "" || k.Security != "user-namespace" {
+			k.PushSecret != "dtkbot-build-push" || k.RHSMSecret != "" || k.Security != "user-namespace" || k.QPS != 50 || k.Burst != 100 {
 			t.Errorf("a consumer takes build.kubernetes's cluster settings (never its RHSM secret): %+v", k)
 		}
 	})
@@ -73,6 +78,8 @@ consumers:
     ttl_seconds_after_finished: 60
     security: root
     storage_driver: btrfs
+    qps: -1
+    burst: -5
 consumers:
   - name: acme-nic
     target: {repository: quay.io/acme/acme-nic}
@@ -89,7 +96,7 @@ consumers:
 			"line 8: build.kubernetes.namespace", "line 9: build.kubernetes.kubeconfig", "line 10: build.kubernetes.rhsm_secret",
 			"line 11: build.kubernetes.containerfile", "line 13: build.kubernetes.resources.limits.memory", "build.kubernetes.push_secret",
 			"line 14: build.kubernetes.ttl_seconds_after_finished", "line 15: build.kubernetes.security", "line 16: build.kubernetes.storage_driver",
-			"line 24: consumers[0].build.kubernetes.rhsm_secret",
+			"line 17: build.kubernetes.qps", "line 18: build.kubernetes.burst", "line 26: consumers[0].build.kubernetes.rhsm_secret",
 		} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("the error lacks %q:\n%v", want, err)

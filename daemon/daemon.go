@@ -27,6 +27,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/guard"
@@ -64,17 +65,22 @@ type Daemon struct {
 	Log     zerolog.Logger
 	Now     func() time.Time
 	// TriggerBurst and TriggerEvery rate-limit POST /trigger: at most
-	// TriggerBurst requests at once, one more per TriggerEvery (defaults 3
-	// and 10s). Failed authentications count too.
+	// TriggerBurst passes started at once, one more per TriggerEvery
+	// (defaults 3 and 10s). Only a request with the token is charged to
+	// it; failed authentications have a bucket of the same size of their
+	// own, so a client without the token cannot lock triggers out.
 	TriggerBurst int
 	TriggerEvery time.Duration
 	// KMMModules are the consumers, by name, and the Module each loads
 	// (for /api/v1/kmm/modules/{consumer}).
 	KMMModules map[string]kmm.ModuleOptions
 
-	triggerMu     sync.Mutex
-	triggerTokens float64
-	triggerLast   time.Time
+	limitersOnce sync.Once
+	triggers     *rate.Limiter // POST /trigger with the token
+	failedAuths  *rate.Limiter // POST /trigger without it
+	// timeouts are the HTTP server's (zero: the defaults); tests
+	// shorten them.
+	timeouts httpTimeouts
 
 	// passMu orders starting a pass against shutting down: a pass is
 	// added to passes only under passMu while stopping is false, so no
@@ -152,7 +158,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	d.passCtx = passCtx
 	d.passMu.Unlock()
 
-	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := d.server(d.Handler())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	d.Log.Info().Str("listen", ln.Addr().String()).Str("schedule", d.Schedule).Msg("dtkbot daemon started")
@@ -319,29 +325,59 @@ func (d *Daemon) Handler() http.Handler {
 
 const maxBodyBytes = 4 << 10
 
-// allowTrigger is a token bucket for POST /trigger.
-func (d *Daemon) allowTrigger() (bool, time.Duration) {
-	d.triggerMu.Lock()
-	defer d.triggerMu.Unlock()
-	burst, every := d.TriggerBurst, d.TriggerEvery
-	if burst <= 0 {
-		burst = 3
+// httpTimeouts bound what one client can hold of the server.
+type httpTimeouts struct {
+	// ReadHeader and Read bound reading a request's head and all of it
+	// (no body is worth more than 4 KiB); Write, from the end of the
+	// head to the end of the answer (the largest is the coverage page);
+	// Idle, a kept-alive connection between requests (Prometheus
+	// scrapes every 15 to 60 s).
+	ReadHeader, Read, Write, Idle time.Duration
+}
+
+var defaultTimeouts = httpTimeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: time.Minute, Idle: 2 * time.Minute}
+
+// server is the HTTP server of h, with its timeouts.
+func (d *Daemon) server(h http.Handler) *http.Server {
+	t := d.timeouts
+	if t == (httpTimeouts{}) {
+		t = defaultTimeouts
 	}
-	if every <= 0 {
-		every = 10 * time.Second
-	}
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, WriteTimeout: t.Write, IdleTimeout: t.Idle}
+}
+
+// limiters makes the two token buckets of POST /trigger on first use.
+func (d *Daemon) limiters() (triggers, failedAuths *rate.Limiter) {
+	d.limitersOnce.Do(func() {
+		burst, every := d.TriggerBurst, d.TriggerEvery
+		if burst <= 0 {
+			burst = 3
+		}
+		if every <= 0 {
+			every = 10 * time.Second
+		}
+		d.triggers = rate.NewLimiter(rate.Every(every), burst)
+		d.failedAuths = rate.NewLimiter(rate.Every(every), burst)
+	})
+	return d.triggers, d.failedAuths
+}
+
+// allow takes a token from l at the daemon's now, or says how long until
+// one is there (taking none).
+func (d *Daemon) allow(l *rate.Limiter) (bool, time.Duration) {
 	now := d.now()
-	if d.triggerLast.IsZero() {
-		d.triggerTokens = float64(burst)
-	} else {
-		d.triggerTokens = min(float64(burst), d.triggerTokens+now.Sub(d.triggerLast).Seconds()/every.Seconds())
+	r := l.ReserveN(now, 1)
+	if wait := r.DelayFrom(now); wait > 0 {
+		r.CancelAt(now)
+		return false, wait
 	}
-	d.triggerLast = now
-	if d.triggerTokens < 1 {
-		return false, time.Duration((1 - d.triggerTokens) * float64(every))
-	}
-	d.triggerTokens--
 	return true, 0
+}
+
+// tooMany answers 429 with when to come back.
+func tooMany(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+	http.Error(w, "too many triggers", http.StatusTooManyRequests)
 }
 
 func (d *Daemon) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -368,11 +404,6 @@ func (d *Daemon) trigger(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "trigger is off: set trigger_token_file", http.StatusNotFound)
 		return
 	}
-	if ok, wait := d.allowTrigger(); !ok {
-		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-		http.Error(w, "too many triggers", http.StatusTooManyRequests)
-		return
-	}
 	if _, err := io.Copy(io.Discard, r.Body); err != nil { // bounded by MaxBytesReader
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			http.Error(w, fmt.Sprintf("the body is over %d bytes (none is needed)", maxBodyBytes), http.StatusRequestEntityTooLarge)
@@ -381,10 +412,21 @@ func (d *Daemon) trigger(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	triggers, failedAuths := d.limiters()
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(got), d.TriggerToken) != 1 {
+		// Charged to its own bucket: whoever lacks the token spends
+		// nothing of the triggers'.
+		if ok, wait := d.allow(failedAuths); !ok {
+			tooMany(w, wait)
+			return
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="dtkbot"`)
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	if ok, wait := d.allow(triggers); !ok {
+		tooMany(w, wait)
 		return
 	}
 	switch err := d.startPass("http"); {

@@ -251,9 +251,15 @@ func indexOf(list []string, v string) int {
 func TestKustomizeBaseRendersADeployment(t *testing.T) {
 	objs := render(t, "kubernetes/base")
 	for _, kind := range []string{"Namespace/dtkbot", "ServiceAccount/dtkbot", "PersistentVolumeClaim/dtkbot-state", "Deployment/dtkbot",
-		"Service/dtkbot", "ServiceMonitor/dtkbot", "NetworkPolicy/dtkbot", "Role/dtkbot", "RoleBinding/dtkbot", "ServiceAccount/dtkbot-build"} {
+		"Service/dtkbot", "ServiceMonitor/dtkbot", "NetworkPolicy/dtkbot"} {
 		if _, ok := objs[kind]; !ok {
 			t.Errorf("%s not rendered", kind)
+		}
+	}
+	// No backend of the base speaks to the API server: no Role, no token.
+	for k, o := range objs {
+		if strings.HasSuffix(o.Kind, "Role") || strings.HasSuffix(o.Kind, "RoleBinding") {
+			t.Errorf("%s: the base needs no API access", k)
 		}
 	}
 	for _, s := range []string{"dtkbot-pull-secret", "dtkbot-github", "dtkbot-trigger", "dtkbot-webhook"} {
@@ -280,7 +286,6 @@ func TestKustomizeBaseRendersADeployment(t *testing.T) {
 	if sa := objs["ServiceAccount/dtkbot"]; sa.Automount == nil || *sa.Automount {
 		t.Errorf("the service account mounts its token")
 	}
-	checkRBAC(t, objs)
 	svc, sm, np := objs["Service/dtkbot"], objs["ServiceMonitor/dtkbot"], objs["NetworkPolicy/dtkbot"]
 	if !selects(svc, d.Spec.Template.Metadata.Labels) {
 		t.Errorf("the service selects no dtkbot pod")
@@ -441,21 +446,26 @@ func asRBAC(t *testing.T, o object) rbacObject {
 	return r
 }
 
-// checkRBAC: the daemon's ServiceAccount is bound to a Role in its own
-// namespace that allows what the kubernetes backend does (package
-// kubebuild; its tests run the same Role against a real API server) and
-// no more: no wildcard, nothing cluster-wide, Secrets by name and only read.
-func checkRBAC(t *testing.T, objs map[string]object) {
+// checkRBAC: the daemon's ServiceAccount (in its namespace, daemonNS) is
+// bound to a Role in the build namespace, buildNS, and nowhere else, that
+// allows what the kubernetes backend does (package kubebuild; its tests run
+// the same Role against a real API server) and no more: no wildcard,
+// nothing cluster-wide, Secrets by name and only read.
+func checkRBAC(t *testing.T, objs map[string]object, daemonNS, buildNS string) rbacObject {
 	t.Helper()
-	for k := range objs {
+	for k, o := range objs {
 		if strings.HasPrefix(k, "ClusterRole") {
 			t.Errorf("%s: dtkbot needs nothing cluster-wide", k)
 		}
+		if (o.Kind == "Role" || o.Kind == "RoleBinding") && o.Metadata.Namespace != buildNS {
+			t.Errorf("%s in namespace %s: dtkbot's ServiceAccount may create Jobs (and so mount Secrets) in the build namespace %s only", k, o.Metadata.Namespace, buildNS)
+		}
 	}
-	role, binding := asRBAC(t, objs["Role/dtkbot"]), asRBAC(t, objs["RoleBinding/dtkbot"])
-	if binding.RoleRef.Kind != "Role" || binding.RoleRef.Name != "dtkbot" || len(binding.Subjects) != 1 ||
-		binding.Subjects[0].Kind != "ServiceAccount" || binding.Subjects[0].Name != "dtkbot" || binding.Subjects[0].Namespace != "dtkbot" {
-		t.Errorf("the role binding does not bind Role dtkbot to ServiceAccount dtkbot/dtkbot: %+v", binding)
+	roleObj, binding := objs["Role/dtkbot-builds"], asRBAC(t, objs["RoleBinding/dtkbot-builds"])
+	role := asRBAC(t, roleObj)
+	if binding.RoleRef.Kind != "Role" || binding.RoleRef.Name != "dtkbot-builds" || len(binding.Subjects) != 1 ||
+		binding.Subjects[0].Kind != "ServiceAccount" || binding.Subjects[0].Name != "dtkbot" || binding.Subjects[0].Namespace != daemonNS {
+		t.Errorf("the role binding does not bind Role dtkbot-builds to ServiceAccount %s/dtkbot: %+v", daemonNS, binding)
 	}
 	allowed := map[string]bool{}
 	for _, r := range role.Rules {
@@ -479,9 +489,10 @@ func checkRBAC(t *testing.T, objs map[string]object) {
 			t.Errorf("the Role does not allow %s", need)
 		}
 	}
-	if sa := objs["ServiceAccount/dtkbot-build"]; sa.Automount == nil || *sa.Automount {
-		t.Errorf("the build pods' service account mounts its token")
+	if sa := objs["ServiceAccount/dtkbot-build"]; sa.Automount == nil || *sa.Automount || sa.Metadata.Namespace != buildNS {
+		t.Errorf("the build pods' service account mounts its token, or is not in %s: %+v", buildNS, sa.Metadata)
 	}
+	return role
 }
 
 func TestKustomizeKubernetesBuildVariant(t *testing.T) {
@@ -492,7 +503,6 @@ func TestKustomizeKubernetesBuildVariant(t *testing.T) {
 	}
 	// The daemon talks to the API server: its token is mounted.
 	checkPod(t, objs, d.Spec.Template, true, true)
-	checkRBAC(t, objs)
 	if sa := objs["ServiceAccount/dtkbot"]; sa.Automount == nil || !*sa.Automount {
 		t.Errorf("the daemon's service account does not mount its token")
 	}
@@ -505,21 +515,40 @@ func TestKustomizeKubernetesBuildVariant(t *testing.T) {
 	if cfg.Build.Backend != "kubernetes" || k.PushSecret == "" || k.RHSMSecret == "" || k.PullSecret == "" {
 		t.Fatalf("build %+v", cfg.Build)
 	}
+	// The builds run in a namespace of their own: a Job's pod may mount any
+	// Secret of its namespace, whatever the Role's resourceNames say.
+	daemonNS, buildNS := d.Metadata.Namespace, k.Namespace
+	if buildNS == "" || buildNS == daemonNS {
+		t.Fatalf("build.kubernetes.namespace %q: the builds must not run in the daemon's namespace %s, which holds its other Secrets", buildNS, daemonNS)
+	}
+	if ns, ok := objs["Namespace/"+buildNS]; !ok || ns.Metadata.Labels["pod-security.kubernetes.io/enforce"] == "" {
+		t.Errorf("the build namespace %s is not rendered with its Pod Security level: %+v", buildNS, ns.Metadata)
+	}
+	role := checkRBAC(t, objs, daemonNS, buildNS)
 	// The Secrets the config names are rendered under those very names
-	// (no hash suffix), and the Role may read exactly them.
+	// (no hash suffix) in the build namespace, the Role may read exactly
+	// them, and no other Secret is there for a Job's pod to mount.
 	names := map[string]bool{}
-	for _, r := range asRBAC(t, objs["Role/dtkbot"]).Rules {
+	for _, r := range role.Rules {
 		for _, n := range r.ResourceNames {
 			names[n] = true
 		}
 	}
 	for key, name := range map[string]string{"push_secret": k.PushSecret, "pull_secret": k.PullSecret, "rhsm_secret": k.RHSMSecret} {
-		if _, ok := objs["Secret/"+name]; !ok {
-			t.Errorf("build.kubernetes.%s %s is not rendered under that name", key, name)
+		if o, ok := objs["Secret/"+name]; !ok || o.Metadata.Namespace != buildNS {
+			t.Errorf("build.kubernetes.%s %s is not rendered under that name in %s", key, name, buildNS)
 		}
 		if !names[name] {
 			t.Errorf("the Role may not read %s (build.kubernetes.%s)", name, key)
 		}
+	}
+	for key, o := range objs {
+		if o.Kind == "Secret" && o.Metadata.Namespace == buildNS && !names[o.Metadata.Name] {
+			t.Errorf("%s is in the build namespace: a build Job's pod could mount it", key)
+		}
+	}
+	if sa := objs["ServiceAccount/"+k.ServiceAccount]; sa.Metadata.Namespace != buildNS {
+		t.Errorf("build.kubernetes.service_account %s is not in the build namespace %s", k.ServiceAccount, buildNS)
 	}
 	for name, typ := range map[string]string{k.PushSecret: "kubernetes.io/dockerconfigjson", k.PullSecret: "kubernetes.io/dockerconfigjson"} {
 		if objs["Secret/"+name].Type != typ {
@@ -583,7 +612,7 @@ func TestOpenShiftSCCForBuildah(t *testing.T) {
 			t.Errorf("volume type %s not allowed: the build pod mounts its recipe, Secrets and workspace", v)
 		}
 	}
-	if len(scc.Users) != 1 || scc.Users[0] != "system:serviceaccount:dtkbot:dtkbot-build" {
+	if len(scc.Users) != 1 || scc.Users[0] != "system:serviceaccount:dtkbot-build:dtkbot-build" {
 		t.Errorf("granted to %v, want the build pods' ServiceAccount only", scc.Users)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -27,6 +28,7 @@ import (
 	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/dtkbot/dtkbot/build"
 )
@@ -84,7 +86,11 @@ type Options struct {
 	StorageDriver string
 	// Security is how buildah may run (default Rootless).
 	Security Security
-	Log      zerolog.Logger
+	// QPS and Burst bound the requests to the API server (client-go's
+	// token bucket; defaults DefaultQPS and DefaultBurst).
+	QPS   float32
+	Burst int
+	Log   zerolog.Logger
 }
 
 // Defaults.
@@ -92,6 +98,11 @@ const (
 	DefaultImage         = "quay.io/buildah/stable:latest"
 	DefaultTTL           = 72 * time.Hour
 	DefaultStorageDriver = "vfs"
+	// DefaultQPS and DefaultBurst are controller-runtime's defaults for a
+	// client of the API server (pkg/client/config): client-go's own (5 and
+	// 10) made a pass create about one Job a second.
+	DefaultQPS   = 20
+	DefaultBurst = 30
 	// requestTimeout bounds each API call: no API server stalls a pass.
 	requestTimeout = 30 * time.Second
 )
@@ -101,6 +112,9 @@ type Builder struct {
 	opts  Options
 	batch batchv1client.BatchV1Interface
 	core  corev1client.CoreV1Interface
+
+	mu   sync.Mutex
+	pass *passState
 }
 
 // New returns a Builder talking to the API server of cfg.
@@ -128,7 +142,17 @@ func New(cfg *rest.Config, opts Options) (*Builder, error) {
 	default:
 		return nil, fmt.Errorf("kubernetes build backend: security %q is not one of rootless, user-namespace, privileged", opts.Security)
 	}
+	if opts.QPS <= 0 {
+		opts.QPS = DefaultQPS
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = DefaultBurst
+	}
 	cfg = rest.CopyConfig(cfg)
+	// One bucket for both clients (batch/v1 and core/v1 would each make
+	// their own): QPS and Burst bound the backend's requests as a whole.
+	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
+	cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(opts.QPS, opts.Burst)
 	if cfg.Timeout == 0 {
 		cfg.Timeout = requestTimeout
 	}
@@ -143,51 +167,122 @@ func New(cfg *rest.Config, opts Options) (*Builder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("making the core/v1 client: %w", err)
 	}
-	return &Builder{opts: opts, batch: batch, core: core}, nil
+	return &Builder{opts: opts, batch: batch, core: core, pass: newPassState()}, nil
 }
 
-// Build implements build.Builder: it makes sure the Job of req exists.
-// A Job already there (asked before, by this process or an earlier one)
-// is success: nothing is created twice.
+// Build implements build.Builder: it makes sure the Job of req exists,
+// creating it directly: a Job already there (asked before, by this process
+// or an earlier one) answers AlreadyExists, which is success. What every
+// Job of a pass shares is asked once a pass: the Secrets it mounts, the
+// recipe's ConfigMap. So a pass's Jobs cost one API request each.
 func (b *Builder) Build(ctx context.Context, req Request) error {
 	if err := checkRequest(req); err != nil {
 		return err
 	}
-	name := JobName(req)
-	ns := b.opts.Namespace
 	ctx, cancel := context.WithTimeout(ctx, 2*requestTimeout)
 	defer cancel()
-	switch _, err := b.batch.Jobs(ns).Get(ctx, name, metav1.GetOptions{}); {
-	case err == nil:
-		b.opts.Log.Debug().Str("job", name).Str("image", req.Image).Msg("build job exists")
-		return nil
-	case !apierrors.IsNotFound(err):
-		return explain(err, "get", "batch", "jobs", ns, name)
-	}
-	if err := b.checkSecrets(ctx, req); err != nil {
-		return err
-	}
-	rec, err := readRecipe(b.opts.Containerfile, b.opts.Context)
+	pass := b.current()
+	rec, err := pass.recipe(b.opts)
 	if err != nil {
 		return fmt.Errorf("reading the recipe of %s: %w", req.Image, err)
 	}
-	cm := rec.configMap(ns, kindOf(req))
-	if err := b.ensureConfigMap(ctx, cm); err != nil {
+	if err := b.checkSecrets(ctx, pass, req); err != nil {
 		return err
 	}
+	cm := rec.configMap(b.opts.Namespace, kindOf(req))
+	if err := pass.once("configmap "+cm.Name, func() error { return b.ensureConfigMap(ctx, cm) }); err != nil {
+		return err
+	}
+	name := b.jobName(req, rec)
 	job, err := b.job(req, name, cm.Name, rec)
 	if err != nil {
 		return err
 	}
+	ns := b.opts.Namespace
 	switch _, err := b.batch.Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); {
 	case err == nil:
 		b.opts.Log.Info().Str("job", name).Str("namespace", ns).Str("image", req.Image).Msg("build job created")
 		return nil
 	case apierrors.IsAlreadyExists(err):
-		return nil // asked concurrently: it was asked
+		b.opts.Log.Debug().Str("job", name).Str("image", req.Image).Msg("build job exists: asked before")
+		return nil
 	default:
 		return explain(err, "create", "batch", "jobs", ns, name)
 	}
+}
+
+// BeginPass implements build.PassScoped: what a pass learnt of the
+// cluster (the Secrets there, the recipe stored) is asked again in the
+// next, so a Secret deleted or a recipe edited between passes is seen.
+func (b *Builder) BeginPass() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pass = newPassState()
+}
+
+func (b *Builder) current() *passState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pass
+}
+
+// passState is what a Builder asks of the cluster (and reads of its
+// recipe) once a pass, for every Job of the pass.
+type passState struct {
+	mu sync.Mutex
+	// rec is the recipe, read on first use.
+	rec    *recipe
+	recErr error
+	// done are the steps done this pass (a ConfigMap stored), and their
+	// outcomes; secrets are the Secrets read, by name.
+	done    map[string]error
+	secrets map[string]secretSeen
+}
+
+// secretSeen is what one read of a Secret found.
+type secretSeen struct {
+	data map[string][]byte
+	err  error
+}
+
+func newPassState() *passState {
+	return &passState{done: map[string]error{}, secrets: map[string]secretSeen{}}
+}
+
+func (p *passState) recipe(opts Options) (*recipe, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rec == nil && p.recErr == nil {
+		p.rec, p.recErr = readRecipe(opts.Containerfile, opts.Context)
+	}
+	return p.rec, p.recErr
+}
+
+// once runs step the first time what is asked this pass, and remembers
+// its outcome unless the API server gave no answer (a timeout, a
+// connection cut): that one is asked again.
+func (p *passState) once(what string, step func() error) error {
+	p.mu.Lock()
+	err, ok := p.done[what]
+	p.mu.Unlock()
+	if ok {
+		return err
+	}
+	err = step()
+	if err == nil || answered(err) {
+		p.mu.Lock()
+		p.done[what] = err
+		p.mu.Unlock()
+	}
+	return err
+}
+
+// answered tells an API server's answer (not found, forbidden, invalid)
+// from no answer.
+func answered(err error) bool {
+	var status apierrors.APIStatus
+	return errors.As(err, &status) && !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err) &&
+		!apierrors.IsTooManyRequests(err) && !apierrors.IsInternalError(err) && !apierrors.IsServiceUnavailable(err)
 }
 
 // checkRequest refuses what would make a Job that cannot build.
@@ -245,23 +340,44 @@ func (b *Builder) secretsFor(req Request) []secretRef {
 
 // checkSecrets makes sure each Secret the build mounts is there with its
 // keys: a missing one would leave the pod in ContainerCreating, saying so
-// only in an event.
-func (b *Builder) checkSecrets(ctx context.Context, req Request) error {
+// only in an event. Each Secret is read once a pass.
+func (b *Builder) checkSecrets(ctx context.Context, pass *passState, req Request) error {
 	for _, s := range b.secretsFor(req) {
-		sec, err := b.core.Secrets(b.opts.Namespace).Get(ctx, s.name, metav1.GetOptions{})
-		if err != nil {
-			if apierrors.IsNotFound(err) {
+		seen := b.readSecret(ctx, pass, s.name)
+		if seen.err != nil {
+			if apierrors.IsNotFound(seen.err) {
 				return fmt.Errorf("checking the %s secret: Secret %s is not in namespace %s (kubernetes.%s_secret)", s.what, s.name, b.opts.Namespace, s.what)
 			}
-			return explain(err, "get", "", "secrets", b.opts.Namespace, s.name)
+			return explain(seen.err, "get", "", "secrets", b.opts.Namespace, s.name)
 		}
 		for _, k := range s.keys {
-			if _, ok := sec.Data[k]; !ok {
+			if _, ok := seen.data[k]; !ok {
 				return fmt.Errorf("checking the %s secret: Secret %s in namespace %s has no key %q", s.what, s.name, b.opts.Namespace, k)
 			}
 		}
 	}
 	return nil
+}
+
+// readSecret reads a Secret once a pass (again after no answer).
+func (b *Builder) readSecret(ctx context.Context, pass *passState, name string) secretSeen {
+	pass.mu.Lock()
+	seen, ok := pass.secrets[name]
+	pass.mu.Unlock()
+	if ok {
+		return seen
+	}
+	sec, err := b.core.Secrets(b.opts.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err == nil {
+		seen.data = sec.Data
+	}
+	seen.err = err
+	if err == nil || answered(err) {
+		pass.mu.Lock()
+		pass.secrets[name] = seen
+		pass.mu.Unlock()
+	}
+	return seen
 }
 
 // ensureConfigMap creates the recipe's ConfigMap, or puts its content back
@@ -318,7 +434,7 @@ func explain(err error, verb, group, resource, ns, name string) error {
 			names = " (resourceNames may limit it to " + name + ")"
 		}
 		return fmt.Errorf("%s: forbidden: the Role bound to dtkbot's ServiceAccount needs the rule "+
-			"{apiGroups: [%s], resources: [%s], verbs: [%s]}%s in namespace %s (deploy/kubernetes/base/rbac.yaml): %w",
+			"{apiGroups: [%s], resources: [%s], verbs: [%s]}%s in namespace %s (deploy/kubernetes/kubernetes-build/build-namespace/rbac.yaml): %w",
 			step, g, resource, verb, names, ns, err)
 	}
 	if apierrors.IsUnauthorized(err) {
@@ -483,13 +599,35 @@ func ptr[T any](v T) *T { return &v }
 // at most 63 characters.
 const jobNameMax = 63
 
-// JobName is the deterministic name of req's Job: a readable prefix (kind,
-// kernel, attempt) and a hash of everything that tells Jobs apart (kind,
-// stream, arch, kernel, attempt), a DNS-1123 label of at most 63
-// characters.
-func JobName(req Request) string {
+// JobName is the name of req's Job (see jobName), with the recipe as this
+// pass reads it.
+func (b *Builder) JobName(req Request) (string, error) {
+	rec, err := b.current().recipe(b.opts)
+	if err != nil {
+		return "", fmt.Errorf("reading the recipe of %s: %w", req.Image, err)
+	}
+	return b.jobName(req, rec), nil
+}
+
+// jobName is the deterministic name of req's Job: a readable prefix (kind,
+// kernel, attempt) and a hash of everything that tells Jobs apart: what
+// is built (kind, stream, arch, the kernel and its RT kernel and RHEL, the
+// DTK a consumer is built FROM), where it is pushed (the staging
+// reference), the attempt and its round (--retry-failed), and how (the
+// recipe's content, the base image, buildah's image and extra arguments).
+// So two dtkbot instances in one namespace, or a changed target or recipe,
+// never take each other's Jobs for their own; it is a DNS-1123 label of at
+// most 63 characters. The releases a kernel ships in are left out: they
+// grow while a build runs.
+func (b *Builder) jobName(req Request, rec *recipe) string {
 	kind := kindOf(req)
-	sum := hashOf("job", kindKey(req), req.Stream, req.Arch, req.KernelFull, strconv.Itoa(req.Attempt))[:10]
+	tls := ""
+	if b.opts.TLSVerify != nil {
+		tls = strconv.FormatBool(*b.opts.TLSVerify)
+	}
+	sum := hashOf("job", kindKey(req), req.Stream, req.Arch, req.Kernel, req.KernelFull, req.RTKernel, req.RHEL, req.DTK,
+		req.Image, strconv.Itoa(req.Attempt), strconv.Itoa(req.Round),
+		rec.hash(), b.opts.BaseImage, b.opts.Image, strings.Join(b.opts.ExtraArgs, "\x00"), tls)[:10]
 	tail := fmt.Sprintf("-a%d-%s", req.Attempt, sum)
 	k := dnsLabel(kind)
 	if len(k) > 20 { // room for the kernel, the most telling part

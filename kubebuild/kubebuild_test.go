@@ -56,6 +56,14 @@ type fixture struct {
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
+	f := setupWithoutNode(t)
+	f.node = startNode(t, f.s, f.ns, payloadtest.New(f.reg, f.host))
+	return f
+}
+
+// setupWithoutNode is setup with no node: Jobs are made, never run.
+func setupWithoutNode(t testing.TB) *fixture {
+	t.Helper()
 	s := kubetest.Shared(t)
 	f := &fixture{s: s, ns: s.Namespace(t), reg: registrytest.New()}
 	srv := f.reg.Server()
@@ -78,7 +86,6 @@ func setup(t *testing.T) *fixture {
 			t.Fatalf("creating secret %s: %v", sec.Name, err)
 		}
 	}
-	f.node = startNode(t, s, f.ns, payloadtest.New(f.reg, f.host))
 	no := false
 	f.check = registry.New(registry.Options{TLSVerify: &no, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 10 * time.Second})
 	f.opts = Options{
@@ -113,6 +120,16 @@ func (f *fixture) builder(t *testing.T, cfg *rest.Config) *Builder {
 	return b
 }
 
+// jobName is the name of req's Job with the fixture's options.
+func (f *fixture) jobName(t *testing.T, req Request) string {
+	t.Helper()
+	n, err := f.builder(t, nil).JobName(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func (f *fixture) request(kernel string, attempt int) Request {
 	return Request{
 		Kernel: kernel, KernelFull: kernel + ".x86_64", RTKernel: kernel, RHEL: "9.4", Stream: "rhel-9", Arch: "amd64",
@@ -120,7 +137,7 @@ func (f *fixture) request(kernel string, attempt int) Request {
 	}
 }
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
@@ -166,10 +183,10 @@ func TestOneJobPerBuildAcrossCallsAndRestarts(t *testing.T) {
 		}
 	}
 	out := waitOutcome(t, f.builder(t, nil), req, Succeeded)
-	if jobs := f.jobs(t); len(jobs) != 1 || jobs[0].Name != JobName(req) {
-		t.Fatalf("%d jobs, want one named %s", len(jobs), JobName(req))
+	if jobs := f.jobs(t); len(jobs) != 1 || jobs[0].Name != f.jobName(t, req) {
+		t.Fatalf("%d jobs, want one named %s", len(jobs), f.jobName(t, req))
 	}
-	if n := f.node.Builds(JobName(req)); n != 1 {
+	if n := f.node.Builds(f.jobName(t, req)); n != 1 {
 		t.Errorf("the node built %d times", n)
 	}
 	d, err := f.check.Digest(ctx, req.Image)
@@ -191,7 +208,7 @@ func TestOneJobPerBuildAcrossCallsAndRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOutcome(t, f.builder(t, nil), kmod, Succeeded)
-	job, err := f.batch.Jobs(f.ns).Get(ctx, JobName(kmod), metav1.GetOptions{})
+	job, err := f.batch.Jobs(f.ns).Get(ctx, f.jobName(t, kmod), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +277,7 @@ func TestFailedJobIsReportedRedactedAndRetriedAsANewJob(t *testing.T) {
 
 	next := req
 	next.Attempt = 2
-	if JobName(next) == JobName(req) {
+	if f.jobName(t, next) == f.jobName(t, req) {
 		t.Fatal("the next attempt has the same Job name")
 	}
 	if err := b.Build(ctx, next); err != nil {
@@ -294,7 +311,7 @@ func TestDeletedJobIsGoneNotBuilt(t *testing.T) {
 	})
 	t.Logf("while held: %s", running)
 	policy := metav1.DeletePropagationBackground
-	if err := f.batch.Jobs(f.ns).Delete(ctx, JobName(req), metav1.DeleteOptions{PropagationPolicy: &policy}); err != nil {
+	if err := f.batch.Jobs(f.ns).Delete(ctx, f.jobName(t, req), metav1.DeleteOptions{PropagationPolicy: &policy}); err != nil {
 		t.Fatal(err)
 	}
 	out := waitOutcome(t, b, req, Gone)
@@ -317,7 +334,7 @@ func TestSecretsOnlyAsVolumes(t *testing.T) {
 	if err := f.builder(t, nil).Build(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	job, err := f.batch.Jobs(f.ns).Get(ctx, JobName(req), metav1.GetOptions{})
+	job, err := f.batch.Jobs(f.ns).Get(ctx, f.jobName(t, req), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +421,7 @@ func TestJobSpec(t *testing.T) {
 	if err := f.builder(t, nil).Build(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	job, err := f.batch.Jobs(f.ns).Get(ctx, JobName(req), metav1.GetOptions{})
+	job, err := f.batch.Jobs(f.ns).Get(ctx, f.jobName(t, req), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +492,7 @@ func TestJobSpec(t *testing.T) {
 // deployRules are the rules of the Role deploy/ gives dtkbot.
 func deployRules(t *testing.T) []rbacv1.PolicyRule {
 	t.Helper()
-	fh, err := os.Open("../deploy/kubernetes/base/rbac.yaml")
+	fh, err := os.Open("../deploy/kubernetes/kubernetes-build/build-namespace/rbac.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,7 +510,7 @@ func deployRules(t *testing.T) []rbacv1.PolicyRule {
 		}
 		if err := dec.Decode(&doc); err != nil {
 			if errors.Is(err, io.EOF) {
-				t.Fatal("no Role in deploy/kubernetes/base/rbac.yaml")
+				t.Fatal("no Role in deploy/kubernetes/kubernetes-build/build-namespace/rbac.yaml")
 			}
 			t.Fatal(err)
 		}
@@ -568,7 +585,7 @@ func TestRBAC(t *testing.T) {
 		where string
 	}{
 		{"jobs", "create", "batch", "build"},
-		{"jobs", "get", "batch", "build"},
+		{"jobs", "get", "batch", "outcome"}, // Build creates directly: AlreadyExists answers "asked before?"
 		{"configmaps", "create", `""`, "build"},
 		{"secrets", "get", `""`, "build"},
 		{"pods", "list", `""`, "outcome"},

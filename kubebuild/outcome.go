@@ -2,8 +2,6 @@ package kubebuild
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -65,7 +63,11 @@ func (o Outcome) String() string {
 // Outcome reads the state of req's Job (the same attempt's). The pass asks
 // it about a requested build whose image has not appeared yet.
 func (b *Builder) Outcome(ctx context.Context, req Request) (Outcome, error) {
-	ns, name := b.opts.Namespace, JobName(req)
+	ns := b.opts.Namespace
+	name, err := b.JobName(req)
+	if err != nil {
+		return Outcome{Namespace: ns}, err
+	}
 	out := Outcome{Job: name, Namespace: ns}
 	ctx, cancel := context.WithTimeout(ctx, 3*requestTimeout)
 	defer cancel()
@@ -78,8 +80,9 @@ func (b *Builder) Outcome(ctx context.Context, req Request) (Outcome, error) {
 		return out, explain(err, "get", "batch", "jobs", ns, name)
 	}
 	if img := job.Annotations[AnnotImage]; img != req.Image {
-		// Same kernel and attempt, another target (the config changed):
-		// this Job will never push what is awaited.
+		// The name's hash covers the image: only a Job someone made by
+		// hand under that name gets here, and it will never push what is
+		// awaited.
 		out.State, out.Detail = Failed, fmt.Sprintf("the Job builds %s, not %s", img, req.Image)
 		return out, nil
 	}
@@ -198,49 +201,30 @@ func (b *Builder) podLog(ctx context.Context, pod string) string {
 	return string(data)
 }
 
+// SecretValues implements build.SecretHolder: the values of every Secret
+// the builds mount.
+func (b *Builder) SecretValues(ctx context.Context) []string {
+	return b.secretValues(ctx, Request{})
+}
+
 // secretValues are the values in the build's Secrets that must never be
 // shown: RHSM's organisation and key, and every credential of the docker
-// configs (with their base64 forms). A Secret that cannot be read gives
-// none: the generic patterns still apply.
+// configs (with their base64 forms), each Secret read once a pass. A
+// Secret that cannot be read gives none: the generic patterns still apply.
 func (b *Builder) secretValues(ctx context.Context, req Request) []string {
 	var out []string
+	pass := b.current()
 	for _, s := range b.secretsFor(req) {
-		sec, err := b.core.Secrets(b.opts.Namespace).Get(ctx, s.name, metav1.GetOptions{})
-		if err != nil {
+		seen := b.readSecret(ctx, pass, s.name)
+		if seen.err != nil {
 			continue
 		}
-		for k, v := range sec.Data {
+		for k, v := range seen.data {
 			if k == corev1.DockerConfigJsonKey {
-				out = append(out, dockerCredentials(v)...)
+				out = append(out, build.DockerCredentials(v)...)
 				continue
 			}
 			out = append(out, strings.TrimSpace(string(v)))
-		}
-	}
-	return out
-}
-
-// dockerCredentials are the secrets of a docker config.json: auth
-// (base64 user:password), and the password and tokens on their own.
-func dockerCredentials(data []byte) []string {
-	var cfg struct {
-		Auths map[string]struct {
-			Auth          string `json:"auth"`
-			Password      string `json:"password"`
-			IdentityToken string `json:"identitytoken"`
-			RegistryToken string `json:"registrytoken"`
-		} `json:"auths"`
-	}
-	if json.Unmarshal(data, &cfg) != nil {
-		return nil
-	}
-	var out []string
-	for _, a := range cfg.Auths {
-		out = append(out, a.Auth, a.Password, a.IdentityToken, a.RegistryToken)
-		if dec, err := base64.StdEncoding.DecodeString(a.Auth); err == nil {
-			if _, pw, ok := strings.Cut(string(dec), ":"); ok {
-				out = append(out, pw)
-			}
 		}
 	}
 	return out
@@ -258,7 +242,8 @@ func (b *Builder) Report(ctx context.Context, req Request) (build.Report, error)
 	case Failed:
 		return build.Report{Over: true, Summary: fmt.Sprintf("the build Job %s/%s failed: %s", o.Namespace, o.Job, o.Detail), Output: o.LogTail}, nil
 	case Gone:
-		return build.Report{Over: true, Summary: fmt.Sprintf("the build Job %s/%s is gone and no image appeared at %s", o.Namespace, o.Job, req.Image)}, nil
+		return build.Report{Over: true, Gone: true,
+			Summary: fmt.Sprintf("the build Job %s/%s is gone and no image appeared at %s", o.Namespace, o.Job, req.Image)}, nil
 	}
 	return build.Report{}, nil
 }

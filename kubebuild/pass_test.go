@@ -1,6 +1,8 @@
 package kubebuild
 
 import (
+	"cmp"
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
@@ -33,6 +36,11 @@ type passWorld struct {
 	store     *state.Store
 	now       time.Time
 	kernel    string
+	// wrap, if set, stands between the pass and its Builder.
+	wrap func(build.Builder) build.Builder
+	// maxAttempts is build.max_attempts (default 3); opts the next pass's.
+	maxAttempts int
+	opts        reconcile.Options
 }
 
 func newPassWorld(t *testing.T, kernel string) *passWorld {
@@ -69,19 +77,27 @@ func (w *passWorld) pass(t *testing.T) *reconcile.Result {
 		Discoverer: &watcher.Discoverer{Graph: &watcher.GraphClient{URL: w.graph.URL()}, Channels: []string{"stable-4.16"},
 			Arches: []string{"amd64"}, Store: w.store, Streams: w.store},
 		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: w.store, Checker: reg,
-		Builder:  w.builder(t, nil),
+		Builder:  w.passBuilder(t),
 		Verifier: &verify.DTK{Registry: reg, Limits: releaseinfo.DefaultLimits()},
 		Promoter: promote.NewRemote(reg),
 		Target: plan.Target{Repository: w.host + "/acme/driver-toolkit", KernelTag: "{{.KernelFull}}",
 			ReleaseTags: []string{"{{.Release}}"}},
-		Build:       reconcile.BuildPolicy{Timeout: 2 * time.Hour, MaxAttempts: 3, Backoff: 15 * time.Minute},
+		Build:       reconcile.BuildPolicy{Timeout: 2 * time.Hour, MaxAttempts: cmp.Or(w.maxAttempts, 3), Backoff: 15 * time.Minute},
 		Concurrency: 4, Log: zerolog.Nop(), ResolveTTL: time.Hour,
 	}
-	res, err := r.RunOnce(testContext(t), w.now, reconcile.Options{})
+	res, err := r.RunOnce(testContext(t), w.now, w.opts)
 	if err != nil {
 		t.Fatalf("pass: %v", err)
 	}
 	return res
+}
+
+func (w *passWorld) passBuilder(t *testing.T) build.Builder {
+	var b build.Builder = w.builder(t, nil)
+	if w.wrap != nil {
+		b = w.wrap(b)
+	}
+	return b
 }
 
 func (w *passWorld) image(t *testing.T) ledger.Image {
@@ -105,10 +121,16 @@ func (w *passWorld) image(t *testing.T) ledger.Image {
 // time, not the pass's).
 func (w *passWorld) waitJob(t *testing.T, attempt int, want State) {
 	t.Helper()
-	req := w.request(w.kernel, attempt)
-	req.Image = w.host + "/acme/driver-toolkit:staging-" + req.KernelFull
-	req.Releases = nil
-	waitOutcome(t, w.builder(t, nil), req, want)
+	waitOutcome(t, w.builder(t, nil), w.requestOf(t, attempt), want)
+}
+
+// requestOf is the request of the kernel's DTK at attempt (of its current
+// round), as the pass makes it from the ledger.
+func (w *passWorld) requestOf(t *testing.T, attempt int) Request {
+	t.Helper()
+	m := w.image(t)
+	return Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL, Stream: m.Stream, Arch: m.Arch,
+		Image: w.host + "/acme/driver-toolkit:staging-" + m.KernelFull, Releases: m.Releases, DTKImage: m.DTKImage, Attempt: attempt, Round: m.Round}
 }
 
 // TestPassesBuildOnceThroughAJob: the first pass asks for one Job; passes
@@ -193,5 +215,81 @@ func TestDeletedJobIsNoBuild(t *testing.T) {
 	m := w.image(t)
 	if m.State != ledger.StateNew || m.Attempts != 1 || !strings.Contains(m.Reason, "is gone") || m.ImageDigest != "" {
 		t.Errorf("after the Job was deleted: %s, %d attempts, %q", m.State, m.Attempts, m.Reason)
+	}
+}
+
+// killedAtTheRequest is a backend whose process dies exactly when the
+// pass asks it for a build: after the attempt is recorded (intent first),
+// before anything reaches the API server.
+type killedAtTheRequest struct{ build.Builder }
+
+type killed struct{}
+
+func (killedAtTheRequest) Build(context.Context, build.Request) error { panic(killed{}) }
+
+// TestAKillBetweenIntentAndJobSpendsNoAttempt: a pass dies between
+// recording an attempt and creating its Job. The next pass (a new process)
+// finds no Job and no outcome for an attempt never asked for: it creates
+// that attempt's Job rather than spend the attempt, and the build goes on
+// to promotion.
+func TestAKillBetweenIntentAndJobSpendsNoAttempt(t *testing.T) {
+	w := newPassWorld(t, "5.14.0-427.44.1.el9_4")
+	w.wrap = func(b build.Builder) build.Builder { return killedAtTheRequest{b} }
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				if _, ok := p.(killed); !ok {
+					panic(p)
+				}
+			}
+		}()
+		w.pass(t)
+		t.Fatal("the pass was not killed")
+	}()
+	if m := w.image(t); m.State != ledger.StateBuildRequested || m.Attempts != 1 || len(w.jobs(t)) != 0 {
+		t.Fatalf("after the kill: %s, %d attempts, %d jobs: want the attempt recorded and no Job", m.State, m.Attempts, len(w.jobs(t)))
+	}
+	w.store.Close()
+	w.store = nil
+
+	w.wrap = nil
+	w.pass(t)
+	m := w.image(t)
+	jobs := w.jobs(t)
+	if m.State != ledger.StateBuildRequested || m.Attempts != 1 || m.Reason != "" || len(jobs) != 1 || jobs[0].Annotations[AnnotAttempt] != "1" {
+		t.Fatalf("the pass after the kill: %s, %d attempts, reason %q, %d jobs: want attempt 1's Job created, no attempt spent", m.State, m.Attempts, m.Reason, len(jobs))
+	}
+	w.waitJob(t, 1, Succeeded)
+	w.pass(t)
+	if m := w.image(t); m.State != ledger.StatePromoted || m.Attempts != 1 || len(w.jobs(t)) != 1 {
+		t.Errorf("after the build: %s, %d attempts, %d jobs (%s)", m.State, m.Attempts, len(w.jobs(t)), m.Reason)
+	}
+}
+
+// TestRetryFailedMakesANewJob: a kernel failed after its one attempt (its
+// Job failed, and is kept for days by its TTL); `--retry-failed` starts a
+// new round from attempt 1, which is a new Job, never the failed one taken
+// for the request.
+func TestRetryFailedMakesANewJob(t *testing.T) {
+	w := newPassWorld(t, "5.14.0-427.45.1.el9_4")
+	w.maxAttempts = 1
+	w.node.FailBuild(w.kernel+".x86_64", 1, "Error: building at STEP \"RUN dnf -y install kernel-devel\": exit status 1\n", true)
+	w.pass(t)
+	w.waitJob(t, 1, Failed)
+	w.pass(t)
+	if m := w.image(t); m.State != ledger.StateFailed {
+		t.Fatalf("after the one attempt failed: %s (%s)", m.State, m.Reason)
+	}
+	w.node.Mend(w.kernel+".x86_64", 1) // the recipe is fixed
+	w.opts = reconcile.Options{RetryFailed: true}
+	w.pass(t)
+	w.opts = reconcile.Options{}
+	if m, jobs := w.image(t), w.jobs(t); m.State != ledger.StateBuildRequested || m.Attempts != 1 || len(jobs) != 2 {
+		t.Fatalf("after --retry-failed: %s, %d attempts, %d Jobs: want attempt 1 of a new round, a new Job", m.State, m.Attempts, len(jobs))
+	}
+	w.waitJob(t, 1, Succeeded)
+	w.pass(t)
+	if m := w.image(t); m.State != ledger.StatePromoted {
+		t.Errorf("the new round's build: %s (%s)", m.State, m.Reason)
 	}
 }

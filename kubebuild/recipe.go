@@ -114,6 +114,15 @@ func (r *recipe) items() []corev1.KeyToPath {
 	return out
 }
 
+// hash is the hex SHA-256 of the recipe's every path and content.
+func (r *recipe) hash() string {
+	parts := []string{"recipe"}
+	for _, p := range r.paths() {
+		parts = append(parts, p, string(r.files[p]))
+	}
+	return hashOf(parts...)
+}
+
 // configMap is the recipe's ConfigMap, named after its content: a Job's
 // recipe never changes under it, and a changed recipe is a new ConfigMap.
 func (r *recipe) configMap(ns, kind string) *corev1.ConfigMap {
@@ -121,10 +130,8 @@ func (r *recipe) configMap(ns, kind string) *corev1.ConfigMap {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Labels: map[string]string{LabelManagedBy: "dtkbot", LabelComponent: "recipe", LabelKind: kind}},
 		Data:       map[string]string{},
 	}
-	parts := []string{"recipe"}
 	for _, p := range r.paths() {
 		data := r.files[p]
-		parts = append(parts, p, string(data))
 		if utf8.Valid(data) {
 			cm.Data[keyOf(p)] = string(data)
 		} else {
@@ -134,7 +141,7 @@ func (r *recipe) configMap(ns, kind string) *corev1.ConfigMap {
 			cm.BinaryData[keyOf(p)] = data
 		}
 	}
-	cm.Name = "dtkbot-recipe-" + dnsLabel(kind) + "-" + hashOf(parts...)[:10]
+	cm.Name = "dtkbot-recipe-" + dnsLabel(kind) + "-" + r.hash()[:10]
 	return cm
 }
 

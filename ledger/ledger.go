@@ -105,6 +105,14 @@ type Image struct {
 	DTKImage string `json:"dtk_image,omitempty"`
 	State    string `json:"state"`
 	Attempts int    `json:"attempts,omitempty"`
+	// Asked is the last attempt whose request the backend acknowledged.
+	// Below Attempts, the pass recorded the attempt (intent first) and
+	// then died before the answer: a backend that names its builds is
+	// asked again, rather than the attempt spent.
+	Asked int `json:"asked,omitempty"`
+	// Round counts the fresh rounds of attempts `--retry-failed` gave the
+	// image (Attempts starts again at 0 with each).
+	Round int `json:"round,omitempty"`
 	// Reason says, for people, why the image is where it is: what failed
 	// and where to look. It is public (issues, /status, the page): no
 	// build output, no URL paths.

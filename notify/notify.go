@@ -476,8 +476,14 @@ func next(k ledger.Image) string {
 	return fmt.Sprintf("the build is retried (attempt %d)", k.Attempts+1)
 }
 
-// commentBodies reads every comment of an issue, joined.
+// commentBodies reads the comments our own account made on an issue,
+// joined: anyone who can comment may post a marker, and only ours say
+// what dtkbot has said.
 func (n *Notifier) commentBodies(ctx context.Context, owner, repo string, number int) (string, error) {
+	login, err := n.whoami(ctx)
+	if err != nil {
+		return "", err
+	}
 	var b strings.Builder
 	opt := &github.IssueListCommentsOptions{ListOptions: github.ListOptions{PerPage: 100}}
 	for {
@@ -486,7 +492,9 @@ func (n *Notifier) commentBodies(ctx context.Context, owner, repo string, number
 			return "", fmt.Errorf("listing the comments of issue #%d of %s: %w", number, n.opts.Repository, err)
 		}
 		for _, c := range comments {
-			b.WriteString(c.GetBody())
+			if strings.EqualFold(c.GetUser().GetLogin(), login) {
+				b.WriteString(c.GetBody())
+			}
 		}
 		if resp.NextPage == 0 {
 			return b.String(), nil

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -473,5 +474,54 @@ func TestRejectedBuildsAreCommentedOnce(t *testing.T) {
 	}
 	if !strings.Contains(second, "no more attempts") {
 		t.Errorf("second comment:\n%s", second)
+	}
+}
+
+// TestOnlyOurOwnCommentsCount: anyone who can comment on dtkbot's issue
+// can post a rejection's marker; dtkbot still comments, as only the
+// comments of its own account (the token's user, or the App's bot) say
+// what it has said.
+func TestOnlyOurOwnCommentsCount(t *testing.T) {
+	w := newWorld(t)
+	n := w.notifier(Options{})
+	k := kernel(ledger.StateNew)
+	if err := n.Notify(context.Background(), k); err != nil { // the issue
+		t.Fatal(err)
+	}
+	issues := w.gh.Issues()
+	if len(issues) != 1 {
+		t.Fatalf("%d issues", len(issues))
+	}
+	rejected := "sha256:" + strings.Repeat("e", 64)
+	const mallory = "ghp_mallory_0123456789"
+	w.gh.AddToken(mallory, "mallory")
+	body := fmt.Sprintf(`{"body": "nothing to see here %s"}`, RejectionMarker(rejected))
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("%srepos/acme/driver-ci/issues/%d/comments", w.gh.URL(), issues[0].Number), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+mallory)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("mallory's comment: %s", resp.Status)
+	}
+
+	k.Attempts = 1
+	k.Rejections = []ledger.Rejection{{Digest: rejected, Image: "quay.io/acme/dtk@" + rejected, Reason: "it carries another kernel"}}
+	if err := n.Notify(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	var ours int
+	for _, c := range w.gh.Issues()[0].Comments {
+		if c.User == "dtkbot-user" && strings.Contains(c.Body, RejectionMarker(rejected)) && strings.Contains(c.Body, "**not promoted**") {
+			ours++
+		}
+	}
+	if ours != 1 {
+		t.Errorf("dtkbot's own comments on the rejection: %d, want 1 (someone else's marker must not silence it): %+v", ours, w.gh.Issues()[0].Comments)
 	}
 }

@@ -113,6 +113,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	result := "requested"
 	switch {
 	case err == nil:
+		m.Asked = m.Attempts
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Msgf("build of the %s requested", k.what)
 	case errors.Is(err, build.ErrNotConfigured):
 		m = before // nothing was asked: leave the image as it was
@@ -126,7 +127,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	default:
 		// The reason is public (issues, /status, the page); the build's own
 		// words stay in the log and the state file.
-		m.Reason, m.Detail = build.Explain(err)
+		m.Reason, m.Detail = build.Explain(ctx, k.builder, err)
 		p.attemptFailed(&m, k.build)
 		result = "error: " + m.Reason
 		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)
@@ -142,7 +143,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 // reference: what was asked for, and what a backend reports on.
 func requestOf(m ledger.Image) build.Request {
 	req := build.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
-		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts}
+		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts, Round: m.Round}
 	if m.IsDTK() {
 		req.DTKImage = m.DTKImage
 	} else {

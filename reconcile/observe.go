@@ -7,11 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
-	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/verify"
 )
@@ -133,6 +133,11 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 	case err != nil && !errors.Is(err, registry.ErrNotFound):
 		p.fail(fmt.Errorf("checking the staging image of %s (%s): %w", m.Key(), k.what, err))
 		return false
+	case m.State == ledger.StateBuildRequested && m.Asked < m.Attempts && reports(k):
+		// Recorded, never acknowledged: the pass died in between. Before
+		// the timeout decides anything, the backend says whether it has
+		// the build (askHowItWent asks again if it has no trace of it).
+		return p.askHowItWent(ctx, m, k)
 	case m.State == ledger.StateBuildRequested && p.now.Sub(m.BuildRequestedAt) > k.build.Timeout:
 		m.Reason = fmt.Sprintf("the build requested at %s did not appear within %s", m.BuildRequestedAt.UTC().Format(time.RFC3339), k.build.Timeout)
 		if rejected {
@@ -148,28 +153,80 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 	return false
 }
 
+func reports(k *kind) bool {
+	_, ok := k.builder.(build.Reporter)
+	return ok
+}
+
 // askHowItWent asks a backend that can say (a Kubernetes Job) how a build
 // whose image has not appeared went: one that failed, or is gone, spends
-// the attempt now rather than at build.timeout. It reports whether m
-// changed.
+// the attempt now rather than at build.timeout; one of which the backend
+// has no trace, whose request was never acknowledged (the pass died
+// between recording the attempt and asking), is asked again instead. It
+// reports whether m changed.
 func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool {
 	r, ok := k.builder.(build.Reporter)
 	if !ok {
 		return false
 	}
 	rep, err := r.Report(ctx, requestOf(*m))
+	unacknowledged := m.Asked < m.Attempts
 	switch {
 	case err != nil:
 		p.warn(fmt.Sprintf("asking how the build of %s (%s) goes: %v", m.Key(), k.what, err))
 		return false
+	case rep.Gone && unacknowledged:
+		return p.askAgain(ctx, m, k)
+	case !rep.Over && unacknowledged:
+		m.Asked = m.Attempts // the backend has it: it was asked
+		return true
 	case !rep.Over:
 		return false
 	}
-	m.Reason, m.Detail = redact.Text(rep.Summary), rep.Output
-	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", rep.Output).Msg(rep.Summary)
+	m.Reason, m.Detail = build.ExplainReport(ctx, k.builder, rep)
+	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", m.Detail).Msg(m.Reason)
 	if p.attemptFailed(m, k.build) {
 		m.Reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
 	}
+	return true
+}
+
+// askAgain asks for the build of m's current attempt once more: the
+// attempt was recorded (intent first), the pass died before the backend
+// acknowledged it, and the backend has no trace of it. The backend names
+// its builds by attempt (a Reporter does), so this is the request that was
+// never made, not a second build; the attempt is not spent. It reports
+// whether m changed.
+func (p *pass) askAgain(ctx context.Context, m *ledger.Image, k *kind) bool {
+	if p.opts.DryRun {
+		return false
+	}
+	a := plan.Action{Type: plan.ActionBuild, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
+		Releases: m.Releases, Image: m.Staging, KernelKey: m.KernelKey(),
+		Reason: fmt.Sprintf("attempt %d was recorded and never asked for", m.Attempts)}
+	err := k.builder.Build(ctx, requestOf(*m))
+	switch {
+	case errors.Is(err, build.ErrNotConfigured), errors.Is(err, breaker.ErrOpen):
+		// Nothing was asked this time either: the next pass tries again.
+		p.fail(fmt.Errorf("building %s: %w", m.Key(), err))
+		return false
+	case err == nil:
+		m.Asked, m.BuildRequestedAt = m.Attempts, p.now
+		a.Result = "requested"
+		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.Staging).Int("attempt", m.Attempts).
+			Msgf("build of the %s requested again: its attempt was recorded, never asked for", k.what)
+	default:
+		m.Reason, m.Detail = build.Explain(ctx, k.builder, err)
+		p.attemptFailed(m, k.build)
+		a.Result = "error: " + m.Reason
+		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.Staging).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)
+		p.fail(fmt.Errorf("building %s: %s", m.Key(), m.Reason))
+	}
+	m.UpdatedAt = p.now
+	if err := p.recordImage(*m, a, a.Result); err != nil {
+		p.fail(err)
+	}
+	p.action(a)
 	return true
 }
 

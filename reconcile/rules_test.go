@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -296,9 +297,10 @@ func TestTwoArchesShareAKernelVersion(t *testing.T) {
 }
 
 // TestPublicTextHidesBuildOutputAndURLPaths: a failed build's words (a
-// webhook's reply, its URL's path) stay in the log and the state file;
-// what people see (the image's reason, the pass record /status and the
-// page show) says what failed and where to look.
+// webhook's reply) stay in the log and the state file, its URL's path and
+// query (where a webhook's token is) nowhere; what people see (the image's
+// reason, the pass record /status and the page show) says what failed and
+// where to look.
 func TestPublicTextHidesBuildOutputAndURLPaths(t *testing.T) {
 	h := newHarness(t)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -327,6 +329,17 @@ func TestPublicTextHidesBuildOutputAndURLPaths(t *testing.T) {
 	}
 	if !strings.Contains(k.Detail, "s3cr3t-project") {
 		t.Errorf("the detail lost the reply: %q", k.Detail)
+	}
+	exp, err := h.store.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, _ := json.Marshal(exp)
+	for _, token := range []string{"tok-123abc", "sig=xyz"} {
+		if strings.Contains(string(kept), token) {
+			i := strings.Index(string(kept), token)
+			t.Errorf("the state file keeps the webhook URL's %q: ...%s...", token, kept[max(0, i-100):min(len(kept), i+20)])
+		}
 	}
 	if strings.Contains(notify.Body(k, nil, nil, false), "s3cr3t-project") || !strings.Contains(notify.Body(k, nil, nil, true), "s3cr3t-project") {
 		t.Error("the issue shows the build's output only with include_build_log")

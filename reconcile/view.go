@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/breaker"
+	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -67,6 +68,11 @@ func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
 	}
 	p.view = view
 	p.kinds = r.kinds(p)
+	for _, k := range p.kinds {
+		if b, ok := k.builder.(build.PassScoped); ok {
+			b.BeginPass() // what a backend asks once a pass, asked again
+		}
+	}
 	p.promoteFailed = map[string]bool{}
 	if r.Promoter != nil {
 		p.tags = &promote.Tags{Registry: r.Promoter, Owned: p.owned, Repair: r.Audit.Repair}
@@ -408,6 +414,9 @@ func (p *pass) retryFailed() {
 	for _, m := range p.view.imageList(p.opts.Release) {
 		if m.State == ledger.StateFailed {
 			m.State, m.Attempts, m.NextAttemptAt, m.ImageDigest, m.Published = ledger.StateNew, 0, time.Time{}, "", false
+			// A new round: its attempt 1 is not the last round's (a
+			// backend naming builds by attempt tells them apart by it).
+			m.Round, m.Asked = m.Round+1, 0
 			m.Reason = "retry asked (was: " + m.Reason + ")"
 			m.UpdatedAt = p.now
 			p.putImage(m)

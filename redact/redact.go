@@ -7,7 +7,8 @@
 // file.
 //
 // It never sees secrets on purpose: they are kept out of errors at their
-// source. This is the second line.
+// source. This is the second line; Log and Output also replace the secret
+// values a caller knows (those a build backend hands its builds).
 package redact
 
 import (
@@ -34,7 +35,10 @@ func URL(u string) string {
 }
 
 // Query is u without its query, fragment and user info, where tokens hide,
-// but with its path: for dtkbot's own log, which may say which endpoint.
+// but with its path: for dtkbot's own log, which may say which endpoint of
+// a service whose paths are no secret (a registry, GitHub's API). A URL
+// given in the config (a build webhook's) gets URL instead: its path may be
+// a token.
 func Query(u string) string {
 	if i := strings.IndexAny(u, "?#"); i >= 0 {
 		u = u[:i]
@@ -83,26 +87,18 @@ var (
 	ansiPattern       = regexp.MustCompile("\x1b\\[[0-9;?]*[ -/]*[@-~]")
 )
 
-// Output makes a build's output (a log tail, a webhook's reply) fit to show:
-// the known secret values (and their base64) replaced, URLs cut to scheme
-// and host, credential-looking values (password=, token:, --org, Bearer)
-// replaced, control characters dropped, and only the last OutputLines
-// lines, at most OutputMax bytes, kept: a build says what went wrong at
-// the end.
-func Output(log string, secrets []string) string {
-	// Longest first, so a secret containing another is replaced whole.
-	var known []string
-	for _, s := range secrets {
-		if len(s) >= 4 {
-			known = append(known, s, base64.StdEncoding.EncodeToString([]byte(s)))
-		}
-	}
-	sort.Slice(known, func(i, j int) bool { return len(known[i]) > len(known[j]) })
-	for _, s := range known {
-		log = strings.ReplaceAll(log, s, redacted)
-	}
-	log = ansiPattern.ReplaceAllString(log, "")
-	log = urlPattern.ReplaceAllStringFunc(log, func(u string) string {
+// Log makes what an outside program said (a build's output, a webhook's
+// reply, an error quoting either) fit for dtkbot's own log and its state
+// file: the known secret values (and their base64) replaced, URLs cut to
+// scheme and host (a path or a query where one was: "<redacted>"; a
+// webhook's path and a signed URL's query carry tokens),
+// credential-looking values (password=, token:, --org, Bearer) replaced,
+// control characters other than newlines and tabs dropped. Nothing is cut
+// for length.
+func Log(s string, secrets []string) string {
+	s = Known(s, secrets)
+	s = ansiPattern.ReplaceAllString(s, "")
+	s = urlPattern.ReplaceAllStringFunc(s, func(u string) string {
 		p, err := url.Parse(u)
 		if err != nil || p.Host == "" {
 			return redacted
@@ -113,13 +109,37 @@ func Output(log string, secrets []string) string {
 		}
 		return out
 	})
-	log = credentialPattern.ReplaceAllString(log, "${1}"+redacted)
-	log = strings.Map(func(r rune) rune {
+	s = credentialPattern.ReplaceAllString(s, "${1}"+redacted)
+	return strings.Map(func(r rune) rune {
 		if r == '\n' || r == '\t' || r >= ' ' && r != 0x7f {
 			return r
 		}
 		return -1
-	}, log)
+	}, s)
+}
+
+// Known replaces each of the secret values (of at least 4 bytes) and its
+// base64 in s: what a caller knows its outside program was given.
+func Known(s string, secrets []string) string {
+	// Longest first, so a secret containing another is replaced whole.
+	var known []string
+	for _, v := range secrets {
+		if len(v) >= 4 {
+			known = append(known, v, base64.StdEncoding.EncodeToString([]byte(v)))
+		}
+	}
+	sort.Slice(known, func(i, j int) bool { return len(known[i]) > len(known[j]) })
+	for _, v := range known {
+		s = strings.ReplaceAll(s, v, redacted)
+	}
+	return s
+}
+
+// Output makes a build's output (a log tail, a webhook's reply) fit to show:
+// Log, then only the last OutputLines lines, at most OutputMax bytes, kept:
+// a build says what went wrong at the end.
+func Output(log string, secrets []string) string {
+	log = Log(log, secrets)
 	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
 	if len(lines) > OutputLines {
 		lines = lines[len(lines)-OutputLines:]

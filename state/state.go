@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,7 +65,9 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the state file at path. It waits at most
-// wait for another process's lock, then fails with ErrLocked.
+// wait for another process's lock, then fails with ErrLocked. A file that
+// is not a readable bbolt file fails with ErrCorrupt, one of a newer schema
+// with ErrNewerSchema: neither is ever used or changed.
 func Open(path string, wait time.Duration) (*Store, error) {
 	if wait <= 0 {
 		wait = time.Second
@@ -74,7 +77,7 @@ func Open(path string, wait time.Duration) (*Store, error) {
 			return nil, fmt.Errorf("opening state %s: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: wait})
+	db, err := openBolt(path, &bolt.Options{Timeout: wait})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening state %s: %w (waited %s; stop the other one, or give each its own state:)", path, ErrLocked, wait)
 	}
@@ -82,26 +85,28 @@ func Open(path string, wait time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("opening state %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+	err = guard(func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
 				return err
 			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		v := meta.Get([]byte("schema"))
-		if v == nil {
-			return meta.Put([]byte("schema"), []byte(fmt.Sprint(SchemaVersion)))
-		}
-		var have int
-		fmt.Sscanf(string(v), "%d", &have)
-		if have > SchemaVersion {
-			return fmt.Errorf("schema version %d is newer than this dtkbot's %d: upgrade dtkbot", have, SchemaVersion)
-		}
-		if have < SchemaVersion {
-			return meta.Put([]byte("schema"), []byte(fmt.Sprint(SchemaVersion)))
-		}
-		return nil
+			v := meta.Get([]byte("schema"))
+			if v != nil {
+				have, err := parseSchema(v)
+				if err != nil {
+					return err
+				}
+				if have == SchemaVersion {
+					return createBuckets(tx)
+				}
+				// Older: it reads as it is, and is marked current.
+			}
+			if err := createBuckets(tx); err != nil {
+				return err
+			}
+			return meta.Put([]byte("schema"), []byte(strconv.Itoa(SchemaVersion)))
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -110,7 +115,17 @@ func Open(path string, wait time.Duration) (*Store, error) {
 	return s, nil
 }
 
-// OpenReadOnly opens an existing state file for reading only.
+func createBuckets(tx *bolt.Tx) error {
+	for _, b := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OpenReadOnly opens an existing state file for reading only; like Open,
+// it refuses a corrupt file and one of a newer schema.
 func OpenReadOnly(path string, wait time.Duration) (*Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("opening state: %w", err)
@@ -118,11 +133,26 @@ func OpenReadOnly(path string, wait time.Duration) (*Store, error) {
 	if wait <= 0 {
 		wait = time.Second
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: wait, ReadOnly: true})
+	db, err := openBolt(path, &bolt.Options{Timeout: wait, ReadOnly: true})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening state %s: %w (a running daemon holds it: use its GET /status)", path, ErrLocked)
 	}
 	if err != nil {
+		return nil, fmt.Errorf("opening state %s: %w", path, err)
+	}
+	err = guard(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			if meta := tx.Bucket(bucketMeta); meta != nil {
+				if v := meta.Get([]byte("schema")); v != nil {
+					_, err := parseSchema(v)
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		db.Close()
 		return nil, fmt.Errorf("opening state %s: %w", path, err)
 	}
 	return &Store{db: db, path: path}, nil
@@ -372,20 +402,59 @@ func (t *Tx) Promotions() (map[string]ledger.Promotion, error) {
 	return out, err
 }
 
-// Journal appends an entry.
+// The journal's bounds. It is the record of what dtkbot did, for people
+// (`dtkbot state export`): nothing reads it back to decide anything (the
+// registry and GitHub are the truth). So it keeps what someone may still
+// ask about, the last half year, and at most JournalKeep entries (a few
+// MB: a new kernel with a consumer journals a few dozen actions).
+const (
+	JournalKeep   = 10_000
+	JournalMaxAge = 180 * 24 * time.Hour
+)
+
+// Journal appends an entry, and drops the oldest entries beyond the
+// journal's bounds: more than JournalKeep, or older than JournalMaxAge
+// before e (the pass's clock, never the machine's).
 func (t *Tx) Journal(e JournalEntry) error {
 	b := t.tx.Bucket(bucketJournal)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
 	}
-	key := make([]byte, 8)
-	binary.BigEndian.PutUint64(key, seq)
 	data, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	return b.Put(key, data)
+	if err := b.Put(journalKey(seq), data); err != nil {
+		return err
+	}
+	return pruneJournal(b, seq, e.At.Add(-JournalMaxAge))
+}
+
+func journalKey(seq uint64) []byte {
+	key := make([]byte, 8)
+	binary.BigEndian.PutUint64(key, seq)
+	return key
+}
+
+// pruneJournal deletes from the oldest entry on while there are more than
+// JournalKeep or the oldest is from before cutoff. Keys are sequence
+// numbers and only this deletes, from the front: the entries are those
+// from the first key to last.
+func pruneJournal(b *bolt.Bucket, last uint64, cutoff time.Time) error {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		if len(k) == 8 && last-binary.BigEndian.Uint64(k) < JournalKeep {
+			var e JournalEntry
+			if json.Unmarshal(v, &e) != nil || !e.At.Before(cutoff) {
+				return nil // kept: an entry that does not decode is for `state check` to name
+			}
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Withdrawn is the set of withdrawn pre-releases, by version/arch.

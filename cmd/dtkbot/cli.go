@@ -42,6 +42,11 @@ Usage:
                                 the coverage page, the kernel index or a table, from the state file
   dtkbot validate-config --config config.yaml
   dtkbot state export --config config.yaml [-o json]
+  dtkbot state check --config config.yaml
+                                whether this dtkbot can use the state file; exit 1 says why not
+  dtkbot state recover --config config.yaml [--force]
+                                move an unusable state file aside and start empty (the next pass
+                                rebuilds it from the registry and GitHub)
   dtkbot demo                   offline demo against a local registry and update graph
   dtkbot version
 

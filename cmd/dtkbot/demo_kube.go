@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
@@ -116,12 +118,19 @@ verify:
 	}
 
 	// A Job's outcome is seen by the pass after the one that asked for it,
-	// as a real cluster's would be: pass 1 creates the Jobs, pass 2 finds
-	// the images at their staging tags, verifies and promotes them.
+	// as a real cluster's would be: pass 1 creates the Jobs, pass 2 (once
+	// they have finished) finds the images at their staging tags, verifies
+	// and promotes them.
 	for i := 1; i <= 2; i++ {
 		fmt.Fprintf(env.stdout, "DEMO: dtkbot reconcile --config <kubernetes config>   (pass %d)\n", i)
 		if code := runReconcile(ctx, env, []string{"--config", cfg}); code != exitOK && code != exitFailed {
 			return code
+		}
+		if i == 1 {
+			if err := waitJobsFinished(ctx, srv, ns); err != nil {
+				errorf(env, "demo: %v", err)
+				return exitFailed
+			}
 		}
 	}
 	if err := printJobs(ctx, env, srv, ns, node); err != nil {
@@ -153,6 +162,41 @@ func kubeSetup(ctx context.Context, srv *kubeapi.Server, ns string) error {
 		}
 	}
 	return nil
+}
+
+// waitJobsFinished waits, by asking the API server, until every Job of
+// dtkbot's in ns has finished (the node stand-in runs them on its own
+// time), for at most two minutes.
+func waitJobsFinished(ctx context.Context, srv *kubeapi.Server, ns string) error {
+	batch, err := batchv1client.NewForConfig(srv.Admin)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		jobs, err := batch.Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: kubebuild.Selector})
+		running := 0
+		if err == nil {
+			for _, j := range jobs.Items {
+				if !slices.ContainsFunc(j.Status.Conditions, func(c batchv1.JobCondition) bool {
+					return c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed)
+				}) {
+					running++
+				}
+			}
+			if running == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d build Jobs still running after 2 minutes (%v)", running, err)
+		case <-tick.C:
+		}
+	}
 }
 
 // printJobs lists dtkbot's Jobs as `kubectl get jobs -l <selector>` would,

@@ -82,7 +82,11 @@ build:
 	if err != nil {
 		t.Fatal(err)
 	}
-	job, err := batch.Jobs(ns).Get(ctx, kubebuild.JobName(req), metav1.GetOptions{})
+	name, err := b.(*kubebuild.Builder).JobName(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := batch.Jobs(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("the Job is not in the kubeconfig context's namespace %s: %v", ns, err)
 	}

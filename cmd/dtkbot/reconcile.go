@@ -219,15 +219,30 @@ func runValidateConfig(_ context.Context, env *cliEnv, args []string) int {
 	return exitOK
 }
 
-func runState(_ context.Context, env *cliEnv, args []string) int {
-	if len(args) == 0 || args[0] != "export" {
-		errorf(env, "usage: dtkbot state export [--config config.yaml] [-o json]")
+// runState is `dtkbot state export|check|recover`.
+func runState(ctx context.Context, env *cliEnv, args []string) int {
+	const usage = "usage: dtkbot state export|check|recover [--config config.yaml]"
+	if len(args) == 0 {
+		errorf(env, usage)
 		return exitUsage
 	}
+	switch args[0] {
+	case "export":
+		return runStateExport(ctx, env, args[1:])
+	case "check":
+		return runStateCheck(ctx, env, args[1:])
+	case "recover":
+		return runStateRecover(ctx, env, args[1:])
+	}
+	errorf(env, "state %q: %s", args[0], usage)
+	return exitUsage
+}
+
+func runStateExport(_ context.Context, env *cliEnv, args []string) int {
 	fs := newFlagSet(env, "state export", "[--config config.yaml] [-o json]")
 	path := fs.String("config", "config.yaml", "the config file")
 	output := fs.String("o", "json", "output format: json")
-	if _, err := parseInterleaved(fs, args[1:]); err != nil {
+	if _, err := parseInterleaved(fs, args); err != nil {
 		return usageExit(err)
 	}
 	if *output != "json" {
@@ -252,5 +267,71 @@ func runState(_ context.Context, env *cliEnv, args []string) int {
 	enc := json.NewEncoder(env.stdout)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(exp)
+	return exitOK
+}
+
+// runStateCheck reads the whole state file (state.Check): exit 0 when this
+// dtkbot can use it, 1 when it cannot (each problem said).
+func runStateCheck(_ context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "state check", "[--config config.yaml]")
+	path := fs.String("config", "config.yaml", "the config file")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return usageExit(err)
+	}
+	cfg, ok := loadConfig(env, *path)
+	if !ok {
+		return exitUsage
+	}
+	h, err := state.Check(cfg.StatePath(), 2*time.Second)
+	if err != nil {
+		errorf(env, "%v", err)
+		return exitFailed
+	}
+	if h.OK() {
+		fmt.Fprintf(env.stdout, "%s: ok (schema %d)\n", h.Path, h.Schema)
+		return exitOK
+	}
+	fmt.Fprintf(env.stdout, "%s: this dtkbot cannot use it:\n", h.Path)
+	for _, p := range h.Problems {
+		fmt.Fprintf(env.stdout, "  %s\n", p)
+	}
+	if h.Newer {
+		fmt.Fprintln(env.stdout, "Upgrade dtkbot: a newer one wrote this file.")
+	} else {
+		fmt.Fprintf(env.stdout, "`dtkbot state recover --config %s` moves it aside and starts empty; the next pass rebuilds the state from the registry and GitHub.\n", *path)
+	}
+	return exitFailed
+}
+
+// runStateRecover moves an unusable state file aside and starts empty
+// (state.Recover), loudly: on standard error and in the log.
+func runStateRecover(_ context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "state recover", "[--config config.yaml] [--force]")
+	path := fs.String("config", "config.yaml", "the config file")
+	force := fs.Bool("force", false, "move the file aside even when it is sound, or of a newer schema")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return usageExit(err)
+	}
+	cfg, ok := loadConfig(env, *path)
+	if !ok {
+		return exitUsage
+	}
+	rec, err := state.Recover(cfg.StatePath(), time.Now(), *force)
+	switch {
+	case errors.Is(err, state.ErrSound):
+		fmt.Fprintf(env.stdout, "%s: ok (schema %d): nothing to recover (--force moves it aside all the same)\n", cfg.StatePath(), rec.Health.Schema)
+		return exitOK
+	case err != nil:
+		errorf(env, "recovering the state: %v", err)
+		return exitFailed
+	}
+	for _, p := range rec.Health.Problems {
+		env.log.Error().Str("state", cfg.StatePath()).Str("problem", p).Msg("the state file cannot be used")
+	}
+	env.log.Error().Str("state", cfg.StatePath()).Str("moved_to", rec.MovedTo).
+		Msg("the state file was moved aside and an empty one started: the next pass rebuilds it from the registry and GitHub")
+	fmt.Fprintf(env.stderr, "dtkbot: MOVED the state file %s ASIDE to %s and started an empty one.\n"+
+		"The next pass rebuilds the state from the world: it finds the images at dtkbot's tags (and verifies them again),\n"+
+		"its issues and pull requests by their markers, and reads each payload once more. Nothing was deleted.\n", cfg.StatePath(), rec.MovedTo)
 	return exitOK
 }

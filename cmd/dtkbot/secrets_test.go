@@ -42,13 +42,16 @@ func (s *syncBuffer) String() string {
 // TestNoSecretInAnyLogLine runs a full reconcile and the daemon, at debug
 // level, with every kind of secret configured (a pull secret for a registry
 // that requires it, a GitHub token, a webhook secret, a trigger token), and
-// greps everything dtkbot printed for each of them.
+// greps everything dtkbot printed, and the state file, for each of them.
+// The webhook's URL carries a token in its path and its query, as CI
+// webhooks do.
 func TestNoSecretInAnyLogLine(t *testing.T) {
 	secrets := map[string]string{
 		"pull password": "pull-s3cret-password-8f3a",
 		"github token":  "ghp_s3cretgithubtoken0123456789abcdef",
 		"webhook":       "whsec-s3cret-webhook-4b1d",
 		"trigger":       "trigger-s3cret-token-77aa",
+		"webhook path":  "hookpath-s3cret-91c2",
 	}
 	dir := t.TempDir()
 	write := func(name, content string) string {
@@ -73,7 +76,7 @@ build:
   backend: webhook
   max_attempts: 1
   webhook:
-    url: %s/hook?token=%s
+    url: %s/hooks/%s?token=%s
     secret_file: %s
 github:
   api_url: %s
@@ -81,7 +84,7 @@ github:
   repository: acme/driver-ci
 trigger_token_file: %s
 listen: %q
-`, hook.URL, secrets["webhook"], write("webhook", secrets["webhook"]), gh.URL(), write("gh", secrets["github token"]+"\n"),
+`, hook.URL, secrets["webhook path"], secrets["webhook"], write("webhook", secrets["webhook"]), gh.URL(), write("gh", secrets["github token"]+"\n"),
 		write("trigger", secrets["trigger"]), listen))
 	auth := base64.StdEncoding.EncodeToString([]byte("pull-bot:" + secrets["pull password"]))
 	secrets["pull auth"] = auth
@@ -121,6 +124,8 @@ listen: %q
 	poll.Until(t, "the triggered pass", 0, func() bool { return strings.Count(out.String(), "pass finished") >= 2 })
 	cancel()
 	<-done
+	// What the state file keeps (reasons, build details, the journal).
+	run(context.Background(), []string{"state", "export", "--config", cw.config}, &out, &out)
 
 	logs := out.String()
 	if !strings.Contains(logs, `"level":"debug"`) && !strings.Contains(logs, `"level":"info"`) {

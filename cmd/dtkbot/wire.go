@@ -138,7 +138,7 @@ func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log z
 		Containerfile: cfg.Resolve(containerfile), Context: cfg.Resolve(context), BaseImage: base, ExtraArgs: extra,
 		TLSVerify: cfg.Registry.TLSVerify, Resources: res, Timeout: b.Timeout.Duration,
 		TTLAfterFinished: time.Duration(k.TTLSecondsAfterFinished) * time.Second,
-		StorageDriver:    k.StorageDriver, Security: kubebuild.Security(k.Security), Log: log,
+		StorageDriver:    k.StorageDriver, Security: kubebuild.Security(k.Security), QPS: float32(k.QPS), Burst: k.Burst, Log: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s.kubernetes: %w", key, err)

@@ -143,6 +143,13 @@ func (n *Node) FailBuild(kernelFull string, attempt int, log string, message boo
 	n.fail[fmt.Sprintf("%s/%d", kernelFull, attempt)] = failure{log, message}
 }
 
+// Mend undoes FailBuild: kernelFull's attempt builds again (a fixed recipe).
+func (n *Node) Mend(kernelFull string, attempt int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.fail, fmt.Sprintf("%s/%d", kernelFull, attempt))
+}
+
 // HoldBuild keeps kernelFull's next build running until ReleaseBuild.
 func (n *Node) HoldBuild(kernelFull string) {
 	n.mu.Lock()
