@@ -24,6 +24,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/releasesig"
+	"github.com/dtkbot/dtkbot/watcher"
 )
 
 // Config is the whole of config.yaml.
@@ -693,11 +694,7 @@ func (c *Config) validateTags(key string, t plan.Target, bad func(key, format st
 func (c *Config) arches() []string {
 	var out []string
 	add := func(a string) {
-		read := []string{a}
-		if a == "multi" {
-			read = []string{"amd64", "arm64"} // as the pass reads a multi payload
-		}
-		for _, x := range read {
+		for _, x := range watcher.PayloadArches(a) { // as the pass reads a payload
 			if !slices.Contains(out, x) {
 				out = append(out, x)
 			}

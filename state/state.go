@@ -187,6 +187,56 @@ func (s *Store) GraphState(channel, arch string) (watcher.GraphState, error) {
 	return st, err
 }
 
+// GraphView reads, in one consistent view, the snapshot and what the last
+// fetch of channel/arch left: what the graph dtkbot serves for them is
+// computed from.
+func (s *Store) GraphView(channel, arch string) (*Snapshot, watcher.GraphState, error) {
+	var snap *Snapshot
+	var st watcher.GraphState
+	err := s.View(func(t *Tx) error {
+		var err error
+		if snap, err = t.snapshot(); err != nil {
+			return err
+		}
+		_, err = getJSON(t.tx, bucketGraphs, channel+"/"+arch, &st)
+		return err
+	})
+	return snap, st, err
+}
+
+// GraphStatus is what the last fetch of one channel/arch left, without
+// the graph itself.
+type GraphStatus struct {
+	// Cached: a good graph is kept (Upstream is set).
+	Cached   bool
+	ReadAt   time.Time
+	Failure  string
+	FailedAt time.Time
+}
+
+// GraphStatuses lists, by "channel/arch", what the last fetch of each left:
+// whether a good graph is kept, when the service last answered, and why
+// its last read failed.
+func (s *Store) GraphStatuses() (map[string]GraphStatus, error) {
+	out := map[string]GraphStatus{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketGraphs).ForEach(func(k, v []byte) error {
+			var meta struct {
+				Upstream *struct{} `json:"upstream"`
+				ReadAt   time.Time `json:"read_at"`
+				Failure  string    `json:"failure"`
+				FailedAt time.Time `json:"failed_at"`
+			}
+			if err := json.Unmarshal(v, &meta); err != nil {
+				return fmt.Errorf("decoding graph state %s: %w", k, err)
+			}
+			out[string(k)] = GraphStatus{Cached: meta.Upstream != nil, ReadAt: meta.ReadAt, Failure: meta.Failure, FailedAt: meta.FailedAt}
+			return nil
+		})
+	})
+	return out, err
+}
+
 // SaveGraphState stores st for channel/arch.
 func (s *Store) SaveGraphState(channel, arch string, st watcher.GraphState) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketGraphs, channel+"/"+arch, st) })
@@ -627,7 +677,7 @@ func (s *Store) Export() (*Export, error) {
 			if err := json.Unmarshal(v, &g); err != nil {
 				return fmt.Errorf("decoding graph state %s: %w", k, err)
 			}
-			g.Nodes = nil // the releases list says it better
+			g.Nodes, g.Upstream = nil, nil // the releases list says it better
 			out.Graphs[string(k)] = g
 			return nil
 		}); err != nil {
