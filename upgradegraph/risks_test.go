@@ -54,7 +54,7 @@ func TestRisksOfATarget(t *testing.T) {
 		}},
 		{name: "DTK not built yet", setup: dtk(ledger.StateNew), state: Waiting,
 			risks: map[string][]string{name("DriverToolkitNotReady", kNew+".x86_64"): {"No verified Driver Toolkit image for kernel " + kNew + ".x86_64 (rhel-9) yet: not built yet.", "The images of simple-kmod are built from it and wait for it."}},
-			url: page + "?kernel=" + kNew},
+			url:   page + "?kernel=" + kNew},
 		{name: "DTK building", setup: dtk(ledger.StateBuildRequested, func(m *ledger.Image) { m.BuildRequestedAt, m.Attempts = at0, 2 }), state: Waiting,
 			risks: map[string][]string{name("DriverToolkitNotReady", kNew+".x86_64"): {"building since 2026-08-01 10:00 UTC (attempt 2)"}}},
 		{name: "DTK built, being verified", setup: dtk(ledger.StateBuilt), state: Waiting,

@@ -15,10 +15,10 @@ import (
 
 // Kernels of the test world.
 const (
-	kOld  = "5.14.0-427.37.1.el9_4"   // the kernel of the release clusters update from
-	kNew  = "5.14.0-427.50.1.el9_4"   // the kernel of the target
-	kTen  = "6.12.0-55.9.1.el10_0"    // the target's RHEL 10 stream
-	kNext = "5.14.0-427.55.1.el9_4"   // another target's
+	kOld  = "5.14.0-427.37.1.el9_4" // the kernel of the release clusters update from
+	kNew  = "5.14.0-427.50.1.el9_4" // the kernel of the target
+	kTen  = "6.12.0-55.9.1.el10_0"  // the target's RHEL 10 stream
+	kNext = "5.14.0-427.55.1.el9_4" // another target's
 	page  = "https://dtkbot.example.com/"
 	kmod  = "simple-kmod"
 	nic   = "acme-nic"
@@ -40,12 +40,14 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	return &world{t: t, doc: map[string]any{"version": 1, "edges": [][2]int{}, "conditionalEdges": []any{}},
-		snap: &state.Snapshot{Tags: map[string]ledger.Promotion{}, Notices: map[string]ledger.Notice{}},
-		opts: Options{Channels: []string{"stable-4.16"}, Arches: []string{"amd64", "multi"}, Consumers: []string{kmod}, BuildKinds: []string{"rc"}},
+		snap:     &state.Snapshot{Tags: map[string]ledger.Promotion{}, Notices: map[string]ledger.Notice{}},
+		opts:     Options{Channels: []string{"stable-4.16"}, Arches: []string{"amd64", "multi"}, Consumers: []string{kmod}, BuildKinds: []string{"rc"}},
 		unpinned: map[string]bool{}}
 }
 
-func payloadOf(v string) string { return "quay.io/openshift-release-dev/ocp-release@" + digestOfVersion(v) }
+func payloadOf(v string) string {
+	return "quay.io/openshift-release-dev/ocp-release@" + digestOfVersion(v)
+}
 
 func digestOfVersion(v string) string {
 	sum := sha256.Sum256([]byte("payload " + v))
