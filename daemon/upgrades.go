@@ -11,7 +11,6 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/dtkbot/dtkbot/redact"
-	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/upgradegraph"
 )
 
@@ -356,34 +354,13 @@ func acceptsGzip(header string) bool {
 	return false
 }
 
-// upgradesDoc is GET /api/v1/upgrades.
-type upgradesDoc struct {
-	Channel  string                `json:"channel"`
-	Arch     string                `json:"arch"`
-	From     string                `json:"from"`
-	Upstream upstreamGraph         `json:"upstream"`
-	Targets  []upgradegraph.Target `json:"targets"`
-}
-
-// upstreamGraph is what /status and /api/v1/upgrades say of an upstream
-// graph: when it was last read, and why not since.
+// upstreamGraph is what /status says of an upstream graph dtkbot reads:
+// whether a good one is kept, when it was last read, and why not since.
 type upstreamGraph struct {
-	Channel    string    `json:"channel"`
-	Arch       string    `json:"arch"`
-	Cached     bool      `json:"cached"`
-	ReadAt     time.Time `json:"read_at,omitzero"`
-	AgeSeconds *int      `json:"age_seconds,omitempty"`
-	Failure    string    `json:"failure,omitempty"`
-	FailedAt   time.Time `json:"failed_at,omitzero"`
-}
-
-func (d *Daemon) upstreamOf(channel, arch string, st state.GraphStatus) upstreamGraph {
-	out := upstreamGraph{Channel: channel, Arch: arch, Cached: st.Cached, ReadAt: st.ReadAt, FailedAt: st.FailedAt, Failure: redact.Text(st.Failure)}
-	if !st.ReadAt.IsZero() {
-		age := int(max(d.now().Sub(st.ReadAt), 0).Seconds())
-		out.AgeSeconds = &age
-	}
-	return out
+	Channel string `json:"channel"`
+	Arch    string `json:"arch"`
+	Cached  bool   `json:"cached"`
+	upgradegraph.Upstream
 }
 
 // apiUpgrades is GET /api/v1/upgrades?channel=…&from=…[&to=…][&arch=…]: the
@@ -424,21 +401,12 @@ func (d *Daemon) apiUpgrades(w http.ResponseWriter, r *http.Request) {
 		graphError(w, http.StatusInternalServerError, "failed_plugin_execution", res.err.Error())
 		return
 	}
-	targets, err := res.served.Targets(from)
+	check, err := res.served.Check(from, to, upgradegraph.UpstreamAt(res.readAt, res.failure, res.failedAt, d.now()))
 	if err != nil {
 		graphError(w, http.StatusNotFound, "does_not_exist", err.Error())
 		return
 	}
-	if to != "" {
-		targets = slices.DeleteFunc(targets, func(t upgradegraph.Target) bool { return t.Version != to })
-		if len(targets) == 0 {
-			graphError(w, http.StatusNotFound, "does_not_exist", fmt.Sprintf("the update graph of channel %s for arch %s offers no update from %s to %s", channel, arch, from, to))
-			return
-		}
-	}
-	doc := upgradesDoc{Channel: channel, Arch: arch, From: from, Targets: targets,
-		Upstream: d.upstreamOf(channel, arch, state.GraphStatus{Cached: true, ReadAt: res.readAt, Failure: res.failure, FailedAt: res.failedAt})}
-	serveJSON(w, r, doc)
+	serveJSON(w, r, check)
 }
 
 // upstreamGraphs are the upstream graphs dtkbot watches, for /status.
@@ -450,7 +418,8 @@ func (d *Daemon) upstreamGraphs() []upstreamGraph {
 	}
 	for _, ch := range d.Upgrades.Channels {
 		for _, arch := range d.Upgrades.Arches {
-			out = append(out, d.upstreamOf(ch, arch, all[ch+"/"+arch]))
+			st := all[ch+"/"+arch]
+			out = append(out, upstreamGraph{Channel: ch, Arch: arch, Cached: st.Cached, Upstream: upgradegraph.UpstreamAt(st.ReadAt, st.Failure, st.FailedAt, d.now())})
 		}
 	}
 	return out

@@ -316,13 +316,13 @@ func TestUpstreamDownServesTheLastGoodGraph(t *testing.T) {
 func TestUpgradesAPI(t *testing.T) {
 	r := start(t, &fakePasser{}, "", func(d *Daemon) { newUpgradeWorld(t, d.Store) }, upgradesOn(time.Now))
 	code, _, body := request(t, r.url+"/api/v1/upgrades?channel=stable-4.16&from=4.16.10")
-	var doc upgradesDoc
+	var doc upgradegraph.Check
 	if err := json.Unmarshal(body, &doc); code != 200 || err != nil {
 		t.Fatalf("%d %v %s", code, err, body)
 	}
 	if len(doc.Targets) != 2 || doc.Targets[0].Version != "4.16.21" || doc.Targets[0].Drivers != upgradegraph.Waiting ||
 		len(doc.Targets[0].WaitsFor) != 1 || !strings.Contains(doc.Targets[0].WaitsFor[0], "No verified simple-kmod image") ||
-		doc.Targets[1].Version != "4.16.20" || doc.Targets[1].Drivers != upgradegraph.Ready || !doc.Targets[1].Recommended || !doc.Upstream.Cached {
+		doc.Targets[1].Version != "4.16.20" || doc.Targets[1].Drivers != upgradegraph.Ready || !doc.Targets[1].Recommended || doc.Upstream.AgeSeconds == nil {
 		t.Errorf("%s", body)
 	}
 	code, _, body = request(t, r.url+"/api/v1/upgrades?channel=stable-4.16&from=4.16.10&to=4.16.20")
