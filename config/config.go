@@ -43,8 +43,8 @@ type Config struct {
 	ListenTLS *ListenTLS `yaml:"listen_tls"`
 	// Upgrades configure the update graph served to clusters.
 	Upgrades Upgrades `yaml:"upgrades"`
-	Log    Log    `yaml:"log"`
-	Graph  Graph  `yaml:"graph"`
+	Log      Log      `yaml:"log"`
+	Graph    Graph    `yaml:"graph"`
 	// Releases are payload pullspecs read in addition to the graph's
 	// (disconnected mirrors, pre-release payloads).
 	Releases []string `yaml:"releases"`
