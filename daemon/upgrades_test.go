@@ -366,3 +366,29 @@ func TestUpdateGraphRequestsAreRateLimited(t *testing.T) {
 		t.Errorf("/healthz is limited too: %d", code)
 	}
 }
+
+// TestCoveragePageDrawsTheUpdateGraph: the page has the picture of each
+// watched channel's graph (or says why not), the updates of one release
+// on ?from=, and the releases of a kernel on ?kernel=, where risks link.
+func TestCoveragePageDrawsTheUpdateGraph(t *testing.T) {
+	r := start(t, &fakePasser{}, "", func(d *Daemon) { newUpgradeWorld(t, d.Store) }, upgradesOn(time.Now))
+	code, page := get(t, r.url+"/")
+	if code != 200 || !strings.Contains(page, `<svg xmlns="http://www.w3.org/2000/svg" class="update-graph"`) ||
+		!strings.Contains(page, `data-version="4.16.21" data-state="waiting"`) || !strings.Contains(page, `data-version="4.16.20" data-state="ready"`) ||
+		!strings.Contains(page, "no upstream graph read yet") {
+		t.Fatalf("%d\n%s", code, page)
+	}
+	_, page = get(t, r.url+"/?channel=stable-4.16&from=4.16.10")
+	if !strings.Contains(page, `data-version="4.16.10" data-state="ready" data-from="true"`) || !strings.Contains(page, `data-from="4.16.10" data-to="4.16.21" data-risk="dtkbot"`) ||
+		!strings.Contains(page, "the updates from 4.16.10") || strings.Contains(page, "stable-4.17") {
+		t.Errorf("?from=4.16.10:\n%s", page)
+	}
+	_, page = get(t, r.url+"/?kernel="+kWaiting)
+	if !strings.Contains(page, "The releases shipping kernel <code>"+kWaiting+"</code>") || !strings.Contains(page, `data-release="4.16.21"`) ||
+		strings.Contains(page, `data-release="4.16.20"`) {
+		t.Errorf("?kernel=:\n%s", page)
+	}
+	if code, _ := get(t, r.url+"/?from=%3Cb%3E"); code != 400 {
+		t.Errorf("?from=<b>: %d", code)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/config"
+	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/upgradegraph"
 )
@@ -98,6 +99,33 @@ func upgradeCheck(cfg *config.Config, channel, arch, from, to string, now time.T
 		return nil, err
 	}
 	return served.Check(from, to, upgradegraph.UpstreamAt(st.ReadAt, st.Failure, st.FailedAt, now))
+}
+
+// updatePictures draws, from the state, the update graph of each watched
+// channel (only channel, when set) and arch for the coverage page.
+func updatePictures(cfg *config.Config, store *state.Store, channel string) []coverage.UpdateGraph {
+	var out []coverage.UpdateGraph
+	for _, ch := range cfg.Graph.Channels {
+		if channel != "" && ch != channel {
+			continue
+		}
+		for _, arch := range cfg.Graph.Arches {
+			g := coverage.UpdateGraph{Channel: ch, Arch: arch}
+			snap, st, err := store.GraphView(ch, arch)
+			if err == nil {
+				var served *upgradegraph.Served
+				if served, err = upgradegraph.Compute(upgradegraph.Input{Options: upgradeOptions(cfg), Channel: ch, Arch: arch,
+					Upstream: st.Upstream, Snapshot: snap, PageURL: pageURL(cfg)}); err == nil {
+					g.Picture = served.Picture(upgradegraph.PictureOptions{})
+				}
+			}
+			if err != nil {
+				g.Note = err.Error()
+			}
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // pageURL is the coverage page risks link to: upgrades.public_url, else
