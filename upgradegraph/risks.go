@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/distribution/reference"
 
@@ -338,10 +339,28 @@ func riskName(reason string, parts ...string) string {
 	return strings.TrimRight(b.String(), "_")
 }
 
-// firstLine is the first line of a reason, fit for public text.
+// maxReason is how much of a reason a risk's message quotes: enough for a
+// person to know what went wrong, the rest behind its link.
+const maxReason = 240
+
+// firstLine is the first line of a reason, fit for public text and short.
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	return strings.TrimSuffix(redact.Text(s), ".")
+	s = strings.TrimSuffix(redact.Text(s), ".")
+	if len(s) <= maxReason {
+		return s
+	}
+	cut := strings.LastIndex(s[:maxReason], "; ")
+	if cut < maxReason/2 {
+		cut = strings.LastIndexByte(s[:maxReason], ' ')
+	}
+	if cut < maxReason/2 {
+		cut = maxReason
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+	}
+	return strings.TrimRight(s[:cut], " ;,") + " …"
 }
 
 func when(t time.Time) string {

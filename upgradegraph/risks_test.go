@@ -327,3 +327,16 @@ func TestUnwatchedOrNeverRead(t *testing.T) {
 		}
 	}
 }
+
+// TestReasonsAreQuotedShort: a risk quotes the first line of a reason,
+// redacted, at most maxReason bytes and cut where a clause ends.
+func TestReasonsAreQuotedShort(t *testing.T) {
+	long := "its modules would not load: " + strings.Repeat("a.ko: vermagic differs; ", 20) + "\nsecond line"
+	got := firstLine(long)
+	if len(got) > maxReason+4 || !strings.HasSuffix(got, "differs …") || strings.Contains(got, "second") {
+		t.Errorf("%d bytes: %q", len(got), got)
+	}
+	if got := firstLine("fetching https://ci.example.com/hooks/tok-1 failed."); got != "fetching https://ci.example.com failed" {
+		t.Errorf("%q", got)
+	}
+}
