@@ -37,12 +37,14 @@ race:
 kube-assets:
 	@hack/kube-assets.sh
 
-## bench: round trips and bytes per release, cold and warm; of one kmod check; a cold backfill of 1,000 payloads at concurrency 1, 8, 16
+## bench: round trips and bytes per release, cold and warm; of one kmod check; a cold backfill of 1,000 payloads at concurrency 1, 8, 16;
+## the update graph served for a 500-release channel (requests a second, latency percentiles)
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./releaseinfo/
 	$(GO) test -count=1 -run 'TestInspectRequestBudget' -v ./releaseinfo/ | grep -E 'cold:|ok|FAIL'
 	$(GO) test -count=1 -run 'TestKmodCheckCost' -v ./kmod/ | grep -E 'kmod check|ok|FAIL'
 	$(GO) test -v -run '^$$' -bench BenchmarkColdBackfill -benchtime 1x -timeout 30m ./reconcile/ | grep -E 'payloads|concurrency |ok|FAIL'
+	$(GO) test -run '^$$' -bench BenchmarkUpdateGraph500 -benchtime 2000x ./daemon/ | grep -E 'Benchmark|ok|FAIL'
 
 ## lint: gofmt and go vet
 lint:

@@ -107,9 +107,11 @@ type Daemon struct {
 	pages   map[string][]byte // by filter and next pass
 
 	// graphs are the update graphs served, by channel, arch and link
-	// base; graphLimit bounds the requests for them.
+	// base; upstreams the upstream graphs decoded, by channel and arch;
+	// graphLimit bounds the requests for them.
 	graphMu    sync.Mutex
 	graphs     map[string]*graphEntry
+	upstreams  map[string]upstreamDoc
 	graphLimit *rate.Limiter
 }
 

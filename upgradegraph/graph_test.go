@@ -192,3 +192,32 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestComputeAfterReusesAnUnchangedGraph: computed again with nothing that
+// matters changed, the graph is the one before (its encoding serves
+// again); with a release's readiness changed, it is a new one.
+func TestComputeAfterReusesAnUnchangedGraph(t *testing.T) {
+	w := mixedWorld(t)
+	up := w.upstream()
+	in := Input{Options: w.opts, Channel: "stable-4.16", Arch: "amd64", Upstream: up, Snapshot: w.snap, PageURL: page}
+	first, err := Compute(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.snap.Tags["quay.io/acme/dtk:unrelated"] = ledger.Promotion{Ref: "quay.io/acme/dtk:unrelated"}
+	if again, _ := ComputeAfter(in, first); again != first {
+		t.Errorf("an unchanged graph was made again")
+	}
+	for i := range w.snap.Kernels {
+		if w.snap.Kernels[i].Kernel == kNew {
+			w.snap.Kernels[i].State = ledger.StatePromoted
+		}
+	}
+	if again, _ := ComputeAfter(in, first); again == first || again.Releases[2].Risks[0].Name == first.Releases[2].Risks[0].Name {
+		t.Errorf("a changed readiness kept the graph before")
+	}
+	in.Upstream = w.upstream() // another upstream graph (the same content, read again)
+	if again, _ := ComputeAfter(in, first); again == first {
+		t.Errorf("another upstream graph kept the graph before")
+	}
+}

@@ -86,7 +86,7 @@ func upgradeCheck(cfg *config.Config, channel, arch, from, to string, now time.T
 		return nil, err
 	}
 	defer store.Close()
-	snap, st, err := store.GraphView(channel, arch)
+	snap, st, err := store.GraphView(channel, arch, nil)
 	if err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
 	}
@@ -111,7 +111,7 @@ func updatePictures(cfg *config.Config, store *state.Store, channel string) []co
 		}
 		for _, arch := range cfg.Graph.Arches {
 			g := coverage.UpdateGraph{Channel: ch, Arch: arch}
-			snap, st, err := store.GraphView(ch, arch)
+			snap, st, err := store.GraphView(ch, arch, nil)
 			if err == nil {
 				var served *upgradegraph.Served
 				if served, err = upgradegraph.Compute(upgradegraph.Input{Options: upgradeOptions(cfg), Channel: ch, Arch: arch,
