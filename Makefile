@@ -13,7 +13,8 @@ FUZZ_TARGETS := \
 	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./releaseinfo:FuzzExtractFiles \
 	./watcher:FuzzParseGraph ./watcher:FuzzStreamTags ./config:FuzzConfig ./plan:FuzzRenderTag ./notify:FuzzMarker \
 	./releasesig:FuzzCheckContents ./releasesig:FuzzConfigMapSignatures ./releaseinfo:FuzzMergedLayers \
-	./kmod:FuzzParseModule ./kmod:FuzzParseVersions ./kmod:FuzzParseSymvers ./kmod:FuzzSplitSignature ./kmod:FuzzDecompress
+	./kmod:FuzzParseModule ./kmod:FuzzParseVersions ./kmod:FuzzParseSymvers ./kmod:FuzzSplitSignature ./kmod:FuzzDecompress \
+	./upgradegraph:FuzzServedGraph
 FUZZTIME ?= 30s
 
 all: lint test build

@@ -190,8 +190,10 @@ func ComputeAfter(in Input, prev *Served) (*Served, error) {
 			at[versions[i]] = i
 		}
 	}
-	risky := func(version string) (int, bool) {
-		i, ok := at[canonical(version)]
+	// A conditional edge's from and to are compared with versions as the
+	// CVO prints them, as they are: "4.16.01" names no node.
+	risky := func(to string) (int, bool) {
+		i, ok := at[to]
 		return i, ok && len(ours[i]) > 0
 	}
 
@@ -222,7 +224,7 @@ func ComputeAfter(in Input, prev *Served) (*Served, error) {
 		var targets []int
 		byTarget := map[int][]watcher.ConditionalEdge{}
 		for _, e := range c.Edges {
-			covered[[2]string{canonical(e.From), canonical(e.To)}] = true
+			covered[[2]string{e.From, e.To}] = true
 			t, ok := risky(e.To)
 			if !ok {
 				rest = append(rest, e)
@@ -290,9 +292,13 @@ func join(upstream, ours []json.RawMessage) []json.RawMessage {
 }
 
 // canonical is a version as the CVO prints it (blang/semver's String),
-// which is how it matches a conditional edge's from and to; a version that
-// does not parse is left as it is (the CVO refuses the whole graph then).
+// which is how it matches a conditional edge's from and to: a node with no
+// version is 0.0.0 to it; a version that does not parse is left as it is
+// (the CVO refuses the whole graph then).
 func canonical(v string) string {
+	if v == "" {
+		return "0.0.0"
+	}
 	if p, err := semver.Parse(v); err == nil {
 		return p.String()
 	}

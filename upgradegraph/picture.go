@@ -169,8 +169,8 @@ func (s *Served) Picture(opts PictureOptions) template.HTML {
 			names = append(names, r.Name)
 		}
 		for _, e := range c.Edges {
-			from, ok1 := at[canonical(e.From)]
-			to, ok2 := at[canonical(e.To)]
+			from, ok1 := at[e.From] // as the CVO compares them
+			to, ok2 := at[e.To]
 			if !ok1 || !ok2 {
 				continue
 			}

@@ -83,8 +83,8 @@ func (s *Served) Targets(from string) ([]Target, error) {
 	}
 	for _, c := range g.ConditionalEdges {
 		for _, e := range c.Edges {
-			i, ok := at[canonical(e.To)]
-			if canonical(e.From) != canonical(from) || !ok {
+			i, ok := at[e.To] // as the CVO compares them
+			if e.From != canonical(from) || !ok {
 				continue
 			}
 			t := target(i)
