@@ -320,20 +320,25 @@ func (d *Daemon) upgradesGraph(w http.ResponseWriter, r *http.Request) {
 		graphError(w, status, "failed_plugin_execution", res.err.Error())
 		return
 	}
+	// Each encoding its own tag (a cache keeps both); either one matches
+	// If-None-Match, the document being the same.
 	h := w.Header()
-	h.Set("ETag", res.etag)
+	body, etag := res.body, res.etag
+	gzipped := acceptsGzip(r.Header.Get("Accept-Encoding"))
+	if gzipped {
+		body, etag = res.gz, strings.TrimSuffix(res.etag, `"`)+`-gzip"`
+	}
+	h.Set("ETag", etag)
 	h.Set("Cache-Control", "no-cache")
 	h.Add("Vary", "Accept, Accept-Encoding")
-	if match := r.Header.Get("If-None-Match"); match != "" && etagMatches(match, res.etag) {
+	if match := r.Header.Get("If-None-Match"); match != "" && (etagMatches(match, res.etag) || etagMatches(match, etag)) {
 		status = http.StatusNotModified
 		w.WriteHeader(status)
 		return
 	}
 	h.Set("Content-Type", media)
-	body := res.body
-	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+	if gzipped {
 		h.Set("Content-Encoding", "gzip")
-		body = res.gz
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if r.Method == http.MethodHead {

@@ -219,8 +219,11 @@ func TestUpdateGraphIsComputedOncePerChangeWithETags(t *testing.T) {
 		t.Errorf("If-None-Match: %d %q", code, body)
 	}
 	code, h, zipped := request(t, r.url+stable, "Accept", "application/json", "Accept-Encoding", "gzip")
-	if code != 200 || h.Get("Content-Encoding") != "gzip" || len(zipped) >= len(plain) {
+	if code != 200 || h.Get("Content-Encoding") != "gzip" || len(zipped) >= len(plain) || h.Get("ETag") == etag || h.Get("Vary") != "Accept, Accept-Encoding" {
 		t.Fatalf("gzip: %d %v, %d bytes (plain %d)", code, h, len(zipped), len(plain))
+	}
+	if code, _, _ := request(t, r.url+stable, "Accept-Encoding", "gzip", "If-None-Match", h.Get("ETag")); code != 304 {
+		t.Errorf("If-None-Match with the gzip tag: %d", code)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(zipped))
 	if err != nil {
