@@ -108,10 +108,12 @@ type Daemon struct {
 
 	// graphs are the update graphs served, by channel, arch and link
 	// base; upstreams the upstream graphs decoded, by channel and arch;
-	// graphLimit bounds the requests for them.
+	// linkBases the link bases taken from requests; graphLimit bounds the
+	// requests for them.
 	graphMu    sync.Mutex
 	graphs     map[string]*graphEntry
 	upstreams  map[string]upstreamDoc
+	linkBases  []string
 	graphLimit *rate.Limiter
 }
 

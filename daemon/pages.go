@@ -83,8 +83,8 @@ func (d *Daemon) page(w http.ResponseWriter, r *http.Request) {
 	if d.sched != nil {
 		opts.NextPass = d.sched.Next(d.now())
 	}
-	from, base := r.URL.Query().Get("from"), d.pageBase(r)
-	body, err := d.renderPage(ix, opts, from, func() []coverage.UpdateGraph { return d.updatePictures(f.Channel, from, base) })
+	from := r.URL.Query().Get("from")
+	body, err := d.renderPage(ix, opts, from, func() []coverage.UpdateGraph { return d.updatePictures(f.Channel, from, r) })
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -168,7 +168,7 @@ func serveJSON(w http.ResponseWriter, r *http.Request, v any) {
 // updatePictures draws the update graphs of the watched channels (only
 // channel's, when set) for each watched arch, with the updates from a
 // release when from is set.
-func (d *Daemon) updatePictures(channel, from, base string) []coverage.UpdateGraph {
+func (d *Daemon) updatePictures(channel, from string, r *http.Request) []coverage.UpdateGraph {
 	var out []coverage.UpdateGraph
 	for _, ch := range d.Upgrades.Channels {
 		if channel != "" && ch != channel {
@@ -176,7 +176,7 @@ func (d *Daemon) updatePictures(channel, from, base string) []coverage.UpdateGra
 		}
 		for _, arch := range d.Upgrades.Arches {
 			g := coverage.UpdateGraph{Channel: ch, Arch: arch}
-			res, err := d.servedGraph(ch, arch, base)
+			res, err := d.servedGraph(ch, arch, r)
 			switch {
 			case err != nil:
 				g.Note = err.Error()

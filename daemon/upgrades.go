@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,11 +77,24 @@ type graphEntry struct {
 	cur *graphResult
 }
 
-// maxGraphEntries bounds the results kept: channels x arches x link bases.
-const maxGraphEntries = 64
+// maxGraphEntries bounds the results kept (channels watched x arches x
+// link bases): a safety net, the three being bounded.
+const maxGraphEntries = 256
 
-// servedGraph is the graph of channel and arch as the state is now.
-func (d *Daemon) servedGraph(channel, arch, base string) (*graphResult, error) {
+// maxLinkBases bounds the link bases taken from requests (upgrades.public_url
+// unset): a request naming yet another host gets the first one's links,
+// rather than a computation of its own.
+const maxLinkBases = 8
+
+// servedGraph is the graph of channel and arch as the state is now, its
+// risks linking to the page r reached (pageBase); one not watched is an
+// error, with no computation.
+func (d *Daemon) servedGraph(channel, arch string, r *http.Request) (*graphResult, error) {
+	if !d.Upgrades.Watched(channel, arch) {
+		_, err := upgradegraph.Compute(upgradegraph.Input{Options: d.Upgrades.Options, Channel: channel, Arch: arch})
+		return &graphResult{err: err}, nil
+	}
+	base := d.pageBase(r)
 	gen, err := d.Store.Generation()
 	if err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
@@ -177,7 +191,17 @@ func (d *Daemon) pageBase(r *http.Request) string {
 	if !hostPattern.MatchString(host) {
 		host = "localhost"
 	}
-	return scheme + "://" + host + "/"
+	base := scheme + "://" + host + "/"
+	d.graphMu.Lock()
+	defer d.graphMu.Unlock()
+	switch {
+	case slices.Contains(d.linkBases, base):
+	case len(d.linkBases) < maxLinkBases:
+		d.linkBases = append(d.linkBases, base)
+	default:
+		base = d.linkBases[0]
+	}
+	return base
 }
 
 var (
@@ -294,7 +318,7 @@ func (d *Daemon) upgradesGraph(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusBadRequest
 		return
 	}
-	res, err := d.servedGraph(channel, arch, d.pageBase(r))
+	res, err := d.servedGraph(channel, arch, r)
 	if err != nil {
 		status = http.StatusInternalServerError
 		graphError(w, status, "failed_plugin_execution", err.Error())
@@ -423,7 +447,7 @@ func (d *Daemon) apiUpgrades(w http.ResponseWriter, r *http.Request) {
 		graphError(w, http.StatusBadRequest, "missing_params", "mandatory client parameters missing: from")
 		return
 	}
-	res, err := d.servedGraph(channel, arch, d.pageBase(r))
+	res, err := d.servedGraph(channel, arch, r)
 	if err != nil {
 		graphError(w, http.StatusInternalServerError, "failed_plugin_execution", err.Error())
 		return

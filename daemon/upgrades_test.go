@@ -395,3 +395,44 @@ func TestCoveragePageDrawsTheUpdateGraph(t *testing.T) {
 		t.Errorf("?from=<b>: %d", code)
 	}
 }
+
+// TestRequestsCannotMultiplyComputations: a channel not watched is answered
+// with no computation, and requests naming ever new hosts (the links'
+// base, with upgrades.public_url unset) share a bounded number of them.
+func TestRequestsCannotMultiplyComputations(t *testing.T) {
+	r := start(t, &fakePasser{}, "", func(d *Daemon) { newUpgradeWorld(t, d.Store) }, upgradesOn(time.Now), func(d *Daemon) { d.Upgrades.PublicURL = "" })
+	computed := func() float64 {
+		var m dto.Metric
+		_ = r.d.m().upgradeComputes.Write(&m)
+		return m.GetCounter().GetValue()
+	}
+	before := computed()
+	for i := 0; i < 20; i++ {
+		if code, _, _ := request(t, r.url+fmt.Sprintf("/api/upgrades_info/v1/graph?channel=fast-4.%d", i)); code != 404 {
+			t.Fatalf("an unwatched channel: %d", code)
+		}
+	}
+	if n := computed() - before; n != 0 {
+		t.Errorf("%v computations for channels not watched", n)
+	}
+	var links []string
+	for i := 0; i < 3*maxLinkBases; i++ {
+		req, _ := http.NewRequest(http.MethodGet, r.url+"/api/v1/upgrades?channel=stable-4.16&from=4.16.10", nil)
+		req.Host = fmt.Sprintf("dtkbot-%d.example.com", i)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var check upgradegraph.Check
+		_ = json.NewDecoder(resp.Body).Decode(&check)
+		resp.Body.Close()
+		links = append(links, check.Targets[0].Risks[1].URL)
+	}
+	if n := computed() - before; n != maxLinkBases {
+		t.Errorf("%v computations for %d hosts, want %d", n, 3*maxLinkBases, maxLinkBases)
+	}
+	if links[0] != "http://dtkbot-0.example.com/?kernel="+kWaiting || links[maxLinkBases-1] != fmt.Sprintf("http://dtkbot-%d.example.com/?kernel=%s", maxLinkBases-1, kWaiting) ||
+		links[maxLinkBases] != links[0] {
+		t.Errorf("links %v", links)
+	}
+}
