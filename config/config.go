@@ -7,6 +7,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/releasesig"
+	"github.com/dtkbot/dtkbot/watcher"
 )
 
 // Config is the whole of config.yaml.
@@ -37,8 +39,13 @@ type Config struct {
 	State string `yaml:"state"`
 	// Listen is the daemon's HTTP address (/healthz, /readyz, /metrics, ...).
 	Listen string `yaml:"listen"`
-	Log    Log    `yaml:"log"`
-	Graph  Graph  `yaml:"graph"`
+	// ListenTLS, when set, makes the daemon serve TLS on Listen: clusters
+	// ask their update service over HTTPS.
+	ListenTLS *ListenTLS `yaml:"listen_tls"`
+	// Upgrades configure the update graph served to clusters.
+	Upgrades Upgrades `yaml:"upgrades"`
+	Log      Log      `yaml:"log"`
+	Graph    Graph    `yaml:"graph"`
 	// Releases are payload pullspecs read in addition to the graph's
 	// (disconnected mirrors, pre-release payloads).
 	Releases []string `yaml:"releases"`
@@ -61,6 +68,25 @@ type Config struct {
 	// path is the file this was loaded from.
 	path string
 	root *yaml.Node
+}
+
+// ListenTLS is the daemon's certificate (with its chain) and key, PEM
+// files read again whenever they change.
+type ListenTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Upgrades configure the update graph dtkbot serves to clusters
+// (/api/upgrades_info/v1/graph) and /api/v1/upgrades.
+type Upgrades struct {
+	// PublicURL is where people reach dtkbot (https://dtkbot.example.com):
+	// risks link to its coverage page. Empty: the request's scheme and host.
+	PublicURL string `yaml:"public_url"`
+	// RateLimit is how many requests a second those endpoints take, every
+	// client together, and Burst how many at once.
+	RateLimit float64 `yaml:"rate_limit"`
+	Burst     int     `yaml:"burst"`
 }
 
 // Log configures logging.
@@ -349,6 +375,7 @@ func Default() Config {
 		Schedule: "@every 30m",
 		State:    "dtkbot.db",
 		Listen:   ":8080",
+		Upgrades: Upgrades{RateLimit: 200, Burst: 400},
 		Log:      Log{Level: "info", Format: "auto"},
 		Graph: Graph{
 			URL:      "https://api.openshift.com/api/upgrades_info/v1/graph",
@@ -617,6 +644,7 @@ func (c *Config) Validate() error {
 			bad("trigger_token_file", "%v", err)
 		}
 	}
+	c.validateUpgrades(bad)
 	streamPattern := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	for i, rc := range c.ReleaseControllers {
 		key := fmt.Sprintf("release_controllers[%d]", i)
@@ -655,6 +683,41 @@ func (c *Config) Validate() error {
 		bad("graph.channels", "no channel, no release-controller and no releases: nothing to watch")
 	}
 	return errors.Join(errs...)
+}
+
+// validateUpgrades checks listen_tls and upgrades:.
+func (c *Config) validateUpgrades(bad func(key, format string, args ...any)) {
+	if t := c.ListenTLS; t != nil {
+		switch {
+		case t.CertFile == "" || t.KeyFile == "":
+			bad("listen_tls", "needs cert_file and key_file (PEM files)")
+		default:
+			// The pair must load now: a daemon that cannot serve TLS
+			// should not start. The error names the files, never the key.
+			if _, err := tls.LoadX509KeyPair(c.resolve(t.CertFile), c.resolve(t.KeyFile)); err != nil {
+				bad("listen_tls.cert_file", "%s and %s do not load as a certificate and its key: %v", c.resolve(t.CertFile), c.resolve(t.KeyFile), err)
+			}
+		}
+	}
+	if p := c.Upgrades.PublicURL; p != "" {
+		if u, err := url.Parse(p); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("upgrades.public_url", "%q is not an http(s) URL with no query (https://dtkbot.example.com)", p)
+		}
+	}
+	if c.Upgrades.RateLimit <= 0 {
+		bad("upgrades.rate_limit", "must be positive")
+	}
+	if c.Upgrades.Burst < 1 {
+		bad("upgrades.burst", "must be at least 1")
+	}
+}
+
+// ListenTLSFiles is listen_tls with its paths resolved (nil when off).
+func (c *Config) ListenTLSFiles() (certFile, keyFile string, ok bool) {
+	if c.ListenTLS == nil {
+		return "", "", false
+	}
+	return c.resolve(c.ListenTLS.CertFile), c.resolve(c.ListenTLS.KeyFile), true
 }
 
 // PlanTarget is target: as the planner takes it.
@@ -714,11 +777,7 @@ func (c *Config) validateTags(key string, t plan.Target, bad func(key, format st
 func (c *Config) arches() []string {
 	var out []string
 	add := func(a string) {
-		read := []string{a}
-		if a == "multi" {
-			read = []string{"amd64", "arm64"} // as the pass reads a multi payload
-		}
-		for _, x := range read {
+		for _, x := range watcher.PayloadArches(a) { // as the pass reads a payload
 			if !slices.Contains(out, x) {
 				out = append(out, x)
 			}

@@ -414,12 +414,22 @@ type Filter struct {
 	Minor   string
 	State   string
 	Kind    string
+	// Release and Kernel (VERSION-RELEASE) are where the update graph's
+	// risks link: one release, the releases shipping one kernel.
+	Release string
+	Kernel  string
 }
 
-// Match reports whether a release passes the filter: its channel and minor,
-// and a state of it or of one of its streams.
+// Match reports whether a release passes the filter: its channel, minor,
+// version and kernel, and a state of it or of one of its streams.
 func (f Filter) Match(r Release) bool {
 	if f.Channel != "" && !slices.Contains(r.Channels, f.Channel) {
+		return false
+	}
+	if f.Release != "" && r.Release != f.Release {
+		return false
+	}
+	if f.Kernel != "" && !slices.ContainsFunc(r.Streams, func(s Stream) bool { return s.Kernel == f.Kernel }) {
 		return false
 	}
 	if f.Minor != "" && Minor(r.Release) != f.Minor {

@@ -55,6 +55,23 @@ type PageOptions struct {
 	Filter Filter
 	// NextPass is when the daemon runs next (zero for a report).
 	NextPass time.Time
+	// UpdateGraphs are pictures of the update graphs dtkbot serves.
+	UpdateGraphs []UpdateGraph
+}
+
+// UpdateGraph is the picture of one channel's update graph for one arch
+// (package upgradegraph draws it), or why there is none.
+type UpdateGraph struct {
+	Channel, Arch string
+	// From is the release whose updates it shows ("": the whole graph).
+	From    string
+	Picture template.HTML
+	Note    string
+}
+
+// ID is the picture's anchor on the page.
+func (g UpdateGraph) ID() string {
+	return "update-graph-" + strings.ReplaceAll(g.Channel+"-"+g.Arch, ".", "-")
 }
 
 type pageData struct {
@@ -70,6 +87,7 @@ type pageData struct {
 	Counts                        []count
 	Shown, Total                  int
 	ShowConsumers                 bool // a column for consumer images
+	UpdateGraphs                  []UpdateGraph
 }
 
 type group struct {
@@ -85,7 +103,8 @@ type count struct {
 // WritePage renders the coverage page: releases grouped by minor, newest
 // first, each stream with its kernel and the state of its DTK image.
 func WritePage(w io.Writer, ix *Index, opts PageOptions) error {
-	d := pageData{Index: ix, CSS: template.CSS(styleCSS), Filter: opts.Filter, NextPass: opts.NextPass, States: States, Kinds: Kinds, Total: len(ix.Releases)}
+	d := pageData{Index: ix, CSS: template.CSS(styleCSS), Filter: opts.Filter, NextPass: opts.NextPass, States: States, Kinds: Kinds, Total: len(ix.Releases),
+		UpdateGraphs: opts.UpdateGraphs}
 	d.Lead, _ = ix.Leads()
 	d.ShowConsumers = ix.Consumers()
 	if lp := ix.LastPass; lp != nil {

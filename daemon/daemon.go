@@ -1,10 +1,12 @@
 // Package daemon runs dtkbot as a service: the reconcile pass at start and
 // on a cron schedule (UTC), never two at once, panics turned into failed
-// passes, and an HTTP listener for the coverage page (/), the kernel index
-// (/api/v1/releases, /api/v1/kernels), probes (/healthz, /readyz),
-// Prometheus (/metrics), a status document (/status) and an authenticated
-// POST /trigger. Once shutdown begins no pass starts (POST /trigger answers
-// 503), and Serve returns only after every pass it started has ended.
+// passes, and an HTTP (or TLS) listener for the coverage page (/), the
+// kernel index (/api/v1/releases, /api/v1/kernels), the update graph
+// clusters read (/api/upgrades_info/v1/graph) and the readiness of updates
+// (/api/v1/upgrades), probes (/healthz, /readyz), Prometheus (/metrics), a
+// status document (/status) and an authenticated POST /trigger. Once
+// shutdown begins no pass starts (POST /trigger answers 503), and Serve
+// returns only after every pass it started has ended.
 //
 // It owns no business logic: a pass is reconcile.Reconciler.RunOnce, the
 // same one `dtkbot reconcile` runs.
@@ -13,6 +15,7 @@ package daemon
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,6 +77,10 @@ type Daemon struct {
 	// KMMModules are the consumers, by name, and the Module each loads
 	// (for /api/v1/kmm/modules/{consumer}).
 	KMMModules map[string]kmm.ModuleOptions
+	// Upgrades configure the update graph served to clusters.
+	Upgrades UpgradeOptions
+	// TLS, when set, makes the listener serve TLS with these files.
+	TLS *TLSFiles
 
 	limitersOnce sync.Once
 	triggers     *rate.Limiter // POST /trigger with the token
@@ -103,6 +110,16 @@ type Daemon struct {
 	ixGen   uint64
 	pagesOf *coverage.Index   // the index pages holds renderings of
 	pages   map[string][]byte // by filter and next pass
+
+	// graphs are the update graphs served, by channel, arch and link
+	// base; upstreams the upstream graphs decoded, by channel and arch;
+	// linkBases the link bases taken from requests; graphLimit bounds the
+	// requests for them.
+	graphMu    sync.Mutex
+	graphs     map[string]*graphEntry
+	upstreams  map[string]upstreamDoc
+	linkBases  []string
+	graphLimit *rate.Limiter
 }
 
 // m is the daemon's metrics, made on first use.
@@ -150,6 +167,13 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("schedule %q: %w", d.Schedule, err)
 	}
 	d.sched = sched
+	if d.TLS != nil {
+		cfg, err := d.tlsConfig()
+		if err != nil {
+			return err
+		}
+		ln = tls.NewListener(ln, cfg)
+	}
 	// Passes get their own context: a shutdown lets the running one finish
 	// within Grace before cancelling it.
 	passCtx, cancelPasses := context.WithCancel(context.WithoutCancel(ctx))
@@ -315,6 +339,9 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/kmm/preflights", d.kmmPreflights)
 	mux.HandleFunc("GET /api/v1/kmm/kernel-mappings/{consumer}", d.kmmKernelMappings)
 	mux.HandleFunc("GET /api/v1/kmm/modules/{consumer}", d.kmmModule)
+	mux.HandleFunc("GET /api/upgrades_info/v1/graph", d.upgradesGraph)
+	mux.HandleFunc("GET /api/upgrades_info/graph", d.upgradesGraph)
+	mux.HandleFunc("GET /api/v1/upgrades", d.apiUpgrades)
 	mux.HandleFunc("POST /trigger", d.trigger)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// No endpoint takes a body worth more than this.
@@ -462,6 +489,10 @@ type statusBody struct {
 	// daemon or a CronJob's `dtkbot reconcile`), with the outside
 	// services it asked and those it stopped asking.
 	RecordedPass *ledger.PassRecord `json:"recorded_pass,omitempty"`
+
+	// UpstreamGraphs are the update graphs dtkbot reads: when each was
+	// last read (the age of the graph served again), and why not since.
+	UpstreamGraphs []upstreamGraph `json:"upstream_graphs"`
 }
 
 // signatureStatus says how payload signatures are checked.
@@ -522,6 +553,7 @@ func (d *Daemon) status(w http.ResponseWriter, _ *http.Request) {
 		body.Conflicts = append(body.Conflicts, k.Conflicts...)
 	}
 	body.RecordedPass = publicPass(snap.LastPass)
+	body.UpstreamGraphs = d.upstreamGraphs()
 	for _, k := range body.Kernels {
 		body.States[k.State]++
 	}

@@ -35,6 +35,10 @@ type metrics struct {
 	// "build-webhook HOST"): requests, those unanswered, those skipped,
 	// and the passes that stopped asking it.
 	serviceRequests, serviceFailures, serviceSkipped, serviceOpened *prometheus.CounterVec
+	// The update graph served to clusters: requests by status, and
+	// computations (once per change of the state, per channel and arch).
+	upgradeRequests *prometheus.CounterVec
+	upgradeComputes prometheus.Counter
 
 	mu       sync.Mutex
 	lastOK   time.Time
@@ -81,6 +85,13 @@ func newMetrics(version string, store *state.Store, reg *registry.Client, index 
 	m.serviceFailures = vec("dtkbot_service_unanswered_total", "Requests to an outside service that got no answer (a timeout, a connection refused or cut).")
 	m.serviceSkipped = vec("dtkbot_service_skipped_total", "Requests not sent to an outside service because it had stopped answering in the pass.")
 	m.serviceOpened = vec("dtkbot_service_stopped_passes_total", "Passes that stopped asking an outside service after consecutive failures to answer.")
+	m.upgradeRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dtkbot_upgrade_graph_requests_total",
+		Help: "Requests to the update graph dtkbot serves clusters (/api/upgrades_info/...), by status; 429s of /api/v1/upgrades too."}, []string{"code"})
+	m.reg.MustRegister(m.upgradeRequests)
+	for _, code := range []string{"200", "304", "404", "429", "503"} {
+		m.upgradeRequests.WithLabelValues(code) // every common answer has a series from the start
+	}
+	m.upgradeComputes = counter("dtkbot_upgrade_graph_computations_total", "Update graphs computed (once per change of the state or the upstream graph, per channel and arch).")
 	m.lastDuration = gauge("dtkbot_last_pass_duration_seconds", "Duration of the last pass.")
 	m.lastSuccess = gauge("dtkbot_last_success_timestamp_seconds", "When the last successful pass ended.")
 	m.releasesSeen = gauge("dtkbot_releases_seen", "Releases known from the graph and the config.")

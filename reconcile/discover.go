@@ -22,7 +22,7 @@ import (
 // are one release with all its sources. A feed that fails fails the pass
 // softly: its last known state is used.
 func (p *pass) discover(ctx context.Context) {
-	disc := p.r.Discoverer.Discover(ctx, p.opts.Channels, p.opts.DryRun)
+	disc := p.r.Discoverer.Discover(ctx, p.now, p.opts.Channels, p.opts.DryRun)
 	p.disc = disc
 	p.res.GraphRequests = disc.GraphRequests + disc.StreamRequests
 	for _, err := range disc.Errors {

@@ -89,15 +89,6 @@ type job struct {
 	arch    string
 }
 
-// inspectArches are the arches read from a graph arch: a multi payload is
-// read for the two arches drivers are built for most.
-func inspectArches(graphArch string) []string {
-	if graphArch == "multi" {
-		return []string{"amd64", "arm64"}
-	}
-	return []string{graphArch}
-}
-
 // unseen lists the releases never recorded (a digest is read once in its
 // life), not held for their content, nor for a signature checked less than
 // verify.recheck ago (unless asked to retry held ones). A release recorded
@@ -105,7 +96,7 @@ func inspectArches(graphArch string) []string {
 // rechecks (by key) when its signature did not verify and is due again.
 func (p *pass) unseen() (out []job, rechecks []string) {
 	for _, rel := range p.releases {
-		for _, arch := range inspectArches(rel.Arch) {
+		for _, arch := range watcher.PayloadArches(rel.Arch) {
 			key := ledger.ReleaseKey(rel.Digest, arch)
 			if known, ok := p.view.releases[key]; ok {
 				p.refresh(known, rel)

@@ -66,13 +66,13 @@ func (p *pass) putRelease(rel ledger.Release) {
 func (p *pass) prereleases(ctx context.Context) {
 	listed := map[string]bool{}
 	for _, rel := range p.releases {
-		for _, arch := range inspectArches(rel.Arch) {
+		for _, arch := range watcher.PayloadArches(rel.Arch) {
 			listed[ledger.ReleaseKey(rel.Digest, arch)] = true
 		}
 	}
 	rejected := map[string]string{} // version/arch -> by which feed
 	for _, w := range p.disc.Withdrawn {
-		for _, arch := range inspectArches(w.Arch) {
+		for _, arch := range watcher.PayloadArches(w.Arch) {
 			if len(w.Sources) > 0 {
 				rejected[w.Version+"/"+arch] = w.Sources[0].String()
 			}

@@ -51,8 +51,12 @@ var (
 	bucketPins        = []byte("pins")
 	bucketConsumers   = []byte("consumers")
 	bucketKernelFiles = []byte("kernel_files")
-	allBuckets        = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal,
-		bucketNotices, bucketHeld, bucketStreams, bucketPins, bucketConsumers, bucketKernelFiles}
+	// bucketUpstream holds the last good upstream graph of each
+	// channel/arch, apart from the rest of its state (bucketGraphs): a
+	// megabyte for a large channel, read only when it changed.
+	bucketUpstream = []byte("upstream_graphs")
+	allBuckets     = [][]byte{bucketMeta, bucketInspections, bucketGraphs, bucketReleases, bucketKernels, bucketTags, bucketJournal,
+		bucketNotices, bucketHeld, bucketStreams, bucketPins, bucketConsumers, bucketKernelFiles, bucketUpstream}
 )
 
 // ErrLocked is returned by Open when another process holds the file.
@@ -211,15 +215,106 @@ func (s *Store) Put(key string, r *releaseinfo.Report) {
 func (s *Store) GraphState(channel, arch string) (watcher.GraphState, error) {
 	var st watcher.GraphState
 	err := s.db.View(func(tx *bolt.Tx) error {
-		_, err := getJSON(tx, bucketGraphs, channel+"/"+arch, &st)
+		var err error
+		st, err = graphState(tx, channel+"/"+arch, nil)
 		return err
 	})
 	return st, err
 }
 
-// SaveGraphState stores st for channel/arch.
+// graphState reads a graph's state and its upstream graph, unless have,
+// given the graph's body hash, returns it already.
+func graphState(tx *bolt.Tx, key string, have func(bodyHash string) *watcher.Graph) (watcher.GraphState, error) {
+	var st watcher.GraphState
+	if _, err := getJSON(tx, bucketGraphs, key, &st); err != nil {
+		return st, err
+	}
+	if have != nil && st.BodyHash != "" {
+		if st.Upstream = have(st.BodyHash); st.Upstream != nil {
+			return st, nil
+		}
+	}
+	var up watcher.Graph
+	ok, err := getJSON(tx, bucketUpstream, key, &up)
+	if ok && err == nil {
+		st.Upstream = &up
+	}
+	return st, err
+}
+
+// GraphView reads, in one consistent view, the snapshot and what the last
+// fetch of channel/arch left: what the graph dtkbot serves for them is
+// computed from. The upstream graph (a megabyte for a large channel) is
+// read only when have, given its body's hash, does not return it already.
+func (s *Store) GraphView(channel, arch string, have func(bodyHash string) *watcher.Graph) (*Snapshot, watcher.GraphState, error) {
+	var snap *Snapshot
+	var st watcher.GraphState
+	err := s.View(func(t *Tx) error {
+		var err error
+		if snap, err = t.snapshot(); err != nil {
+			return err
+		}
+		st, err = graphState(t.tx, channel+"/"+arch, have)
+		return err
+	})
+	return snap, st, err
+}
+
+// GraphStatus is what the last fetch of one channel/arch left, without
+// the graph itself.
+type GraphStatus struct {
+	// Cached: a good graph is kept (Upstream is set).
+	Cached   bool
+	ReadAt   time.Time
+	Failure  string
+	FailedAt time.Time
+}
+
+// GraphStatuses lists, by "channel/arch", what the last fetch of each left:
+// whether a good graph is kept, when the service last answered, and why
+// its last read failed.
+func (s *Store) GraphStatuses() (map[string]GraphStatus, error) {
+	out := map[string]GraphStatus{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketGraphs).ForEach(func(k, v []byte) error {
+			var meta struct {
+				ReadAt   time.Time `json:"read_at"`
+				Failure  string    `json:"failure"`
+				FailedAt time.Time `json:"failed_at"`
+			}
+			if err := json.Unmarshal(v, &meta); err != nil {
+				return fmt.Errorf("decoding graph state %s: %w", k, err)
+			}
+			out[string(k)] = GraphStatus{Cached: tx.Bucket(bucketUpstream).Get(k) != nil, ReadAt: meta.ReadAt, Failure: meta.Failure, FailedAt: meta.FailedAt}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// SaveGraphState stores st for channel/arch, its upstream graph apart: it
+// is written only when its body's hash changed (each pass records when the
+// graph was read; the graph seldom changes).
 func (s *Store) SaveGraphState(channel, arch string, st watcher.GraphState) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketGraphs, channel+"/"+arch, st) })
+	key := channel + "/" + arch
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var before watcher.GraphState
+		if _, err := getJSON(tx, bucketGraphs, key, &before); err != nil {
+			return err
+		}
+		up := st.Upstream
+		st.Upstream = nil
+		if err := putJSON(tx, bucketGraphs, key, st); err != nil {
+			return err
+		}
+		switch {
+		case up == nil:
+			return tx.Bucket(bucketUpstream).Delete([]byte(key))
+		case st.BodyHash != "" && st.BodyHash == before.BodyHash && tx.Bucket(bucketUpstream).Get([]byte(key)) != nil:
+			return nil // the same graph, by its hash
+		}
+		return putJSON(tx, bucketUpstream, key, up)
+	})
 }
 
 // StreamState returns what the last read of a release-controller stream
@@ -696,7 +791,7 @@ func (s *Store) Export() (*Export, error) {
 			if err := json.Unmarshal(v, &g); err != nil {
 				return fmt.Errorf("decoding graph state %s: %w", k, err)
 			}
-			g.Nodes = nil // the releases list says it better
+			g.Nodes, g.Upstream = nil, nil // the releases list says it better
 			out.Graphs[string(k)] = g
 			return nil
 		}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/version"
@@ -134,7 +135,9 @@ const feedsInFlight = 8
 // deduplicates by payload digest. only, when not empty, restricts the graph
 // to those channels; readOnly leaves the stored graph state as it was (a
 // dry run). What it finds does not depend on the order the feeds answer.
-func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool) Discovery {
+// Each graph's state records, at now, that the service answered (its last
+// good graph is then the one read) or why it did not.
+func (d *Discoverer) Discover(ctx context.Context, now time.Time, only []string, readOnly bool) Discovery {
 	out := Discovery{Read: map[string]bool{}}
 	byDigest := map[string]*Release{}
 	var order []string
@@ -204,18 +207,22 @@ func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool)
 		st := prev
 		if f.err != nil {
 			out.Errors = append(out.Errors, f.err)
+			st.Failure, st.FailedAt = f.err.Error(), now
 		} else {
 			res := f.res
 			out.Read[Source{Type: SourceGraph, Name: ch}.Key()] = true
 			st = res.State
+			st.ReadAt, st.Failure, st.FailedAt = now, "", time.Time{}
 			if res.Changed {
 				out.Changed++
 			}
 			out.Skipped = append(out.Skipped, res.Skipped...)
-			if !readOnly && (res.Changed || res.State.ETag != prev.ETag) {
-				if err := d.Store.SaveGraphState(ch, arch, st); err != nil {
-					out.Errors = append(out.Errors, fmt.Errorf("saving graph state of %s/%s: %w", ch, arch, err))
-				}
+		}
+		// Saved whatever the answer: when the service last answered (the
+		// age of the graph dtkbot serves again) or why it did not.
+		if !readOnly {
+			if err := d.Store.SaveGraphState(ch, arch, st); err != nil {
+				out.Errors = append(out.Errors, fmt.Errorf("saving graph state of %s/%s: %w", ch, arch, err))
 			}
 		}
 		src := Source{Type: SourceGraph, Name: ch}

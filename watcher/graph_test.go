@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 )
@@ -121,7 +122,7 @@ func TestDiscoverDeduplicatesAndFailsSoftly(t *testing.T) {
 	store := memGraphStore{}
 	d := &Discoverer{Graph: &GraphClient{URL: g.URL()}, Channels: []string{"stable-4.16", "fast-4.16"}, Arches: []string{"amd64"},
 		Releases: []string{pinned, "mirror.example.com/ocp/release:4.17.0-ec.1"}, Store: store}
-	got := d.Discover(context.Background(), nil, false)
+	got := d.Discover(context.Background(), time.Now(), nil, false)
 	if got.Err() != nil || len(got.Releases) != 3 || got.GraphRequests != 2 {
 		t.Fatalf("%+v", got)
 	}
@@ -130,12 +131,12 @@ func TestDiscoverDeduplicatesAndFailsSoftly(t *testing.T) {
 	}
 	// The service fails: the pass still knows the last nodes, and says so.
 	g.Fail.Store(500)
-	failed := d.Discover(context.Background(), nil, false)
+	failed := d.Discover(context.Background(), time.Now(), nil, false)
 	if failed.Err() == nil || len(failed.Releases) != 3 {
 		t.Errorf("a failing graph should fail softly: %d releases, err %v", len(failed.Releases), failed.Err())
 	}
 	g.Fail.Store(0)
-	if again := d.Discover(context.Background(), []string{"fast-4.16"}, false); again.Err() != nil || again.GraphRequests != 1 {
+	if again := d.Discover(context.Background(), time.Now(), []string{"fast-4.16"}, false); again.Err() != nil || again.GraphRequests != 1 {
 		t.Errorf("recovery / channel filter: %+v", again)
 	}
 }

@@ -51,8 +51,10 @@ func chromium(t *testing.T, args ...string) []byte {
 // in each state (promoted, failed, held, building) and a consumer (with an
 // ABI verdict on a second kernel), serves the coverage
 // page from `dtkbot run`, renders it in headless Chromium, and checks what
-// the DOM the browser built shows for each; then takes a screenshot
-// (to $DTKBOT_SCREENSHOT when set: docs/coverage.png is made so).
+// the DOM the browser built shows for each, and the picture of the update
+// graph (each release's readiness, the risks on updates, the updates from
+// one release); then takes a screenshot (to $DTKBOT_SCREENSHOT when set:
+// docs/coverage.png is made so).
 func TestCoveragePageInABrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser")
@@ -165,6 +167,43 @@ listen: %q
 	}
 	if text := textOf(doc); !strings.Contains(text, "Last pass") || !strings.Contains(text, "Next pass") || !strings.Contains(text, "off") {
 		t.Errorf("the header lacks the passes or the signature mode:\n%s", strings.Join(strings.Fields(text), " "))
+	}
+
+	// The update graph's picture: each release coloured by its drivers'
+	// readiness, a risk on each update to a release whose drivers are
+	// not ready; from one release, its updates.
+	dom = chromium(t, "--dump-dom", "http://"+listen+"/?channel=stable-4.16")
+	if doc, err = html.Parse(bytes.NewReader(dom)); err != nil {
+		t.Fatal(err)
+	}
+	drawn, updates := map[string]string{}, map[string]string{}
+	walk = func(n *html.Node) {
+		if n.Type == html.ElementNode && n.Data == "g" && attr(n, "data-version") != "" {
+			drawn[attr(n, "data-version")] = attr(n, "data-state")
+		}
+		if n.Type == html.ElementNode && n.Data == "path" && attr(n, "data-from") != "" {
+			updates[attr(n, "data-from")+" -> "+attr(n, "data-to")] = attr(n, "data-risk")
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
+	for release, want := range map[string]string{"4.16.15": "ready", "4.16.16": "ready", "4.16.17": "blocked", "4.16.18": "waiting", "4.16.19": "blocked", "4.16.20": "ready"} {
+		if drawn[release] != want {
+			t.Errorf("the update graph draws %s %q, want %q (%v)", release, drawn[release], want, drawn)
+		}
+	}
+	for update, want := range map[string]string{"4.16.15 -> 4.16.16": "", "4.16.16 -> 4.16.17": "dtkbot", "4.16.17 -> 4.16.18": "dtkbot",
+		"4.16.18 -> 4.16.19": "dtkbot", "4.16.19 -> 4.16.20": ""} {
+		if got, ok := updates[update]; !ok || got != want {
+			t.Errorf("the update %s is drawn with risk %q (%v), want %q", update, got, ok, want)
+		}
+	}
+	dom = chromium(t, "--dump-dom", "http://"+listen+"/?channel=stable-4.16&from=4.16.16")
+	if !bytes.Contains(dom, []byte(`data-version="4.16.16" data-state="ready" data-from="true"`)) || !bytes.Contains(dom, []byte(`data-from="4.16.16" data-to="4.16.17" data-risk="dtkbot"`)) ||
+		bytes.Contains(dom, []byte(`data-from="4.16.15" data-to`)) {
+		t.Errorf("the updates from 4.16.16 are not drawn as such")
 	}
 
 	shot := os.Getenv("DTKBOT_SCREENSHOT")

@@ -29,8 +29,9 @@ Usage:
                                 one pass: discover releases, read new payloads, build, verify,
                                 promote, audit, notify
   dtkbot run --config config.yaml
-                                the daemon: a pass at start and on the schedule, with /healthz,
-                                /readyz, /metrics, /status and POST /trigger
+                                the daemon: a pass at start and on the schedule, with the coverage
+                                page, /api/v1, the update graph (/api/upgrades_info/v1/graph),
+                                /healthz, /readyz, /metrics, /status and POST /trigger
   dtkbot release-info PULLSPEC|VERSION... [--channel C] [--arch amd64] [--authfile F] [--tls-verify=false]
                    [--config config.yaml] [-o table|json]
                                 the kernels of release payloads (4.16.15 means the official release)
@@ -40,6 +41,10 @@ Usage:
                                 CRCs, dependencies, signatures); exit 0 accept, 1 reject, 2 could not tell
   dtkbot report --config config.yaml [-o html|json|table] [--out FILE]
                                 the coverage page, the kernel index or a table, from the state file
+  dtkbot upgrade-check --channel C --from V [--to V] [--arch amd64] [--config config.yaml | --server URL]
+                   [-o table|json]
+                                the updates from a version, each with its drivers ready or not and what
+                                they wait for (with --to: exit 0 ready, 1 not ready, 2 could not tell)
   dtkbot validate-config --config config.yaml
   dtkbot state export --config config.yaml [-o json]
   dtkbot state check --config config.yaml
@@ -74,6 +79,7 @@ func commands() []command {
 		{"validate-config", runValidateConfig},
 		{"state", runState},
 		{"report", runReport},
+		{"upgrade-check", runUpgradeCheck},
 		{"kmod", runKmod},
 		{"demo", runDemo},
 		{"version", func(_ context.Context, env *cliEnv, _ []string) int {

@@ -13,7 +13,9 @@ import (
 
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/coverage"
+	"github.com/dtkbot/dtkbot/daemon"
 	"github.com/dtkbot/dtkbot/internal/citest"
+	"github.com/dtkbot/dtkbot/internal/cvotest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/kmodtest"
@@ -147,6 +149,10 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	publish("stable-4.16", world.Release(payloadtest.ReleaseSpec{Version: "4.16.20", Stream: payloadtest.Stream{Kernel: "5.14.0-427.55.1.el9_4"},
 		Tweak: payloadtest.DuplicateTag("driver-toolkit", regHost+"/"+world.ComponentRepo+"@sha256:"+strings.Repeat("0", 64))}), true)
+	// The updates of stable-4.16: from 4.16.16, to 4.16.17 (its drivers
+	// will be ready) and to 4.16.19 (whose kmod image will be rejected).
+	graph.SetEdges("stable-4.16", "amd64", [][2]string{{"4.16.15", "4.16.16"}, {"4.16.15", "4.16.17"}, {"4.16.16", "4.16.17"},
+		{"4.16.16", "4.16.19"}, {"4.16.17", "4.16.18"}, {"4.16.17", "4.16.19"}, {"4.16.18", "4.16.19"}, {"4.16.19", "4.16.20"}})
 	pub, err := key.PublicKey()
 	if err != nil {
 		errorf(env, "demo: %v", err)
@@ -224,7 +230,7 @@ verify:
 		"DEMO: store at %s signed with a key made for this demo (real releases: Red Hat's key, built in),\n"+
 		"DEMO: and a release-controller at %s whose 4-dev-preview stream has accepted 4.23.0-ec.1.\n\n", regHost, graph.HTTP.URL, gh.HTTP.URL, store, rc.URL())
 
-	fmt.Fprintln(env.stdout, "DEMO 1/3: dtkbot release-info --tls-verify=false --authfile <the demo pull secret> <one payload per era>")
+	fmt.Fprintln(env.stdout, "DEMO 1/4: dtkbot release-info --tls-verify=false --authfile <the demo pull secret> <one payload per era>")
 	before := reg.Stats()
 	code := runReleaseInfo(ctx, env, append([]string{"--tls-verify=false", "--registries-conf=/dev/null", "--authfile=" + authFile}, pullspecs...))
 	cost := reg.Stats().Sub(before)
@@ -234,7 +240,7 @@ verify:
 		return code
 	}
 
-	fmt.Fprintln(env.stdout, "DEMO 2/3: dtkbot reconcile --config <demo config>   (discover, inspect, build once per kernel, verify, promote)")
+	fmt.Fprintln(env.stdout, "DEMO 2/4: dtkbot reconcile --config <demo config>   (discover, inspect, build once per kernel, verify, promote)")
 	if code := runReconcile(ctx, env, []string{"--config", cfg}); code != exitOK && code != exitFailed {
 		return code
 	}
@@ -269,7 +275,7 @@ verify:
 	}
 	fmt.Fprintln(env.stdout)
 
-	fmt.Fprintln(env.stdout, "DEMO 3/3: dtkbot reconcile again   (nothing new: one conditional graph request per channel, no payload read)")
+	fmt.Fprintln(env.stdout, "DEMO 3/4: dtkbot reconcile again   (nothing new: one conditional graph request per channel, no payload read)")
 	before = reg.Stats()
 	code = runReconcile(ctx, env, []string{"--config", cfg})
 	cost = reg.Stats().Sub(before)
@@ -287,6 +293,10 @@ verify:
 		return code
 	}
 	fmt.Fprintf(env.stdout, "DEMO: the coverage page, as dtkbot run serves it at / (and /api/v1/releases, /api/v1/kernels): file://%s\n", page)
+	if err := printClusterUpdates(ctx, env, cfg); err != nil {
+		errorf(env, "demo: %v", err)
+		return exitFailed
+	}
 	return demoKubernetes(ctx, env, demoKube{dir: dir, reg: reg, regHost: regHost, world: world, graphURL: graph.URL(), authFile: authFile})
 }
 
@@ -385,6 +395,43 @@ func printTrust(env *cliEnv, cfgPath string) error {
 	for _, h := range exp.Held {
 		fmt.Fprintf(env.stdout, "DEMO:   %-8s %s: %s\n", h.Version, h.Kind, h.Reason)
 	}
+	return nil
+}
+
+// printClusterUpdates shows what a cluster at 4.16.16 whose update service
+// is dtkbot is offered: dtkbot serves its update graph (as dtkbot run
+// does, from the state file), the cluster-version-operator reads it
+// (internal/cvotest, written from its source), and `oc adm upgrade
+// --include-not-recommended` prints it.
+func printClusterUpdates(ctx context.Context, env *cliEnv, cfgPath string) error {
+	cfg, s, err := openDemoState(cfgPath)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	d := &daemon.Daemon{Store: s, Log: env.log, Upgrades: daemon.UpgradeOptions{Options: upgradeOptions(cfg)}}
+	host, stop, err := serve(d.Handler())
+	if err != nil {
+		return err
+	}
+	defer stop()
+	upstream := "http://" + host + "/api/upgrades_info/v1/graph"
+	fmt.Fprintf(env.stdout, "\nDEMO 4/4: a cluster at 4.16.16 in channel stable-4.16 takes its updates from dtkbot (dtkbot run serves them; here from the state file):\n"+
+		"DEMO:   oc patch clusterversion version --type merge -p '{\"spec\":{\"upstream\":\"%s\"}}'\n"+
+		"DEMO: its cluster-version-operator asks GET %s?arch=amd64&channel=stable-4.16&id=<cluster id>&version=4.16.16,\n"+
+		"DEMO: and `oc adm upgrade --include-not-recommended` prints:\n", upstream, upstream)
+	_, updates, conditional, err := cvotest.Fetch(ctx, http.DefaultClient, upstream, "amd64", "stable-4.16", "6a1b1cbd-7a29-4c1e-9d43-6f4ab5f0c1de", "4.16.16")
+	if err != nil {
+		return fmt.Errorf("reading the update graph as the cluster-version-operator does: %w", err)
+	}
+	var out strings.Builder
+	cvotest.PrintUpgrade(&out, upstream, "stable-4.16", updates, conditional)
+	for _, line := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+		fmt.Fprintf(env.stdout, "DEMO:   %s\n", line)
+	}
+	fmt.Fprintln(env.stdout, "DEMO: the risk clears by itself once simple-kmod's image for that kernel is verified and promoted; an admin who accepts it:\n"+
+		"DEMO:   oc adm upgrade --to=4.16.19 --allow-not-recommended\n"+
+		"DEMO: (dtkbot upgrade-check --channel stable-4.16 --from 4.16.16 says the same; the coverage page draws the graph)")
 	return nil
 }
 

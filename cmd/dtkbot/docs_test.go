@@ -41,7 +41,7 @@ func TestDocumentedFlagsAreTheCommands(t *testing.T) {
 	}
 	flagLine := regexp.MustCompile(`^  -([a-z-]+)`)
 	defaultOf := regexp.MustCompile(`\(default "?(.*?)"?\)$`)
-	for _, cmd := range []string{"reconcile", "run", "release-info", "kmod check", "report", "validate-config", "state export", "state check", "state recover"} {
+	for _, cmd := range []string{"reconcile", "run", "release-info", "kmod check", "report", "upgrade-check", "validate-config", "state export", "state check", "state recover"} {
 		want, ok := documented[cmd]
 		if !ok {
 			t.Errorf("docs/commands.md has no section for dtkbot %s", cmd)

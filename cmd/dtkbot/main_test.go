@@ -102,7 +102,14 @@ func TestDemoRuns(t *testing.T) {
 		"rejected, never promoted: simple-kmod's image for 5.14.0-427.50.1.el9_4.x86_64",
 		"dtkbot_hello.ko: vermagic", "6 symbol versions differ from kernel 5.14.0-427.50.1.el9_4.x86_64's (disagrees about version of symbol mutex_lock",
 		"on 5.14.0-427.40.1.el9_4.x86_64: simple-kmod: the modules for 5.14.0-427.37.1.el9_4.x86_64 would not load: 6 symbol versions changed (kmalloc_caches",
-		"would load (every symbol version matches)"} {
+		"would load (every symbol version matches)",
+		// What a cluster whose update service is dtkbot is offered: one
+		// update ready, one waiting for a rejected kmod image.
+		"DEMO 4/4: a cluster at 4.16.16", `oc patch clusterversion version --type merge -p '{"spec":{"upstream":"http://127.0.0.1:`,
+		"Recommended updates:", "    4.16.17     127.0.0.1:", "Updates with known issues:", "Version: 4.16.19",
+		"Reason: KernelModuleNotReady_simple_kmod_5_14_0_427_50_1_el9_4_x86_64",
+		"Message: No verified simple-kmod image for kernel 5.14.0-427.50.1.el9_4.x86_64 (rhel-9) yet: rejected: its modules would not load",
+		"/acme/driver-ci/issues/", "oc adm upgrade --to=4.16.19 --allow-not-recommended"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}

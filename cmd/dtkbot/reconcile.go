@@ -192,6 +192,11 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 		Passer: p.reconciler, Store: p.store, Registry: p.registry, Schedule: cfg.Schedule, Listen: cfg.Listen,
 		TriggerToken: token, StaleAfter: staleAfter(cfg.Schedule, time.Now()), Version: version, Log: env.log,
 		SignatureMode: cfg.Verify.Mode, KMMModules: kmmModules(cfg),
+		Upgrades: daemon.UpgradeOptions{Options: upgradeOptions(cfg), PublicURL: cfg.Upgrades.PublicURL,
+			Rate: cfg.Upgrades.RateLimit, Burst: cfg.Upgrades.Burst},
+	}
+	if certFile, keyFile, ok := cfg.ListenTLSFiles(); ok {
+		d.TLS = &daemon.TLSFiles{CertFile: certFile, KeyFile: keyFile}
 	}
 	if s := p.reconciler.Signatures; s != nil {
 		d.SignatureTrust = s.Trust()

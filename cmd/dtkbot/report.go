@@ -42,6 +42,10 @@ func runReport(_ context.Context, env *cliEnv, args []string) int {
 		return exitFailed
 	}
 	snap, err := store.Snapshot()
+	var graphs []coverage.UpdateGraph
+	if err == nil && *output == "html" {
+		graphs = updatePictures(cfg, store, f.Channel)
+	}
 	store.Close()
 	if err != nil {
 		errorf(env, "reading state: %v", err)
@@ -51,7 +55,7 @@ func runReport(_ context.Context, env *cliEnv, args []string) int {
 	var buf bytes.Buffer
 	switch *output {
 	case "html":
-		err = coverage.WritePage(&buf, ix, coverage.PageOptions{Filter: f})
+		err = coverage.WritePage(&buf, ix, coverage.PageOptions{Filter: f, UpdateGraphs: graphs})
 	case "json":
 		filtered := *ix
 		filtered.Releases = nil

@@ -27,6 +27,7 @@ import (
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/upgradegraph"
 	"github.com/dtkbot/dtkbot/verify"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -305,6 +306,16 @@ func kmmModules(cfg *config.Config) map[string]kmm.ModuleOptions {
 		out[c.Name] = kmm.ModuleOptions{Namespace: c.KMM.Namespace, ModuleName: c.KMM.ModuleName, Selector: c.KMM.Selector}
 	}
 	return out
+}
+
+// upgradeOptions are what the served update graph needs of the config:
+// the graphs watched, the consumers, the pre-releases built.
+func upgradeOptions(cfg *config.Config) upgradegraph.Options {
+	o := upgradegraph.Options{Channels: cfg.Graph.Channels, Arches: cfg.Graph.Arches, BuildKinds: cfg.Prerelease.Build}
+	for _, c := range cfg.Consumers {
+		o.Consumers = append(o.Consumers, c.Name)
+	}
+	return o
 }
 
 // releaseControllers are the configured release-controller clients.

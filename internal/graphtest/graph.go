@@ -1,7 +1,8 @@
 // Package graphtest is an in-process OpenShift update service (Cincinnati
 // graph API) for tests and the demo: channels of nodes published in steps,
-// ETags and 304s, the service's 400 for a missing channel, request counting,
-// and switchable failures.
+// edges (each node to the next, or as set) and conditional edges with
+// risks, ETags and 304s, the service's 400 for a missing channel, request
+// counting, and switchable failures.
 package graphtest
 
 import (
@@ -21,11 +22,39 @@ type Node struct {
 	Meta    map[string]string `json:"metadata"`
 }
 
+// Risk is a conditional edge's risk, as the service writes it.
+type Risk struct {
+	URL           string         `json:"url"`
+	Name          string         `json:"name"`
+	Message       string         `json:"message"`
+	MatchingRules []MatchingRule `json:"matchingRules"`
+}
+
+// MatchingRule is a risk's rule: Always, or PromQL with its query.
+type MatchingRule struct {
+	Type   string         `json:"type"`
+	PromQL *PromQLMatcher `json:"promql,omitempty"`
+}
+
+// PromQLMatcher is a PromQL rule's query.
+type PromQLMatcher struct {
+	PromQL string `json:"promql"`
+}
+
+type conditional struct {
+	Edges []map[string]string `json:"edges"`
+	Risks []Risk              `json:"risks"`
+}
+
 // Server serves graphs at /api/upgrades_info/v1/graph.
 type Server struct {
 	HTTP     *httptest.Server
 	mu       sync.Mutex
 	channels map[string][]Node // key channel/arch
+	// edges are a channel's edges by version, when set (else each node
+	// leads to the next); conditionals its conditional edges.
+	edges        map[string][][2]string
+	conditionals map[string][]conditional
 	// Fail, when set, is the status every request gets (500, 503, ...).
 	Fail     atomic.Int32
 	Requests atomic.Int64
@@ -37,7 +66,7 @@ func New() *Server { return NewWith(func(h http.Handler) http.Handler { return h
 
 // NewWith starts a server behind wrap (a fault injector, say).
 func NewWith(wrap func(http.Handler) http.Handler) *Server {
-	s := &Server{channels: map[string][]Node{}}
+	s := &Server{channels: map[string][]Node{}, edges: map[string][][2]string{}, conditionals: map[string][]conditional{}}
 	s.HTTP = httptest.NewServer(wrap(s))
 	return s
 }
@@ -57,6 +86,27 @@ func (s *Server) Publish(channel, arch, version, payload string) {
 		"io.openshift.upgrades.graph.release.channels": channel,
 		"url": "https://access.redhat.com/errata/RHBA-2024:0001",
 	}})
+}
+
+// SetEdges sets a channel's edges, by version (from, to), in place of each
+// node leading to the next.
+func (s *Server) SetEdges(channel, arch string, edges [][2]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.edges[channel+"/"+arch] = edges
+}
+
+// AddConditionalEdges adds an entry of conditional edges (from, to, by
+// version) sharing risks.
+func (s *Server) AddConditionalEdges(channel, arch string, edges [][2]string, risks ...Risk) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := conditional{Risks: risks}
+	for _, e := range edges {
+		c.Edges = append(c.Edges, map[string]string{"from": e[0], "to": e[1]})
+	}
+	key := channel + "/" + arch
+	s.conditionals[key] = append(s.conditionals[key], c)
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -84,16 +134,33 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		arch = "amd64"
 	}
 	s.mu.Lock()
-	nodes := append([]Node{}, s.channels[channel+"/"+arch]...)
+	key := channel + "/" + arch
+	nodes := append([]Node{}, s.channels[key]...)
+	byVersion, set := s.edges[key]
+	conds := append([]conditional{}, s.conditionals[key]...)
 	s.mu.Unlock()
 	edges := [][2]int{}
-	for i := 1; i < len(nodes); i++ {
-		edges = append(edges, [2]int{i - 1, i})
+	if set {
+		index := map[string]int{}
+		for i, n := range nodes {
+			index[n.Version] = i
+		}
+		for _, e := range byVersion {
+			from, ok1 := index[e[0]]
+			to, ok2 := index[e[1]]
+			if ok1 && ok2 {
+				edges = append(edges, [2]int{from, to})
+			}
+		}
+	} else {
+		for i := 1; i < len(nodes); i++ {
+			edges = append(edges, [2]int{i - 1, i})
+		}
 	}
 	if nodes == nil {
 		nodes = []Node{}
 	}
-	body, _ := json.Marshal(map[string]any{"version": 1, "nodes": nodes, "edges": edges, "conditionalEdges": []any{}})
+	body, _ := json.Marshal(map[string]any{"version": 1, "nodes": nodes, "edges": edges, "conditionalEdges": conds})
 	sum := sha256.Sum256(body)
 	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
 	w.Header().Set("ETag", etag)
