@@ -264,9 +264,10 @@ func TestRemoveOnlyWhatDtkbotPutThere(t *testing.T) {
 // registry that deleted them with it gets them back.
 func TestRemoveStagingConfirmsTheKernelTag(t *testing.T) {
 	ctx := context.Background()
-	for _, takesManifest := range []bool{false, true} {
+	for _, mode := range []registrytest.TagDelete{registrytest.TagDeleteRemovesTag, registrytest.TagDeleteTakesManifest} {
+		takesManifest := mode == registrytest.TagDeleteTakesManifest
 		w := newWorld(t)
-		w.srv.Registry.TagDeleteTakesManifest = takesManifest
+		w.srv.SetTagDelete(mode)
 		img := w.push("acme/dtk", "staging-k", "mine")
 		kernel, release := w.ref("acme/dtk:k"), w.ref("acme/dtk:4.16.15")
 		for _, ref := range []string{kernel, release} {
@@ -296,7 +297,7 @@ func TestRemoveStagingConfirmsTheKernelTag(t *testing.T) {
 
 	// A registry that does not delete tags keeps the staging tag: not an error.
 	w := newWorld(t)
-	w.srv.Registry.RefuseTagDeletes = true
+	w.srv.Registry.SetTagDelete(registrytest.TagDeleteRefused)
 	img := w.push("acme/dtk", "staging-k", "mine")
 	if _, err := w.tags.Promote(ctx, img.Pullspec, w.ref("acme/dtk:k"), ""); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/plan"
@@ -30,13 +31,13 @@ func TestReleaseTagsWaitForTheKernelTag(t *testing.T) {
 	h := newHarness(t)
 	h.target.Mirrors = []string{h.srv.Host() + "/mirror/driver-toolkit"}
 	kernelTag := k1.Kernel + ".x86_64"
-	h.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+	h.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPut && r.URL.Path == "/v2/dtkbot/driver-toolkit/manifests/"+kernelTag {
 			http.Error(w, "storage full", http.StatusInternalServerError)
 			return true
 		}
 		return false
-	}
+	})
 	h.publish("stable-4.16", "4.16.15", k1)
 	res, err := h.reconciler().RunOnce(context.Background(), h.now, Options{})
 	if err == nil {
@@ -62,7 +63,7 @@ func TestReleaseTagsWaitForTheKernelTag(t *testing.T) {
 		t.Errorf("promoted without its kernel tag: %+v", k)
 	}
 	// The registry recovers: the next pass writes everything.
-	h.srv.Intercept = nil
+	h.srv.SetIntercept(nil)
 	h.pass(Options{})
 	if d, ok := h.srv.TagDigest("mirror/driver-toolkit", "4.16.15"); !ok || d == "" {
 		t.Errorf("after recovery the mirror's release tag is missing")
@@ -116,7 +117,7 @@ func TestTagsOfOthersAreNeverOverwritten(t *testing.T) {
 // leaves no consumer without the kernel and release tags.
 func TestStagingRemovalConfirmsTheKernelTag(t *testing.T) {
 	h := newHarness(t)
-	h.srv.TagDeleteTakesManifest = true
+	h.srv.SetTagDelete(registrytest.TagDeleteTakesManifest)
 	h.publish("stable-4.16", "4.16.15", k1)
 	h.pass(Options{})
 	k := kernels(t, h.store)[k1.Kernel]

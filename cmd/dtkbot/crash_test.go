@@ -206,7 +206,7 @@ consumers:
 	if err := os.WriteFile(cw.config, []byte(strings.Replace(mustRead(t, cw.config), config(killedPhaseTimeout, "REGISTRY"), config(killedPhaseTimeout, host), 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ci.World = cw.world
+	ci.SetWorld(cw.world)
 	kernelOf := map[string]string{"4.16.15": "5.14.0-427.37.1.el9_4", "4.16.16": "5.14.0-427.37.1.el9_4", "4.16.17": "5.14.0-427.40.1.el9_4"}
 	statePath := filepath.Join(filepath.Dir(cw.config), "dtkbot.db")
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -82,9 +82,13 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) int {
 	// stand-in for a z-stream that changes symbols the modules use: its ABI
 	// verdict says which), its modules built to match; 5.14.0-427.50.1's
 	// modules are built for kernel-rt, rejected on its standard kernel.
-	demoCI := &citest.CI{World: world, Secret: []byte(secret), Dedupe: true, WholeSymvers: true,
-		KernelABI: map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.RT},
-		Flavour:   map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.FlavourRT, "5.14.0-427.50.1.el9_4": kmodtest.FlavourRT}}
+	demoCI := &citest.CI{Secret: []byte(secret), Dedupe: true}
+	demoCI.SetWorld(world)
+	demoCI.Change(func(b *citest.Builds) {
+		b.WholeSymvers = true
+		b.KernelABI = map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.RT}
+		b.Flavour = map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.FlavourRT, "5.14.0-427.50.1.el9_4": kmodtest.FlavourRT}
+	})
 	ci, stopCI, err := serve(http.HandlerFunc(demoCI.Webhook))
 	if err != nil {
 		errorf(env, "demo: starting the CI stand-in: %v", err)

@@ -161,11 +161,11 @@ func TestKmodCheck(t *testing.T) {
 	})
 
 	t.Run("the registry failing: could not tell", func(t *testing.T) {
-		kw.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		kw.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return true
-		}
-		defer func() { kw.srv.Intercept = nil }()
+		})
+		defer func() { kw.srv.SetIntercept(nil) }()
 		code, stdout, stderr := runCLI(t, append([]string{"kmod", "check", good, "--kernel", testKernel, "--dtk", kw.dtk}, reg...)...)
 		if code != exitCouldNotTell || !strings.Contains(stderr, "503") {
 			t.Errorf("exit %d\n%s%s", code, stdout, stderr)
