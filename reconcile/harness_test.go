@@ -27,6 +27,7 @@ import (
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
@@ -154,6 +155,14 @@ func (h *harness) reconciler() *Reconciler {
 	}
 }
 
+// verifying is reconciler with the DTK's verifier, as build.verify: true
+// (the default) wires it.
+func (h *harness) verifying() *Reconciler {
+	r := h.reconciler()
+	r.Verifier = &verify.DTK{Registry: r.Registry, Limits: r.Limits}
+	return r
+}
+
 // publish builds a release and adds it to the channel.
 func (h *harness) publish(channel, version string, s payloadtest.Stream) *payloadtest.Payload {
 	return h.publishSpec(channel, payloadtest.ReleaseSpec{Version: version, Stream: s})
@@ -220,6 +229,9 @@ type fakeBuilder struct {
 	kernelABI     map[string]string
 	noKernelFiles map[string]bool
 	wholeSymvers  bool
+	// notTar are kernels whose DTK's top layer is not a tar (a broken
+	// build): set under mu.
+	notTar map[string]bool
 }
 
 func (b *fakeBuilder) Build(_ context.Context, req build.Request) error {
@@ -257,17 +269,27 @@ func (b *fakeBuilder) Finish() {
 		release := []byte(`{"KERNEL_VERSION":"` + req.KernelFull + `","RT_KERNEL_VERSION":"","RHEL_VERSION":"` + req.RHEL + `"}`)
 		top := []payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", release)}
 		b.mu.Lock()
-		files, abi, whole := !b.noKernelFiles[req.Kernel], b.kernelABI[req.Kernel], b.wholeSymvers
+		files, abi, whole, notTar := !b.noKernelFiles[req.Kernel], b.kernelABI[req.Kernel], b.wholeSymvers, b.notTar[req.Kernel]
 		b.mu.Unlock()
 		if files {
 			top = append(top, citest.DTKKernelFiles(req.KernelFull, abi, whole)...)
 		}
-		img := b.world.PushImage(repo, tagged.Tag(), payloadtest.Image{
+		layer := payloadtest.TarGz(top...)
+		if notTar {
+			layer = []byte("a build log pushed as a layer: neither gzip, zstd nor a tar, for kernel " + req.Kernel)
+		}
+		b.world.PushImage(repo, tagged.Tag(), payloadtest.Image{
 			Labels: map[string]string{"kernel-version": req.Kernel},
-			Layers: [][]byte{payloadtest.NoiseLayer("dtk-"+req.Kernel, 4096), payloadtest.TarGz(top...)},
+			Layers: [][]byte{payloadtest.NoiseLayer("dtk-"+req.Kernel, 4096), layer},
 		})
-		_ = img
 	}
+}
+
+// set changes the builder's knobs under its lock.
+func (b *fakeBuilder) set(f func(b *fakeBuilder)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f(b)
 }
 
 func (b *fakeBuilder) total() int {

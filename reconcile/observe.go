@@ -195,7 +195,9 @@ func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 			p.putPromotion(ledger.Promotion{Ref: m.Image, Digest: m.ImageDigest, Release: first(m.Releases), Kernel: m.Kernel,
 				KernelKey: m.KernelKey(), Consumer: m.Consumer, Kind: ledger.TagKernel, At: p.now}, a)
 		}
-	case errors.Is(err, verify.ErrRejected):
+	case verify.Rejects(err):
+		// A verdict, or content that cannot change behind its digest: for
+		// every kind alike, the image is rejected and the attempt spent.
 		p.reject(ctx, m, err, k)
 		a.Result = "rejected: " + err.Error()
 	default:

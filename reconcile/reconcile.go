@@ -46,7 +46,8 @@ type ImageChecker interface {
 }
 
 // Verifier checks that a built image carries the kernel it was built for;
-// an error wrapping verify.ErrWrongKernel means it does not (a failed build).
+// an error for which verify.Rejects holds (verify.ErrWrongKernel, content
+// that cannot be read) is a verdict against it (a failed build).
 type Verifier interface {
 	Verify(ctx context.Context, image, kernel, arch string) error
 }
