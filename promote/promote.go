@@ -10,9 +10,10 @@
 //     *ConflictError, reported and left alone. A tag of dtkbot's that
 //     someone else moved is put back only when the drift policy says so
 //     (Tags.Repair).
-//  3. Removing a staging tag confirms afterwards that the image's other tags
-//     in that repository still hold it, and puts back what a registry that
-//     deleted more than the tag took with it.
+//  3. Every tag removal (a staging tag, a rejected build's, a withdrawn
+//     release's) goes through one guarded path (remove): the tag goes only
+//     while it holds the image it should, and whatever a registry that
+//     deletes the manifest with the tag took with it is put back.
 //
 // (The fourth rule, that a staging tag is never a tag consumers read, is
 // the planner's: plan.CheckStaging and plan.Plan.)
@@ -49,9 +50,13 @@ type Registry interface {
 	// manifest list, digests preserved, and checks afterwards that dst
 	// holds it.
 	Copy(ctx context.Context, src, dst string) error
-	// Untag removes a tag, never the manifest behind it (registries that
-	// cannot: registry.ErrUnsupported).
+	// Untag asks the registry to remove a tag (registries that do not:
+	// registry.ErrUnsupported). Some delete the manifest with it: Tags
+	// removes tags only through its guarded path.
 	Untag(ctx context.Context, ref string) error
+	// Tags lists a repository's tags (registry.ErrNoTagList: the
+	// registry does not list them).
+	Tags(ctx context.Context, repository string) ([]string, error)
 	// Manifest reads the manifest ref points at, and PutManifest writes
 	// one under a tag: how a tag a registry deleted is put back.
 	Manifest(ctx context.Context, ref string) ([]byte, string, error)
@@ -95,6 +100,11 @@ func (r *Remote) Digest(ctx context.Context, ref string) (digest.Digest, error) 
 
 // Untag implements Registry.
 func (r *Remote) Untag(ctx context.Context, ref string) error { return r.Client.Untag(ctx, ref) }
+
+// Tags implements Registry.
+func (r *Remote) Tags(ctx context.Context, repository string) ([]string, error) {
+	return r.Client.Tags(ctx, repository)
+}
 
 // Manifest implements Registry; a reference pinned by digest is read once.
 func (r *Remote) Manifest(ctx context.Context, ref string) ([]byte, string, error) {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/ledger"
@@ -233,14 +236,20 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 		m.Reason = fmt.Sprintf("the build of attempt %d failed verification, retrying: %v", m.Attempts, err)
 		p.warn(m.Reason)
 	}
+	rejected := m.ImageDigest
 	m.ImageDigest, m.Published = "", false
-	// The rejected image is no tag a consumer reads: the staging tag may go
-	// without the checks of a promoted image's (nothing else holds it).
-	if staging != "" && p.r.Promoter != nil && !p.opts.DryRun {
-		if err := p.r.Promoter.Untag(ctx, staging); err != nil {
+	// The staging tag goes through promote's one guarded removal: it goes
+	// only while it holds the rejected image, and a registry that deletes
+	// the manifest with it gets back any tag that named it.
+	if staging != "" && p.tags != nil && !p.opts.DryRun {
+		outcome, err := p.tags.RemoveStaging(ctx, staging, digest.Digest(rejected), p.tagsHolding(staging, rejected))
+		switch {
+		case err != nil:
 			p.log.Info().Str("tag", staging).Err(err).Msg("the rejected image stays at the staging tag")
-		} else {
+		case strings.HasPrefix(outcome, "removed") || outcome == "already gone":
 			m.Rejections[len(m.Rejections)-1].Untagged = true
+		default:
+			p.log.Info().Str("tag", staging).Msg("the rejected image's staging tag: " + outcome)
 		}
 	}
 }

@@ -159,6 +159,42 @@ func TestWithdrawalLeavesAMovedTag(t *testing.T) {
 	}
 }
 
+// TestWithdrawalLeavesTheImagesOtherTags (rule 4, promote.Tags.remove):
+// against a registry whose tag DELETE takes the manifest and every tag
+// naming it (older Harbor, early zot), withdrawing a pre-release's tag
+// leaves the tags that share its image where they were: the kernel tag
+// and a GA release's tag.
+func TestWithdrawalLeavesTheImagesOtherTags(t *testing.T) {
+	h := newHarness(t)
+	h.rcStreams = []string{"4-stable"}
+	h.publish("stable-4.16", "4.16.15", k1)
+	h.candidate("4-stable", "4.17.0-rc.1", watcher.PhaseAccepted, k1) // the same kernel, so the same image
+	h.pass(Options{})
+	k := kernels(t, h.store)[k1.Kernel]
+	for _, tag := range []string{k1.Kernel + ".x86_64", "4.16.15", "4.17.0-rc.1"} {
+		if d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", tag); d.String() != k.ImageDigest || d == "" {
+			t.Fatalf("%s at %q before the withdrawal, want %s", tag, d, k.ImageDigest)
+		}
+	}
+	h.srv.SetTagDelete(registrytest.TagDeleteTakesManifest)
+	h.rc.SetPhase("4-stable", "4.17.0-rc.1", watcher.PhaseRejected)
+	h.now = h.now.Add(time.Hour)
+	res := h.pass(Options{})
+	if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", "4.17.0-rc.1"); ok {
+		t.Error("the withdrawn pre-release's tag is still there")
+	}
+	for _, tag := range []string{k1.Kernel + ".x86_64", "4.16.15"} {
+		if d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", tag); d.String() != k.ImageDigest {
+			t.Errorf("%s at %q after the withdrawal, want %s", tag, d, k.ImageDigest)
+		}
+	}
+	for _, a := range res.Actions {
+		if a.Type == plan.ActionWithdraw && !strings.Contains(a.Result, "put back 4.16.15, "+k1.Kernel+".x86_64") {
+			t.Errorf("the withdrawal does not say what it put back: %q", a.Result)
+		}
+	}
+}
+
 // TestConsumersShareTheLifecycle: a consumer's images get mirrors and
 // floating tags and are audited like the DTK's, through the same code.
 func TestConsumersShareTheLifecycle(t *testing.T) {

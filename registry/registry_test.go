@@ -367,3 +367,32 @@ func writeAuthFile(t *testing.T, host, user, pass string) string {
 	}
 	return p
 }
+
+// TestTagsFollowsPages: a repository's tags are listed across the
+// distribution spec's pages (Link rel="next"), from the registry itself.
+func TestTagsFollowsPages(t *testing.T) {
+	f := newFixture(t)
+	body, mt, _ := f.srv.Manifest("acme/image", "v1")
+	want := []string{"v1"}
+	for i := 0; i < 2500; i++ {
+		tag := fmt.Sprintf("t%04d", i)
+		f.srv.PutManifest("acme/image", tag, mt, body)
+		want = append(want, tag)
+	}
+	slices.Sort(want)
+	c := testClient(Options{})
+	before := f.srv.Stats()
+	got, err := c.Tags(context.Background(), f.srv.Host()+"/acme/image")
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("%d tags (%v), want %d", len(got), err, len(want))
+	}
+	if n := f.srv.Stats().Sub(before).Requests; n != 3 {
+		t.Errorf("%d requests for 2501 tags, want 3 pages", n)
+	}
+	if _, err := c.Tags(context.Background(), f.srv.Host()+"/acme/nothing"); !errors.Is(err, ErrNoTagList) {
+		t.Errorf("an unknown repository: %v", err)
+	}
+	if _, err := c.Tags(context.Background(), f.srv.Host()+"/acme/image:v1"); err == nil {
+		t.Error("a tag reference listed")
+	}
+}

@@ -25,8 +25,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -558,7 +560,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		m := uploadPath.FindStringSubmatch(p)
 		r.continueUpload(w, req, m[1], m[2])
 	case tagsPath.MatchString(p) && req.Method == http.MethodGet:
-		r.serveTags(w, tagsPath.FindStringSubmatch(p)[1])
+		r.serveTags(w, req, tagsPath.FindStringSubmatch(p)[1])
 	default:
 		writeError(w, http.StatusNotFound, "UNSUPPORTED", "no such endpoint")
 	}
@@ -821,8 +823,25 @@ func (r *Registry) finishUpload(w http.ResponseWriter, req *http.Request, repo, 
 	w.WriteHeader(http.StatusCreated)
 }
 
-func (r *Registry) serveTags(w http.ResponseWriter, repo string) {
+// serveTags lists a repository's tags in lexical order, paginated as the
+// distribution spec says: n tags after last, with a Link to the next page.
+func (r *Registry) serveTags(w http.ResponseWriter, req *http.Request, repo string) {
+	r.mu.Lock()
+	_, known := r.repos[repo]
+	r.mu.Unlock()
 	tags := r.Tags(repo)
+	if !known {
+		writeError(w, http.StatusNotFound, "NAME_UNKNOWN", "repository name not known to registry")
+		return
+	}
+	q := req.URL.Query()
+	if last := q.Get("last"); last != "" {
+		tags = tags[sort.SearchStrings(tags, last+"\x00"):]
+	}
+	if n, err := strconv.Atoi(q.Get("n")); err == nil && n >= 0 && n < len(tags) {
+		tags = tags[:n]
+		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?n=%d&last=%s>; rel="next"`, repo, n, url.QueryEscape(tags[len(tags)-1])))
+	}
 	if tags == nil {
 		tags = []string{}
 	}
