@@ -120,6 +120,11 @@ type Image struct {
 	// verified there before it is promoted to Image.
 	Staging     string `json:"staging,omitempty"`
 	ImageDigest string `json:"image_digest,omitempty"` // the built image's digest once seen
+	// ListDigest is set when the tag the image was found at holds a
+	// manifest list: ImageDigest is then its instance for Arch, the only
+	// one verified and promoted; the list's other platforms never reach a
+	// tag dtkbot writes.
+	ListDigest string `json:"list_digest,omitempty"`
 	// Published: the kernel tag holds ImageDigest (promoted there, or found
 	// there and verified).
 	Published bool `json:"published,omitempty"`
@@ -216,7 +221,10 @@ func listSome(s []string, n int) string {
 
 // Rejection is a built image that did not pass verification.
 type Rejection struct {
-	Digest string    `json:"digest"`
+	Digest string `json:"digest"`
+	// List is the manifest list Digest was the instance of, if any: what
+	// the tag it was found at held.
+	List   string    `json:"list,omitempty"`
 	Image  string    `json:"image"` // where it was found
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
@@ -262,15 +270,24 @@ func (m Image) KernelKey() string { return KernelKey(m.Stream, m.Arch, m.Kernel)
 // Key identifies m among every image.
 func (m Image) Key() string { return ImageKey(m.Consumer, m.KernelKey()) }
 
-// Rejected returns the last rejection of digest d, if it failed
-// verification before.
+// Rejected returns the last rejection of digest d (an image, or the
+// manifest list it was found in), if it failed verification before.
 func (m Image) Rejected(d string) (Rejection, bool) {
 	for i := len(m.Rejections) - 1; i >= 0; i-- {
-		if m.Rejections[i].Digest == d {
-			return m.Rejections[i], true
+		if r := m.Rejections[i]; r.Digest == d || (r.List != "" && r.List == d) {
+			return r, true
 		}
 	}
 	return Rejection{}, false
+}
+
+// FoundDigest is what the tag the image was found at held: its manifest
+// list, or the image itself.
+func (m Image) FoundDigest() string {
+	if m.ListDigest != "" {
+		return m.ListDigest
+	}
+	return m.ImageDigest
 }
 
 // PinnedImage is the image by digest (repository@sha256:...), what

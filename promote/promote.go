@@ -46,9 +46,9 @@ import (
 type Registry interface {
 	// Digest is the digest ref points at (registry.ErrNotFound: none).
 	Digest(ctx context.Context, ref string) (digest.Digest, error)
-	// Copy points dst at src (pinned by digest), every platform of a
-	// manifest list, digests preserved, and checks afterwards that dst
-	// holds it.
+	// Copy points dst at src (one image pinned by digest, never a
+	// manifest list), its digest preserved, and checks afterwards that
+	// dst holds it.
 	Copy(ctx context.Context, src, dst string) error
 	// Untag asks the registry to remove a tag (registries that do not:
 	// registry.ErrUnsupported). Some delete the manifest with it: Tags
@@ -132,17 +132,26 @@ func (r *Remote) Manifest(ctx context.Context, ref string) ([]byte, string, erro
 	return body, mimeType, err
 }
 
-// Copy implements Registry.
+// ErrManifestList means a promotion was asked for a manifest list: dtkbot
+// verifies one image per kernel and arch, and a list's other platforms
+// would reach arch-less and floating tags unverified.
+var ErrManifestList = errors.New("a manifest list is never promoted: only the verified image of one platform is")
+
+// Copy implements Registry: src must be one image, never a manifest list
+// (ErrManifestList).
 func (r *Remote) Copy(ctx context.Context, src, dst string) error {
 	want, err := pinnedDigest(src)
 	if err != nil {
 		return err
 	}
+	body, mimeType, err := r.Manifest(ctx, src)
+	if err != nil {
+		return fmt.Errorf("copying %s to %s: %w", src, dst, err)
+	}
+	if manifest.MIMETypeIsMultiImage(mimeType) {
+		return fmt.Errorf("copying %s to %s: %w", src, dst, ErrManifestList)
+	}
 	if ledger.Repository(src) == ledger.Repository(dst) {
-		body, mimeType, err := r.Manifest(ctx, src)
-		if err != nil {
-			return fmt.Errorf("copying %s to %s: %w", src, dst, err)
-		}
 		return r.PutManifest(ctx, dst, body, mimeType)
 	}
 	srcRef, err := docker.ParseReference("//" + src)
@@ -162,10 +171,9 @@ func (r *Remote) Copy(ctx context.Context, src, dst string) error {
 	defer func() { _ = policy.Destroy() }()
 	sys := r.Client.SystemContext()
 	out, err := copy.Image(ctx, policy, dstRef, srcRef, &copy.Options{
-		SourceCtx:          sys,
-		DestinationCtx:     sys,
-		ImageListSelection: copy.CopyAllImages,
-		PreserveDigests:    true,
+		SourceCtx:       sys,
+		DestinationCtx:  sys,
+		PreserveDigests: true,
 	})
 	if err != nil {
 		return fmt.Errorf("copying %s to %s: %w", src, dst, err)

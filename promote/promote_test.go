@@ -94,21 +94,25 @@ func TestPromoteToAMirrorMovesAnImagesLayersOnce(t *testing.T) {
 	}
 }
 
-func TestPromoteManifestListKeepsEveryPlatformAndTheDigest(t *testing.T) {
+// TestPromoteRefusesAManifestList: a list's platforms other than the one
+// verified would reach the tag unverified; its verified instance is what
+// is promoted, digest kept.
+func TestPromoteRefusesAManifestList(t *testing.T) {
 	w := newWorld(t)
 	amd := w.w.PushImage("acme/dtk", "", payloadtest.Image{Arch: "amd64", Layers: [][]byte{payloadtest.NoiseLayer("amd", 4096)}})
 	arm := w.w.PushImage("acme/dtk", "", payloadtest.Image{Arch: "arm64", Layers: [][]byte{payloadtest.NoiseLayer("arm", 4096)}})
-	list := w.w.PushList("acme/dtk", "k", true, amd, arm)
+	list := w.w.PushList("acme/dtk", "staging-k", true, amd, arm)
 	for _, dst := range []string{w.ref("acme/dtk:4.18.14"), w.ref("mirror/dtk:4.18.14")} {
-		d, err := w.tags.Promote(context.Background(), list.Pullspec, dst, "")
-		if err != nil || d != list.Digest {
-			t.Fatalf("%s: %s %v", dst, d, err)
+		if _, err := w.tags.Promote(context.Background(), list.Pullspec, dst, ""); !errors.Is(err, ErrManifestList) {
+			t.Errorf("%s: a list promoted: %v", dst, err)
+		}
+		d, err := w.tags.Promote(context.Background(), amd.Pullspec, dst, "")
+		if err != nil || d != amd.Digest {
+			t.Fatalf("%s: the instance: %s %v", dst, d, err)
 		}
 	}
-	for _, inst := range []string{amd.Digest.String(), arm.Digest.String()} {
-		if _, _, ok := w.srv.Manifest("mirror/dtk", inst); !ok {
-			t.Errorf("platform %s missing in the mirror", inst)
-		}
+	if _, _, ok := w.srv.Manifest("mirror/dtk", arm.Digest.String()); ok {
+		t.Error("the other platform reached the mirror")
 	}
 }
 

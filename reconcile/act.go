@@ -101,7 +101,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	m := before
 	kernelRef, _ := plan.KernelImage(k.target, m) // Plan rendered it
 	m.State, m.Image, m.Staging, m.BuildRequestedAt, m.UpdatedAt = ledger.StateBuildRequested, kernelRef, a.Image, p.now, p.now
-	m.ImageDigest, m.Published = "", false
+	m.ImageDigest, m.ListDigest, m.Published = "", "", false
 	m.Attempts++
 	// Intent first: if we die after asking for the build, the next pass
 	// waits for it instead of asking again.
@@ -245,7 +245,7 @@ func (p *pass) settle(ctx context.Context) {
 // registry deleted with it.
 func (p *pass) removeStaging(ctx context.Context, m ledger.Image) {
 	keep := append([]string{m.Image}, p.tagsHolding(m.Staging, m.ImageDigest)...)
-	outcome, err := p.tags.RemoveStaging(ctx, m.Staging, digest.Digest(m.ImageDigest), unique(keep))
+	outcome, err := p.tags.RemoveStaging(ctx, m.Staging, digest.Digest(m.FoundDigest()), unique(keep))
 	if err != nil {
 		// Not a failure of the pass (consumers never read it), but not done:
 		// reported, and tried again on the next pass.

@@ -81,17 +81,66 @@ func (p *pass) observe(ctx context.Context, keys []string) {
 	wg.Wait()
 }
 
-// advance looks for an awaited image, and verifies one that is built. It
-// reports whether m changed.
+// advance looks for an awaited image, and settles one that is built:
+// pinned to its instance for its arch, then verified. It reports whether m
+// changed.
 func (p *pass) advance(ctx context.Context, m *ledger.Image, k *kind, at refs) bool {
 	if m.State == ledger.StateBuilt {
-		return k.verify != nil && p.verify(ctx, m, k)
+		return p.settleBuilt(ctx, m, k)
 	}
 	changed := p.lookForImage(ctx, m, k, at)
-	if changed && m.State == ledger.StateBuilt && k.verify != nil {
-		p.verify(ctx, m, k)
+	if changed && m.State == ledger.StateBuilt {
+		p.settleBuilt(ctx, m, k)
 	}
 	return changed
+}
+
+// settleBuilt pins a built image to its instance for its arch, then
+// verifies it (when its kind is verified). It reports whether m changed.
+func (p *pass) settleBuilt(ctx context.Context, m *ledger.Image, k *kind) bool {
+	pinned, ok := p.pinInstance(ctx, m, k)
+	if !ok {
+		return pinned
+	}
+	if k.verify == nil {
+		return pinned
+	}
+	return p.verify(ctx, m, k) || pinned
+}
+
+// pinInstance makes a built image one image for its arch: when the tag it
+// was found at holds a manifest list, ImageDigest becomes the list's
+// instance for the image's arch, the only one verified and promoted (a
+// list's other platforms would reach arch-less and floating tags
+// unverified). A list without that instance is rejected, and so is a list
+// found at the kernel tag, which dtkbot did not put there and whose other
+// platforms it cannot vouch for. It reports whether m changed, and whether
+// the image may go on (false: rejected, or not read now).
+func (p *pass) pinInstance(ctx context.Context, m *ledger.Image, k *kind) (changed, ok bool) {
+	if m.ListDigest != "" {
+		return false, true // pinned already
+	}
+	found := m.PinnedImage()
+	d, list, err := p.r.inspector(m.Arch).Instance(ctx, found)
+	switch {
+	case err == nil && !list:
+		return false, true
+	case err == nil && m.Staging == "":
+		err = fmt.Errorf("%w: %s is a manifest list: only its %s image could be verified, and the kernel tag, which dtkbot did not put there, serves the others too", verify.ErrRejected, found, m.Arch)
+	case err == nil:
+		m.ListDigest, m.ImageDigest = m.ImageDigest, d.String()
+		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", found).Str("instance", d.String()).
+			Msgf("the %s is a manifest list: only its %s image is verified and promoted", k.what, m.Arch)
+		return true, true
+	}
+	if !verify.Rejects(err) {
+		p.fail(fmt.Errorf("reading the manifest of %s (%s): %w", found, k.what, err))
+		return false, false
+	}
+	p.reject(ctx, m, fmt.Errorf("verifying %s: %w", found, err), k)
+	p.action(plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
+		Image: found, KernelKey: m.KernelKey(), Result: "rejected: " + err.Error()})
+	return true, false
 }
 
 // lookForImage HEADs the references an image may be at: for a new image
@@ -106,7 +155,7 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 		_, rejected := m.Rejected(d.String())
 		switch {
 		case err == nil && !rejected:
-			m.State, m.Image, m.Staging, m.ImageDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, "", d.String(), "", ""
+			m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, "", d.String(), "", "", ""
 			p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.kernel).Str("digest", d.String()).
 				Msgf("the kernel tag already holds a %s: verifying it", k.what)
 			return true
@@ -121,13 +170,13 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 	rejected = rejected && err == nil
 	switch {
 	case err == nil && !rejected:
-		m.State, m.Image, m.Staging, m.ImageDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, at.staging, d.String(), "", ""
+		m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, at.staging, d.String(), "", "", ""
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.staging).Str("digest", d.String()).Msgf("%s built", k.what)
 		return true
 	case rejected && before.Untagged && m.State == ledger.StateBuildRequested && before.At.Before(m.BuildRequestedAt):
 		// The rejected image's tag was removed, and a later build pushed
 		// the very same image again: that attempt failed as well.
-		m.Staging, m.ImageDigest = at.staging, d.String()
+		m.Staging, m.ImageDigest, m.ListDigest = at.staging, d.String(), ""
 		p.reject(ctx, m, fmt.Errorf("%w: the build pushed %s again, which failed verification before: %s", verify.ErrRejected, d, before.Reason), k)
 		p.action(plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
 			Image: at.staging, KernelKey: m.KernelKey(), Result: "rejected: pushed the rejected image again"})
@@ -221,7 +270,7 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 	p.mu.Lock()
 	p.res.Rejected++
 	p.mu.Unlock()
-	m.Rejections = append(m.Rejections, ledger.Rejection{Digest: m.ImageDigest, Image: m.PinnedImage(), Reason: err.Error(), At: p.now})
+	m.Rejections = append(m.Rejections, ledger.Rejection{Digest: m.ImageDigest, List: m.ListDigest, Image: m.PinnedImage(), Reason: err.Error(), At: p.now})
 	staging := m.Staging
 	p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.PinnedImage()).Err(err).Msgf("the %s failed verification: not promoted", k.what)
 	switch {
@@ -236,8 +285,8 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 		m.Reason = fmt.Sprintf("the build of attempt %d failed verification, retrying: %v", m.Attempts, err)
 		p.warn(m.Reason)
 	}
-	rejected := m.ImageDigest
-	m.ImageDigest, m.Published = "", false
+	rejected := m.FoundDigest()
+	m.ImageDigest, m.ListDigest, m.Published = "", "", false
 	// The staging tag goes through promote's one guarded removal: it goes
 	// only while it holds the rejected image, and a registry that deletes
 	// the manifest with it gets back any tag that named it.

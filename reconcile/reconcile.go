@@ -137,8 +137,11 @@ type Reconciler struct {
 	// Progress, if set, is told how many releases of a pass are inspected.
 	Progress func(done, total int)
 
-	mu         sync.Mutex
-	inspectors map[string]*releaseinfo.Inspector
+	mu sync.Mutex // one pass at a time
+	// inspectors are the payload inspectors by arch, kept across passes
+	// (their caches), under inspectorsMu: stages ask for them concurrently.
+	inspectorsMu sync.Mutex
+	inspectors   map[string]*releaseinfo.Inspector
 }
 
 // Notifier tells people about a kernel's current state. It must find and

@@ -407,7 +407,7 @@ func journal(tx *state.Tx, now time.Time, a plan.Action, result string) error {
 func (p *pass) retryFailed() {
 	for _, m := range p.view.imageList(p.opts.Release) {
 		if m.State == ledger.StateFailed {
-			m.State, m.Attempts, m.NextAttemptAt, m.ImageDigest, m.Published = ledger.StateNew, 0, time.Time{}, "", false
+			m.State, m.Attempts, m.NextAttemptAt, m.ImageDigest, m.ListDigest, m.Published = ledger.StateNew, 0, time.Time{}, "", "", false
 			m.Reason = "retry asked (was: " + m.Reason + ")"
 			m.UpdatedAt = p.now
 			p.putImage(m)
