@@ -54,7 +54,9 @@ func TestOnlyTheVerifiedPlatformIsPromoted(t *testing.T) {
 	h := newHarness(t)
 	h.target.FloatingTags = []string{"{{.Minor}}"}
 	h.target.Mirrors = []string{h.srv.Host() + "/mirror/driver-toolkit"}
-	h.builder.set(func(b *fakeBuilder) { b.asList = map[string]string{k1.Kernel: "amd64 and arm64", k2.Kernel: "arm64 only"} })
+	h.builder.set(func(b *fakeBuilder) {
+		b.asList = map[string]string{k1.Kernel: "amd64 and arm64", k2.Kernel: "arm64 only"}
+	})
 	h.publish("stable-4.16", "4.16.15", k1)
 	h.publish("stable-4.16", "4.16.17", k2)
 	if _, err := h.verifying().RunOnce(context.Background(), h.now, Options{}); err != nil {
