@@ -128,6 +128,11 @@ type Image struct {
 	// Published: the kernel tag holds ImageDigest (promoted there, or found
 	// there and verified).
 	Published bool `json:"published,omitempty"`
+	// Adopted: the image was found at its kernel tag, put there by someone
+	// else (or before this state file), and verified there. Its other tags
+	// are dtkbot's; the kernel tag is not: it is never recorded as a
+	// promotion, audited, moved or removed.
+	Adopted bool `json:"adopted,omitempty"`
 	// StagingRemoved says what became of the staging tag after promotion:
 	// "removed", or why it stays.
 	StagingRemoved string `json:"staging_removed,omitempty"`

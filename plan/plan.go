@@ -274,6 +274,12 @@ func Plan(in Input) []Action {
 			ref := repo + ":" + refTag(kernelRef)
 			w := want{m: m, release: first(m.Releases), kind: ledger.TagKernel, after: kernelRef, rank: 1}
 			if i == 0 {
+				if m.Adopted {
+					// Its kernel tag holds it already, and is not dtkbot's to
+					// write (nor to record as a promotion).
+					visible[ref] = true
+					continue
+				}
 				w.after, w.rank = "", 0
 			}
 			desired[ref] = append(desired[ref], w)

@@ -101,7 +101,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	m := before
 	kernelRef, _ := plan.KernelImage(k.target, m) // Plan rendered it
 	m.State, m.Image, m.Staging, m.BuildRequestedAt, m.UpdatedAt = ledger.StateBuildRequested, kernelRef, a.Image, p.now, p.now
-	m.ImageDigest, m.ListDigest, m.Published = "", "", false
+	m.ImageDigest, m.ListDigest, m.Published, m.Adopted = "", "", false, false
 	m.Attempts++
 	// Intent first: if we die after asking for the build, the next pass
 	// waits for it instead of asking again.

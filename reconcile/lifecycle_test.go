@@ -8,6 +8,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/state"
 )
 
 // The lifecycle every kind of image shares, where it meets content it
@@ -88,5 +89,111 @@ func TestOnlyTheVerifiedPlatformIsPromoted(t *testing.T) {
 	}
 	if k2 := kernels(t, h.store)[k2.Kernel]; len(k2.Rejections) != 1 || !strings.Contains(k2.Rejections[0].Reason, "no linux/amd64 image") {
 		t.Errorf("a list without an amd64 image: %s, %+v", k2.State, k2.Rejections)
+	}
+}
+
+// pushDTK pushes a DTK for s's kernel (of anyone's build: seed makes it
+// differ) at repo:tag.
+func pushDTK(h *harness, repo, tag string, s payloadtest.Stream, seed string) payloadtest.Pushed {
+	release := []byte(`{"KERNEL_VERSION":"` + s.Kernel + `.x86_64","RT_KERNEL_VERSION":"","RHEL_VERSION":"9.4"}`)
+	return h.world.PushImage(repo, tag, payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer(seed, 4096),
+		payloadtest.TarGz(payloadtest.File("etc/driver-toolkit-release.json", release))}})
+}
+
+// TestAdoptedKernelTagIsNeverMoved (trust rule 3): an image someone else
+// put at a kernel tag is verified and adopted, recorded as adopted and
+// never as a promotion of dtkbot's; its release tag is dtkbot's; when the
+// owner pushes another image to their tag, the drift audit leaves it there.
+func TestAdoptedKernelTagIsNeverMoved(t *testing.T) {
+	h := newHarness(t)
+	kernelTag := k1.Kernel + ".x86_64"
+	theirs := pushDTK(h, "dtkbot/driver-toolkit", kernelTag, k1, "their build")
+	h.publish("stable-4.16", "4.16.15", k1)
+	pass := func() *Result {
+		r := h.verifying()
+		r.Audit = AuditPolicy{Interval: time.Hour, Repair: true}
+		res, err := r.RunOnce(context.Background(), h.now, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	pass()
+	k := kernels(t, h.store)[k1.Kernel]
+	exp, _ := h.store.Export()
+	kernelRef := h.target.Repository + ":" + kernelTag
+	if k.State != ledger.StatePromoted || !k.Adopted || k.ImageDigest != theirs.Digest.String() || h.builder.total() != 0 {
+		t.Fatalf("the DTK: %s, adopted %v, at %s (theirs %s), %d builds", k.State, k.Adopted, k.ImageDigest, theirs.Digest, h.builder.total())
+	}
+	if pr, ok := exp.Tags[kernelRef]; ok {
+		t.Errorf("the adopted kernel tag is recorded as a promotion of dtkbot's: %+v", pr)
+	}
+	if pr, ok := exp.Tags[h.target.Repository+":4.16.15"]; !ok || pr.Digest != theirs.Digest.String() {
+		t.Errorf("the release tag: %+v %v", pr, ok)
+	}
+	// The owner pushes a new build to their tag; the audit, due, does not
+	// move it back.
+	again := pushDTK(h, "dtkbot/driver-toolkit", kernelTag, k1, "their next build")
+	h.now = h.now.Add(2 * time.Hour)
+	res := pass()
+	if d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", kernelTag); d != again.Digest {
+		t.Errorf("the adopted kernel tag was moved back to %s (its owner put %s there): %+v", d, again.Digest, res.Actions)
+	}
+	if res.Audited == 0 {
+		t.Error("the audit did not run")
+	}
+}
+
+// TestUnverifiedKindAdoptsNothing: with build.verify: false nothing checks
+// an image someone else put at a kernel tag: it is not adopted, and no
+// release or floating tag is ever pointed at it.
+func TestUnverifiedKindAdoptsNothing(t *testing.T) {
+	h := newHarness(t)
+	h.target.FloatingTags = []string{"{{.Minor}}"}
+	kernelTag := k1.Kernel + ".x86_64"
+	theirs := h.world.PushImage("dtkbot/driver-toolkit", kernelTag, payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("anything at all", 4096)}})
+	h.publish("stable-4.16", "4.16.15", k1)
+	_, err := h.reconciler().RunOnce(context.Background(), h.now, Options{}) // no DTK verifier: build.verify: false
+	if err == nil || !strings.Contains(err.Error(), "not adopted") {
+		t.Errorf("the pass does not say so: %v", err)
+	}
+	if tags := h.srv.Tags("dtkbot/driver-toolkit"); len(tags) != 1 || tags[0] != kernelTag {
+		t.Errorf("tags %v: the unchecked image was spread", tags)
+	}
+	if d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", kernelTag); d != theirs.Digest {
+		t.Errorf("their kernel tag at %s", d)
+	}
+	if k := kernels(t, h.store)[k1.Kernel]; k.State != ledger.StateFailed || !strings.Contains(k.Reason, "build.verify: false") {
+		t.Errorf("the DTK: %s, %q", k.State, k.Reason)
+	}
+	// Later passes hold it, failing nothing, tagging nothing.
+	h.now = h.now.Add(time.Hour)
+	if res := h.pass(Options{}); count(res, "promote") != 0 {
+		t.Errorf("later: %+v", res.Actions)
+	}
+}
+
+// TestAdoptionsOfEarlierStateFiles: a state file that recorded an adopted
+// image's kernel tag as a promotion (before Image.Adopted) is read as
+// adopted, and the tag forgotten: the audit never moves it.
+func TestAdoptionsOfEarlierStateFiles(t *testing.T) {
+	h := newHarness(t)
+	kernelTag := k1.Kernel + ".x86_64"
+	theirs := pushDTK(h, "dtkbot/driver-toolkit", kernelTag, k1, "their build")
+	ref := h.target.Repository + ":" + kernelTag
+	m := ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: k1.Kernel, KernelFull: kernelTag, Releases: []string{"4.16.15"},
+		State: ledger.StatePromoted, Image: ref, ImageDigest: theirs.Digest.String(), Published: true}
+	if err := h.store.Update(func(tx *state.Tx) error {
+		if err := tx.PutImage(m); err != nil {
+			return err
+		}
+		return tx.PutPromotion(ledger.Promotion{Ref: ref, Digest: m.ImageDigest, Kernel: m.Kernel, KernelKey: m.KernelKey(), Kind: ledger.TagKernel})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.pass(Options{})
+	exp, _ := h.store.Export()
+	if _, ok := exp.Tags[ref]; ok || !kernels(t, h.store)[k1.Kernel].Adopted {
+		t.Errorf("tags %v, the DTK %+v", exp.Tags, kernels(t, h.store)[k1.Kernel])
 	}
 }

@@ -154,8 +154,16 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 		d, err := p.r.Checker.Digest(ctx, at.kernel)
 		_, rejected := m.Rejected(d.String())
 		switch {
+		case err == nil && !rejected && k.verify == nil:
+			// Nothing checks this kind's images (build.verify: false): an
+			// image someone else put at the kernel tag is not adopted, so
+			// nothing unchecked is spread to release and floating tags.
+			m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted = ledger.StateFailed, at.kernel, "", "", "", false
+			m.Reason = fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not put there, and %ss are not verified (build.verify: false): it is not adopted and no other tag is pointed at it; remove the tag (or turn verification on), then run dtkbot reconcile --retry-failed", at.kernel, d, k.what)
+			p.fail(errors.New(m.Reason))
+			return true
 		case err == nil && !rejected:
-			m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, "", d.String(), "", "", ""
+			m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, "", d.String(), "", false, "", ""
 			p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.kernel).Str("digest", d.String()).
 				Msgf("the kernel tag already holds a %s: verifying it", k.what)
 			return true
@@ -170,7 +178,7 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 	rejected = rejected && err == nil
 	switch {
 	case err == nil && !rejected:
-		m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, at.staging, d.String(), "", "", ""
+		m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, at.staging, d.String(), "", false, "", ""
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.staging).Str("digest", d.String()).Msgf("%s built", k.what)
 		return true
 	case rejected && before.Untagged && m.State == ledger.StateBuildRequested && before.At.Before(m.BuildRequestedAt):
@@ -226,7 +234,7 @@ func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool 
 
 // verify checks a built image by digest. A verified image at the staging
 // reference waits for promotion; one found at the kernel tag is adopted
-// there. An image that fails is rejected (see reject); a read error leaves
+// there (Image.Adopted). An image that fails is rejected (see reject); a read error leaves
 // m built for the next pass. It reports whether m changed.
 func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 	pinned := m.PinnedImage()
@@ -241,11 +249,13 @@ func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 		}
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", pinned).Msgf("%s verified", k.what)
 		if m.Staging == "" {
-			// Found at the kernel tag and verified: the tag is dtkbot's now.
-			m.Published = true
+			// Found at the kernel tag and verified: adopted. The image may
+			// get its other tags; the kernel tag stays its owner's (trust
+			// rule 3): not a promotion of dtkbot's, never audited, moved
+			// or removed.
+			m.Published, m.Adopted = true, true
 			a.Tag, a.Kind = m.Image, ledger.TagKernel
-			p.putPromotion(ledger.Promotion{Ref: m.Image, Digest: m.ImageDigest, Release: first(m.Releases), Kernel: m.Kernel,
-				KernelKey: m.KernelKey(), Consumer: m.Consumer, Kind: ledger.TagKernel, At: p.now}, a)
+			a.Result += "; adopted at its kernel tag, which dtkbot did not write and never moves"
 		}
 	case verify.Rejects(err):
 		// A verdict, or content that cannot change behind its digest: for
@@ -286,7 +296,7 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 		p.warn(m.Reason)
 	}
 	rejected := m.FoundDigest()
-	m.ImageDigest, m.ListDigest, m.Published = "", "", false
+	m.ImageDigest, m.ListDigest, m.Published, m.Adopted = "", "", false, false
 	// The staging tag goes through promote's one guarded removal: it goes
 	// only while it holds the rejected image, and a registry that deletes
 	// the manifest with it gets back any tag that named it.
