@@ -165,6 +165,26 @@ type Image struct {
 	// ABI is, for a DTK, each consumer's verdict on this kernel: would the
 	// consumer's newest promoted modules (of another kernel) load on it?
 	ABI []ABIVerdict `json:"abi,omitempty"`
+	// KernelFiles is, for a DTK, whether it carries the kernel's files its
+	// consumers' modules are checked against: read once per digest, when a
+	// consumer needs them (verify.abi: true).
+	KernelFiles *KernelFilesCheck `json:"kernel_files,omitempty"`
+}
+
+// KernelFilesCheck says whether the DTK image Digest carries the kernel's
+// files under etc/driver-toolkit/<uname -r>/ (Module.symvers, modules.dep,
+// modules.builtin): Missing names those it lacks (none: it has them all).
+type KernelFilesCheck struct {
+	Digest  string   `json:"digest"`
+	Missing []string `json:"missing,omitempty"`
+}
+
+// KernelFilesOf is the check of the DTK's current image, if it was made.
+func (m Image) KernelFilesOf() (KernelFilesCheck, bool) {
+	if m.KernelFiles == nil || m.KernelFiles.Digest == "" || m.KernelFiles.Digest != m.ImageDigest {
+		return KernelFilesCheck{}, false
+	}
+	return *m.KernelFiles, true
 }
 
 // ModuleRecord is one module of a verified kmod image, compact: the

@@ -35,6 +35,7 @@ func (p *pass) act(ctx context.Context) {
 	tried := map[string]bool{} // builds asked for and tags written this pass: once each
 	for round := 0; round == 0 || (round < maxRounds && len(look) > 0); round++ {
 		p.observe(ctx, look)
+		p.checkKernelFiles(ctx)
 		actions := plan.Plan(p.planInput())
 		if round == 0 {
 			actions = append(p.heldActions(), actions...)

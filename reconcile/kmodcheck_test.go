@@ -69,7 +69,6 @@ func TestKmodImageIsCheckedAgainstTheExactKernel(t *testing.T) {
 		"unsigned, with signing certs":     {certs: "trusted", want: []string{"dtkbot_hello.ko: ", "not signed"}},
 		"signed by another key":            {certs: "trusted", tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "other"} }), want: []string{"dtkbot_hello.ko: ", "a key none of the 1 trusted certificates holds"}},
 		"signed by the trusted key":        {certs: "trusted", accept: true, tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "trusted"} }), want: []string{"signatures"}},
-		"a DTK without the kernel's files": {tweak: func(w *consumerWorld) { w.builder.noKernelFiles = map[string]bool{k1.Kernel: true} }, want: []string{"has no etc/driver-toolkit/" + k1.Kernel + ".x86_64/Module.symvers", "verify.abi: false"}},
 		"a DTK without them, abi: false": {noABI: true, accept: true, tweak: func(w *consumerWorld) { w.builder.noKernelFiles = map[string]bool{k1.Kernel: true} },
 			want: []string{"ABI not checked: the promoted DTK", "vermagic, dependencies"}},
 	} {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/state"
 )
 
@@ -195,5 +196,66 @@ func TestAdoptionsOfEarlierStateFiles(t *testing.T) {
 	exp, _ := h.store.Export()
 	if _, ok := exp.Tags[ref]; ok || !kernels(t, h.store)[k1.Kernel].Adopted {
 		t.Errorf("tags %v, the DTK %+v", exp.Tags, kernels(t, h.store)[k1.Kernel])
+	}
+}
+
+// TestDTKWithoutKernelFilesAsksNoConsumerBuild: when a consumer checks its
+// modules against the kernel's files (verify.abi: true), whether a DTK
+// carries them is decided once per DTK image: one that lacks them is
+// rejected with that one reason, and no consumer image is ever asked FROM
+// it (each would be rejected for a reason that depends on the DTK alone).
+// A DTK promoted before any consumer needed them is read once, and holds
+// its consumers with that reason.
+func TestDTKWithoutKernelFilesAsksNoConsumerBuild(t *testing.T) {
+	w := newConsumerWorld(t)
+	w.builder.sync = true
+	w.builder.set(func(b *fakeBuilder) { b.noKernelFiles = map[string]bool{k1.Kernel: true, k2.Kernel: true} })
+	w.publish("stable-4.16", "4.16.15", k1)
+	for i := 0; i < 6; i++ {
+		_, _ = w.reconciler().RunOnce(context.Background(), w.now, Options{})
+		w.now = w.now.Add(24 * time.Hour)
+	}
+	if n := len(w.ci.Requests()); n != 0 {
+		t.Errorf("%d kmod builds asked FROM a DTK without the kernel's files, want 0", n)
+	}
+	dtk := kernels(t, w.store)[k1.Kernel]
+	if dtk.State != ledger.StateFailed || len(dtk.Rejections) != w.policy.MaxAttempts {
+		t.Fatalf("the DTK: %s, %d rejections: %+v", dtk.State, len(dtk.Rejections), dtk.Rejections)
+	}
+	for _, r := range dtk.Rejections {
+		if !strings.Contains(r.Reason, "has no etc/driver-toolkit/"+k1.Kernel+".x86_64/Module.symvers") || !strings.Contains(r.Reason, "acme-nic") {
+			t.Errorf("the rejection does not say why: %q", r.Reason)
+		}
+	}
+
+	// A DTK promoted while no consumer needed its kernel's files.
+	w.publish("stable-4.16", "4.16.17", k2)
+	noConsumer := w.reconciler()
+	noConsumer.Consumers = nil
+	if _, err := noConsumer.RunOnce(context.Background(), w.now, Options{Release: "4.16.17"}); err != nil {
+		t.Fatal(err)
+	}
+	if k := kernels(t, w.store)[k2.Kernel]; k.State != ledger.StatePromoted || k.KernelFiles != nil {
+		t.Fatalf("the second DTK: %s, kernel files %+v", k.State, k.KernelFiles)
+	}
+	for i := 0; i < 2; i++ {
+		before := w.srv.Stats()
+		res, _ := w.reconciler().RunOnce(context.Background(), w.now, Options{Release: "4.16.17"})
+		held := false
+		for _, a := range res.Actions {
+			held = held || (a.Type == plan.ActionHold && a.Consumer == "acme-nic" && strings.Contains(a.Reason, "has no etc/driver-toolkit/"+k2.Kernel+".x86_64/Module.symvers"))
+		}
+		if !held {
+			t.Errorf("pass %d: the consumer is not held with the reason: %+v", i+1, res.Actions)
+		}
+		if i == 1 && w.srv.Stats().Sub(before).BlobGETs != 0 {
+			t.Errorf("the DTK was read again: %d blob GETs", w.srv.Stats().Sub(before).BlobGETs)
+		}
+	}
+	if n := len(w.ci.Requests()); n != 0 {
+		t.Errorf("%d kmod builds asked, want 0", n)
+	}
+	if k := kernels(t, w.store)[k2.Kernel]; k.KernelFiles == nil || len(k.KernelFiles.Missing) != 3 {
+		t.Errorf("the second DTK's kernel files: %+v", k.KernelFiles)
 	}
 }
