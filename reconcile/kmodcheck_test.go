@@ -66,9 +66,9 @@ func TestKmodImageIsCheckedAgainstTheExactKernel(t *testing.T) {
 			want: []string{"dtkbot_hello.ko: vermagic", k2.Kernel + ".x86_64"}},
 		"a dependency missing": {tweak: ci(func(b *citest.Builds) { b.Only = map[string][]string{k1.Kernel: {"dtkbot_user"}} }),
 			want: []string{"dtkbot_user.ko: ", "depends on modules that are neither kernel " + k1.Kernel + ".x86_64's nor in the image: dtkbot_hello"}},
-		"unsigned, with signing certs":     {certs: "trusted", want: []string{"dtkbot_hello.ko: ", "not signed"}},
-		"signed by another key":            {certs: "trusted", tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "other"} }), want: []string{"dtkbot_hello.ko: ", "a key none of the 1 trusted certificates holds"}},
-		"signed by the trusted key":        {certs: "trusted", accept: true, tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "trusted"} }), want: []string{"signatures"}},
+		"unsigned, with signing certs": {certs: "trusted", want: []string{"dtkbot_hello.ko: ", "not signed"}},
+		"signed by another key":        {certs: "trusted", tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "other"} }), want: []string{"dtkbot_hello.ko: ", "a key none of the 1 trusted certificates holds"}},
+		"signed by the trusted key":    {certs: "trusted", accept: true, tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "trusted"} }), want: []string{"signatures"}},
 		"a DTK without them, abi: false": {noABI: true, accept: true, tweak: func(w *consumerWorld) { w.builder.noKernelFiles = map[string]bool{k1.Kernel: true} },
 			want: []string{"ABI not checked: the promoted DTK", "vermagic, dependencies"}},
 	} {
