@@ -35,6 +35,8 @@ type consumerWorld struct {
 	certs   []*x509.Certificate
 	skipABI bool
 	second  bool
+	// moduleName is acme-nic's kmm.module_name.
+	moduleName string
 }
 
 func newConsumerWorld(t *testing.T) *consumerWorld {
@@ -65,11 +67,12 @@ func (w *consumerWorld) reconciler() *Reconciler {
 			}
 			return webhook.Build(ctx, req)
 		}),
-		Target:  plan.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
-		Build:   BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute},
-		Label:   "kernel-version",
-		Certs:   w.certs,
-		SkipABI: w.skipABI,
+		Target:     plan.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
+		Build:      BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute},
+		Label:      "kernel-version",
+		Certs:      w.certs,
+		SkipABI:    w.skipABI,
+		ModuleName: w.moduleName,
 	}}
 	if w.second {
 		r.Consumers = append(r.Consumers, Consumer{Name: "beta", Builder: webhook,

@@ -57,6 +57,9 @@ type Consumer struct {
 	// accepts images whose DTK lacks the kernel's files, unchecked.
 	Certs   []*x509.Certificate
 	SkipABI bool
+	// ModuleName is the module KMM loads from its images (kmm.module_name):
+	// when set, an image that does not hold it is rejected.
+	ModuleName string
 }
 
 // KmodVerifier checks a consumer's image against the kernel of the DTK it
@@ -102,7 +105,7 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 				return fmt.Errorf("consumer %s: %w", c.Name, err)
 			}
 			res, err := kv.VerifyKmod(ctx, verify.KmodCheck{Image: pinned, Arch: m.Arch, KernelFull: m.KernelFull, ModulePath: modulePath,
-				Label: c.Label, DTK: m.DTKImage, Certs: c.Certs, SkipABI: c.SkipABI})
+				Label: c.Label, DTK: m.DTKImage, Certs: c.Certs, SkipABI: c.SkipABI, ModuleName: c.ModuleName})
 			if err != nil {
 				return err
 			}

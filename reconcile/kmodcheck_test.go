@@ -69,6 +69,9 @@ func TestKmodImageIsCheckedAgainstTheExactKernel(t *testing.T) {
 		"unsigned, with signing certs": {certs: "trusted", want: []string{"dtkbot_hello.ko: ", "not signed"}},
 		"signed by another key":        {certs: "trusted", tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "other"} }), want: []string{"dtkbot_hello.ko: ", "a key none of the 1 trusted certificates holds"}},
 		"signed by the trusted key":    {certs: "trusted", accept: true, tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "trusted"} }), want: []string{"signatures"}},
+		"without the module KMM loads": {tweak: func(w *consumerWorld) { w.moduleName = "simple-kmod" },
+			want: []string{"the module a node loads, simple-kmod (modprobe), is not under /opt/lib/modules/" + k1.Kernel + ".x86_64/: the image holds dtkbot_hello.ko, dtkbot_user.ko"}},
+		"with the module KMM loads": {accept: true, tweak: func(w *consumerWorld) { w.moduleName = "dtkbot-user" }, want: []string{"dependencies"}},
 		"a DTK without them, abi: false": {noABI: true, accept: true, tweak: func(w *consumerWorld) { w.builder.noKernelFiles = map[string]bool{k1.Kernel: true} },
 			want: []string{"ABI not checked: the promoted DTK", "vermagic, dependencies"}},
 	} {

@@ -291,7 +291,7 @@ func newConsumers(cfg *config.Config, log zerolog.Logger) ([]reconcile.Consumer,
 		}
 		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.PlanTarget(),
 			Build:      reconcile.BuildPolicy{Timeout: c.Build.Timeout.Duration, MaxAttempts: c.Build.MaxAttempts, Backoff: c.Build.Backoff.Duration},
-			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label, Certs: c.Verify.Certs, SkipABI: !c.Verify.RequireABI()})
+			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label, Certs: c.Verify.Certs, SkipABI: !c.Verify.RequireABI(), ModuleName: c.KMM.ModuleName})
 	}
 	return out, nil
 }
