@@ -327,7 +327,10 @@ func printKMM(env *cliEnv, cfgPath string) error {
 	if len(pre) == 0 {
 		return fmt.Errorf("no preflight for 4.16.17")
 	}
-	mod := kmm.NewModule("simple-kmod", kmmModules(cfg)["simple-kmod"], ix.KernelMappings("simple-kmod"))
+	mod, err := kmm.NewModule("simple-kmod", kmmModules(cfg)["simple-kmod"], ix.KernelMappings("simple-kmod"))
+	if err != nil {
+		return err
+	}
 	out, err := kmm.YAML(pre[0], mod)
 	if err != nil {
 		return err
