@@ -165,10 +165,24 @@ type Image struct {
 	// ABI is, for a DTK, each consumer's verdict on this kernel: would the
 	// consumer's newest promoted modules (of another kernel) load on it?
 	ABI []ABIVerdict `json:"abi,omitempty"`
+	// Verifying is the verification of ImageDigest under way, written to
+	// the state before the image is read and cleared with its outcome: one
+	// found when a verification begins means the process that began the
+	// last one died before it ended (out of memory, killed), maybe because
+	// of what it was reading (a poison image).
+	Verifying *Verification `json:"verifying,omitempty"`
 	// KernelFiles is, for a DTK, whether it carries the kernel's files its
 	// consumers' modules are checked against: read once per digest, when a
 	// consumer needs them (verify.abi: true).
 	KernelFiles *KernelFilesCheck `json:"kernel_files,omitempty"`
+}
+
+// Verification is a verification begun: of which image, since when, and
+// how many verifications of it before were cut short by the process dying.
+type Verification struct {
+	Digest      string    `json:"digest"`
+	Since       time.Time `json:"since"`
+	Interrupted int       `json:"interrupted,omitempty"`
 }
 
 // KernelFilesCheck says whether the DTK image Digest carries the kernel's

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -234,12 +235,37 @@ func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool 
 
 // verify checks a built image by digest. A verified image at the staging
 // reference waits for promotion; one found at the kernel tag is adopted
-// there (Image.Adopted). An image that fails is rejected (see reject); a read error leaves
-// m built for the next pass. It reports whether m changed.
+// there (Image.Adopted). An image that fails is rejected (see reject); a
+// read error leaves m built for the next pass. The verification is
+// recorded in the state before the image is read, and the record cleared
+// with its outcome: an image whose verification was cut short by the
+// process dying Reconciler.VerifyInterruptions times is rejected without
+// being read again (a poison image fails instead of killing every
+// process that reads it). It reports whether m changed.
 func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 	pinned := m.PinnedImage()
 	a := plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer, Image: pinned, KernelKey: m.KernelKey()}
+	rec := ledger.Verification{Digest: m.ImageDigest, Since: p.now}
+	if v := m.Verifying; v != nil && v.Digest == m.ImageDigest {
+		rec.Since, rec.Interrupted = v.Since, v.Interrupted+1
+		p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", pinned).Int("interrupted", rec.Interrupted).
+			Msgf("the last verification of this %s did not end: the process died while it ran", k.what)
+	}
+	if limit := cmp.Or(p.r.VerifyInterruptions, DefaultVerifyInterruptions); rec.Interrupted >= limit {
+		m.Verifying = nil
+		err := fmt.Errorf("%w: verifying it stopped the process %d %s (out of memory, or killed, while reading it; first at %s): it is not read again",
+			verify.ErrRejected, rec.Interrupted, plural(rec.Interrupted, "time", "times"), rec.Since.UTC().Format(time.RFC3339))
+		p.reject(ctx, m, err, k)
+		a.Result = "rejected: " + err.Error()
+		p.action(a)
+		return true
+	}
+	// Recorded before the image is read: if reading it kills the process,
+	// the next one knows.
+	m.Verifying = &rec
+	p.putImage(*m)
 	err := k.verify(ctx, pinned, m)
+	m.Verifying = nil
 	switch {
 	case err == nil:
 		m.State, m.Reason, m.Detail = ledger.StateVerified, "", ""
@@ -263,11 +289,20 @@ func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 		p.reject(ctx, m, err, k)
 		a.Result = "rejected: " + err.Error()
 	default:
+		// It could not be read now: no verdict, and no interruption.
+		p.putImage(*m)
 		p.fail(err)
 		return false
 	}
 	p.action(a)
 	return true
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // reject records a built image that failed verification. It is never

@@ -133,7 +133,13 @@ type Reconciler struct {
 	ServiceFailures int
 	// Concurrency bounds the payloads inspected at once.
 	Concurrency int
-	Log         zerolog.Logger
+	// VerifyInterruptions is how many verifications of one image may be
+	// cut short by the process dying (out of memory, killed) before the
+	// image is rejected as one that kills its verifier
+	// (DefaultVerifyInterruptions when 0): each is begun only once it is
+	// recorded in the state.
+	VerifyInterruptions int
+	Log                 zerolog.Logger
 	// Progress, if set, is told how many releases of a pass are inspected.
 	Progress func(done, total int)
 
@@ -143,6 +149,11 @@ type Reconciler struct {
 	inspectorsMu sync.Mutex
 	inspectors   map[string]*releaseinfo.Inspector
 }
+
+// DefaultVerifyInterruptions rejects an image the second time its
+// verification dies with the process: once may be a coincidence (a node
+// drained, a rollout), twice is the image.
+const DefaultVerifyInterruptions = 2
 
 // Notifier tells people about a kernel's current state. It must find and
 // update what it published before rather than publish twice.

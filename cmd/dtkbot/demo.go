@@ -210,7 +210,9 @@ consumers:
     target:
       repository: %s/demo/simple-kmod
     verify: {label: kernel-version}
-    kmm: {module_name: simple-kmod, namespace: demo-drivers}
+    # The CI stand-in's kmod images hold dtkbot_user and dtkbot_hello, which
+    # it needs: the Module loads dtkbot_user, verified to be there.
+    kmm: {module_name: dtkbot_user, namespace: demo-drivers}
 verify:
   mode: warn
   signature_store: http://%s

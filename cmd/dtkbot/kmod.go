@@ -56,6 +56,7 @@ func runKmodCheck(ctx context.Context, env *cliEnv, args []string) int {
 	var certs stringList
 	fs.Var(&certs, "cert", "a certificate (PEM or DER) a Secure Boot node trusts; every module must be signed by one (repeatable)")
 	modulePath := fs.String("module-path", "", "where the image holds the kernel's modules (default opt/lib/modules/<kernel>/, KMM's)")
+	load := fs.String("module", "", "the module a node loads (KMM's modprobe.moduleName): it must be in the image")
 	arch := fs.String("arch", "amd64", "the instance of a multi-arch image to read")
 	output := fs.String("o", "table", "output format: table or json")
 	rf := addRegistryFlags(fs)
@@ -73,14 +74,14 @@ func runKmodCheck(ctx context.Context, env *cliEnv, args []string) int {
 	case *output != "table" && *output != "json":
 		errorf(env, "kmod check: -o %q: want table or json", *output)
 	default:
-		return kmodCheck(ctx, env, rf, args[0], *kernel, *dtk, *symversPath, certs, *modulePath, *arch, *output)
+		return kmodCheck(ctx, env, rf, args[0], *kernel, *dtk, *symversPath, certs, *modulePath, *load, *arch, *output)
 	}
 	fs.Usage()
 	return exitUsage
 }
 
-func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kernel, dtk, symversPath string, certPaths []string, modulePath, arch, output string) int {
-	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != ""}
+func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kernel, dtk, symversPath string, certPaths []string, modulePath, load, arch, output string) int {
+	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != "", Load: load}
 	var err error
 	if len(certPaths) > 0 {
 		if opts.Certs, err = kmod.LoadCertificates(certPaths...); err != nil {

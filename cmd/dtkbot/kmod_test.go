@@ -123,6 +123,9 @@ func TestKmodCheck(t *testing.T) {
 		{"no kernel files at all: what can be checked", []string{good}, exitAccepted, []string{"not checked", "no --dtk or --symvers"}},
 		{"another module path", []string{good, "--dtk", kw.dtk, "--module-path", "lib/modules/" + testKernel}, exitRejected,
 			[]string{"no kernel module under /lib/modules/6.1.0-57-cloud-amd64/ (its modules are elsewhere: opt/lib/modules/"}},
+		{"without the module KMM loads", []string{good, "--dtk", kw.dtk, "--module", "simple-kmod"}, exitRejected,
+			[]string{"the module a node loads, simple-kmod (modprobe), is not under /opt/lib/modules/6.1.0-57-cloud-amd64/: the image holds dtkbot_hello.ko, dtkbot_user.ko"}},
+		{"with the module KMM loads", []string{good, "--dtk", kw.dtk, "--module", "dtkbot-user"}, exitAccepted, []string{"ACCEPTED"}},
 		{"the image is not there", []string{kw.srv.Host() + "/acme/simple-kmod:missing", "--dtk", kw.dtk}, exitCouldNotTell, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -243,11 +243,12 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			MaxAttempts: cfg.Build.MaxAttempts,
 			Backoff:     cfg.Build.Backoff.Duration,
 		},
-		Consumers:     consumers,
-		KmodVerifier:  &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits(), Kernels: store},
-		Concurrency:   cfg.Registry.Concurrency,
-		SignatureMode: cfg.Verify.Mode,
-		Log:           log,
+		Consumers:           consumers,
+		KmodVerifier:        &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits(), Kernels: store},
+		Concurrency:         cfg.Registry.Concurrency,
+		VerifyInterruptions: cfg.Build.VerifyInterruptions,
+		SignatureMode:       cfg.Verify.Mode,
+		Log:                 log,
 	}
 	if cfg.Target.Repository != "" {
 		r.Promoter = promote.NewRemote(reg)
