@@ -142,8 +142,9 @@ func (t *Tags) RemoveStaging(ctx context.Context, staging string, want digest.Di
 }
 
 // remove is the one way dtkbot deletes a tag, whatever the tag (rules 2
-// and 4): ref goes only while it holds want (a tag already gone is
-// success; one that holds another image is a *ConflictError, and stays).
+// and 3 of the package doc): ref goes only while it holds want (a tag
+// already gone is success; one that holds another image is a
+// *ConflictError, and stays).
 // Some registries (older Harbor, early zot) delete the manifest a tag
 // names, and with it every tag of the repository naming it, which may be
 // tags dtkbot never promoted: so the manifest and the repository's tags

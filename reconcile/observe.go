@@ -347,10 +347,3 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 		}
 	}
 }
-
-func first(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[0]
-}
