@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/state"
@@ -44,6 +45,35 @@ func TestUnreadableImageIsRejected(t *testing.T) {
 	}
 	if k := kernels(t, h.store)[k1.Kernel]; k.State != ledger.StatePromoted || k.Attempts != 2 {
 		t.Errorf("after the backoff: %s, attempts %d, %q", k.State, k.Attempts, k.Reason)
+	}
+}
+
+// TestRejectedStagingTagGoesAlone (rule 4): a rejected build's staging tag
+// is removed through the same guarded path as every other tag: against a
+// registry whose tag DELETE takes the manifest, a tag of someone else's
+// naming the same image is put back.
+func TestRejectedStagingTagGoesAlone(t *testing.T) {
+	h := newHarness(t)
+	h.builder.set(func(b *fakeBuilder) { b.notTar = map[string]bool{k1.Kernel: true} })
+	// The very image the build will push, tagged by someone else first.
+	theirs := h.world.PushImage("dtkbot/driver-toolkit", "theirs", payloadtest.Image{
+		Labels: map[string]string{"kernel-version": k1.Kernel},
+		Layers: [][]byte{payloadtest.NoiseLayer("dtk-"+k1.Kernel, 4096), []byte("a build log pushed as a layer: neither gzip, zstd nor a tar, for kernel " + k1.Kernel)},
+	})
+	h.srv.SetTagDelete(registrytest.TagDeleteTakesManifest)
+	h.publish("stable-4.16", "4.16.15", k1)
+	if _, err := h.verifying().RunOnce(context.Background(), h.now, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	k := kernels(t, h.store)[k1.Kernel]
+	if len(k.Rejections) != 1 || k.Rejections[0].Digest != theirs.Digest.String() || !k.Rejections[0].Untagged {
+		t.Fatalf("the rejection: %+v (their image %s)", k.Rejections, theirs.Digest)
+	}
+	if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", "staging-"+k1.Kernel+".x86_64"); ok {
+		t.Error("the rejected image's staging tag is still there")
+	}
+	if d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", "theirs"); d != theirs.Digest {
+		t.Errorf("their tag, which named the rejected image too, is at %q", d)
 	}
 }
 
