@@ -37,12 +37,14 @@ race:
 kube-assets:
 	@hack/kube-assets.sh
 
-## bench: round trips and bytes per release, cold and warm; of one kmod check; a cold backfill of 1,000 payloads at concurrency 1, 8, 16
+## bench: round trips and bytes per release, cold and warm; of one kmod check; a cold backfill of 1,000 payloads at concurrency 1, 8, 16;
+## the peak RSS of verifying 16 kmod images of 300 MB of modules at once
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./releaseinfo/
 	$(GO) test -count=1 -run 'TestInspectRequestBudget' -v ./releaseinfo/ | grep -E 'cold:|ok|FAIL'
 	$(GO) test -count=1 -run 'TestKmodCheckCost' -v ./kmod/ | grep -E 'kmod check|ok|FAIL'
 	$(GO) test -v -run '^$$' -bench BenchmarkColdBackfill -benchtime 1x -timeout 30m ./reconcile/ | grep -E 'payloads|concurrency |ok|FAIL'
+	$(GO) test -v -run '^$$' -bench BenchmarkVerifyPeakRSS -benchtime 1x -timeout 30m ./verify/ | grep -E 'modules|peak RSS|heap|ok|FAIL'
 
 ## lint: gofmt and go vet
 lint:

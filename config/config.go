@@ -22,6 +22,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/releasesig"
 )
@@ -110,6 +111,13 @@ type Registry struct {
 	Concurrency    int      `yaml:"concurrency"`
 	// ResolveTTL is how long a pullspec by tag's digest is trusted.
 	ResolveTTL Duration `yaml:"resolve_ttl"`
+	// MaxModules bounds the module files read from one kmod image: with
+	// more, dtkbot cannot tell whether they load (the image is verified
+	// again next pass, the limit named).
+	MaxModules int `yaml:"max_modules"`
+	// ModuleMemory bounds, in bytes, the memory that the modules read by
+	// the verifications in flight hold at once (kmod.Budget).
+	ModuleMemory int64 `yaml:"module_memory"`
 }
 
 // Target is where dtkbot's DTK images and tags go.
@@ -352,7 +360,10 @@ func Default() Config {
 		// 16 calls in flight: a cold backfill scales nearly linearly to it
 		// (BenchmarkColdBackfill: x7.4 at 8, x13.2 at 16 with 20 ms a
 		// request), and it is a modest load for a registry.
-		Registry:   Registry{Timeout: Duration{2 * time.Minute}, Attempts: 4, Concurrency: 16, ResolveTTL: Duration{24 * time.Hour}},
+		// The module limits are package kmod's (docs/performance.md has the
+		// peak memory of a verification at concurrency 16 under them).
+		Registry: Registry{Timeout: Duration{2 * time.Minute}, Attempts: 4, Concurrency: 16, ResolveTTL: Duration{24 * time.Hour},
+			MaxModules: kmod.DefaultMaxModules, ModuleMemory: kmod.DefaultMemoryBudget},
 		Prerelease: Prerelease{Build: []string{"rc", "ec"}, Tags: true, OnWithdrawn: "withdraw"},
 		Target: Target{
 			KernelTag:   "{{.KernelFull}}",
@@ -496,6 +507,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Build.VerifyInterruptions < 1 {
 		bad("build.verify_interruptions", "%d: must be at least 1", c.Build.VerifyInterruptions)
+	}
+	if c.Registry.MaxModules < 1 || c.Registry.MaxModules > 1<<20 {
+		bad("registry.max_modules", "%d is not between 1 and 1048576", c.Registry.MaxModules)
+	}
+	if c.Registry.ModuleMemory < 16<<20 {
+		bad("registry.module_memory", "%d bytes: at least 16777216 (16 MiB)", c.Registry.ModuleMemory)
 	}
 	if c.Registry.Authfile != "" {
 		if _, err := os.Stat(c.resolve(c.Registry.Authfile)); err != nil {

@@ -19,7 +19,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +29,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/coverage"
+	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
@@ -274,16 +274,14 @@ func (d *Daemon) startPass(reason string) error {
 func (d *Daemon) runPass(ctx context.Context, reason string) {
 	start := d.now()
 	var res *reconcile.Result
-	err := func() (err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("pass panicked: %v", p)
-				d.Log.Error().Str("stack", string(debug.Stack())).Msg("pass panicked")
-			}
-		}()
+	err := guard.Run(func() (err error) {
 		res, err = d.Passer.RunOnce(ctx, start, reconcile.Options{})
 		return err
-	}()
+	})
+	if p := (*guard.PanicError)(nil); errors.As(err, &p) {
+		err = fmt.Errorf("pass panicked: %v (in %s)", p.Value, p.At)
+		d.Log.Error().Str("stack", string(p.Stack)).Msg("pass panicked")
+	}
 	d.m().record(start, d.now(), res, err)
 	ev := d.Log.Info()
 	if err != nil {

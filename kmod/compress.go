@@ -9,24 +9,21 @@ import (
 	"io"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 
 	"github.com/dtkbot/dtkbot/releaseinfo"
 )
-
-// MaxXZDictionary bounds the LZMA2 dictionary an xz module may ask its
-// decoder for (64 MiB, what `xz -9` uses; kbuild compresses modules with a
-// 1 MiB one: scripts/Makefile.modinst). github.com/ulikunitz/xz allocates
-// whatever a block header asks for, up to 4 GiB, so every block header is
-// read first (checkXZ).
-const MaxXZDictionary = 64 << 20
 
 // Decompress returns a module file's content: data itself when
 // compression is CompressionNone, else data decompressed, at most max
 // bytes (more is an error wrapping releaseinfo.ErrLimit, a decompression
 // bomb). The content must be what the name says it is.
+//
+// What decoding allocates is the content (once, at the size the container
+// declares when it does) and a bounded decoder: an xz block's dictionary is
+// at most what the block holds (decompressXZ), a zstd frame's window is
+// the content itself (the whole frame is decoded into one buffer, so a
+// `zstd --long=27` module costs its size, not 128 MiB), gzip's is 32 KiB.
 func Decompress(data []byte, compression string, max int64) ([]byte, error) {
-	var r io.Reader
 	switch compression {
 	case CompressionNone:
 		if int64(len(data)) > max {
@@ -34,213 +31,193 @@ func Decompress(data []byte, compression string, max int64) ([]byte, error) {
 		}
 		return data, nil
 	case CompressionXZ:
-		if err := checkXZ(data, max); err != nil {
-			return nil, fmt.Errorf("reading xz: %w", err)
-		}
-		xr, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(data))
+		out, err := decompressXZ(data, max)
 		if err != nil {
 			return nil, fmt.Errorf("reading xz: %w", err)
 		}
-		r = xr
+		return out, nil
 	case CompressionZstd:
-		if !releaseinfo.IsZstd(data) {
-			return nil, errors.New("reading zstd: not a zstd stream")
+		out, err := decompressZstd(data, max)
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			return nil, fmt.Errorf("decompressing zstd: more than %d bytes: %w (a decompression bomb?): %v", max, releaseinfo.ErrLimit, err)
 		}
-		zr, err := releaseinfo.NewZstdReader(bytes.NewReader(data), max)
 		if err != nil {
 			return nil, fmt.Errorf("reading zstd: %w", err)
 		}
-		defer zr.Close()
-		r = zr
+		return out, nil
 	case CompressionGzip:
-		gr, err := gzip.NewReader(bytes.NewReader(data))
+		out, err := decompressGzip(data, max)
 		if err != nil {
 			return nil, fmt.Errorf("reading gzip: %w", err)
 		}
-		defer gr.Close()
-		r = gr
-	default:
-		return nil, fmt.Errorf("unknown compression %q", compression)
+		return out, nil
 	}
-	out, err := io.ReadAll(io.LimitReader(r, max+1))
-	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-		return nil, fmt.Errorf("decompressing %s: more than %d bytes: %w (a decompression bomb?): %v", compression, max, releaseinfo.ErrLimit, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("decompressing %s: %w", compression, err)
-	}
-	if int64(len(out)) > max {
-		return nil, fmt.Errorf("decompressing %s: more than %d bytes: %w (a decompression bomb?)", compression, max, releaseinfo.ErrLimit)
-	}
-	return out, nil
+	return nil, fmt.Errorf("unknown compression %q", compression)
 }
 
-// xz stream layout (The .xz File Format, version 1.1.0, sections 2 and 3:
-// https://tukaani.org/xz/xz-file-format.txt).
-var (
-	xzHeaderMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
-	xzFooterMagic = []byte{'Y', 'Z'}
-)
-
-const (
-	xzLZMA2Filter = 0x21
-	xzMaxFilters  = 4
-)
-
-// checkXZ reads an xz stream's footer, index and every block header
-// without decompressing anything, and refuses what would make the decoder
-// allocate too much: an LZMA2 dictionary over MaxXZDictionary, or more
-// than max bytes of content by the index. Only a single stream (what xz
-// writes for one file) is accepted.
-func checkXZ(data []byte, max int64) error {
-	if len(data) < 24 || !bytes.Equal(data[:6], xzHeaderMagic) {
-		return errors.New("not an xz stream")
-	}
-	footer := data[len(data)-12:]
-	if !bytes.Equal(footer[10:], xzFooterMagic) {
-		return errors.New("no xz stream footer at the end (trailing data, or more than one stream)")
-	}
-	if !bytes.Equal(footer[8:10], data[6:8]) {
-		return errors.New("xz stream header and footer disagree")
-	}
-	backward := (int64(binary.LittleEndian.Uint32(footer[4:8])) + 1) * 4
-	indexStart := int64(len(data)) - 12 - backward
-	if indexStart < 12 {
-		return errors.New("xz index out of bounds")
-	}
-	index := data[indexStart : len(data)-12]
-	if index[0] != 0 {
-		return errors.New("xz index indicator missing")
-	}
-	rd := &xzVarints{b: index[1:]}
-	records, err := rd.next()
-	if err != nil {
-		return fmt.Errorf("xz index: %w", err)
-	}
-	if records > uint64(len(index)) {
-		return errors.New("xz index: more records than bytes")
-	}
-	off := int64(12)
-	var total uint64
-	for i := uint64(0); i < records; i++ {
-		unpadded, err := rd.next()
+// DeclaredSize is the size of a module file's content as its container
+// declares it, without decoding anything: the xz index's total, the sum of
+// the zstd frames' content sizes, the gzip trailer's size (of the last
+// member only: the whole when there is one); ok is false when the
+// container does not say (a zstd frame without its size) or cannot be
+// read. Decompress never returns more than an xz or zstd container
+// declares; a gzip of several members holds more than it declares.
+func DeclaredSize(data []byte, compression string) (size int64, ok bool) {
+	switch compression {
+	case CompressionNone:
+		return int64(len(data)), true
+	case CompressionXZ:
+		_, _, records, _, err := readXZFrame(data, 1<<62)
 		if err != nil {
-			return fmt.Errorf("xz index record %d: %w", i, err)
+			return 0, false
 		}
-		size, err := rd.next()
-		if err != nil {
-			return fmt.Errorf("xz index record %d: %w", i, err)
+		for _, r := range records {
+			size += r.uncompressed
 		}
-		total += size
-		if total > uint64(max) {
-			return fmt.Errorf("xz index: more than %d bytes of content: %w", max, releaseinfo.ErrLimit)
+		return size, true
+	case CompressionZstd:
+		return zstdDeclaredSize(data)
+	case CompressionGzip:
+		if len(data) < 18 {
+			return 0, false
 		}
-		if unpadded > uint64(indexStart) {
-			return fmt.Errorf("xz block %d: size out of bounds", i)
-		}
-		if err := checkXZBlockHeader(data[off:indexStart]); err != nil {
-			return fmt.Errorf("xz block %d: %w", i, err)
-		}
-		off += (int64(unpadded) + 3) &^ 3
-		if off > indexStart {
-			return fmt.Errorf("xz block %d: runs past the index", i)
-		}
+		return int64(binary.LittleEndian.Uint32(data[len(data)-4:])), true
 	}
-	if off != indexStart {
-		return errors.New("xz index does not account for every block")
-	}
-	return nil
+	return 0, false
 }
 
-// checkXZBlockHeader reads one block header (section 3.1) and checks the
-// dictionary of its LZMA2 filter.
-func checkXZBlockHeader(b []byte) error {
-	if len(b) < 2 || b[0] == 0 {
-		return errors.New("no block header")
+// decompressZstd decodes every frame of data into one buffer, which is the
+// decoder's history too (klauspost/compress's DecodeAll): no window is
+// allocated beside it, so a frame may declare a window up to
+// releaseinfo.MaxZstdWindow (what `zstd --long` writes) and costs its
+// content only. When the frames declare their sizes (zstd writes them for
+// a file), the buffer is allocated once, at that size, and holds no more;
+// else it grows as the content comes, up to max.
+func decompressZstd(data []byte, max int64) ([]byte, error) {
+	if !releaseinfo.IsZstd(data) {
+		return nil, errors.New("not a zstd stream")
 	}
-	size := (int(b[0]) + 1) * 4
-	if size > len(b) {
-		return errors.New("block header out of bounds")
-	}
-	flags := b[1]
-	if flags&0x3c != 0 {
-		return errors.New("reserved block flags set")
-	}
-	rd := &xzVarints{b: b[2 : size-4]}
-	if flags&0x40 != 0 {
-		if _, err := rd.next(); err != nil {
-			return fmt.Errorf("compressed size: %w", err)
+	opts := []zstd.DOption{zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(releaseinfo.MaxZstdWindow)}
+	var dst []byte
+	if size, ok := zstdDeclaredSize(data); ok {
+		if size > max {
+			return nil, fmt.Errorf("frames declare %d bytes: %w", size, zstd.ErrDecoderSizeExceeded)
 		}
+		// The window is checked against the decoder's "max memory" too:
+		// the output's bound is the buffer's capacity.
+		opts = append(opts, zstd.WithDecoderMaxMemory(uint64(size)+releaseinfo.MaxZstdWindow), zstd.WithDecodeAllCapLimit(true))
+		dst = make([]byte, 0, size)
+	} else {
+		opts = append(opts, zstd.WithDecoderMaxMemory(uint64(max)))
 	}
-	if flags&0x80 != 0 {
-		if _, err := rd.next(); err != nil {
-			return fmt.Errorf("uncompressed size: %w", err)
-		}
+	dec, err := zstd.NewReader(nil, opts...)
+	if err != nil {
+		return nil, err
 	}
-	filters := int(flags&0x03) + 1
-	if filters > xzMaxFilters {
-		return errors.New("too many filters")
-	}
-	lzma2 := false
-	for i := 0; i < filters; i++ {
-		id, err := rd.next()
-		if err != nil {
-			return fmt.Errorf("filter %d: %w", i, err)
+	defer dec.Close()
+	return dec.DecodeAll(data, dst)
+}
+
+// zstdDeclaredSize walks the frames of data (RFC 8878, section 3.1: frame
+// headers, block headers, skippable frames) and adds up their content
+// sizes; ok is false when a frame does not declare its size, or the
+// frames do not parse.
+func zstdDeclaredSize(data []byte) (size int64, ok bool) {
+	for len(data) > 0 {
+		if len(data) < 8 {
+			return 0, false
 		}
-		n, err := rd.next()
-		if err != nil {
-			return fmt.Errorf("filter %d: %w", i, err)
-		}
-		if n > uint64(len(rd.b)) {
-			return fmt.Errorf("filter %d: properties out of bounds", i)
-		}
-		props := rd.b[:n]
-		rd.b = rd.b[n:]
-		if id != xzLZMA2Filter {
+		magic := binary.LittleEndian.Uint32(data)
+		if magic&0xfffffff0 == 0x184d2a50 { // a skippable frame
+			n := int64(binary.LittleEndian.Uint32(data[4:8]))
+			if n > int64(len(data))-8 {
+				return 0, false
+			}
+			data = data[8+n:]
 			continue
 		}
-		if len(props) != 1 || props[0]&0x3f > 40 {
-			return errors.New("bad LZMA2 properties")
+		if magic != 0xfd2fb528 {
+			return 0, false
 		}
-		if dict := lzma2Dictionary(props[0]); dict > MaxXZDictionary {
-			return fmt.Errorf("LZMA2 dictionary of %d bytes: %w of %d", dict, releaseinfo.ErrLimit, MaxXZDictionary)
+		desc := data[4]
+		fcsFlag, single, checksum, dictFlag := desc>>6, desc&0x20 != 0, desc&0x04 != 0, desc&0x03
+		at := 5
+		if !single {
+			at++ // Window_Descriptor
 		}
-		lzma2 = true
-	}
-	if !lzma2 {
-		return errors.New("no LZMA2 filter")
-	}
-	return nil
-}
-
-// lzma2Dictionary decodes the dictionary size of LZMA2's one property byte
-// (section 5.3.1).
-func lzma2Dictionary(p byte) int64 {
-	bits := int64(p & 0x3f)
-	if bits == 40 {
-		return 1<<32 - 1
-	}
-	return (2 | (bits & 1)) << (bits/2 + 11)
-}
-
-// xzVarints reads xz's multibyte integers (section 1.2).
-type xzVarints struct{ b []byte }
-
-func (r *xzVarints) next() (uint64, error) {
-	var v uint64
-	for i := 0; i < 9; i++ {
-		if i >= len(r.b) {
-			return 0, errors.New("truncated integer")
+		at += [4]int{0, 1, 2, 4}[dictFlag]
+		fcsLen := [4]int{0, 2, 4, 8}[fcsFlag]
+		if fcsFlag == 0 && single {
+			fcsLen = 1
 		}
-		c := r.b[i]
-		v |= uint64(c&0x7f) << (7 * i)
-		if c&0x80 == 0 {
-			if c == 0 && i > 0 {
-				return 0, errors.New("integer not minimally encoded")
+		if fcsLen == 0 || len(data) < at+fcsLen {
+			return 0, false
+		}
+		var fcs uint64
+		for i := fcsLen - 1; i >= 0; i-- {
+			fcs = fcs<<8 | uint64(data[at+i])
+		}
+		if fcsLen == 2 {
+			fcs += 256
+		}
+		if fcs > 1<<62 || size+int64(fcs) > 1<<62 {
+			return 0, false
+		}
+		size += int64(fcs)
+		data = data[at+fcsLen:]
+		for last := false; !last; {
+			if len(data) < 3 {
+				return 0, false
 			}
-			r.b = r.b[i+1:]
-			return v, nil
+			h := uint32(data[0]) | uint32(data[1])<<8 | uint32(data[2])<<16
+			last = h&1 != 0
+			n := int(h >> 3)
+			if (h>>1)&3 == 1 { // RLE: one byte, repeated
+				n = 1
+			}
+			if len(data) < 3+n {
+				return 0, false
+			}
+			data = data[3+n:]
+		}
+		if checksum {
+			if len(data) < 4 {
+				return 0, false
+			}
+			data = data[4:]
 		}
 	}
-	return 0, errors.New("integer longer than 9 bytes")
+	return size, true
+}
+
+// decompressGzip decodes data into one buffer of the size its trailer
+// declares (when that is at most max), grown only for a gzip of several
+// members.
+func decompressGzip(data []byte, max int64) ([]byte, error) {
+	gr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	defer gr.Close()
+	size := int64(512)
+	if declared, ok := DeclaredSize(data, CompressionGzip); ok && declared <= max {
+		size = declared
+	}
+	out := make([]byte, 0, size)
+	for {
+		if len(out) == cap(out) {
+			out = append(out, 0)[:len(out)] // grows: more than the trailer says
+		}
+		n, err := gr.Read(out[len(out):min(cap(out), int(max)+1)])
+		out = out[:len(out)+n]
+		if int64(len(out)) > max {
+			return nil, fmt.Errorf("decompressing gzip: more than %d bytes: %w (a decompression bomb?)", max, releaseinfo.ErrLimit)
+		}
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decompressing: %w", err)
+		}
+	}
 }

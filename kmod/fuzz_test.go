@@ -147,15 +147,32 @@ func FuzzSplitSignature(f *testing.F) {
 }
 
 // FuzzDecompress: any bytes named .ko.xz, .ko.zst or .ko.gz decompress
-// within the limit or fail, never allocating what a header asks for.
+// within the limit or fail, and decoding allocates a bounded amount,
+// whatever the headers ask for (a dictionary, a window, a content size):
+// the limit, a few times over, and a little per byte of input.
 func FuzzDecompress(f *testing.F) {
 	for _, m := range seedModules(f, cloud+"/signed/dtkbot_user.ko.*") {
 		f.Add(m)
 	}
+	content := []byte("a module, in two blocks")
+	f.Add(craftXZ([]xzTestBlock{{18, content}, {40, content}}, nil))
+	f.Add(craftXZ([]xzTestBlock{{18, content}, {40, content}}, []xzRecord{{2 * blockLen(len(content)), uint64(2 * len(content))}}))
+	f.Add(craftZstd(content, 27, true))
+	f.Add(craftZstd(content, 30, false))
+	const limit = 1 << 20
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, c := range []string{CompressionXZ, CompressionZstd, CompressionGzip} {
-			if out, err := Decompress(data, c, 1<<20); err == nil && len(out) > 1<<20 {
+			var out []byte
+			var err error
+			got := allocated(func() { out, err = Decompress(data, c, limit) })
+			if err == nil && len(out) > limit {
 				t.Errorf("%s: %d bytes over the limit", c, len(out))
+			}
+			if bound := uint64(8*limit + 64*len(data)); got > bound {
+				t.Errorf("%s: %d bytes allocated for %d bytes of input (%v); want at most %d", c, got, len(data), err, bound)
+			}
+			if size, ok := DeclaredSize(data, c); err == nil && ok && c != CompressionGzip && int64(len(out)) != size {
+				t.Errorf("%s: %d bytes, the container declares %d", c, len(out), size)
 			}
 		}
 	})

@@ -2,6 +2,7 @@ package kmod
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -204,8 +205,16 @@ func TestReadImageLimits(t *testing.T) {
 		t.Errorf("too many layers: %v", err)
 	}
 	three := kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, map[string][]byte{"a.ko": hello, "b.ko": hello, "c.ko": hello})}}.push(t, w, "acme/kmod", "")
-	if _, err := ReadImage(context.Background(), c.Inspector, three.Pullspec, dir, ReadOptions{MaxModules: 2}); !registry.IsContent(err) || !strings.Contains(err.Error(), "more than 2 modules") {
+	// Over the limit of modules: could not tell (the limit is ours), never
+	// a verdict on the content.
+	var tooMany *TooManyModulesError
+	if _, err := ReadImage(context.Background(), c.Inspector, three.Pullspec, dir, ReadOptions{MaxModules: 2}); registry.IsContent(err) || !errors.As(err, &tooMany) ||
+		tooMany.Limit != 2 || !strings.Contains(err.Error(), "more than 2 modules under /"+dir) {
 		t.Errorf("too many modules: %v", err)
+	}
+	limited := &Checker{Inspector: c.Inspector, Read: ReadOptions{MaxModules: 2}}
+	if r, err := limited.CheckImage(context.Background(), three.Pullspec, dir, testKernel(t, cloud), CheckOptions{}); err == nil {
+		t.Errorf("too many modules: a verdict, %+v", r)
 	}
 	// 64 MiB of zeros, a few KB compressed.
 	bomb, _ := compressLayer(t, make([]byte, 64<<20), layerZstd)

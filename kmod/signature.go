@@ -209,7 +209,7 @@ func parsePKCS7(der []byte) *Signature {
 		if !signerInfo.ReadASN1(&ias, cbasn1.SEQUENCE) || !ias.ReadASN1Element(&issuer, cbasn1.SEQUENCE) || !ias.ReadASN1Integer(sig.serial) || !ias.Empty() {
 			return fail("bad issuer and serial number")
 		}
-		sig.rawIssuer = issuer
+		sig.rawIssuer = bytes.Clone(issuer) // not the module's bytes: a Module outlives them
 		var rdn pkix.RDNSequence
 		if rest, err := asn1.Unmarshal(issuer, &rdn); err != nil || len(rest) > 0 {
 			return fail("bad issuer name")
@@ -222,7 +222,7 @@ func parsePKCS7(der []byte) *Signature {
 		if !signerInfo.ReadASN1(&skid, cbasn1.Tag(0).ContextSpecific()) || len(skid) == 0 {
 			return fail("bad subject key identifier")
 		}
-		sig.keyID = skid
+		sig.keyID = bytes.Clone(skid)
 		sig.KeyID = hexColons(skid)
 	default:
 		return fail("signer identified neither by issuer and serial nor by key identifier")
@@ -255,7 +255,7 @@ func parsePKCS7(der []byte) *Signature {
 	if !signerInfo.ReadASN1(&value, cbasn1.OCTET_STRING) || len(value) == 0 {
 		return fail("bad signature value")
 	}
-	sig.signature = value
+	sig.signature = bytes.Clone(value)
 	if !signerInfo.SkipOptionalASN1(cbasn1.Tag(1).Constructed().ContextSpecific()) || !signerInfo.Empty() {
 		return fail("trailing data in the signer info")
 	}

@@ -314,3 +314,42 @@ func TestNoConsumerImageWithoutAVerifier(t *testing.T) {
 		t.Error("the DTK itself was held up")
 	}
 }
+
+// panickingVerifier is a KmodVerifier whose check panics, as a bug in a
+// parser of untrusted input would.
+type panickingVerifier struct{ KmodVerifier }
+
+func (panickingVerifier) VerifyKmod(context.Context, verify.KmodCheck) (verify.KmodResult, error) {
+	var m map[string]int
+	m["a panic in a worker goroutine"]++ // assignment to entry in nil map
+	return verify.KmodResult{}, nil
+}
+
+// TestAPanicInAWorkerFailsItsItemOnly: a verification that panics in one
+// of the pass's worker goroutines fails that image for this pass (the
+// error says where), and ends neither the pass nor the process: the image
+// is left as it was, and the next pass, its verifier mended, promotes it.
+func TestAPanicInAWorkerFailsItsItemOnly(t *testing.T) {
+	w := newConsumerWorld(t)
+	w.builder.sync = true
+	w.publish("stable-4.16", "4.16.15", k1)
+	r := w.reconciler()
+	r.KmodVerifier = panickingVerifier{r.KmodVerifier}
+	res, err := r.RunOnce(context.Background(), w.now, Options{})
+	if err == nil || !strings.Contains(strings.Join(res.Errors, "\n"), "panic: assignment to entry in nil map (in github.com/dtkbot/dtkbot/reconcile.panickingVerifier.VerifyKmod") {
+		t.Fatalf("the pass with a panicking verifier: %v, %q", err, res.Errors)
+	}
+	// A panic ends the verification as a kill would: the image stays built,
+	// its verification recorded as begun (Image.Verifying), to be looked at
+	// again; a second one would reject it (TestPoisonImageIsFailed).
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != ledger.StateBuilt || c.Verifying == nil || len(c.Rejections) != 0 {
+		t.Errorf("after the panic, the consumer's image %+v; want it built, its verification begun, to be looked at again", c)
+	}
+	if dtk := kernels(t, w.store)[k1.Kernel]; dtk.State != ledger.StatePromoted {
+		t.Errorf("the rest of the pass: the DTK %+v", dtk)
+	}
+	w.pass()
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != ledger.StatePromoted {
+		t.Errorf("the verifier mended: %+v", c)
+	}
+}

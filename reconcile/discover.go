@@ -9,6 +9,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -44,14 +45,17 @@ func (p *pass) discover(ctx context.Context) {
 		if releases[i].Digest != "" {
 			continue
 		}
-		wg.Go(func() {
+		notThisPass := func(err error) {
+			p.fail(err)
+			releases[i].Pullspec = "" // not this pass
+		}
+		guard.Go(&wg, func() {
 			slots <- struct{}{}
 			defer func() { <-slots }()
 			if err := p.pin(ctx, &releases[i]); err != nil {
-				p.fail(err)
-				releases[i].Pullspec = "" // not this pass
+				notThisPass(err)
 			}
-		})
+		}, func(err error) { notThisPass(fmt.Errorf("resolving %s: %w", releases[i].Pullspec, err)) })
 	}
 	wg.Wait()
 	releases = slices.DeleteFunc(releases, func(rel watcher.Release) bool { return rel.Pullspec == "" })

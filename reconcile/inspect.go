@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/registry"
@@ -223,13 +224,19 @@ func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Resu
 			pullspecs[k] = jobs[i].release.Pullspec
 		}
 		in := r.inspector(arch)
-		wg.Go(func() {
+		guard.Go(&wg, func() {
 			for k, res := range in.InspectAll(ctx, pullspecs, progress) {
 				j := jobs[idx[k]]
 				if res.Err == nil && j.release.Version != "" && res.Report.Release != j.release.Version {
 					res.Report.Warnings = append(res.Report.Warnings, fmt.Sprintf("the graph calls this payload %s", j.release.Version))
 				}
 				out[idx[k]] = res
+			}
+		}, func(err error) {
+			for k, i := range idx {
+				if out[i].Err == nil && out[i].Report == nil {
+					out[i] = releaseinfo.Result{Pullspec: pullspecs[k], Err: err}
+				}
 			}
 		})
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/redact"
@@ -71,13 +72,13 @@ func (p *pass) observe(ctx context.Context, keys []string) {
 			continue
 		}
 		slots <- struct{}{}
-		wg.Go(func() {
+		guard.Go(&wg, func() {
 			defer func() { <-slots }()
 			if p.advance(ctx, &m, k, at) {
 				m.UpdatedAt = p.now
 				p.putImage(m)
 			}
-		})
+		}, func(err error) { p.fail(fmt.Errorf("looking at %s (%s): %w", m.Key(), k.what, err)) })
 	}
 	wg.Wait()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/breaker"
+	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
@@ -86,14 +87,17 @@ func (p *pass) startSignatures(ctx context.Context, jobs []job, rechecks []strin
 		c := checks[w.digest]
 		go func() {
 			defer close(c.done)
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				c.err = ctx.Err()
-				return
-			}
-			defer func() { <-slots }()
-			c.verdict, c.err = p.r.Signatures.Check(ctx, w.pullspec, digest.Digest(w.digest))
+			c.err = guard.Run(func() error {
+				select {
+				case slots <- struct{}{}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				defer func() { <-slots }()
+				var err error
+				c.verdict, err = p.r.Signatures.Check(ctx, w.pullspec, digest.Digest(w.digest))
+				return err
+			})
 		}()
 	}
 	return checks

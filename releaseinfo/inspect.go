@@ -25,6 +25,7 @@ import (
 	"go.podman.io/image/v5/manifest"
 	"go.podman.io/image/v5/types"
 
+	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/registry"
 )
 
@@ -152,24 +153,24 @@ func (in *Inspector) InspectAll(ctx context.Context, pullspecs []string, progres
 	var mu sync.Mutex
 	done := 0
 	for i, p := range pullspecs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		guard.Go(&wg, func() {
+			if progress != nil {
+				defer func() {
+					mu.Lock()
+					done++
+					progress(done, len(pullspecs))
+					mu.Unlock()
+				}()
+			}
 			select {
 			case slots <- struct{}{}:
+				defer func() { <-slots }()
 				r, err := in.Inspect(ctx, p)
-				<-slots
 				results[i] = Result{Pullspec: p, Report: r, Err: err}
 			case <-ctx.Done():
 				results[i] = Result{Pullspec: p, Err: ctx.Err()}
 			}
-			if progress != nil {
-				mu.Lock()
-				done++
-				progress(done, len(pullspecs))
-				mu.Unlock()
-			}
-		}()
+		}, func(err error) { results[i] = Result{Pullspec: p, Err: &PayloadError{Pullspec: p, Err: err}} })
 	}
 	wg.Wait()
 	return results
@@ -360,10 +361,10 @@ func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*
 	results := make([]streamResult, len(specs))
 	var wg sync.WaitGroup
 	for i, spec := range specs {
-		wg.Go(func() {
+		guard.Go(&wg, func() {
 			s, osArch, err := in.inspectStream(ctx, comps, spec)
 			results[i] = streamResult{s, osArch, err}
-		})
+		}, func(err error) { results[i].err = err })
 	}
 	wg.Wait()
 	for i, spec := range specs {
@@ -459,9 +460,9 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 	var dtkErr, osErr error
 	var wg sync.WaitGroup
 	if s.DTKImage != "" {
-		wg.Go(func() { dtk, dtkErr = in.readDTK(ctx, s.DTKImage) })
+		guard.Go(&wg, func() { dtk, dtkErr = in.readDTK(ctx, s.DTKImage) }, func(err error) { dtkErr = err })
 	}
-	wg.Go(func() { osk, osErr = in.readOS(ctx, s.OSImage, rhcosNewID.MatchString(s.RHCOSVersion)) })
+	guard.Go(&wg, func() { osk, osErr = in.readOS(ctx, s.OSImage, rhcosNewID.MatchString(s.RHCOSVersion)) }, func(err error) { osErr = err })
 	wg.Wait()
 	if dtkErr != nil {
 		return s, "", fmt.Errorf("driver-toolkit %s: %w", s.DTKImage, dtkErr)

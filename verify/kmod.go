@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -105,6 +106,10 @@ func (v *Kmod) VerifyKmod(ctx context.Context, c KmodCheck) (KmodResult, error) 
 	if err != nil {
 		if registry.IsContent(err) {
 			return fail(fmt.Errorf("%w: %v", ErrNoModules, err))
+		}
+		if tooMany := (*kmod.TooManyModulesError)(nil); errors.As(err, &tooMany) {
+			// A limit of ours: could not tell, the setting named.
+			return fail(fmt.Errorf("%w (the limit is registry.max_modules)", err))
 		}
 		return fail(err)
 	}

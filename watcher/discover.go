@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/version"
 
 	"github.com/distribution/reference"
@@ -182,18 +183,18 @@ func (d *Discoverer) Discover(ctx context.Context, only []string, readOnly bool)
 	}
 	slots := make(chan struct{}, feedsInFlight)
 	var wg sync.WaitGroup
-	fetch := func(read func()) {
-		wg.Go(func() {
+	fetch := func(read func(), failed *error) {
+		guard.Go(&wg, func() {
 			slots <- struct{}{}
 			defer func() { <-slots }()
 			read()
-		})
+		}, func(err error) { *failed = err })
 	}
 	for _, f := range graphs {
-		fetch(func() { f.res, f.err = d.Graph.Fetch(ctx, f.channel, f.arch, f.prev) })
+		fetch(func() { f.res, f.err = d.Graph.Fetch(ctx, f.channel, f.arch, f.prev) }, &f.err)
 	}
 	for _, f := range streams {
-		fetch(func() { f.st, f.skip, f.err = f.rc.Fetch(ctx, f.stream, f.prev) })
+		fetch(func() { f.st, f.skip, f.err = f.rc.Fetch(ctx, f.stream, f.prev) }, &f.err)
 	}
 	wg.Wait()
 

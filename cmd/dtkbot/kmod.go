@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,12 +24,13 @@ const (
 )
 
 const kmodUsage = `Usage: dtkbot kmod check IMAGE --kernel KERNEL_FULL [--dtk IMAGE | --symvers FILE] [--cert FILE]...
-                        [--module-path P] [--arch A] [--tls-verify=false] [--authfile F] [-o table|json]
+                        [--module-path P] [--max-modules N] [--arch A] [--tls-verify=false] [--authfile F] [-o table|json]
 
 Checks every kernel module of a kmod image against one kernel, as the kernel's module loader would:
 vermagic, symbol versions (CRCs) against the kernel's Module.symvers, dependencies, and, given
 certificates, signatures. Exit 0: dtkbot would accept the image; 1: it would reject it; 2: it could
-not tell (the registry could not be read, or the command line is wrong).
+not tell (the registry could not be read, the image holds more modules than --max-modules, or the
+command line is wrong).
 `
 
 // maxSymversBytes bounds a --symvers file (RHEL 9's is under 2 MB).
@@ -57,6 +59,7 @@ func runKmodCheck(ctx context.Context, env *cliEnv, args []string) int {
 	fs.Var(&certs, "cert", "a certificate (PEM or DER) a Secure Boot node trusts; every module must be signed by one (repeatable)")
 	modulePath := fs.String("module-path", "", "where the image holds the kernel's modules (default opt/lib/modules/<kernel>/, KMM's)")
 	load := fs.String("module", "", "the module a node loads (KMM's modprobe.moduleName): it must be in the image")
+	maxModules := fs.Int("max-modules", kmod.DefaultMaxModules, "the most module files read from the image; with more, the check cannot tell (exit 2)")
 	arch := fs.String("arch", "amd64", "the instance of a multi-arch image to read")
 	output := fs.String("o", "table", "output format: table or json")
 	rf := addRegistryFlags(fs)
@@ -73,14 +76,17 @@ func runKmodCheck(ctx context.Context, env *cliEnv, args []string) int {
 		errorf(env, "kmod check: give --dtk or --symvers, not both")
 	case *output != "table" && *output != "json":
 		errorf(env, "kmod check: -o %q: want table or json", *output)
+	case *maxModules < 1:
+		errorf(env, "kmod check: --max-modules %d: want at least 1", *maxModules)
 	default:
-		return kmodCheck(ctx, env, rf, args[0], *kernel, *dtk, *symversPath, certs, *modulePath, *load, *arch, *output)
+		read := kmod.ReadOptions{MaxModules: *maxModules, Budget: kmod.NewBudget(0)}
+		return kmodCheck(ctx, env, rf, args[0], *kernel, *dtk, *symversPath, certs, *modulePath, *load, *arch, *output, read)
 	}
 	fs.Usage()
 	return exitUsage
 }
 
-func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kernel, dtk, symversPath string, certPaths []string, modulePath, load, arch, output string) int {
+func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kernel, dtk, symversPath string, certPaths []string, modulePath, load, arch, output string, read kmod.ReadOptions) int {
 	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != "", Load: load}
 	var err error
 	if len(certPaths) > 0 {
@@ -94,7 +100,7 @@ func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kerne
 		errorf(env, "%v", err)
 		return exitCouldNotTell
 	}
-	c := &kmod.Checker{Inspector: releaseinfo.New(registry.New(regOpts), releaseinfo.Options{Arch: arch})}
+	c := &kmod.Checker{Inspector: releaseinfo.New(registry.New(regOpts), releaseinfo.Options{Arch: arch}), Read: read}
 	if modulePath == "" {
 		modulePath = kmod.DefaultModulePath(kernel)
 	}
@@ -133,6 +139,9 @@ func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kerne
 
 	r, err := c.CheckImage(ctx, image, modulePath, k, opts)
 	if err != nil {
+		if tooMany := (*kmod.TooManyModulesError)(nil); errors.As(err, &tooMany) {
+			err = fmt.Errorf("%w (raise --max-modules)", err)
+		}
 		errorf(env, "kmod check: could not tell: %v", err)
 		return exitCouldNotTell
 	}

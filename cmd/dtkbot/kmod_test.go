@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -188,4 +189,37 @@ func TestKmodCheck(t *testing.T) {
 			t.Errorf("%s: exit %d, %q", name, code, stderr)
 		}
 	}
+}
+
+// TestKmodCheckModuleLimit: an image holding a whole kernel's module tree
+// (1,121 modules, as a real kernel's has) is checked with the default
+// limit; over --max-modules, the check cannot tell (exit 2, the limit
+// named), where a fixed cap of 1,000 once rejected it (exit 1) without a
+// verdict on any module.
+func TestKmodCheckModuleLimit(t *testing.T) {
+	kw := newKmodWorld(t)
+	hello := testdataFile(t, "modules", testKernel, "dtkbot_hello.ko")
+	entries := []payloadtest.TarEntry{payloadtest.File("usr/bin/cp", []byte("cp"))}
+	for i := range 1121 {
+		entries = append(entries, payloadtest.File(fmt.Sprintf("%skernel/drivers/m%04d/dtkbot_hello.ko", kw.dir, i), hello))
+	}
+	kw.w.PushImage("acme/simple-kmod", "tree", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.TarGz(entries...)}})
+	tree := kw.srv.Host() + "/acme/simple-kmod:tree"
+	reg := []string{"--tls-verify=false", "--registries-conf=/dev/null", "--kernel", testKernel, "--dtk", kw.dtk}
+
+	code, stdout, stderr := runCLI(t, append([]string{"kmod", "check", tree}, reg...)...)
+	if code != exitAccepted || !strings.Contains(stdout, "1121 modules load") {
+		t.Errorf("1,121 modules, the default limit: exit %d\n%s%s", code, shortened(stdout), stderr)
+	}
+	code, stdout, stderr = runCLI(t, append([]string{"kmod", "check", tree, "--max-modules", "1000"}, reg...)...)
+	if code != exitCouldNotTell || !strings.Contains(stderr, "more than 1000 modules under /"+kw.dir) || !strings.Contains(stderr, "--max-modules") {
+		t.Errorf("over --max-modules: exit %d\n%s%s", code, shortened(stdout), stderr)
+	}
+}
+
+func shortened(s string) string {
+	if len(s) > 2000 {
+		return s[:2000] + "..."
+	}
+	return s
 }

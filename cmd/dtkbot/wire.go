@@ -17,6 +17,7 @@ import (
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/kmm"
+	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/kubebuild"
 	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/plan"
@@ -243,8 +244,9 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			MaxAttempts: cfg.Build.MaxAttempts,
 			Backoff:     cfg.Build.Backoff.Duration,
 		},
-		Consumers:           consumers,
-		KmodVerifier:        &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits(), Kernels: store},
+		Consumers: consumers,
+		KmodVerifier: &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits(), Kernels: store,
+			Read: kmod.ReadOptions{MaxModules: cfg.Registry.MaxModules, Budget: kmod.NewBudget(cfg.Registry.ModuleMemory)}},
 		Concurrency:         cfg.Registry.Concurrency,
 		VerifyInterruptions: cfg.Build.VerifyInterruptions,
 		SignatureMode:       cfg.Verify.Mode,
