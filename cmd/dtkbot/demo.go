@@ -84,9 +84,13 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) int {
 	// stand-in for a z-stream that changes symbols the modules use: its ABI
 	// verdict says which), its modules built to match; 5.14.0-427.50.1's
 	// modules are built for kernel-rt, rejected on its standard kernel.
-	demoCI := &citest.CI{World: world, Secret: []byte(secret), Dedupe: true, WholeSymvers: true,
-		KernelABI: map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.RT},
-		Flavour:   map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.FlavourRT, "5.14.0-427.50.1.el9_4": kmodtest.FlavourRT}}
+	demoCI := &citest.CI{Secret: []byte(secret), Dedupe: true}
+	demoCI.SetWorld(world)
+	demoCI.Change(func(b *citest.Builds) {
+		b.WholeSymvers = true
+		b.KernelABI = map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.RT}
+		b.Flavour = map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.FlavourRT, "5.14.0-427.50.1.el9_4": kmodtest.FlavourRT}
+	})
 	ci, stopCI, err := serve(http.HandlerFunc(demoCI.Webhook))
 	if err != nil {
 		errorf(env, "demo: starting the CI stand-in: %v", err)
@@ -212,7 +216,9 @@ consumers:
     target:
       repository: %s/demo/simple-kmod
     verify: {label: kernel-version}
-    kmm: {module_name: simple-kmod, namespace: demo-drivers}
+    # The CI stand-in's kmod images hold dtkbot_user and dtkbot_hello, which
+    # it needs: the Module loads dtkbot_user, verified to be there.
+    kmm: {module_name: dtkbot_user, namespace: demo-drivers}
 verify:
   mode: warn
   signature_store: http://%s
@@ -333,7 +339,10 @@ func printKMM(env *cliEnv, cfgPath string) error {
 	if len(pre) == 0 {
 		return fmt.Errorf("no preflight for 4.16.17")
 	}
-	mod := kmm.NewModule("simple-kmod", kmmModules(cfg)["simple-kmod"], ix.KernelMappings("simple-kmod"))
+	mod, err := kmm.NewModule("simple-kmod", kmmModules(cfg)["simple-kmod"], ix.KernelMappings("simple-kmod"))
+	if err != nil {
+		return err
+	}
 	out, err := kmm.YAML(pre[0], mod)
 	if err != nil {
 		return err

@@ -58,6 +58,7 @@ func runKmodCheck(ctx context.Context, env *cliEnv, args []string) int {
 	var certs stringList
 	fs.Var(&certs, "cert", "a certificate (PEM or DER) a Secure Boot node trusts; every module must be signed by one (repeatable)")
 	modulePath := fs.String("module-path", "", "where the image holds the kernel's modules (default opt/lib/modules/<kernel>/, KMM's)")
+	load := fs.String("module", "", "the module a node loads (KMM's modprobe.moduleName): it must be in the image")
 	maxModules := fs.Int("max-modules", kmod.DefaultMaxModules, "the most module files read from the image; with more, the check cannot tell (exit 2)")
 	arch := fs.String("arch", "amd64", "the instance of a multi-arch image to read")
 	output := fs.String("o", "table", "output format: table or json")
@@ -79,14 +80,14 @@ func runKmodCheck(ctx context.Context, env *cliEnv, args []string) int {
 		errorf(env, "kmod check: --max-modules %d: want at least 1", *maxModules)
 	default:
 		read := kmod.ReadOptions{MaxModules: *maxModules, Budget: kmod.NewBudget(0)}
-		return kmodCheck(ctx, env, rf, args[0], *kernel, *dtk, *symversPath, certs, *modulePath, *arch, *output, read)
+		return kmodCheck(ctx, env, rf, args[0], *kernel, *dtk, *symversPath, certs, *modulePath, *load, *arch, *output, read)
 	}
 	fs.Usage()
 	return exitUsage
 }
 
-func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kernel, dtk, symversPath string, certPaths []string, modulePath, arch, output string, read kmod.ReadOptions) int {
-	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != ""}
+func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kernel, dtk, symversPath string, certPaths []string, modulePath, load, arch, output string, read kmod.ReadOptions) int {
+	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != "", Load: load}
 	var err error
 	if len(certPaths) > 0 {
 		if opts.Certs, err = kmod.LoadCertificates(certPaths...); err != nil {

@@ -96,7 +96,7 @@ func TestDemoRuns(t *testing.T) {
 		"1 held", "dtkbot-demo-coverage.html", "9 of 9 releases", "4.23.0-ec.1",
 		// The consumer: built FROM each promoted DTK, verified, promoted; its KMM manifests.
 		"build simple-kmod", "verify simple-kmod", "promote simple-kmod", "demo/simple-kmod:5.14.0-427.37.1.el9_4.x86_64",
-		"kind: PreflightValidationOCP", "kernelVersion: 5.14.0-427.40.1.el9_4.x86_64", "kind: Module", "moduleName: simple-kmod",
+		"kind: PreflightValidationOCP", "kernelVersion: 5.14.0-427.40.1.el9_4.x86_64", "kind: Module", "moduleName: dtkbot_user",
 		"literal: 6.12.0-55.9.1.el10_1.x86_64", "kmm/rhel-9-amd64/5.14.0-427.37.1.el9_4.x86_64/kernel-mappings.yaml",
 		// Verified means it loads: a CRC mismatch rejected with the symbols named, and ABI verdicts.
 		"rejected, never promoted: simple-kmod's image for 5.14.0-427.50.1.el9_4.x86_64",
