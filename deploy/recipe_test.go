@@ -14,7 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
@@ -70,7 +70,7 @@ func TestDTKRecipeInvariants(t *testing.T) {
 		}
 	}
 	// Every build argument dtkbot passes is declared.
-	build, _, err := (&build.CommandBuilder{Command: "podman", Containerfile: "Containerfile", Context: "."}).Args(build.Request{
+	build, _, err := (&builder.CommandBuilder{Command: "podman", Containerfile: "Containerfile", Context: "."}).Args(builder.Request{
 		Kernel: "5.14.0-427.37.1.el9_4", RTKernel: "5.14.0-427.37.1.el9_4", RHEL: "9.4", Stream: "rhel-9", Arch: "amd64", Image: "quay.io/acme/dtk:x"})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func TestDTKRecipeInvariants(t *testing.T) {
 }
 
 // consumerRequest is a consumer build as dtkbot asks for it.
-var consumerRequest = build.Request{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RTKernel: "5.14.0-427.37.1.el9_4",
+var consumerRequest = builder.Request{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RTKernel: "5.14.0-427.37.1.el9_4",
 	RHEL: "9.4", Stream: "rhel-9", Arch: "amd64", Image: "quay.io/acme/simple-kmod:x", Consumer: "simple-kmod",
 	DTK: "quay.io/acme/driver-toolkit@sha256:" + strings.Repeat("a", 64)}
 
@@ -168,7 +168,7 @@ func TestKmodExampleIsWhatKMMLoads(t *testing.T) {
 	if !strings.Contains(labels, `kernel-version="${KERNEL_FULL_VERSION}"`) {
 		t.Errorf("no kernel-version label: %s", labels)
 	}
-	build, _, err := (&build.CommandBuilder{Command: "podman", Containerfile: "Containerfile", Context: "."}).Args(consumerRequest)
+	build, _, err := (&builder.CommandBuilder{Command: "podman", Containerfile: "Containerfile", Context: "."}).Args(consumerRequest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestKmodExampleIsWhatKMMLoads(t *testing.T) {
 }
 
 func TestWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
-	checkWorkflow(t, "github/build-dtk.yml", build.Request{}.Inputs())
+	checkWorkflow(t, "github/build-dtk.yml", builder.Request{}.Inputs())
 }
 
 func TestKmodWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
@@ -199,7 +199,7 @@ func TestKmodWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
 
 // checkWorkflow: a workflow takes exactly the inputs dtkbot sends, as
 // strings, and hands them to scripts only through env.
-func checkWorkflow(t *testing.T, path string, inputs build.Inputs) {
+func checkWorkflow(t *testing.T, path string, inputs builder.Inputs) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -30,11 +30,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 )
 
 // Request is what a build is asked for.
-type Request = build.Request
+type Request = builder.Request
 
 // Security is how the build pod is allowed to run buildah.
 type Security string
@@ -170,7 +170,7 @@ func New(cfg *rest.Config, opts Options) (*Builder, error) {
 	return &Builder{opts: opts, batch: batch, core: core, pass: newPassState()}, nil
 }
 
-// Build implements build.Builder: it makes sure the Job of req exists,
+// Build implements builder.Builder: it makes sure the Job of req exists,
 // creating it directly: a Job already there (asked before, by this process
 // or an earlier one) answers AlreadyExists, which is success. What every
 // Job of a pass shares is asked once a pass: the Secrets it mounts, the
@@ -211,7 +211,7 @@ func (b *Builder) Build(ctx context.Context, req Request) error {
 	}
 }
 
-// BeginPass implements build.PassScoped: what a pass learnt of the
+// BeginPass implements builder.PassScoped: what a pass learnt of the
 // cluster (the Secrets there, the recipe stored) is asked again in the
 // next, so a Secret deleted or a recipe edited between passes is seen.
 func (b *Builder) BeginPass() {
@@ -492,7 +492,7 @@ func (b *Builder) job(req Request, name, configMap string, rec *recipe) (*batchv
 	kind := kindOf(req)
 	// buildah bud's arguments as the podman backend passes them, with the
 	// recipe where build.sh copies it and no secret: build.sh adds those.
-	cmd := &build.CommandBuilder{Command: "buildah", Containerfile: workDir + "/Containerfile", Context: workDir + "/context",
+	cmd := &builder.CommandBuilder{Command: "buildah", Containerfile: workDir + "/Containerfile", Context: workDir + "/context",
 		BaseImage: b.opts.BaseImage, ExtraArgs: b.opts.ExtraArgs, TLSVerify: b.opts.TLSVerify}
 	bud, _, err := cmd.Args(req)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/redact"
 )
 
@@ -201,7 +201,7 @@ func (b *Builder) podLog(ctx context.Context, pod string) string {
 	return string(data)
 }
 
-// SecretValues implements build.SecretHolder: the values of every Secret
+// SecretValues implements builder.SecretHolder: the values of every Secret
 // the builds mount.
 func (b *Builder) SecretValues(ctx context.Context) []string {
 	return b.secretValues(ctx, Request{})
@@ -221,7 +221,7 @@ func (b *Builder) secretValues(ctx context.Context, req Request) []string {
 		}
 		for k, v := range seen.data {
 			if k == corev1.DockerConfigJsonKey {
-				out = append(out, build.DockerCredentials(v)...)
+				out = append(out, builder.DockerCredentials(v)...)
 				continue
 			}
 			out = append(out, strings.TrimSpace(string(v)))
@@ -230,20 +230,20 @@ func (b *Builder) secretValues(ctx context.Context, req Request) []string {
 	return out
 }
 
-// Report implements build.Reporter: a failed Job, or one that is gone,
+// Report implements builder.Reporter: a failed Job, or one that is gone,
 // ends the attempt; a running or succeeded one does not (the image at the
 // staging reference decides).
-func (b *Builder) Report(ctx context.Context, req Request) (build.Report, error) {
+func (b *Builder) Report(ctx context.Context, req Request) (builder.Report, error) {
 	o, err := b.Outcome(ctx, req)
 	if err != nil {
-		return build.Report{}, err
+		return builder.Report{}, err
 	}
 	switch o.State {
 	case Failed:
-		return build.Report{Over: true, Summary: fmt.Sprintf("the build Job %s/%s failed: %s", o.Namespace, o.Job, o.Detail), Output: o.LogTail}, nil
+		return builder.Report{Over: true, Summary: fmt.Sprintf("the build Job %s/%s failed: %s", o.Namespace, o.Job, o.Detail), Output: o.LogTail}, nil
 	case Gone:
-		return build.Report{Over: true, Gone: true,
+		return builder.Report{Over: true, Gone: true,
 			Summary: fmt.Sprintf("the build Job %s/%s is gone and no image appeared at %s", o.Namespace, o.Job, req.Image)}, nil
 	}
-	return build.Report{}, nil
+	return builder.Report{}, nil
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
@@ -37,7 +37,7 @@ type passWorld struct {
 	now       time.Time
 	kernel    string
 	// wrap, if set, stands between the pass and its Builder.
-	wrap func(build.Builder) build.Builder
+	wrap func(builder.Builder) builder.Builder
 	// maxAttempts is build.max_attempts (default 3); opts the next pass's.
 	maxAttempts int
 	opts        reconcile.Options
@@ -92,8 +92,8 @@ func (w *passWorld) pass(t *testing.T) *reconcile.Result {
 	return res
 }
 
-func (w *passWorld) passBuilder(t *testing.T) build.Builder {
-	var b build.Builder = w.builder(t, nil)
+func (w *passWorld) passBuilder(t *testing.T) builder.Builder {
+	var b builder.Builder = w.builder(t, nil)
 	if w.wrap != nil {
 		b = w.wrap(b)
 	}
@@ -221,11 +221,11 @@ func TestDeletedJobIsNoBuild(t *testing.T) {
 // killedAtTheRequest is a backend whose process dies exactly when the
 // pass asks it for a build: after the attempt is recorded (intent first),
 // before anything reaches the API server.
-type killedAtTheRequest struct{ build.Builder }
+type killedAtTheRequest struct{ builder.Builder }
 
 type killed struct{}
 
-func (killedAtTheRequest) Build(context.Context, build.Request) error { panic(killed{}) }
+func (killedAtTheRequest) Build(context.Context, builder.Request) error { panic(killed{}) }
 
 // TestAKillBetweenIntentAndJobSpendsNoAttempt: a pass dies between
 // recording an attempt and creating its Job. The next pass (a new process)
@@ -234,7 +234,7 @@ func (killedAtTheRequest) Build(context.Context, build.Request) error { panic(ki
 // to promotion.
 func TestAKillBetweenIntentAndJobSpendsNoAttempt(t *testing.T) {
 	w := newPassWorld(t, "5.14.0-427.44.1.el9_4")
-	w.wrap = func(b build.Builder) build.Builder { return killedAtTheRequest{b} }
+	w.wrap = func(b builder.Builder) builder.Builder { return killedAtTheRequest{b} }
 	func() {
 		defer func() {
 			if p := recover(); p != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/breaker"
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -116,7 +116,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	case err == nil:
 		m.Asked = m.Attempts
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Msgf("build of the %s requested", k.what)
-	case errors.Is(err, build.ErrNotConfigured):
+	case errors.Is(err, builder.ErrNotConfigured):
 		m = before // nothing was asked: leave the image as it was
 		result = "skipped: " + err.Error()
 	case errors.Is(err, breaker.ErrOpen):
@@ -128,7 +128,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	default:
 		// The reason is public (issues, /status, the page); the build's own
 		// words stay in the log and the state file.
-		m.Reason, m.Detail = build.Explain(ctx, k.builder, err)
+		m.Reason, m.Detail = builder.Explain(ctx, k.builder, err)
 		p.attemptFailed(&m, k.build)
 		result = "error: " + m.Reason
 		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)
@@ -142,8 +142,8 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 
 // requestOf is the build request of m's current attempt, to its staging
 // reference: what was asked for, and what a backend reports on.
-func requestOf(m ledger.Image) build.Request {
-	req := build.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
+func requestOf(m ledger.Image) builder.Request {
+	req := builder.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
 		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts, Round: m.Round}
 	if m.IsDTK() {
 		req.DTKImage = m.DTKImage

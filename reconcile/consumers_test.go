@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
@@ -29,7 +29,7 @@ type consumerWorld struct {
 	*harness
 	ci     *citest.CI
 	hook   *httptest.Server
-	before func(build.Request) error // runs before each consumer build request
+	before func(builder.Request) error // runs before each consumer build request
 	// certs and skipABI are acme-nic's verify.signing_certs and !verify.abi;
 	// second adds a consumer, beta, built by the same CI.
 	certs   []*x509.Certificate
@@ -50,16 +50,16 @@ func newConsumerWorld(t *testing.T) *consumerWorld {
 }
 
 // builderFunc is a Builder from a function.
-type builderFunc func(context.Context, build.Request) error
+type builderFunc func(context.Context, builder.Request) error
 
-func (f builderFunc) Build(ctx context.Context, req build.Request) error { return f(ctx, req) }
+func (f builderFunc) Build(ctx context.Context, req builder.Request) error { return f(ctx, req) }
 
 func (w *consumerWorld) reconciler() *Reconciler {
 	r := realEffects(w.harness, w.builder)()
-	webhook := &build.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}
+	webhook := &builder.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}
 	r.Consumers = []Consumer{{
 		Name: "acme-nic",
-		Builder: builderFunc(func(ctx context.Context, req build.Request) error {
+		Builder: builderFunc(func(ctx context.Context, req builder.Request) error {
 			if w.before != nil {
 				if err := w.before(req); err != nil {
 					return err
@@ -197,12 +197,12 @@ func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 	w.builder.sync = true
 	w.ci.Change(func(b *citest.Builds) { b.Never = map[string]bool{k1.Kernel: true} }) // the first consumer build is still running
 	crashed := false
-	w.before = func(build.Request) error {
+	w.before = func(builder.Request) error {
 		if !crashed {
 			crashed = true
 			// The CI gets the request, then the process dies.
-			_ = (&build.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
-				build.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
+			_ = (&builder.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
+				builder.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
 					Image: w.srv.Host() + "/" + kmodRepo + ":staging-" + k1.Kernel + ".x86_64"})
 			runtime.Goexit()
 		}
@@ -225,8 +225,8 @@ func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 	}
 	// The CI run finishes: the image appears and is promoted.
 	w.ci.Change(func(b *citest.Builds) { b.Never = nil })
-	_ = (&build.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
-		build.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
+	_ = (&builder.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
+		builder.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
 			Image: w.srv.Host() + "/" + kmodRepo + ":staging-" + k1.Kernel + ".x86_64"})
 	requests := len(w.ci.Requests())
 	w.pass()
@@ -257,7 +257,7 @@ func TestConsumerRetriesAfterBackoffAndWhatItCosts(t *testing.T) {
 	w := newConsumerWorld(t)
 	w.builder.sync = true
 	failing := true
-	w.before = func(build.Request) error {
+	w.before = func(builder.Request) error {
 		if failing {
 			return errors.New("CI unavailable")
 		}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
@@ -21,10 +21,10 @@ import (
 	"github.com/dtkbot/dtkbot/verify"
 )
 
-func realEffects(h *harness, builder build.Builder) func() *Reconciler {
+func realEffects(h *harness, b builder.Builder) func() *Reconciler {
 	return func() *Reconciler {
 		r := h.reconciler()
-		r.Builder = builder
+		r.Builder = b
 		r.Promoter = promote.NewRemote(r.Registry)
 		r.Verifier = &verify.DTK{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
 		return r
@@ -38,21 +38,21 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 			ci := &citest.CI{Secret: []byte("hook-secret"), Token: "ghs_test"}
 			ci.SetWorld(h.world)
 			ci.Change(func(b *citest.Builds) { b.Wrong = map[string]string{k3.Kernel: "5.14.0-427.99.1.el9_4"} })
-			var builder build.Builder
+			var b builder.Builder
 			switch backend {
 			case "webhook":
 				srv := httptest.NewServer(http.HandlerFunc(ci.Webhook))
 				defer srv.Close()
-				builder = &build.WebhookBuilder{URL: srv.URL, Secret: ci.Secret}
+				b = &builder.WebhookBuilder{URL: srv.URL, Secret: ci.Secret}
 			default:
 				mux := http.NewServeMux()
 				mux.HandleFunc("POST /repos/acme/dtk-builds/actions/workflows/build-dtk.yml/dispatches", ci.Dispatch)
 				srv := httptest.NewServer(mux)
 				defer srv.Close()
-				builder = &build.ActionsBuilder{APIURL: srv.URL, Repository: "acme/dtk-builds", Workflow: "build-dtk.yml", Ref: "main",
+				b = &builder.ActionsBuilder{APIURL: srv.URL, Repository: "acme/dtk-builds", Workflow: "build-dtk.yml", Ref: "main",
 					Token: func() (string, error) { return "ghs_test", nil }}
 			}
-			newReconciler := realEffects(h, builder)
+			newReconciler := realEffects(h, b)
 			pass := func() *Result {
 				res, _ := newReconciler().RunOnce(context.Background(), h.now, Options{})
 				return res

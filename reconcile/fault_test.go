@@ -16,7 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dtkbot/dtkbot/breaker"
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/faulttest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
@@ -97,7 +97,7 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector) faultyRun {
 	}
 	client, _ := notify.NewClientWith(gh.URL(), notify.TokenAuth{File: writeToken(t, "ghp_fault")}, &breaker.Transport{Service: "github", Timeout: callTimeout})
 	newReconciler := func() *Reconciler {
-		r := realEffects(h, &build.WebhookBuilder{URL: ciServer.URL, Secret: []byte("s"), Attempts: 3, Backoff: time.Millisecond, HTTP: timed("build-webhook")})()
+		r := realEffects(h, &builder.WebhookBuilder{URL: ciServer.URL, Secret: []byte("s"), Attempts: 3, Backoff: time.Millisecond, HTTP: timed("build-webhook")})()
 		r.Discoverer.Graph.HTTP = timed("update-graph")
 		n, err := notify.New(client, notify.TokenAuth{File: writeToken(t, "ghp_fault")}, notify.Options{Repository: "acme/driver-ci",
 			CloseWhenPromoted: true, MutationInterval: time.Millisecond, MaxWait: 2 * time.Second,

@@ -15,7 +15,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/rs/zerolog"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
@@ -219,9 +219,9 @@ type fakeBuilder struct {
 	sync  bool
 	mu    sync.Mutex
 	calls map[string]int
-	queue []build.Request
+	queue []builder.Request
 	// before, if set, runs first (to simulate a crash or a failure).
-	before func(build.Request) error
+	before func(builder.Request) error
 	// The DTKs it pushes carry the kernel's files of a real kernel (as
 	// dtkbot's recipe copies them): kernelABI maps a kernel to the Debian
 	// kernel whose files stand in (default kmodtest.Cloud), noKernelFiles
@@ -239,7 +239,7 @@ type fakeBuilder struct {
 	lists map[string]payloadtest.Pushed
 }
 
-func (b *fakeBuilder) Build(_ context.Context, req build.Request) error {
+func (b *fakeBuilder) Build(_ context.Context, req builder.Request) error {
 	if b.before != nil {
 		if err := b.before(req); err != nil {
 			return err

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
@@ -24,7 +24,7 @@ import (
 type kind struct {
 	name    string // ledger.KindDTK, or the consumer's name
 	what    string // for logs and reasons: "DTK image", "consumer acme-nic's image"
-	builder build.Builder
+	builder builder.Builder
 	target  plan.Target
 	build   BuildPolicy
 	// verify checks an image pinned by digest; an error wrapping
@@ -42,7 +42,7 @@ type kind struct {
 // the same backends, the same lifecycle and the same guarantees.
 type Consumer struct {
 	Name    string
-	Builder build.Builder
+	Builder builder.Builder
 	// Target: Repository, KernelTag (default {{.KernelFull}}), ReleaseTags,
 	// FloatingTags, Mirrors, StagingRepository and StagingTag.
 	Target plan.Target

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 )
@@ -29,7 +29,7 @@ func (p *pass) notify(ctx context.Context) {
 		k, _ := p.image(a.KernelKey)
 		err := p.r.Notifier.Notify(ctx, k)
 		switch {
-		case errors.Is(err, build.ErrNotConfigured):
+		case errors.Is(err, builder.ErrNotConfigured):
 			a.Result = "skipped: " + err.Error()
 			continue
 		case err != nil:

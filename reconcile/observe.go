@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/breaker"
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
@@ -215,7 +215,7 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 }
 
 func reports(k *kind) bool {
-	_, ok := k.builder.(build.Reporter)
+	_, ok := k.builder.(builder.Reporter)
 	return ok
 }
 
@@ -226,7 +226,7 @@ func reports(k *kind) bool {
 // between recording the attempt and asking), is asked again instead. It
 // reports whether m changed.
 func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool {
-	r, ok := k.builder.(build.Reporter)
+	r, ok := k.builder.(builder.Reporter)
 	if !ok {
 		return false
 	}
@@ -244,7 +244,7 @@ func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool 
 	case !rep.Over:
 		return false
 	}
-	m.Reason, m.Detail = build.ExplainReport(ctx, k.builder, rep)
+	m.Reason, m.Detail = builder.ExplainReport(ctx, k.builder, rep)
 	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", m.Detail).Msg(m.Reason)
 	if p.attemptFailed(m, k.build) {
 		m.Reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
@@ -267,7 +267,7 @@ func (p *pass) askAgain(ctx context.Context, m *ledger.Image, k *kind) bool {
 		Reason: fmt.Sprintf("attempt %d was recorded and never asked for", m.Attempts)}
 	err := k.builder.Build(ctx, requestOf(*m))
 	switch {
-	case errors.Is(err, build.ErrNotConfigured), errors.Is(err, breaker.ErrOpen):
+	case errors.Is(err, builder.ErrNotConfigured), errors.Is(err, breaker.ErrOpen):
 		// Nothing was asked this time either: the next pass tries again.
 		p.fail(fmt.Errorf("building %s: %w", m.Key(), err))
 		return false
@@ -277,7 +277,7 @@ func (p *pass) askAgain(ctx context.Context, m *ledger.Image, k *kind) bool {
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.Staging).Int("attempt", m.Attempts).
 			Msgf("build of the %s requested again: its attempt was recorded, never asked for", k.what)
 	default:
-		m.Reason, m.Detail = build.Explain(ctx, k.builder, err)
+		m.Reason, m.Detail = builder.Explain(ctx, k.builder, err)
 		p.attemptFailed(m, k.build)
 		a.Result = "error: " + m.Reason
 		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.Staging).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)

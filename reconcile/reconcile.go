@@ -4,7 +4,7 @@
 // move every image of every kind (a kernel's DTK, each consumer's image
 // FROM it) through one lifecycle: look at the registry for the images
 // still awaited and verify them, plan with plan.Plan, build to staging
-// (package build) and promote verified images (package promote, which
+// (package builder) and promote verified images (package promote, which
 // keeps the rules of every tag write), audit the promoted tags, and notify.
 //
 // Every step that cannot be undone is preceded by a look at the world and by
@@ -28,7 +28,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/breaker"
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -97,7 +97,7 @@ type Reconciler struct {
 	// The DTK, the first kind of image: Builder builds it to Target's
 	// staging reference, Verifier (when set) must pass it before anything
 	// is promoted onto it, Build bounds its attempts.
-	Builder  build.Builder
+	Builder  builder.Builder
 	Verifier Verifier
 	Target   plan.Target
 	Build    BuildPolicy

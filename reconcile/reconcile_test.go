@@ -11,7 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/releasesig"
@@ -166,12 +166,12 @@ func TestCrashAfterBuildRequestDoesNotBuildTwice(t *testing.T) {
 	// The process dies right after the builder accepted the request,
 	// before the pass recorded the outcome.
 	crashed := false
-	h.builder.before = func(build.Request) error {
+	h.builder.before = func(builder.Request) error {
 		if !crashed {
 			crashed = true
 			h.builder.mu.Lock()
 			h.builder.calls = map[string]int{k1.Kernel: 1}
-			h.builder.queue = append(h.builder.queue, build.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Image: h.target.Repository + ":staging-" + k1.Kernel + ".x86_64"})
+			h.builder.queue = append(h.builder.queue, builder.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Image: h.target.Repository + ":staging-" + k1.Kernel + ".x86_64"})
 			h.builder.mu.Unlock()
 			runtime.Goexit()
 		}
@@ -223,7 +223,7 @@ func TestBuilderErrorsBackOff(t *testing.T) {
 	h := newHarness(t)
 	h.publish("stable-4.16", "4.16.15", k1)
 	fails := 1
-	h.builder.before = func(build.Request) error {
+	h.builder.before = func(builder.Request) error {
 		if fails > 0 {
 			fails--
 			return errors.New("webhook answered 503")

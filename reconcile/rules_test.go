@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
@@ -346,7 +346,7 @@ func TestPublicTextHidesBuildOutputAndURLPaths(t *testing.T) {
 	defer hook.Close()
 	h.publish("stable-4.16", "4.16.15", k1)
 	r := h.reconciler()
-	r.Builder = &build.WebhookBuilder{URL: hook.URL + "/hooks/tok-123abc?sig=xyz", Secret: []byte("s"), Attempts: 1}
+	r.Builder = &builder.WebhookBuilder{URL: hook.URL + "/hooks/tok-123abc?sig=xyz", Secret: []byte("s"), Attempts: 1}
 	if _, err := r.RunOnce(context.Background(), h.now, Options{}); err == nil {
 		t.Fatal("a refused build request does not fail the pass")
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 )
 
 // secretiveBuilder is a backend that hands its builds a secret and says it
@@ -18,16 +18,16 @@ type secretiveBuilder struct {
 	fail   bool
 }
 
-func (b *secretiveBuilder) Build(context.Context, build.Request) error {
+func (b *secretiveBuilder) Build(context.Context, builder.Request) error {
 	if b.fail {
-		return &build.Failure{Summary: "the CI refused token " + b.secret,
+		return &builder.Failure{Summary: "the CI refused token " + b.secret,
 			Output: "curl -H 'X-Token: " + b.secret + "' https://ci.example.com/hooks/" + b.secret + "\nrefused", Err: errors.New("refused")}
 	}
 	return nil
 }
 
-func (b *secretiveBuilder) Report(context.Context, build.Request) (build.Report, error) {
-	return build.Report{Over: true, Summary: "the build with key " + b.secret + " failed",
+func (b *secretiveBuilder) Report(context.Context, builder.Request) (builder.Report, error) {
+	return builder.Report{Over: true, Summary: "the build with key " + b.secret + " failed",
 		Output: "+ register --activationkey " + b.secret + "\nError: exit status 1"}, nil
 }
 

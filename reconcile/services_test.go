@@ -15,7 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/breaker"
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/faulttest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/sigtest"
@@ -445,7 +445,7 @@ func TestDeadBuildWebhookSpendsNoAttempts(t *testing.T) {
 
 // webhookTo is the webhook build backend for url, one request a build,
 // through the breaker.
-func webhookTo(url string) *build.WebhookBuilder {
-	return &build.WebhookBuilder{URL: url, Secret: []byte("s3cret"), Attempts: 1,
+func webhookTo(url string) *builder.WebhookBuilder {
+	return &builder.WebhookBuilder{URL: url, Secret: []byte("s3cret"), Attempts: 1,
 		HTTP: &http.Client{Transport: &breaker.Transport{Service: "build-webhook", Timeout: 200 * time.Millisecond}}}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/ledger"
@@ -247,7 +247,7 @@ func TestLostStateAdoptsVerifiedKernelTags(t *testing.T) {
 func TestForeignImageAtTheKernelTagIsNeverOverwritten(t *testing.T) {
 	h := newHarness(t)
 	h.builder.sync = false
-	_ = h.builder.Build(context.Background(), build.Request{Kernel: k1.Kernel, KernelFull: "5.14.0-427.99.1.el9_4.x86_64", RHEL: "9.4",
+	_ = h.builder.Build(context.Background(), builder.Request{Kernel: k1.Kernel, KernelFull: "5.14.0-427.99.1.el9_4.x86_64", RHEL: "9.4",
 		Image: h.target.Repository + ":" + k1.Kernel + ".x86_64"})
 	h.builder.Finish()
 	foreign, _ := h.srv.TagDigest("dtkbot/driver-toolkit", k1.Kernel+".x86_64")

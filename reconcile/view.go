@@ -19,7 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/breaker"
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -69,7 +69,7 @@ func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
 	p.view = view
 	p.kinds = r.kinds(p)
 	for _, k := range p.kinds {
-		if b, ok := k.builder.(build.PassScoped); ok {
+		if b, ok := k.builder.(builder.PassScoped); ok {
 			b.BeginPass() // what a backend asks once a pass, asked again
 		}
 	}

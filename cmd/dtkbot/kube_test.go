@@ -13,7 +13,7 @@ import (
 	batchv1client "k8s.io/client-go/kubernetes/typed/batch/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/internal/kubetest"
 	"github.com/dtkbot/dtkbot/kubebuild"
@@ -73,7 +73,7 @@ build:
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := build.Request{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RHEL: "9.4", Stream: "rhel-9",
+	req := builder.Request{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RHEL: "9.4", Stream: "rhel-9",
 		Arch: "amd64", Image: "registry.example.com/acme/driver-toolkit:staging", Attempt: 1}
 	if err := b.Build(ctx, req); err != nil {
 		t.Fatal(err)

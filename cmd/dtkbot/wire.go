@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/dtkbot/dtkbot/breaker"
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/kmod"
@@ -46,14 +46,14 @@ func registryOptions(cfg *config.Config) registry.Options {
 }
 
 // newBuilder is the build backend b names (key: where it is configured).
-func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (build.Builder, error) {
+func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (builder.Builder, error) {
 	switch b.Backend {
 	case "podman", "buildah":
 		cmd := b.Podman.Command
 		if cmd == "" {
 			cmd = b.Backend
 		}
-		return &build.CommandBuilder{
+		return &builder.CommandBuilder{
 			Command: cmd, Containerfile: cfg.Resolve(b.Podman.Containerfile), Context: cfg.Resolve(b.Podman.Context),
 			BaseImage: b.Podman.BaseImage, RHSMOrgFile: cfg.Resolve(b.Podman.RHSMOrgFile),
 			RHSMActivationKeyFile: cfg.Resolve(b.Podman.RHSMActivationKeyFile),
@@ -65,7 +65,7 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 		if err != nil {
 			return nil, err
 		}
-		return &build.ActionsBuilder{
+		return &builder.ActionsBuilder{
 			APIURL: cfg.GitHub.APIURL, Repository: b.GitHubActions.Repository, Workflow: b.GitHubActions.Workflow,
 			Ref: b.GitHubActions.Ref, Token: func() (string, error) { return auth.Token(context.Background()) },
 			HTTP: serviceClient("github-actions", buildRequestTimeout),
@@ -79,11 +79,11 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 		if u, err := url.Parse(b.Webhook.URL); err == nil && u.Host != "" {
 			service += " " + u.Host // never its path or query, where tokens hide
 		}
-		return &build.WebhookBuilder{URL: b.Webhook.URL, Secret: secret, HTTP: serviceClient(service, buildRequestTimeout)}, nil
+		return &builder.WebhookBuilder{URL: b.Webhook.URL, Secret: secret, HTTP: serviceClient(service, buildRequestTimeout)}, nil
 	case "kubernetes":
 		return newKubeBuilder(cfg, key, b, log)
 	}
-	return build.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
+	return builder.Unconfigured{What: "build backend (" + key + ".backend)"}, nil
 }
 
 // Timeouts of one request to the outside services with no config key of
@@ -103,7 +103,7 @@ func serviceClient(service string, timeout time.Duration) *http.Client {
 
 // newKubeBuilder is the kubernetes backend: the in-cluster ServiceAccount,
 // or a kubeconfig.
-func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (build.Builder, error) {
+func newKubeBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerolog.Logger) (builder.Builder, error) {
 	k := b.Kubernetes
 	rc, ns, err := kubebuild.RESTConfig(cfg.Resolve(k.Kubeconfig))
 	if err != nil {
@@ -205,7 +205,7 @@ func readSecret(path string) ([]byte, error) {
 // which implementation stands behind each interface.
 func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (*reconcile.Reconciler, *registry.Client, error) {
 	reg := registry.New(registryOptions(cfg))
-	builder, err := newBuilder(cfg, "build", cfg.Build.BuildBackend, log)
+	dtkBuilder, err := newBuilder(cfg, "build", cfg.Build.BuildBackend, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -234,7 +234,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Limits:     releaseinfo.DefaultLimits(),
 		Store:      store,
 		Checker:    reg,
-		Builder:    builder,
+		Builder:    dtkBuilder,
 		Target:     cfg.PlanTarget(),
 		Audit:      reconcile.AuditPolicy{Interval: cfg.Target.Audit.Interval.Duration, Repair: cfg.Target.Audit.OnDrift == "repoint"},
 		Policy:     plan.Policy{BuildKinds: cfg.Prerelease.Build, PrereleaseTags: cfg.Prerelease.Tags},

@@ -24,7 +24,7 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 )
@@ -44,7 +44,7 @@ type CI struct {
 	knobs      Builds
 	builds     map[string]int
 	deliveries map[string]bool
-	requests   []build.Inputs
+	requests   []builder.Inputs
 }
 
 // Builds are the knobs of what the CI builds, by kernel (VERSION-RELEASE).
@@ -95,10 +95,10 @@ func (c *CI) Change(f func(*Builds)) {
 }
 
 // Requests returns the inputs of every build request received.
-func (c *CI) Requests() []build.Inputs {
+func (c *CI) Requests() []builder.Inputs {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]build.Inputs(nil), c.requests...)
+	return append([]builder.Inputs(nil), c.requests...)
 }
 
 // Builds returns how many times each image was requested.
@@ -122,7 +122,7 @@ func (c *CI) Webhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in struct {
-		build.Inputs
+		builder.Inputs
 		KernelFull string `json:"kernel_full"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
@@ -141,8 +141,8 @@ func (c *CI) Dispatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body struct {
-		Ref    string       `json:"ref"`
-		Inputs build.Inputs `json:"inputs"`
+		Ref    string         `json:"ref"`
+		Inputs builder.Inputs `json:"inputs"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
 		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
@@ -154,7 +154,7 @@ func (c *CI) Dispatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // build pushes the image; it answers the request itself only on error.
-func (c *CI) build(w http.ResponseWriter, in build.Inputs, kernelFull, delivery string) bool {
+func (c *CI) build(w http.ResponseWriter, in builder.Inputs, kernelFull, delivery string) bool {
 	named, err := reference.ParseNormalizedNamed(in.Image)
 	tagged, ok := named.(reference.NamedTagged)
 	if err != nil || !ok {
@@ -243,7 +243,7 @@ func (c Builds) kmodModules(dir, kernel, kernelFull string) []payloadtest.TarEnt
 // pushKmod "builds" a consumer's kmod image: a base layer, then the layer
 // of the last COPY with the module under /opt/lib/modules/<kernel>/, as
 // deploy/examples/kmod/Containerfile lays it out.
-func (c Builds) pushKmod(world *payloadtest.World, repo, tag string, in build.Inputs) {
+func (c Builds) pushKmod(world *payloadtest.World, repo, tag string, in builder.Inputs) {
 	kernelFull := in.KernelFullVersion
 	if k, ok := c.ModulesFor[in.KernelVersion]; ok {
 		kernelFull = k + ".x86_64"

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 )
@@ -29,7 +29,7 @@ func TestKnobsChangeWhileServing(t *testing.T) {
 	ci.SetWorld(payloadtest.New(reg, srv.Host()))
 	const kernel = "5.14.0-427.37.1.el9_4"
 	send := func() {
-		body, _ := json.Marshal(build.Inputs{KernelVersion: kernel, Image: srv.Host() + "/acme/dtk:staging"})
+		body, _ := json.Marshal(builder.Inputs{KernelVersion: kernel, Image: srv.Host() + "/acme/dtk:staging"})
 		mac := hmac.New(sha256.New, ci.Secret)
 		mac.Write(body)
 		req, _ := http.NewRequest(http.MethodPost, hook.URL, bytes.NewReader(body))

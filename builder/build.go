@@ -1,11 +1,11 @@
-// Package build asks for images to be built: a kernel's DTK, or a
+// Package builder asks for images to be built: a kernel's DTK, or a
 // consumer's image FROM that DTK. Each backend (podman or buildah here, a
 // GitHub Actions workflow, a signed webhook) takes the same Request and
 // pushes the image to the request's staging reference; none of them tags
 // anything a consumer reads, and none of them decides whether the result
 // is good: the image at the staging tag is the truth, and package verify
 // judges it.
-package build
+package builder
 
 import (
 	"context"
