@@ -146,31 +146,13 @@ type Registry struct {
 	ModuleMemory int64 `yaml:"module_memory"`
 }
 
-// Target is where dtkbot's DTK images and tags go.
+// Target is where dtkbot's DTK images and tags go: a plan.Target, the
+// shape every kind's target has, and the drift audit of every promoted tag.
 type Target struct {
-	// Repository receives the DTK images, e.g. quay.io/acme/driver-toolkit.
-	Repository string `yaml:"repository"`
-	// KernelTag names the image built for one kernel.
-	KernelTag string `yaml:"kernel_tag"`
-	// ReleaseTags are the tags promoted for each release.
-	ReleaseTags []string `yaml:"release_tags"`
-	// FloatingTags move forward with the newest release ({{.Minor}}, latest).
-	FloatingTags []string `yaml:"floating_tags"`
-	// Mirrors receive copies of every promoted tag, kernel tags included.
-	Mirrors []string `yaml:"mirrors"`
-	// Staging is where builds push; an image is verified there before it
-	// is promoted to the kernel tag.
-	Staging Staging `yaml:"staging"`
+	plan.Target `yaml:",inline"`
 	// Audit checks, every so often, that the promoted tags are where dtkbot
 	// put them.
 	Audit Audit `yaml:"audit"`
-}
-
-// Staging is the reference builds push to.
-type Staging struct {
-	// Repository defaults to target.repository.
-	Repository string `yaml:"repository"`
-	Tag        string `yaml:"tag"`
 }
 
 // Audit is the drift audit of promoted tags.
@@ -397,10 +379,12 @@ func Default() Config {
 			MaxModules: kmod.DefaultMaxModules, ModuleMemory: kmod.DefaultMemoryBudget},
 		Prerelease: Prerelease{Build: []string{"rc", "ec"}, Tags: true, OnWithdrawn: "withdraw"},
 		Target: Target{
-			KernelTag:   "{{.KernelFull}}",
-			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
-			Staging:     Staging{Tag: plan.DefaultStagingTag},
-			Audit:       Audit{Interval: Duration{24 * time.Hour}, OnDrift: "repoint"},
+			Target: plan.Target{
+				KernelTag:   "{{.KernelFull}}",
+				ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
+				Staging:     plan.Staging{Tag: plan.DefaultStagingTag},
+			},
+			Audit: Audit{Interval: Duration{24 * time.Hour}, OnDrift: "repoint"},
 		},
 		Build: Build{Verify: true, VerifyInterruptions: 2, BuildBackend: BuildBackend{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute},
 			Podman: PodmanBuild{
@@ -567,7 +551,7 @@ func (c *Config) Validate() error {
 			bad("target.staging.repository", "%q is not a repository (registry/namespace/name, no tag)", r)
 		}
 	}
-	c.validateTags("target", c.PlanTarget(), bad)
+	c.validateTags("target", c.Target.Target, bad)
 	if c.Target.Audit.Interval.Duration < 0 {
 		bad("target.audit.interval", "must not be negative (0 turns the audit off)")
 	}
@@ -726,19 +710,6 @@ func (c *Config) ListenTLSFiles() (certFile, keyFile string, ok bool) {
 		return "", "", false
 	}
 	return c.resolve(c.ListenTLS.CertFile), c.resolve(c.ListenTLS.KeyFile), true
-}
-
-// PlanTarget is target: as the planner takes it.
-func (c *Config) PlanTarget() plan.Target {
-	return plan.Target{
-		Repository:        c.Target.Repository,
-		KernelTag:         c.Target.KernelTag,
-		ReleaseTags:       c.Target.ReleaseTags,
-		FloatingTags:      c.Target.FloatingTags,
-		Mirrors:           c.Target.Mirrors,
-		StagingRepository: c.Target.Staging.Repository,
-		StagingTag:        c.Target.Staging.Tag,
-	}
 }
 
 // validateTags checks the tag templates of a target (key: "target", or

@@ -23,25 +23,15 @@ import (
 type Consumer struct {
 	// Name identifies the consumer in state, tags' records, issues and
 	// the KMM API: lower case letters, digits and dashes.
-	Name   string         `yaml:"name"`
-	Build  BuildBackend   `yaml:"build"`
-	Target ConsumerTarget `yaml:"target"`
+	Name  string       `yaml:"name"`
+	Build BuildBackend `yaml:"build"`
+	// Target is where its images go: the kernel tag (default
+	// {{.KernelFull}}, what KMM's ${KERNEL_FULL_VERSION} templating
+	// expects), optional release and floating tags and mirrors (as target:
+	// has for the DTK), and the staging tag its builds push to.
+	Target plan.Target    `yaml:"target"`
 	Verify ConsumerVerify `yaml:"verify"`
 	KMM    ConsumerKMM    `yaml:"kmm"`
-}
-
-// ConsumerTarget is where a consumer's images go: the kernel tag (default
-// {{.KernelFull}}, what KMM's ${KERNEL_FULL_VERSION} templating expects),
-// optional release and floating tags and mirrors (as target: has for the
-// DTK), and the staging tag its builds push to.
-type ConsumerTarget struct {
-	Repository   string   `yaml:"repository"`
-	KernelTag    string   `yaml:"kernel_tag"`
-	ReleaseTags  []string `yaml:"release_tags"`
-	FloatingTags []string `yaml:"floating_tags"`
-	// Mirrors receive copies of every promoted tag, kernel tags included.
-	Mirrors []string `yaml:"mirrors"`
-	Staging Staging  `yaml:"staging"`
 }
 
 // ConsumerVerify says what a consumer's image must hold to be promoted.
@@ -137,13 +127,6 @@ var (
 	namespace    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 )
 
-// PlanTarget is a consumer's target as the planner takes it.
-func (k Consumer) PlanTarget() plan.Target {
-	return plan.Target{Repository: k.Target.Repository, KernelTag: k.Target.KernelTag, ReleaseTags: k.Target.ReleaseTags,
-		FloatingTags: k.Target.FloatingTags, Mirrors: k.Target.Mirrors,
-		StagingRepository: k.Target.Staging.Repository, StagingTag: k.Target.Staging.Tag}
-}
-
 func (c *Config) validateConsumers(bad func(key, format string, args ...any)) {
 	seen := map[string]bool{}
 	repos := map[string]string{}
@@ -179,7 +162,7 @@ func (c *Config) validateConsumers(bad func(key, format string, args ...any)) {
 				bad(key+t.key, "%v", err)
 			}
 		}
-		c.validateTags(key+".target", k.PlanTarget(), bad)
+		c.validateTags(key+".target", k.Target, bad)
 		if _, err := verify.ModulePath(k.Verify.ModulePath, "5.14.0-427.37.1.el9_4", "5.14.0-427.37.1.el9_4.x86_64"); err != nil {
 			bad(key+".verify.module_path", "%v", err)
 		}

@@ -26,7 +26,7 @@ consumers:
 		k.Target.KernelTag != "{{.KernelFull}}" || k.Target.Staging.Tag == "" || k.Verify.ModulePath != "opt/lib/modules/{{.KernelFull}}/" {
 		t.Fatalf("defaults: %+v", k)
 	}
-	if tgt := k.PlanTarget(); tgt.Repository != "quay.io/acme/acme-nic-kmod" || tgt.KernelTag != "{{.KernelFull}}" {
+	if tgt := k.Target; tgt.Repository != "quay.io/acme/acme-nic-kmod" || tgt.KernelTag != "{{.KernelFull}}" {
 		t.Fatalf("target %+v", tgt)
 	}
 }

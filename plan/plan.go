@@ -67,17 +67,31 @@ type Action struct {
 // ImageKey is the key of the image the action is about.
 func (a Action) ImageKey() string { return ledger.ImageKey(a.Consumer, a.KernelKey) }
 
-// Target is where a kind's images and tags go.
+// Target is where a kind's images and tags go: the one shape of every
+// target, read from the config as it is (target: for the DTK, with its
+// audit; consumers[].target for a consumer's images).
 type Target struct {
-	Repository   string
-	KernelTag    string
-	ReleaseTags  []string
-	FloatingTags []string
-	Mirrors      []string
-	// StagingRepository (default Repository) and StagingTag are where builds
-	// push: nothing a consumer reads.
-	StagingRepository string
-	StagingTag        string
+	// Repository receives the kind's images, e.g. quay.io/acme/driver-toolkit.
+	Repository string `yaml:"repository"`
+	// KernelTag names the image built for one kernel.
+	KernelTag string `yaml:"kernel_tag"`
+	// ReleaseTags are the tags promoted for each release.
+	ReleaseTags []string `yaml:"release_tags"`
+	// FloatingTags move forward with the newest release ({{.Minor}}, latest).
+	FloatingTags []string `yaml:"floating_tags"`
+	// Mirrors receive copies of every promoted tag, kernel tags included.
+	Mirrors []string `yaml:"mirrors"`
+	// Staging is where builds push: nothing a consumer reads. An image is
+	// verified there before it is promoted to the kernel tag.
+	Staging Staging `yaml:"staging"`
+}
+
+// Staging is the reference builds push to.
+type Staging struct {
+	// Repository defaults to the target's repository.
+	Repository string `yaml:"repository"`
+	// Tag defaults to DefaultStagingTag.
+	Tag string `yaml:"tag"`
 }
 
 // Kind is what the plan needs of one kind of image.
@@ -146,7 +160,7 @@ func KernelImage(t Target, m ledger.Image) (string, error) {
 
 // StagingImage is where image m's build pushes, to be verified there.
 func StagingImage(t Target, m ledger.Image) (string, error) {
-	tmpl, repo := t.StagingTag, t.StagingRepository
+	tmpl, repo := t.Staging.Tag, t.Staging.Repository
 	if tmpl == "" {
 		tmpl = DefaultStagingTag
 	}

@@ -102,7 +102,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "a staging reference that is the kernel tag holds the kernel",
-			in: Input{Kinds: dtk(Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", StagingTag: "{{.KernelFull}}"}),
+			in: Input{Kinds: dtk(Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", Staging: Staging{Tag: "{{.KernelFull}}"}}),
 				Images: []ledger.Image{kernel(ka, ledger.StateNew, "4.16.15")}},
 			want: "hold",
 			check: func(t *testing.T, a []Action) {
@@ -151,7 +151,7 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "a staging reference that is another image's release tag holds the build",
-			in: Input{Kinds: dtk(Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}, StagingTag: "4.16.15"}),
+			in: Input{Kinds: dtk(Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}, Staging: Staging{Tag: "4.16.15"}}),
 				Releases: []ledger.Release{release("4.16.15", ships("rhel-9", ka)), release("4.16.17", ships("rhel-9", kb))},
 				Images:   []ledger.Image{kernel(ka, ledger.StateVerified, "4.16.15"), kernel(kb, ledger.StateNew, "4.16.17")}},
 			// Neither the build onto it nor the promotion to it happens.

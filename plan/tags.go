@@ -76,7 +76,7 @@ func CheckStaging(t Target, prefix string) error {
 	if t.Repository == "" {
 		t.Repository = "registry.example.com/acme/image"
 	}
-	stagingTmpl, stagingRepo := t.StagingTag, t.StagingRepository
+	stagingTmpl, stagingRepo := t.Staging.Tag, t.Staging.Repository
 	if stagingTmpl == "" {
 		stagingTmpl = DefaultStagingTag
 	}

@@ -43,8 +43,8 @@ type kind struct {
 type Consumer struct {
 	Name    string
 	Builder builder.Builder
-	// Target: Repository, KernelTag (default {{.KernelFull}}), ReleaseTags,
-	// FloatingTags, Mirrors, StagingRepository and StagingTag.
+	// Target is where its images and tags go (its kernel tag defaults to
+	// {{.KernelFull}}).
 	Target plan.Target
 	Build  BuildPolicy
 	// ModulePath is where the image must hold kernel modules, a template

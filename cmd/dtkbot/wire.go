@@ -235,7 +235,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Store:      store,
 		Checker:    reg,
 		Builder:    dtkBuilder,
-		Target:     cfg.PlanTarget(),
+		Target:     cfg.Target.Target,
 		Audit:      reconcile.AuditPolicy{Interval: cfg.Target.Audit.Interval.Duration, Repair: cfg.Target.Audit.OnDrift == "repoint"},
 		Policy:     plan.Policy{BuildKinds: cfg.Prerelease.Build, PrereleaseTags: cfg.Prerelease.Tags},
 		Prerelease: reconcile.PrereleasePolicy{OnWithdrawn: cfg.Prerelease.OnWithdrawn},
@@ -293,7 +293,7 @@ func newConsumers(cfg *config.Config, log zerolog.Logger) ([]reconcile.Consumer,
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.PlanTarget(),
+		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.Target,
 			Build:      reconcile.BuildPolicy{Timeout: c.Build.Timeout.Duration, MaxAttempts: c.Build.MaxAttempts, Backoff: c.Build.Backoff.Duration},
 			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label, Certs: c.Verify.Certs, SkipABI: !c.Verify.RequireABI(), ModuleName: c.KMM.ModuleName})
 	}
