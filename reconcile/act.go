@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -101,9 +102,10 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	k := p.kinds[before.Kind()]
 	m := before
 	kernelRef, _ := plan.KernelImage(k.target, m) // Plan rendered it
-	m.State, m.Image, m.Staging, m.BuildRequestedAt, m.UpdatedAt = ledger.StateBuildRequested, kernelRef, a.Image, p.now, p.now
-	m.ImageDigest, m.ListDigest, m.Published, m.Adopted = "", "", false, false
-	m.Attempts++
+	if err := m.Request(kernelRef, a.Image, p.now); err != nil {
+		p.fail(err)
+		return "error: " + err.Error()
+	}
 	// Intent first: if we die after asking for the build, the next pass
 	// waits for it instead of asking again.
 	if err := p.recordImage(m, *a, "requesting"); err != nil {
@@ -114,7 +116,9 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	result := "requested"
 	switch {
 	case err == nil:
-		m.Asked = m.Attempts
+		if err := m.Acknowledge(p.now); err != nil {
+			p.fail(err)
+		}
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Msgf("build of the %s requested", k.what)
 	case errors.Is(err, builder.ErrNotConfigured):
 		m = before // nothing was asked: leave the image as it was
@@ -128,8 +132,10 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	default:
 		// The reason is public (issues, /status, the page); the build's own
 		// words stay in the log and the state file.
-		m.Reason, m.Detail = builder.Explain(ctx, k.builder, err)
-		p.attemptFailed(&m, k.build)
+		reason, detail := builder.Explain(ctx, k.builder, err)
+		if err := m.AttemptFailed(reason, detail, p.retry(m, k.build), p.now); err != nil {
+			p.fail(err)
+		}
 		result = "error: " + m.Reason
 		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)
 		p.fail(fmt.Errorf("building %s: %s", a.ImageKey(), m.Reason))
@@ -175,15 +181,11 @@ func (p *pass) applyPromote(ctx context.Context, a *plan.Action) string {
 	p.putPromotion(ledger.Promotion{Ref: a.Tag, Digest: d.String(), Release: a.Release, Kernel: a.Kernel, KernelKey: a.KernelKey,
 		Consumer: a.Consumer, Kind: a.Kind, At: p.now}, *a)
 	if m, ok := p.image(a.ImageKey()); ok {
-		changed := false
-		if i := slices.IndexFunc(m.Conflicts, func(c ledger.Conflict) bool { return c.Tag == a.Tag }); i >= 0 {
-			m.Conflicts, changed = slices.Delete(slices.Clone(m.Conflicts), i, i+1), true
-		}
-		if a.After == "" && a.Tag == m.Image && d.String() == m.ImageDigest && !m.Published {
-			m.Published, changed = true, true
+		changed := m.Resolved(a.Tag, p.now)
+		if a.After == "" && a.Tag == m.Image && m.KernelTagHolds(d.String(), p.now) {
+			changed = true
 		}
 		if changed {
-			m.UpdatedAt = p.now
 			p.putImage(m)
 		}
 	}
@@ -206,15 +208,9 @@ func (p *pass) conflict(a *plan.Action, c *promote.ConflictError) {
 	if !ok {
 		return
 	}
-	if i := slices.IndexFunc(m.Conflicts, func(x ledger.Conflict) bool { return x.Tag == a.Tag }); i >= 0 {
-		if m.Conflicts[i].Digest == c.Has.String() {
-			return
-		}
-		m.Conflicts = slices.Delete(slices.Clone(m.Conflicts), i, i+1)
+	if m.Conflict(ledger.Conflict{Tag: a.Tag, Digest: c.Has.String(), Want: c.Want.String(), Since: p.now}) {
+		p.putImage(m)
 	}
-	m.Conflicts = append(m.Conflicts, ledger.Conflict{Tag: a.Tag, Digest: c.Has.String(), Want: c.Want.String(), Since: p.now})
-	m.UpdatedAt = p.now
-	p.putImage(m)
 }
 
 // settle marks promoted every image whose verified image is at its kernel
@@ -229,11 +225,7 @@ func (p *pass) settle(ctx context.Context) {
 		}
 		promotable := m.State == ledger.StateVerified || (m.State == ledger.StateBuilt && k.verify == nil)
 		if promotable && m.Published && !p.promoteFailed[m.Key()] {
-			m.State, m.UpdatedAt = ledger.StatePromoted, p.now
-			if m.PromotedAt.IsZero() {
-				m.PromotedAt = p.now // the end of its lead time
-			}
-			p.putImage(m)
+			m, _ = p.transition(m, func(m *ledger.Image, at time.Time) error { return m.Promote(k.verify != nil, at) })
 		}
 		if m.State == ledger.StatePromoted && m.Staging != "" && m.StagingRemoved == "" && p.tags != nil {
 			p.removeStaging(ctx, m)
@@ -260,7 +252,7 @@ func (p *pass) removeStaging(ctx context.Context, m ledger.Image) {
 	if outcome != "removed" {
 		p.log.Info().Str("tag", m.Staging).Msg("the staging tag: " + outcome)
 	}
-	m.StagingRemoved, m.UpdatedAt = outcome, p.now
+	m.StagingGone(outcome, p.now)
 	p.putImage(m)
 }
 

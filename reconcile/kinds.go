@@ -27,11 +27,11 @@ type kind struct {
 	builder builder.Builder
 	target  plan.Target
 	build   BuildPolicy
-	// verify checks an image pinned by digest; an error wrapping
+	// verify checks an image pinned by digest, and says what it found (a
+	// kmod image's modules, a DTK's kernel files); an error wrapping
 	// verify.ErrRejected rejects it; nil: the kind's images are not
 	// verified (build.verify: false), and are promoted once built.
-	// It may record on m what it found (a kmod image's modules).
-	verify func(ctx context.Context, pinned string, m *ledger.Image) error
+	verify func(ctx context.Context, pinned string, m ledger.Image) (ledger.Verdict, error)
 	// needsKernelFiles: its images are checked against the kernel's files
 	// of the DTK they are built FROM (a consumer's verify.abi: true).
 	needsKernelFiles bool
@@ -78,9 +78,9 @@ const DefaultModulePath = "opt/lib/modules/{{.KernelFull}}/"
 func (r *Reconciler) kinds(p *pass) map[string]*kind {
 	dtk := &kind{name: ledger.KindDTK, what: "DTK image", builder: r.Builder, target: r.Target, build: r.Build}
 	if v := r.Verifier; v != nil {
-		dtk.verify = func(ctx context.Context, pinned string, m *ledger.Image) error {
+		dtk.verify = func(ctx context.Context, pinned string, m ledger.Image) (ledger.Verdict, error) {
 			if err := v.Verify(ctx, pinned, m.Kernel, m.Arch); err != nil {
-				return err
+				return ledger.Verdict{}, err
 			}
 			return p.verifyKernelFiles(ctx, m)
 		}
@@ -99,18 +99,17 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 		}
 		k := &kind{name: c.Name, what: "consumer " + c.Name + "'s image", builder: c.Builder, target: c.Target, build: c.Build, needsKernelFiles: !c.SkipABI}
 		kv := r.KmodVerifier
-		k.verify = func(ctx context.Context, pinned string, m *ledger.Image) error {
+		k.verify = func(ctx context.Context, pinned string, m ledger.Image) (ledger.Verdict, error) {
 			modulePath, err := verify.ModulePath(tmpl, m.Kernel, m.KernelFull)
 			if err != nil {
-				return fmt.Errorf("consumer %s: %w", c.Name, err)
+				return ledger.Verdict{}, fmt.Errorf("consumer %s: %w", c.Name, err)
 			}
 			res, err := kv.VerifyKmod(ctx, verify.KmodCheck{Image: pinned, Arch: m.Arch, KernelFull: m.KernelFull, ModulePath: modulePath,
 				Label: c.Label, DTK: m.DTKImage, Certs: c.Certs, SkipABI: c.SkipABI, ModuleName: c.ModuleName})
 			if err != nil {
-				return err
+				return ledger.Verdict{}, err
 			}
-			m.Modules, m.Checked = res.Modules, res.Checked
-			return nil
+			return ledger.Verdict{Modules: res.Modules, Checked: res.Checked}, nil
 		}
 		out[c.Name] = k
 	}
@@ -143,15 +142,12 @@ func (p *pass) addConsumerImages() []string {
 			key := ledger.ImageKey(name, dtk.KernelKey())
 			m, ok := p.image(key)
 			if !ok {
-				m = ledger.Image{Consumer: name, Stream: dtk.Stream, Arch: dtk.Arch, Kernel: dtk.Kernel, KernelFull: dtk.KernelFull,
-					RTKernel: dtk.RTKernel, RHEL: dtk.RHEL, State: ledger.StateNew, FirstSeen: p.now, FirstSource: dtk.FirstSource}
+				m = dtk.NewConsumerImage(name, p.now)
 				added = append(added, key)
 			}
-			if ok && slices.Equal(m.Releases, dtk.Releases) && m.DTKImage == dtk.PinnedImage() {
-				continue
+			if m.Follow(dtk, p.now) || !ok {
+				p.putImage(m)
 			}
-			m.Releases, m.DTKImage, m.UpdatedAt = dtk.Releases, dtk.PinnedImage(), p.now
-			p.putImage(m)
 		}
 	}
 	return added
@@ -170,42 +166,43 @@ func (p *pass) kernelFilesNeededBy() []string {
 	return out
 }
 
-// readKernelFiles records on dtk whether its image carries the kernel's
-// files (etc/driver-toolkit/<uname -r>/), read once per digest (and kept
-// by KmodVerifier for the consumers' checks). Content that cannot be read
-// is a verdict too; a read that failed is an error (try again later).
-func (p *pass) readKernelFiles(ctx context.Context, dtk *ledger.Image) error {
-	if _, ok := dtk.KernelFilesOf(); ok {
-		return nil
-	}
+// readKernelFiles reads whether dtk's image carries the kernel's files
+// (etc/driver-toolkit/<uname -r>/), and says which it lacks (kept by
+// KmodVerifier for the consumers' checks). Content that cannot be read is
+// a verdict too; a read that failed is an error (try again later).
+func (p *pass) readKernelFiles(ctx context.Context, dtk ledger.Image) ([]string, error) {
 	_, missing, err := p.r.KmodVerifier.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
 	switch {
 	case verify.Rejects(err):
 		missing = []string{"readable kernel files (" + err.Error() + ")"}
 	case err != nil:
-		return fmt.Errorf("reading the kernel's files of the DTK %s: %w", dtk.PinnedImage(), err)
+		return nil, fmt.Errorf("reading the kernel's files of the DTK %s: %w", dtk.PinnedImage(), err)
 	}
-	dtk.KernelFiles = &ledger.KernelFilesCheck{Digest: dtk.ImageDigest, Missing: missing}
-	return nil
+	return missing, nil
 }
 
 // verifyKernelFiles is the DTK's check for its consumers: when one checks
 // its modules against the kernel's files (verify.abi: true), a DTK that
 // lacks them is rejected, with that one reason, before any consumer image
 // is built FROM it (each would be rejected for it).
-func (p *pass) verifyKernelFiles(ctx context.Context, dtk *ledger.Image) error {
+func (p *pass) verifyKernelFiles(ctx context.Context, dtk ledger.Image) (ledger.Verdict, error) {
 	needs := p.kernelFilesNeededBy()
 	if len(needs) == 0 || p.r.KmodVerifier == nil {
-		return nil
+		return ledger.Verdict{}, nil
 	}
-	if err := p.readKernelFiles(ctx, dtk); err != nil {
-		return err
+	check, ok := dtk.KernelFilesOf()
+	if !ok {
+		missing, err := p.readKernelFiles(ctx, dtk)
+		if err != nil {
+			return ledger.Verdict{}, err
+		}
+		check = ledger.KernelFilesCheck{Digest: dtk.ImageDigest, Missing: missing}
 	}
-	if missing := dtk.KernelFiles.Missing; len(missing) > 0 {
-		return fmt.Errorf("%w: the DTK %s has no %s, which %s check their modules against (verify.abi: true; dtkbot's DTK recipe copies them: a recipe of your own? or set verify.abi: false)",
+	if missing := check.Missing; len(missing) > 0 {
+		return ledger.Verdict{}, fmt.Errorf("%w: the DTK %s has no %s, which %s check their modules against (verify.abi: true; dtkbot's DTK recipe copies them: a recipe of your own? or set verify.abi: false)",
 			verify.ErrRejected, dtk.PinnedImage(), strings.Join(missing, ", "), strings.Join(needs, ", "))
 	}
-	return nil
+	return ledger.Verdict{KernelFiles: &check}, nil
 }
 
 // checkKernelFiles reads, once per DTK image, whether each promoted DTK
@@ -221,11 +218,12 @@ func (p *pass) checkKernelFiles(ctx context.Context) {
 		if _, known := dtk.KernelFilesOf(); known || dtk.State != ledger.StatePromoted || dtk.ImageDigest == "" {
 			continue
 		}
-		if err := p.readKernelFiles(ctx, &dtk); err != nil {
+		missing, err := p.readKernelFiles(ctx, dtk)
+		if err != nil {
 			p.fail(err)
 			continue
 		}
-		dtk.UpdatedAt = p.now
+		dtk.KernelFilesRead(missing, p.now)
 		p.putImage(dtk)
 		if len(dtk.KernelFiles.Missing) > 0 {
 			p.warn(plan.KernelFilesMissing(dtk))

@@ -130,7 +130,10 @@ func (p *pass) pinInstance(ctx context.Context, m *ledger.Image, k *kind) (chang
 	case err == nil && m.Staging == "":
 		err = fmt.Errorf("%w: %s is a manifest list: only its %s image could be verified, and the kernel tag, which dtkbot did not put there, serves the others too", verify.ErrRejected, found, m.Arch)
 	case err == nil:
-		m.ListDigest, m.ImageDigest = m.ImageDigest, d.String()
+		if err := m.Pin(d.String(), p.now); err != nil {
+			p.fail(err)
+			return false, false
+		}
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", found).Str("instance", d.String()).
 			Msgf("the %s is a manifest list: only its %s image is verified and promoted", k.what, m.Arch)
 		return true, true
@@ -160,12 +163,18 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 			// Nothing checks this kind's images (build.verify: false): an
 			// image someone else put at the kernel tag is not adopted, so
 			// nothing unchecked is spread to release and floating tags.
-			m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted = ledger.StateFailed, at.kernel, "", "", "", false
-			m.Reason = fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not put there, and %ss are not verified (build.verify: false): it is not adopted and no other tag is pointed at it; remove the tag (or turn verification on), then run dtkbot reconcile --retry-failed", at.kernel, d, k.what)
+			reason := fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not put there, and %ss are not verified (build.verify: false): it is not adopted and no other tag is pointed at it; remove the tag (or turn verification on), then run dtkbot reconcile --retry-failed", at.kernel, d, k.what)
+			if err := m.Fail(at.kernel, reason, p.now); err != nil {
+				p.fail(err)
+				return false
+			}
 			p.fail(errors.New(m.Reason))
 			return true
 		case err == nil && !rejected:
-			m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, "", d.String(), "", false, "", ""
+			if err := m.Found(at.kernel, "", d.String(), p.now); err != nil {
+				p.fail(err)
+				return false
+			}
 			p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.kernel).Str("digest", d.String()).
 				Msgf("the kernel tag already holds a %s: verifying it", k.what)
 			return true
@@ -180,13 +189,19 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 	rejected = rejected && err == nil
 	switch {
 	case err == nil && !rejected:
-		m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, at.staging, d.String(), "", false, "", ""
+		if err := m.Found(at.kernel, at.staging, d.String(), p.now); err != nil {
+			p.fail(err)
+			return false
+		}
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.staging).Str("digest", d.String()).Msgf("%s built", k.what)
 		return true
 	case rejected && before.Untagged && m.State == ledger.StateBuildRequested && before.At.Before(m.BuildRequestedAt):
 		// The rejected image's tag was removed, and a later build pushed
 		// the very same image again: that attempt failed as well.
-		m.Staging, m.ImageDigest, m.ListDigest = at.staging, d.String(), ""
+		if err := m.Found(at.kernel, at.staging, d.String(), p.now); err != nil {
+			p.fail(err)
+			return false
+		}
 		p.reject(ctx, m, fmt.Errorf("%w: the build pushed %s again, which failed verification before: %s", verify.ErrRejected, d, before.Reason), k)
 		p.action(plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
 			Image: at.staging, KernelKey: m.KernelKey(), Result: "rejected: pushed the rejected image again"})
@@ -200,12 +215,17 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 		// the build (askHowItWent asks again if it has no trace of it).
 		return p.askHowItWent(ctx, m, k)
 	case m.State == ledger.StateBuildRequested && p.now.Sub(m.BuildRequestedAt) > k.build.Timeout:
-		m.Reason = fmt.Sprintf("the build requested at %s did not appear within %s", m.BuildRequestedAt.UTC().Format(time.RFC3339), k.build.Timeout)
+		reason := fmt.Sprintf("the build requested at %s did not appear within %s", m.BuildRequestedAt.UTC().Format(time.RFC3339), k.build.Timeout)
 		if rejected {
-			m.Reason += fmt.Sprintf(" (%s still holds the image rejected before, %s)", at.staging, d)
+			reason += fmt.Sprintf(" (%s still holds the image rejected before, %s)", at.staging, d)
 		}
-		if p.attemptFailed(m, k.build) {
-			m.Reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
+		next := p.retry(*m, k.build)
+		if next.Never {
+			reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
+		}
+		if err := m.AttemptFailed(reason, m.Detail, next, p.now); err != nil {
+			p.fail(err)
+			return false
 		}
 		return true
 	case m.State == ledger.StateBuildRequested:
@@ -239,15 +259,23 @@ func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool 
 	case rep.Gone && unacknowledged:
 		return p.askAgain(ctx, m, k)
 	case !rep.Over && unacknowledged:
-		m.Asked = m.Attempts // the backend has it: it was asked
+		if err := m.Acknowledge(p.now); err != nil { // the backend has it: it was asked
+			p.fail(err)
+			return false
+		}
 		return true
 	case !rep.Over:
 		return false
 	}
-	m.Reason, m.Detail = builder.ExplainReport(ctx, k.builder, rep)
-	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", m.Detail).Msg(m.Reason)
-	if p.attemptFailed(m, k.build) {
-		m.Reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
+	reason, detail := builder.ExplainReport(ctx, k.builder, rep)
+	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", detail).Msg(reason)
+	next := p.retry(*m, k.build)
+	if next.Never {
+		reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
+	}
+	if err := m.AttemptFailed(reason, detail, next, p.now); err != nil {
+		p.fail(err)
+		return false
 	}
 	return true
 }
@@ -272,18 +300,23 @@ func (p *pass) askAgain(ctx context.Context, m *ledger.Image, k *kind) bool {
 		p.fail(fmt.Errorf("building %s: %w", m.Key(), err))
 		return false
 	case err == nil:
-		m.Asked, m.BuildRequestedAt = m.Attempts, p.now
+		if err := m.AskedAgain(p.now); err != nil {
+			p.fail(err)
+			return false
+		}
 		a.Result = "requested"
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.Staging).Int("attempt", m.Attempts).
 			Msgf("build of the %s requested again: its attempt was recorded, never asked for", k.what)
 	default:
-		m.Reason, m.Detail = builder.Explain(ctx, k.builder, err)
-		p.attemptFailed(m, k.build)
+		reason, detail := builder.Explain(ctx, k.builder, err)
+		if err := m.AttemptFailed(reason, detail, p.retry(*m, k.build), p.now); err != nil {
+			p.fail(err)
+			return false
+		}
 		a.Result = "error: " + m.Reason
 		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.Staging).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)
 		p.fail(fmt.Errorf("building %s: %s", m.Key(), m.Reason))
 	}
-	m.UpdatedAt = p.now
 	if err := p.recordImage(*m, a, a.Result); err != nil {
 		p.fail(err)
 	}
@@ -310,7 +343,6 @@ func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 			Msgf("the last verification of this %s did not end: the process died while it ran", k.what)
 	}
 	if limit := cmp.Or(p.r.VerifyInterruptions, DefaultVerifyInterruptions); rec.Interrupted >= limit {
-		m.Verifying = nil
 		err := fmt.Errorf("%w: verifying it stopped the process %d %s (out of memory, or killed, while reading it; first at %s): it is not read again",
 			verify.ErrRejected, rec.Interrupted, plural(rec.Interrupted, "time", "times"), rec.Since.UTC().Format(time.RFC3339))
 		p.reject(ctx, m, err, k)
@@ -320,13 +352,24 @@ func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 	}
 	// Recorded before the image is read: if reading it kills the process,
 	// the next one knows.
-	m.Verifying = &rec
+	if err := m.BeginVerifying(rec, p.now); err != nil {
+		p.fail(err)
+		return false
+	}
 	p.putImage(*m)
-	err := k.verify(ctx, pinned, m)
-	m.Verifying = nil
+	v, err := k.verify(ctx, pinned, *m)
+	switch {
+	case err == nil && m.Staging == "":
+		err = m.Adopt(v, p.now)
+	case err == nil:
+		err = m.Verified(v, p.now)
+	case !verify.Rejects(err):
+		if err := m.Inconclusive(p.now); err != nil {
+			p.fail(err)
+		}
+	}
 	switch {
 	case err == nil:
-		m.State, m.Reason, m.Detail = ledger.StateVerified, "", ""
 		a.Result = "verified"
 		if m.Checked != "" {
 			a.Result += " (" + m.Checked + ")"
@@ -337,7 +380,6 @@ func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 			// get its other tags; the kernel tag stays its owner's (trust
 			// rule 3): not a promotion of dtkbot's, never audited, moved
 			// or removed.
-			m.Published, m.Adopted = true, true
 			a.Tag, a.Kind = m.Image, ledger.TagKernel
 			a.Result += "; adopted at its kernel tag, which dtkbot did not write and never moves"
 		}
@@ -373,23 +415,21 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 	p.mu.Lock()
 	p.res.Rejected++
 	p.mu.Unlock()
-	m.Rejections = append(m.Rejections, ledger.Rejection{Digest: m.ImageDigest, List: m.ListDigest, Image: m.PinnedImage(), Reason: err.Error(), At: p.now})
 	staging := m.Staging
 	p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.PinnedImage()).Err(err).Msgf("the %s failed verification: not promoted", k.what)
+	next := p.retry(*m, k.build)
+	_, rejected, terr := m.Reject(err.Error(), next, p.now)
 	switch {
+	case terr != nil:
+		p.fail(terr)
+		return
 	case staging == "":
-		m.State = ledger.StateFailed
-		m.Reason = fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not promote and which fails verification (%v); dtkbot never overwrites a tag it did not promote: remove the tag, then run dtkbot reconcile --retry-failed", m.Image, m.ImageDigest, err)
 		p.fail(errors.New(m.Reason))
-	case p.attemptFailed(m, k.build):
-		m.Reason = fmt.Sprintf("verification failed (%d attempts): %v", m.Attempts, err)
+	case next.Never:
 		p.fail(err)
 	default:
-		m.Reason = fmt.Sprintf("the build of attempt %d failed verification, retrying: %v", m.Attempts, err)
 		p.warn(m.Reason)
 	}
-	rejected := m.FoundDigest()
-	m.ImageDigest, m.ListDigest, m.Published, m.Adopted = "", "", false, false
 	// The staging tag goes through promote's one guarded removal: it goes
 	// only while it holds the rejected image, and a registry that deletes
 	// the manifest with it gets back any tag that named it.
@@ -399,7 +439,7 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 		case err != nil:
 			p.log.Info().Str("tag", staging).Err(err).Msg("the rejected image stays at the staging tag")
 		case strings.HasPrefix(outcome, "removed") || outcome == "already gone":
-			m.Rejections[len(m.Rejections)-1].Untagged = true
+			m.Untagged(p.now)
 		default:
 			p.log.Info().Str("tag", staging).Msg("the rejected image's staging tag: " + outcome)
 		}

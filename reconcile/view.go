@@ -90,10 +90,9 @@ func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
 // tag: the tag is not dtkbot's, so the audit never moves it.
 func (p *pass) adoptedBefore() {
 	for _, m := range p.view.imageList("") {
-		if m.Adopted || m.Staging != "" || m.ImageDigest == "" || (m.State != ledger.StateVerified && m.State != ledger.StatePromoted) {
+		if !m.AdoptedBefore() {
 			continue
 		}
-		m.Adopted = true
 		p.putImage(m)
 		pr, ok := p.view.promoted[m.Image]
 		switch {
@@ -281,23 +280,18 @@ func (v *ledgerView) addRelease(rel ledger.Release, rep *releaseinfo.Report, now
 		if s.Held != "" {
 			continue
 		}
-		src := rep.Streams[i]
 		key := ledger.KernelKey(s.Stream, rel.Arch, s.Kernel)
 		k, ok := v.images[key]
 		if !ok {
-			k = ledger.Image{Stream: s.Stream, Arch: rel.Arch, Kernel: s.Kernel, KernelFull: s.KernelFull,
-				RTKernel: src.RTKernel, RHEL: src.RHELVersion, DTKImage: src.DTKImage, State: ledger.StateNew, FirstSeen: now,
-				FirstSource: rel.Version}
+			var source string
 			if len(rel.Sources) > 0 {
-				k.FirstSource += " from " + rel.Sources[0].String()
+				source = rel.Sources[0].String()
 			}
+			k = ledger.NewDTK(rel.Arch, s, rep.Streams[i].DTKImage, rel.Version, source, now)
 		}
-		if slices.Contains(k.Releases, rel.Version) {
+		if !k.ShippedBy(rel.Version, now) {
 			continue
 		}
-		k.Releases = append(k.Releases, rel.Version)
-		sort.Slice(k.Releases, func(i, j int) bool { return version.Compare(k.Releases[i], k.Releases[j]) < 0 })
-		k.UpdatedAt = now
 		v.images[key] = k
 		changed = append(changed, k)
 	}
@@ -437,13 +431,7 @@ func journal(tx *state.Tx, now time.Time, a plan.Action, result string) error {
 func (p *pass) retryFailed() {
 	for _, m := range p.view.imageList(p.opts.Release) {
 		if m.State == ledger.StateFailed {
-			m.State, m.Attempts, m.NextAttemptAt, m.ImageDigest, m.ListDigest, m.Published, m.Adopted = ledger.StateNew, 0, time.Time{}, "", "", false, false
-			// A new round: its attempt 1 is not the last round's (a
-			// backend naming builds by attempt tells them apart by it).
-			m.Round, m.Asked = m.Round+1, 0
-			m.Reason = "retry asked (was: " + m.Reason + ")"
-			m.UpdatedAt = p.now
-			p.putImage(m)
+			p.transition(m, (*ledger.Image).NewRound)
 		}
 	}
 }
@@ -468,17 +456,25 @@ func NoticeHash(k ledger.Image, consumers []ledger.Image) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// attemptFailed ends a failed attempt on m (a build request refused, a
-// build that never appeared, an image that failed verification): failed
-// for good once pol.MaxAttempts are spent, else new again after the
-// backoff. It reports whether m is failed for good.
-func (p *pass) attemptFailed(m *ledger.Image, pol BuildPolicy) bool {
+// retry is what a failed attempt on m leads to (a build request refused,
+// a build that never appeared, an image that failed verification): none
+// once pol.MaxAttempts are spent, else another after the backoff.
+func (p *pass) retry(m ledger.Image, pol BuildPolicy) ledger.Retry {
 	if m.Attempts >= pol.MaxAttempts {
-		m.State = ledger.StateFailed
-		return true
+		return ledger.Retry{Never: true}
 	}
-	m.State, m.NextAttemptAt = ledger.StateNew, p.now.Add(backoff(pol, m.Attempts))
-	return false
+	return ledger.Retry{At: p.now.Add(backoff(pol, m.Attempts))}
+}
+
+// transition makes a transition on m at now and keeps it; a refused one
+// fails the pass.
+func (p *pass) transition(m ledger.Image, t func(*ledger.Image, time.Time) error) (ledger.Image, bool) {
+	if err := t(&m, p.now); err != nil {
+		p.fail(err)
+		return m, false
+	}
+	p.putImage(m)
+	return m, true
 }
 
 // backoff is the wait before attempt attempts+1: the policy's backoff,
