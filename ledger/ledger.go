@@ -10,6 +10,8 @@
 package ledger
 
 import (
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -49,6 +51,53 @@ type Release struct {
 
 // PreRelease reports whether the release is not a GA release.
 func (r Release) PreRelease() bool { return r.Kind != "" && r.Kind != version.KindGA }
+
+// Withdraw records that a pre-release no longer counts (why: its tag was
+// Rejected, or it vanished from its feeds), since at: it drives no build
+// and gets no tag any more. It reports whether the record changed.
+func (r *Release) Withdraw(why string, at time.Time) bool {
+	if !r.PreRelease() || r.Withdrawn != "" {
+		return false
+	}
+	r.Withdrawn, r.WithdrawnAt = why, at
+	return true
+}
+
+// Reinstate records that a withdrawn pre-release is listed again: it
+// counts again. It reports whether it was withdrawn.
+func (r *Release) Reinstate(at time.Time) bool {
+	if r.Withdrawn == "" {
+		return false
+	}
+	r.Withdrawn, r.WithdrawnAt = "", at
+	return true
+}
+
+// Tagged records when the release got its first release tag: the end of
+// its lead time. It reports whether the record changed.
+func (r *Release) Tagged(at time.Time) bool {
+	if !r.TaggedAt.IsZero() {
+		return false
+	}
+	r.TaggedAt = at
+	return true
+}
+
+// ListedBy brings the release's sources and channels up to date with a
+// feed's listing. It reports whether the record changed.
+func (r *Release) ListedBy(sources []watcher.Source, channels []string) bool {
+	merged, changed := watcher.MergeSources(r.Sources, sources)
+	for _, ch := range channels {
+		if !slices.Contains(r.Channels, ch) {
+			r.Channels, changed = append(slices.Clone(r.Channels), ch), true
+		}
+	}
+	if changed {
+		sort.Strings(r.Channels)
+		r.Sources = merged
+	}
+	return changed
+}
 
 // ReleaseShips is one stream of a release: the kernel it ships, or why it
 // is held.

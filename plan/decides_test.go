@@ -38,11 +38,7 @@ func TestOnlyThePlanDecides(t *testing.T) {
 			return nil
 		}
 		rel, _ := filepath.Rel(root, path)
-		for _, f := range outsiders(t, path, rel) {
-			if !notYet[rel] || !strings.HasSuffix(f, "builds a plan.Action") {
-				found = append(found, f)
-			}
-		}
+		found = append(found, outsiders(t, path, rel)...)
 		return nil
 	})
 	if err != nil {
@@ -52,11 +48,6 @@ func TestOnlyThePlanDecides(t *testing.T) {
 		t.Error(f)
 	}
 }
-
-// notYet are the files that still build actions the plan should: their
-// decisions move into it one by one.
-var notYet = map[string]bool{"reconcile/audit.go": true, "reconcile/inspect.go": true, "reconcile/observe.go": true,
-	"reconcile/prerelease.go": true, "reconcile/view.go": true}
 
 // TestOutsidersAreFound: the check finds each way of deciding outside the
 // plan (testdata/outside/outside.go has one of each), and passes what is

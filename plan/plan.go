@@ -1,33 +1,47 @@
-// Package plan decides what dtkbot does about the images it keeps, for
-// every kind alike (a kernel's DTK, each consumer's image FROM it): Plan is
-// a pure function from the releases, the images of the ledger and the tags
-// already promoted to a list of actions: build an image once per kernel, to
-// its staging reference; once it is verified, promote it to its kernel tag,
-// then to each release's tags, the floating tags and the mirrors; hold what
-// must not be built from or tagged (a broken payload, a tag that would name
-// two images, a staging tag that is a tag consumers read).
+// Package plan decides everything dtkbot does, and does nothing: its
+// functions are pure, from what the pass read (releases, the ledger's
+// images and promoted tags, what a round saw in the registry and asked
+// the build backends, now) to what changes next. Plan, for every kind of
+// image alike (a kernel's DTK, each consumer's image FROM it), moves each
+// image's record on from what was seen (found built, pinned to its arch,
+// a build that never appeared or ended without pushing, retried after a
+// backoff or given up), and plans the actions: build each image once per
+// kernel, to its staging reference (asking again for an attempt recorded
+// and never acknowledged); verify what was found (rejecting, unread, an
+// image whose verification killed the process too often); promote each
+// verified image to its kernel tag, then its release, floating and mirror
+// tags; hold what must not be built or tagged. Payloads, Releases,
+// Withdrawals, Audit, ABIDue and Notifications decide the rest of the
+// pass: which payloads to read and which signatures are due, what a
+// signature verdict admits, which pre-releases are withdrawn and their
+// tags removed, which drifted tags are re-pointed, which ABI verdicts are
+// due, which kernels' notices.
 //
-// The kinds differ only in their Kind: where their images and tags go and
-// whether they are verified. Adding a kind of image is a new entry in
-// Input.Kinds, not new logic here.
+// The kinds differ only in their Kind: where their images and tags go,
+// whether they are verified, and how often a build is tried. Adding a kind
+// of image is a new entry in Input.Kinds, not new logic here.
 //
-// Plan does no I/O and reads no clock: the pass passes now in. It never
-// plans a consumer-visible tag without naming the kernel tag it waits for
-// (Action.After), which package promote enforces.
+// Plan reads no clock (the pass passes now in) and changes an image's
+// record only through its transitions (ledger.Image), on its own copy: the
+// pass applies the changes and actions in order. It never plans a
+// consumer-visible tag without naming the kernel tag it waits for
+// (Action.After), which package promote enforces, nor a promotion of an
+// image whose record is not verified (or, for a kind that is not verified,
+// built).
 package plan
 
 import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/version"
 )
 
-// Action types.
+// Action types. The pass reports each action of the first seven in its
+// result; the others are its housekeeping.
 const (
 	ActionBuild    = "build"
 	ActionVerify   = "verify"
@@ -36,6 +50,12 @@ const (
 	ActionWithdraw = "withdraw"
 	ActionNotify   = "notify"
 	ActionHold     = "hold"
+	// ActionUnstage removes a promoted image's staging tag.
+	ActionUnstage = "unstage"
+	// ActionForget forgets a promotion dtkbot recorded of a tag that is not
+	// its own (an adopted image's kernel tag, in a state file from before
+	// adoption).
+	ActionForget = "forget"
 )
 
 // Action is one step of a plan. For a build, Image is the staging reference
@@ -54,7 +74,6 @@ type Action struct {
 	Tag      string   `json:"tag,omitempty"`
 	Image    string   `json:"image,omitempty"`
 	Reason   string   `json:"reason,omitempty"`
-	Result   string   `json:"result,omitempty"`
 	// KernelKey is the kernel the action is about; with Consumer, the
 	// image (ImageKey).
 	KernelKey string `json:"-"`
@@ -62,10 +81,59 @@ type Action struct {
 	// Consumer is set for an action on a consumer's image.
 	Consumer string `json:"consumer,omitempty"`
 	After    string `json:"after,omitempty"`
+
+	// What the plan decided for the pass to carry out, beyond what people
+	// are shown.
+
+	// KernelTag is, for a build, the image's kernel tag, rendered once.
+	KernelTag string `json:"-"`
+	// Again: a build asked again, for the attempt the image recorded and
+	// the backend never acknowledged (it has no trace of it).
+	Again bool `json:"-"`
+	// IfFailed is, for a build or a verification, what a failed attempt
+	// leads to.
+	IfFailed ledger.Retry `json:"-"`
+	// Verification is, for a verification, the record written before the
+	// image is read.
+	Verification ledger.Verification `json:"-"`
+	// Verdict is, for a verification, the plan's own verdict against the
+	// image, which is not read: why it is rejected.
+	Verdict string `json:"-"`
+	// Repoint is, for an audit, whether the drifted tag is put back on
+	// Image (else it is reported; Unrepaired says why, when not by policy).
+	Repoint    bool   `json:"-"`
+	Unrepaired string `json:"-"`
+	// Remove is, for a withdrawal, whether the tag is removed (else it is
+	// reported).
+	Remove bool `json:"-"`
 }
 
 // ImageKey is the key of the image the action is about.
 func (a Action) ImageKey() string { return ledger.ImageKey(a.Consumer, a.KernelKey) }
+
+// Reported says whether the pass reports the action in its result (its
+// housekeeping it does not).
+func (a Action) Reported() bool { return a.Type != ActionUnstage && a.Type != ActionForget }
+
+// Key names what an action does, so that a pass does it once: a build of
+// an image, a verification of an image's digest, a tag written or removed,
+// a hold for its reason.
+func (a Action) Key() string {
+	switch a.Type {
+	case ActionBuild, ActionUnstage:
+		return a.Type + " " + a.ImageKey()
+	case ActionVerify:
+		return a.Type + " " + a.ImageKey() + " " + a.Image
+	case ActionHold:
+		return a.Type + " " + a.Release + " " + a.Tag + " " + a.ImageKey() + " " + a.Reason
+	}
+	return a.Type + " " + a.Tag + " " + a.Image
+}
+
+// about is an action about image m.
+func about(m ledger.Image) Action {
+	return Action{Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, KernelKey: m.KernelKey(), Consumer: m.Consumer}
+}
 
 // Target is where a kind's images and tags go: the one shape of every
 // target, read from the config as it is (target: for the DTK, with its
@@ -97,6 +165,9 @@ type Staging struct {
 // Kind is what the plan needs of one kind of image.
 type Kind struct {
 	Target Target
+	// What names the kind's images in reasons: "DTK image", "consumer
+	// acme-nic's image".
+	What string
 	// Verified: the kind's built images are verified before they may be
 	// promoted (a kind without a verifier promotes what it finds built).
 	Verified bool
@@ -105,6 +176,8 @@ type Kind struct {
 	// FROM a DTK before it is known to carry them, nor from one that lacks
 	// them.
 	NeedsKernelFiles bool
+	// Retries bounds its attempts.
+	Retries Retries
 }
 
 // DefaultStagingTag names a kernel's staging image.
@@ -141,11 +214,57 @@ type Input struct {
 	// Images are the ledger's images of every kind.
 	Images   []ledger.Image
 	Promoted map[string]ledger.Promotion
+	// Held are the payloads held back: reported.
+	Held []ledger.HeldRelease
 	// Kinds are the kinds of image configured, by ledger.Image.Kind: an
 	// image of a kind not here (a consumer removed from the config) is
 	// left alone.
 	Kinds  map[string]Kind
 	Policy Policy
+	// Seen is what this round saw of the images it looked at, by key;
+	// KernelFiles what it read of promoted DTKs (KernelFilesDue), by key:
+	// the kernel's files each lacks.
+	Seen        map[string]Seen
+	KernelFiles map[string][]string
+	// VerifyInterruptions is how many verifications of one image may die
+	// with the process before it is rejected unread.
+	VerifyInterruptions int
+	// Done is what the pass did already.
+	Done Done
+}
+
+// Done is what a pass did already: the plan does nothing twice in a pass.
+type Done struct {
+	// Actions are the keys (Action.Key) of the actions taken.
+	Actions map[string]bool
+	// PromoteFailed are the images a promotion failed for: not promoted
+	// before the next pass.
+	PromoteFailed map[string]bool
+}
+
+// Change is an image's record as the plan changes it, through its
+// transitions; Says is what changed, for the log. Fails says why the pass
+// fails, Warns what it warns of, when the change is either.
+type Change struct {
+	Image ledger.Image
+	Says  []string
+	Fails string
+	Warns string
+}
+
+// ReleaseChange is a release's record as the plan changes it.
+type ReleaseChange struct {
+	Release ledger.Release
+	Says    string
+	Warns   string
+}
+
+// Changes are what a pass does next: the records it changes, in order,
+// then its actions, in order.
+type Changes struct {
+	Images   []Change
+	Releases []ReleaseChange
+	Actions  []Action
 }
 
 // KernelImage is the kernel tag of image m: the reference consumers (KMM
@@ -186,281 +305,106 @@ func kernelTagData(m ledger.Image) TagData {
 		Release: release, Minor: version.Minor(release), Arch: m.Arch, Stream: m.Stream}
 }
 
-// promotable reports whether m may receive tags.
-func promotable(m ledger.Image, k Kind) bool {
-	if m.ImageDigest == "" {
-		return false
-	}
-	switch m.State {
-	case ledger.StateVerified, ledger.StatePromoted:
-		return true
-	case ledger.StateBuilt:
-		return !k.Verified
-	}
-	return false
-}
-
-// want is a tag the plan would have name an image.
-type want struct {
-	m       ledger.Image
-	release string
-	kind    string
-	after   string // the kernel tag it waits for
-	rank    int    // order within the image: its kernel tag first
-	ref     string // the tag, once chosen
-}
-
-// Plan computes the actions of one pass: holds, builds, promotions. Notify
-// actions come from Notifications, after the effects are applied.
-func Plan(in Input) []Action {
-	var holds, builds []Action
-	hold := func(a Action) {
-		a.Type = ActionHold
-		holds = append(holds, a)
-	}
-	releases := map[string]ledger.Release{}
-	for _, r := range in.Releases {
-		releases[r.Version+"/"+r.Arch] = r
-		for _, s := range r.Streams {
-			if s.Held != "" {
-				hold(Action{Release: r.Version, Stream: s.Stream, Arch: r.Arch, Kernel: s.Kernel, Reason: s.Held})
-			}
-		}
-	}
+// Plan computes one round of a pass: each image's record moved on by what
+// the round saw, then settled (promoted once its kernel tag holds it); the
+// consumers' images of each promoted DTK; then the actions: holds, builds,
+// verifications, promotions, staging tags removed. An action the pass took
+// already (Input.Done) is not planned again.
+func Plan(in Input) Changes {
+	p := &planner{in: in, changed: map[string]*Change{}}
 	images := slices.Clone(in.Images)
 	sort.Slice(images, func(i, j int) bool { return images[i].Key() < images[j].Key() })
-	dtks := map[string]ledger.Image{}
-	for _, m := range images {
-		if m.IsDTK() {
-			dtks[m.KernelKey()] = m
+	for i := range images {
+		if k, ok := in.Kinds[images[i].Kind()]; ok {
+			p.forgetAdoptedBefore(&images[i])
+			p.see(&images[i], k)
 		}
 	}
-
-	desired := map[string][]want{} // ref -> the images that should own it
-	floating := map[string]want{}
-	floatingConflict := map[string]bool{}
-	visible := map[string]bool{}   // every kernel tag and wanted tag: what consumers read
-	staging := map[string]string{} // staging ref -> image key
-	var buildable []Action
-	for _, m := range images {
-		kind, ok := in.Kinds[m.Kind()]
-		if !ok {
-			continue // a kind no longer configured: nothing is done about it
-		}
-		about := Action{Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, KernelKey: m.KernelKey(), Consumer: m.Consumer}
-		kernelRef, err := KernelImage(kind.Target, m)
-		if err != nil {
-			about.Reason = err.Error()
-			hold(about)
-			continue
-		}
-		stagingRef, err := StagingImage(kind.Target, m)
-		if err != nil {
-			about.Reason = err.Error()
-			hold(about)
-			continue
-		}
-		visible[kernelRef] = true
-		staging[stagingRef] = m.Key()
-		switch {
-		case m.State == ledger.StateFailed:
-			about.Reason = "build failed: " + m.Reason
-			hold(about)
-		case m.State != ledger.StateNew:
-		case m.IsDTK() && !slices.ContainsFunc(m.Releases, func(v string) bool {
-			r, ok := releases[v+"/"+m.Arch]
-			return !ok || in.Policy.drives(r) // a release not in the input (another filter) may
-		}):
-			about.Reason = fmt.Sprintf("shipped only by pre-releases that drive no build (prerelease.build: %v) or are withdrawn: %v", in.Policy.BuildKinds, m.Releases)
-			hold(about)
-		case !m.IsDTK() && !builtFrom(dtks[m.KernelKey()]):
-			// A consumer's image is only ever built FROM a promoted DTK.
-		case !m.IsDTK() && kind.NeedsKernelFiles && !kernelFilesKnown(dtks[m.KernelKey()]):
-			// Not before the pass knows whether the DTK carries the kernel's
-			// files its modules are checked against.
-		case !m.IsDTK() && kind.NeedsKernelFiles && len(dtks[m.KernelKey()].KernelFiles.Missing) > 0:
-			about.Reason = KernelFilesMissing(dtks[m.KernelKey()])
-			hold(about)
-		case !in.Now.Before(m.NextAttemptAt):
-			b := about
-			b.Type, b.Releases, b.Image, b.Reason = ActionBuild, m.Releases, stagingRef, "new kernel"
-			switch {
-			case m.Attempts > 0:
-				b.Reason = fmt.Sprintf("retry %d: %s", m.Attempts+1, m.Reason)
-			case !m.IsDTK():
-				b.Reason = "DTK promoted: " + m.DTKImage
-			}
-			buildable = append(buildable, b)
-		}
-		if !promotable(m, kind) {
-			continue
-		}
-		repos := append([]string{kind.Target.Repository}, kind.Target.Mirrors...)
-		for i, repo := range repos {
-			ref := repo + ":" + refTag(kernelRef)
-			w := want{m: m, release: first(m.Releases), kind: ledger.TagKernel, after: kernelRef, rank: 1}
-			if i == 0 {
-				if m.Adopted {
-					// Its kernel tag holds it already, and is not dtkbot's to
-					// write (nor to record as a promotion).
-					visible[ref] = true
-					continue
-				}
-				w.after, w.rank = "", 0
-			}
-			desired[ref] = append(desired[ref], w)
-		}
-		for _, v := range m.Releases {
-			rel := releases[v+"/"+m.Arch]
-			if rel.Version != "" && !in.Policy.tagged(rel) {
-				continue
-			}
-			data, ok := tagData(m, rel, v)
-			if !ok {
-				continue
-			}
-			for _, tmpl := range kind.Target.ReleaseTags {
-				tag, err := RenderTag(tmpl, data)
-				if err != nil {
-					r := about
-					r.Release, r.Reason = v, err.Error()
-					hold(r)
-					continue
-				}
-				for _, repo := range repos {
-					desired[repo+":"+tag] = append(desired[repo+":"+tag], want{m: m, release: v, kind: ledger.TagRelease, after: kernelRef, rank: 2})
-				}
-			}
-			if rel.PreRelease() || !version.IsGA(v) {
-				continue // floating tags follow GA releases only
-			}
-			for _, tmpl := range kind.Target.FloatingTags {
-				tag, err := RenderTag(tmpl, data)
-				if err != nil {
-					continue
-				}
-				for _, repo := range repos {
-					ref := repo + ":" + tag
-					cur, ok := floating[ref]
-					switch {
-					case !ok || version.Newer(v, cur.release):
-						floating[ref] = want{m: m, release: v, kind: ledger.TagFloating, after: kernelRef, rank: 3}
-						floatingConflict[ref] = false
-					case cur.release == v && cur.m.Key() != m.Key():
-						floatingConflict[ref] = true // two streams (or arches) of one release
-					}
-				}
-			}
+	p.readKernelFiles(images)
+	for i := range images {
+		if k, ok := in.Kinds[images[i].Kind()]; ok {
+			p.settle(&images[i], k)
 		}
 	}
-
-	var promotes []want
-	for _, ref := range sortedKeys(desired) {
-		ws := desired[ref]
-		owner := ws[0]
-		if slices.ContainsFunc(ws[1:], func(w want) bool { return w.m.Key() != owner.m.Key() }) {
-			hold(Action{Release: owner.release, Tag: ref, Consumer: owner.m.Consumer,
-				Reason: fmt.Sprintf("tag %s would name %d different images: add {{.Stream}}, {{.StreamSuffix}} or {{.Arch}} to the release tags", ref, len(ws))})
-			continue
-		}
-		visible[ref] = true
-		if p, ok := in.Promoted[ref]; ok && p.Digest == owner.m.ImageDigest {
-			continue
-		}
-		owner.ref = ref
-		promotes = append(promotes, owner)
-	}
-	for _, ref := range sortedKeys(floating) {
-		w := floating[ref]
-		if floatingConflict[ref] {
-			hold(Action{Release: w.release, Tag: ref, Consumer: w.m.Consumer,
-				Reason: fmt.Sprintf("floating tag %s would name two images of %s: add {{.StreamSuffix}} or {{.Arch}} to the floating tags", ref, w.release)})
-			continue
-		}
-		visible[ref] = true
-		if p, ok := in.Promoted[ref]; ok && (p.Digest == w.m.ImageDigest || version.Newer(p.Release, w.release)) {
-			continue // already there, or a newer release holds it: floating tags only move forward
-		}
-		w.ref = ref
-		promotes = append(promotes, w)
-	}
-
-	// A staging reference is never a tag consumers read: a build pushed
-	// there would be visible before it is verified, and a promotion there
-	// would be overwritten by the next build.
-	for _, b := range buildable {
-		if visible[b.Image] {
-			b.Reason = fmt.Sprintf("the staging reference %s is also a tag consumers read: a build would be visible before it is verified (target.staging.tag)", b.Image)
-			hold(b)
-			continue
-		}
-		builds = append(builds, b)
-	}
-	sort.SliceStable(promotes, func(i, j int) bool {
-		a, b := promotes[i], promotes[j]
-		if a.m.Key() != b.m.Key() {
-			return a.m.Key() < b.m.Key()
-		}
-		return a.rank < b.rank
-	})
-	var promotions []Action
-	for _, w := range promotes {
-		a := promoteAction(w)
-		if key, ok := staging[a.Tag]; ok {
-			hold(Action{Release: a.Release, Tag: a.Tag, Consumer: a.Consumer, KernelKey: a.KernelKey,
-				Reason: fmt.Sprintf("tag %s is the staging reference of %s: not promoted there", a.Tag, key)})
-			continue
-		}
-		promotions = append(promotions, a)
-	}
-	sort.SliceStable(holds, func(i, j int) bool { return version.Compare(holds[i].Release, holds[j].Release) < 0 })
-	out := append(holds, builds...)
-	return append(out, promotions...)
+	p.consumerImages(images)
+	p.holdReleases()
+	p.lifecycle(images)
+	return p.changes()
 }
 
-func promoteAction(w want) Action {
-	m := w.m
-	return Action{Type: ActionPromote, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Release: w.release, Tag: w.ref,
-		Image: m.PinnedImage(), KernelKey: m.KernelKey(), Consumer: m.Consumer, Kind: w.kind, After: w.after}
+// planner is one Plan's work: the changes and actions it has decided.
+type planner struct {
+	in      Input
+	changed map[string]*Change
+	order   []string
+	held    []Action // payloads held back
+	holds   []Action
+	builds  []Action
+	checks  []Action // verifications
+	tags    []Action // promotions
+	chores  []Action // staging tags removed, promotions forgotten
 }
 
-// kernelFilesKnown reports whether it is known whether dtk's current image
-// carries the kernel's files.
-func kernelFilesKnown(dtk ledger.Image) bool {
-	_, ok := dtk.KernelFilesOf()
-	return ok
+// change records a transition the plan made on m (m is the image after it).
+func (p *planner) change(m ledger.Image, says string) *Change {
+	c, ok := p.changed[m.Key()]
+	if !ok {
+		c = &Change{}
+		p.changed[m.Key()] = c
+		p.order = append(p.order, m.Key())
+	}
+	c.Image = m
+	if says != "" {
+		c.Says = append(c.Says, says)
+	}
+	return c
 }
 
-// KernelFilesMissing says why no consumer that needs the kernel's files is
-// built FROM dtk: the one reason, decided once per DTK image.
-func KernelFilesMissing(dtk ledger.Image) string {
-	return fmt.Sprintf("the DTK %s has no %s: no consumer image is built FROM it that would be checked against them (verify.abi: true; "+
-		"dtkbot's DTK recipe copies them: a recipe of your own? or set the consumer's verify.abi: false)", dtk.PinnedImage(), strings.Join(dtk.KernelFiles.Missing, ", "))
+// act plans an action, unless the pass took it already.
+func (p *planner) act(list *[]Action, a Action) {
+	if !p.in.Done.Actions[a.Key()] {
+		*list = append(*list, a)
+	}
 }
 
-// builtFrom reports whether a consumer's image may be built FROM dtk: the
-// DTK is promoted and pinned by digest.
-func builtFrom(dtk ledger.Image) bool {
-	return dtk.State == ledger.StatePromoted && dtk.ImageDigest != ""
+func (p *planner) hold(a Action) {
+	a.Type = ActionHold
+	p.act(&p.holds, a)
 }
 
-// tagData is the template data for image m promoted for release version v.
-func tagData(m ledger.Image, r ledger.Release, v string) (TagData, bool) {
-	d := TagData{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
-		Release: v, Minor: version.Minor(v), Arch: m.Arch, Stream: m.Stream}
-	for i, s := range r.Streams {
-		if s.Stream == m.Stream && s.Kernel == m.Kernel {
-			if i > 0 {
-				d.StreamSuffix = "-" + s.Stream
+func (p *planner) changes() Changes {
+	var out Changes
+	for _, key := range p.order {
+		out.Images = append(out.Images, *p.changed[key])
+	}
+	sort.SliceStable(p.holds, func(i, j int) bool { return version.Compare(p.holds[i].Release, p.holds[j].Release) < 0 })
+	for _, list := range [][]Action{p.held, p.holds, p.builds, p.checks, p.tags, p.chores} {
+		out.Actions = append(out.Actions, list...)
+	}
+	return out
+}
+
+// holdReleases reports the payloads held back, and the held streams of
+// the releases.
+func (p *planner) holdReleases() {
+	held := slices.Clone(p.in.Held)
+	sort.Slice(held, func(i, j int) bool { return held[i].Key() < held[j].Key() })
+	for _, h := range held {
+		release := h.Version
+		if release == "" {
+			release = h.Pullspec
+		}
+		p.act(&p.held, Action{Type: ActionHold, Release: release, Arch: h.Arch,
+			Reason: fmt.Sprintf("held since %s (%s): %s", h.Since.UTC().Format(time.RFC3339), h.Kind, h.Reason)})
+	}
+	for _, r := range p.in.Releases {
+		for _, s := range r.Streams {
+			if s.Held != "" {
+				p.hold(Action{Release: r.Version, Stream: s.Stream, Arch: r.Arch, Kernel: s.Kernel, Reason: s.Held})
 			}
-			return d, true
 		}
 	}
-	return d, r.Version == "" // a release not in the input still gets tags
 }
-
-// refTag is the tag of repository:tag.
-func refTag(ref string) string { return ref[len(ledger.Repository(ref))+1:] }
 
 func first(s []string) string {
 	if len(s) == 0 {
@@ -476,19 +420,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// Notifications are the notify actions due: every kernel (its DTK image)
-// whose notice (its state, releases, image, and what hash adds) changed
-// since it was last announced.
-func Notifications(dtks []ledger.Image, hash func(ledger.Image) string) []Action {
-	var out []Action
-	for _, k := range dtks {
-		if k.NotifiedHash != hash(k) {
-			out = append(out, Action{Type: ActionNotify, Kernel: k.Kernel, Stream: k.Stream, Arch: k.Arch,
-				Releases: k.Releases, Image: k.Image, Reason: k.State, KernelKey: k.KernelKey()})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].KernelKey < out[j].KernelKey })
-	return out
 }

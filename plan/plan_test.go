@@ -35,9 +35,13 @@ func kernel(k, st string, releases ...string) ledger.Image {
 
 func dtk(t Target) map[string]Kind { return map[string]Kind{ledger.KindDTK: {Target: t}} }
 
+// summary names the actions people are shown (Action.Reported), in order.
 func summary(actions []Action) string {
 	var out []string
 	for _, a := range actions {
+		if !a.Reported() {
+			continue
+		}
 		s := a.Type
 		if a.Tag != "" {
 			s += " " + a.Tag
@@ -176,7 +180,7 @@ func TestPlan(t *testing.T) {
 			if in.Kinds == nil {
 				in.Kinds = dtk(target())
 			}
-			got := Plan(in)
+			got := Plan(in).Actions
 			if summary(got) != tt.want {
 				t.Fatalf("plan %q, want %q\n%+v", summary(got), tt.want, got)
 			}
@@ -200,7 +204,7 @@ func TestFloatingTagsOnlyMoveForward(t *testing.T) {
 			return k
 		}()},
 	}
-	got := Plan(in)
+	got := Plan(in).Actions
 	if summary(got) != "promote quay.io/acme/dtk:"+ka+".x86_64; promote quay.io/acme/dtk:4.15; promote quay.io/acme/dtk:"+kb+".x86_64; promote quay.io/acme/dtk:4.16; promote quay.io/acme/dtk:latest" {
 		t.Fatalf("%s", summary(got))
 	}
@@ -211,7 +215,7 @@ func TestFloatingTagsOnlyMoveForward(t *testing.T) {
 	}
 	// latest already holds a newer release: it does not move back.
 	in.Promoted = map[string]ledger.Promotion{"quay.io/acme/dtk:latest": {Release: "4.17.1", Digest: "sha256:" + strings.Repeat("d", 64)}}
-	for _, a := range Plan(in) {
+	for _, a := range Plan(in).Actions {
 		if a.Tag == "quay.io/acme/dtk:latest" {
 			t.Errorf("latest moved back to %s", a.Release)
 		}
@@ -238,11 +242,11 @@ func TestFloatingTagOverTwoStreamsIsHeld(t *testing.T) {
 		Releases: []ledger.Release{release("4.22.0", ships("rhel-9", k9), ships("rhel-10", k10))},
 		Images:   []ledger.Image{kernel(k9, ledger.StateBuilt, "4.22.0"), ten}}
 	kernelTags := "promote quay.io/acme/dtk:" + k10 + ".x86_64; promote quay.io/acme/dtk:" + k9 + ".x86_64"
-	if got := summary(Plan(in)); got != "hold quay.io/acme/dtk:4.22; "+kernelTags {
+	if got := summary(Plan(in).Actions); got != "hold quay.io/acme/dtk:4.22; "+kernelTags {
 		t.Errorf("%s", got)
 	}
 	in.Kinds = dtk(Target{Repository: "quay.io/acme/dtk", KernelTag: "{{.KernelFull}}", FloatingTags: []string{"{{.Minor}}{{.StreamSuffix}}"}})
-	if got := summary(Plan(in)); got != "promote quay.io/acme/dtk:"+k10+".x86_64; promote quay.io/acme/dtk:4.22-rhel-10; promote quay.io/acme/dtk:"+k9+".x86_64; promote quay.io/acme/dtk:4.22" {
+	if got := summary(Plan(in).Actions); got != "promote quay.io/acme/dtk:"+k10+".x86_64; promote quay.io/acme/dtk:4.22-rhel-10; promote quay.io/acme/dtk:"+k9+".x86_64; promote quay.io/acme/dtk:4.22" {
 		t.Errorf("%s", got)
 	}
 }

@@ -4,22 +4,21 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/ledger"
-	"github.com/dtkbot/dtkbot/version"
+	"github.com/dtkbot/dtkbot/plan"
 )
 
-// abi gives each promoted DTK, for each consumer, its ABI verdict: would
-// the consumer's newest promoted modules of another kernel of the same
-// stream and arch load on this one? Every symbol version (CRC) they take
-// from the kernel, as their verified image's record keeps them, must equal
-// the kernel's Module.symvers (read from the DTK once, as the consumers'
-// checks read it); the verdict names the symbols that changed or are gone.
-// It is decided once per kernel and consumer, as soon as there is a module
-// set to judge, and recorded on the DTK (its issue, pull request, the API
-// and the page show it). A DTK promoted before any module set exists gets
-// none; nothing is read then.
+// abi gives each promoted DTK, for each consumer, its ABI verdict, as
+// plan.ABIDue says they are due: would the consumer's newest promoted
+// modules of another kernel of the same stream and arch load on this one?
+// Every symbol version (CRC) they take from the kernel, as their verified
+// image's record keeps them, must equal the kernel's Module.symvers (read
+// from the DTK once, as the consumers' checks read it); the verdict names
+// the symbols that changed or are gone. It is recorded on the DTK (its
+// issue, pull request, the API and the page show it).
 func (p *pass) abi(ctx context.Context) {
 	kv := p.r.KmodVerifier
 	if kv == nil || p.opts.DryRun {
@@ -31,74 +30,44 @@ func (p *pass) abi(ctx context.Context) {
 			consumers = append(consumers, name)
 		}
 	}
-	slices.Sort(consumers)
-	if len(consumers) == 0 {
+	due := plan.ABIDue(p.book.dtkList(p.opts.Release), p.book.imageList(""), consumers)
+	for len(due) > 0 {
+		key := due[0].DTK.Key()
+		n := 1
+		for n < len(due) && due[n].DTK.Key() == key {
+			n++
+		}
+		p.judge(ctx, due[:n])
+		due = due[n:]
+	}
+}
+
+// judge gives one DTK the verdicts due on its kernel, read once.
+func (p *pass) judge(ctx context.Context, due []plan.ABICheck) {
+	dtk, ok := p.book.image(due[0].DTK.Key())
+	if !ok {
 		return
 	}
-	images := p.view.imageList("")
-	for _, dtk := range p.view.dtkList(p.opts.Release) {
-		if dtk.State != ledger.StatePromoted || dtk.ImageDigest == "" {
-			continue
-		}
-		changed := false
-		for _, name := range consumers {
-			if slices.ContainsFunc(dtk.ABI, func(v ledger.ABIVerdict) bool { return v.Consumer == name }) {
-				continue
-			}
-			base, ok := newestModuleSet(images, name, dtk)
-			if !ok {
-				continue
-			}
-			k, _, err := kv.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
-			if err != nil {
-				p.warn(fmt.Sprintf("the ABI verdict of %s for consumer %s: %v", dtk.KernelFull, name, err))
-				break
-			}
-			if k.Symvers == nil {
-				break // its DTK lacks Module.symvers: no verdict to give
-			}
-			dtk.ABI = append(dtk.ABI, verdict(name, base, k, p))
-			changed = true
-			p.log.Info().Str("kernel", dtk.Kernel).Str("consumer", name).Msg(dtk.ABI[len(dtk.ABI)-1].String())
-		}
-		if changed {
-			dtk.UpdatedAt = p.now
-			p.putImage(dtk)
-		}
+	k, _, err := p.r.KmodVerifier.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
+	if err != nil {
+		p.out.warn(fmt.Sprintf("the ABI verdict of %s for consumer %s: %v", dtk.KernelFull, due[0].Consumer, err))
+		return
 	}
+	if k.Symvers == nil {
+		return // its DTK lacks Module.symvers: no verdict to give
+	}
+	for _, c := range due {
+		v := verdict(c.Consumer, c.Base, k, p.now)
+		dtk.Judged(v, p.now)
+		p.log.Info().Str("kernel", dtk.Kernel).Str("consumer", c.Consumer).Msg(v.String())
+	}
+	p.keep(dtk, nil, "")
 }
 
-// newestModuleSet is consumer's newest promoted image, with its modules
-// recorded, of another kernel of dtk's stream and arch, promoted no later
-// than dtk (of those promoted at once, the kernel before dtk's).
-func newestModuleSet(images []ledger.Image, consumer string, dtk ledger.Image) (ledger.Image, bool) {
-	var best ledger.Image
-	found := false
-	for _, m := range images {
-		if m.Consumer != consumer || m.Stream != dtk.Stream || m.Arch != dtk.Arch || m.Kernel == dtk.Kernel ||
-			m.State != ledger.StatePromoted || len(m.Modules) == 0 || m.PromotedAt.After(dtk.PromotedAt) {
-			continue
-		}
-		if !found || m.PromotedAt.After(best.PromotedAt) || (m.PromotedAt.Equal(best.PromotedAt) && closer(m.Kernel, best.Kernel, dtk.Kernel)) {
-			best, found = m, true
-		}
-	}
-	return best, found
-}
-
-// closer says whether kernel a is a better base than b for a verdict on
-// kernel k, among module sets promoted at once: the newest kernel before k,
-// else the newest.
-func closer(a, b, k string) bool {
-	aBefore, bBefore := version.CompareKernel(a, k) < 0, version.CompareKernel(b, k) < 0
-	if aBefore != bBefore {
-		return aBefore
-	}
-	return version.CompareKernel(a, b) > 0
-}
-
-func verdict(consumer string, base ledger.Image, k *kmod.Kernel, p *pass) ledger.ABIVerdict {
-	v := ledger.ABIVerdict{Consumer: consumer, From: base.KernelFull, Image: base.PinnedImage(), At: p.now}
+// verdict compares the symbol versions base's modules take from the kernel
+// with kernel k's.
+func verdict(consumer string, base ledger.Image, k *kmod.Kernel, now time.Time) ledger.ABIVerdict {
+	v := ledger.ABIVerdict{Consumer: consumer, From: base.KernelFull, Image: base.PinnedImage(), At: now}
 	changed, gone := map[string]bool{}, map[string]bool{}
 	for _, m := range base.Modules {
 		for _, c := range kmod.CompareImports(m.Imports, k) {

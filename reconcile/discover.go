@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/guard"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -20,13 +21,13 @@ import (
 // registry.resolve_ttl), so that
 // everything after works on digests alone. Releases found in several feeds
 // are one release with all its sources. A feed that fails fails the pass
-// softly: its last known state is used.
-func (p *pass) discover(ctx context.Context) {
+// softly: its last known state is used. It returns what the feeds list,
+// each release once, pinned by digest.
+func (p *pass) discover(ctx context.Context) watcher.Discovery {
 	disc := p.r.Discoverer.Discover(ctx, p.now, p.opts.Channels, p.opts.DryRun)
-	p.disc = disc
-	p.res.GraphRequests = disc.GraphRequests + disc.StreamRequests
+	p.out.count(func(res *Result) { res.GraphRequests = disc.GraphRequests + disc.StreamRequests })
 	for _, err := range disc.Errors {
-		p.fail(err)
+		p.out.fail(err)
 	}
 	for _, s := range disc.Skipped {
 		p.log.Warn().Str("skipped", s).Msg("graph node not usable")
@@ -46,7 +47,7 @@ func (p *pass) discover(ctx context.Context) {
 			continue
 		}
 		notThisPass := func(err error) {
-			p.fail(err)
+			p.out.fail(err)
 			releases[i].Pullspec = "" // not this pass
 		}
 		guard.Go(&wg, func() {
@@ -80,7 +81,27 @@ func (p *pass) discover(ctx context.Context) {
 		at[key] = len(merged)
 		merged = append(merged, rel)
 	}
-	p.releases = merged
+	disc.Releases = merged
+	return disc
+}
+
+// listing is what the plan reads the releases from.
+func (p *pass) listing(disc watcher.Discovery) plan.Listing {
+	return plan.Listing{Now: p.now, Listed: disc.Releases, Withdrawn: disc.Withdrawn, Read: disc.Read,
+		Releases: p.book.releaseMap(), Held: p.book.heldMap(), Signatures: p.checking(), Recheck: p.r.SignatureRecheck,
+		RetryHeld: p.opts.RetryHeld}
+}
+
+// Withdrawal policies (prerelease.on_withdrawn).
+const (
+	WithdrawTags   = "withdraw" // remove the pre-release's tags dtkbot promoted
+	WithdrawReport = "report"   // only say so
+)
+
+// withdrawing is what the plan withdraws pre-releases from.
+func (p *pass) withdrawing(disc watcher.Discovery) plan.Withdrawing {
+	return plan.Withdrawing{Listing: p.listing(disc), Only: p.opts.Release, Promoted: p.book.promotions(),
+		Remove: p.r.Prerelease.OnWithdrawn != WithdrawReport, Done: p.done}
 }
 
 // pin resolves a release pullspec by tag to repository@digest: with one

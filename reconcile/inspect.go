@@ -13,152 +13,95 @@ import (
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
-	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/version"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
-// Kinds of held releases (ledger.HeldRelease.Kind).
-const (
-	HeldContent   = "content"   // the payload's content is broken: never read again unless asked
-	HeldSignature = "signature" // strict mode, not verified: checked again after verify.recheck
-)
+// inspected is what reading the payloads found: each payload's report (or
+// error), and the signature checks under way meanwhile.
+type inspected struct {
+	reading  plan.Reading
+	payloads []plan.Payload
+	results  []releaseinfo.Result
+	checks   sigChecks
+	recheck  []string
+}
 
-// inspect reads every payload digest never seen before, checks its
-// signature (meanwhile, in the same concurrency) and records it with its
-// kernels, or holds it: a payload whose content is broken is held for good
-// (a digest's content cannot change), so it neither fails this pass nor is
-// read by the next. Recorded releases whose signature did not verify are
-// checked again once verify.recheck has passed.
-func (p *pass) inspect(ctx context.Context) {
-	todo, rechecks := p.unseen()
-	checks := p.startSignatures(ctx, todo, rechecks)
-	results := p.r.inspect(ctx, todo)
-	for i, job := range todo {
-		rep, err := results[i].Report, results[i].Err
+// inspect reads the payloads the plan says were never read, and checks
+// their signatures meanwhile, in the same concurrency (and those of the
+// recorded releases whose signature is due again).
+func (p *pass) inspect(ctx context.Context, r plan.Reading) inspected {
+	checks := p.startSignatures(ctx, r.Read, r.Recheck)
+	return inspected{reading: r, payloads: r.Read, results: p.r.inspect(ctx, r.Read), checks: checks, recheck: r.Recheck}
+}
+
+// record keeps what the payloads read say: each release with its kernels,
+// its signature admitted by the plan; or it holds the payload: one whose
+// content is broken is held for good (a digest's content cannot change),
+// so it neither fails this pass nor is read by the next; one whose
+// signature strict mode does not admit, until it is checked again. The
+// recorded releases listed again are brought up to date first.
+func (p *pass) record(ctx context.Context, in inspected) {
+	p.apply(ctx, plan.Changes{Releases: in.reading.Releases})
+	for i, pl := range in.payloads {
+		rep, err := in.results[i].Report, in.results[i].Err
 		if err != nil {
-			if h, ok := p.contentHold(job, err); ok {
+			if h, ok := p.contentHold(pl, err); ok {
 				p.hold(h)
 				continue
 			}
-			p.fail(err)
+			p.out.fail(err)
 			continue
 		}
 		if p.opts.Release != "" && rep.Release != p.opts.Release {
 			continue
 		}
-		rel := recordRelease(job.release, rep, p.now)
-		key := ledger.ReleaseKey(rel.Digest, rel.Arch)
-		if _, known := p.view.releases[key]; known {
+		rel := recordRelease(pl.Release, rep, p.now)
+		if _, known := p.book.release(ledger.ReleaseKey(rel.Digest, rel.Arch)); known {
 			continue // listed twice (a config pullspec that is also in the graph)
 		}
-		if !p.checkSignature(ctx, checks, job, rep, &rel) {
+		if !p.checkSignature(ctx, in.checks, pl, rep, &rel) {
 			continue // held
 		}
-		p.res.Inspected++
-		changed := p.view.addRelease(rel, rep, p.now)
-		_, wasHeld := p.view.held[key]
-		delete(p.view.held, key)
-		if p.opts.DryRun {
-			continue
+		p.out.count(func(res *Result) { res.Inspected++ })
+		var dtkImages []string
+		for _, s := range rep.Streams {
+			dtkImages = append(dtkImages, s.DTKImage)
 		}
-		if err := p.r.Store.Update(func(tx *state.Tx) error {
-			if err := tx.PutRelease(rel); err != nil {
-				return err
-			}
-			for _, k := range changed {
-				if err := tx.PutImage(k); err != nil {
-					return err
-				}
-			}
-			if wasHeld {
-				return tx.DeleteHeld(key)
-			}
-			return nil
-		}); err != nil {
-			p.fail(fmt.Errorf("recording release %s: %w", rel.Version, err))
+		var images []ledger.Image
+		for _, c := range plan.Shipped(rel, dtkImages, p.book.image, p.now) {
+			images = append(images, c.Image)
+		}
+		if err := p.book.recordRelease(rel, images); err != nil {
+			p.out.fail(fmt.Errorf("recording release %s: %w", rel.Version, err))
 		}
 	}
-	p.recheckSignatures(ctx, checks, rechecks)
+	p.recheckSignatures(ctx, in.checks, in.recheck)
 	p.sigWarnings()
-}
-
-// job is one release to inspect for one arch.
-type job struct {
-	release watcher.Release
-	arch    string
-}
-
-// unseen lists the releases never recorded (a digest is read once in its
-// life), not held for their content, nor for a signature checked less than
-// verify.recheck ago (unless asked to retry held ones). A release recorded
-// before has its sources brought up to date instead, and is listed in
-// rechecks (by key) when its signature did not verify and is due again.
-func (p *pass) unseen() (out []job, rechecks []string) {
-	for _, rel := range p.releases {
-		for _, arch := range watcher.PayloadArches(rel.Arch) {
-			key := ledger.ReleaseKey(rel.Digest, arch)
-			if known, ok := p.view.releases[key]; ok {
-				p.refresh(known, rel)
-				if p.checking() && !known.SignatureVerified() && p.signatureDue(known.SignatureCheckedAt) {
-					rechecks = append(rechecks, key)
-				}
-				continue
-			}
-			if h, ok := p.view.held[key]; ok && !p.opts.RetryHeld {
-				if h.Kind == HeldContent || (h.Kind == HeldSignature && p.checking() && !p.signatureDue(h.SignatureCheckedAt)) {
-					continue
-				}
-			}
-			out = append(out, job{release: rel, arch: arch})
-		}
-	}
-	return out, rechecks
 }
 
 // contentHold turns an inspection error into a held release when the
 // payload's content is at fault; errors that may pass (network, 5xx, auth,
 // a digest mismatch in transit) are not held.
-func (p *pass) contentHold(j job, err error) (ledger.HeldRelease, bool) {
+func (p *pass) contentHold(pl plan.Payload, err error) (ledger.HeldRelease, bool) {
 	var pe *releaseinfo.PayloadError
 	if !registry.IsContent(err) || !errors.As(err, &pe) || pe.Digest == "" {
 		return ledger.HeldRelease{}, false
 	}
-	return ledger.HeldRelease{Version: j.release.Version, Pullspec: j.release.Pullspec, Digest: pe.Digest, Arch: j.arch,
-		Channels: j.release.Channels, Kind: HeldContent, Reason: err.Error(), Since: p.since(pe.Digest, j.arch)}, true
+	return ledger.HeldRelease{Version: pl.Release.Version, Pullspec: pl.Release.Pullspec, Digest: pe.Digest, Arch: pl.Arch,
+		Channels: pl.Release.Channels, Kind: plan.HeldContent, Reason: err.Error(), Since: p.book.heldSince(ledger.ReleaseKey(pe.Digest, pl.Arch), p.now)}, true
 }
 
 // hold records a held release.
 func (p *pass) hold(h ledger.HeldRelease) {
-	_, before := p.view.held[h.Key()]
-	p.view.held[h.Key()] = h
+	before, err := p.book.hold(h)
 	if !before {
 		p.log.Warn().Str("release", h.Version).Str("digest", h.Digest).Str("arch", h.Arch).Str("kind", h.Kind).Str("reason", h.Reason).
 			Msg("payload held")
 	}
-	if p.opts.DryRun {
-		return
+	if err != nil {
+		p.out.fail(fmt.Errorf("recording held release %s: %w", h.Version, err))
 	}
-	if err := p.r.Store.Update(func(tx *state.Tx) error { return tx.PutHeld(h) }); err != nil {
-		p.fail(fmt.Errorf("recording held release %s: %w", h.Version, err))
-	}
-}
-
-// heldActions reports every held release of the pass's scope.
-func (p *pass) heldActions() []plan.Action {
-	var out []plan.Action
-	for _, h := range p.view.held {
-		if p.opts.Release != "" && h.Version != p.opts.Release {
-			continue
-		}
-		release := h.Version
-		if release == "" {
-			release = h.Pullspec
-		}
-		out = append(out, plan.Action{Type: plan.ActionHold, Release: release, Arch: h.Arch,
-			Reason: fmt.Sprintf("held since %s (%s): %s", h.Since.UTC().Format(time.RFC3339), h.Kind, h.Reason)})
-	}
-	return out
 }
 
 // payloadsInFlight is how many payloads are inspected at once per registry
@@ -186,15 +129,15 @@ func (r *Reconciler) inspector(arch string) *releaseinfo.Inspector {
 // payload's instances too): each arch's inspector bounds the payloads it
 // reads at once, and the registry client the calls in flight across all.
 // Progress is reported over all of them.
-func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Result {
+func (r *Reconciler) inspect(ctx context.Context, jobs []plan.Payload) []releaseinfo.Result {
 	out := make([]releaseinfo.Result, len(jobs))
 	byArch := map[string][]int{}
 	var arches []string
 	for i, j := range jobs {
-		if _, ok := byArch[j.arch]; !ok {
-			arches = append(arches, j.arch)
+		if _, ok := byArch[j.Arch]; !ok {
+			arches = append(arches, j.Arch)
 		}
-		byArch[j.arch] = append(byArch[j.arch], i)
+		byArch[j.Arch] = append(byArch[j.Arch], i)
 	}
 	var mu sync.Mutex
 	done := 0
@@ -212,14 +155,14 @@ func (r *Reconciler) inspect(ctx context.Context, jobs []job) []releaseinfo.Resu
 		idx := byArch[arch]
 		pullspecs := make([]string, len(idx))
 		for k, i := range idx {
-			pullspecs[k] = jobs[i].release.Pullspec
+			pullspecs[k] = jobs[i].Release.Pullspec
 		}
 		in := r.inspector(arch)
 		guard.Go(&wg, func() {
 			for k, res := range in.InspectAll(ctx, pullspecs, progress) {
 				j := jobs[idx[k]]
-				if res.Err == nil && j.release.Version != "" && res.Report.Release != j.release.Version {
-					res.Report.Warnings = append(res.Report.Warnings, fmt.Sprintf("the graph calls this payload %s", j.release.Version))
+				if res.Err == nil && j.Release.Version != "" && res.Report.Release != j.Release.Version {
+					res.Report.Warnings = append(res.Report.Warnings, fmt.Sprintf("the graph calls this payload %s", j.Release.Version))
 				}
 				out[idx[k]] = res
 			}

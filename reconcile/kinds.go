@@ -74,6 +74,11 @@ type KmodVerifier interface {
 // DefaultModulePath is where KMM looks for a kmod image's modules.
 const DefaultModulePath = "opt/lib/modules/{{.KernelFull}}/"
 
+// plan is the kind as the planner takes it.
+func (k *kind) plan() plan.Kind {
+	return plan.Kind{Target: k.target, What: k.what, Verified: k.verify != nil, NeedsKernelFiles: k.needsKernelFiles, Retries: k.build}
+}
+
 // kinds is the table of the kinds of image a pass builds, by name.
 func (r *Reconciler) kinds(p *pass) map[string]*kind {
 	dtk := &kind{name: ledger.KindDTK, what: "DTK image", builder: r.Builder, target: r.Target, build: r.Build}
@@ -89,7 +94,7 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 	if len(r.Consumers) > 0 && r.KmodVerifier == nil {
 		// Consumers only ever see verified images: without a verifier,
 		// nothing is built that could not be promoted.
-		p.warn("consumers are configured but nothing verifies kmod images (Reconciler.KmodVerifier): no consumer image is built")
+		p.out.warn("consumers are configured but nothing verifies kmod images (Reconciler.KmodVerifier): no consumer image is built")
 		return out
 	}
 	for _, c := range r.Consumers {
@@ -120,37 +125,9 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 func (p *pass) planKinds() map[string]plan.Kind {
 	out := map[string]plan.Kind{}
 	for name, k := range p.kinds {
-		out[name] = plan.Kind{Target: k.target, Verified: k.verify != nil, NeedsKernelFiles: k.needsKernelFiles}
+		out[name] = k.plan()
 	}
 	return out
-}
-
-// addConsumerImages gives every promoted DTK an image of each consumer (new,
-// to be built FROM it), and keeps the consumers' images of each kernel up
-// to date with its DTK: the releases that ship the kernel, and the DTK by
-// digest. It returns the keys of the images it added.
-func (p *pass) addConsumerImages() []string {
-	var added []string
-	for _, dtk := range p.view.dtkList(p.opts.Release) {
-		if dtk.State != ledger.StatePromoted || dtk.ImageDigest == "" {
-			continue // never before the DTK is verified and promoted
-		}
-		for name := range p.kinds {
-			if name == ledger.KindDTK {
-				continue
-			}
-			key := ledger.ImageKey(name, dtk.KernelKey())
-			m, ok := p.image(key)
-			if !ok {
-				m = dtk.NewConsumerImage(name, p.now)
-				added = append(added, key)
-			}
-			if m.Follow(dtk, p.now) || !ok {
-				p.putImage(m)
-			}
-		}
-	}
-	return added
 }
 
 // kernelFilesNeededBy names the consumers whose modules are checked against
@@ -203,30 +180,4 @@ func (p *pass) verifyKernelFiles(ctx context.Context, dtk ledger.Image) (ledger.
 			verify.ErrRejected, dtk.PinnedImage(), strings.Join(missing, ", "), strings.Join(needs, ", "))
 	}
 	return ledger.Verdict{KernelFiles: &check}, nil
-}
-
-// checkKernelFiles reads, once per DTK image, whether each promoted DTK
-// carries the kernel's files, when a consumer needs them and its
-// verification did not say (a DTK promoted before a consumer needed them):
-// the plan builds no such consumer's image FROM a DTK before it knows, and
-// holds them, with that one reason, FROM one that lacks them.
-func (p *pass) checkKernelFiles(ctx context.Context) {
-	if len(p.kernelFilesNeededBy()) == 0 || p.r.KmodVerifier == nil {
-		return
-	}
-	for _, dtk := range p.view.dtkList(p.opts.Release) {
-		if _, known := dtk.KernelFilesOf(); known || dtk.State != ledger.StatePromoted || dtk.ImageDigest == "" {
-			continue
-		}
-		missing, err := p.readKernelFiles(ctx, dtk)
-		if err != nil {
-			p.fail(err)
-			continue
-		}
-		dtk.KernelFilesRead(missing, p.now)
-		p.putImage(dtk)
-		if len(dtk.KernelFiles.Missing) > 0 {
-			p.warn(plan.KernelFilesMissing(dtk))
-		}
-	}
 }

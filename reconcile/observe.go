@@ -1,17 +1,13 @@
 package reconcile
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/ledger"
@@ -20,428 +16,186 @@ import (
 	"github.com/dtkbot/dtkbot/verify"
 )
 
-// refs are where one image is looked for: its kernel tag, and the staging
-// reference its builds push to.
-type refs struct{ kernel, staging string }
-
-// refsOf renders an image's references (false: they cannot be rendered;
-// the plan holds the image with the reason).
-func (p *pass) refsOf(k *kind, m ledger.Image) (refs, bool) {
-	kernel, err := plan.KernelImage(k.target, m)
-	if err != nil {
-		return refs{}, false
-	}
-	staging, err := plan.StagingImage(k.target, m)
-	if err != nil {
-		return refs{}, false
-	}
-	return refs{kernel, staging}, true
-}
-
-// awaited lists the images, of every kind, that the registry may have news
-// of: new, requested, or built but not verified. Images verified or
-// promoted are not looked at: the steady state costs no request.
-func (p *pass) awaited() []string {
-	var out []string
-	for _, m := range p.view.imageList("") {
-		switch m.State {
-		case ledger.StateBuilt, ledger.StateNew, ledger.StateBuildRequested:
-			out = append(out, m.Key())
-		}
-	}
-	return out
-}
-
-// observe looks in the registry for each of the images keys names and moves
-// the ledger on: an image that appeared at the staging reference (or, for
-// an image never built by this state file, already at its kernel tag) is
-// built, then verified; a build that did not appear in time is retried or
-// failed. Images are looked at concurrently (a backfill finds hundreds), as
-// many at once as the registry client has calls in flight.
-func (p *pass) observe(ctx context.Context, keys []string) {
+// observe looks at the images keys names and returns what it saw of each,
+// for the plan: what its kernel tag (for a new image) and its staging
+// reference hold, the image for its arch where what was found (or is
+// built) is a manifest list, and, for a requested build that has not
+// appeared, what a backend that can say (a Kubernetes Job) says of it. The
+// registry, not the ledger, is the truth. Images are looked at
+// concurrently (a backfill finds hundreds), as many at once as the
+// registry client has calls in flight; what cannot be seen now is said as
+// an error of the pass, and the plan decides nothing about it.
+func (p *pass) observe(ctx context.Context, keys []string) map[string]plan.Seen {
+	out := map[string]plan.Seen{}
+	var mu sync.Mutex
 	slots := make(chan struct{}, max(p.r.Concurrency, 1))
 	var wg sync.WaitGroup
 	for _, key := range keys {
-		m, ok := p.image(key)
+		m, ok := p.book.image(key)
 		k := p.kinds[m.Kind()]
-		if !ok || k == nil {
-			continue
-		}
-		at, ok := p.refsOf(k, m)
-		if !ok {
+		if !ok || k == nil || !plan.Awaited(m) {
 			continue
 		}
 		slots <- struct{}{}
 		guard.Go(&wg, func() {
 			defer func() { <-slots }()
-			if p.advance(ctx, &m, k, at) {
-				m.UpdatedAt = p.now
-				p.putImage(m)
-			}
-		}, func(err error) { p.fail(fmt.Errorf("looking at %s (%s): %w", m.Key(), k.what, err)) })
+			s := p.see(ctx, m, k)
+			mu.Lock()
+			out[key] = s
+			mu.Unlock()
+		}, func(err error) { p.out.fail(fmt.Errorf("looking at %s (%s): %w", m.Key(), k.what, err)) })
 	}
 	wg.Wait()
+	return out
 }
 
-// advance looks for an awaited image, and settles one that is built:
-// pinned to its instance for its arch, then verified. It reports whether m
-// changed.
-func (p *pass) advance(ctx context.Context, m *ledger.Image, k *kind, at refs) bool {
+// see looks for one image: a built one is read for its arch; a new one is
+// looked for first at its kernel tag (it may be there from before the
+// state file, or be someone else's), then at the staging reference its
+// build pushes to. Images that failed verification before do not count as
+// found.
+func (p *pass) see(ctx context.Context, m ledger.Image, k *kind) plan.Seen {
+	var s plan.Seen
 	if m.State == ledger.StateBuilt {
-		return p.settleBuilt(ctx, m, k)
-	}
-	changed := p.lookForImage(ctx, m, k, at)
-	if changed && m.State == ledger.StateBuilt {
-		p.settleBuilt(ctx, m, k)
-	}
-	return changed
-}
-
-// settleBuilt pins a built image to its instance for its arch, then
-// verifies it (when its kind is verified). It reports whether m changed.
-func (p *pass) settleBuilt(ctx context.Context, m *ledger.Image, k *kind) bool {
-	pinned, ok := p.pinInstance(ctx, m, k)
-	if !ok {
-		return pinned
-	}
-	if k.verify == nil {
-		return pinned
-	}
-	return p.verify(ctx, m, k) || pinned
-}
-
-// pinInstance makes a built image one image for its arch: when the tag it
-// was found at holds a manifest list, ImageDigest becomes the list's
-// instance for the image's arch, the only one verified and promoted (a
-// list's other platforms would reach arch-less and floating tags
-// unverified). A list without that instance is rejected, and so is a list
-// found at the kernel tag, which dtkbot did not put there and whose other
-// platforms it cannot vouch for. It reports whether m changed, and whether
-// the image may go on (false: rejected, or not read now).
-func (p *pass) pinInstance(ctx context.Context, m *ledger.Image, k *kind) (changed, ok bool) {
-	if m.ListDigest != "" {
-		return false, true // pinned already
-	}
-	found := m.PinnedImage()
-	d, list, err := p.r.inspector(m.Arch).Instance(ctx, found)
-	switch {
-	case err == nil && !list:
-		return false, true
-	case err == nil && m.Staging == "":
-		err = fmt.Errorf("%w: %s is a manifest list: only its %s image could be verified, and the kernel tag, which dtkbot did not put there, serves the others too", verify.ErrRejected, found, m.Arch)
-	case err == nil:
-		if err := m.Pin(d.String(), p.now); err != nil {
-			p.fail(err)
-			return false, false
+		if m.ListDigest == "" {
+			s.Instance = p.instance(ctx, m, m.PinnedImage(), k)
 		}
-		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", found).Str("instance", d.String()).
-			Msgf("the %s is a manifest list: only its %s image is verified and promoted", k.what, m.Arch)
-		return true, true
+		return s
 	}
-	if !verify.Rejects(err) {
-		p.fail(fmt.Errorf("reading the manifest of %s (%s): %w", found, k.what, err))
-		return false, false
+	kernelRef, err1 := plan.KernelImage(k.target, m)
+	staging, err2 := plan.StagingImage(k.target, m)
+	if err1 != nil || err2 != nil {
+		return s // the plan holds it, with the reason
 	}
-	p.reject(ctx, m, fmt.Errorf("verifying %s: %w", found, err), k)
-	p.action(plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
-		Image: found, KernelKey: m.KernelKey(), Result: "rejected: " + err.Error()})
-	return true, false
-}
-
-// lookForImage HEADs the references an image may be at: for a new image
-// first its kernel tag (the image may be there from before the state file,
-// or be someone else's), then the staging reference its build pushes to.
-// Images that failed verification before do not count. It reports whether
-// m changed.
-func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at refs) bool {
 	if m.State == ledger.StateNew {
-		p.checked()
-		d, err := p.r.Checker.Digest(ctx, at.kernel)
-		_, rejected := m.Rejected(d.String())
-		switch {
-		case err == nil && !rejected && k.verify == nil:
-			// Nothing checks this kind's images (build.verify: false): an
-			// image someone else put at the kernel tag is not adopted, so
-			// nothing unchecked is spread to release and floating tags.
-			reason := fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not put there, and %ss are not verified (build.verify: false): it is not adopted and no other tag is pointed at it; remove the tag (or turn verification on), then run dtkbot reconcile --retry-failed", at.kernel, d, k.what)
-			if err := m.Fail(at.kernel, reason, p.now); err != nil {
-				p.fail(err)
-				return false
+		var ok bool
+		if s.KernelTag, ok = p.head(ctx, m, k, kernelRef, "kernel tag"); !ok {
+			return s
+		}
+		if d := s.KernelTag.Digest; d != "" {
+			if _, rejected := m.Rejected(d); !rejected {
+				if k.verify != nil {
+					s.Instance = p.instance(ctx, m, ledger.Repository(kernelRef)+"@"+d, k)
+				}
+				return s
 			}
-			p.fail(errors.New(m.Reason))
-			return true
-		case err == nil && !rejected:
-			if err := m.Found(at.kernel, "", d.String(), p.now); err != nil {
-				p.fail(err)
-				return false
-			}
-			p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.kernel).Str("digest", d.String()).
-				Msgf("the kernel tag already holds a %s: verifying it", k.what)
-			return true
-		case err != nil && !errors.Is(err, registry.ErrNotFound):
-			p.fail(fmt.Errorf("checking the kernel tag of %s (%s): %w", m.Key(), k.what, err))
-			return false
 		}
 	}
-	p.checked()
-	d, err := p.r.Checker.Digest(ctx, at.staging)
-	before, rejected := m.Rejected(d.String())
-	rejected = rejected && err == nil
-	switch {
-	case err == nil && !rejected:
-		if err := m.Found(at.kernel, at.staging, d.String(), p.now); err != nil {
-			p.fail(err)
-			return false
-		}
-		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.staging).Str("digest", d.String()).Msgf("%s built", k.what)
-		return true
-	case rejected && before.Untagged && m.State == ledger.StateBuildRequested && before.At.Before(m.BuildRequestedAt):
-		// The rejected image's tag was removed, and a later build pushed
-		// the very same image again: that attempt failed as well.
-		if err := m.Found(at.kernel, at.staging, d.String(), p.now); err != nil {
-			p.fail(err)
-			return false
-		}
-		p.reject(ctx, m, fmt.Errorf("%w: the build pushed %s again, which failed verification before: %s", verify.ErrRejected, d, before.Reason), k)
-		p.action(plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
-			Image: at.staging, KernelKey: m.KernelKey(), Result: "rejected: pushed the rejected image again"})
-		return true
-	case err != nil && !errors.Is(err, registry.ErrNotFound):
-		p.fail(fmt.Errorf("checking the staging image of %s (%s): %w", m.Key(), k.what, err))
-		return false
-	case m.State == ledger.StateBuildRequested && m.Asked < m.Attempts && reports(k):
-		// Recorded, never acknowledged: the pass died in between. Before
-		// the timeout decides anything, the backend says whether it has
-		// the build (askHowItWent asks again if it has no trace of it).
-		return p.askHowItWent(ctx, m, k)
-	case m.State == ledger.StateBuildRequested && p.now.Sub(m.BuildRequestedAt) > k.build.Timeout:
-		reason := fmt.Sprintf("the build requested at %s did not appear within %s", m.BuildRequestedAt.UTC().Format(time.RFC3339), k.build.Timeout)
-		if rejected {
-			reason += fmt.Sprintf(" (%s still holds the image rejected before, %s)", at.staging, d)
-		}
-		next := p.retry(*m, k.build)
-		if next.Never {
-			reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
-		}
-		if err := m.AttemptFailed(reason, m.Detail, next, p.now); err != nil {
-			p.fail(err)
-			return false
-		}
-		return true
-	case m.State == ledger.StateBuildRequested:
-		return p.askHowItWent(ctx, m, k)
+	var ok bool
+	if s.Staging, ok = p.head(ctx, m, k, staging, "staging image"); !ok {
+		return s
 	}
-	return false
+	if d := s.Staging.Digest; d != "" {
+		if _, rejected := m.Rejected(d); !rejected {
+			s.Instance = p.instance(ctx, m, ledger.Repository(staging)+"@"+d, k)
+			return s
+		}
+	}
+	if r, reports := k.builder.(builder.Reporter); reports && plan.ReportDue(m, k.plan(), p.now) {
+		s.Report = p.askHowItGoes(ctx, m, k, r)
+	}
+	return s
 }
 
-func reports(k *kind) bool {
-	_, ok := k.builder.(builder.Reporter)
-	return ok
-}
-
-// askHowItWent asks a backend that can say (a Kubernetes Job) how a build
-// whose image has not appeared went: one that failed, or is gone, spends
-// the attempt now rather than at build.timeout; one of which the backend
-// has no trace, whose request was never acknowledged (the pass died
-// between recording the attempt and asking), is asked again instead. It
-// reports whether m changed.
-func (p *pass) askHowItWent(ctx context.Context, m *ledger.Image, k *kind) bool {
-	r, ok := k.builder.(builder.Reporter)
-	if !ok {
-		return false
-	}
-	rep, err := r.Report(ctx, requestOf(*m))
-	unacknowledged := m.Asked < m.Attempts
+// head is one HEAD: what ref holds (false: the registry could not say).
+func (p *pass) head(ctx context.Context, m ledger.Image, k *kind, ref, what string) (plan.Ref, bool) {
+	p.out.count(func(res *Result) { res.Checks++ })
+	d, err := p.r.Checker.Digest(ctx, ref)
 	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return plan.Ref{Looked: true}, true
 	case err != nil:
-		p.warn(fmt.Sprintf("asking how the build of %s (%s) goes: %v", m.Key(), k.what, err))
-		return false
-	case rep.Gone && unacknowledged:
-		return p.askAgain(ctx, m, k)
-	case !rep.Over && unacknowledged:
-		if err := m.Acknowledge(p.now); err != nil { // the backend has it: it was asked
-			p.fail(err)
-			return false
-		}
-		return true
-	case !rep.Over:
-		return false
+		p.out.fail(fmt.Errorf("checking the %s of %s (%s): %w", what, m.Key(), k.what, err))
+		return plan.Ref{}, false
 	}
-	reason, detail := builder.ExplainReport(ctx, k.builder, rep)
-	p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", detail).Msg(reason)
-	next := p.retry(*m, k.build)
-	if next.Never {
-		reason += fmt.Sprintf(" (%d attempts)", m.Attempts)
-	}
-	if err := m.AttemptFailed(reason, detail, next, p.now); err != nil {
-		p.fail(err)
-		return false
-	}
-	return true
+	return plan.Ref{Looked: true, Digest: d.String()}, true
 }
 
-// askAgain asks for the build of m's current attempt once more: the
-// attempt was recorded (intent first), the pass died before the backend
-// acknowledged it, and the backend has no trace of it. The backend names
-// its builds by attempt (a Reporter does), so this is the request that was
-// never made, not a second build; the attempt is not spent. It reports
-// whether m changed.
-func (p *pass) askAgain(ctx context.Context, m *ledger.Image, k *kind) bool {
-	if p.opts.DryRun {
-		return false
-	}
-	a := plan.Action{Type: plan.ActionBuild, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
-		Releases: m.Releases, Image: m.Staging, KernelKey: m.KernelKey(),
-		Reason: fmt.Sprintf("attempt %d was recorded and never asked for", m.Attempts)}
-	err := k.builder.Build(ctx, requestOf(*m))
-	switch {
-	case errors.Is(err, builder.ErrNotConfigured), errors.Is(err, breaker.ErrOpen):
-		// Nothing was asked this time either: the next pass tries again.
-		p.fail(fmt.Errorf("building %s: %w", m.Key(), err))
-		return false
-	case err == nil:
-		if err := m.AskedAgain(p.now); err != nil {
-			p.fail(err)
-			return false
-		}
-		a.Result = "requested"
-		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.Staging).Int("attempt", m.Attempts).
-			Msgf("build of the %s requested again: its attempt was recorded, never asked for", k.what)
-	default:
-		reason, detail := builder.Explain(ctx, k.builder, err)
-		if err := m.AttemptFailed(reason, detail, p.retry(*m, k.build), p.now); err != nil {
-			p.fail(err)
-			return false
-		}
-		a.Result = "error: " + m.Reason
-		p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.Staging).Str("detail", m.Detail).Msgf("the build of the %s failed", k.what)
-		p.fail(fmt.Errorf("building %s: %s", m.Key(), m.Reason))
-	}
-	if err := p.recordImage(*m, a, a.Result); err != nil {
-		p.fail(err)
-	}
-	p.action(a)
-	return true
-}
-
-// verify checks a built image by digest. A verified image at the staging
-// reference waits for promotion; one found at the kernel tag is adopted
-// there (Image.Adopted). An image that fails is rejected (see reject); a
-// read error leaves m built for the next pass. The verification is
-// recorded in the state before the image is read, and the record cleared
-// with its outcome: an image whose verification was cut short by the
-// process dying Reconciler.VerifyInterruptions times is rejected without
-// being read again (a poison image fails instead of killing every
-// process that reads it). It reports whether m changed.
-func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
-	pinned := m.PinnedImage()
-	a := plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer, Image: pinned, KernelKey: m.KernelKey()}
-	rec := ledger.Verification{Digest: m.ImageDigest, Since: p.now}
-	if v := m.Verifying; v != nil && v.Digest == m.ImageDigest {
-		rec.Since, rec.Interrupted = v.Since, v.Interrupted+1
-		p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", pinned).Int("interrupted", rec.Interrupted).
-			Msgf("the last verification of this %s did not end: the process died while it ran", k.what)
-	}
-	if limit := cmp.Or(p.r.VerifyInterruptions, DefaultVerifyInterruptions); rec.Interrupted >= limit {
-		err := fmt.Errorf("%w: verifying it stopped the process %d %s (out of memory, or killed, while reading it; first at %s): it is not read again",
-			verify.ErrRejected, rec.Interrupted, plural(rec.Interrupted, "time", "times"), rec.Since.UTC().Format(time.RFC3339))
-		p.reject(ctx, m, err, k)
-		a.Result = "rejected: " + err.Error()
-		p.action(a)
-		return true
-	}
-	// Recorded before the image is read: if reading it kills the process,
-	// the next one knows.
-	if err := m.BeginVerifying(rec, p.now); err != nil {
-		p.fail(err)
-		return false
-	}
-	p.putImage(*m)
-	v, err := k.verify(ctx, pinned, *m)
-	switch {
-	case err == nil && m.Staging == "":
-		err = m.Adopt(v, p.now)
-	case err == nil:
-		err = m.Verified(v, p.now)
-	case !verify.Rejects(err):
-		if err := m.Inconclusive(p.now); err != nil {
-			p.fail(err)
-		}
-	}
+// instance reads the image found at ref (by digest) for m's arch: when it
+// is a manifest list, its instance for the arch, the only one verified and
+// promoted (a list's other platforms would reach arch-less and floating
+// tags unverified). Content that cannot be read as such an image (a list
+// without the arch) is said; a read that failed is an error (nil: not
+// read).
+func (p *pass) instance(ctx context.Context, m ledger.Image, ref string, k *kind) *plan.Instance {
+	d, list, err := p.r.inspector(m.Arch).Instance(ctx, ref)
 	switch {
 	case err == nil:
-		a.Result = "verified"
-		if m.Checked != "" {
-			a.Result += " (" + m.Checked + ")"
-		}
-		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", pinned).Msgf("%s verified", k.what)
-		if m.Staging == "" {
-			// Found at the kernel tag and verified: adopted. The image may
-			// get its other tags; the kernel tag stays its owner's (trust
-			// rule 3): not a promotion of dtkbot's, never audited, moved
-			// or removed.
-			a.Tag, a.Kind = m.Image, ledger.TagKernel
-			a.Result += "; adopted at its kernel tag, which dtkbot did not write and never moves"
-		}
+		return &plan.Instance{Digest: d.String(), List: list}
 	case verify.Rejects(err):
-		// A verdict, or content that cannot change behind its digest: for
-		// every kind alike, the image is rejected and the attempt spent.
-		p.reject(ctx, m, err, k)
-		a.Result = "rejected: " + err.Error()
-	default:
-		// It could not be read now: no verdict, and no interruption.
-		p.putImage(*m)
-		p.fail(err)
-		return false
+		return &plan.Instance{Unreadable: err.Error()}
 	}
-	p.action(a)
-	return true
+	p.out.fail(fmt.Errorf("reading the manifest of %s (%s): %w", ref, k.what, err))
+	return nil
 }
 
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
+// askHowItGoes asks a backend that can say how the build of m's current
+// attempt goes; its words are explained (and scrubbed) for the plan.
+func (p *pass) askHowItGoes(ctx context.Context, m ledger.Image, k *kind, r builder.Reporter) *plan.Report {
+	rep, err := r.Report(ctx, requestOf(m))
+	if err != nil {
+		p.out.warn(fmt.Sprintf("asking how the build of %s (%s) goes: %v", m.Key(), k.what, err))
+		return &plan.Report{Unanswered: true}
 	}
-	return many
+	out := &plan.Report{Over: rep.Over, Gone: rep.Gone}
+	if rep.Over {
+		out.Reason, out.Detail = builder.ExplainReport(ctx, k.builder, rep)
+		p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("detail", out.Detail).Msg(out.Reason)
+	}
+	return out
 }
 
-// reject records a built image that failed verification. It is never
-// promoted, and never taken for the image again. A build is retried after
-// the backoff while attempts remain; an image someone else put at the
-// kernel tag fails the image, as dtkbot never overwrites a tag it did not
-// promote. The staging tag is removed where the registry allows, so the
-// retry pushes to a clean tag.
-func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) {
-	p.mu.Lock()
-	p.res.Rejected++
-	p.mu.Unlock()
-	staging := m.Staging
-	p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.PinnedImage()).Err(err).Msgf("the %s failed verification: not promoted", k.what)
-	next := p.retry(*m, k.build)
-	_, rejected, terr := m.Reject(err.Error(), next, p.now)
-	switch {
-	case terr != nil:
-		p.fail(terr)
-		return
-	case staging == "":
-		p.fail(errors.New(m.Reason))
-	case next.Never:
-		p.fail(err)
-	default:
-		p.warn(m.Reason)
+// kernelFiles reads, once per DTK image, whether each promoted DTK the plan
+// names carries the kernel's files (plan.KernelFilesDue), and returns what
+// each lacks, by key. A read that failed is an error of the pass.
+func (p *pass) kernelFiles(ctx context.Context, dtks []ledger.Image) map[string][]string {
+	if len(dtks) == 0 || p.r.KmodVerifier == nil {
+		return nil
 	}
-	// The staging tag goes through promote's one guarded removal: it goes
-	// only while it holds the rejected image, and a registry that deletes
-	// the manifest with it gets back any tag that named it.
-	if staging != "" && p.tags != nil && !p.opts.DryRun {
-		outcome, err := p.tags.RemoveStaging(ctx, staging, digest.Digest(rejected), p.tagsHolding(staging, rejected))
+	out := map[string][]string{}
+	for _, dtk := range dtks {
+		missing, err := p.readKernelFiles(ctx, dtk)
+		if err != nil {
+			p.out.fail(err)
+			continue
+		}
+		out[dtk.Key()] = missing
+	}
+	return out
+}
+
+// tagsNow looks at each tag dtkbot promoted, one HEAD each, and returns
+// what each holds ("": gone), and whether it could look at them all.
+func (p *pass) tagsNow(ctx context.Context, promoted map[string]ledger.Promotion) (map[string]string, bool) {
+	out := map[string]string{}
+	complete := true
+	for _, ref := range sortedRefs(promoted) {
+		p.out.count(func(res *Result) { res.Audited++ })
+		d, err := p.r.Checker.Digest(ctx, ref)
 		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			out[ref] = ""
 		case err != nil:
-			p.log.Info().Str("tag", staging).Err(err).Msg("the rejected image stays at the staging tag")
-		case strings.HasPrefix(outcome, "removed") || outcome == "already gone":
-			m.Untagged(p.now)
+			p.out.fail(fmt.Errorf("auditing %s: %w", ref, err))
+			complete = false
 		default:
-			p.log.Info().Str("tag", staging).Msg("the rejected image's staging tag: " + outcome)
+			out[ref] = d.String()
 		}
 	}
+	return out, complete
 }
+
+// requestOf is the build request of m's current attempt, to its staging
+// reference: what was asked for, and what a backend reports on.
+func requestOf(m ledger.Image) builder.Request {
+	req := builder.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
+		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts, Round: m.Round}
+	if m.IsDTK() {
+		req.DTKImage = m.DTKImage
+	} else {
+		req.Consumer, req.DTK = m.Consumer, m.DTKImage
+	}
+	return req
+}
+
+var _ = digest.Digest("")

@@ -1,22 +1,29 @@
 // Package reconcile is dtkbot's pass, the one code path behind both
-// `dtkbot reconcile` (once) and `dtkbot run` (on a schedule): discover
-// releases, inspect the new ones, record their kernels in the ledger, then
-// move every image of every kind (a kernel's DTK, each consumer's image
-// FROM it) through one lifecycle: look at the registry for the images
-// still awaited and verify them, plan with plan.Plan, build to staging
-// (package builder) and promote verified images (package promote, which
-// keeps the rules of every tag write), audit the promoted tags, and notify.
+// `dtkbot reconcile` (once) and `dtkbot run` (on a schedule). It observes,
+// applies, and asks package plan, which decides everything, what to do in
+// between: RunOnce reads as the values flowing from step to step. It
+// discovers the releases the feeds list; reads the payloads the plan says
+// are new (and checks their signatures), recording their kernels in the
+// ledger; withdraws the pre-releases the plan says are; then moves every
+// image of every kind (a kernel's DTK, each consumer's image FROM it)
+// through one lifecycle, round after round: observe what the registry and
+// the build backends say of the images awaited, plan.Plan, apply (build to
+// staging with package builder, verify, promote with package promote,
+// which keeps the rules of every tag write), until nothing moves; then
+// gives the ABI verdicts due, audits the promoted tags, and notifies.
 //
-// Every step that cannot be undone is preceded by a look at the world and by
-// a ledger write of the intent, so a pass killed at any point is finished by
-// the next one without doing anything twice. Builds push to a staging
-// reference; only an image that passed verification is ever promoted to a
-// tag a consumer reads.
+// Observation returns what it saw; apply returns what came of each action,
+// and changes an image's record only through its transitions
+// (ledger.Image). Every step that cannot be undone is preceded by a look at
+// the world and by a ledger write of the intent, so a pass killed at any
+// point is finished by the next one without doing anything twice. Builds
+// push to a staging reference; only an image that passed verification is
+// ever promoted to a tag a consumer reads.
 //
-// Each stage of the pass has its own file: discover.go, inspect.go (with
-// signatures.go), prerelease.go, act.go (with observe.go, and kinds.go,
-// the table of the kinds of image), audit.go, notify.go; view.go is the
-// state a pass works on.
+// Files: reconcile.go (RunOnce), discover.go, inspect.go (with
+// signatures.go), act.go (the rounds, with observe.go, apply.go and
+// kinds.go, the table of the kinds of image), abi.go, audit.go, notify.go;
+// book.go is the ledger a pass works on, report.go what it tells.
 package reconcile
 
 import (
@@ -64,11 +71,7 @@ type SignatureChecker interface {
 // registry within Timeout is retried after Backoff (doubling), up to
 // MaxAttempts, then the kernel is marked failed. A build whose image fails
 // verification counts as a failed attempt too.
-type BuildPolicy struct {
-	Timeout     time.Duration
-	MaxAttempts int
-	Backoff     time.Duration
-}
+type BuildPolicy = plan.Retries
 
 // PrereleasePolicy is what withdrawn pre-releases (Rejected, or vanished
 // from their feeds) do: OnWithdrawn is WithdrawTags (their tags are removed)
@@ -76,14 +79,6 @@ type BuildPolicy struct {
 // plan.Policy's.
 type PrereleasePolicy struct {
 	OnWithdrawn string
-}
-
-// AuditPolicy is the drift audit: every Interval (0: never), one HEAD per
-// tag dtkbot promoted; a tag that points elsewhere is re-pointed when Repair
-// is set, else only reported.
-type AuditPolicy struct {
-	Interval time.Duration
-	Repair   bool
 }
 
 // Reconciler runs passes. Its fields are set once; RunOnce may be called
@@ -151,15 +146,8 @@ type Reconciler struct {
 }
 
 // DefaultVerifyInterruptions rejects an image the second time its
-// verification dies with the process: once may be a coincidence (a node
-// drained, a rollout), twice is the image.
-const DefaultVerifyInterruptions = 2
-
-// Notifier tells people about a kernel's current state. It must find and
-// update what it published before rather than publish twice.
-type Notifier interface {
-	Notify(ctx context.Context, k ledger.Image) error
-}
+// verification dies with the process.
+const DefaultVerifyInterruptions = plan.DefaultVerifyInterruptions
 
 // Options narrow one pass.
 type Options struct {
@@ -193,7 +181,7 @@ type Result struct {
 	Audited    int               `json:"audited"`
 	Drifted    int               `json:"drifted"`
 	Signatures *SignatureSummary `json:"signatures,omitempty"`
-	Actions    []plan.Action     `json:"actions"`
+	Actions    []Applied         `json:"actions"`
 	// Errors failed the pass (or were deferred, for GitHub); Warnings did not.
 	Errors   []string      `json:"errors,omitempty"`
 	Warnings []string      `json:"warnings,omitempty"`
@@ -205,25 +193,31 @@ type Result struct {
 	Services []ledger.ServiceReport `json:"services,omitempty"`
 }
 
+// Applied is an action of the pass, and (after a real run) what came of it.
+type Applied struct {
+	plan.Action
+	Result string `json:"result,omitempty"`
+}
+
 // RunOnce runs one pass at now. It returns an error when part of the pass
 // failed; everything it could do is done and recorded even then.
 func (r *Reconciler) RunOnce(ctx context.Context, now time.Time, opts Options) (*Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p, err := r.begin(now, opts) // the ledger as stored
+	p, err := r.begin(ctx, now, opts) // the ledger as stored
 	if err != nil {
-		return p.res, err
+		return p.out.res, err
 	}
 	// One breaker per outside service for this pass: every HTTP client of
 	// one consults it through the request's context.
-	p.services = breaker.NewSet(r.ServiceFailures)
 	ctx = breaker.NewContext(ctx, p.services)
-	p.discover(ctx)    // the releases of the graph and the config, pinned by digest
-	p.inspect(ctx)     // new payloads read once, signatures checked meanwhile; broken ones held
-	p.prereleases(ctx) // rejected or vanished pre-releases withdrawn
-	p.act(ctx)         // every kind of image: looked for, verified, planned, built to staging, promoted
-	p.abi(ctx)         // would each consumer's modules load on each new kernel?
-	p.audit(ctx)       // promoted tags still where dtkbot put them
-	p.notify(ctx)      // issues and pull requests
+	listed := p.discover(ctx)                                // the feeds' releases, pinned by digest
+	read := p.inspect(ctx, plan.Payloads(p.listing(listed))) // payloads never read, read; signatures due, checked
+	p.record(ctx, read)                                      // each release with its kernels, or held
+	p.apply(ctx, plan.Withdrawals(p.withdrawing(listed)))    // rejected or vanished pre-releases withdrawn, their tags too
+	p.act(ctx)                                               // every kind of image, round after round: observe, plan, apply
+	p.abi(ctx)                                               // would each consumer's modules load on each new kernel?
+	p.audit(ctx)                                             // promoted tags still where dtkbot put them
+	p.notify(ctx)                                            // issues and pull requests
 	return p.end()
 }

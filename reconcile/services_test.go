@@ -20,6 +20,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/sigtest"
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -176,7 +177,7 @@ func TestDeadSignatureStoreInStrictMode(t *testing.T) {
 	}
 	exp, _ := h.store.Export()
 	for _, hr := range exp.Held {
-		if hr.Kind != HeldSignature || !hr.SignatureCheckedAt.Equal(h.now) {
+		if hr.Kind != plan.HeldSignature || !hr.SignatureCheckedAt.Equal(h.now) {
 			t.Errorf("held %+v", hr)
 		}
 	}

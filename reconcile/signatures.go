@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
 )
@@ -40,12 +40,6 @@ func (p *pass) checking() bool {
 	return r.Signatures != nil && r.SignatureMode != "" && r.SignatureMode != releasesig.ModeOff
 }
 
-// signatureDue reports whether a signature last checked at (never: the
-// zero time) is checked in this pass: verify.recheck after its last check.
-func (p *pass) signatureDue(at time.Time) bool {
-	return at.IsZero() || p.now.Sub(at) >= p.r.SignatureRecheck
-}
-
 // sigCheck is one payload digest's signature check, under way or done.
 type sigCheck struct {
 	done    chan struct{}
@@ -61,7 +55,7 @@ type sigChecks map[string]*sigCheck
 // the payloads are read: a payload's digest is known before it is
 // inspected (graph nodes are pinned, tags resolved in discover). Each
 // digest is checked once, whatever its arches.
-func (p *pass) startSignatures(ctx context.Context, jobs []job, rechecks []string) sigChecks {
+func (p *pass) startSignatures(ctx context.Context, jobs []plan.Payload, rechecks []string) sigChecks {
 	checks := sigChecks{}
 	if !p.checking() {
 		return checks
@@ -76,10 +70,10 @@ func (p *pass) startSignatures(ctx context.Context, jobs []job, rechecks []strin
 		wants = append(wants, want{pullspec, d})
 	}
 	for _, j := range jobs {
-		add(j.release.Pullspec, j.release.Digest)
+		add(j.Release.Pullspec, j.Release.Digest)
 	}
 	for _, key := range rechecks {
-		rel := p.view.releases[key]
+		rel, _ := p.book.release(key)
 		add(rel.Pullspec, rel.Digest)
 	}
 	slots := make(chan struct{}, max(p.r.Concurrency, 1))
@@ -113,46 +107,49 @@ func (c sigChecks) outcome(ctx context.Context, p *pass, pullspec, d string) (re
 	return p.r.Signatures.Check(ctx, pullspec, digest.Digest(d))
 }
 
-// checkSignature applies the signature policy to a newly read payload. It
-// returns false when the payload must not be recorded: it is then held,
-// and checked again once verify.recheck has passed (the store may be down
-// now, or the signature published later).
-func (p *pass) checkSignature(ctx context.Context, checks sigChecks, j job, rep *releaseinfo.Report, rel *ledger.Release) bool {
+// checkSignature applies the signature policy (plan.Admit) to a newly read
+// payload. It returns false when the payload must not be recorded: it is
+// then held, and checked again once verify.recheck has passed (the store
+// may be down now, or the signature published later).
+func (p *pass) checkSignature(ctx context.Context, checks sigChecks, pl plan.Payload, rep *releaseinfo.Report, rel *ledger.Release) bool {
 	if !p.checking() {
 		return true
 	}
 	p.summaryStarted()
+	v, err := checks.outcome(ctx, p, pl.Release.Pullspec, rep.Digest)
 	strict := p.r.SignatureMode == releasesig.ModeStrict
-	held := func(reason string) bool {
-		p.sig.Held = append(p.sig.Held, rep.Release)
-		p.hold(ledger.HeldRelease{Version: rep.Release, Pullspec: j.release.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
-			Channels: j.release.Channels, Kind: HeldSignature, Reason: reason, Since: p.since(rep.Digest, rep.Arch), SignatureCheckedAt: p.now})
-		return false
+	signature, held := plan.Admit(plan.SignatureCheck{Verified: v.Verified, By: v.By, Reason: v.Reason, Err: err, Strict: strict, New: true})
+	rel.Signature, rel.SignatureCheckedAt = signature, p.now
+	p.summarize(rep.Release, v, err, held != "")
+	if held == "" {
+		return true
 	}
-	v, err := checks.outcome(ctx, p, j.release.Pullspec, rep.Digest)
-	rel.SignatureCheckedAt = p.now
+	if err != nil {
+		p.out.fail(fmt.Errorf("checking the signature of %s: %w", rep.Release, err))
+	}
+	key := ledger.ReleaseKey(rep.Digest, rep.Arch)
+	p.hold(ledger.HeldRelease{Version: rep.Release, Pullspec: pl.Release.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
+		Channels: pl.Release.Channels, Kind: plan.HeldSignature, Reason: held, Since: p.book.heldSince(key, p.now), SignatureCheckedAt: p.now})
+	return false
+}
+
+// summarize counts a signature check of release in the pass's summary.
+func (p *pass) summarize(release string, v releasesig.Verdict, err error, held bool) {
 	if errors.Is(err, breaker.ErrOpen) {
 		p.sig.NotAsked++
 	}
 	switch {
-	case err != nil && strict:
-		p.fail(fmt.Errorf("checking the signature of %s: %w", rep.Release, err))
-		return held("signature not checked yet: " + err.Error())
+	case held:
+		p.sig.Held = append(p.sig.Held, release)
 	case err != nil:
-		rel.Signature = "unchecked: " + err.Error()
-		p.sig.Unchecked = append(p.sig.Unchecked, rep.Release)
-		p.log.Debug().Str("release", rep.Release).Err(err).Msg("signature not checked")
-	case !v.Verified && strict:
-		return held("signature does not verify (verify.mode strict): " + v.Reason)
+		p.sig.Unchecked = append(p.sig.Unchecked, release)
+		p.log.Debug().Str("release", release).Err(err).Msg("signature not checked")
 	case !v.Verified:
-		rel.Signature = "unverified: " + v.Reason
-		p.sig.Unverified = append(p.sig.Unverified, rep.Release)
-		p.log.Debug().Str("release", rep.Release).Str("digest", rep.Digest).Str("reason", v.Reason).Msg("payload signature does not verify")
+		p.sig.Unverified = append(p.sig.Unverified, release)
+		p.log.Debug().Str("release", release).Str("reason", v.Reason).Msg("payload signature does not verify")
 	default:
-		rel.Signature = "verified by " + v.By
 		p.sig.Verified++
 	}
-	return true
 }
 
 // recheckSignatures records the new checks of recorded releases whose
@@ -160,27 +157,19 @@ func (p *pass) checkSignature(ctx context.Context, checks sigChecks, j job, rep 
 // before); what changes is what the record says, and when it was checked.
 func (p *pass) recheckSignatures(ctx context.Context, checks sigChecks, keys []string) {
 	for _, key := range keys {
-		rel := p.view.releases[key]
+		rel, _ := p.book.release(key)
 		v, err := checks.outcome(ctx, p, rel.Pullspec, rel.Digest)
 		p.summaryStarted()
 		p.sig.Rechecked++
+		p.summarize(rel.Version, v, err, false)
+		rel.Signature, _ = plan.Admit(plan.SignatureCheck{Verified: v.Verified, By: v.By, Reason: v.Reason, Err: err})
 		rel.SignatureCheckedAt = p.now
-		switch {
-		case err != nil:
-			if errors.Is(err, breaker.ErrOpen) {
-				p.sig.NotAsked++
-			}
-			rel.Signature = "unchecked: " + err.Error()
-			p.sig.Unchecked = append(p.sig.Unchecked, rel.Version)
-		case !v.Verified:
-			rel.Signature = "unverified: " + v.Reason
-			p.sig.Unverified = append(p.sig.Unverified, rel.Version)
-		default:
-			rel.Signature = "verified by " + v.By
-			p.sig.Verified++
+		if err == nil && v.Verified {
 			p.log.Info().Str("release", rel.Version).Str("digest", rel.Digest).Msg("payload signature verified on a recheck")
 		}
-		p.putRelease(rel)
+		if err := p.book.putRelease(rel); err != nil {
+			p.out.fail(fmt.Errorf("recording release %s: %w", rel.Version, err))
+		}
 	}
 }
 
@@ -191,14 +180,6 @@ func (p *pass) summaryStarted() {
 	}
 }
 
-// since keeps the first time a release was held.
-func (p *pass) since(d, arch string) time.Time {
-	if h, ok := p.view.held[ledger.ReleaseKey(d, arch)]; ok {
-		return h.Since
-	}
-	return p.now
-}
-
 // sigWarnings says once per pass what the signature checks found wanting.
 func (p *pass) sigWarnings() {
 	s := p.sig
@@ -206,21 +187,21 @@ func (p *pass) sigWarnings() {
 	case s.Mode == "":
 		return
 	case s.Trust == "":
-		p.warn(fmt.Sprintf("no payload signature can be verified (%v): %d payloads recorded unverified", releasesig.ErrNoTrust, len(s.Unverified)+len(s.Held)))
+		p.out.warn(fmt.Sprintf("no payload signature can be verified (%v): %d payloads recorded unverified", releasesig.ErrNoTrust, len(s.Unverified)+len(s.Held)))
 		return
 	}
 	if len(s.Unverified) > 0 {
-		p.warn(fmt.Sprintf("%d payload signatures do not verify (verify.mode %s): %s", len(s.Unverified), s.Mode, list(s.Unverified)))
+		p.out.warn(fmt.Sprintf("%d payload signatures do not verify (verify.mode %s): %s", len(s.Unverified), s.Mode, list(s.Unverified)))
 	}
 	if len(s.Unchecked) > 0 {
 		why := "the signature store failed"
 		if s.NotAsked > 0 {
 			why = fmt.Sprintf("the signature store stopped answering: %d not asked", s.NotAsked)
 		}
-		p.warn(fmt.Sprintf("%d payload signatures could not be checked (%s), checked again after verify.recheck: %s", len(s.Unchecked), why, list(s.Unchecked)))
+		p.out.warn(fmt.Sprintf("%d payload signatures could not be checked (%s), checked again after verify.recheck: %s", len(s.Unchecked), why, list(s.Unchecked)))
 	}
 	if len(s.Held) > 0 {
-		p.warn(fmt.Sprintf("%d payloads held until their signatures verify: %s", len(s.Held), list(s.Held)))
+		p.out.warn(fmt.Sprintf("%d payloads held until their signatures verify: %s", len(s.Held), list(s.Held)))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/releasesig"
 )
 
@@ -40,7 +41,7 @@ func TestBrokenPayloadIsHeldOnce(t *testing.T) {
 		t.Fatalf("first pass: held %d, actions %+v", res.Held, res.Actions)
 	}
 	exp, _ := h.store.Export()
-	if len(exp.Held) != 1 || exp.Held[0].Digest != broken.Digest.String() || exp.Held[0].Kind != HeldContent || !strings.Contains(exp.Held[0].Reason, "ambiguous") {
+	if len(exp.Held) != 1 || exp.Held[0].Digest != broken.Digest.String() || exp.Held[0].Kind != plan.HeldContent || !strings.Contains(exp.Held[0].Reason, "ambiguous") {
 		t.Fatalf("state export held %+v", exp.Held)
 	}
 	for i := 0; i < 3; i++ {
