@@ -118,10 +118,10 @@ func TestReleaseInfoForPeople(t *testing.T) {
 	if code, _, stderr := runCLI(t, "release-info", "--channel", "stable-4.99", "--config", cfg); code != exitFailed || !strings.Contains(stderr, "stable-4.99") {
 		t.Errorf("an empty channel: %d %s", code, stderr)
 	}
-	if got := releasePullspec("4.17.0-ec.2", "arm64"); got != "quay.io/openshift-release-dev/ocp-release:4.17.0-ec.2-aarch64" {
-		t.Errorf("arm64: %s", got)
+	if got, err := releasePullspec("4.17.0-ec.2", "arm64"); got != "quay.io/openshift-release-dev/ocp-release:4.17.0-ec.2-aarch64" {
+		t.Errorf("arm64: %s %v", got, err)
 	}
-	if got := releasePullspec("4.18.14", "multi"); got != "quay.io/openshift-release-dev/ocp-release:4.18.14-multi" {
-		t.Errorf("multi: %s", got)
+	if got, err := releasePullspec("4.18.14", "multi"); got != "quay.io/openshift-release-dev/ocp-release:4.18.14-multi" {
+		t.Errorf("multi: %s %v", got, err)
 	}
 }
