@@ -278,7 +278,7 @@ func runDaemon(ctx context.Context, env *cliEnv, path string, kube kubeFlags) in
 	d := &daemon.Daemon{
 		Passer: p.reconciler, Store: p.store, Registry: p.registry, Schedule: cfg.Schedule, Listen: cfg.Listen,
 		TriggerToken: token, StaleAfter: staleAfter(cfg.Schedule, time.Now()), Version: version, Log: env.log,
-		SignatureMode: cfg.Verify.Mode, KMMModules: kmmModules(cfg),
+		SignatureMode: cfg.Verify.Mode, KMMModules: kmmModules(cfg), Services: outsideServices(cfg),
 		Upgrades: daemon.UpgradeOptions{Options: upgradeOptions(cfg), PublicURL: cfg.Upgrades.PublicURL,
 			Rate: cfg.Upgrades.RateLimit, Burst: cfg.Upgrades.Burst},
 	}
