@@ -105,6 +105,7 @@ The offline demo is a command of its own: 'make demo'.`,
 		},
 	}
 	root.SetVersionTemplate("dtkbot {{.Version}}\n")
+	root.SuggestionsMinimumDistance = 2
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.HiddenDefaultCmd = false
 	root.AddCommand(
@@ -144,6 +145,7 @@ func group(cmd *cobra.Command) *cobra.Command {
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
 			msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+			c.SuggestionsMinimumDistance = 2
 			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 				msg += ": did you mean " + strings.Join(s, " or ") + "?"
 			}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -143,15 +144,22 @@ func archSuffix(arch string) string {
 	return releaseinfo.KernelArch(arch)
 }
 
+// otherTransports are containers/image's transports other than docker,
+// whose references skopeo takes: dtkbot reads registries only.
+var otherTransports = []string{"oci", "oci-archive", "docker-archive", "docker-daemon", "containers-storage", "dir", "tarball", "sif"}
+
 // imagePullspec takes an image argument as a pullspec: docker:// is taken
 // off (skopeo's and oc's transport name), and a name with no registry is
 // refused, not sent to Docker Hub (name docker.io to mean it).
 func imagePullspec(arg string) (string, error) {
 	ref := strings.TrimPrefix(arg, "docker://")
 	if transport, _, ok := strings.Cut(ref, "://"); ok {
-		return "", fmt.Errorf("%q: only docker:// (a registry) is read, not %s://", arg, transport)
+		return "", fmt.Errorf("%q: only registries are read (docker://...), not %s://", arg, transport)
 	}
 	first, _, hasSlash := strings.Cut(ref, "/")
+	if name, _, ok := strings.Cut(ref, ":"); ok && slices.Contains(otherTransports, name) {
+		return "", fmt.Errorf("%q: only registries are read (docker://...), not %s:", arg, name)
+	}
 	if !hasSlash || (!strings.ContainsAny(first, ".:") && first != "localhost") {
 		return "", fmt.Errorf("%q names no registry: give a version (4.16.15) or a pullspec with its registry "+
 			"(quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64; docker.io/... for Docker Hub)", arg)
