@@ -49,7 +49,9 @@ func TestDemoRuns(t *testing.T) {
 	for _, want := range []string{"4.22.0", "rhel-10", "6.12.0-55.9.1.el10_1.x86_64", "4.22.0-rhel-10", "inconsistent payload",
 		"0 newly inspected", "that pass made 0 registry requests", "issue #1 [closed] New kernel", "pull request #",
 		"4.16.15 verified by OpenPGP key", "4.16.19 unverified: no signature", "4.16.20 content:", "appears twice with different images",
-		"1 held", "coverage.html", "9 of 9 releases", "4.23.0-ec.1",
+		"1 held", "coverage.html", "10 of 10 releases", "4.23.0-ec.1",
+		// A GA release whose kernel a candidate shipped: its images were ready before it.
+		"4.23.0 rhel-9: kernel 5.14.0-611.5.1.el9_7.x86_64 first seen", "ahead, DTK promoted", "no build",
 		// The consumer: built FROM each promoted DTK, verified, promoted; its KMM manifests.
 		"build simple-kmod", "verify simple-kmod", "promote simple-kmod", "demo/simple-kmod", "5.14.0-427.37.1.el9_4.x86_64",
 		"kmm/rhel-9-amd64/5.14.0-427.37.1.el9_4.x86_64/kernel-mappings.yaml",
@@ -60,7 +62,7 @@ func TestDemoRuns(t *testing.T) {
 		"would load (every symbol version matches)",
 		// What a cluster whose update service is dtkbot is offered: one
 		// update ready, one waiting for a rejected kmod image.
-		"5/5 A cluster at 4.16.16", `oc patch clusterversion version --type merge -p '{"spec":{"upstream":"http://127.0.0.1:`,
+		"6/6 A cluster at 4.16.16", `oc patch clusterversion version --type merge -p '{"spec":{"upstream":"http://127.0.0.1:`,
 		"Recommended updates:", "4.16.17 127.0.0.1:", "Updates with known issues:", "Version: 4.16.19",
 		"Reason: KernelModuleNotReady_simple_kmod_5_14_0_427_50_1_el9_4_x86_64",
 		"Message: No verified simple-kmod image for kernel 5.14.0-427.50.1.el9_4.x86_64 (rhel-9) yet:",
@@ -79,7 +81,8 @@ func TestDemoRuns(t *testing.T) {
 		"release-info.json": {`"kernel_full": "6.12.0-55.9.1.el10_1.x86_64"`, `"stream": "rhel-10"`},
 		"pass-1.txt":        {"ACTION", "requested", "build simple-kmod", "verify simple-kmod", "promote simple-kmod", "demo/simple-kmod:5.14.0-427.37.1.el9_4.x86_64"},
 		"pass-2.txt":        {"0 newly inspected"},
-		"report.txt":        {"RELEASE", "9 of 9 releases"},
+		"report.txt":        {"RELEASE", "10 of 10 releases"},
+		"pass-3.txt":        {"1 newly inspected"},
 		"kmm.yaml": {"kind: PreflightValidationOCP", "kernelVersion: 5.14.0-427.40.1.el9_4.x86_64", "kind: Module", "moduleName: simple-kmod",
 			"literal: 6.12.0-55.9.1.el10_1.x86_64"},
 		"dtkbot.log":    {`"level":"error"`, "$ dtkbot reconcile --config config.yaml"},

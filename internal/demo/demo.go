@@ -210,7 +210,7 @@ state: dtkbot.db
 log: {level: info, format: json}
 graph:
   url: %s
-  channels: [stable-4.16, stable-4.19, stable-4.22]
+  channels: [stable-4.16, stable-4.19, stable-4.22, stable-4.23]
 release_controllers:
   - url: %s
     arch: amd64
@@ -265,7 +265,7 @@ verify:
 	d.say("")
 	for _, s := range [][2]string{
 		{"registry", regHost + "  payloads of every era, 4.6 to a dual-stream 4.22; a pull secret"},
-		{"update graph", hostOf(graph.URL()) + "  channels stable-4.16, stable-4.19, stable-4.22"},
+		{"update graph", hostOf(graph.URL()) + "  channels stable-4.16, 4.19, 4.22 (and 4.23, empty for now)"},
 		{"release-controller", hostOf(rc.URL()) + "  its 4-dev-preview stream has accepted 4.23.0-ec.1"},
 		{"CI", ci + "  builds DTK images, and simple-kmod's images FROM them"},
 		{"GitHub", hostOf(gh.URL()) + "  the repository acme/driver-ci"},
@@ -276,7 +276,7 @@ verify:
 
 	// 1: release-info.
 	d.say("")
-	d.say("1/5  What does each release ship? One payload per era, a few kilobytes each:")
+	d.say("1/6  What does each release ship? One payload per era, a few kilobytes each:")
 	d.say("     $ dtkbot release-info -a pull-secret.json --insecure <%d payloads> -o json", len(pullspecs))
 	before := reg.Stats()
 	out, code, err := d.dtkbot(ctx, "release-info.json", append([]string{"release-info", "-a", "pull-secret.json", "--insecure",
@@ -300,7 +300,7 @@ verify:
 
 	// 2: a pass.
 	d.say("")
-	d.say("2/5  One pass: discover, read new payloads, build once per kernel, verify, promote, tell GitHub")
+	d.say("2/6  One pass: discover, read new payloads, build once per kernel, verify, promote, tell GitHub")
 	d.say("     $ dtkbot reconcile --config config.yaml")
 	table, code, err := d.dtkbot(ctx, "pass-1.txt", "reconcile", "--config", "config.yaml")
 	if err != nil {
@@ -347,7 +347,7 @@ verify:
 
 	// 3: nothing new.
 	d.say("")
-	d.say("3/5  The same pass again: nothing new, one conditional graph request per channel, no payload read")
+	d.say("3/6  The same pass again: nothing new, one conditional graph request per channel, no payload read")
 	d.say("     $ dtkbot reconcile --config config.yaml")
 	before = reg.Stats()
 	table, code, err = d.dtkbot(ctx, "pass-2.txt", "reconcile", "--config", "config.yaml")
@@ -362,9 +362,33 @@ verify:
 		return errStep
 	}
 
-	// 4: the coverage.
+	// 4: a GA release whose kernel a candidate shipped: ready before it.
+	ga := world.Release(payloadtest.ReleaseSpec{Version: "4.23.0", Stream: payloadtest.Stream{Kernel: "5.14.0-611.5.1.el9_7"}})
+	publish("stable-4.23", ga, true)
 	d.say("")
-	d.say("4/5  The coverage, from the state file alone (what dtkbot run serves at / and /api/v1)")
+	d.say("4/6  4.23.0 reaches channel stable-4.23. It ships the kernel of 4.23.0-ec.1, the candidate pass 1")
+	d.say("     found on the release-controller: that kernel's DTK and kmod images are promoted already.")
+	d.say("     $ dtkbot reconcile --config config.yaml")
+	before = reg.Stats()
+	table, code, err = d.dtkbot(ctx, "pass-3.txt", "reconcile", "--config", "config.yaml")
+	if err != nil {
+		return err
+	}
+	cost = reg.Stats().Sub(before)
+	d.summarisePass(table, "pass-3.txt")
+	if code != 0 {
+		d.say("     dtkbot reconcile exited %d: see %s", code, d.log.Name())
+		return errStep
+	}
+	if _, snap, err = d.snapshot(); err != nil {
+		return err
+	}
+	d.printLead(snap, "4.23.0")
+	d.say("     One payload read and its tags written: %d registry requests, no build.", cost.Requests)
+
+	// 5: the coverage.
+	d.say("")
+	d.say("5/6  The coverage, from the state file alone (what dtkbot run serves at / and /api/v1)")
 	d.say("     $ dtkbot report --config config.yaml")
 	out, code, err = d.dtkbot(ctx, "report.txt", "report", "--config", "config.yaml")
 	if err != nil {
@@ -481,6 +505,24 @@ func (d *demo) summarisePass(table []byte, file string) {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
 		}
 		d.say("     actions: %s (the whole table: %s)", strings.Join(parts, ", "), file)
+	}
+}
+
+// printLead says how long before a release was first seen its kernel's
+// images were promoted.
+func (d *demo) printLead(snap *state.Snapshot, release string) {
+	ix := coverage.Build(snap, time.Now())
+	for _, row := range ix.Timeline(coverage.Filter{Release: release}, 4) {
+		line := fmt.Sprintf("     %s %s: kernel %s first seen %s", row.Release, row.Stream, row.Kernel, coverage.Lead(row.KernelSeen.Sub(row.ReleaseSeen)))
+		if !row.DTKPromoted.IsZero() {
+			line += ", DTK promoted " + coverage.Lead(row.DTKPromoted.Sub(row.ReleaseSeen))
+		}
+		for _, c := range row.Consumers {
+			if !c.Promoted.IsZero() {
+				line += ", " + c.Consumer + " " + coverage.Lead(c.Promoted.Sub(row.ReleaseSeen))
+			}
+		}
+		d.say("%s: ahead of the release itself (a real candidate comes weeks ahead; the page draws each release so)", line)
 	}
 }
 
@@ -624,7 +666,7 @@ func (d *demo) printClusterUpdates(ctx context.Context, cfg *config.Config) erro
 	defer stop()
 	upstream := "http://" + host + "/api/upgrades_info/v1/graph"
 	d.say("")
-	d.say("5/5  A cluster at 4.16.16 in channel stable-4.16 takes its updates from dtkbot (as dtkbot run")
+	d.say("6/6  A cluster at 4.16.16 in channel stable-4.16 takes its updates from dtkbot (as dtkbot run")
 	d.say("     serves them; here from the state file):")
 	d.say("     $ oc patch clusterversion version --type merge -p '{\"spec\":{\"upstream\":\"%s\"}}'", upstream)
 	d.say("     Its cluster-version-operator asks that URL (?arch=amd64&channel=stable-4.16&version=4.16.16")
