@@ -213,6 +213,11 @@ type Build struct {
 	// Verify reads every built image's etc/driver-toolkit-release.json
 	// before promoting onto it (default true).
 	Verify bool `yaml:"verify"`
+	// VerifyInterruptions is how many verifications of one image (a DTK or
+	// a consumer's) may be cut short by the process dying (out of memory,
+	// killed) before the image is rejected as one that kills its verifier
+	// (default 2).
+	VerifyInterruptions int `yaml:"verify_interruptions"`
 }
 
 // BuildBackend is how images are built, for DTKs (build:) and for
@@ -401,7 +406,7 @@ func Default() Config {
 			Staging:     Staging{Tag: plan.DefaultStagingTag},
 			Audit:       Audit{Interval: Duration{24 * time.Hour}, OnDrift: "repoint"},
 		},
-		Build: Build{Verify: true, BuildBackend: BuildBackend{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute},
+		Build: Build{Verify: true, VerifyInterruptions: 2, BuildBackend: BuildBackend{Backend: "none", Timeout: Duration{2 * time.Hour}, MaxAttempts: 3, Backoff: Duration{15 * time.Minute},
 			Podman: PodmanBuild{
 				Containerfile: "deploy/driver-toolkit/Containerfile",
 				Context:       "deploy/driver-toolkit",
@@ -627,6 +632,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry.Concurrency < 1 || c.Registry.Concurrency > 64 {
 		bad("registry.concurrency", "%d is not between 1 and 64", c.Registry.Concurrency)
+	}
+	if c.Build.VerifyInterruptions < 1 {
+		bad("build.verify_interruptions", "%d: must be at least 1", c.Build.VerifyInterruptions)
 	}
 	if c.Registry.MaxModules < 1 || c.Registry.MaxModules > 1<<20 {
 		bad("registry.max_modules", "%d is not between 1 and 1048576", c.Registry.MaxModules)

@@ -15,7 +15,8 @@ import (
 //	GET /api/v1/kmm/kernel-mappings/{consumer}
 //	GET /api/v1/kmm/modules/{consumer}
 //
-// Only promoted DTKs and promoted consumer images ever appear.
+// Only promoted DTKs and promoted consumer images ever appear; a Module
+// without one (no kernel mapping) is a 404 with the reason.
 
 var (
 	releaseParam = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9.+_-]*$`)
@@ -58,10 +59,20 @@ func (d *Daemon) kmmKernelMappings(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// kmmModule serves a consumer's Module, never one KMM's CRD would refuse:
+// before one of its images is verified and promoted it has no kernel
+// mapping, and the answer is a 404 saying so.
 func (d *Daemon) kmmModule(w http.ResponseWriter, r *http.Request) {
-	if consumer, opts, mappings, ok := d.consumerMappings(w, r, true); ok {
-		serveYAML(w, kmm.NewModule(consumer, opts, mappings))
+	consumer, opts, mappings, ok := d.consumerMappings(w, r, true)
+	if !ok {
+		return
 	}
+	mod, err := kmm.NewModule(consumer, opts, mappings)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	serveYAML(w, mod)
 }
 
 // consumerMappings is the {consumer} of the path, its Module options and

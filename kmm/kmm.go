@@ -13,6 +13,7 @@ package kmm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -115,9 +116,26 @@ type ModuleOptions struct {
 	Selector   map[string]string // default: every worker node
 }
 
+// ErrNoKernelMapping means a Module would have no kernel mapping, which
+// KMM's CRD refuses (kernelMappings: minItems 1): a consumer has none
+// before one of its images is verified and promoted.
+var ErrNoKernelMapping = errors.New("no kernel mapping: a consumer has one per verified and promoted kmod image, and KMM's Module needs at least one (kernelMappings: minItems 1)")
+
+// ErrNoModuleName means a Module would name no module for modprobe to
+// load (the consumer's kmm.module_name).
+var ErrNoModuleName = errors.New("no module to load: set the consumer's kmm.module_name")
+
 // NewModule is a Module loading the consumer's module with the kernel
-// mappings given (one per kernel the consumer has an image for).
-func NewModule(consumer string, o ModuleOptions, mappings []KernelMapping) Module {
+// mappings given (one per kernel the consumer has an image for): never one
+// KMM's CRD would refuse, so none without a mapping (ErrNoKernelMapping)
+// or a module name (ErrNoModuleName).
+func NewModule(consumer string, o ModuleOptions, mappings []KernelMapping) (Module, error) {
+	switch {
+	case o.ModuleName == "":
+		return Module{}, fmt.Errorf("the Module of consumer %s: %w", consumer, ErrNoModuleName)
+	case len(mappings) == 0:
+		return Module{}, fmt.Errorf("the Module of consumer %s: %w", consumer, ErrNoKernelMapping)
+	}
 	name := o.Name
 	if name == "" {
 		name = Name(consumer)
@@ -130,15 +148,8 @@ func NewModule(consumer string, o ModuleOptions, mappings []KernelMapping) Modul
 		APIVersion: ModuleAPIVersion, Kind: "Module",
 		Metadata: ObjectMeta{Name: name, Namespace: o.Namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "dtkbot"}},
 		Spec: ModuleSpec{Selector: sel, ModuleLoader: ModuleLoader{Container: ModuleContainer{
-			Modprobe: Modprobe{ModuleName: o.ModuleName}, KernelMappings: nonNil(mappings)}}},
-	}
-}
-
-func nonNil(m []KernelMapping) []KernelMapping {
-	if m == nil {
-		return []KernelMapping{}
-	}
-	return m
+			Modprobe: Modprobe{ModuleName: o.ModuleName}, KernelMappings: mappings}}},
+	}, nil
 }
 
 var notName = regexp.MustCompile(`[^a-z0-9.-]+`)

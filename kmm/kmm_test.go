@@ -197,9 +197,12 @@ func TestValidationCatchesBrokenManifests(t *testing.T) {
 	typo["spec"].(map[string]any)["dtkimage"] = "x"
 	wrongType := jsonShaped(t, good)
 	wrongType["spec"].(map[string]any)["pushBuiltImage"] = "no"
-	noSelector := jsonShaped(t, NewModule("acme", ModuleOptions{ModuleName: "acme"}, nil))
+	mapping := []KernelMapping{{Literal: "5.14.0", ContainerImage: "quay.io/acme/acme:5.14.0"}}
+	noSelector := jsonShaped(t, mustModule(t, "acme", ModuleOptions{ModuleName: "acme"}, mapping))
 	delete(noSelector["spec"].(map[string]any), "selector")
-	noImage := jsonShaped(t, NewModule("acme", ModuleOptions{ModuleName: "acme"}, []KernelMapping{{Literal: "5.14.0"}}))
+	noMapping := jsonShaped(t, mustModule(t, "acme", ModuleOptions{ModuleName: "acme"}, mapping))
+	noMapping["spec"].(map[string]any)["moduleLoader"].(map[string]any)["container"].(map[string]any)["kernelMappings"] = []any{}
+	noImage := jsonShaped(t, mustModule(t, "acme", ModuleOptions{ModuleName: "acme"}, mapping))
 	delete(noImage["spec"].(map[string]any)["moduleLoader"].(map[string]any)["container"].(map[string]any)["kernelMappings"].([]any)[0].(map[string]any), "containerImage")
 	badName := jsonShaped(t, good)
 	badName["metadata"].(map[string]any)["name"] = "Preflight_4.19"
@@ -207,7 +210,8 @@ func TestValidationCatchesBrokenManifests(t *testing.T) {
 		s   *spec.Schema
 		obj map[string]any
 	}{"no kernelVersion": {pre, noKernel}, "unknown field": {pre, typo}, "wrong type": {pre, wrongType},
-		"Module without selector": {mod, noSelector}, "mapping without image": {mod, noImage}, "bad name": {pre, badName}} {
+		"Module without selector": {mod, noSelector}, "mapping without image": {mod, noImage}, "bad name": {pre, badName},
+		"Module without mappings": {mod, noMapping}} {
 		if err := validateObject(c.s, c.obj); err == nil {
 			t.Errorf("%s: validated", name)
 		}
@@ -235,7 +239,7 @@ func TestKernelMappingsValidateInAModule(t *testing.T) {
 	if len(items) != 1 || items[0].Literal != k.KernelFull || items[0].ContainerImage != builds[0].Image {
 		t.Fatalf("snippet %+v\n%s", byConsumer, snippet)
 	}
-	m := NewModule("acme-nic", ModuleOptions{Namespace: "acme", ModuleName: "acme_nic"}, items)
+	m := mustModule(t, "acme-nic", ModuleOptions{Namespace: "acme", ModuleName: "acme_nic"}, items)
 	out, err := YAML(m)
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +270,7 @@ func TestModuleOfEveryPromotedKernel(t *testing.T) {
 	if len(mappings) != 2 || mappings[1].Literal != other.KernelFull {
 		t.Fatalf("mappings %+v", mappings)
 	}
-	m := NewModule("acme-nic", ModuleOptions{Name: "acme-nic", Namespace: "acme", ModuleName: "acme_nic",
+	m := mustModule(t, "acme-nic", ModuleOptions{Name: "acme-nic", Namespace: "acme", ModuleName: "acme_nic",
 		Selector: map[string]string{"feature.node.kubernetes.io/pci-15b3.present": "true"}}, mappings)
 	out, err := YAML(m)
 	if err != nil {
@@ -305,5 +309,25 @@ func TestNames(t *testing.T) {
 	}
 	if got := Name("--"); got != "dtkbot" {
 		t.Errorf("empty name: %q", got)
+	}
+}
+
+func mustModule(t *testing.T, consumer string, o ModuleOptions, mappings []KernelMapping) Module {
+	t.Helper()
+	m, err := NewModule(consumer, o, mappings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestNoModuleTheCRDWouldRefuse: no Module without a kernel mapping
+// (kernelMappings: minItems 1) or a module to load.
+func TestNoModuleTheCRDWouldRefuse(t *testing.T) {
+	if _, err := NewModule("acme", ModuleOptions{ModuleName: "acme"}, nil); !errors.Is(err, ErrNoKernelMapping) {
+		t.Errorf("no mapping: %v", err)
+	}
+	if _, err := NewModule("acme", ModuleOptions{}, []KernelMapping{{Literal: "5.14.0", ContainerImage: "x"}}); !errors.Is(err, ErrNoModuleName) {
+		t.Errorf("no module name: %v", err)
 	}
 }

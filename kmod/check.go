@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -48,6 +49,11 @@ type CheckOptions struct {
 	// (for a module with symbol versions, without the release), for the
 	// question "would modules built for one kernel load on another?".
 	IgnoreRelease bool
+	// Load, if set, is the module a node will load from the image
+	// (modprobe's name: KMM's modprobe.moduleName): it must be one of the
+	// image's modules, as modprobe finds it by name ("-" and "_" alike).
+	// What it depends on is checked as every module's dependencies are.
+	Load string
 }
 
 // Report is the verdict on an image's modules for one kernel.
@@ -201,6 +207,17 @@ func verdict(r *Report, img *Image, k *Kernel, opts CheckOptions) (bool, string)
 			msg += fmt.Sprintf(" (its modules are elsewhere: %s)", strings.Join(img.Elsewhere[:min(3, len(img.Elsewhere))], ", "))
 		}
 		return false, msg
+	}
+	if opts.Load != "" && !slices.ContainsFunc(img.Modules, func(m *Module) bool { return m.Name() == NormalizeName(opts.Load) }) {
+		var found []string
+		for _, m := range r.Modules {
+			found = append(found, path.Base(m.Path))
+		}
+		more := ""
+		if len(found) > 5 {
+			found, more = found[:5], fmt.Sprintf(" and %d more", len(found)-5)
+		}
+		return false, fmt.Sprintf("the module a node loads, %s (modprobe), is not under /%s: the image holds %s%s", opts.Load, img.ModulePath, strings.Join(found, ", "), more)
 	}
 	var bad []string
 	for _, m := range r.Modules {

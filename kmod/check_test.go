@@ -44,6 +44,10 @@ func checkCases() []checkCase {
 					t.Errorf("dtkbot_user (depends on crc-itu-t and dtkbot_hello): %+v, dependencies from %s", user, r.DependenciesFrom)
 				}
 			}},
+		{name: "the module a node loads is not in the image", files: both(cloud, ""), opts: CheckOptions{Load: "simple-kmod"}, accept: false,
+			want: []string{"the module a node loads, simple-kmod (modprobe), is not under", "the image holds dtkbot_hello.ko, dtkbot_user.ko"}},
+		{name: "the module a node loads, named as modprobe may", files: both(cloud, ""), opts: CheckOptions{Load: "dtkbot-user"}, accept: true,
+			want: []string{"2 modules load on 6.1.0-57-cloud-amd64"}},
 		{name: "RT modules on the standard kernel: vermagic and CRCs differ", files: both(rt, ""), accept: false,
 			want: []string{"built for kernel 6.1.0-57-rt-amd64, not 6.1.0-57-cloud-amd64"},
 			check: func(t *testing.T, r *Report) {

@@ -168,17 +168,17 @@ func TestCheckImageCouldNotTell(t *testing.T) {
 		t.Errorf("a corrupt layer: %+v, %v", r, err)
 	}
 	good := kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, map[string][]byte{"dtkbot_hello.ko": committed.module(t, cloud, "", "dtkbot_hello.ko")})}}.push(t, w, "acme/kmod", "good")
-	srv.Intercept = func(rw http.ResponseWriter, req *http.Request) bool {
+	srv.SetIntercept(func(rw http.ResponseWriter, req *http.Request) bool {
 		if strings.Contains(req.URL.Path, "/blobs/") {
 			rw.WriteHeader(http.StatusServiceUnavailable)
 			return true
 		}
 		return false
-	}
+	})
 	if r, err := c.CheckImage(context.Background(), good.Pullspec, dir, k, CheckOptions{}); err == nil || registry.IsContent(err) {
 		t.Errorf("the registry failing: %+v, %v; want an error that is not about the content", r, err)
 	}
-	srv.Intercept = nil
+	srv.SetIntercept(nil)
 	if r, err := c.CheckImage(context.Background(), good.Pullspec, dir, k, CheckOptions{}); err != nil || !r.Accepted {
 		t.Errorf("the registry back: %+v, %v", r, err)
 	}

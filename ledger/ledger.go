@@ -128,9 +128,19 @@ type Image struct {
 	// verified there before it is promoted to Image.
 	Staging     string `json:"staging,omitempty"`
 	ImageDigest string `json:"image_digest,omitempty"` // the built image's digest once seen
+	// ListDigest is set when the tag the image was found at holds a
+	// manifest list: ImageDigest is then its instance for Arch, the only
+	// one verified and promoted; the list's other platforms never reach a
+	// tag dtkbot writes.
+	ListDigest string `json:"list_digest,omitempty"`
 	// Published: the kernel tag holds ImageDigest (promoted there, or found
 	// there and verified).
 	Published bool `json:"published,omitempty"`
+	// Adopted: the image was found at its kernel tag, put there by someone
+	// else (or before this state file), and verified there. Its other tags
+	// are dtkbot's; the kernel tag is not: it is never recorded as a
+	// promotion, audited, moved or removed.
+	Adopted bool `json:"adopted,omitempty"`
 	// StagingRemoved says what became of the staging tag after promotion:
 	// "removed", or why it stays.
 	StagingRemoved string `json:"staging_removed,omitempty"`
@@ -163,6 +173,40 @@ type Image struct {
 	// ABI is, for a DTK, each consumer's verdict on this kernel: would the
 	// consumer's newest promoted modules (of another kernel) load on it?
 	ABI []ABIVerdict `json:"abi,omitempty"`
+	// Verifying is the verification of ImageDigest under way, written to
+	// the state before the image is read and cleared with its outcome: one
+	// found when a verification begins means the process that began the
+	// last one died before it ended (out of memory, killed), maybe because
+	// of what it was reading (a poison image).
+	Verifying *Verification `json:"verifying,omitempty"`
+	// KernelFiles is, for a DTK, whether it carries the kernel's files its
+	// consumers' modules are checked against: read once per digest, when a
+	// consumer needs them (verify.abi: true).
+	KernelFiles *KernelFilesCheck `json:"kernel_files,omitempty"`
+}
+
+// Verification is a verification begun: of which image, since when, and
+// how many verifications of it before were cut short by the process dying.
+type Verification struct {
+	Digest      string    `json:"digest"`
+	Since       time.Time `json:"since"`
+	Interrupted int       `json:"interrupted,omitempty"`
+}
+
+// KernelFilesCheck says whether the DTK image Digest carries the kernel's
+// files under etc/driver-toolkit/<uname -r>/ (Module.symvers, modules.dep,
+// modules.builtin): Missing names those it lacks (none: it has them all).
+type KernelFilesCheck struct {
+	Digest  string   `json:"digest"`
+	Missing []string `json:"missing,omitempty"`
+}
+
+// KernelFilesOf is the check of the DTK's current image, if it was made.
+func (m Image) KernelFilesOf() (KernelFilesCheck, bool) {
+	if m.KernelFiles == nil || m.KernelFiles.Digest == "" || m.KernelFiles.Digest != m.ImageDigest {
+		return KernelFilesCheck{}, false
+	}
+	return *m.KernelFiles, true
 }
 
 // ModuleRecord is one module of a verified kmod image, compact: the
@@ -224,7 +268,10 @@ func listSome(s []string, n int) string {
 
 // Rejection is a built image that did not pass verification.
 type Rejection struct {
-	Digest string    `json:"digest"`
+	Digest string `json:"digest"`
+	// List is the manifest list Digest was the instance of, if any: what
+	// the tag it was found at held.
+	List   string    `json:"list,omitempty"`
 	Image  string    `json:"image"` // where it was found
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
@@ -270,15 +317,24 @@ func (m Image) KernelKey() string { return KernelKey(m.Stream, m.Arch, m.Kernel)
 // Key identifies m among every image.
 func (m Image) Key() string { return ImageKey(m.Consumer, m.KernelKey()) }
 
-// Rejected returns the last rejection of digest d, if it failed
-// verification before.
+// Rejected returns the last rejection of digest d (an image, or the
+// manifest list it was found in), if it failed verification before.
 func (m Image) Rejected(d string) (Rejection, bool) {
 	for i := len(m.Rejections) - 1; i >= 0; i-- {
-		if m.Rejections[i].Digest == d {
-			return m.Rejections[i], true
+		if r := m.Rejections[i]; r.Digest == d || (r.List != "" && r.List == d) {
+			return r, true
 		}
 	}
 	return Rejection{}, false
+}
+
+// FoundDigest is what the tag the image was found at held: its manifest
+// list, or the image itself.
+func (m Image) FoundDigest() string {
+	if m.ListDigest != "" {
+		return m.ListDigest
+	}
+	return m.ImageDigest
 }
 
 // PinnedImage is the image by digest (repository@sha256:...), what

@@ -252,13 +252,13 @@ func TestSecondaryRateLimitDelaysTheNextMutation(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	var limited atomic.Bool
-	w.gh.Fault = func(rw http.ResponseWriter, r *http.Request) bool {
+	w.gh.SetFault(func(rw http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/issues") && !limited.Swap(true) {
 			githubtest.SecondaryRateLimit(rw, time.Second)
 			return true
 		}
 		return false
-	}
+	})
 	n := w.notifier(Options{})
 	err := n.Notify(ctx, kernel(ledger.StateNew))
 	if !errors.Is(err, ErrRateLimited) {
@@ -282,13 +282,13 @@ func TestSecondaryRateLimitDelaysTheNextMutation(t *testing.T) {
 	}
 
 	// A long limit (the primary one, until its reset) defers without any request.
-	w.gh.Fault = func(rw http.ResponseWriter, r *http.Request) bool {
+	w.gh.SetFault(func(rw http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPatch {
 			githubtest.PrimaryRateLimit(rw, time.Now().Add(time.Hour))
 			return true
 		}
 		return false
-	}
+	})
 	if err := w.notifier(Options{}).Notify(ctx, kernel(ledger.StateBuildRequested)); !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("primary limit: %v", err)
 	}
@@ -336,8 +336,8 @@ func TestGitHubAppAuth(t *testing.T) {
 	}
 	keyFile := filepath.Join(t.TempDir(), "app.pem")
 	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
-	w.gh.AppID, w.gh.InstallationID, w.gh.AppKey, w.gh.AppSlug = 4242, 77, &key.PublicKey, "dtkbot-app"
-	w.gh.TokenTTL = 30 * time.Second // shorter than ghinstallation's refresh margin (1 min): every request needs a new token
+	w.gh.EnableApp(githubtest.App{ID: 4242, InstallationID: 77, Key: &key.PublicKey, Slug: "dtkbot-app"})
+	w.gh.SetTokenTTL(30 * time.Second) // shorter than ghinstallation's refresh margin (1 min): every request needs a new token
 	loaded, err := LoadAppKey(keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -405,7 +405,7 @@ func TestAlreadyExistsIsSuccess(t *testing.T) {
 	}
 	_ = w.store.PutNotice(ledger.Notice{Key: kernel("").Key()})
 	once.Store(false)
-	w.gh.Fault = func(rw http.ResponseWriter, r *http.Request) bool {
+	w.gh.SetFault(func(rw http.ResponseWriter, r *http.Request) bool {
 		// The branch "does not exist" when read, the pull request list is empty:
 		// both writes then meet GitHub's 422 and adopt.
 		if r.Method == http.MethodGet && (strings.Contains(r.URL.Path, "/git/ref/heads/dtkbot/") || strings.HasSuffix(r.URL.Path, "/pulls")) && !strings.Contains(r.URL.RawQuery, "page=") {
@@ -422,7 +422,7 @@ func TestAlreadyExistsIsSuccess(t *testing.T) {
 			return true
 		}
 		return false
-	}
+	})
 	if err := w.notifier(Options{PullRequest: prOpts}).Notify(ctx, built(ledger.StatePromoted)); err != nil {
 		t.Fatal(err)
 	}

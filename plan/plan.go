@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/dtkbot/dtkbot/ledger"
@@ -85,6 +86,11 @@ type Kind struct {
 	// Verified: the kind's built images are verified before they may be
 	// promoted (a kind without a verifier promotes what it finds built).
 	Verified bool
+	// NeedsKernelFiles: the kind's images are checked against the kernel's
+	// files its DTK carries (a consumer's verify.abi: true): none is built
+	// FROM a DTK before it is known to carry them, nor from one that lacks
+	// them.
+	NeedsKernelFiles bool
 }
 
 // DefaultStagingTag names a kernel's staging image.
@@ -255,6 +261,12 @@ func Plan(in Input) []Action {
 			hold(about)
 		case !m.IsDTK() && !builtFrom(dtks[m.KernelKey()]):
 			// A consumer's image is only ever built FROM a promoted DTK.
+		case !m.IsDTK() && kind.NeedsKernelFiles && !kernelFilesKnown(dtks[m.KernelKey()]):
+			// Not before the pass knows whether the DTK carries the kernel's
+			// files its modules are checked against.
+		case !m.IsDTK() && kind.NeedsKernelFiles && len(dtks[m.KernelKey()].KernelFiles.Missing) > 0:
+			about.Reason = KernelFilesMissing(dtks[m.KernelKey()])
+			hold(about)
 		case !in.Now.Before(m.NextAttemptAt):
 			b := about
 			b.Type, b.Releases, b.Image, b.Reason = ActionBuild, m.Releases, stagingRef, "new kernel"
@@ -274,6 +286,12 @@ func Plan(in Input) []Action {
 			ref := repo + ":" + refTag(kernelRef)
 			w := want{m: m, release: first(m.Releases), kind: ledger.TagKernel, after: kernelRef, rank: 1}
 			if i == 0 {
+				if m.Adopted {
+					// Its kernel tag holds it already, and is not dtkbot's to
+					// write (nor to record as a promotion).
+					visible[ref] = true
+					continue
+				}
 				w.after, w.rank = "", 0
 			}
 			desired[ref] = append(desired[ref], w)
@@ -390,6 +408,20 @@ func promoteAction(w want) Action {
 	m := w.m
 	return Action{Type: ActionPromote, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Release: w.release, Tag: w.ref,
 		Image: m.PinnedImage(), KernelKey: m.KernelKey(), Consumer: m.Consumer, Kind: w.kind, After: w.after}
+}
+
+// kernelFilesKnown reports whether it is known whether dtk's current image
+// carries the kernel's files.
+func kernelFilesKnown(dtk ledger.Image) bool {
+	_, ok := dtk.KernelFilesOf()
+	return ok
+}
+
+// KernelFilesMissing says why no consumer that needs the kernel's files is
+// built FROM dtk: the one reason, decided once per DTK image.
+func KernelFilesMissing(dtk ledger.Image) string {
+	return fmt.Sprintf("the DTK %s has no %s: no consumer image is built FROM it that would be checked against them (verify.abi: true; "+
+		"dtkbot's DTK recipe copies them: a recipe of your own? or set the consumer's verify.abi: false)", dtk.PinnedImage(), strings.Join(dtk.KernelFiles.Missing, ", "))
 }
 
 // builtFrom reports whether a consumer's image may be built FROM dtk: the

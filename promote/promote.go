@@ -10,9 +10,10 @@
 //     *ConflictError, reported and left alone. A tag of dtkbot's that
 //     someone else moved is put back only when the drift policy says so
 //     (Tags.Repair).
-//  3. Removing a staging tag confirms afterwards that the image's other tags
-//     in that repository still hold it, and puts back what a registry that
-//     deleted more than the tag took with it.
+//  3. Every tag removal (a staging tag, a rejected build's, a withdrawn
+//     release's) goes through one guarded path (remove): the tag goes only
+//     while it holds the image it should, and whatever a registry that
+//     deletes the manifest with the tag took with it is put back.
 //
 // (The fourth rule, that a staging tag is never a tag consumers read, is
 // the planner's: plan.CheckStaging and plan.Plan.)
@@ -45,13 +46,17 @@ import (
 type Registry interface {
 	// Digest is the digest ref points at (registry.ErrNotFound: none).
 	Digest(ctx context.Context, ref string) (digest.Digest, error)
-	// Copy points dst at src (pinned by digest), every platform of a
-	// manifest list, digests preserved, and checks afterwards that dst
-	// holds it.
+	// Copy points dst at src (one image pinned by digest, never a
+	// manifest list), its digest preserved, and checks afterwards that
+	// dst holds it.
 	Copy(ctx context.Context, src, dst string) error
-	// Untag removes a tag, never the manifest behind it (registries that
-	// cannot: registry.ErrUnsupported).
+	// Untag asks the registry to remove a tag (registries that do not:
+	// registry.ErrUnsupported). Some delete the manifest with it: Tags
+	// removes tags only through its guarded path.
 	Untag(ctx context.Context, ref string) error
+	// Tags lists a repository's tags (registry.ErrNoTagList: the
+	// registry does not list them).
+	Tags(ctx context.Context, repository string) ([]string, error)
 	// Manifest reads the manifest ref points at, and PutManifest writes
 	// one under a tag: how a tag a registry deleted is put back.
 	Manifest(ctx context.Context, ref string) ([]byte, string, error)
@@ -96,6 +101,11 @@ func (r *Remote) Digest(ctx context.Context, ref string) (digest.Digest, error) 
 // Untag implements Registry.
 func (r *Remote) Untag(ctx context.Context, ref string) error { return r.Client.Untag(ctx, ref) }
 
+// Tags implements Registry.
+func (r *Remote) Tags(ctx context.Context, repository string) ([]string, error) {
+	return r.Client.Tags(ctx, repository)
+}
+
 // Manifest implements Registry; a reference pinned by digest is read once.
 func (r *Remote) Manifest(ctx context.Context, ref string) ([]byte, string, error) {
 	_, pinned := pinnedDigest(ref)
@@ -122,17 +132,26 @@ func (r *Remote) Manifest(ctx context.Context, ref string) ([]byte, string, erro
 	return body, mimeType, err
 }
 
-// Copy implements Registry.
+// ErrManifestList means a promotion was asked for a manifest list: dtkbot
+// verifies one image per kernel and arch, and a list's other platforms
+// would reach arch-less and floating tags unverified.
+var ErrManifestList = errors.New("a manifest list is never promoted: only the verified image of one platform is")
+
+// Copy implements Registry: src must be one image, never a manifest list
+// (ErrManifestList).
 func (r *Remote) Copy(ctx context.Context, src, dst string) error {
 	want, err := pinnedDigest(src)
 	if err != nil {
 		return err
 	}
+	body, mimeType, err := r.Manifest(ctx, src)
+	if err != nil {
+		return fmt.Errorf("copying %s to %s: %w", src, dst, err)
+	}
+	if manifest.MIMETypeIsMultiImage(mimeType) {
+		return fmt.Errorf("copying %s to %s: %w", src, dst, ErrManifestList)
+	}
 	if ledger.Repository(src) == ledger.Repository(dst) {
-		body, mimeType, err := r.Manifest(ctx, src)
-		if err != nil {
-			return fmt.Errorf("copying %s to %s: %w", src, dst, err)
-		}
 		return r.PutManifest(ctx, dst, body, mimeType)
 	}
 	srcRef, err := docker.ParseReference("//" + src)
@@ -152,10 +171,9 @@ func (r *Remote) Copy(ctx context.Context, src, dst string) error {
 	defer func() { _ = policy.Destroy() }()
 	sys := r.Client.SystemContext()
 	out, err := copy.Image(ctx, policy, dstRef, srcRef, &copy.Options{
-		SourceCtx:          sys,
-		DestinationCtx:     sys,
-		ImageListSelection: copy.CopyAllImages,
-		PreserveDigests:    true,
+		SourceCtx:       sys,
+		DestinationCtx:  sys,
+		PreserveDigests: true,
 	})
 	if err != nil {
 		return fmt.Errorf("copying %s to %s: %w", src, dst, err)

@@ -3,6 +3,7 @@ package promote
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,21 +94,25 @@ func TestPromoteToAMirrorMovesAnImagesLayersOnce(t *testing.T) {
 	}
 }
 
-func TestPromoteManifestListKeepsEveryPlatformAndTheDigest(t *testing.T) {
+// TestPromoteRefusesAManifestList: a list's platforms other than the one
+// verified would reach the tag unverified; its verified instance is what
+// is promoted, digest kept.
+func TestPromoteRefusesAManifestList(t *testing.T) {
 	w := newWorld(t)
 	amd := w.w.PushImage("acme/dtk", "", payloadtest.Image{Arch: "amd64", Layers: [][]byte{payloadtest.NoiseLayer("amd", 4096)}})
 	arm := w.w.PushImage("acme/dtk", "", payloadtest.Image{Arch: "arm64", Layers: [][]byte{payloadtest.NoiseLayer("arm", 4096)}})
-	list := w.w.PushList("acme/dtk", "k", true, amd, arm)
+	list := w.w.PushList("acme/dtk", "staging-k", true, amd, arm)
 	for _, dst := range []string{w.ref("acme/dtk:4.18.14"), w.ref("mirror/dtk:4.18.14")} {
-		d, err := w.tags.Promote(context.Background(), list.Pullspec, dst, "")
-		if err != nil || d != list.Digest {
-			t.Fatalf("%s: %s %v", dst, d, err)
+		if _, err := w.tags.Promote(context.Background(), list.Pullspec, dst, ""); !errors.Is(err, ErrManifestList) {
+			t.Errorf("%s: a list promoted: %v", dst, err)
+		}
+		d, err := w.tags.Promote(context.Background(), amd.Pullspec, dst, "")
+		if err != nil || d != amd.Digest {
+			t.Fatalf("%s: the instance: %s %v", dst, d, err)
 		}
 	}
-	for _, inst := range []string{amd.Digest.String(), arm.Digest.String()} {
-		if _, _, ok := w.srv.Manifest("mirror/dtk", inst); !ok {
-			t.Errorf("platform %s missing in the mirror", inst)
-		}
+	if _, _, ok := w.srv.Manifest("mirror/dtk", arm.Digest.String()); ok {
+		t.Error("the other platform reached the mirror")
 	}
 }
 
@@ -236,37 +241,81 @@ func TestRemoveOnlyWhatDtkbotPutThere(t *testing.T) {
 	w := newWorld(t)
 	img := w.push("acme/dtk", "4.17.0-rc.1", "mine")
 	ref := w.ref("acme/dtk:4.17.0-rc.1")
-	if err := w.tags.Remove(ctx, ref); err == nil {
+	if _, err := w.tags.Remove(ctx, ref, nil); err == nil {
 		t.Fatal("removed a tag dtkbot did not promote")
 	}
 	w.owned[ref] = ledger.Promotion{Ref: ref, Digest: img.Digest.String()}
 	theirs := w.push("acme/dtk", "4.17.0-rc.1", "moved since")
 	var conflict *ConflictError
-	if err := w.tags.Remove(ctx, ref); !errors.As(err, &conflict) || !conflict.Moved {
+	if _, err := w.tags.Remove(ctx, ref, nil); !errors.As(err, &conflict) || !conflict.Moved {
 		t.Fatalf("a moved tag: %v", err)
 	}
 	if got, _ := w.srv.TagDigest("acme/dtk", "4.17.0-rc.1"); got != theirs.Digest {
 		t.Fatalf("a moved tag was removed: %s", got)
 	}
 	w.push("acme/dtk", "4.17.0-rc.1", "mine") // back to dtkbot's image
-	if err := w.tags.Remove(ctx, ref); err != nil {
-		t.Fatal(err)
+	if outcome, err := w.tags.Remove(ctx, ref, nil); err != nil || outcome != "removed" {
+		t.Fatal(outcome, err)
 	}
 	if _, ok := w.srv.TagDigest("acme/dtk", "4.17.0-rc.1"); ok {
 		t.Error("the tag is still there")
 	}
-	if err := w.tags.Remove(ctx, ref); err != nil {
-		t.Errorf("a tag already gone: %v", err)
+	if outcome, err := w.tags.Remove(ctx, ref, nil); err != nil || outcome != "already gone" {
+		t.Errorf("a tag already gone: %q %v", outcome, err)
 	}
 }
 
-// Rule 3: after the staging tag goes, the image's tags still hold it; a
-// registry that deleted them with it gets them back.
+// Rule 4: every removal goes through one guarded path. Against a registry
+// whose tag DELETE takes the manifest, and every tag naming it, with the
+// tag (older Harbor, early zot), withdrawing a pre-release's tag leaves the
+// image's other tags where they were: its kernel tag, a GA release's tag,
+// and a tag of someone else's on the same image.
+func TestWithdrawingATagLeavesTheImagesOtherTags(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []registrytest.TagDelete{registrytest.TagDeleteRemovesTag, registrytest.TagDeleteTakesManifest} {
+		takesManifest := mode == registrytest.TagDeleteTakesManifest
+		w := newWorld(t)
+		w.srv.SetTagDelete(mode)
+		img := w.push("acme/dtk", "staging-k", "mine")
+		kernel, ga, rc := w.ref("acme/dtk:k"), w.ref("acme/dtk:4.16.15"), w.ref("acme/dtk:4.17.0-rc.1")
+		for _, ref := range []string{kernel, ga, rc} {
+			if _, err := w.tags.Promote(ctx, img.Pullspec, ref, ""); err != nil {
+				t.Fatal(err)
+			}
+			w.owned[ref] = ledger.Promotion{Ref: ref, Digest: img.Digest.String()}
+		}
+		body, mt, _ := w.srv.Manifest("acme/dtk", img.Digest.String())
+		w.srv.PutManifest("acme/dtk", "prod", mt, body) // someone else's tag on dtkbot's image
+		before := w.srv.Stats()
+		outcome, err := w.tags.Remove(ctx, rc, []string{kernel, ga})
+		if err != nil {
+			t.Fatalf("takes manifest %v: %v", takesManifest, err)
+		}
+		c := w.srv.Stats().Sub(before)
+		t.Logf("withdrawing a tag (the registry deletes the manifest too: %v): %q, %d requests, %d manifest PUTs", takesManifest, outcome, c.Requests, c.ManifestPUTs)
+		if _, ok := w.srv.TagDigest("acme/dtk", "4.17.0-rc.1"); ok {
+			t.Error("the withdrawn tag is still there")
+		}
+		for _, tag := range []string{"k", "4.16.15", "prod", "staging-k"} {
+			if got, _ := w.srv.TagDigest("acme/dtk", tag); got != img.Digest {
+				t.Errorf("takes manifest %v: %s at %q after the withdrawal", takesManifest, tag, got)
+			}
+		}
+		if restored := c.ManifestPUTs == 4; restored != takesManifest || strings.Contains(outcome, "put back") != takesManifest {
+			t.Errorf("takes manifest %v: %d manifest PUTs, outcome %q", takesManifest, c.ManifestPUTs, outcome)
+		}
+	}
+}
+
+// Rule 4: after the staging tag goes, the image's tags still hold it; a
+// registry that deleted them with it gets them back. A staging tag a later
+// build pushed to is not removed.
 func TestRemoveStagingConfirmsTheKernelTag(t *testing.T) {
 	ctx := context.Background()
-	for _, takesManifest := range []bool{false, true} {
+	for _, mode := range []registrytest.TagDelete{registrytest.TagDeleteRemovesTag, registrytest.TagDeleteTakesManifest} {
+		takesManifest := mode == registrytest.TagDeleteTakesManifest
 		w := newWorld(t)
-		w.srv.Registry.TagDeleteTakesManifest = takesManifest
+		w.srv.SetTagDelete(mode)
 		img := w.push("acme/dtk", "staging-k", "mine")
 		kernel, release := w.ref("acme/dtk:k"), w.ref("acme/dtk:4.16.15")
 		for _, ref := range []string{kernel, release} {
@@ -294,10 +343,21 @@ func TestRemoveStagingConfirmsTheKernelTag(t *testing.T) {
 		}
 	}
 
-	// A registry that does not delete tags keeps the staging tag: not an error.
+	// The staging tag holds a later build's image: it stays.
 	w := newWorld(t)
-	w.srv.Registry.RefuseTagDeletes = true
 	img := w.push("acme/dtk", "staging-k", "mine")
+	later := w.push("acme/dtk", "staging-k", "a later build")
+	if outcome, err := w.tags.RemoveStaging(ctx, w.ref("acme/dtk:staging-k"), img.Digest, nil); err != nil || !strings.HasPrefix(outcome, "kept: it holds "+later.Digest.String()) {
+		t.Errorf("a staging tag a later build pushed to: %q %v", outcome, err)
+	}
+	if got, _ := w.srv.TagDigest("acme/dtk", "staging-k"); got != later.Digest {
+		t.Errorf("the later build's staging tag at %s", got)
+	}
+
+	// A registry that does not delete tags keeps the staging tag: not an error.
+	w = newWorld(t)
+	w.srv.Registry.SetTagDelete(registrytest.TagDeleteRefused)
+	img = w.push("acme/dtk", "staging-k", "mine")
 	if _, err := w.tags.Promote(ctx, img.Pullspec, w.ref("acme/dtk:k"), ""); err != nil {
 		t.Fatal(err)
 	}

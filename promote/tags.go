@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -105,81 +107,160 @@ func (t *Tags) Confirm(ctx context.Context, kernelRef string, want digest.Digest
 	return err
 }
 
-// Remove deletes a tag dtkbot promoted (a withdrawn pre-release's), only
-// while it still holds what dtkbot put there: a tag someone moved since is
-// a *ConflictError and stays (rule 2). A tag already gone is success.
-// Registries that do not delete tags answer registry.ErrUnsupported.
-func (t *Tags) Remove(ctx context.Context, ref string) error {
+// Remove withdraws a tag dtkbot promoted (a withdrawn pre-release's),
+// only while it still holds what dtkbot put there: a tag someone moved
+// since is a *ConflictError and stays (rule 2). keep are the tags dtkbot
+// knows hold that image in the same repository (its kernel tag, the tags
+// of other releases): put back if the registry deletes them with it. It
+// says what became of the tag (see remove).
+func (t *Tags) Remove(ctx context.Context, ref string, keep []string) (string, error) {
 	p, ok := t.owned(ref)
 	if !ok {
-		return fmt.Errorf("removing %s: dtkbot did not promote it", ref)
+		return "", fmt.Errorf("removing %s: dtkbot did not promote it", ref)
 	}
+	outcome, err := t.remove(ctx, ref, digest.Digest(p.Digest), keep)
+	var conflict *ConflictError
+	if errors.As(err, &conflict) {
+		conflict.Moved = true
+	}
+	return outcome, err
+}
+
+// RemoveStaging deletes a staging tag that holds want: a promoted image's
+// once its kernel tag holds it (keep: the image's tags in that repository,
+// the kernel tag first), or a rejected image's (keep: none), so the next
+// build pushes to a clean tag. A staging tag that holds another image now
+// (a later build's) is kept, and said so; so is one a registry will not
+// delete. It says what became of the tag (see remove).
+func (t *Tags) RemoveStaging(ctx context.Context, staging string, want digest.Digest, keep []string) (string, error) {
+	outcome, err := t.remove(ctx, staging, want, keep)
+	var conflict *ConflictError
+	if errors.As(err, &conflict) {
+		return fmt.Sprintf("kept: it holds %s now, not %s", conflict.Has, want), nil
+	}
+	return outcome, err
+}
+
+// remove is the one way dtkbot deletes a tag, whatever the tag (rules 2
+// and 3 of the package doc): ref goes only while it holds want (a tag
+// already gone is success; one that holds another image is a
+// *ConflictError, and stays).
+// Some registries (older Harbor, early zot) delete the manifest a tag
+// names, and with it every tag of the repository naming it, which may be
+// tags dtkbot never promoted: so the manifest and the repository's tags
+// are read first, and after the DELETE one HEAD by digest says whether
+// the manifest is still there. When it is not, every tag listed before
+// and gone now (ref aside), and each of keep, is put back. A registry
+// that does not delete tags keeps ref (not an error). It says what became
+// of the tag: "removed", "already gone", "kept: …", or "removed (… put
+// back …)".
+func (t *Tags) remove(ctx context.Context, ref string, want digest.Digest, keep []string) (string, error) {
 	has, err := t.Registry.Digest(ctx, ref)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
-		return nil
+		return "already gone", nil
 	case err != nil:
-		return fmt.Errorf("removing %s: %w", ref, err)
-	case has.String() != p.Digest:
-		return &ConflictError{Ref: ref, Has: has, Moved: true}
+		return "", fmt.Errorf("removing %s: %w", ref, err)
+	case has != want:
+		return "", &ConflictError{Ref: ref, Has: has}
 	}
-	return t.Registry.Untag(ctx, ref)
-}
-
-// RemoveStaging deletes an image's staging tag once the image is promoted,
-// then confirms that keep[0] (its kernel tag) still holds want; when it
-// does not, each of keep (the kernel tag and the image's other tags in
-// that repository) that a registry deleted along with the staging tag is
-// put back (rule 3). It says what became of the staging tag. A registry
-// that does not delete tags keeps it (not an error).
-func (t *Tags) RemoveStaging(ctx context.Context, staging string, want digest.Digest, keep []string) (string, error) {
-	repo := ledger.Repository(staging)
-	var body []byte
-	var mimeType string
-	for _, ref := range keep {
-		if ledger.Repository(ref) != repo {
-			continue
-		}
-		// A registry that deletes the manifest with the tag takes every tag
-		// of the repository that names it: keep the manifest to put back.
-		var err error
-		if body, mimeType, err = t.Registry.Manifest(ctx, repo+"@"+want.String()); err != nil {
-			return "", fmt.Errorf("reading %s before removing %s: %w", want, staging, err)
-		}
-		break
+	repo := ledger.Repository(ref)
+	pinned := repo + "@" + want.String()
+	body, mimeType, err := t.Registry.Manifest(ctx, pinned)
+	if err != nil {
+		return "", fmt.Errorf("reading %s before removing %s: %w", pinned, ref, err)
 	}
-	err := t.Registry.Untag(ctx, staging)
+	before, err := t.Registry.Tags(ctx, repo)
+	switch {
+	case errors.Is(err, registry.ErrNoTagList):
+		before = nil // only keep can be put back
+	case err != nil:
+		return "", fmt.Errorf("listing the tags of %s before removing %s: %w", repo, ref, err)
+	}
+	err = t.Registry.Untag(ctx, ref)
 	switch {
 	case errors.Is(err, registry.ErrUnsupported):
 		return "kept: the registry does not delete tags", nil
 	case err != nil:
-		return "", fmt.Errorf("removing the staging tag %s: %w", staging, err)
+		return "", fmt.Errorf("removing %s: %w", ref, err)
 	}
-	// The kernel tag first: if it still holds the image, the registry
-	// removed the tag alone, and the image's other tags are as they were.
-	if len(keep) > 0 {
-		if has, err := t.Registry.Digest(ctx, keep[0]); err == nil && has == want {
-			return "removed", nil
+	_, err = t.Registry.Digest(ctx, pinned)
+	switch {
+	case err == nil:
+		return "removed", nil // the registry removed the tag alone
+	case !errors.Is(err, registry.ErrNotFound):
+		return "", fmt.Errorf("confirming %s after removing %s: %w", pinned, ref, err)
+	}
+	// The registry deleted the manifest with the tag: put back the tags it
+	// took.
+	gone, err := t.takenWith(ctx, ref, before, keep)
+	if err != nil {
+		return "", fmt.Errorf("finding the tags the registry deleted with %s: %w", ref, err)
+	}
+	for _, tag := range gone {
+		if err := t.Registry.PutManifest(ctx, tag, body, mimeType); err != nil {
+			return "", fmt.Errorf("putting back %s, which the registry deleted with %s: %w", tag, ref, err)
 		}
 	}
-	outcome := "removed"
-	for _, ref := range keep {
-		has, err := t.Registry.Digest(ctx, ref)
-		switch {
-		case err == nil && has == want:
-			continue
-		case errors.Is(err, registry.ErrNotFound) && body != nil && ledger.Repository(ref) == repo:
-			if err := t.Registry.PutManifest(ctx, ref, body, mimeType); err != nil {
-				return "", fmt.Errorf("putting back %s, which the registry deleted with the staging tag %s: %w", ref, staging, err)
+	if len(gone) == 0 {
+		return "removed (the registry deleted the manifest too; no other tag named it)", nil
+	}
+	tags := make([]string, len(gone))
+	for i, g := range gone {
+		tags[i] = g[len(repo)+1:]
+	}
+	return fmt.Sprintf("removed (the registry deleted the manifest and %d other %s of %s with it: put back %s)", len(gone),
+		plural(len(gone), "tag", "tags"), repo, strings.Join(tags, ", ")), nil
+}
+
+// takenWith lists the tags of ref's repository that a deletion of ref took
+// with it: those listed before and not now (before: nil when the registry
+// does not list tags), and those of keep a HEAD finds gone.
+func (t *Tags) takenWith(ctx context.Context, ref string, before, keep []string) ([]string, error) {
+	repo := ledger.Repository(ref)
+	gone := map[string]bool{}
+	listed := map[string]bool{}
+	if before != nil {
+		after, err := t.Registry.Tags(ctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		now := map[string]bool{}
+		for _, tag := range after {
+			now[tag] = true
+		}
+		for _, tag := range before {
+			listed[repo+":"+tag] = true
+			if !now[tag] {
+				gone[repo+":"+tag] = true
 			}
-			outcome = "removed (the registry deleted the image's other tags with it: put back)"
-		case err != nil:
-			return "", fmt.Errorf("confirming %s after removing the staging tag %s: %w", ref, staging, err)
-		default:
-			return "", fmt.Errorf("confirming %s after removing the staging tag %s: %w", ref, staging, &ConflictError{Ref: ref, Has: has, Want: want, Moved: true})
 		}
 	}
-	return outcome, nil
+	for _, k := range keep {
+		if ledger.Repository(k) != repo || listed[k] {
+			continue
+		}
+		switch _, err := t.Registry.Digest(ctx, k); {
+		case errors.Is(err, registry.ErrNotFound):
+			gone[k] = true
+		case err != nil:
+			return nil, err
+		}
+	}
+	delete(gone, ref)
+	out := make([]string, 0, len(gone))
+	for k := range gone {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // mayOverwrite applies rule 2 to a tag that holds has, not want.

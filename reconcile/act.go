@@ -35,6 +35,7 @@ func (p *pass) act(ctx context.Context) {
 	tried := map[string]bool{} // builds asked for and tags written this pass: once each
 	for round := 0; round == 0 || (round < maxRounds && len(look) > 0); round++ {
 		p.observe(ctx, look)
+		p.checkKernelFiles(ctx)
 		actions := plan.Plan(p.planInput())
 		if round == 0 {
 			actions = append(p.heldActions(), actions...)
@@ -101,7 +102,7 @@ func (p *pass) applyBuild(ctx context.Context, a *plan.Action) string {
 	m := before
 	kernelRef, _ := plan.KernelImage(k.target, m) // Plan rendered it
 	m.State, m.Image, m.Staging, m.BuildRequestedAt, m.UpdatedAt = ledger.StateBuildRequested, kernelRef, a.Image, p.now, p.now
-	m.ImageDigest, m.Published = "", false
+	m.ImageDigest, m.ListDigest, m.Published, m.Adopted = "", "", false, false
 	m.Attempts++
 	// Intent first: if we die after asking for the build, the next pass
 	// waits for it instead of asking again.
@@ -241,17 +242,12 @@ func (p *pass) settle(ctx context.Context) {
 }
 
 // removeStaging deletes a promoted image's staging tag (best effort: a
-// registry that does not delete tags keeps it, and that is recorded), and
-// confirms that the image's tags in that repository still hold it.
+// registry that does not delete tags keeps it, and that is recorded)
+// through promote's one guarded removal, which puts back whatever the
+// registry deleted with it.
 func (p *pass) removeStaging(ctx context.Context, m ledger.Image) {
-	keep := []string{m.Image}
-	for ref, pr := range p.view.promoted {
-		if pr.ImageKey() == m.Key() && pr.Digest == m.ImageDigest && ref != m.Image && ledger.Repository(ref) == ledger.Repository(m.Staging) {
-			keep = append(keep, ref)
-		}
-	}
-	slices.Sort(keep[1:])
-	outcome, err := p.tags.RemoveStaging(ctx, m.Staging, digest.Digest(m.ImageDigest), keep)
+	keep := append([]string{m.Image}, p.tagsHolding(m.Staging, m.ImageDigest)...)
+	outcome, err := p.tags.RemoveStaging(ctx, m.Staging, digest.Digest(m.FoundDigest()), unique(keep))
 	if err != nil {
 		// Not a failure of the pass (consumers never read it), but not done:
 		// reported, and tried again on the next pass.
@@ -266,6 +262,21 @@ func (p *pass) removeStaging(ctx context.Context, m ledger.Image) {
 	}
 	m.StagingRemoved, m.UpdatedAt = outcome, p.now
 	p.putImage(m)
+}
+
+// tagsHolding lists the tags dtkbot promoted, in ref's repository, that
+// hold digest d (ref aside): what a removal of ref must leave as it was.
+func (p *pass) tagsHolding(ref, d string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for other, pr := range p.view.promoted {
+		if pr.Digest == d && other != ref && ledger.Repository(other) == ledger.Repository(ref) {
+			out = append(out, other)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // tagged notes when a release first got a tag: the end of its lead time.

@@ -35,12 +35,15 @@ type consumerWorld struct {
 	certs   []*x509.Certificate
 	skipABI bool
 	second  bool
+	// moduleName is acme-nic's kmm.module_name.
+	moduleName string
 }
 
 func newConsumerWorld(t *testing.T) *consumerWorld {
 	h := newHarness(t)
 	h.builder.sync = false
-	ci := &citest.CI{World: h.world, Secret: []byte("kmod-hook")}
+	ci := &citest.CI{Secret: []byte("kmod-hook")}
+	ci.SetWorld(h.world)
 	hook := httptest.NewServer(http.HandlerFunc(ci.Webhook))
 	t.Cleanup(hook.Close)
 	return &consumerWorld{harness: h, ci: ci, hook: hook}
@@ -64,11 +67,12 @@ func (w *consumerWorld) reconciler() *Reconciler {
 			}
 			return webhook.Build(ctx, req)
 		}),
-		Target:  plan.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
-		Build:   BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute},
-		Label:   "kernel-version",
-		Certs:   w.certs,
-		SkipABI: w.skipABI,
+		Target:     plan.Target{Repository: w.srv.Host() + "/" + kmodRepo, KernelTag: "{{.KernelFull}}", ReleaseTags: []string{"{{.Release}}"}},
+		Build:      BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute},
+		Label:      "kernel-version",
+		Certs:      w.certs,
+		SkipABI:    w.skipABI,
+		ModuleName: w.moduleName,
 	}}
 	if w.second {
 		r.Consumers = append(r.Consumers, Consumer{Name: "beta", Builder: webhook,
@@ -154,13 +158,13 @@ func TestConsumerBuiltOncePerKernelAfterItsDTK(t *testing.T) {
 // with them under another kernel, is rejected each time, retried while
 // attempts remain, then failed; no consumer tag ever names it.
 func TestKmodImageWithoutModulesIsNeverPromoted(t *testing.T) {
-	for name, tweak := range map[string]func(*citest.CI){
-		"no module":        func(ci *citest.CI) { ci.NoModules = map[string]bool{k1.Kernel: true} },
-		"another kernel's": func(ci *citest.CI) { ci.ModulesFor = map[string]string{k1.Kernel: k2.Kernel} },
+	for name, tweak := range map[string]func(*citest.Builds){
+		"no module":        func(b *citest.Builds) { b.NoModules = map[string]bool{k1.Kernel: true} },
+		"another kernel's": func(b *citest.Builds) { b.ModulesFor = map[string]string{k1.Kernel: k2.Kernel} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			w := newConsumerWorld(t)
-			tweak(w.ci)
+			w.ci.Change(tweak)
 			w.builder.sync = true
 			w.publish("stable-4.16", "4.16.15", k1)
 			for i := 0; i < 4; i++ {
@@ -191,7 +195,7 @@ func TestKmodImageWithoutModulesIsNeverPromoted(t *testing.T) {
 func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 	w := newConsumerWorld(t)
 	w.builder.sync = true
-	w.ci.Never = map[string]bool{k1.Kernel: true} // the first consumer build is still running
+	w.ci.Change(func(b *citest.Builds) { b.Never = map[string]bool{k1.Kernel: true} }) // the first consumer build is still running
 	crashed := false
 	w.before = func(build.Request) error {
 		if !crashed {
@@ -220,7 +224,7 @@ func TestConsumerBuildSurvivesACrashAndALostStateFile(t *testing.T) {
 		t.Fatalf("the build was asked again while it runs: %d requests", n)
 	}
 	// The CI run finishes: the image appears and is promoted.
-	w.ci.Never = nil
+	w.ci.Change(func(b *citest.Builds) { b.Never = nil })
 	_ = (&build.WebhookBuilder{URL: w.hook.URL, Secret: w.ci.Secret, Attempts: 1}).Build(context.Background(),
 		build.Request{Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RHEL: "9.4", Consumer: "acme-nic", DTK: "x@sha256:" + strings.Repeat("a", 64),
 			Image: w.srv.Host() + "/" + kmodRepo + ":staging-" + k1.Kernel + ".x86_64"})
@@ -335,8 +339,11 @@ func TestAPanicInAWorkerFailsItsItemOnly(t *testing.T) {
 	if err == nil || !strings.Contains(strings.Join(res.Errors, "\n"), "panic: assignment to entry in nil map (in github.com/dtkbot/dtkbot/reconcile.panickingVerifier.VerifyKmod") {
 		t.Fatalf("the pass with a panicking verifier: %v, %q", err, res.Errors)
 	}
-	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != ledger.StateBuildRequested || len(c.Rejections) != 0 {
-		t.Errorf("after the panic, the consumer's image %+v; want it as it was, to be looked at again", c)
+	// A panic ends the verification as a kill would: the image stays built,
+	// its verification recorded as begun (Image.Verifying), to be looked at
+	// again; a second one would reject it (TestPoisonImageIsFailed).
+	if c := consumerBuilds(t, w.store)[k1.Kernel]; c.State != ledger.StateBuilt || c.Verifying == nil || len(c.Rejections) != 0 {
+		t.Errorf("after the panic, the consumer's image %+v; want it built, its verification begun, to be looked at again", c)
 	}
 	if dtk := kernels(t, w.store)[k1.Kernel]; dtk.State != ledger.StatePromoted {
 		t.Errorf("the rest of the pass: the DTK %+v", dtk)

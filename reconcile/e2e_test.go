@@ -35,7 +35,9 @@ func TestEndToEndWithRemoteBuilders(t *testing.T) {
 	for _, backend := range []string{"webhook", "github-actions"} {
 		t.Run(backend, func(t *testing.T) {
 			h := newHarness(t)
-			ci := &citest.CI{World: h.world, Secret: []byte("hook-secret"), Token: "ghs_test", Wrong: map[string]string{k3.Kernel: "5.14.0-427.99.1.el9_4"}}
+			ci := &citest.CI{Secret: []byte("hook-secret"), Token: "ghs_test"}
+			ci.SetWorld(h.world)
+			ci.Change(func(b *citest.Builds) { b.Wrong = map[string]string{k3.Kernel: "5.14.0-427.99.1.el9_4"} })
 			var builder build.Builder
 			switch backend {
 			case "webhook":
@@ -150,15 +152,15 @@ func TestNotificationsOnGitHub(t *testing.T) {
 		t.Fatalf("dry run: %d previews, %d GitHub writes: %+v", previews, len(gh.Mutations()), res.Actions)
 	}
 	// GitHub is down for the first pass: the pass still builds, and does not fail.
-	gh.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+	gh.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "unicorn", http.StatusBadGateway)
 		return true
-	}
+	})
 	res, err := newReconciler().RunOnce(context.Background(), h.now, Options{})
 	if err != nil || count(res, "build") != 2 || len(res.Errors) == 0 {
 		t.Fatalf("with GitHub down: %v, %+v", err, res)
 	}
-	gh.Fault = nil
+	gh.SetFault(nil)
 	for i := 0; i < 3; i++ {
 		if i == 1 {
 			h.builder.Finish()

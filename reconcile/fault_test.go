@@ -81,7 +81,8 @@ func runToConvergence(t *testing.T, inj *faulttest.Injector) faultyRun {
 	gh.SetFile("main", "kernels.yaml", "")
 
 	// The CI drops repeated deliveries of one build, as the header invites.
-	ci := &citest.CI{World: h.world, Secret: []byte("s"), Dedupe: true}
+	ci := &citest.CI{Secret: []byte("s"), Dedupe: true}
+	ci.SetWorld(h.world)
 	ciServer := httptest.NewServer(wrap(http.HandlerFunc(ci.Webhook)))
 	t.Cleanup(ciServer.Close)
 

@@ -27,6 +27,7 @@ import (
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
@@ -154,6 +155,14 @@ func (h *harness) reconciler() *Reconciler {
 	}
 }
 
+// verifying is reconciler with the DTK's verifier, as build.verify: true
+// (the default) wires it.
+func (h *harness) verifying() *Reconciler {
+	r := h.reconciler()
+	r.Verifier = &verify.DTK{Registry: r.Registry, Limits: r.Limits}
+	return r
+}
+
 // publish builds a release and adds it to the channel.
 func (h *harness) publish(channel, version string, s payloadtest.Stream) *payloadtest.Payload {
 	return h.publishSpec(channel, payloadtest.ReleaseSpec{Version: version, Stream: s})
@@ -220,6 +229,14 @@ type fakeBuilder struct {
 	kernelABI     map[string]string
 	noKernelFiles map[string]bool
 	wholeSymvers  bool
+	// notTar are kernels whose DTK's top layer is not a tar (a broken
+	// build); asList are kernels whose build pushes a manifest list: the
+	// DTK for amd64 and an image of someone else's for arm64 (with
+	// "arm64 only", no amd64 instance at all). Set under mu.
+	notTar map[string]bool
+	asList map[string]string
+	// lists are the manifest lists pushed, by kernel.
+	lists map[string]payloadtest.Pushed
 }
 
 func (b *fakeBuilder) Build(_ context.Context, req build.Request) error {
@@ -257,17 +274,44 @@ func (b *fakeBuilder) Finish() {
 		release := []byte(`{"KERNEL_VERSION":"` + req.KernelFull + `","RT_KERNEL_VERSION":"","RHEL_VERSION":"` + req.RHEL + `"}`)
 		top := []payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", release)}
 		b.mu.Lock()
-		files, abi, whole := !b.noKernelFiles[req.Kernel], b.kernelABI[req.Kernel], b.wholeSymvers
+		files, abi, whole, notTar, asList := !b.noKernelFiles[req.Kernel], b.kernelABI[req.Kernel], b.wholeSymvers, b.notTar[req.Kernel], b.asList[req.Kernel]
 		b.mu.Unlock()
 		if files {
 			top = append(top, citest.DTKKernelFiles(req.KernelFull, abi, whole)...)
 		}
-		img := b.world.PushImage(repo, tagged.Tag(), payloadtest.Image{
+		layer := payloadtest.TarGz(top...)
+		if notTar {
+			layer = []byte("a build log pushed as a layer: neither gzip, zstd nor a tar, for kernel " + req.Kernel)
+		}
+		dtk := payloadtest.Image{
 			Labels: map[string]string{"kernel-version": req.Kernel},
-			Layers: [][]byte{payloadtest.NoiseLayer("dtk-"+req.Kernel, 4096), payloadtest.TarGz(top...)},
+			Layers: [][]byte{payloadtest.NoiseLayer("dtk-"+req.Kernel, 4096), layer},
+		}
+		if asList == "" {
+			b.world.PushImage(repo, tagged.Tag(), dtk)
+			continue
+		}
+		dtk.Arch = "amd64"
+		arm := b.world.PushImage(repo, "", payloadtest.Image{Arch: "arm64", Layers: [][]byte{payloadtest.NoiseLayer("not a DTK at all", 4096)}})
+		instances := []payloadtest.Pushed{b.world.PushImage(repo, "", dtk), arm}
+		if asList == "arm64 only" {
+			instances = instances[1:]
+		}
+		list := b.world.PushList(repo, tagged.Tag(), true, instances...)
+		b.set(func(b *fakeBuilder) {
+			if b.lists == nil {
+				b.lists = map[string]payloadtest.Pushed{}
+			}
+			b.lists[req.Kernel] = list
 		})
-		_ = img
 	}
+}
+
+// set changes the builder's knobs under its lock.
+func (b *fakeBuilder) set(f func(b *fakeBuilder)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f(b)
 }
 
 func (b *fakeBuilder) total() int {

@@ -166,6 +166,8 @@ func (p *pass) heldActions() []plan.Action {
 const payloadsInFlight = 4
 
 func (r *Reconciler) inspector(arch string) *releaseinfo.Inspector {
+	r.inspectorsMu.Lock()
+	defer r.inspectorsMu.Unlock()
 	if r.inspectors == nil {
 		r.inspectors = map[string]*releaseinfo.Inspector{}
 	}

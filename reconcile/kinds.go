@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/kmod"
@@ -31,6 +32,9 @@ type kind struct {
 	// verified (build.verify: false), and are promoted once built.
 	// It may record on m what it found (a kmod image's modules).
 	verify func(ctx context.Context, pinned string, m *ledger.Image) error
+	// needsKernelFiles: its images are checked against the kernel's files
+	// of the DTK they are built FROM (a consumer's verify.abi: true).
+	needsKernelFiles bool
 }
 
 // Consumer is a team's image built FROM every promoted DTK: a driver
@@ -53,6 +57,9 @@ type Consumer struct {
 	// accepts images whose DTK lacks the kernel's files, unchecked.
 	Certs   []*x509.Certificate
 	SkipABI bool
+	// ModuleName is the module KMM loads from its images (kmm.module_name):
+	// when set, an image that does not hold it is rejected.
+	ModuleName string
 }
 
 // KmodVerifier checks a consumer's image against the kernel of the DTK it
@@ -72,7 +79,10 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 	dtk := &kind{name: ledger.KindDTK, what: "DTK image", builder: r.Builder, target: r.Target, build: r.Build}
 	if v := r.Verifier; v != nil {
 		dtk.verify = func(ctx context.Context, pinned string, m *ledger.Image) error {
-			return v.Verify(ctx, pinned, m.Kernel, m.Arch)
+			if err := v.Verify(ctx, pinned, m.Kernel, m.Arch); err != nil {
+				return err
+			}
+			return p.verifyKernelFiles(ctx, m)
 		}
 	}
 	out := map[string]*kind{ledger.KindDTK: dtk}
@@ -87,7 +97,7 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 		if tmpl == "" {
 			tmpl = DefaultModulePath
 		}
-		k := &kind{name: c.Name, what: "consumer " + c.Name + "'s image", builder: c.Builder, target: c.Target, build: c.Build}
+		k := &kind{name: c.Name, what: "consumer " + c.Name + "'s image", builder: c.Builder, target: c.Target, build: c.Build, needsKernelFiles: !c.SkipABI}
 		kv := r.KmodVerifier
 		k.verify = func(ctx context.Context, pinned string, m *ledger.Image) error {
 			modulePath, err := verify.ModulePath(tmpl, m.Kernel, m.KernelFull)
@@ -95,7 +105,7 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 				return fmt.Errorf("consumer %s: %w", c.Name, err)
 			}
 			res, err := kv.VerifyKmod(ctx, verify.KmodCheck{Image: pinned, Arch: m.Arch, KernelFull: m.KernelFull, ModulePath: modulePath,
-				Label: c.Label, DTK: m.DTKImage, Certs: c.Certs, SkipABI: c.SkipABI})
+				Label: c.Label, DTK: m.DTKImage, Certs: c.Certs, SkipABI: c.SkipABI, ModuleName: c.ModuleName})
 			if err != nil {
 				return err
 			}
@@ -111,7 +121,7 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 func (p *pass) planKinds() map[string]plan.Kind {
 	out := map[string]plan.Kind{}
 	for name, k := range p.kinds {
-		out[name] = plan.Kind{Target: k.target, Verified: k.verify != nil}
+		out[name] = plan.Kind{Target: k.target, Verified: k.verify != nil, NeedsKernelFiles: k.needsKernelFiles}
 	}
 	return out
 }
@@ -145,4 +155,80 @@ func (p *pass) addConsumerImages() []string {
 		}
 	}
 	return added
+}
+
+// kernelFilesNeededBy names the consumers whose modules are checked against
+// the kernel's files of their DTK (verify.abi: true).
+func (p *pass) kernelFilesNeededBy() []string {
+	var out []string
+	for name, k := range p.kinds {
+		if k.needsKernelFiles {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// readKernelFiles records on dtk whether its image carries the kernel's
+// files (etc/driver-toolkit/<uname -r>/), read once per digest (and kept
+// by KmodVerifier for the consumers' checks). Content that cannot be read
+// is a verdict too; a read that failed is an error (try again later).
+func (p *pass) readKernelFiles(ctx context.Context, dtk *ledger.Image) error {
+	if _, ok := dtk.KernelFilesOf(); ok {
+		return nil
+	}
+	_, missing, err := p.r.KmodVerifier.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
+	switch {
+	case verify.Rejects(err):
+		missing = []string{"readable kernel files (" + err.Error() + ")"}
+	case err != nil:
+		return fmt.Errorf("reading the kernel's files of the DTK %s: %w", dtk.PinnedImage(), err)
+	}
+	dtk.KernelFiles = &ledger.KernelFilesCheck{Digest: dtk.ImageDigest, Missing: missing}
+	return nil
+}
+
+// verifyKernelFiles is the DTK's check for its consumers: when one checks
+// its modules against the kernel's files (verify.abi: true), a DTK that
+// lacks them is rejected, with that one reason, before any consumer image
+// is built FROM it (each would be rejected for it).
+func (p *pass) verifyKernelFiles(ctx context.Context, dtk *ledger.Image) error {
+	needs := p.kernelFilesNeededBy()
+	if len(needs) == 0 || p.r.KmodVerifier == nil {
+		return nil
+	}
+	if err := p.readKernelFiles(ctx, dtk); err != nil {
+		return err
+	}
+	if missing := dtk.KernelFiles.Missing; len(missing) > 0 {
+		return fmt.Errorf("%w: the DTK %s has no %s, which %s check their modules against (verify.abi: true; dtkbot's DTK recipe copies them: a recipe of your own? or set verify.abi: false)",
+			verify.ErrRejected, dtk.PinnedImage(), strings.Join(missing, ", "), strings.Join(needs, ", "))
+	}
+	return nil
+}
+
+// checkKernelFiles reads, once per DTK image, whether each promoted DTK
+// carries the kernel's files, when a consumer needs them and its
+// verification did not say (a DTK promoted before a consumer needed them):
+// the plan builds no such consumer's image FROM a DTK before it knows, and
+// holds them, with that one reason, FROM one that lacks them.
+func (p *pass) checkKernelFiles(ctx context.Context) {
+	if len(p.kernelFilesNeededBy()) == 0 || p.r.KmodVerifier == nil {
+		return
+	}
+	for _, dtk := range p.view.dtkList(p.opts.Release) {
+		if _, known := dtk.KernelFilesOf(); known || dtk.State != ledger.StatePromoted || dtk.ImageDigest == "" {
+			continue
+		}
+		if err := p.readKernelFiles(ctx, &dtk); err != nil {
+			p.fail(err)
+			continue
+		}
+		dtk.UpdatedAt = p.now
+		p.putImage(dtk)
+		if len(dtk.KernelFiles.Missing) > 0 {
+			p.warn(plan.KernelFilesMissing(dtk))
+		}
+	}
 }

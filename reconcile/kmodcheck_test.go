@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/kmod"
@@ -50,6 +51,7 @@ func trustedCerts(t *testing.T, key string) []*x509.Certificate {
 // modules, a real kernel's Module.symvers): each rejection names the module
 // and why, and no tag names a rejected image.
 func TestKmodImageIsCheckedAgainstTheExactKernel(t *testing.T) {
+	ci := func(f func(*citest.Builds)) func(*consumerWorld) { return func(w *consumerWorld) { w.ci.Change(f) } }
 	for name, tc := range map[string]struct {
 		tweak  func(w *consumerWorld)
 		certs  string // a trusted key's name: signatures are checked
@@ -58,16 +60,18 @@ func TestKmodImageIsCheckedAgainstTheExactKernel(t *testing.T) {
 		want   []string // in the reason (rejected) or in Checked (accepted)
 	}{
 		"the right kernel": {accept: true, want: []string{"vermagic, symbol versions, dependencies"}},
-		"a module for kernel-rt": {tweak: func(w *consumerWorld) { w.ci.Flavour = map[string]string{k1.Kernel: kmodtest.FlavourRT} },
+		"a module for kernel-rt": {tweak: ci(func(b *citest.Builds) { b.Flavour = map[string]string{k1.Kernel: kmodtest.FlavourRT} }),
 			want: []string{"dtkbot_hello.ko: ", "6 symbol versions differ from kernel " + k1.Kernel + ".x86_64", "mutex_lock", "kmalloc_trace", "preempt_rt"}},
-		"another kernel's vermagic": {tweak: func(w *consumerWorld) { w.ci.Vermagic = map[string]string{k1.Kernel: k2.Kernel + ".x86_64"} },
+		"another kernel's vermagic": {tweak: ci(func(b *citest.Builds) { b.Vermagic = map[string]string{k1.Kernel: k2.Kernel + ".x86_64"} }),
 			want: []string{"dtkbot_hello.ko: vermagic", k2.Kernel + ".x86_64"}},
-		"a dependency missing": {tweak: func(w *consumerWorld) { w.ci.Only = map[string][]string{k1.Kernel: {"dtkbot_user"}} },
+		"a dependency missing": {tweak: ci(func(b *citest.Builds) { b.Only = map[string][]string{k1.Kernel: {"dtkbot_user"}} }),
 			want: []string{"dtkbot_user.ko: ", "depends on modules that are neither kernel " + k1.Kernel + ".x86_64's nor in the image: dtkbot_hello"}},
-		"unsigned, with signing certs":     {certs: "trusted", want: []string{"dtkbot_hello.ko: ", "not signed"}},
-		"signed by another key":            {certs: "trusted", tweak: func(w *consumerWorld) { w.ci.Signed = map[string]string{k1.Kernel: "other"} }, want: []string{"dtkbot_hello.ko: ", "a key none of the 1 trusted certificates holds"}},
-		"signed by the trusted key":        {certs: "trusted", accept: true, tweak: func(w *consumerWorld) { w.ci.Signed = map[string]string{k1.Kernel: "trusted"} }, want: []string{"signatures"}},
-		"a DTK without the kernel's files": {tweak: func(w *consumerWorld) { w.builder.noKernelFiles = map[string]bool{k1.Kernel: true} }, want: []string{"has no etc/driver-toolkit/" + k1.Kernel + ".x86_64/Module.symvers", "verify.abi: false"}},
+		"unsigned, with signing certs": {certs: "trusted", want: []string{"dtkbot_hello.ko: ", "not signed"}},
+		"signed by another key":        {certs: "trusted", tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "other"} }), want: []string{"dtkbot_hello.ko: ", "a key none of the 1 trusted certificates holds"}},
+		"signed by the trusted key":    {certs: "trusted", accept: true, tweak: ci(func(b *citest.Builds) { b.Signed = map[string]string{k1.Kernel: "trusted"} }), want: []string{"signatures"}},
+		"without the module KMM loads": {tweak: func(w *consumerWorld) { w.moduleName = "simple-kmod" },
+			want: []string{"the module a node loads, simple-kmod (modprobe), is not under /opt/lib/modules/" + k1.Kernel + ".x86_64/: the image holds dtkbot_hello.ko, dtkbot_user.ko"}},
+		"with the module KMM loads": {accept: true, tweak: func(w *consumerWorld) { w.moduleName = "dtkbot-user" }, want: []string{"dependencies"}},
 		"a DTK without them, abi: false": {noABI: true, accept: true, tweak: func(w *consumerWorld) { w.builder.noKernelFiles = map[string]bool{k1.Kernel: true} },
 			want: []string{"ABI not checked: the promoted DTK", "vermagic, dependencies"}},
 	} {

@@ -1,11 +1,15 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/build"
@@ -79,17 +83,66 @@ func (p *pass) observe(ctx context.Context, keys []string) {
 	wg.Wait()
 }
 
-// advance looks for an awaited image, and verifies one that is built. It
-// reports whether m changed.
+// advance looks for an awaited image, and settles one that is built:
+// pinned to its instance for its arch, then verified. It reports whether m
+// changed.
 func (p *pass) advance(ctx context.Context, m *ledger.Image, k *kind, at refs) bool {
 	if m.State == ledger.StateBuilt {
-		return k.verify != nil && p.verify(ctx, m, k)
+		return p.settleBuilt(ctx, m, k)
 	}
 	changed := p.lookForImage(ctx, m, k, at)
-	if changed && m.State == ledger.StateBuilt && k.verify != nil {
-		p.verify(ctx, m, k)
+	if changed && m.State == ledger.StateBuilt {
+		p.settleBuilt(ctx, m, k)
 	}
 	return changed
+}
+
+// settleBuilt pins a built image to its instance for its arch, then
+// verifies it (when its kind is verified). It reports whether m changed.
+func (p *pass) settleBuilt(ctx context.Context, m *ledger.Image, k *kind) bool {
+	pinned, ok := p.pinInstance(ctx, m, k)
+	if !ok {
+		return pinned
+	}
+	if k.verify == nil {
+		return pinned
+	}
+	return p.verify(ctx, m, k) || pinned
+}
+
+// pinInstance makes a built image one image for its arch: when the tag it
+// was found at holds a manifest list, ImageDigest becomes the list's
+// instance for the image's arch, the only one verified and promoted (a
+// list's other platforms would reach arch-less and floating tags
+// unverified). A list without that instance is rejected, and so is a list
+// found at the kernel tag, which dtkbot did not put there and whose other
+// platforms it cannot vouch for. It reports whether m changed, and whether
+// the image may go on (false: rejected, or not read now).
+func (p *pass) pinInstance(ctx context.Context, m *ledger.Image, k *kind) (changed, ok bool) {
+	if m.ListDigest != "" {
+		return false, true // pinned already
+	}
+	found := m.PinnedImage()
+	d, list, err := p.r.inspector(m.Arch).Instance(ctx, found)
+	switch {
+	case err == nil && !list:
+		return false, true
+	case err == nil && m.Staging == "":
+		err = fmt.Errorf("%w: %s is a manifest list: only its %s image could be verified, and the kernel tag, which dtkbot did not put there, serves the others too", verify.ErrRejected, found, m.Arch)
+	case err == nil:
+		m.ListDigest, m.ImageDigest = m.ImageDigest, d.String()
+		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", found).Str("instance", d.String()).
+			Msgf("the %s is a manifest list: only its %s image is verified and promoted", k.what, m.Arch)
+		return true, true
+	}
+	if !verify.Rejects(err) {
+		p.fail(fmt.Errorf("reading the manifest of %s (%s): %w", found, k.what, err))
+		return false, false
+	}
+	p.reject(ctx, m, fmt.Errorf("verifying %s: %w", found, err), k)
+	p.action(plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
+		Image: found, KernelKey: m.KernelKey(), Result: "rejected: " + err.Error()})
+	return true, false
 }
 
 // lookForImage HEADs the references an image may be at: for a new image
@@ -103,8 +156,16 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 		d, err := p.r.Checker.Digest(ctx, at.kernel)
 		_, rejected := m.Rejected(d.String())
 		switch {
+		case err == nil && !rejected && k.verify == nil:
+			// Nothing checks this kind's images (build.verify: false): an
+			// image someone else put at the kernel tag is not adopted, so
+			// nothing unchecked is spread to release and floating tags.
+			m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted = ledger.StateFailed, at.kernel, "", "", "", false
+			m.Reason = fmt.Sprintf("the kernel tag %s holds %s, which dtkbot did not put there, and %ss are not verified (build.verify: false): it is not adopted and no other tag is pointed at it; remove the tag (or turn verification on), then run dtkbot reconcile --retry-failed", at.kernel, d, k.what)
+			p.fail(errors.New(m.Reason))
+			return true
 		case err == nil && !rejected:
-			m.State, m.Image, m.Staging, m.ImageDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, "", d.String(), "", ""
+			m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, "", d.String(), "", false, "", ""
 			p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.kernel).Str("digest", d.String()).
 				Msgf("the kernel tag already holds a %s: verifying it", k.what)
 			return true
@@ -119,13 +180,13 @@ func (p *pass) lookForImage(ctx context.Context, m *ledger.Image, k *kind, at re
 	rejected = rejected && err == nil
 	switch {
 	case err == nil && !rejected:
-		m.State, m.Image, m.Staging, m.ImageDigest, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, at.staging, d.String(), "", ""
+		m.State, m.Image, m.Staging, m.ImageDigest, m.ListDigest, m.Adopted, m.Reason, m.Detail = ledger.StateBuilt, at.kernel, at.staging, d.String(), "", false, "", ""
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", at.staging).Str("digest", d.String()).Msgf("%s built", k.what)
 		return true
 	case rejected && before.Untagged && m.State == ledger.StateBuildRequested && before.At.Before(m.BuildRequestedAt):
 		// The rejected image's tag was removed, and a later build pushed
 		// the very same image again: that attempt failed as well.
-		m.Staging, m.ImageDigest = at.staging, d.String()
+		m.Staging, m.ImageDigest, m.ListDigest = at.staging, d.String(), ""
 		p.reject(ctx, m, fmt.Errorf("%w: the build pushed %s again, which failed verification before: %s", verify.ErrRejected, d, before.Reason), k)
 		p.action(plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer,
 			Image: at.staging, KernelKey: m.KernelKey(), Result: "rejected: pushed the rejected image again"})
@@ -232,12 +293,37 @@ func (p *pass) askAgain(ctx context.Context, m *ledger.Image, k *kind) bool {
 
 // verify checks a built image by digest. A verified image at the staging
 // reference waits for promotion; one found at the kernel tag is adopted
-// there. An image that fails is rejected (see reject); a read error leaves
-// m built for the next pass. It reports whether m changed.
+// there (Image.Adopted). An image that fails is rejected (see reject); a
+// read error leaves m built for the next pass. The verification is
+// recorded in the state before the image is read, and the record cleared
+// with its outcome: an image whose verification was cut short by the
+// process dying Reconciler.VerifyInterruptions times is rejected without
+// being read again (a poison image fails instead of killing every
+// process that reads it). It reports whether m changed.
 func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 	pinned := m.PinnedImage()
 	a := plan.Action{Type: plan.ActionVerify, Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Consumer: m.Consumer, Image: pinned, KernelKey: m.KernelKey()}
+	rec := ledger.Verification{Digest: m.ImageDigest, Since: p.now}
+	if v := m.Verifying; v != nil && v.Digest == m.ImageDigest {
+		rec.Since, rec.Interrupted = v.Since, v.Interrupted+1
+		p.log.Warn().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", pinned).Int("interrupted", rec.Interrupted).
+			Msgf("the last verification of this %s did not end: the process died while it ran", k.what)
+	}
+	if limit := cmp.Or(p.r.VerifyInterruptions, DefaultVerifyInterruptions); rec.Interrupted >= limit {
+		m.Verifying = nil
+		err := fmt.Errorf("%w: verifying it stopped the process %d %s (out of memory, or killed, while reading it; first at %s): it is not read again",
+			verify.ErrRejected, rec.Interrupted, plural(rec.Interrupted, "time", "times"), rec.Since.UTC().Format(time.RFC3339))
+		p.reject(ctx, m, err, k)
+		a.Result = "rejected: " + err.Error()
+		p.action(a)
+		return true
+	}
+	// Recorded before the image is read: if reading it kills the process,
+	// the next one knows.
+	m.Verifying = &rec
+	p.putImage(*m)
 	err := k.verify(ctx, pinned, m)
+	m.Verifying = nil
 	switch {
 	case err == nil:
 		m.State, m.Reason, m.Detail = ledger.StateVerified, "", ""
@@ -247,21 +333,34 @@ func (p *pass) verify(ctx context.Context, m *ledger.Image, k *kind) bool {
 		}
 		p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", pinned).Msgf("%s verified", k.what)
 		if m.Staging == "" {
-			// Found at the kernel tag and verified: the tag is dtkbot's now.
-			m.Published = true
+			// Found at the kernel tag and verified: adopted. The image may
+			// get its other tags; the kernel tag stays its owner's (trust
+			// rule 3): not a promotion of dtkbot's, never audited, moved
+			// or removed.
+			m.Published, m.Adopted = true, true
 			a.Tag, a.Kind = m.Image, ledger.TagKernel
-			p.putPromotion(ledger.Promotion{Ref: m.Image, Digest: m.ImageDigest, Release: first(m.Releases), Kernel: m.Kernel,
-				KernelKey: m.KernelKey(), Consumer: m.Consumer, Kind: ledger.TagKernel, At: p.now}, a)
+			a.Result += "; adopted at its kernel tag, which dtkbot did not write and never moves"
 		}
-	case errors.Is(err, verify.ErrRejected):
+	case verify.Rejects(err):
+		// A verdict, or content that cannot change behind its digest: for
+		// every kind alike, the image is rejected and the attempt spent.
 		p.reject(ctx, m, err, k)
 		a.Result = "rejected: " + err.Error()
 	default:
+		// It could not be read now: no verdict, and no interruption.
+		p.putImage(*m)
 		p.fail(err)
 		return false
 	}
 	p.action(a)
 	return true
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // reject records a built image that failed verification. It is never
@@ -274,7 +373,7 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 	p.mu.Lock()
 	p.res.Rejected++
 	p.mu.Unlock()
-	m.Rejections = append(m.Rejections, ledger.Rejection{Digest: m.ImageDigest, Image: m.PinnedImage(), Reason: err.Error(), At: p.now})
+	m.Rejections = append(m.Rejections, ledger.Rejection{Digest: m.ImageDigest, List: m.ListDigest, Image: m.PinnedImage(), Reason: err.Error(), At: p.now})
 	staging := m.Staging
 	p.log.Error().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", m.PinnedImage()).Err(err).Msgf("the %s failed verification: not promoted", k.what)
 	switch {
@@ -289,21 +388,20 @@ func (p *pass) reject(ctx context.Context, m *ledger.Image, err error, k *kind) 
 		m.Reason = fmt.Sprintf("the build of attempt %d failed verification, retrying: %v", m.Attempts, err)
 		p.warn(m.Reason)
 	}
-	m.ImageDigest, m.Published = "", false
-	// The rejected image is no tag a consumer reads: the staging tag may go
-	// without the checks of a promoted image's (nothing else holds it).
-	if staging != "" && p.r.Promoter != nil && !p.opts.DryRun {
-		if err := p.r.Promoter.Untag(ctx, staging); err != nil {
+	rejected := m.FoundDigest()
+	m.ImageDigest, m.ListDigest, m.Published, m.Adopted = "", "", false, false
+	// The staging tag goes through promote's one guarded removal: it goes
+	// only while it holds the rejected image, and a registry that deletes
+	// the manifest with it gets back any tag that named it.
+	if staging != "" && p.tags != nil && !p.opts.DryRun {
+		outcome, err := p.tags.RemoveStaging(ctx, staging, digest.Digest(rejected), p.tagsHolding(staging, rejected))
+		switch {
+		case err != nil:
 			p.log.Info().Str("tag", staging).Err(err).Msg("the rejected image stays at the staging tag")
-		} else {
+		case strings.HasPrefix(outcome, "removed") || outcome == "already gone":
 			m.Rejections[len(m.Rejections)-1].Untagged = true
+		default:
+			p.log.Info().Str("tag", staging).Msg("the rejected image's staging tag: " + outcome)
 		}
 	}
-}
-
-func first(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[0]
 }

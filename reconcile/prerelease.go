@@ -11,7 +11,6 @@ import (
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
-	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -148,15 +147,14 @@ func (p *pass) withdrawTags(ctx context.Context, rel ledger.Release) {
 				p.warn(fmt.Sprintf("tag %s of withdrawn pre-release %s stays (prerelease.on_withdrawn: report)", ref, rel.Version))
 			}
 		default:
-			err := p.tags.Remove(ctx, ref)
+			outcome, err := p.tags.Remove(ctx, ref, p.tagsHolding(ref, pr.Digest))
 			var conflict *promote.ConflictError
 			switch {
 			case err == nil:
-				a.Result = "removed"
+				// Removed (or kept by a registry that does not delete tags):
+				// not ours to keep up any more.
+				a.Result = outcome
 				p.deletePromotion(ref, a)
-			case errors.Is(err, registry.ErrUnsupported):
-				a.Result = "kept: the registry does not delete tags"
-				p.deletePromotion(ref, a) // not ours to keep up any more
 			case errors.As(err, &conflict):
 				// Someone moved it since: it is theirs now, and stays.
 				a.Result = "kept: " + err.Error()

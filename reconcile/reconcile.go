@@ -46,7 +46,8 @@ type ImageChecker interface {
 }
 
 // Verifier checks that a built image carries the kernel it was built for;
-// an error wrapping verify.ErrWrongKernel means it does not (a failed build).
+// an error for which verify.Rejects holds (verify.ErrWrongKernel, content
+// that cannot be read) is a verdict against it (a failed build).
 type Verifier interface {
 	Verify(ctx context.Context, image, kernel, arch string) error
 }
@@ -132,13 +133,27 @@ type Reconciler struct {
 	ServiceFailures int
 	// Concurrency bounds the payloads inspected at once.
 	Concurrency int
-	Log         zerolog.Logger
+	// VerifyInterruptions is how many verifications of one image may be
+	// cut short by the process dying (out of memory, killed) before the
+	// image is rejected as one that kills its verifier
+	// (DefaultVerifyInterruptions when 0): each is begun only once it is
+	// recorded in the state.
+	VerifyInterruptions int
+	Log                 zerolog.Logger
 	// Progress, if set, is told how many releases of a pass are inspected.
 	Progress func(done, total int)
 
-	mu         sync.Mutex
-	inspectors map[string]*releaseinfo.Inspector
+	mu sync.Mutex // one pass at a time
+	// inspectors are the payload inspectors by arch, kept across passes
+	// (their caches), under inspectorsMu: stages ask for them concurrently.
+	inspectorsMu sync.Mutex
+	inspectors   map[string]*releaseinfo.Inspector
 }
+
+// DefaultVerifyInterruptions rejects an image the second time its
+// verification dies with the process: once may be a coincidence (a node
+// drained, a rollout), twice is the image.
+const DefaultVerifyInterruptions = 2
 
 // Notifier tells people about a kernel's current state. It must find and
 // update what it published before rather than publish twice.

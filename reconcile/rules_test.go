@@ -15,6 +15,7 @@ import (
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/plan"
@@ -31,13 +32,13 @@ func TestReleaseTagsWaitForTheKernelTag(t *testing.T) {
 	h := newHarness(t)
 	h.target.Mirrors = []string{h.srv.Host() + "/mirror/driver-toolkit"}
 	kernelTag := k1.Kernel + ".x86_64"
-	h.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+	h.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPut && r.URL.Path == "/v2/dtkbot/driver-toolkit/manifests/"+kernelTag {
 			http.Error(w, "storage full", http.StatusInternalServerError)
 			return true
 		}
 		return false
-	}
+	})
 	h.publish("stable-4.16", "4.16.15", k1)
 	res, err := h.reconciler().RunOnce(context.Background(), h.now, Options{})
 	if err == nil {
@@ -63,7 +64,7 @@ func TestReleaseTagsWaitForTheKernelTag(t *testing.T) {
 		t.Errorf("promoted without its kernel tag: %+v", k)
 	}
 	// The registry recovers: the next pass writes everything.
-	h.srv.Intercept = nil
+	h.srv.SetIntercept(nil)
 	h.pass(Options{})
 	if d, ok := h.srv.TagDigest("mirror/driver-toolkit", "4.16.15"); !ok || d == "" {
 		t.Errorf("after recovery the mirror's release tag is missing")
@@ -117,7 +118,7 @@ func TestTagsOfOthersAreNeverOverwritten(t *testing.T) {
 // leaves no consumer without the kernel and release tags.
 func TestStagingRemovalConfirmsTheKernelTag(t *testing.T) {
 	h := newHarness(t)
-	h.srv.TagDeleteTakesManifest = true
+	h.srv.SetTagDelete(registrytest.TagDeleteTakesManifest)
 	h.publish("stable-4.16", "4.16.15", k1)
 	h.pass(Options{})
 	k := kernels(t, h.store)[k1.Kernel]
@@ -156,6 +157,42 @@ func TestWithdrawalLeavesAMovedTag(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the withdrawal does not say it kept the tag: %+v", res.Actions)
+	}
+}
+
+// TestWithdrawalLeavesTheImagesOtherTags (rule 4, promote.Tags.remove):
+// against a registry whose tag DELETE takes the manifest and every tag
+// naming it (older Harbor, early zot), withdrawing a pre-release's tag
+// leaves the tags that share its image where they were: the kernel tag
+// and a GA release's tag.
+func TestWithdrawalLeavesTheImagesOtherTags(t *testing.T) {
+	h := newHarness(t)
+	h.rcStreams = []string{"4-stable"}
+	h.publish("stable-4.16", "4.16.15", k1)
+	h.candidate("4-stable", "4.17.0-rc.1", watcher.PhaseAccepted, k1) // the same kernel, so the same image
+	h.pass(Options{})
+	k := kernels(t, h.store)[k1.Kernel]
+	for _, tag := range []string{k1.Kernel + ".x86_64", "4.16.15", "4.17.0-rc.1"} {
+		if d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", tag); d.String() != k.ImageDigest || d == "" {
+			t.Fatalf("%s at %q before the withdrawal, want %s", tag, d, k.ImageDigest)
+		}
+	}
+	h.srv.SetTagDelete(registrytest.TagDeleteTakesManifest)
+	h.rc.SetPhase("4-stable", "4.17.0-rc.1", watcher.PhaseRejected)
+	h.now = h.now.Add(time.Hour)
+	res := h.pass(Options{})
+	if _, ok := h.srv.TagDigest("dtkbot/driver-toolkit", "4.17.0-rc.1"); ok {
+		t.Error("the withdrawn pre-release's tag is still there")
+	}
+	for _, tag := range []string{k1.Kernel + ".x86_64", "4.16.15"} {
+		if d, _ := h.srv.TagDigest("dtkbot/driver-toolkit", tag); d.String() != k.ImageDigest {
+			t.Errorf("%s at %q after the withdrawal, want %s", tag, d, k.ImageDigest)
+		}
+	}
+	for _, a := range res.Actions {
+		if a.Type == plan.ActionWithdraw && !strings.Contains(a.Result, "put back 4.16.15, "+k1.Kernel+".x86_64") {
+			t.Errorf("the withdrawal does not say what it put back: %q", a.Result)
+		}
 	}
 }
 

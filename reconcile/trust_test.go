@@ -10,6 +10,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/build"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/releasesig"
 )
@@ -194,7 +195,7 @@ func TestMirrorsGetKernelTags(t *testing.T) {
 // said so in the ledger.
 func TestStagingTagStaysWhereTheRegistryCannotDeleteTags(t *testing.T) {
 	h := newHarness(t)
-	h.srv.RefuseTagDeletes = true
+	h.srv.SetTagDelete(registrytest.TagDeleteRefused)
 	h.publish("stable-4.16", "4.16.15", k1)
 	r := h.reconciler()
 	if _, err := r.RunOnce(context.Background(), h.now, Options{}); err != nil {

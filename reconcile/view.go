@@ -77,10 +77,34 @@ func (r *Reconciler) begin(now time.Time, opts Options) (*pass, error) {
 	if r.Promoter != nil {
 		p.tags = &promote.Tags{Registry: r.Promoter, Owned: p.owned, Repair: r.Audit.Repair}
 	}
+	p.adoptedBefore()
 	if opts.RetryFailed {
 		p.retryFailed()
 	}
 	return p, nil
+}
+
+// adoptedBefore marks adopted the images a state file written before
+// Image.Adopted existed recorded as found at their kernel tag (verified
+// there, never staged), and forgets the promotion it recorded for that
+// tag: the tag is not dtkbot's, so the audit never moves it.
+func (p *pass) adoptedBefore() {
+	for _, m := range p.view.imageList("") {
+		if m.Adopted || m.Staging != "" || m.ImageDigest == "" || (m.State != ledger.StateVerified && m.State != ledger.StatePromoted) {
+			continue
+		}
+		m.Adopted = true
+		p.putImage(m)
+		pr, ok := p.view.promoted[m.Image]
+		switch {
+		case !ok || pr.Digest != m.ImageDigest || pr.Kind != ledger.TagKernel:
+		case p.opts.DryRun:
+			delete(p.view.promoted, m.Image)
+		default:
+			p.deletePromotion(m.Image, plan.Action{Type: plan.ActionAudit, Kernel: m.Kernel, Tag: m.Image, Consumer: m.Consumer, KernelKey: m.KernelKey(),
+				Result: "forgotten: found at its kernel tag and adopted, not promoted by dtkbot"})
+		}
+	}
 }
 
 // fail records an error that fails the pass (after everything else is done).
@@ -413,7 +437,7 @@ func journal(tx *state.Tx, now time.Time, a plan.Action, result string) error {
 func (p *pass) retryFailed() {
 	for _, m := range p.view.imageList(p.opts.Release) {
 		if m.State == ledger.StateFailed {
-			m.State, m.Attempts, m.NextAttemptAt, m.ImageDigest, m.Published = ledger.StateNew, 0, time.Time{}, "", false
+			m.State, m.Attempts, m.NextAttemptAt, m.ImageDigest, m.ListDigest, m.Published, m.Adopted = ledger.StateNew, 0, time.Time{}, "", "", false, false
 			// A new round: its attempt 1 is not the last round's (a
 			// backend naming builds by attempt tells them apart by it).
 			m.Round, m.Asked = m.Round+1, 0

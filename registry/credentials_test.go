@@ -215,7 +215,7 @@ func TestPlainHTTPRealmOnlyForInsecureRegistries(t *testing.T) {
 	tokens := httptest.NewServer(reg) // the same registry's token endpoint, over plain http
 	t.Cleanup(tokens.Close)
 	reg.RequireBearerAuth("robot", "s3cret")
-	reg.Realm = tokens.URL + "/token"
+	reg.SetRealm(tokens.URL + "/token")
 	f := &fixture{srv: srv, image: payloadtest.New(reg, srv.Host()).PushImage("acme/image", "v1", payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("a", 4096)}})}
 	certs := t.TempDir()
 	writeFile(t, filepath.Join(certs, "ca.crt"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.HTTP.Certificate().Raw})))
@@ -248,7 +248,7 @@ func TestPlainHTTPRealmOnlyForInsecureRegistries(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), srv.Host()) || !strings.Contains(err.Error(), reg.Realm) ||
+			if err == nil || !strings.Contains(err.Error(), srv.Host()) || !strings.Contains(err.Error(), reg.Realm()) ||
 				!strings.Contains(err.Error(), "plain-http token realm") {
 				t.Fatalf("error %v", err)
 			}

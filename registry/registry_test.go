@@ -63,13 +63,13 @@ func isBlob(r *http.Request) bool { return strings.Contains(r.URL.Path, "/blobs/
 func TestRetriesServerErrors(t *testing.T) {
 	f := newFixture(t)
 	var fails atomic.Int32
-	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+	f.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if (isBlob(r) || strings.Contains(r.URL.Path, "/manifests/")) && fails.Add(1) <= 2 {
 			http.Error(w, "try later", http.StatusServiceUnavailable)
 			return true
 		}
 		return false
-	}
+	})
 	c := testClient(Options{})
 	if err := f.readLayer(t, c); err != nil {
 		t.Fatal(err)
@@ -93,13 +93,13 @@ func TestDoesNotRetryNotFound(t *testing.T) {
 
 func TestGivesUpAfterAttempts(t *testing.T) {
 	f := newFixture(t)
-	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+	f.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if isBlob(r) {
 			http.Error(w, "down", http.StatusBadGateway)
 			return true
 		}
 		return false
-	}
+	})
 	c := testClient(Options{Attempts: 3})
 	err := f.readLayer(t, c)
 	if err == nil || !strings.Contains(err.Error(), "after 3 attempts") {
@@ -138,7 +138,7 @@ func TestHonoursRetryAfter(t *testing.T) {
 		f := newFixture(t)
 		var limited atomic.Bool
 		var blobGETs atomic.Int32
-		f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		f.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 			if isBlob(r) {
 				blobGETs.Add(1)
 				if !limited.Swap(true) {
@@ -148,7 +148,7 @@ func TestHonoursRetryAfter(t *testing.T) {
 				}
 			}
 			return false
-		}
+		})
 		client := testClient(Options{})
 		waits := countWaits(client)
 		if err := f.readLayer(t, client); err != nil {
@@ -168,7 +168,7 @@ func TestStalledBodyTimesOut(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	var started, abandoned atomic.Int32
-	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+	f.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if isBlob(r) {
 			started.Add(1)
 			w.Header().Set("Content-Length", "4096")
@@ -183,7 +183,7 @@ func TestStalledBodyTimesOut(t *testing.T) {
 			return true
 		}
 		return false
-	}
+	})
 	c := testClient(Options{Timeout: 200 * time.Millisecond, Attempts: 2})
 	countWaits(c)
 	done := make(chan error, 1)
@@ -221,7 +221,7 @@ func TestManifestDigestIsVerified(t *testing.T) {
 	f := newFixture(t)
 	// Serve another manifest under the pinned digest.
 	other := payloadtest.New(f.srv.Registry, f.srv.Host()).PushImage("acme/image", "v2", payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("b", 10)}})
-	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+	f.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.HasSuffix(r.URL.Path, "/manifests/"+f.image.Digest.String()) {
 			body, mt, _ := f.srv.Manifest("acme/image", other.Digest.String())
 			w.Header().Set("Content-Type", mt)
@@ -229,7 +229,7 @@ func TestManifestDigestIsVerified(t *testing.T) {
 			return true
 		}
 		return false
-	}
+	})
 	_, err := testClient(Options{}).Open(context.Background(), f.image.Pullspec)
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("error %v", err)
@@ -243,7 +243,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	f := newFixture(t)
 	release := make(chan struct{})
 	var inFlight, peak atomic.Int32
-	f.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+	f.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if isBlob(r) {
 			n := inFlight.Add(1)
 			for {
@@ -259,7 +259,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 			inFlight.Add(-1)
 		}
 		return false
-	}
+	})
 	c := testClient(Options{Concurrency: 2})
 	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {
@@ -329,7 +329,7 @@ func TestUntagRemovesTheTagNotTheManifest(t *testing.T) {
 		t.Errorf("a tag already gone: %v", err)
 	}
 	f.srv.PutManifest("acme/image", "staging-v1", mt, body)
-	f.srv.RefuseTagDeletes = true
+	f.srv.SetTagDelete(registrytest.TagDeleteRefused)
 	if err := c.Untag(ctx, f.srv.Host()+"/acme/image:staging-v1"); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "405 (method not allowed) UNSUPPORTED") {
 		t.Errorf("a registry that does not delete tags: %v", err)
 	}
@@ -366,4 +366,33 @@ func writeAuthFile(t *testing.T, host, user, pass string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestTagsFollowsPages: a repository's tags are listed across the
+// distribution spec's pages (Link rel="next"), from the registry itself.
+func TestTagsFollowsPages(t *testing.T) {
+	f := newFixture(t)
+	body, mt, _ := f.srv.Manifest("acme/image", "v1")
+	want := []string{"v1"}
+	for i := 0; i < 2500; i++ {
+		tag := fmt.Sprintf("t%04d", i)
+		f.srv.PutManifest("acme/image", tag, mt, body)
+		want = append(want, tag)
+	}
+	slices.Sort(want)
+	c := testClient(Options{})
+	before := f.srv.Stats()
+	got, err := c.Tags(context.Background(), f.srv.Host()+"/acme/image")
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("%d tags (%v), want %d", len(got), err, len(want))
+	}
+	if n := f.srv.Stats().Sub(before).Requests; n != 3 {
+		t.Errorf("%d requests for 2501 tags, want 3 pages", n)
+	}
+	if _, err := c.Tags(context.Background(), f.srv.Host()+"/acme/nothing"); !errors.Is(err, ErrNoTagList) {
+		t.Errorf("an unknown repository: %v", err)
+	}
+	if _, err := c.Tags(context.Background(), f.srv.Host()+"/acme/image:v1"); err == nil {
+		t.Error("a tag reference listed")
+	}
 }

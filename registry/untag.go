@@ -13,8 +13,12 @@ import (
 // tags (distribution's UNSUPPORTED, 405, or a 400 refusing a tag).
 var ErrUnsupported = errors.New("the registry does not delete tags")
 
-// Untag removes one tag (repository:tag) and never the manifest behind it,
-// with the OCI distribution spec's DELETE /v2/<name>/manifests/<tag>.
+// Untag asks the registry to remove one tag (repository:tag), with the OCI
+// distribution spec's DELETE /v2/<name>/manifests/<tag>, which removes the
+// tag and keeps the manifest. Some registries (older Harbor, early zot)
+// delete the manifest and every tag naming it instead: package promote
+// removes tags only through its guarded path, which reads the manifest
+// first and puts back what such a registry took.
 // Registries that do not delete tags (distribution/distribution's registry,
 // Docker Hub) answer ErrUnsupported; a tag already gone is success. The tag
 // is looked at afterwards: a proxy that acknowledges and drops the request

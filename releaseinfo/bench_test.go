@@ -170,7 +170,7 @@ func TestOneSessionPerRegistry(t *testing.T) {
 	// The registry's clock moves past the tokens' life: each scope is
 	// renewed once.
 	now := time.Now().Add(10 * time.Minute)
-	tw.srv.Now = func() time.Time { return now }
+	tw.srv.SetClock(func() time.Time { return now })
 	before = tw.srv.Stats()
 	for _, r := range in.InspectAll(context.Background(), pullspecs[8:], nil) {
 		if r.Err != nil {

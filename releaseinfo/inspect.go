@@ -271,6 +271,24 @@ func (in *Inspector) resolve(ctx context.Context, img *registry.Image) (*resolve
 	return out, nil
 }
 
+// Instance is the image pullspec (by digest) is for the inspector's arch:
+// pullspec's own digest when it is one image (list false), or the digest
+// of its linux/<arch> instance when it is a manifest list (list true). A
+// list without that instance, one inside a list, or a manifest that does
+// not parse is a content error (registry.IsContent): what is behind a
+// digest cannot change.
+func (in *Inspector) Instance(ctx context.Context, pullspec string) (d digest.Digest, list bool, err error) {
+	r, err := in.open(ctx, pullspec)
+	if err != nil {
+		return "", false, err
+	}
+	defer r.img.Close()
+	if r.instance != "" {
+		return r.instance, true, nil
+	}
+	return r.img.Digest, false, nil
+}
+
 func (in *Inspector) open(ctx context.Context, pullspec string) (*resolved, error) {
 	img, err := in.reg.Open(ctx, pullspec)
 	if err != nil {

@@ -25,6 +25,19 @@ var ErrWrongKernel = fmt.Errorf("%w: the image does not carry the wanted kernel"
 // ErrRejected is what every verdict against an image wraps.
 var ErrRejected = errors.New("rejected")
 
+// ErrUnreadable means an image's content, read by digest and verified
+// against it, is not what an image of its kind must be (a layer that is
+// not a tar, a manifest that does not parse): it cannot change, so it is a
+// verdict, never to be promoted.
+var ErrUnreadable = fmt.Errorf("%w: its content cannot be read", ErrRejected)
+
+// Rejects reports whether err, from verifying an image by digest, is a
+// verdict on the image: a rejection, or a fault of its content
+// (registry.IsContent), which reading again can only meet again. Any other
+// error (the network, a 5xx, auth, a digest mismatch in transit) can
+// change: try again later.
+func Rejects(err error) bool { return errors.Is(err, ErrRejected) || registry.IsContent(err) }
+
 // DTK checks a built DTK image before anything is promoted onto it:
 // its etc/driver-toolkit-release.json, read from its small top layers with
 // the digest verified (as releaseinfo reads a payload's DTK), must name the
@@ -35,11 +48,15 @@ type DTK struct {
 }
 
 // Verify returns nil when image carries kernel (VERSION-RELEASE) for arch,
-// an error wrapping ErrWrongKernel when it carries another or none, and any
-// other error when it could not be read (try again later).
+// an error wrapping ErrWrongKernel when it carries another or none,
+// ErrUnreadable when its content is not a DTK's (a top layer that is not a
+// tar), and any other error when it could not be read (try again later).
 func (v *DTK) Verify(ctx context.Context, image, kernel, arch string) error {
 	in := releaseinfo.New(v.Registry, releaseinfo.Options{Arch: arch, Limits: v.Limits})
 	dtk, err := in.ReadDTK(ctx, image)
+	if registry.IsContent(err) {
+		return fmt.Errorf("verifying %s: %w: %w", image, ErrUnreadable, err)
+	}
 	if err != nil {
 		return fmt.Errorf("verifying %s: %w", image, err)
 	}

@@ -39,8 +39,13 @@ func TestVerify(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if err := v.Verify(context.Background(), srv.Host()+"/acme/dtk:missing", "5.14.0-427.37.1.el9_4", "amd64"); err == nil || errors.Is(err, ErrWrongKernel) {
-		t.Errorf("a missing image is not a wrong kernel: %v", err)
+	if err := v.Verify(context.Background(), srv.Host()+"/acme/dtk:missing", "5.14.0-427.37.1.el9_4", "amd64"); err == nil || errors.Is(err, ErrWrongKernel) || Rejects(err) {
+		t.Errorf("a missing image is not a wrong kernel, nor any verdict (it may appear): %v", err)
+	}
+	// A top layer that is not a tar: its content cannot change, a verdict.
+	w.PushImage("acme/dtk", "not-a-tar", payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("base", 4096), []byte("a build log, not a layer")}})
+	if err := v.Verify(context.Background(), srv.Host()+"/acme/dtk:not-a-tar", "5.14.0-427.37.1.el9_4", "amd64"); !errors.Is(err, ErrUnreadable) || !Rejects(err) {
+		t.Errorf("a top layer that is not a tar: %v, want ErrUnreadable", err)
 	}
 	// The base layer is never read: verification costs the manifest and the small top layer.
 	before := srv.Stats()

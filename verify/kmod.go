@@ -69,6 +69,10 @@ type KmodCheck struct {
 	// SkipABI accepts a DTK without the kernel's files (verify.abi: false):
 	// what can be checked is, and the verdict says the ABI was not.
 	SkipABI bool
+	// ModuleName, if set, is the module a node loads from the image (KMM's
+	// modprobe.moduleName, the consumer's kmm.module_name): it must be in
+	// the image under ModulePath.
+	ModuleName string
 }
 
 // KmodResult is what an accepted image's check found: per module, what
@@ -121,7 +125,7 @@ func (v *Kmod) VerifyKmod(ctx context.Context, c KmodCheck) (KmodResult, error) 
 		shown := img.Elsewhere[:min(3, len(img.Elsewhere))]
 		return fail(fmt.Errorf("%w: its modules are elsewhere (%s), want them under /%s", ErrNoModules, strings.Join(shown, ", "), prefix))
 	}
-	r := kmod.Check(img, k, kmod.CheckOptions{Certs: c.Certs})
+	r := kmod.Check(img, k, kmod.CheckOptions{Certs: c.Certs, Load: c.ModuleName})
 	if !r.Accepted {
 		return fail(fmt.Errorf("%w: %s", ErrWontLoad, wontLoad(r)))
 	}

@@ -64,7 +64,10 @@ func TestCoveragePageInABrowser(t *testing.T) {
 		building = "5.14.0-427.44.1.el9_4"
 		second   = "5.14.0-427.50.1.el9_4"
 	)
-	ci := &citest.CI{Secret: []byte("hook"), Wrong: map[string]string{failed: "5.14.0-427.99.1.el9_4"}, Never: map[string]bool{building: true}}
+	ci := &citest.CI{Secret: []byte("hook")}
+	ci.Change(func(b *citest.Builds) {
+		b.Wrong, b.Never = map[string]string{failed: "5.14.0-427.99.1.el9_4"}, map[string]bool{building: true}
+	})
 	ciServer := httptest.NewServer(http.HandlerFunc(ci.Webhook))
 	defer ciServer.Close()
 	gh := githubtest.New("acme", "driver-ci")
@@ -109,7 +112,7 @@ listen: %q
 	if err := os.WriteFile(cw.config, []byte(strings.Replace(mustRead(t, cw.config), "REGISTRY/", cw.srv.Host()+"/", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ci.World = cw.world
+	ci.SetWorld(cw.world)
 	// The world of newCLIWorld ships promoted (4.16.15, 4.16.16) and failed
 	// (4.16.17); add a build still going and a payload held for good.
 	cw.graph.Publish("stable-4.16", "amd64", "4.16.18", cw.world.Release(payloadtest.ReleaseSpec{Version: "4.16.18", Stream: payloadtest.Stream{Kernel: building}}).Pullspec)

@@ -191,6 +191,11 @@ func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
 		// The DTK's and the consumer's builds, through the same webhook.
 		build := fmt.Sprintf("{backend: webhook, timeout: %s, max_attempts: 20, backoff: 1ns, webhook: {url: %q, secret_file: %q}}",
 			buildTimeout, ciServer.URL, secretFile)
+		// Passes are killed on purpose, some while they verify an image,
+		// maybe the same one twice in a row: no image here kills its
+		// verifier, so none may be taken for one (TestPoisonImageIsFailed
+		// tests that rule).
+		dtkBuild := strings.Replace(build, "{backend: webhook,", "{backend: webhook, verify_interruptions: 1000,", 1)
 		return fmt.Sprintf(`build: %s
 github:
   api_url: %s
@@ -207,7 +212,7 @@ consumers:
     target:
       repository: %s/dtkbot/simple-kmod
     verify: {label: kernel-version}
-`, build, gh.URL(), tokenFile, build, registry)
+`, dtkBuild, gh.URL(), tokenFile, build, registry)
 	}
 	// The registry's address is known once it runs: the consumer's
 	// repository is written into the config then.
@@ -216,7 +221,7 @@ consumers:
 	if err := os.WriteFile(cw.config, []byte(strings.Replace(mustRead(t, cw.config), config(killedPhaseTimeout, "REGISTRY"), config(killedPhaseTimeout, host), 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ci.World = cw.world
+	ci.SetWorld(cw.world)
 	kernelOf := map[string]string{"4.16.15": "5.14.0-427.37.1.el9_4", "4.16.16": "5.14.0-427.37.1.el9_4", "4.16.17": "5.14.0-427.40.1.el9_4"}
 	statePath := filepath.Join(filepath.Dir(cw.config), "dtkbot.db")
 	rng := rand.New(rand.NewPCG(1, 2))

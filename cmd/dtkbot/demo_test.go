@@ -83,7 +83,7 @@ func TestDemoRuns(t *testing.T) {
 		"pass-2.txt":        {"0 newly inspected"},
 		"report.txt":        {"RELEASE", "10 of 10 releases"},
 		"pass-3.txt":        {"1 newly inspected"},
-		"kmm.yaml": {"kind: PreflightValidationOCP", "kernelVersion: 5.14.0-427.40.1.el9_4.x86_64", "kind: Module", "moduleName: simple-kmod",
+		"kmm.yaml": {"kind: PreflightValidationOCP", "kernelVersion: 5.14.0-427.40.1.el9_4.x86_64", "kind: Module", "moduleName: dtkbot_user",
 			"literal: 6.12.0-55.9.1.el10_1.x86_64"},
 		"dtkbot.log":    {`"level":"error"`, "$ dtkbot reconcile --config config.yaml"},
 		"coverage.html": {"<svg", "4.16.19"},

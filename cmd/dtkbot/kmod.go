@@ -41,9 +41,9 @@ func newKmodCommand(env *cliEnv) *cobra.Command {
 
 func newKmodCheckCommand(env *cliEnv) *cobra.Command {
 	var (
-		kernel, dtk, symversPath, modulePath, arch string
-		certs                                      []string
-		maxModules                                 int
+		kernel, dtk, symversPath, modulePath, load, arch string
+		certs                                            []string
+		maxModules                                       int
 	)
 	cmd := &cobra.Command{
 		Use:   "check IMAGE --kernel KERNEL_FULL [--dtk IMAGE | --symvers FILE] [--cert FILE]...",
@@ -63,6 +63,7 @@ could not be read, the image holds more modules than --max-modules, or the comma
 	fs.StringVar(&symversPath, "symvers", "", "the kernel's Module.symvers (kernel-devel's /usr/src/kernels/<kernel>/Module.symvers), instead of --dtk")
 	fs.StringArrayVar(&certs, "cert", nil, "a certificate (PEM or DER) a Secure Boot node trusts; every module must be signed by one (repeatable)")
 	fs.StringVar(&modulePath, "module-path", "", "where the image holds the kernel's modules (default opt/lib/modules/<kernel>/, KMM's)")
+	fs.StringVar(&load, "module", "", "the module a node loads (KMM's modprobe.moduleName): it must be in the image")
 	fs.IntVar(&maxModules, "max-modules", kmod.DefaultMaxModules, "the most module files read from the image; with more, the check cannot tell (exit 2)")
 	fs.StringVar(&arch, "arch", "amd64", "the instance of a multi-arch image to read")
 	out := addOutputFlag(fs, "table", "json", "yaml")
@@ -99,13 +100,13 @@ could not be read, the image holds more modules than --max-modules, or the comma
 		ctx, cancel := withDeadline(cmd.Context(), *deadline)
 		defer cancel()
 		read := kmod.ReadOptions{MaxModules: maxModules, Budget: kmod.NewBudget(0)}
-		return exit(kmodCheck(ctx, env, regOpts, image, kernel, dtk, symversPath, certs, modulePath, arch, out.value, read))
+		return exit(kmodCheck(ctx, env, regOpts, image, kernel, dtk, symversPath, certs, modulePath, load, arch, out.value, read))
 	}
 	return cmd
 }
 
-func kmodCheck(ctx context.Context, env *cliEnv, regOpts registry.Options, image, kernel, dtk, symversPath string, certPaths []string, modulePath, arch, output string, read kmod.ReadOptions) int {
-	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != ""}
+func kmodCheck(ctx context.Context, env *cliEnv, regOpts registry.Options, image, kernel, dtk, symversPath string, certPaths []string, modulePath, load, arch, output string, read kmod.ReadOptions) int {
+	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != "", Load: load}
 	var err error
 	if len(certPaths) > 0 {
 		if opts.Certs, err = kmod.LoadCertificates(certPaths...); err != nil {

@@ -124,6 +124,9 @@ func TestKmodCheck(t *testing.T) {
 		{"no kernel files at all: what can be checked", []string{good}, exitAccepted, []string{"not checked", "no --dtk or --symvers"}},
 		{"another module path", []string{good, "--dtk", kw.dtk, "--module-path", "lib/modules/" + testKernel}, exitRejected,
 			[]string{"no kernel module under /lib/modules/6.1.0-57-cloud-amd64/ (its modules are elsewhere: opt/lib/modules/"}},
+		{"without the module KMM loads", []string{good, "--dtk", kw.dtk, "--module", "simple-kmod"}, exitRejected,
+			[]string{"the module a node loads, simple-kmod (modprobe), is not under /opt/lib/modules/6.1.0-57-cloud-amd64/: the image holds dtkbot_hello.ko, dtkbot_user.ko"}},
+		{"with the module KMM loads", []string{good, "--dtk", kw.dtk, "--module", "dtkbot-user"}, exitAccepted, []string{"ACCEPTED"}},
 		{"the image is not there", []string{kw.srv.Host() + "/acme/simple-kmod:missing", "--dtk", kw.dtk}, exitCouldNotTell, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,11 +165,11 @@ func TestKmodCheck(t *testing.T) {
 	})
 
 	t.Run("the registry failing: could not tell", func(t *testing.T) {
-		kw.srv.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		kw.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return true
-		}
-		defer func() { kw.srv.Intercept = nil }()
+		})
+		defer func() { kw.srv.SetIntercept(nil) }()
 		code, stdout, stderr := runCLI(t, append([]string{"kmod", "check", good, "--kernel", testKernel, "--dtk", kw.dtk}, reg...)...)
 		if code != exitCouldNotTell || !strings.Contains(stderr, "503") {
 			t.Errorf("exit %d\n%s%s", code, stdout, stderr)

@@ -245,9 +245,10 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		Consumers: consumers,
 		KmodVerifier: &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits(), Kernels: store,
 			Read: kmod.ReadOptions{MaxModules: cfg.Registry.MaxModules, Budget: kmod.NewBudget(cfg.Registry.ModuleMemory)}},
-		Concurrency:   cfg.Registry.Concurrency,
-		SignatureMode: cfg.Verify.Mode,
-		Log:           log,
+		Concurrency:         cfg.Registry.Concurrency,
+		VerifyInterruptions: cfg.Build.VerifyInterruptions,
+		SignatureMode:       cfg.Verify.Mode,
+		Log:                 log,
 	}
 	if cfg.Target.Repository != "" {
 		r.Promoter = promote.NewRemote(reg)
@@ -291,7 +292,7 @@ func newConsumers(cfg *config.Config, log zerolog.Logger) ([]reconcile.Consumer,
 		}
 		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.PlanTarget(),
 			Build:      reconcile.BuildPolicy{Timeout: c.Build.Timeout.Duration, MaxAttempts: c.Build.MaxAttempts, Backoff: c.Build.Backoff.Duration},
-			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label, Certs: c.Verify.Certs, SkipABI: !c.Verify.RequireABI()})
+			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label, Certs: c.Verify.Certs, SkipABI: !c.Verify.RequireABI(), ModuleName: c.KMM.ModuleName})
 	}
 	return out, nil
 }

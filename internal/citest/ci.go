@@ -29,14 +29,26 @@ import (
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 )
 
-// CI builds into a payloadtest world.
+// CI builds into a payloadtest world. Secret, Token and Dedupe are set
+// before it serves; what it builds (the world, the Builds knobs) may change
+// while it serves, through SetWorld and Change, under its lock.
 type CI struct {
-	World *payloadtest.World
 	// Secret signs webhooks (X-Signature-256); Token authorizes dispatches.
 	Secret []byte
 	Token  string
 	// Dedupe drops a delivery seen before.
 	Dedupe bool
+
+	mu         sync.Mutex
+	world      *payloadtest.World
+	knobs      Builds
+	builds     map[string]int
+	deliveries map[string]bool
+	requests   []build.Inputs
+}
+
+// Builds are the knobs of what the CI builds, by kernel (VERSION-RELEASE).
+type Builds struct {
 	// Wrong maps a kernel to the kernel its build carries instead.
 	Wrong map[string]string
 	// Never are kernels whose builds are accepted and never pushed (a CI
@@ -65,11 +77,21 @@ type CI struct {
 	Vermagic map[string]string
 	Signed   map[string]string
 	Only     map[string][]string
+}
 
-	mu         sync.Mutex
-	builds     map[string]int
-	deliveries map[string]bool
-	requests   []build.Inputs
+// SetWorld says where builds push (and where the world is, for a CI
+// started before it).
+func (c *CI) SetWorld(w *payloadtest.World) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.world = w
+}
+
+// Change changes what the CI builds from the next request on.
+func (c *CI) Change(f func(*Builds)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f(&c.knobs)
 }
 
 // Requests returns the inputs of every build request received.
@@ -147,16 +169,17 @@ func (c *CI) build(w http.ResponseWriter, in build.Inputs, kernelFull, delivery 
 	c.requests = append(c.requests, in)
 	dup := delivery != "" && c.deliveries[delivery]
 	c.deliveries[delivery] = true
+	world, b := c.world, c.knobs
 	c.mu.Unlock()
-	if (dup && c.Dedupe) || c.Never[in.KernelVersion] {
+	if (dup && c.Dedupe) || b.Never[in.KernelVersion] {
 		return true
 	}
 	if in.DTKImage != "" {
-		c.pushKmod(reference.Path(named), tagged.Tag(), in)
+		b.pushKmod(world, reference.Path(named), tagged.Tag(), in)
 		return true
 	}
 	kernel := in.KernelVersion
-	if k, ok := c.Wrong[kernel]; ok {
+	if k, ok := b.Wrong[kernel]; ok {
 		kernel = k
 	}
 	if kernelFull == "" || kernel != in.KernelVersion {
@@ -164,10 +187,10 @@ func (c *CI) build(w http.ResponseWriter, in build.Inputs, kernelFull, delivery 
 	}
 	rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": kernelFull, "RHEL_VERSION": in.RHELVersion})
 	top := []payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", rel)}
-	if !c.NoKernelFiles[in.KernelVersion] {
-		top = append(top, DTKKernelFiles(kernelFull, c.KernelABI[in.KernelVersion], c.WholeSymvers)...)
+	if !b.NoKernelFiles[in.KernelVersion] {
+		top = append(top, DTKKernelFiles(kernelFull, b.KernelABI[in.KernelVersion], b.WholeSymvers)...)
 	}
-	c.World.PushImage(reference.Path(named), tagged.Tag(), payloadtest.Image{
+	world.PushImage(reference.Path(named), tagged.Tag(), payloadtest.Image{
 		OCI:    true,
 		Labels: map[string]string{"kernel-version": in.KernelVersion},
 		Layers: [][]byte{payloadtest.NoiseLayer("ubi", 16<<10), payloadtest.TarGz(top...)},
@@ -189,10 +212,10 @@ func DTKKernelFiles(kernelFull, abi string, whole bool) []payloadtest.TarEntry {
 	return out
 }
 
-// KmodModules are the module files of a kmod image for kernel (VERSION-
-// RELEASE), kernelFull's: real modules (see CI's Flavour, Vermagic, Signed,
+// kmodModules are the module files of a kmod image for kernel (VERSION-
+// RELEASE), kernelFull's: real modules (see Flavour, Vermagic, Signed,
 // Only), under dir.
-func (c *CI) KmodModules(dir, kernel, kernelFull string) []payloadtest.TarEntry {
+func (c Builds) kmodModules(dir, kernel, kernelFull string) []payloadtest.TarEntry {
 	var mods map[string][]byte
 	if key, ok := c.Signed[kernel]; ok {
 		mods = kmodtest.Signed(key)
@@ -220,18 +243,18 @@ func (c *CI) KmodModules(dir, kernel, kernelFull string) []payloadtest.TarEntry 
 // pushKmod "builds" a consumer's kmod image: a base layer, then the layer
 // of the last COPY with the module under /opt/lib/modules/<kernel>/, as
 // deploy/examples/kmod/Containerfile lays it out.
-func (c *CI) pushKmod(repo, tag string, in build.Inputs) {
+func (c Builds) pushKmod(world *payloadtest.World, repo, tag string, in build.Inputs) {
 	kernelFull := in.KernelFullVersion
 	if k, ok := c.ModulesFor[in.KernelVersion]; ok {
 		kernelFull = k + ".x86_64"
 	}
 	dir := "opt/lib/modules/" + kernelFull + "/"
 	entries := []payloadtest.TarEntry{payloadtest.File(dir+"modules.dep", []byte("extra/dtkbot_hello.ko:\nextra/dtkbot_user.ko: extra/dtkbot_hello.ko kernel/lib/crc-itu-t.ko\n"))}
-	top := payloadtest.TarGz(append(entries, c.KmodModules(dir, in.KernelVersion, kernelFull)...)...)
+	top := payloadtest.TarGz(append(entries, c.kmodModules(dir, in.KernelVersion, kernelFull)...)...)
 	if c.NoModules[in.KernelVersion] {
 		top = payloadtest.TarGz(payloadtest.File("usr/share/doc/acme-nic/README", []byte("no module here")))
 	}
-	c.World.PushImage(repo, tag, payloadtest.Image{
+	world.PushImage(repo, tag, payloadtest.Image{
 		OCI:    true,
 		Labels: map[string]string{"kernel-version": in.KernelFullVersion, "io.acme.built-from": in.DTKImage},
 		Layers: [][]byte{payloadtest.NoiseLayer("ubi-minimal", 8<<10), payloadtest.TarGz(payloadtest.File("usr/bin/cp", []byte("cp"))), top},

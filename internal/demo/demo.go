@@ -129,9 +129,13 @@ func (d *demo) run(ctx context.Context) error {
 	// stand-in for a z-stream that changes symbols the modules use: its ABI
 	// verdict says which), its modules built to match; 5.14.0-427.50.1's
 	// modules are built for kernel-rt, rejected on its standard kernel.
-	demoCI := &citest.CI{World: world, Secret: []byte(secret), Dedupe: true, WholeSymvers: true,
-		KernelABI: map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.RT},
-		Flavour:   map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.FlavourRT, "5.14.0-427.50.1.el9_4": kmodtest.FlavourRT}}
+	demoCI := &citest.CI{Secret: []byte(secret), Dedupe: true}
+	demoCI.SetWorld(world)
+	demoCI.Change(func(b *citest.Builds) {
+		b.WholeSymvers = true
+		b.KernelABI = map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.RT}
+		b.Flavour = map[string]string{"5.14.0-427.40.1.el9_4": kmodtest.FlavourRT, "5.14.0-427.50.1.el9_4": kmodtest.FlavourRT}
+	})
 	ci, stopCI, err := serve(http.HandlerFunc(demoCI.Webhook))
 	if err != nil {
 		return fmt.Errorf("starting the CI stand-in: %w", err)
@@ -247,7 +251,9 @@ consumers:
     target:
       repository: %s/demo/simple-kmod
     verify: {label: kernel-version}
-    kmm: {module_name: simple-kmod, namespace: demo-drivers}
+    # The CI stand-in's kmod images hold dtkbot_user and dtkbot_hello, which
+    # it needs: the Module loads dtkbot_user, verified to be there.
+    kmm: {module_name: dtkbot_user, namespace: demo-drivers}
 verify:
   mode: warn
   signature_store: http://%s
@@ -608,7 +614,10 @@ func (d *demo) printKMM(cfg *config.Config, snap *state.Snapshot) error {
 	}
 	c := cfg.Consumers[0]
 	mappings := ix.KernelMappings("simple-kmod")
-	mod := kmm.NewModule("simple-kmod", kmm.ModuleOptions{Namespace: c.KMM.Namespace, ModuleName: c.KMM.ModuleName, Selector: c.KMM.Selector}, mappings)
+	mod, err := kmm.NewModule("simple-kmod", kmm.ModuleOptions{Namespace: c.KMM.Namespace, ModuleName: c.KMM.ModuleName, Selector: c.KMM.Selector}, mappings)
+	if err != nil {
+		return err
+	}
 	out, err := kmm.YAML(pre[0], mod)
 	if err != nil {
 		return err

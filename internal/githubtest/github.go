@@ -63,9 +63,10 @@ type Request struct {
 type Server struct {
 	HTTP *httptest.Server
 
+	// Owner and Repo are the one repository it serves, set by New.
+	Owner, Repo string
+
 	mu       sync.Mutex
-	Owner    string
-	Repo     string
 	tokens   map[string]string // token -> login
 	issues   []*Issue
 	pulls    []*Pull
@@ -74,16 +75,42 @@ type Server struct {
 	requests []Request
 	seq      int
 
-	// AppID, InstallationID and AppKey enable GitHub App auth: a JWT
-	// signed by AppKey buys an installation token.
-	AppID          int64
-	InstallationID int64
-	AppKey         *rsa.PublicKey
-	AppSlug        string
-	TokenTTL       time.Duration
+	// The knobs a test turns, under mu (through their setters), so that
+	// they can change while the fake serves.
+	app      App
+	tokenTTL time.Duration
+	fault    func(w http.ResponseWriter, r *http.Request) bool
+}
 
-	// Fault, when set, may answer a request itself (return true).
-	Fault func(w http.ResponseWriter, r *http.Request) bool
+// App is a GitHub App the fake knows: a JWT signed by Key for ID buys a
+// token for InstallationID.
+type App struct {
+	ID, InstallationID int64
+	Key                *rsa.PublicKey
+	Slug               string
+}
+
+// EnableApp turns on GitHub App auth for app.
+func (s *Server) EnableApp(app App) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.app = app
+}
+
+// SetTokenTTL sets the life of the installation tokens handed out from now
+// on (default an hour).
+func (s *Server) SetTokenTTL(ttl time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokenTTL = ttl
+}
+
+// SetFault makes f see every request first (nil: none); f returning true
+// means it answered the request itself.
+func (s *Server) SetFault(f func(w http.ResponseWriter, r *http.Request) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fault = f
 }
 
 // New starts a fake with one repository owner/repo on branch main.
@@ -94,7 +121,7 @@ func New(owner, repo string) *Server {
 // NewWith starts the fake behind wrap (a fault injector, say).
 func NewWith(owner, repo string, wrap func(http.Handler) http.Handler) *Server {
 	s := &Server{Owner: owner, Repo: repo, tokens: map[string]string{}, refs: map[string]string{"heads/main": sha("init")},
-		files: map[string]string{}, TokenTTL: time.Hour}
+		files: map[string]string{}, tokenTTL: time.Hour}
 	s.HTTP = httptest.NewServer(wrap(s))
 	return s
 }
@@ -226,8 +253,9 @@ var (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Auth: r.Header.Get("Authorization"), At: time.Now()})
+	fault := s.fault
 	s.mu.Unlock()
-	if s.Fault != nil && s.Fault(w, r) {
+	if fault != nil && fault(w, r) {
 		return
 	}
 	w.Header().Set("X-RateLimit-Limit", "5000")
@@ -266,29 +294,32 @@ func (s *Server) login(r *http.Request) (string, bool) {
 
 // serveApp checks the app's JWT and hands out installation tokens.
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request) {
-	if s.AppKey == nil || !s.validJWT(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")) {
+	s.mu.Lock()
+	app := s.app
+	s.mu.Unlock()
+	if app.Key == nil || !validJWT(app, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")) {
 		apiError(w, http.StatusUnauthorized, "A JSON web token could not be decoded")
 		return
 	}
 	if r.URL.Path == "/app" {
-		writeJSON(w, 200, map[string]any{"id": s.AppID, "slug": s.AppSlug})
+		writeJSON(w, 200, map[string]any{"id": app.ID, "slug": app.Slug})
 		return
 	}
 	id, _ := strconv.ParseInt(installToken.FindStringSubmatch(r.URL.Path)[1], 10, 64)
-	if r.Method != http.MethodPost || id != s.InstallationID {
+	if r.Method != http.MethodPost || id != app.InstallationID {
 		apiError(w, http.StatusNotFound, "Not Found")
 		return
 	}
 	s.mu.Lock()
 	s.seq++
 	token := fmt.Sprintf("ghs_installation_%d", s.seq)
-	s.tokens[token] = s.AppSlug + "[bot]"
-	ttl := s.TokenTTL
+	s.tokens[token] = app.Slug + "[bot]"
+	ttl := s.tokenTTL
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, map[string]any{"token": token, "expires_at": time.Now().Add(ttl).UTC().Format(time.RFC3339)})
 }
 
-func (s *Server) validJWT(jwt string) bool {
+func validJWT(app App, jwt string) bool {
 	parts := strings.Split(jwt, ".")
 	if len(parts) != 3 {
 		return false
@@ -298,7 +329,7 @@ func (s *Server) validJWT(jwt string) bool {
 		return false
 	}
 	h := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	if rsa.VerifyPKCS1v15(s.AppKey, crypto.SHA256, h[:], sig) != nil {
+	if rsa.VerifyPKCS1v15(app.Key, crypto.SHA256, h[:], sig) != nil {
 		return false
 	}
 	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
@@ -306,7 +337,7 @@ func (s *Server) validJWT(jwt string) bool {
 		Iss string `json:"iss"`
 		Exp int64  `json:"exp"`
 	}
-	if json.Unmarshal(raw, &claims) != nil || claims.Iss != strconv.FormatInt(s.AppID, 10) || claims.Exp < time.Now().Unix() {
+	if json.Unmarshal(raw, &claims) != nil || claims.Iss != strconv.FormatInt(app.ID, 10) || claims.Exp < time.Now().Unix() {
 		return false
 	}
 	return true

@@ -25,8 +25,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -95,31 +97,82 @@ type Registry struct {
 	uploads map[string]*upload
 	stats   Stats
 
-	// Intercept, when set, sees every request first; returning true means it
-	// wrote the response and the registry must not. Used for fault injection.
-	Intercept func(w http.ResponseWriter, r *http.Request) bool
-	// RefuseTagDeletes makes DELETE of a manifest by tag answer 405
-	// UNSUPPORTED, as distribution/distribution's registry does; by default
-	// the tag is removed (OCI distribution spec v1.1), the manifest kept.
-	RefuseTagDeletes bool
-	// TagDeleteTakesManifest makes DELETE of a manifest by tag delete the
-	// manifest it names, and with it every other tag of the repository
-	// that names it, as some registries do (and as containers/image's
-	// DeleteImage does on purpose).
-	TagDeleteTakesManifest bool
+	// The knobs a test turns, read and written under mu only (through
+	// their setters), so that they can change while the registry serves.
+	intercept func(w http.ResponseWriter, r *http.Request) bool
+	tagDelete TagDelete
+	now       func() time.Time
+	tokenTTL  time.Duration
+	realm     string
 
 	username, password string
 	bearer             bool
 	tokens             map[string]grant
-	// TokenTTL is the life of a bearer token (default 300s, quay.io's).
-	TokenTTL time.Duration
-	// Now is the registry's clock for token expiry (default time.Now).
-	Now func() time.Time
-	// Realm is the token endpoint a Bearer challenge names; empty means
-	// /token on the host asked, over the scheme asked (https for
-	// ServerTLS). Set it to serve tokens from elsewhere, such as a plain-http
-	// server of the same Registry in front of a TLS one.
-	Realm string
+}
+
+// TagDelete is what a DELETE of a manifest by tag does.
+type TagDelete int
+
+const (
+	// TagDeleteRemovesTag removes the tag and keeps the manifest (OCI
+	// distribution spec v1.1): the default.
+	TagDeleteRemovesTag TagDelete = iota
+	// TagDeleteRefused answers 405 UNSUPPORTED, as
+	// distribution/distribution's registry does.
+	TagDeleteRefused
+	// TagDeleteTakesManifest deletes the manifest the tag names, and with
+	// it every other tag of the repository that names it, as older
+	// Harbor and early zot do (and as containers/image's DeleteImage does
+	// on purpose).
+	TagDeleteTakesManifest
+)
+
+// SetIntercept makes f see every request first (nil: none); f returning
+// true means it wrote the response and the registry must not. Used for
+// fault injection; safe while the registry serves.
+func (r *Registry) SetIntercept(f func(w http.ResponseWriter, req *http.Request) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.intercept = f
+}
+
+// SetTagDelete says what a DELETE of a manifest by tag does from now on.
+func (r *Registry) SetTagDelete(d TagDelete) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tagDelete = d
+}
+
+// SetClock sets the registry's clock for token expiry (nil: time.Now).
+func (r *Registry) SetClock(now func() time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.now = now
+}
+
+// SetTokenTTL sets the life of the bearer tokens handed out from now on
+// (0: 300s, quay.io's).
+func (r *Registry) SetTokenTTL(ttl time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tokenTTL = ttl
+}
+
+// SetRealm sets the token endpoint a Bearer challenge names; empty means
+// /token on the host asked, over the scheme asked (https for ServerTLS).
+// Set it to serve tokens from elsewhere, such as a plain-http server of the
+// same Registry in front of a TLS one.
+func (r *Registry) SetRealm(realm string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.realm = realm
+}
+
+// Realm is the token endpoint set by SetRealm.
+func (r *Registry) Realm() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.realm
 }
 
 // grant is what a bearer token allows: actions on repositories, until when.
@@ -166,9 +219,10 @@ func (r *Registry) RequireBearerAuth(username, password string) {
 	r.tokens = map[string]grant{}
 }
 
-func (r *Registry) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
+// clock is the registry's time; mu is held.
+func (r *Registry) clock() time.Time {
+	if r.now != nil {
+		return r.now()
 	}
 	return time.Now()
 }
@@ -186,7 +240,7 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	g := grant{scopes: map[string][]string{}, expires: r.now().Add(r.tokenTTL())}
+	g := grant{scopes: map[string][]string{}, expires: r.clock().Add(r.ttl())}
 	for _, scope := range req.URL.Query()["scope"] {
 		parts := strings.Split(scope, ":")
 		if len(parts) != 3 || parts[0] != "repository" {
@@ -200,12 +254,13 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 	tok := hex.EncodeToString(id)
 	r.tokens[tok] = g
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"token": tok, "expires_in": int(r.tokenTTL().Seconds()), "issued_at": r.now().UTC().Format(time.RFC3339)})
+	_ = json.NewEncoder(w).Encode(map[string]any{"token": tok, "expires_in": int(r.ttl().Seconds()), "issued_at": r.clock().UTC().Format(time.RFC3339)})
 }
 
-func (r *Registry) tokenTTL() time.Duration {
-	if r.TokenTTL > 0 {
-		return r.TokenTTL
+// ttl is the life of a token; mu is held.
+func (r *Registry) ttl() time.Duration {
+	if r.tokenTTL > 0 {
+		return r.tokenTTL
 	}
 	return 300 * time.Second
 }
@@ -245,7 +300,7 @@ func (r *Registry) allows(req *http.Request, repo, action string) (bool, string)
 		return false, ""
 	}
 	g, ok := r.tokens[tok]
-	if !ok || r.now().After(g.expires) {
+	if !ok || r.clock().After(g.expires) {
 		return false, ""
 	}
 	for _, a := range g.scopes[repo] {
@@ -433,7 +488,10 @@ var (
 )
 
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	if r.Intercept != nil && r.Intercept(w, req) {
+	r.mu.Lock()
+	intercept := r.intercept
+	r.mu.Unlock()
+	if intercept != nil && intercept(w, req) {
 		return
 	}
 	if req.URL.Path == "/token" {
@@ -441,7 +499,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.mu.Lock()
-	user, pass, bearer, realm := r.username, r.password, r.bearer, r.Realm
+	user, pass, bearer, realm := r.username, r.password, r.bearer, r.realm
 	ping := req.URL.Path == "/v2/" || req.URL.Path == "/v2"
 	if ping {
 		r.stats.Pings++
@@ -502,7 +560,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		m := uploadPath.FindStringSubmatch(p)
 		r.continueUpload(w, req, m[1], m[2])
 	case tagsPath.MatchString(p) && req.Method == http.MethodGet:
-		r.serveTags(w, tagsPath.FindStringSubmatch(p)[1])
+		r.serveTags(w, req, tagsPath.FindStringSubmatch(p)[1])
 	default:
 		writeError(w, http.StatusNotFound, "UNSUPPORTED", "no such endpoint")
 	}
@@ -578,7 +636,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "deleting manifests by digest is disabled here")
 			return
 		}
-		if r.RefuseTagDeletes {
+		if r.tagDelete == TagDeleteRefused {
 			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "The operation is unsupported.")
 			return
 		}
@@ -588,7 +646,7 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 			return
 		}
 		delete(rp.tags, ref)
-		if r.TagDeleteTakesManifest {
+		if r.tagDelete == TagDeleteTakesManifest {
 			delete(rp.manifests, d)
 			for t, td := range rp.tags {
 				if td == d {
@@ -765,8 +823,25 @@ func (r *Registry) finishUpload(w http.ResponseWriter, req *http.Request, repo, 
 	w.WriteHeader(http.StatusCreated)
 }
 
-func (r *Registry) serveTags(w http.ResponseWriter, repo string) {
+// serveTags lists a repository's tags in lexical order, paginated as the
+// distribution spec says: n tags after last, with a Link to the next page.
+func (r *Registry) serveTags(w http.ResponseWriter, req *http.Request, repo string) {
+	r.mu.Lock()
+	_, known := r.repos[repo]
+	r.mu.Unlock()
 	tags := r.Tags(repo)
+	if !known {
+		writeError(w, http.StatusNotFound, "NAME_UNKNOWN", "repository name not known to registry")
+		return
+	}
+	q := req.URL.Query()
+	if last := q.Get("last"); last != "" {
+		tags = tags[sort.SearchStrings(tags, last+"\x00"):]
+	}
+	if n, err := strconv.Atoi(q.Get("n")); err == nil && n >= 0 && n < len(tags) {
+		tags = tags[:n]
+		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?n=%d&last=%s>; rel="next"`, repo, n, url.QueryEscape(tags[len(tags)-1])))
+	}
 	if tags == nil {
 		tags = []string{}
 	}

@@ -1,0 +1,51 @@
+package githubtest
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestKnobsChangeWhileServing: a test may turn every knob while requests
+// are being served (under -race: no data race, as there was when they were
+// fields a test assigned), and each takes effect on the next request.
+func TestKnobsChangeWhileServing(t *testing.T) {
+	s := New("acme", "driver-ci")
+	t.Cleanup(s.Close)
+	get := func(path string) int {
+		resp, err := http.Get(s.URL() + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				get("user")
+			}
+		}
+	})
+	for len(s.Requests()) < 200 {
+		s.SetFault(func(http.ResponseWriter, *http.Request) bool { return false })
+		s.SetTokenTTL(time.Minute)
+		s.EnableApp(App{ID: 1, InstallationID: 2, Slug: "app"})
+	}
+	close(stop)
+	wg.Wait()
+	s.SetFault(func(w http.ResponseWriter, _ *http.Request) bool { w.WriteHeader(http.StatusTeapot); return true })
+	if code := get("user"); code != http.StatusTeapot {
+		t.Errorf("with a fault: %d", code)
+	}
+	s.SetFault(nil)
+	if code := get("user"); code != http.StatusUnauthorized {
+		t.Errorf("without: %d", code)
+	}
+}
