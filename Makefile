@@ -64,7 +64,7 @@ fuzz:
 ## registry of sample payloads; both built with the flags of `make build`, so a
 ## `make build` afterwards has nothing to do
 demo:
-	@echo "make demo: compiling bin/dtkbot and bin/dtkbot-demo (a few minutes on a fresh clone with 2 cores; cached after)"
+	@echo "make demo: compiling bin/dtkbot and bin/dtkbot-demo (minutes on a fresh clone; cached after) ..."
 	@$(MAKE) --no-print-directory build
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dtkbot-demo ./cmd/dtkbot-demo
 	bin/dtkbot-demo --dtkbot bin/dtkbot
