@@ -270,7 +270,7 @@ verify:
 	d.say("Its files (the config, each command's whole output, dtkbot's log) are in %s/", d.Dir)
 	d.say("")
 	for _, s := range [][2]string{
-		{"registry", regHost + "  payloads of every era, 4.6 to a dual-stream 4.22; a pull secret"},
+		{"registry", regHost + "  payloads of 4.6 to a dual-stream 4.22, behind a pull secret"},
 		{"update graph", hostOf(graph.URL()) + "  channels stable-4.16, 4.19, 4.22 (and 4.23, empty for now)"},
 		{"release-controller", hostOf(rc.URL()) + "  its 4-dev-preview stream has accepted 4.23.0-ec.1"},
 		{"CI", ci + "  builds DTK images, and simple-kmod's images FROM them"},
