@@ -21,5 +21,8 @@ func outside(m ledger.Image) []plan.Action {
 	switch m.State {
 	case ledger.StateVerified, ledger.StatePromoted:
 	}
+	m.Reason, m.State = "failed", ledger.StateFailed
+	states := []string{ledger.StateNew, ledger.StateFailed}
+	_ = states
 	return append(c, a, *b, d)
 }
