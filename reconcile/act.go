@@ -22,8 +22,8 @@ const maxRounds = 12
 func (p *pass) act(ctx context.Context) {
 	look := p.awaited()
 	for range maxRounds {
-		seen := p.observe(ctx, look)
-		files := p.kernelFiles(ctx, plan.KernelFilesDue(p.book.dtkList(p.opts.Release), p.planKinds()))
+		seen := p.eyes.images(ctx, p.book.imagesOf(look))
+		files := p.eyes.kernelFiles(ctx, plan.KernelFilesDue(p.book.dtkList(p.opts.Release), planKinds(p.kinds)))
 		applied := p.apply(ctx, plan.Plan(p.input(seen, files)))
 		if !applied.moved {
 			return
@@ -47,6 +47,6 @@ func (p *pass) awaited() []string {
 // input is what plan.Plan decides a round from.
 func (p *pass) input(seen map[string]plan.Seen, kernelFiles map[string][]string) plan.Input {
 	return plan.Input{Now: p.now, Releases: p.book.releaseList(p.opts.Release), Images: p.book.imageList(p.opts.Release),
-		Promoted: p.book.promotions(), Held: p.book.heldList(p.opts.Release), Kinds: p.planKinds(), Policy: p.r.Policy,
+		Promoted: p.book.promotions(), Held: p.book.heldList(p.opts.Release), Kinds: planKinds(p.kinds), Policy: p.r.Policy,
 		Seen: seen, KernelFiles: kernelFiles, VerifyInterruptions: p.r.VerifyInterruptions, Done: p.done}
 }

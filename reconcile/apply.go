@@ -304,24 +304,27 @@ func (p *pass) verify(ctx context.Context, a plan.Action) outcome {
 		p.out.fail(err)
 		return failure(err.Error())
 	}
-	text := "verified"
-	adopted := m.Staging == ""
-	if adopted {
-		// Found at the kernel tag and verified: adopted. The image may get
-		// its other tags; the kernel tag stays its owner's (trust rule 3):
-		// not a promotion of dtkbot's, never audited, moved or removed.
-		err = m.Adopt(v, p.now)
-	} else {
-		err = m.Verified(v, p.now)
+	return p.verified(m, k, a, v)
+}
+
+// verified records an image that passed verification: at its staging
+// reference, it waits for promotion; found at its kernel tag, it is
+// adopted there. The image may get its other tags; the kernel tag stays
+// its owner's (trust rule 3): not a promotion of dtkbot's, never audited,
+// moved or removed.
+func (p *pass) verified(m ledger.Image, k *kind, a plan.Action, v ledger.Verdict) outcome {
+	text, transition := "verified", m.Adopt
+	if m.Staging != "" {
+		transition = m.Verified
 	}
-	if err != nil {
+	if err := transition(v, p.now); err != nil {
 		p.out.fail(err)
 		return failure(err.Error())
 	}
 	if m.Checked != "" {
 		text += " (" + m.Checked + ")"
 	}
-	if adopted {
+	if m.Adopted {
 		text += "; adopted at its kernel tag, which dtkbot did not write and never moves"
 	}
 	p.log.Info().Str("kernel", m.Kernel).Str("kind", k.name).Str("image", a.Image).Msgf("%s verified", k.what)

@@ -41,7 +41,7 @@ func (p *pass) audit(ctx context.Context) {
 	if !plan.AuditDue(last, p.now, pol.Interval, len(promoted)) {
 		return
 	}
-	holds, complete := p.tagsNow(ctx, promoted)
+	holds, complete := p.eyes.tags(ctx, promoted)
 	actions := plan.Audit(plan.Auditing{Promoted: promoted, Holds: holds, Images: p.book.imageList(""), Repair: pol.Repair})
 	p.out.count(func(res *Result) { res.Drifted += len(actions) })
 	p.apply(ctx, plan.Changes{Actions: actions})

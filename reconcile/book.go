@@ -79,6 +79,19 @@ func (b *book) image(key string) (ledger.Image, bool) {
 	return m, ok
 }
 
+// imagesOf lists the images keys names (those it has).
+func (b *book) imagesOf(keys []string) []ledger.Image {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []ledger.Image
+	for _, key := range keys {
+		if m, ok := b.images[key]; ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // putImage keeps m, and journals the action that changed it (when a is
 // not nil) in the same transaction.
 func (b *book) putImage(m ledger.Image, now time.Time, a *plan.Action, result string) error {

@@ -38,8 +38,15 @@ func (p *pass) discover(ctx context.Context) watcher.Discovery {
 			return rel.Version != "" && rel.Version != p.opts.Release
 		})
 	}
-	// Tags are resolved at once, Concurrency at a time (the registry
-	// client bounds the calls in flight across everything).
+	disc.Releases = merge(p.pinAll(ctx, releases))
+	return disc
+}
+
+// pinAll resolves the releases named by tag, at once, Concurrency at a time
+// (the registry client bounds the calls in flight across everything), and
+// returns those pinned by digest: one that could not be resolved is not
+// for this pass.
+func (p *pass) pinAll(ctx context.Context, releases []watcher.Release) []watcher.Release {
 	slots := make(chan struct{}, max(p.r.Concurrency, 1))
 	var wg sync.WaitGroup
 	for i := range releases {
@@ -59,9 +66,13 @@ func (p *pass) discover(ctx context.Context) watcher.Discovery {
 		}, func(err error) { notThisPass(fmt.Errorf("resolving %s: %w", releases[i].Pullspec, err)) })
 	}
 	wg.Wait()
-	releases = slices.DeleteFunc(releases, func(rel watcher.Release) bool { return rel.Pullspec == "" })
-	// A tag of a release-controller and a node of the graph may be the
-	// same payload: one release, every source.
+	return slices.DeleteFunc(releases, func(rel watcher.Release) bool { return rel.Pullspec == "" })
+}
+
+// merge makes the releases found in several feeds one each, with every
+// source: a tag of a release-controller and a node of the graph may be the
+// same payload.
+func merge(releases []watcher.Release) []watcher.Release {
 	var merged []watcher.Release
 	at := map[string]int{}
 	for _, rel := range releases {
@@ -81,14 +92,13 @@ func (p *pass) discover(ctx context.Context) watcher.Discovery {
 		at[key] = len(merged)
 		merged = append(merged, rel)
 	}
-	disc.Releases = merged
-	return disc
+	return merged
 }
 
 // listing is what the plan reads the releases from.
 func (p *pass) listing(disc watcher.Discovery) plan.Listing {
 	return plan.Listing{Now: p.now, Listed: disc.Releases, Withdrawn: disc.Withdrawn, Read: disc.Read,
-		Releases: p.book.releaseMap(), Held: p.book.heldMap(), Signatures: p.checking(), Recheck: p.r.SignatureRecheck,
+		Releases: p.book.releaseMap(), Held: p.book.heldMap(), Signatures: p.r.checkingSignatures(), Recheck: p.r.SignatureRecheck,
 		RetryHeld: p.opts.RetryHeld}
 }
 

@@ -20,19 +20,24 @@ import (
 // inspected is what reading the payloads found: each payload's report (or
 // error), and the signature checks under way meanwhile.
 type inspected struct {
-	reading  plan.Reading
-	payloads []plan.Payload
-	results  []releaseinfo.Result
-	checks   sigChecks
-	recheck  []string
+	reading plan.Reading
+	results []releaseinfo.Result
+	sig     *signing
+	recheck []ledger.Release
 }
 
 // inspect reads the payloads the plan says were never read, and checks
 // their signatures meanwhile, in the same concurrency (and those of the
 // recorded releases whose signature is due again).
 func (p *pass) inspect(ctx context.Context, r plan.Reading) inspected {
-	checks := p.startSignatures(ctx, r.Read, r.Recheck)
-	return inspected{reading: r, payloads: r.Read, results: p.r.inspect(ctx, r.Read), checks: checks, recheck: r.Recheck}
+	var recheck []ledger.Release
+	for _, key := range r.Recheck {
+		if rel, ok := p.book.release(key); ok {
+			recheck = append(recheck, rel)
+		}
+	}
+	sig := p.startSignatures(ctx, r.Read, recheck)
+	return inspected{reading: r, results: p.r.inspect(ctx, r.Read), sig: sig, recheck: recheck}
 }
 
 // record keeps what the payloads read say: each release with its kernels,
@@ -43,7 +48,7 @@ func (p *pass) inspect(ctx context.Context, r plan.Reading) inspected {
 // recorded releases listed again are brought up to date first.
 func (p *pass) record(ctx context.Context, in inspected) {
 	p.apply(ctx, plan.Changes{Releases: in.reading.Releases})
-	for i, pl := range in.payloads {
+	for i, pl := range in.reading.Read {
 		rep, err := in.results[i].Report, in.results[i].Err
 		if err != nil {
 			if h, ok := p.contentHold(pl, err); ok {
@@ -60,8 +65,11 @@ func (p *pass) record(ctx context.Context, in inspected) {
 		if _, known := p.book.release(ledger.ReleaseKey(rel.Digest, rel.Arch)); known {
 			continue // listed twice (a config pullspec that is also in the graph)
 		}
-		if !p.checkSignature(ctx, in.checks, pl, rep, &rel) {
-			continue // held
+		if held := in.sig.admit(ctx, pl, rep, &rel); held != "" {
+			p.hold(ledger.HeldRelease{Version: rep.Release, Pullspec: pl.Release.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
+				Channels: pl.Release.Channels, Kind: plan.HeldSignature, Reason: held,
+				Since: p.book.heldSince(ledger.ReleaseKey(rep.Digest, rep.Arch), p.now), SignatureCheckedAt: p.now})
+			continue
 		}
 		p.out.count(func(res *Result) { res.Inspected++ })
 		var dtkImages []string
@@ -76,8 +84,13 @@ func (p *pass) record(ctx context.Context, in inspected) {
 			p.out.fail(fmt.Errorf("recording release %s: %w", rel.Version, err))
 		}
 	}
-	p.recheckSignatures(ctx, in.checks, in.recheck)
-	p.sigWarnings()
+	for _, rel := range in.sig.recheck(ctx, in.recheck) {
+		if err := p.book.putRelease(rel); err != nil {
+			p.out.fail(fmt.Errorf("recording release %s: %w", rel.Version, err))
+		}
+	}
+	in.sig.warnings()
+	p.sig = in.sig.summary
 }
 
 // contentHold turns an inspection error into a held release when the

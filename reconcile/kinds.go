@@ -79,22 +79,23 @@ func (k *kind) plan() plan.Kind {
 	return plan.Kind{Target: k.target, What: k.what, Verified: k.verify != nil, NeedsKernelFiles: k.needsKernelFiles, Retries: k.build}
 }
 
-// kinds is the table of the kinds of image a pass builds, by name.
-func (r *Reconciler) kinds(p *pass) map[string]*kind {
+// kinds is the table of the kinds of image a pass builds, by name; warn
+// says what is wrong with it.
+func (r *Reconciler) kinds(warn func(string)) map[string]*kind {
 	dtk := &kind{name: ledger.KindDTK, what: "DTK image", builder: r.Builder, target: r.Target, build: r.Build}
+	out := map[string]*kind{ledger.KindDTK: dtk}
 	if v := r.Verifier; v != nil {
 		dtk.verify = func(ctx context.Context, pinned string, m ledger.Image) (ledger.Verdict, error) {
 			if err := v.Verify(ctx, pinned, m.Kernel, m.Arch); err != nil {
 				return ledger.Verdict{}, err
 			}
-			return p.verifyKernelFiles(ctx, m)
+			return r.verifyKernelFiles(ctx, m, kernelFilesNeededBy(out))
 		}
 	}
-	out := map[string]*kind{ledger.KindDTK: dtk}
 	if len(r.Consumers) > 0 && r.KmodVerifier == nil {
 		// Consumers only ever see verified images: without a verifier,
 		// nothing is built that could not be promoted.
-		p.out.warn("consumers are configured but nothing verifies kmod images (Reconciler.KmodVerifier): no consumer image is built")
+		warn("consumers are configured but nothing verifies kmod images (Reconciler.KmodVerifier): no consumer image is built")
 		return out
 	}
 	for _, c := range r.Consumers {
@@ -122,9 +123,9 @@ func (r *Reconciler) kinds(p *pass) map[string]*kind {
 }
 
 // planKinds is the table as the planner takes it.
-func (p *pass) planKinds() map[string]plan.Kind {
+func planKinds(kinds map[string]*kind) map[string]plan.Kind {
 	out := map[string]plan.Kind{}
-	for name, k := range p.kinds {
+	for name, k := range kinds {
 		out[name] = k.plan()
 	}
 	return out
@@ -132,9 +133,9 @@ func (p *pass) planKinds() map[string]plan.Kind {
 
 // kernelFilesNeededBy names the consumers whose modules are checked against
 // the kernel's files of their DTK (verify.abi: true).
-func (p *pass) kernelFilesNeededBy() []string {
+func kernelFilesNeededBy(kinds map[string]*kind) []string {
 	var out []string
-	for name, k := range p.kinds {
+	for name, k := range kinds {
 		if k.needsKernelFiles {
 			out = append(out, name)
 		}
@@ -147,8 +148,8 @@ func (p *pass) kernelFilesNeededBy() []string {
 // (etc/driver-toolkit/<uname -r>/), and says which it lacks (kept by
 // KmodVerifier for the consumers' checks). Content that cannot be read is
 // a verdict too; a read that failed is an error (try again later).
-func (p *pass) readKernelFiles(ctx context.Context, dtk ledger.Image) ([]string, error) {
-	_, missing, err := p.r.KmodVerifier.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
+func (r *Reconciler) readKernelFiles(ctx context.Context, dtk ledger.Image) ([]string, error) {
+	_, missing, err := r.KmodVerifier.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
 	switch {
 	case verify.Rejects(err):
 		missing = []string{"readable kernel files (" + err.Error() + ")"}
@@ -162,14 +163,13 @@ func (p *pass) readKernelFiles(ctx context.Context, dtk ledger.Image) ([]string,
 // its modules against the kernel's files (verify.abi: true), a DTK that
 // lacks them is rejected, with that one reason, before any consumer image
 // is built FROM it (each would be rejected for it).
-func (p *pass) verifyKernelFiles(ctx context.Context, dtk ledger.Image) (ledger.Verdict, error) {
-	needs := p.kernelFilesNeededBy()
-	if len(needs) == 0 || p.r.KmodVerifier == nil {
+func (r *Reconciler) verifyKernelFiles(ctx context.Context, dtk ledger.Image, needs []string) (ledger.Verdict, error) {
+	if len(needs) == 0 || r.KmodVerifier == nil {
 		return ledger.Verdict{}, nil
 	}
 	check, ok := dtk.KernelFilesOf()
 	if !ok {
-		missing, err := p.readKernelFiles(ctx, dtk)
+		missing, err := r.readKernelFiles(ctx, dtk)
 		if err != nil {
 			return ledger.Verdict{}, err
 		}

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/guard"
@@ -16,7 +17,18 @@ import (
 	"github.com/dtkbot/dtkbot/verify"
 )
 
-// observe looks at the images keys names and returns what it saw of each,
+// observer looks at the world for a pass, and only looks: it reads the
+// registry and asks the build backends, never changes the ledger, and
+// returns what it saw, for the plan.
+type observer struct {
+	r     *Reconciler
+	kinds map[string]*kind
+	out   *report
+	now   time.Time
+	log   zerolog.Logger
+}
+
+// images looks at the images awaited and returns what it saw of each,
 // for the plan: what its kernel tag (for a new image) and its staging
 // reference hold, the image for its arch where what was found (or is
 // built) is a manifest list, and, for a requested build that has not
@@ -25,17 +37,17 @@ import (
 // concurrently (a backfill finds hundreds), as many at once as the
 // registry client has calls in flight; what cannot be seen now is said as
 // an error of the pass, and the plan decides nothing about it.
-func (p *pass) observe(ctx context.Context, keys []string) map[string]plan.Seen {
+func (p *observer) images(ctx context.Context, images []ledger.Image) map[string]plan.Seen {
 	out := map[string]plan.Seen{}
 	var mu sync.Mutex
 	slots := make(chan struct{}, max(p.r.Concurrency, 1))
 	var wg sync.WaitGroup
-	for _, key := range keys {
-		m, ok := p.book.image(key)
+	for _, m := range images {
 		k := p.kinds[m.Kind()]
-		if !ok || k == nil || !plan.Awaited(m) {
+		if k == nil || !plan.Awaited(m) {
 			continue
 		}
+		key := m.Key()
 		slots <- struct{}{}
 		guard.Go(&wg, func() {
 			defer func() { <-slots }()
@@ -54,7 +66,7 @@ func (p *pass) observe(ctx context.Context, keys []string) map[string]plan.Seen 
 // state file, or be someone else's), then at the staging reference its
 // build pushes to. Images that failed verification before do not count as
 // found.
-func (p *pass) see(ctx context.Context, m ledger.Image, k *kind) plan.Seen {
+func (p *observer) see(ctx context.Context, m ledger.Image, k *kind) plan.Seen {
 	var s plan.Seen
 	if m.State == ledger.StateBuilt {
 		if m.ListDigest == "" {
@@ -98,7 +110,7 @@ func (p *pass) see(ctx context.Context, m ledger.Image, k *kind) plan.Seen {
 }
 
 // head is one HEAD: what ref holds (false: the registry could not say).
-func (p *pass) head(ctx context.Context, m ledger.Image, k *kind, ref, what string) (plan.Ref, bool) {
+func (p *observer) head(ctx context.Context, m ledger.Image, k *kind, ref, what string) (plan.Ref, bool) {
 	p.out.count(func(res *Result) { res.Checks++ })
 	d, err := p.r.Checker.Digest(ctx, ref)
 	switch {
@@ -117,7 +129,7 @@ func (p *pass) head(ctx context.Context, m ledger.Image, k *kind, ref, what stri
 // tags unverified). Content that cannot be read as such an image (a list
 // without the arch) is said; a read that failed is an error (nil: not
 // read).
-func (p *pass) instance(ctx context.Context, m ledger.Image, ref string, k *kind) *plan.Instance {
+func (p *observer) instance(ctx context.Context, m ledger.Image, ref string, k *kind) *plan.Instance {
 	d, list, err := p.r.inspector(m.Arch).Instance(ctx, ref)
 	switch {
 	case err == nil:
@@ -131,7 +143,7 @@ func (p *pass) instance(ctx context.Context, m ledger.Image, ref string, k *kind
 
 // askHowItGoes asks a backend that can say how the build of m's current
 // attempt goes; its words are explained (and scrubbed) for the plan.
-func (p *pass) askHowItGoes(ctx context.Context, m ledger.Image, k *kind, r builder.Reporter) *plan.Report {
+func (p *observer) askHowItGoes(ctx context.Context, m ledger.Image, k *kind, r builder.Reporter) *plan.Report {
 	rep, err := r.Report(ctx, requestOf(m))
 	if err != nil {
 		p.out.warn(fmt.Sprintf("asking how the build of %s (%s) goes: %v", m.Key(), k.what, err))
@@ -148,13 +160,13 @@ func (p *pass) askHowItGoes(ctx context.Context, m ledger.Image, k *kind, r buil
 // kernelFiles reads, once per DTK image, whether each promoted DTK the plan
 // names carries the kernel's files (plan.KernelFilesDue), and returns what
 // each lacks, by key. A read that failed is an error of the pass.
-func (p *pass) kernelFiles(ctx context.Context, dtks []ledger.Image) map[string][]string {
+func (p *observer) kernelFiles(ctx context.Context, dtks []ledger.Image) map[string][]string {
 	if len(dtks) == 0 || p.r.KmodVerifier == nil {
 		return nil
 	}
 	out := map[string][]string{}
 	for _, dtk := range dtks {
-		missing, err := p.readKernelFiles(ctx, dtk)
+		missing, err := p.r.readKernelFiles(ctx, dtk)
 		if err != nil {
 			p.out.fail(err)
 			continue
@@ -164,9 +176,9 @@ func (p *pass) kernelFiles(ctx context.Context, dtks []ledger.Image) map[string]
 	return out
 }
 
-// tagsNow looks at each tag dtkbot promoted, one HEAD each, and returns
+// tags looks at each tag dtkbot promoted, one HEAD each, and returns
 // what each holds ("": gone), and whether it could look at them all.
-func (p *pass) tagsNow(ctx context.Context, promoted map[string]ledger.Promotion) (map[string]string, bool) {
+func (p *observer) tags(ctx context.Context, promoted map[string]ledger.Promotion) (map[string]string, bool) {
 	out := map[string]string{}
 	complete := true
 	for _, ref := range sortedRefs(promoted) {
@@ -197,5 +209,3 @@ func requestOf(m ledger.Image) builder.Request {
 	}
 	return req
 }
-
-var _ = digest.Digest("")

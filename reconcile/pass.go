@@ -34,6 +34,8 @@ type pass struct {
 	kinds map[string]*kind
 	tags  *promote.Tags
 	done  plan.Done
+	// eyes look at the world: the registry, the build backends.
+	eyes *observer
 	// sig sums up the pass's signature checks; services are its breakers.
 	sig      SignatureSummary
 	services *breaker.Set
@@ -50,7 +52,8 @@ func (r *Reconciler) begin(ctx context.Context, now time.Time, opts Options) (*p
 		return p, fmt.Errorf("reading state: %w", err)
 	}
 	p.book = b
-	p.kinds = r.kinds(p)
+	p.kinds = r.kinds(p.out.warn)
+	p.eyes = &observer{r: r, kinds: p.kinds, out: p.out, now: now, log: p.log}
 	for _, k := range p.kinds {
 		if b, ok := k.builder.(builder.PassScoped); ok {
 			b.BeginPass() // what a backend asks once a pass, asked again

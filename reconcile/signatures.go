@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/guard"
@@ -34,9 +36,19 @@ type SignatureSummary struct {
 	Rechecked int `json:"rechecked,omitempty"`
 }
 
-// checking reports whether the pass checks signatures.
-func (p *pass) checking() bool {
-	r := p.r
+// signing is a pass's signature checks: started while the payloads are
+// read, each outcome admitted by the plan, summed up.
+type signing struct {
+	r       *Reconciler
+	now     time.Time
+	out     *report
+	log     zerolog.Logger
+	checks  sigChecks
+	summary SignatureSummary
+}
+
+// checkingSignatures reports whether passes check signatures.
+func (r *Reconciler) checkingSignatures() bool {
 	return r.Signatures != nil && r.SignatureMode != "" && r.SignatureMode != releasesig.ModeOff
 }
 
@@ -51,14 +63,15 @@ type sigCheck struct {
 type sigChecks map[string]*sigCheck
 
 // startSignatures checks the signatures of the payloads to inspect and of
-// the recorded releases due for a recheck, Concurrency at a time, while
-// the payloads are read: a payload's digest is known before it is
-// inspected (graph nodes are pinned, tags resolved in discover). Each
+// the recorded releases due for a recheck (rechecks), Concurrency at a
+// time, while the payloads are read: a payload's digest is known before it
+// is inspected (graph nodes are pinned, tags resolved in discover). Each
 // digest is checked once, whatever its arches.
-func (p *pass) startSignatures(ctx context.Context, jobs []plan.Payload, rechecks []string) sigChecks {
+func (p *pass) startSignatures(ctx context.Context, jobs []plan.Payload, rechecks []ledger.Release) *signing {
 	checks := sigChecks{}
-	if !p.checking() {
-		return checks
+	s := &signing{r: p.r, now: p.now, out: p.out, log: p.log, checks: checks}
+	if !p.r.checkingSignatures() {
+		return s
 	}
 	type want struct{ pullspec, digest string }
 	var wants []want
@@ -72,8 +85,7 @@ func (p *pass) startSignatures(ctx context.Context, jobs []plan.Payload, recheck
 	for _, j := range jobs {
 		add(j.Release.Pullspec, j.Release.Digest)
 	}
-	for _, key := range rechecks {
-		rel, _ := p.book.release(key)
+	for _, rel := range rechecks {
 		add(rel.Pullspec, rel.Digest)
 	}
 	slots := make(chan struct{}, max(p.r.Concurrency, 1))
@@ -94,114 +106,110 @@ func (p *pass) startSignatures(ctx context.Context, jobs []plan.Payload, recheck
 			})
 		}()
 	}
-	return checks
+	return s
 }
 
 // outcome waits for the check of digest d; a digest not started (a
 // payload whose digest was learnt only by reading it) is checked now.
-func (c sigChecks) outcome(ctx context.Context, p *pass, pullspec, d string) (releasesig.Verdict, error) {
-	if sc, ok := c[d]; ok {
+func (s *signing) outcome(ctx context.Context, pullspec, d string) (releasesig.Verdict, error) {
+	if sc, ok := s.checks[d]; ok {
 		<-sc.done
 		return sc.verdict, sc.err
 	}
-	return p.r.Signatures.Check(ctx, pullspec, digest.Digest(d))
+	return s.r.Signatures.Check(ctx, pullspec, digest.Digest(d))
 }
 
-// checkSignature applies the signature policy (plan.Admit) to a newly read
-// payload. It returns false when the payload must not be recorded: it is
-// then held, and checked again once verify.recheck has passed (the store
-// may be down now, or the signature published later).
-func (p *pass) checkSignature(ctx context.Context, checks sigChecks, pl plan.Payload, rep *releaseinfo.Report, rel *ledger.Release) bool {
-	if !p.checking() {
-		return true
+// admit applies the signature policy (plan.Admit) to a newly read payload,
+// recording on rel what its check said. It returns the reason the payload
+// must not be recorded ("": it may): it is then held, and checked again
+// once verify.recheck has passed (the store may be down now, or the
+// signature published later).
+func (s *signing) admit(ctx context.Context, pl plan.Payload, rep *releaseinfo.Report, rel *ledger.Release) string {
+	if !s.r.checkingSignatures() {
+		return ""
 	}
-	p.summaryStarted()
-	v, err := checks.outcome(ctx, p, pl.Release.Pullspec, rep.Digest)
-	strict := p.r.SignatureMode == releasesig.ModeStrict
+	s.started()
+	v, err := s.outcome(ctx, pl.Release.Pullspec, rep.Digest)
+	strict := s.r.SignatureMode == releasesig.ModeStrict
 	signature, held := plan.Admit(plan.SignatureCheck{Verified: v.Verified, By: v.By, Reason: v.Reason, Err: err, Strict: strict, New: true})
-	rel.Signature, rel.SignatureCheckedAt = signature, p.now
-	p.summarize(rep.Release, v, err, held != "")
-	if held == "" {
-		return true
+	rel.Signature, rel.SignatureCheckedAt = signature, s.now
+	s.count(rep.Release, v, err, held != "")
+	if held != "" && err != nil {
+		s.out.fail(fmt.Errorf("checking the signature of %s: %w", rep.Release, err))
 	}
-	if err != nil {
-		p.out.fail(fmt.Errorf("checking the signature of %s: %w", rep.Release, err))
-	}
-	key := ledger.ReleaseKey(rep.Digest, rep.Arch)
-	p.hold(ledger.HeldRelease{Version: rep.Release, Pullspec: pl.Release.Pullspec, Digest: rep.Digest, Arch: rep.Arch,
-		Channels: pl.Release.Channels, Kind: plan.HeldSignature, Reason: held, Since: p.book.heldSince(key, p.now), SignatureCheckedAt: p.now})
-	return false
+	return held
 }
 
-// summarize counts a signature check of release in the pass's summary.
-func (p *pass) summarize(release string, v releasesig.Verdict, err error, held bool) {
+// count sums up a signature check of release.
+func (s *signing) count(release string, v releasesig.Verdict, err error, held bool) {
+	sum := &s.summary
 	if errors.Is(err, breaker.ErrOpen) {
-		p.sig.NotAsked++
+		sum.NotAsked++
 	}
 	switch {
 	case held:
-		p.sig.Held = append(p.sig.Held, release)
+		sum.Held = append(sum.Held, release)
 	case err != nil:
-		p.sig.Unchecked = append(p.sig.Unchecked, release)
-		p.log.Debug().Str("release", release).Err(err).Msg("signature not checked")
+		sum.Unchecked = append(sum.Unchecked, release)
+		s.log.Debug().Str("release", release).Err(err).Msg("signature not checked")
 	case !v.Verified:
-		p.sig.Unverified = append(p.sig.Unverified, release)
-		p.log.Debug().Str("release", release).Str("reason", v.Reason).Msg("payload signature does not verify")
+		sum.Unverified = append(sum.Unverified, release)
+		s.log.Debug().Str("release", release).Str("reason", v.Reason).Msg("payload signature does not verify")
 	default:
-		p.sig.Verified++
+		sum.Verified++
 	}
 }
 
-// recheckSignatures records the new checks of recorded releases whose
-// signature had not verified. Their record stays (they drive builds as
-// before); what changes is what the record says, and when it was checked.
-func (p *pass) recheckSignatures(ctx context.Context, checks sigChecks, keys []string) {
-	for _, key := range keys {
-		rel, _ := p.book.release(key)
-		v, err := checks.outcome(ctx, p, rel.Pullspec, rel.Digest)
-		p.summaryStarted()
-		p.sig.Rechecked++
-		p.summarize(rel.Version, v, err, false)
+// recheck checks again the signatures of recorded releases that had not
+// verified, and returns their records as they are now. Their record stays
+// (they drive builds as before); what changes is what it says, and when it
+// was checked.
+func (s *signing) recheck(ctx context.Context, rels []ledger.Release) []ledger.Release {
+	var out []ledger.Release
+	for _, rel := range rels {
+		v, err := s.outcome(ctx, rel.Pullspec, rel.Digest)
+		s.started()
+		s.summary.Rechecked++
+		s.count(rel.Version, v, err, false)
 		rel.Signature, _ = plan.Admit(plan.SignatureCheck{Verified: v.Verified, By: v.By, Reason: v.Reason, Err: err})
-		rel.SignatureCheckedAt = p.now
+		rel.SignatureCheckedAt = s.now
 		if err == nil && v.Verified {
-			p.log.Info().Str("release", rel.Version).Str("digest", rel.Digest).Msg("payload signature verified on a recheck")
+			s.log.Info().Str("release", rel.Version).Str("digest", rel.Digest).Msg("payload signature verified on a recheck")
 		}
-		if err := p.book.putRelease(rel); err != nil {
-			p.out.fail(fmt.Errorf("recording release %s: %w", rel.Version, err))
-		}
+		out = append(out, rel)
+	}
+	return out
+}
+
+// started starts the summary.
+func (s *signing) started() {
+	if s.summary.Mode == "" {
+		s.summary = SignatureSummary{Mode: s.r.SignatureMode, Trust: s.r.Signatures.Trust()}
 	}
 }
 
-// summaryStarted starts the pass's signature summary.
-func (p *pass) summaryStarted() {
-	if p.sig.Mode == "" {
-		p.sig = SignatureSummary{Mode: p.r.SignatureMode, Trust: p.r.Signatures.Trust()}
-	}
-}
-
-// sigWarnings says once per pass what the signature checks found wanting.
-func (p *pass) sigWarnings() {
-	s := p.sig
+// warnings says once per pass what the signature checks found wanting.
+func (sg *signing) warnings() {
+	s := sg.summary
 	switch {
 	case s.Mode == "":
 		return
 	case s.Trust == "":
-		p.out.warn(fmt.Sprintf("no payload signature can be verified (%v): %d payloads recorded unverified", releasesig.ErrNoTrust, len(s.Unverified)+len(s.Held)))
+		sg.out.warn(fmt.Sprintf("no payload signature can be verified (%v): %d payloads recorded unverified", releasesig.ErrNoTrust, len(s.Unverified)+len(s.Held)))
 		return
 	}
 	if len(s.Unverified) > 0 {
-		p.out.warn(fmt.Sprintf("%d payload signatures do not verify (verify.mode %s): %s", len(s.Unverified), s.Mode, list(s.Unverified)))
+		sg.out.warn(fmt.Sprintf("%d payload signatures do not verify (verify.mode %s): %s", len(s.Unverified), s.Mode, list(s.Unverified)))
 	}
 	if len(s.Unchecked) > 0 {
 		why := "the signature store failed"
 		if s.NotAsked > 0 {
 			why = fmt.Sprintf("the signature store stopped answering: %d not asked", s.NotAsked)
 		}
-		p.out.warn(fmt.Sprintf("%d payload signatures could not be checked (%s), checked again after verify.recheck: %s", len(s.Unchecked), why, list(s.Unchecked)))
+		sg.out.warn(fmt.Sprintf("%d payload signatures could not be checked (%s), checked again after verify.recheck: %s", len(s.Unchecked), why, list(s.Unchecked)))
 	}
 	if len(s.Held) > 0 {
-		p.out.warn(fmt.Sprintf("%d payloads held until their signatures verify: %s", len(s.Held), list(s.Held)))
+		sg.out.warn(fmt.Sprintf("%d payloads held until their signatures verify: %s", len(s.Held), list(s.Held)))
 	}
 }
 
