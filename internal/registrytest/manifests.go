@@ -116,7 +116,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, rt rout
 	r.count(func(s *Stats) { s.ManifestPUTs++ })
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	w.Header().Set("Location", fmt.Sprintf("/v2/%s/manifests/%s", rt.repo, d))
-	r.oci.ServeHTTP(w, req)
+	r.serve(w, req, answer{})
 }
 
 // missingReferences names a blob or manifest that body names and repo
@@ -171,11 +171,11 @@ func (r *Registry) deleteManifest(w http.ResponseWriter, req *http.Request, rt r
 		r.count(func(s *Stats) { s.TagDeletes++ })
 		w.WriteHeader(http.StatusAccepted)
 	default:
-		cw := &countingWriter{ResponseWriter: w}
-		r.oci.ServeHTTP(cw, req)
-		if cw.status == http.StatusAccepted {
-			r.count(func(s *Stats) { s.TagDeletes++ })
-		}
+		r.serve(w, req, answer{onStatus: func(code int) {
+			if code == http.StatusAccepted {
+				r.count(func(s *Stats) { s.TagDeletes++ })
+			}
+		}})
 	}
 }
 

@@ -42,7 +42,9 @@
 package registrytest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log"
 	"net/http"
@@ -326,25 +328,25 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	switch {
 	case rt.kind == manifest && req.Method == http.MethodGet:
 		r.count(func(s *Stats) { s.ManifestGETs++ })
-		cw := r.serveCounted(w, req)
-		r.count(func(s *Stats) { s.BytesServed += cw.served() })
+		r.serve(w, req, answer{onBody: func(n int64) { r.count(func(s *Stats) { s.BytesServed += n }) }})
 	case rt.kind == manifest && req.Method == http.MethodHead:
 		r.count(func(s *Stats) { s.ManifestHEADs++ })
-		r.oci.ServeHTTP(w, req)
+		r.serve(w, req, answer{})
 	case rt.kind == manifest && req.Method == http.MethodPut:
 		r.putManifest(w, req, rt)
 	case rt.kind == manifest && req.Method == http.MethodDelete:
 		r.deleteManifest(w, req, rt)
 	case rt.kind == blob && req.Method == http.MethodGet:
 		r.count(func(s *Stats) { s.BlobGETs++ })
-		cw := r.serveCounted(w, req)
-		r.count(func(s *Stats) {
-			s.BytesServed += cw.served()
-			s.BlobBytesByDig[rt.ref] += cw.served()
-		})
+		r.serve(w, req, answer{onBody: func(n int64) {
+			r.count(func(s *Stats) {
+				s.BytesServed += n
+				s.BlobBytesByDig[rt.ref] += n
+			})
+		}})
 	case rt.kind == blob && req.Method == http.MethodHead:
 		r.count(func(s *Stats) { s.BlobHEADs++ })
-		r.oci.ServeHTTP(w, req)
+		r.serve(w, req, answer{})
 	case rt.kind == uploadStart && req.Method == http.MethodPost:
 		if r.mount(w, req, rt) {
 			return
@@ -356,65 +358,111 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case rt.kind == tags && req.Method == http.MethodGet:
 		r.serveTags(w, req, rt.repo)
 	default:
-		r.oci.ServeHTTP(w, req)
+		r.serve(w, req, answer{})
 	}
 }
 
 type repoKey struct{}
 
-// serveCounted serves req through pkg/registry, counting the body bytes
-// of a 200 or 206 answer.
-func (r *Registry) serveCounted(w http.ResponseWriter, req *http.Request) *countingWriter {
-	cw := &countingWriter{ResponseWriter: w}
-	r.oci.ServeHTTP(cw, req)
-	return cw
+// serve passes req to pkg/registry, its answer through a. Every count is
+// made before what it counts reaches the client, so that a client that has
+// its answer sees it in Stats.
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request, a answer) {
+	a.ResponseWriter = w
+	r.oci.ServeHTTP(&a, req)
+	a.finish()
 }
 
 // serveUpload serves an upload's request through pkg/registry, counting the
-// body bytes it read.
+// body bytes as it reads them.
 func (r *Registry) serveUpload(w http.ResponseWriter, req *http.Request) {
-	body := &countingReader{ReadCloser: req.Body}
-	req.Body = body
-	r.oci.ServeHTTP(w, req)
-	r.count(func(s *Stats) { s.BytesUploaded += body.n })
+	req.Body = &countingReader{ReadCloser: req.Body, add: func(n int64) { r.count(func(s *Stats) { s.BytesUploaded += n }) }}
+	r.serve(w, req, answer{})
 }
 
-type countingWriter struct {
+// answer is pkg/registry's answer on its way to the client: onStatus sees
+// its status and onBody the size of each piece of a successful body (200,
+// 206) before they are sent, and an error gets the message the Docker
+// Registry HTTP API V2 spec gives its code, as registries answer and people
+// read ("MANIFEST_UNKNOWN: manifest unknown"; pkg/registry says "Unknown
+// manifest").
+type answer struct {
 	http.ResponseWriter
+	onStatus func(code int)
+	onBody   func(n int64)
+
 	status int
-	n      int64
+	failed bytes.Buffer // an error's body, rewritten by finish
 }
 
-func (c *countingWriter) WriteHeader(code int) {
-	if c.status == 0 {
-		c.status = code
+func (a *answer) WriteHeader(code int) {
+	if a.status != 0 {
+		return
 	}
-	c.ResponseWriter.WriteHeader(code)
+	a.status = code
+	if a.onStatus != nil {
+		a.onStatus(code)
+	}
+	if code >= 400 {
+		a.Header().Set("Content-Type", "application/json")
+	}
+	a.ResponseWriter.WriteHeader(code)
 }
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	if c.status == 0 {
-		c.status = http.StatusOK
+func (a *answer) Write(p []byte) (int, error) {
+	a.WriteHeader(http.StatusOK)
+	if a.status >= 400 {
+		return a.failed.Write(p)
 	}
-	c.n += int64(len(p))
-	return c.ResponseWriter.Write(p)
+	if a.onBody != nil && (a.status == http.StatusOK || a.status == http.StatusPartialContent) {
+		a.onBody(int64(len(p)))
+	}
+	return a.ResponseWriter.Write(p)
 }
 
-// served is the body bytes of a successful answer; an error's are none.
-func (c *countingWriter) served() int64 {
-	if c.status == http.StatusOK || c.status == http.StatusPartialContent {
-		return c.n
+// specMessages are the spec's messages of the error codes pkg/registry
+// answers with (its NAME_INVALID for a malformed digest keeps its own).
+var specMessages = map[string]string{
+	"BLOB_UNKNOWN":        "blob unknown to registry",
+	"BLOB_UPLOAD_INVALID": "blob upload invalid",
+	"BLOB_UPLOAD_UNKNOWN": "blob upload unknown to registry",
+	"DIGEST_INVALID":      "provided digest did not match uploaded content",
+	"MANIFEST_INVALID":    "manifest invalid",
+	"MANIFEST_UNKNOWN":    "manifest unknown",
+	"NAME_UNKNOWN":        "repository name not known to registry",
+	"UNSUPPORTED":         "The operation is unsupported.",
+}
+
+// finish writes an error's body, with the spec's messages.
+func (a *answer) finish() {
+	if a.status < 400 {
+		return
 	}
-	return 0
+	var body struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(a.failed.Bytes(), &body) != nil {
+		_, _ = a.ResponseWriter.Write(a.failed.Bytes())
+		return
+	}
+	for i, e := range body.Errors {
+		if m, ok := specMessages[e.Code]; ok {
+			body.Errors[i].Message = m
+		}
+	}
+	_ = json.NewEncoder(a.ResponseWriter).Encode(body)
 }
 
 type countingReader struct {
 	io.ReadCloser
-	n int64
+	add func(n int64)
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
-	c.n += int64(n)
+	c.add(int64(n))
 	return n, err
 }
