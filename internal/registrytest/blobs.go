@@ -3,9 +3,7 @@ package registrytest
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
-	"net/http"
 	"sync"
 
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
@@ -15,9 +13,9 @@ import (
 
 // blobStore is pkg/registry's blob handler: the bytes of each blob once,
 // and which repositories each is linked to, so that a repository serves
-// only the blobs pushed or mounted to it, as a real registry does.
-// (pkg/registry's own in-memory handler ignores the repository.) It does
-// not implement deletion: a blob DELETE is answered 405 UNSUPPORTED.
+// only the blobs pushed to it, as a real registry does (pkg/registry's own
+// in-memory handler ignores the repository). It does not implement
+// deletion: a blob DELETE is answered 405 UNSUPPORTED.
 type blobStore struct {
 	mu    sync.Mutex
 	data  map[digest.Digest][]byte
@@ -82,27 +80,6 @@ func (s *blobStore) Put(ctx context.Context, repo string, h v1.Hash, rc io.ReadC
 	}
 	s.put(repository(ctx, repo), digest.Digest(h.String()), data)
 	return nil
-}
-
-// mount answers a POST ?mount=<digest>&from=<repository> that it can
-// serve from the source repository (201); otherwise it reports false and
-// the POST starts an ordinary upload, as the distribution spec says.
-func (r *Registry) mount(w http.ResponseWriter, req *http.Request, rt route) bool {
-	q := req.URL.Query()
-	d, from := digest.Digest(q.Get("mount")), q.Get("from")
-	if d == "" || from == "" {
-		return false
-	}
-	data, ok := r.blobs.get(from, d)
-	if !ok {
-		return false
-	}
-	r.blobs.put(rt.repo, d, data)
-	r.count(func(s *Stats) { s.BlobMounts++ })
-	w.Header().Set("Location", fmt.Sprintf("/v2/%s/blobs/%s", rt.repo, d))
-	w.Header().Set("Docker-Content-Digest", d.String())
-	w.WriteHeader(http.StatusCreated)
-	return true
 }
 
 // PutBlob stores data in repo and returns its digest.

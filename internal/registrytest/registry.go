@@ -3,42 +3,50 @@
 // protocol as crane's own tests serve it) behind middleware of ours that
 // counts every request and every byte, so that tests and benchmarks can
 // assert on the cost of an operation, requires auth as real registries do,
-// lets a test intercept requests to inject faults, and models registries
-// that treat a tag's deletion differently.
+// lets a test intercept requests to inject faults (SetIntercept, or
+// ServerWith and internal/faulttest), and models registries that treat a
+// tag's deletion differently.
 //
-// pkg/registry serves the ping, manifests by tag and digest (GET, HEAD,
-// PUT, DELETE of a tag), blobs (GET, HEAD, Range) and uploads (monolithic,
-// or POST, PATCH and PUT, chunked with Content-Range). What a test needs and
-// pkg/registry (v0.22.1) does not do stays ours, each with the test that
-// needs it:
+// pkg/registry keeps the manifests and serves the ping, manifests by tag
+// and digest (GET, HEAD, PUT, DELETE of a tag), blobs (GET, HEAD, with
+// Range) and uploads (monolithic, or POST, PATCH and PUT, chunked with
+// Content-Range). What dtkbot's tests need and pkg/registry (v0.22.1) does
+// not do is ours, each with a test that fails without it:
 //
 //   - Auth (auth.go): Basic, or bearer tokens as quay.io hands them out (a
 //     401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...`, a
 //     token endpoint that checks the pull secret, tokens scoped to a
-//     repository and expiring), rotated credentials, a realm elsewhere;
-//     pkg/registry has none (registry's TestBearerTokens*, TestRotated*).
-//   - Blobs per repository (blobs.go): pkg/registry's in-memory blob store is
-//     one namespace, so a layer pushed anywhere would be found in every
-//     repository and a promotion to a mirror would upload nothing
-//     (promote's TestPromoteToAMirrorMovesAnImagesLayersOnce). Ours links a
-//     blob to the repositories it was pushed or mounted to, as a real
-//     registry does, and stores what a test plants with PutBlobUnchecked
-//     under a digest it does not match: that is how corrupt blobs are made.
-//   - Cross-repository mounts (?mount=&from=): pkg/registry starts an
-//     ordinary upload instead, so promotion within one registry would move
-//     every layer (promote's TestPromoteWithinARepositoryMovesNoLayer).
+//     repository and expiring), rotated credentials, a realm elsewhere.
+//     pkg/registry has no auth at all.
+//   - Blobs per repository (blobs.go): pkg/registry's blob store is one
+//     namespace, so a layer pushed anywhere would be found in every
+//     repository and a copy to a mirror would upload nothing (promote's
+//     TestPromoteToAMirrorMovesAnImagesLayersOnce). It also names the
+//     repository of a chunked upload's final PUT "<repo>/blobs", so the
+//     store takes the repository from our routing (reconcile's
+//     TestMirrorsGetKernelTags, releasesig's TestSigstoreThroughPolicyJSON).
 //   - Tag list pages: pkg/registry honours n but sends no Link header, and
 //     a last past the final tag answers every tag again (registry's
 //     TestTagsFollowsPages).
+//   - Error messages: pkg/registry's codes are the spec's but not its
+//     messages ("Unknown manifest" for MANIFEST_UNKNOWN, where registries
+//     say "manifest unknown", which releaseinfo's
+//     TestInspectRejectsBadPayloads asserts).
 //   - Manifest PUT checks: pkg/registry stores a manifest naming blobs the
-//     repository lacks, and one pushed by a digest it does not match (under
-//     that digest); ours refuses both as real registries do.
-//   - DELETE of a manifest: by digest pkg/registry drops the digest's entry
-//     and leaves the tags naming it; ours refuses it, and deletes a tag in
-//     one of three ways (TagDelete) modelling the registries dtkbot meets.
+//     repository lacks, and one pushed by a digest it does not match;
+//     registries refuse both, and promote counts on the first.
+//   - DELETE of a manifest by digest is refused here (pkg/registry drops
+//     the digest's entry and leaves the tags naming it), and a DELETE by
+//     tag does what SetTagDelete says, modelling the registries dtkbot
+//     meets (registry's TestUntagRemovesTheTagNotTheManifest, promote's and
+//     reconcile's tests of registries that refuse tag deletion).
 //
-// The Stats are counted here, never by pkg/registry: pings and token
-// requests apart from the rest, refusals (401) too.
+// Cross-repository mounts are pkg/registry's: it answers a mount with an
+// ordinary upload (202), which the distribution spec allows; no test asks
+// for one. The Stats are counted here, never by pkg/registry, each before
+// what it counts reaches the client: pings and token requests apart from
+// the rest, refusals (401) too. What a test stores with PutBlobUnchecked is
+// never verified: that is how corrupt blobs are planted.
 package registrytest
 
 import (
@@ -70,8 +78,7 @@ type Stats struct {
 	ManifestHEADs  int64
 	BlobGETs       int64
 	BlobHEADs      int64
-	BlobUploads    int64 // uploads started (POST without a successful mount)
-	BlobMounts     int64 // successful cross-repository mounts
+	BlobUploads    int64 // uploads started (POST)
 	ManifestPUTs   int64
 	TagDeletes     int64 // DELETE of a manifest by tag that removed the tag
 	BytesServed    int64 // response body bytes of manifest and blob GETs
@@ -92,7 +99,6 @@ func (s Stats) Sub(earlier Stats) Stats {
 		BlobGETs:      s.BlobGETs - earlier.BlobGETs,
 		BlobHEADs:     s.BlobHEADs - earlier.BlobHEADs,
 		BlobUploads:   s.BlobUploads - earlier.BlobUploads,
-		BlobMounts:    s.BlobMounts - earlier.BlobMounts,
 		ManifestPUTs:  s.ManifestPUTs - earlier.ManifestPUTs,
 		TagDeletes:    s.TagDeletes - earlier.TagDeletes,
 		BytesServed:   s.BytesServed - earlier.BytesServed,
@@ -348,9 +354,6 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.count(func(s *Stats) { s.BlobHEADs++ })
 		r.serve(w, req, answer{})
 	case rt.kind == uploadStart && req.Method == http.MethodPost:
-		if r.mount(w, req, rt) {
-			return
-		}
 		r.count(func(s *Stats) { s.BlobUploads++ })
 		r.serveUpload(w, req)
 	case rt.kind == upload:
