@@ -55,6 +55,7 @@ import (
 	"encoding/json"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -239,14 +240,7 @@ func (r *Registry) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
-	s.ByPath = map[string]int64{}
-	for k, v := range r.stats.ByPath {
-		s.ByPath[k] = v
-	}
-	s.BlobBytesByDig = map[string]int64{}
-	for k, v := range r.stats.BlobBytesByDig {
-		s.BlobBytesByDig[k] = v
-	}
+	s.ByPath, s.BlobBytesByDig = maps.Clone(s.ByPath), maps.Clone(s.BlobBytesByDig)
 	return s
 }
 
@@ -271,8 +265,7 @@ const (
 	ping
 	manifest
 	blob
-	uploadStart // POST /v2/<repo>/blobs/uploads/
-	upload      // /v2/<repo>/blobs/uploads/<id>
+	upload // /v2/<repo>/blobs/uploads/, then /v2/<repo>/blobs/uploads/<id>
 	tags
 )
 
@@ -282,8 +275,7 @@ var routes = []struct {
 }{
 	{manifest, regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)},
 	{blob, regexp.MustCompile(`^/v2/(.+)/blobs/(sha256:[0-9a-f]{64})$`)},
-	{uploadStart, regexp.MustCompile(`^/v2/(.+)/blobs/uploads/?$`)},
-	{upload, regexp.MustCompile(`^/v2/(.+)/blobs/uploads/([^/]+)$`)},
+	{upload, regexp.MustCompile(`^/v2/(.+)/blobs/uploads(?:/[^/]*)?$`)},
 	{tags, regexp.MustCompile(`^/v2/(.+)/tags/list$`)},
 }
 
@@ -353,10 +345,10 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case rt.kind == blob && req.Method == http.MethodHead:
 		r.count(func(s *Stats) { s.BlobHEADs++ })
 		r.serve(w, req, answer{})
-	case rt.kind == uploadStart && req.Method == http.MethodPost:
-		r.count(func(s *Stats) { s.BlobUploads++ })
-		r.serveUpload(w, req)
 	case rt.kind == upload:
+		if req.Method == http.MethodPost {
+			r.count(func(s *Stats) { s.BlobUploads++ })
+		}
 		r.serveUpload(w, req)
 	case rt.kind == tags && req.Method == http.MethodGet:
 		r.serveTags(w, req, rt.repo)
