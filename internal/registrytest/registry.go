@@ -11,7 +11,8 @@
 // and digest (GET, HEAD, PUT, DELETE of a tag), blobs (GET, HEAD, with
 // Range) and uploads (monolithic, or POST, PATCH and PUT, chunked with
 // Content-Range). What dtkbot's tests need and pkg/registry (v0.22.1) does
-// not do is ours, each with a test that fails without it:
+// not do is ours, each with a test that fails without it (and each checked
+// over plain HTTP by TestWhatPkgRegistryDoesNotDo):
 //
 //   - Auth (auth.go): Basic, or bearer tokens as quay.io hands them out (a
 //     401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...`, a
