@@ -8,9 +8,11 @@ import (
 
 // maxRounds bounds the rounds of one pass. A synchronous backend (podman)
 // has pushed by the time it returns, and a promoted DTK is what its
-// consumers are built FROM, so one pass may take a new kernel all the way:
-// its DTK built, found and verified, promoted, settled; then each
-// consumer's image the same: eight rounds, and one that finds nothing.
+// consumers are built FROM, so one pass may take a new kernel all the way,
+// a round for each step: its DTK found and verified, promoted, settled;
+// then each consumer's image looked for, built, found and verified,
+// promoted, settled (eight rounds in TestConsumerBuiltOncePerKernelAfterItsDTK,
+// the last finding nothing to do).
 const maxRounds = 12
 
 // act moves every image of every kind as far as it goes this pass, round
