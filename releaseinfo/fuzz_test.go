@@ -10,6 +10,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/version"
 )
 
 func FuzzParseKernel(f *testing.F) {
@@ -44,7 +45,7 @@ func FuzzImageReferences(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !versionPattern.MatchString(c.version) || len(c.tags) == 0 {
+		if !version.Valid(c.version) || len(c.tags) == 0 {
 			t.Errorf("accepted version %q with %d tags", c.version, len(c.tags))
 		}
 		for name := range c.tags {
@@ -59,7 +60,7 @@ func FuzzReleaseMetadata(f *testing.F) {
 	f.Add([]byte(`{"kind":"cincinnati-metadata-v0","version":"4.16.15","previous":["4.16.14"],"metadata":{"url":"https://example.com"}}`))
 	f.Add([]byte(`{"kind":"cincinnati-metadata-v0","version":""}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if m, err := parseReleaseMetadata(data); err == nil && !versionPattern.MatchString(m.Version) {
+		if m, err := parseReleaseMetadata(data); err == nil && !version.Valid(m.Version) {
 			t.Errorf("accepted version %q", m.Version)
 		}
 	})
