@@ -1,12 +1,12 @@
 // Package version checks the shape of, orders and classifies OpenShift
-// release versions: GA
-// releases (4.16.15), candidates (4.17.0-ec.3, 4.17.0-fc.1, 4.17.0-rc.10),
-// nightlies and CI builds (4.17.0-0.nightly-2024-06-01-123456). Versions are
-// semantic versions, compared with github.com/blang/semver (numeric
-// pre-release identifiers numerically: rc.9 before rc.10; a nightly, whose
-// pre-release starts with 0, before ec, ec before fc, fc before rc, rc
-// before the release), so every sort, every "newest" and every floating tag
-// agrees.
+// release versions: GA releases (4.16.15), candidates (4.17.0-ec.3,
+// 4.17.0-fc.1, 4.17.0-rc.10), nightlies and CI builds
+// (4.17.0-0.nightly-2024-06-01-123456). Versions are semantic versions,
+// compared with github.com/blang/semver (numeric pre-release identifiers
+// numerically: rc.9 before rc.10; a nightly, whose pre-release starts with
+// 0, before ec, ec before fc, fc before rc, rc before the release), so
+// every sort, every "newest" and every floating tag agrees. It orders
+// kernel versions as rpm does, too (CompareKernel).
 //
 // It never reads the network or a clock.
 package version
