@@ -49,9 +49,12 @@ bench:
 	$(GO) test -v -run '^$$' -bench BenchmarkVerifyPeakRSS -benchtime 1x -timeout 30m ./verify/ | grep -E 'modules|peak RSS|heap|ok|FAIL'
 	$(GO) test -run '^$$' -bench BenchmarkUpdateGraph500 -benchtime 2000x ./daemon/ | grep -E 'Benchmark|ok|FAIL'
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet, and no leftovers of a merge or a patch (*.orig, *.rej),
+## tracked or lying in the tree
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$( { git ls-files '*.orig' '*.rej'; find . -path ./.git -prune -o -type f \( -name '*.orig' -o -name '*.rej' \) -print | sed 's|^\./||'; } | sort -u); \
+	  if [ -n "$$out" ]; then echo "leftovers of a merge or a patch (remove them):"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 ## fuzz: run every fuzz target for FUZZTIME (default 30s) each

@@ -19,9 +19,10 @@
 // containers/image stays the library for copies (promotion) and signature
 // policies; SystemContext hands them the same configuration.
 //
-// It never writes to a registry, except to remove a tag (Untag), and never
-// keeps a blob on disk: blobs are streamed to a caller's consumer and
-// verified at EOF.
+// Its only writes are to tags, for package promote: PutManifest points a
+// tag at a manifest whose blobs the repository already holds, Untag removes
+// a tag. It never uploads a blob, and never keeps one on disk: blobs are
+// streamed to a caller's consumer and verified at EOF.
 package registry
 
 import (
