@@ -30,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -43,6 +42,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/manifest"
 	"go.podman.io/image/v5/types"
+
+	"github.com/dtkbot/dtkbot/retry"
 )
 
 // Options configure a Client. The zero value reads with the system's defaults.
@@ -393,38 +394,30 @@ func (p permanentError) Unwrap() error { return p.err }
 
 func permanent(err error) error { return permanentError{err} }
 
-// do runs call with a slot, a per-attempt timeout and bounded retries; a
-// 429's Retry-After is waited out instead of the backoff.
+// do runs call with a slot, a per-attempt timeout and bounded retries
+// (package retry); a 429's Retry-After is waited out instead of the
+// backoff.
 func (c *Client) do(ctx context.Context, call func(context.Context) error) error {
-	delay := c.backoff
-	for attempt := 1; ; attempt++ {
-		err := c.once(ctx, call)
-		if err == nil {
-			return nil
+	first := true
+	return retry.Do(ctx, retry.Policy{Attempts: c.attempts, Backoff: c.backoff, After: c.after}, retryAfter, func(ctx context.Context) error {
+		if !first {
+			c.retries.Add(1)
 		}
-		if attempt >= c.attempts || ctx.Err() != nil || !Transient(err) {
-			if attempt > 1 {
-				return fmt.Errorf("after %d attempts: %w", attempt, err)
-			}
-			return err
-		}
-		c.retries.Add(1)
-		wait := delay/2 + rand.N(delay/2+1)
-		var se *StatusError
-		if errors.As(err, &se) && se.RetryAfter > 0 {
-			wait = min(se.RetryAfter, maxRetryAfter)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (waiting to retry after: %v)", ctx.Err(), err)
-		case <-c.after(wait):
-		}
-		delay *= 2
-	}
+		first = false
+		return c.once(ctx, call)
+	})
 }
 
-// maxRetryAfter caps the wait a registry may ask for within one call.
-const maxRetryAfter = time.Minute
+// retryAfter is how the client classifies a failed call for package retry:
+// Transient errors are tried again, after the Retry-After a 429 (or a 503)
+// asked for, if any.
+func retryAfter(err error) (bool, time.Duration) {
+	var se *StatusError
+	if errors.As(err, &se) && se.RetryAfter > 0 {
+		return Transient(err), se.RetryAfter
+	}
+	return Transient(err), 0
+}
 
 func (c *Client) once(ctx context.Context, call func(context.Context) error) error {
 	c.waiting.Add(1)
