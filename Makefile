@@ -10,9 +10,9 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Every fuzz target, as package:Target. Their seed corpora run in `make test`.
 FUZZ_TARGETS := \
 	./releaseinfo:FuzzParseKernel ./releaseinfo:FuzzImageReferences ./releaseinfo:FuzzReleaseMetadata \
-	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./releaseinfo:FuzzExtractFiles \
+	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./imageread/layer:FuzzExtractFiles \
 	./watcher:FuzzParseGraph ./watcher:FuzzStreamTags ./config:FuzzConfig ./plan:FuzzRenderTag ./notify:FuzzMarker \
-	./releasesig:FuzzCheckContents ./releasesig:FuzzConfigMapSignatures ./releaseinfo:FuzzMergedLayers \
+	./releasesig:FuzzCheckContents ./releasesig:FuzzConfigMapSignatures ./imageread/layer:FuzzMergedLayers \
 	./kmod:FuzzParseModule ./kmod:FuzzParseVersions ./kmod:FuzzParseSymvers ./kmod:FuzzSplitSignature ./kmod:FuzzDecompress \
 	./upgradegraph:FuzzServedGraph
 FUZZTIME ?= 30s
@@ -44,7 +44,7 @@ kube-assets:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./releaseinfo/
 	$(GO) test -count=1 -run 'TestInspectRequestBudget' -v ./releaseinfo/ | grep -E 'cold:|ok|FAIL'
-	$(GO) test -count=1 -run 'TestKmodCheckCost' -v ./kmod/ | grep -E 'kmod check|ok|FAIL'
+	$(GO) test -count=1 -run 'TestKmodCheckCost' -v ./verify/ | grep -E 'kmod check|ok|FAIL'
 	$(GO) test -v -run '^$$' -bench BenchmarkColdBackfill -benchtime 1x -timeout 30m ./reconcile/ | grep -E 'payloads|concurrency |ok|FAIL'
 	$(GO) test -v -run '^$$' -bench BenchmarkVerifyPeakRSS -benchtime 1x -timeout 30m ./verify/ | grep -E 'modules|peak RSS|heap|ok|FAIL'
 	$(GO) test -run '^$$' -bench BenchmarkUpdateGraph500 -benchtime 2000x ./daemon/ | grep -E 'Benchmark|ok|FAIL'

@@ -117,7 +117,7 @@ func TestDTKRecipeWritesKernelFiles(t *testing.T) {
 					t.Errorf("%s: missing %v", k, kf.Missing())
 					continue
 				}
-				parsed, err := kmod.KernelFromDTK(kf)
+				parsed, err := kmod.NewKernel(kf.Kernel, kf.Symvers, kf.ModulesDep, kf.ModulesBuiltin, kf.Vermagic)
 				if err != nil {
 					t.Errorf("%s: %v", k, err)
 					continue

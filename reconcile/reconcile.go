@@ -29,6 +29,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/build"
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -91,7 +92,7 @@ type AuditPolicy struct {
 type Reconciler struct {
 	Discoverer *watcher.Discoverer
 	Registry   *registry.Client
-	Limits     releaseinfo.Limits
+	Limits     imageread.Limits
 	Store      *state.Store
 	Checker    ImageChecker
 	// The DTK, the first kind of image: Builder builds it to Target's

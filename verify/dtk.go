@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 )
@@ -44,7 +45,7 @@ func Rejects(err error) bool { return errors.Is(err, ErrRejected) || registry.Is
 // wanted kernel for the wanted arch.
 type DTK struct {
 	Registry *registry.Client
-	Limits   releaseinfo.Limits
+	Limits   imageread.Limits
 }
 
 // Verify returns nil when image carries kernel (VERSION-RELEASE) for arch,

@@ -6,11 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
 const kmodKernel = "5.14.0-427.37.1.el9_4.x86_64"
@@ -43,7 +43,7 @@ func TestVerifyKmod(t *testing.T) {
 	w.PushImage("acme/dtk", "dtk", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.TarGz(dtkFiles...)}})
 	dtkDigest, _ := srv.TagDigest("acme/dtk", "dtk")
 	dtk := srv.Host() + "/acme/dtk@" + dtkDigest.String()
-	v := &Kmod{Registry: testClient(), Limits: releaseinfo.DefaultLimits()}
+	v := &Kmod{Registry: testClient(), Limits: imageread.DefaultLimits()}
 	const path = "opt/lib/modules/" + kmodKernel + "/"
 	check := func(v *Kmod, image, label string) error {
 		_, err := v.VerifyKmod(context.Background(), KmodCheck{Image: image, Arch: "amd64", KernelFull: kmodKernel, ModulePath: path, Label: label, DTK: dtk})
@@ -96,7 +96,7 @@ func TestVerifyKmod(t *testing.T) {
 	}
 	// A layer over the limit is never read.
 	small := v.Limits
-	small.MaxKmodLayerBytes = 1 << 20
+	small.MaxWalkLayerBytes = 1 << 20
 	big := &Kmod{Registry: v.Registry, Limits: small}
 	w.PushImage("acme/kmod", "big", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.NoiseLayer("big", 2<<20)}})
 	before = srv.Stats()
