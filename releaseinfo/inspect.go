@@ -328,27 +328,48 @@ var (
 
 // inspectStream reads the kernel of one stream from its DTK and OS images.
 func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec streamSpec) (Stream, string, error) {
+	s, err := streamImages(comps, spec)
+	if err != nil {
+		return s, "", err
+	}
+	dtk, osk, err := in.readStreamImages(ctx, s)
+	if err != nil {
+		return s, "", err
+	}
+	s.Warnings = append(s.Warnings, dtk.warnings...)
+	s.Warnings = append(s.Warnings, osk.warnings...)
+	kernel := s.setKernels(spec, dtk, osk)
+	s.setStream(spec, comps, dtk, kernel)
+	return s, osk.arch, nil
+}
+
+// streamImages is a stream as its payload names it: its OS and DTK
+// images, and the RHCOS build of its OS image.
+func streamImages(comps *components, spec streamSpec) (Stream, error) {
 	s := Stream{OSTag: spec.osTag, DTKTag: spec.dtkTag, KernelSource: SourceUnknown}
-	warn := func(format string, args ...any) { s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...)) }
 	var err error
 	if s.OSImage, err = comps.image(spec.osTag); err != nil {
-		return s, "", err
+		return s, err
 	}
 	if id := comps.buildVersions(spec.osTag)["machine-os"]; id != "" {
 		if _, ok := rhelOfRHCOS(id); ok {
 			s.RHCOSVersion = id
 		} else {
-			warn("machine-os annotation %q is not an RHCOS build id", id)
+			s.Warnings = append(s.Warnings, fmt.Sprintf("machine-os annotation %q is not an RHCOS build id", id))
 		}
 	}
-
 	if spec.dtkTag != "" {
 		if s.DTKImage, err = comps.image(spec.dtkTag); err != nil {
-			return s, "", err
+			return s, err
 		}
 	}
-	// The DTK and OS images are read at the same time: each call still
-	// takes its slot under the registry client's one bound.
+	return s, nil
+}
+
+// readStreamImages reads what the stream's DTK (if any) and OS images say
+// of their kernels, both at the same time: each call still takes its slot
+// under the registry client's one bound.
+func (in *Inspector) readStreamImages(ctx context.Context, s Stream) (dtkKernels, osKernels, error) {
 	var dtk dtkKernels
 	var osk osKernels
 	var dtkErr, osErr error
@@ -359,19 +380,23 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 	guard.Go(&wg, func() { osk, osErr = in.readOS(ctx, s.OSImage, rhcosNewID.MatchString(s.RHCOSVersion)) }, func(err error) { osErr = err })
 	wg.Wait()
 	if dtkErr != nil {
-		return s, "", fmt.Errorf("driver-toolkit %s: %w", s.DTKImage, dtkErr)
+		return dtk, osk, fmt.Errorf("driver-toolkit %s: %w", s.DTKImage, dtkErr)
 	}
 	if osErr != nil {
-		return s, "", fmt.Errorf("OS image %s: %w", s.OSImage, osErr)
+		return dtk, osk, fmt.Errorf("OS image %s: %w", s.OSImage, osErr)
 	}
-	s.Warnings = append(s.Warnings, dtk.warnings...)
-	s.Warnings = append(s.Warnings, osk.warnings...)
+	return dtk, osk, nil
+}
+
+// setKernels decides the stream's kernel and RT kernel from what its DTK
+// and OS images say, cross-checking them, and returns the kernel. The
+// nodes run the OS image's kernel: it is the kernel of the stream, the
+// DTK's only where the OS image does not say.
+func (s *Stream) setKernels(spec streamSpec, dtk dtkKernels, osk osKernels) Kernel {
+	warn := func(format string, args ...any) { s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...)) }
 	if !dtk.kernel.IsZero() {
 		s.DTKKernel, s.DTKKernelSource = dtk.kernel.String(), dtk.source
 	}
-
-	// The nodes run the OS image's kernel: it is the kernel of the stream,
-	// the DTK's only where the OS image does not say.
 	kernel, rt := osk.kernel, dtk.rt
 	switch {
 	case !osk.kernel.IsZero():
@@ -405,7 +430,14 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 	if !rt.IsZero() {
 		s.RTKernel, s.RTKernelFull = rt.VR(), rt.String()
 	}
+	return kernel
+}
 
+// setStream names the stream's RHEL version and stream (rhel-9, ...):
+// the DTK's RHEL version, else its RHCOS build's, else its kernel's; the
+// stream from the OS tag, its stream class, the RHEL version or the
+// kernel, checked against the kernel's.
+func (s *Stream) setStream(spec streamSpec, comps *components, dtk dtkKernels, kernel Kernel) {
 	rhelFromID, _ := rhelOfRHCOS(s.RHCOSVersion)
 	switch {
 	case dtk.rhel != "":
@@ -427,8 +459,7 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 		s.Stream = kernel.Stream()
 	}
 	if ks := kernel.Stream(); ks != "" && s.Stream != "" && ks != s.Stream {
-		warn("kernel %s belongs to %s, not to stream %s", kernel, ks, s.Stream)
+		s.Warnings = append(s.Warnings, fmt.Sprintf("kernel %s belongs to %s, not to stream %s", kernel, ks, s.Stream))
 		s.Consistent = false
 	}
-	return s, osk.arch, nil
 }
