@@ -231,13 +231,13 @@ func (r *Reader) Config(ctx context.Context, img *Image) (*Config, error) {
 
 // Files reads one layer of img, if it is no larger than maxBytes, and
 // returns the regular files whose names want accepts, each at most the
-// size want gives it (layer.FilesMatching), once the layer's digest is
+// size want gives it (layer.Files), once the layer's digest is
 // verified. A layer over maxBytes is never downloaded (a content error).
 func (r *Reader) Files(ctx context.Context, img *Image, l manifest.LayerInfo, maxBytes int64, want func(name string) (int64, bool)) (map[string][]byte, error) {
 	var files map[string][]byte
 	err := r.reg.ReadBlob(ctx, img.Registry, l.BlobInfo, maxBytes, func(rd io.Reader) error {
 		var err error
-		files, err = layer.FilesMatching(rd, want, r.lim.Layer())
+		files, err = layer.Files(rd, want, r.lim.Layer())
 		return err
 	})
 	return files, err

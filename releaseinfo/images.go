@@ -10,6 +10,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/imageread"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 )
 
 // Files read from component images.
@@ -277,7 +278,7 @@ func (in *Inspector) readMetaLayer(ctx context.Context, img *imageread.Image, ou
 		note("OS metadata layer %s is %d bytes, over the %d-byte limit: not read", last.Digest, last.Size, lim.MaxMetaLayerBytes)
 		return false, nil
 	}
-	files, err := in.img.Files(ctx, img, last, lim.MaxMetaLayerBytes, wantFiles(map[string]int64{metaJSONPath: lim.MaxMetaJSONBytes}))
+	files, err := in.img.Files(ctx, img, last, lim.MaxMetaLayerBytes, layer.Named(map[string]int64{metaJSONPath: lim.MaxMetaJSONBytes}))
 	if err != nil {
 		return false, fmt.Errorf("reading metadata layer: %w", err)
 	}
@@ -475,12 +476,4 @@ func (in *Inspector) ReadDTKFiles(ctx context.Context, pullspec string) (DTKFile
 		out.Kernels[kernel] = k
 	}
 	return out, nil
-}
-
-// wantFiles accepts the names of want, each up to its size.
-func wantFiles(want map[string]int64) func(string) (int64, bool) {
-	return func(name string) (int64, bool) {
-		max, ok := want[name]
-		return max, ok
-	}
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/guard"
 	"github.com/dtkbot/dtkbot/imageread"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 	"github.com/dtkbot/dtkbot/registry"
 )
 
@@ -209,7 +210,7 @@ func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*
 	layers := rel.Layers()
 	last := layers[len(layers)-1]
 	lim := in.opts.Limits
-	files, err := in.img.Files(ctx, rel, last, lim.MaxReleaseLayerBytes, wantFiles(map[string]int64{
+	files, err := in.img.Files(ctx, rel, last, lim.MaxReleaseLayerBytes, layer.Named(map[string]int64{
 		imageReferencesPath: lim.MaxImageReferencesBytes,
 		releaseMetadataPath: lim.MaxReleaseMetadataBytes,
 	}))

@@ -30,7 +30,7 @@ func FuzzExtractFiles(f *testing.F) {
 	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0x58})
 	lim := Limits{MaxDecompressedBytes: 1 << 20, MaxTarEntries: 1000}
 	f.Fuzz(func(t *testing.T, layer []byte) {
-		files, err := Files(bytes.NewReader(layer), map[string]int64{imageReferences: 4096, releaseMetadata: 4096}, lim)
+		files, err := Files(bytes.NewReader(layer), Named(map[string]int64{imageReferences: 4096, releaseMetadata: 4096}), lim)
 		if err != nil {
 			return
 		}

@@ -131,17 +131,16 @@ func IsRegular(hdr *tar.Header) bool {
 	return hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA //nolint:staticcheck // TypeRegA still appears in old layers
 }
 
-// Files reads a layer (gzip, zstd or plain tar) and returns the contents
-// of the regular files named in want (name -> maximum size), as
-// FilesMatching does.
-func Files(r io.Reader, want map[string]int64, lim Limits) (map[string][]byte, error) {
-	return FilesMatching(r, func(name string) (int64, bool) {
+// Named accepts the names of want, each up to its size: the want of Files
+// for files known by name.
+func Named(want map[string]int64) func(name string) (int64, bool) {
+	return func(name string) (int64, bool) {
 		max, ok := want[name]
 		return max, ok
-	}, lim)
+	}
 }
 
-// FilesMatching reads a layer (gzip, zstd or plain tar) and returns the
+// Files reads a layer (gzip, zstd or plain tar) and returns the
 // contents of the regular files whose names want accepts, each at most the
 // size want gives it. Only regular files whose name, cleaned of a leading
 // "./" or "/", is accepted as it is are taken: symlinks, hard links,
@@ -150,7 +149,7 @@ func Files(r io.Reader, want map[string]int64, lim Limits) (map[string][]byte, e
 // wanted name appearing twice, which would make the layer ambiguous, is an
 // error. Nothing returned may be trusted before the caller has verified
 // the layer's digest.
-func FilesMatching(r io.Reader, want func(name string) (int64, bool), lim Limits) (map[string][]byte, error) {
+func Files(r io.Reader, want func(name string) (int64, bool), lim Limits) (map[string][]byte, error) {
 	found := map[string][]byte{}
 	err := Walk(r, lim, func(hdr *tar.Header, content io.Reader) error {
 		if !IsRegular(hdr) {

@@ -97,12 +97,12 @@ func TestLayerCompressions(t *testing.T) {
 	for name, layer := range map[string][]byte{
 		"gzip": payloadtest.Gzip(tarball), "zstd": zst.Bytes(), "zstd after a skippable frame": skippable, "tar": tarball,
 	} {
-		files, err := Files(bytes.NewReader(layer), map[string]int64{"etc/driver-toolkit-release.json": 100}, testLimits)
+		files, err := Files(bytes.NewReader(layer), Named(map[string]int64{"etc/driver-toolkit-release.json": 100}), testLimits)
 		if err != nil || string(files["etc/driver-toolkit-release.json"]) != "{}" {
 			t.Errorf("%s: %q %v", name, files, err)
 		}
 	}
-	if _, err := Files(bytes.NewReader([]byte("BZh91AY&SY not a layer we read")), nil, testLimits); err == nil {
+	if _, err := Files(bytes.NewReader([]byte("BZh91AY&SY not a layer we read")), Named(nil), testLimits); err == nil {
 		t.Error("bzip2: accepted")
 	}
 	// A zstd bomb: a tar entry of 300 MB of zeros, a few KB compressed.
@@ -115,7 +115,7 @@ func TestLayerCompressions(t *testing.T) {
 	_ = bw.Close()
 	lim := testLimits
 	lim.MaxDecompressedBytes = 8 << 20
-	if _, err := Files(bytes.NewReader(bomb.Bytes()), nil, lim); err == nil {
+	if _, err := Files(bytes.NewReader(bomb.Bytes()), Named(nil), lim); err == nil {
 		t.Error("a zstd bomb: accepted")
 	}
 }
