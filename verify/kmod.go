@@ -139,22 +139,31 @@ func (v *Kmod) Check(ctx context.Context, c KmodCheck) (*KmodOutcome, error) {
 	}
 	if len(out.Missing) > 0 {
 		r.Notes = append([]string{fmt.Sprintf("the driver-toolkit image has no %s (built by a recipe without them?)", strings.Join(out.Missing, ", "))}, r.Notes...)
-		if !c.SkipABI && (r.Accepted || k.Symvers == nil) {
-			// The kernel's side is incomplete: verify.abi: false accepts
-			// what can be checked; otherwise nothing is accepted on it.
-			why := r.Reason // no Module.symvers: kmod said what cannot be checked
-			if k.Symvers != nil {
-				why = fmt.Sprintf("the modules' dependencies on kernel %s's own modules cannot be checked", k.Release)
-			}
-			lacking := fmt.Sprintf("the driver-toolkit image %s has no %s: a DTK recipe of your own? dtkbot's copies them", c.DTK, strings.Join(out.Missing, ", "))
-			if c.DTK == "" {
-				lacking = "no DTK image is known, so neither are the kernel's files"
-			}
-			r.Accepted = false
-			r.Reason = fmt.Sprintf("%s (%s; or set verify.abi: false)", why, lacking)
+		if !c.SkipABI && !out.NoModules {
+			requireKernelFiles(r, k, c.DTK, out.Missing)
 		}
 	}
 	return out, nil
+}
+
+// requireKernelFiles rejects, on a kernel whose files the DTK lacks, what
+// could only be checked in part (verify.abi: false accepts it): the
+// modules' symbol versions (kmod rejected them already, saying so) or
+// their dependencies on the kernel's own modules.
+func requireKernelFiles(r *kmod.Report, k *kmod.Kernel, dtk string, missing []string) {
+	if !r.Accepted && k.Symvers != nil {
+		return // rejected for what could be checked
+	}
+	why := r.Reason // kmod's: no Module.symvers, so what cannot be checked
+	if k.Symvers != nil {
+		why = fmt.Sprintf("the modules' dependencies on kernel %s's own modules cannot be checked", k.Release)
+	}
+	lacking := fmt.Sprintf("the driver-toolkit image %s has no %s: a DTK recipe of your own? dtkbot's copies them", dtk, strings.Join(missing, ", "))
+	if dtk == "" {
+		lacking = "no DTK image is known, so neither are the kernel's files"
+	}
+	r.Accepted = false
+	r.Reason = fmt.Sprintf("%s (%s; or set verify.abi: false)", why, lacking)
 }
 
 // KmodResult is what an accepted image's check found: per module, what
