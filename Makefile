@@ -63,13 +63,19 @@ fuzz:
 	  echo "== $$name ($$pkg, $(FUZZTIME))"; \
 	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $$pkg || exit 1; done
 
-## demo: offline demo against a local registry of sample payloads
+## demo: the offline demo (cmd/dtkbot-demo) running bin/dtkbot against a local
+## registry of sample payloads; both built with the flags of `make build`, so a
+## `make build` afterwards has nothing to do
 demo:
-	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/dtkbot demo
+	@echo "make demo: compiling bin/dtkbot and bin/dtkbot-demo (minutes on a fresh clone; cached after) ..."
+	@$(MAKE) --no-print-directory build
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dtkbot-demo ./cmd/dtkbot-demo
+	bin/dtkbot-demo --dtkbot bin/dtkbot
 
-## screenshot: docs/coverage.png, the coverage page as headless Chromium renders it (needs chromium)
+## screenshot: docs/coverage.png, the demo's coverage page as headless Chromium
+## renders it at 1366 px (needs chromium)
 screenshot:
-	DTKBOT_SCREENSHOT=$(CURDIR)/docs/coverage.png $(GO) test -count=1 -run TestCoveragePageInABrowser ./cmd/dtkbot/
+	DTKBOT_SCREENSHOT=$(CURDIR)/docs/coverage.png $(GO) test -count=1 -run TestDemoCoveragePageInABrowser ./cmd/dtkbot/
 
 clean:
 	rm -rf bin

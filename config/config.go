@@ -11,11 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -365,7 +368,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (30s, 2m, 1h)", n.Line, s)
+		// A TypeError: the decoder goes on to the other keys.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration (30s, 2m, 1h)", n.Line, s)}}
 	}
 	d.Duration = v
 	return nil
@@ -398,7 +402,7 @@ func Default() Config {
 		Prerelease: Prerelease{Build: []string{"rc", "ec"}, Tags: true, OnWithdrawn: "withdraw"},
 		Target: Target{
 			KernelTag:   "{{.KernelFull}}",
-			ReleaseTags: []string{"{{.Release}}{{.StreamSuffix}}"},
+			ReleaseTags: []string{DefaultReleaseTag},
 			Staging:     Staging{Tag: plan.DefaultStagingTag},
 			Audit:       Audit{Interval: Duration{24 * time.Hour}, OnDrift: "repoint"},
 		},
@@ -416,40 +420,127 @@ func Default() Config {
 }
 
 // Load reads, decodes and validates path. Every problem is reported, each
-// with its line.
+// with its key and line, sorted by line: unknown keys and values of the
+// wrong type among the others.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	cfg, err := Parse(data)
+	cfg, problems, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	cfg.path = path
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		problems = append(problems, unjoin(err)...)
+	}
+	if len(problems) > 0 {
+		sort.SliceStable(problems, func(i, j int) bool { return lineOfProblem(problems[i]) < lineOfProblem(problems[j]) })
+		return nil, fmt.Errorf("config %s: %w", path, errors.Join(problems...))
 	}
 	return cfg, nil
 }
 
-// Parse decodes data over the defaults without validating it.
+// unjoin lists the errors errors.Join joined.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// lineOfProblem is the line a problem ("line 7: ...") names; those with
+// none (defaults) come last.
+func lineOfProblem(err error) int {
+	var n int
+	if _, e := fmt.Sscanf(err.Error(), "line %d:", &n); e != nil {
+		return 1 << 30
+	}
+	return n
+}
+
+// Parse decodes data over the defaults without validating it. A key it
+// does not know, or a value of the wrong type, is an error naming every
+// one of them.
 func Parse(data []byte) (*Config, error) {
+	cfg, problems, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	return cfg, nil
+}
+
+// parse decodes data over the defaults, strictly, and returns what it
+// could decode with the problems of the document's shape (unknown keys,
+// values of the wrong type). err is a document that is not YAML at all.
+func parse(data []byte) (*Config, []error, error) {
 	cfg := Default()
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	problems := shapeProblems(&root)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file means the defaults
-		return nil, err
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, nil, err
+		}
+		// The decoder went on past each of these; shapeProblems said
+		// them with their keys. One it did not foresee is said as is.
+		if len(problems) == 0 {
+			for _, e := range te.Errors {
+				problems = append(problems, errors.New(e))
+			}
+		}
 	}
 	cfg.root = &root
 	cfg.kubeDefaults()
 	cfg.consumerDefaults()
-	return &cfg, nil
+	cfg.archDefaults()
+	return &cfg, problems, nil
 }
+
+// archDefaults makes the default release tags name the arch when more
+// than one arch is read (two arches' images of one release would want the
+// same tag): a default is never invalid.
+func (c *Config) archDefaults() {
+	if len(c.arches()) > 1 && !c.written("target", "release_tags") && slices.Equal(c.Target.ReleaseTags, Default().Target.ReleaseTags) {
+		c.Target.ReleaseTags = []string{DefaultReleaseTag + "-{{.Arch}}"}
+	}
+}
+
+// written reports whether the file sets the key at path (mappings only).
+func (c *Config) written(path ...string) bool {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return false
+	}
+	n := c.root.Content[0]
+	for _, key := range path {
+		if n.Kind != yaml.MappingNode {
+			return false
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return false
+		}
+		n = next
+	}
+	return true
+}
+
+// DefaultReleaseTag is target.release_tags' default with one arch read.
+const DefaultReleaseTag = "{{.Release}}{{.StreamSuffix}}"
 
 // Path is the file the config was loaded from ("" if parsed from bytes).
 func (c *Config) Path() string { return c.path }
@@ -493,6 +584,12 @@ func (c *Config) Validate() error {
 	}
 	if c.State == "" {
 		bad("state", "must not be empty")
+	}
+	if err := checkListen(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if u, err := url.Parse(c.GitHub.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		bad("github.api_url", "%q is not an http(s) URL", c.GitHub.APIURL)
 	}
 	if !slices.Contains(levels, c.Log.Level) {
 		bad("log.level", "%q is not one of %s", c.Log.Level, strings.Join(levels, ", "))
@@ -691,6 +788,29 @@ func (c *Config) Validate() error {
 		bad("graph.channels", "no channel, no release-controller and no releases: nothing to watch")
 	}
 	return errors.Join(errs...)
+}
+
+// checkListen checks the daemon's address as net.Listen would take it:
+// host:port, the host possibly empty (every address), the port a number
+// or a service name.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if _, perr := strconv.Atoi(addr); perr == nil {
+			return fmt.Errorf("%q is not host:port (\":%s\" listens on every address)", addr, addr)
+		}
+		return fmt.Errorf("%q is not host:port (\":8080\" listens on every address)", addr)
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		if n < 0 || n > 65535 {
+			return fmt.Errorf("%q: port %d is not between 0 and 65535", addr, n)
+		}
+		return nil
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%q: port %q is neither a number nor a known service", addr, port)
+	}
+	return nil
 }
 
 // validateUpgrades checks listen_tls and upgrades:.

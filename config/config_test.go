@@ -170,3 +170,89 @@ func TestSignatureStoreIsAURLOrADirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryProblemAtOnceWithKeysAndSuggestions: unknown keys and values of
+// the wrong type are reported among the other problems, each with its key
+// path and line, an unknown key with the known one it is closest to; an
+// address that run would refuse is refused here.
+func TestEveryProblemAtOnceWithKeysAndSuggestions(t *testing.T) {
+	p := writeConfig(t, `schedul: "@every 1h"
+listen: 18099
+graph:
+  channels: [stable-4.16]
+  chanels: [stable-4.17]
+registry:
+  concurrency: three
+  timout: 1m
+  tls_verify: maybe
+  timeout: 10 parsecs
+target:
+  repository: quay.io/acme/dtk:latest
+consumers:
+  - name: simple-kmod
+    biuld: {backend: podman}
+    verify: {abi: sometimes}
+github:
+  api_url: ftp://github.example.com
+  frobnicate: 1
+`)
+	_, err := Load(p)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"line 1: schedul: unknown key (did you mean schedule?)",
+		`line 2: listen: "18099" is not host:port (":18099" listens on every address)`,
+		"line 5: graph.chanels: unknown key (did you mean channels?)",
+		`line 7: registry.concurrency: want a whole number, got "three"`,
+		"line 8: registry.timout: unknown key (did you mean timeout?)",
+		`line 9: registry.tls_verify: want true or false, got "maybe"`,
+		`line 10: registry.timeout: "10 parsecs" is not a duration (30s, 2m, 1h)`,
+		"line 12: target.repository",
+		"line 15: consumers[0].biuld: unknown key (did you mean build?)",
+		`line 16: consumers[0].verify.abi: want true or false, got "sometimes"`,
+		`line 18: github.api_url: "ftp://github.example.com" is not an http(s) URL`,
+		"line 19: github.frobnicate: unknown key",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the problems do not say %q:\n%s", want, msg)
+		}
+	}
+	// In the order of the file.
+	if strings.Index(msg, "line 2:") > strings.Index(msg, "line 19:") {
+		t.Errorf("not in the file's order:\n%s", msg)
+	}
+	for _, never := range []string{"config.Config", "!!str", "field schedul not found"} {
+		if strings.Contains(msg, never) {
+			t.Errorf("the problems say %q, a Go or YAML internal:\n%s", never, msg)
+		}
+	}
+	for addr, ok := range map[string]bool{":8080": true, "127.0.0.1:18099": true, "[::1]:80": true, ":http": true, "18099": false,
+		"localhost": false, ":99999": false, ":nosuchservice": false} {
+		if err := checkListen(addr); (err == nil) != ok {
+			t.Errorf("listen %q: %v", addr, err)
+		}
+	}
+}
+
+// TestDefaultReleaseTagsNameTheArchWithTwoArches: a default is never
+// invalid: with two arches read, the default release tag names the arch;
+// a release tag written in the file is the user's, and checked.
+func TestDefaultReleaseTagsNameTheArchWithTwoArches(t *testing.T) {
+	base := "graph:\n  channels: [stable-4.16]\n  arches: [amd64, arm64]\ntarget:\n  repository: quay.io/acme/dtk\n"
+	cfg, err := Load(writeConfig(t, base))
+	if err != nil {
+		t.Fatalf("two arches and the default tags: %v", err)
+	}
+	if got := cfg.Target.ReleaseTags; len(got) != 1 || got[0] != "{{.Release}}{{.StreamSuffix}}-{{.Arch}}" {
+		t.Errorf("release tags %v", got)
+	}
+	if _, err := Load(writeConfig(t, base+"  release_tags: [\"{{.Release}}\"]\n")); err == nil || !strings.Contains(err.Error(), "does not name the arch") {
+		t.Errorf("a release tag written without the arch: %v", err)
+	}
+	cfg, err = Load(writeConfig(t, "graph:\n  channels: [stable-4.16]\n"))
+	if err != nil || cfg.Target.ReleaseTags[0] != DefaultReleaseTag {
+		t.Errorf("one arch: %v %v", err, cfg)
+	}
+}

@@ -141,6 +141,8 @@ type ConsumerImage struct {
 	Attempts  int       `json:"attempts,omitempty"`
 	Rejected  int       `json:"rejected,omitempty"`
 	Since     time.Time `json:"since,omitzero"`
+	// PromotedAt is when it first reached its kernel tag.
+	PromotedAt time.Time `json:"promoted_at,omitzero"`
 }
 
 // Kernel is one kernel of one stream and arch, and the releases shipping it.
@@ -374,7 +376,7 @@ func streamOf(r ledger.Release, s ledger.ReleaseShips, kernels map[string]ledger
 
 func consumerImage(c ledger.Image, tags []ledger.Promotion) ConsumerImage {
 	out := ConsumerImage{Consumer: c.Consumer, State: KernelState(c), Reason: redact.Text(c.Reason), KernelTag: c.Image, Tags: []string{},
-		DTKImage: c.DTKImage, Attempts: c.Attempts, Rejected: len(c.Rejections)}
+		DTKImage: c.DTKImage, Attempts: c.Attempts, Rejected: len(c.Rejections), PromotedAt: c.PromotedAt}
 	if c.ImageDigest != "" && (c.State == ledger.StatePromoted || c.State == ledger.StateVerified || c.State == ledger.StateBuilt) {
 		out.Image = c.PinnedImage()
 	}

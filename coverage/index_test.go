@@ -189,7 +189,7 @@ func TestPageIsSelfContainedAndAccessible(t *testing.T) {
 		t.Fatal(err)
 	}
 	html := buf.String()
-	for _, want := range []string{`<html lang="en">`, "<caption>", `<th scope="col">Kernel</th>`, `<th scope="row" rowspan="1">4.16.15</th>`,
+	for _, want := range []string{`<html lang="en">`, "<caption>", `<th scope="col">Kernel</th>`, `<th scope="row" rowspan="1">4.16.15<span class="arch">amd64</span></th>`,
 		`data-state="building"`, "since 2026-11-25 11:00 UTC, attempt 2", `data-state="failed"`, "verification failed", `data-release="4.16.19"`,
 		"ambiguous", `aria-label="GitHub issue of kernel 5.14.0-427.37.1.el9_4"`, "2026-11-25 12:30 UTC", "trusting OpenPGP 567E347A (Red Hat)",
 		"HTTP 503", "<style>"} {
@@ -306,7 +306,7 @@ func TestPageShowsPrereleases(t *testing.T) {
 	}
 	html := buf.String()
 	for _, want := range []string{`<span class="kind">ec</span>`, "release-controller https://amd64.ocp.releases.ci.openshift.org stream 4-dev-preview (Accepted)",
-		"withdrawn: rejected", "promoted a median 3h after the kernel is first seen", "2 of 9 releases shown"} {
+		"withdrawn: rejected", "promoted a median 3 h after the kernel is first seen", "2 of 9 releases shown"} {
 		if !strings.Contains(html, want) {
 			t.Errorf("the page lacks %q", want)
 		}

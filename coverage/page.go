@@ -26,17 +26,12 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04 MST")
 	},
 	"duration": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
-	// days is a lead time for people: hours under two days, days above.
-	"days": func(d time.Duration) string {
-		switch h := d.Hours(); {
-		case h < 0:
-			return "-" + strings.TrimPrefix(fmt.Sprintf("%.0fh", -h), "-")
-		case h < 48:
-			return fmt.Sprintf("%.0fh", h)
-		default:
-			return fmt.Sprintf("%.0f days", h/24)
-		}
-	},
+	// span and lead are durations for people: seconds to days.
+	"span": Span,
+	"lead": Lead,
+	// ref is an image reference as a cell shows it: the repository's
+	// name and a short digest (or the tag), the full one in the title.
+	"ref": shortRef,
 	// brief is the start of a long reason, the rest behind a <details>.
 	"brief": func(s string) string {
 		if len(s) <= 120 {
@@ -74,6 +69,30 @@ func (g UpdateGraph) ID() string {
 	return "update-graph-" + strings.ReplaceAll(g.Channel+"-"+g.Arch, ".", "-")
 }
 
+// shortRef shortens an image reference for a table cell: the last part
+// of its repository, and its tag or the first 12 hex digits of its digest
+// (127.0.0.1:5000/acme/driver-toolkit@sha256:d99e… → driver-toolkit@sha256:d99eca2978bd).
+func shortRef(ref string) string {
+	name, digest, pinned := strings.Cut(ref, "@")
+	tag := ""
+	if !pinned {
+		if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+			name, tag = ref[:i], ref[i:]
+		}
+	}
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	if pinned {
+		algo, hex, _ := strings.Cut(digest, ":")
+		if len(hex) > 12 {
+			hex = hex[:12]
+		}
+		return name + "@" + algo + ":" + hex
+	}
+	return name + tag
+}
+
 type pageData struct {
 	*Index
 	CSS                           template.CSS
@@ -88,6 +107,8 @@ type pageData struct {
 	Shown, Total                  int
 	ShowConsumers                 bool // a column for consumer images
 	UpdateGraphs                  []UpdateGraph
+	Timeline                      template.HTML
+	TimelineRows                  int
 }
 
 type group struct {
@@ -106,6 +127,8 @@ func WritePage(w io.Writer, ix *Index, opts PageOptions) error {
 	d := pageData{Index: ix, CSS: template.CSS(styleCSS), Filter: opts.Filter, NextPass: opts.NextPass, States: States, Kinds: Kinds, Total: len(ix.Releases),
 		UpdateGraphs: opts.UpdateGraphs}
 	d.Lead, _ = ix.Leads()
+	rows := ix.Timeline(opts.Filter, 14)
+	d.Timeline, d.TimelineRows = TimelinePicture(rows), len(rows)
 	d.ShowConsumers = ix.Consumers()
 	if lp := ix.LastPass; lp != nil {
 		d.SignatureMode, d.SignatureTrust = lp.SignatureMode, lp.SignatureTrust

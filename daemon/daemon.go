@@ -74,6 +74,11 @@ type Daemon struct {
 	// own, so a client without the token cannot lock triggers out.
 	TriggerBurst int
 	TriggerEvery time.Duration
+	// Services are the outside services the config has dtkbot ask (the
+	// breaker's names: update-graph, signature-store, "release-controller
+	// HOST", github, github-actions, "build-webhook HOST"): their metrics
+	// have a series, at 0, from the start.
+	Services []string
 	// KMMModules are the consumers, by name, and the Module each loads
 	// (for /api/v1/kmm/modules/{consumer}).
 	KMMModules map[string]kmm.ModuleOptions
@@ -124,7 +129,7 @@ type Daemon struct {
 
 // m is the daemon's metrics, made on first use.
 func (d *Daemon) m() *metrics {
-	d.metricsOnce.Do(func() { d.metricsSet = newMetrics(d.Version, d.Store, d.Registry, d.coverageIndex) })
+	d.metricsOnce.Do(func() { d.metricsSet = newMetrics(d.Version, d.Store, d.Registry, d.coverageIndex, d.Services) })
 	return d.metricsSet
 }
 
@@ -215,7 +220,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case <-done:
 	case <-d.wait(d.Grace):
-		d.Log.Warn().Dur("grace", d.Grace).Msg("the running pass did not finish in time: cancelling it")
+		d.Log.Warn().Float64("grace_seconds", d.Grace.Seconds()).Msg("the running pass did not finish in time: cancelling it")
 		cancelPasses()
 		<-done
 	}
@@ -320,7 +325,7 @@ func (d *Daemon) runPass(ctx context.Context, reason string) {
 	if res != nil {
 		ev = ev.Int("releases", res.Releases).Int("inspected", res.Inspected).Int("actions", len(res.Actions))
 	}
-	ev.Str("reason", reason).Dur("took", d.now().Sub(start)).Msg("pass finished")
+	ev.Str("reason", reason).Float64("took_seconds", d.now().Sub(start).Seconds()).Msg("pass finished")
 }
 
 // Handler serves the HTTP endpoints.

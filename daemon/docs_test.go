@@ -2,12 +2,22 @@ package daemon
 
 import (
 	"context"
+	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
+
+	"github.com/dtkbot/dtkbot/internal/need"
+	"github.com/dtkbot/dtkbot/state"
 
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/reconcile"
@@ -68,5 +78,61 @@ func TestDocumentedMetricsAreServed(t *testing.T) {
 	slices.Sort(missing)
 	if len(missing) > 0 {
 		t.Errorf("docs/api.md documents metrics /metrics does not serve: %v", missing)
+	}
+}
+
+// TestEveryMetricExistsFromTheStart: on an empty state, before any pass
+// has finished, every documented metric has a series (at 0), the kernels
+// of every state and each configured service's included, so that an alert
+// on one sees 0, not nothing; the exposition parses (promtool, when
+// installed, and Prometheus's own parser).
+func TestEveryMetricExistsFromTheStart(t *testing.T) {
+	data, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &fakePasser{}
+	p.gate.Lock() // the first pass does not end before /metrics is read
+	store, err := state.Open(filepath.Join(t.TempDir(), "empty.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{Passer: p, Store: store, Registry: registry.New(registry.Options{}), Schedule: "@every 1h", StaleAfter: time.Hour,
+		Grace: time.Second, Version: "test", Log: zerolog.Nop(), Services: []string{"update-graph", "github", "build-webhook ci.example.com"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx, ln) }()
+	defer func() { p.gate.Unlock(); cancel(); <-done }()
+	_, metrics := get(t, "http://"+ln.Addr().String()+"/metrics")
+
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(metrics))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, metrics)
+	}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(dtkbot_[a-z_]+)` \\|").FindAllStringSubmatch(string(data), -1) {
+		f, ok := families[m[1]]
+		if !ok || len(f.GetMetric()) == 0 {
+			t.Errorf("%s has no series on an empty state", m[1])
+		}
+	}
+	for _, want := range []string{`dtkbot_kernels{state="promoted"} 0`, `dtkbot_kernels{state="failed"} 0`, `dtkbot_kernels{state="build_requested"} 0`,
+		`dtkbot_service_stopped_passes_total{service="update-graph"} 0`, `dtkbot_service_unanswered_total{service="github"} 0`,
+		`dtkbot_service_requests_total{service="build-webhook ci.example.com"} 0`, `dtkbot_service_skipped_total{service="github"} 0`,
+		"dtkbot_passes_total 0", `dtkbot_releases_held{reason="content"} 0`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	promtool := need.Command(t, "promtool", "Debian's prometheus package has it; .ci/run installs it")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(metrics)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

@@ -53,7 +53,7 @@ type passSummary struct {
 	Result   *reconcile.Result `json:"result,omitempty"`
 }
 
-func newMetrics(version string, store *state.Store, reg *registry.Client, index func() (*coverage.Index, error)) *metrics {
+func newMetrics(version string, store *state.Store, reg *registry.Client, index func() (*coverage.Index, error), services []string) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	counter := func(name, help string) prometheus.Counter {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -85,6 +85,13 @@ func newMetrics(version string, store *state.Store, reg *registry.Client, index 
 	m.serviceFailures = vec("dtkbot_service_unanswered_total", "Requests to an outside service that got no answer (a timeout, a connection refused or cut).")
 	m.serviceSkipped = vec("dtkbot_service_skipped_total", "Requests not sent to an outside service because it had stopped answering in the pass.")
 	m.serviceOpened = vec("dtkbot_service_stopped_passes_total", "Passes that stopped asking an outside service after consecutive failures to answer.")
+	// Every configured service has its series from the start, at 0: an
+	// alert on one sees 0, not nothing.
+	for _, sv := range services {
+		for _, v := range []*prometheus.CounterVec{m.serviceRequests, m.serviceFailures, m.serviceSkipped, m.serviceOpened} {
+			v.WithLabelValues(sv)
+		}
+	}
 	m.upgradeRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dtkbot_upgrade_graph_requests_total",
 		Help: "Requests to the update graph dtkbot serves clusters (/api/upgrades_info/...), by status; 429s of /api/v1/upgrades too."}, []string{"code"})
 	m.reg.MustRegister(m.upgradeRequests)
@@ -191,6 +198,7 @@ var (
 	kernelsDesc  = prometheus.NewDesc("dtkbot_kernels", "Kernels in the ledger by state.", []string{"state"}, nil)
 	heldDesc     = prometheus.NewDesc("dtkbot_releases_held", "Releases (or streams of them) held: never built from, by reason.", []string{"reason"}, nil)
 	heldReasons  = []string{"content", "signature", "inconsistent", "kernel_unknown", "other"}
+	kernelStates = []string{ledger.StateNew, ledger.StateBuildRequested, ledger.StateBuilt, ledger.StateVerified, ledger.StatePromoted, ledger.StateFailed}
 	conflictDesc = prometheus.NewDesc("dtkbot_tag_conflicts",
 		"Tags dtkbot would write that hold images it did not put there (never overwritten), by kind of image (dtk, or the consumer).", []string{"kind"}, nil)
 
@@ -230,6 +238,11 @@ func histogram(desc *prometheus.Desc, ds []time.Duration) prometheus.Metric {
 
 func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	if counts, _, err := c.store.Counts(); err == nil {
+		for _, st := range kernelStates { // every state, 0 included
+			if _, ok := counts[st]; !ok {
+				counts[st] = 0
+			}
+		}
 		for st, n := range counts {
 			ch <- prometheus.MustNewConstMetric(kernelsDesc, prometheus.GaugeValue, float64(n), st)
 		}

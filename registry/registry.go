@@ -27,6 +27,8 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +74,16 @@ type Options struct {
 	Concurrency int
 	// UserAgent is sent with every request.
 	UserAgent string
+	// OneShot is a command's client rather than the daemon's: a call that
+	// gets no answer within Timeout is not tried again, and every later
+	// call to that registry fails at once (ErrSilent), so a registry that
+	// accepts connections and never answers costs the command about one
+	// Timeout, not one per attempt and per image.
+	OneShot bool
+	// Slow, when set, is told of a call still waiting after SlowAfter
+	// (default 3s), and of each further attempt as it starts.
+	Slow      func(Slow)
+	SlowAfter time.Duration
 }
 
 // Counters are what a Client has asked registries for, for metrics and
@@ -107,6 +119,10 @@ type Client struct {
 	waiting atomic.Int64
 	// after is time.After; tests count the waits between attempts with it.
 	after func(time.Duration) <-chan time.Time
+
+	oneShot   bool
+	slow      func(Slow)
+	slowAfter time.Duration
 }
 
 // New returns a Client for opts.
@@ -122,7 +138,11 @@ func New(opts Options) *Client {
 	if opts.TLSVerify != nil {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!*opts.TLSVerify)
 	}
-	c := &Client{sys: sys, timeout: opts.Timeout, attempts: opts.Attempts, backoff: opts.Backoff, after: time.After}
+	c := &Client{sys: sys, timeout: opts.Timeout, attempts: opts.Attempts, backoff: opts.Backoff, after: time.After,
+		oneShot: opts.OneShot, slow: opts.Slow, slowAfter: opts.SlowAfter}
+	if c.slowAfter <= 0 {
+		c.slowAfter = 3 * time.Second
+	}
 	if c.timeout <= 0 {
 		c.timeout = 2 * time.Minute
 	}
@@ -138,6 +158,7 @@ func New(opts Options) *Client {
 	}
 	c.slots = make(chan struct{}, n)
 	c.session = newSession(sys, n)
+	c.session.oneShot = opts.OneShot
 	return c
 }
 
@@ -246,7 +267,7 @@ func (c *Client) Open(ctx context.Context, pullspec string) (*Image, error) {
 
 func (c *Client) openAt(ctx context.Context, pullspec string, src source) (*Image, error) {
 	var img *Image
-	err := c.do(ctx, func(ctx context.Context) error {
+	err := c.do(ctx, src.host, func(ctx context.Context) error {
 		c.manifestGETs.Add(1)
 		blob, mt, err := c.fetchManifest(ctx, src, src.ref)
 		if err != nil {
@@ -298,7 +319,7 @@ func (c *Client) Instance(ctx context.Context, img *Image, instance digest.Diges
 	}
 	var blob []byte
 	var mt string
-	err := c.do(ctx, func(ctx context.Context) error {
+	err := c.do(ctx, img.src.host, func(ctx context.Context) error {
 		c.manifestGETs.Add(1)
 		var err error
 		blob, mt, err = c.fetchManifest(ctx, img.src, instance.String())
@@ -325,7 +346,7 @@ func (c *Client) ReadBlob(ctx context.Context, img *Image, blob types.BlobInfo, 
 	if err := blob.Digest.Validate(); err != nil {
 		return Content(fmt.Errorf("reading blob %q of %s: %w", blob.Digest, img.Ref, err))
 	}
-	err := c.do(ctx, func(ctx context.Context) error {
+	err := c.do(ctx, img.src.host, func(ctx context.Context) error {
 		c.blobGETs.Add(1)
 		resp, err := c.session.send(ctx, img.src.endpoint, http.MethodGet, "/v2/"+img.src.repo+"/blobs/"+blob.Digest.String(), img.src.repo, nil)
 		if err != nil {
@@ -394,24 +415,29 @@ func (p permanentError) Unwrap() error { return p.err }
 
 func permanent(err error) error { return permanentError{err} }
 
-// do runs call with a slot, a per-attempt timeout and bounded retries
-// (package retry); a 429's Retry-After is waited out instead of the
-// backoff.
-func (c *Client) do(ctx context.Context, call func(context.Context) error) error {
-	first := true
-	return retry.Do(ctx, retry.Policy{Attempts: c.attempts, Backoff: c.backoff, After: c.after}, retryAfter, func(ctx context.Context) error {
-		if !first {
+// do runs call (a call to host) with a slot, a per-attempt timeout and
+// bounded retries (package retry); a 429's Retry-After is waited out
+// instead of the backoff. A one-shot client tries a call that got no
+// answer in time only once (the session then fails every later call to
+// that host at once).
+func (c *Client) do(ctx context.Context, host string, call func(context.Context) error) error {
+	attempt := 0
+	return retry.Do(ctx, retry.Policy{Attempts: c.attempts, Backoff: c.backoff, After: c.after}, c.retryable, func(ctx context.Context) error {
+		if attempt++; attempt > 1 {
 			c.retries.Add(1)
 		}
-		first = false
-		return c.once(ctx, call)
+		return c.once(ctx, host, attempt, call)
 	})
 }
 
-// retryAfter is how the client classifies a failed call for package retry:
-// Transient errors are tried again, after the Retry-After a 429 (or a 503)
-// asked for, if any.
-func retryAfter(err error) (bool, time.Duration) {
+// retryable is how the client classifies a failed call for package
+// retry: Transient errors are tried again, after the Retry-After a 429 (or
+// a 503) asked for, if any; a one-shot client's call that got no answer is
+// not.
+func (c *Client) retryable(err error) (bool, time.Duration) {
+	if c.oneShot && (errors.Is(err, errCallTimeout) || errors.Is(err, ErrSilent)) {
+		return false, 0
+	}
 	var se *StatusError
 	if errors.As(err, &se) && se.RetryAfter > 0 {
 		return Transient(err), se.RetryAfter
@@ -419,24 +445,48 @@ func retryAfter(err error) (bool, time.Duration) {
 	return Transient(err), 0
 }
 
-func (c *Client) once(ctx context.Context, call func(context.Context) error) error {
+func (c *Client) once(ctx context.Context, host string, attempt int, call func(context.Context) error) error {
 	c.waiting.Add(1)
 	select {
 	case c.slots <- struct{}{}:
 		c.waiting.Add(-1)
 	case <-ctx.Done():
 		c.waiting.Add(-1)
-		return ctx.Err()
+		return context.Cause(ctx)
 	}
 	defer func() { <-c.slots }()
 	callCtx, cancel := context.WithTimeoutCause(ctx, c.timeout, errCallTimeout)
 	defer cancel()
+	if c.slow != nil {
+		// Said when the call is slow (or, from the second attempt on, at
+		// once): what it waits for, and which attempt it is.
+		report := func() { c.slow(Slow{Host: host, Attempt: attempt, Attempts: c.attempts, Timeout: c.timeout}) }
+		after := c.slowAfter
+		if attempt > 1 {
+			after = 0
+		}
+		timer := time.AfterFunc(after, report)
+		defer timer.Stop()
+	}
 	err := call(callCtx)
 	if err != nil && ctx.Err() == nil && context.Cause(callCtx) == errCallTimeout {
 		return fmt.Errorf("%w after %s: %v", errCallTimeout, c.timeout, err)
 	}
 	return err
 }
+
+// Slow is a registry call that has waited a while: for a progress line
+// ("waiting for quay.io (attempt 2 of 4) ...").
+type Slow struct {
+	Host              string
+	Attempt, Attempts int
+	// Timeout is when the attempt gives up.
+	Timeout time.Duration
+}
+
+// ErrSilent is a call not sent because its registry did not answer an
+// earlier one in time (a one-shot client: Options.OneShot).
+var ErrSilent = errors.New("not asked again")
 
 var errCallTimeout = errors.New("registry call timed out")
 
@@ -449,7 +499,10 @@ func Transient(err error) bool {
 	}
 	var perm permanentError
 	var authFile *AuthFileError
-	if errors.As(err, &perm) || IsContent(err) || errors.As(err, &authFile) {
+	if errors.As(err, &perm) || IsContent(err) || errors.As(err, &authFile) || errors.Is(err, ErrSilent) {
+		return false
+	}
+	if Unreachable(err) {
 		return false
 	}
 	if errors.Is(err, errCallTimeout) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
@@ -472,6 +525,27 @@ func Transient(err error) bool {
 		}
 	}
 	return false
+}
+
+// Unreachable reports whether err says the registry cannot be reached as
+// named, which asking again does not change: its name does not resolve
+// (DNS "no such host"), or TLS failed (a certificate not trusted or not for
+// that name, a server that does not speak TLS).
+func Unreachable(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return true
+	}
+	var (
+		unknownAuthority x509.UnknownAuthorityError
+		hostname         x509.HostnameError
+		invalid          x509.CertificateInvalidError
+		verification     *tls.CertificateVerificationError
+		record           tls.RecordHeaderError
+		alert            tls.AlertError
+	)
+	return errors.As(err, &unknownAuthority) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &verification) || errors.As(err, &record) || errors.As(err, &alert)
 }
 
 // ErrNotFound is returned by Digest when the registry has no such tag.
@@ -501,7 +575,7 @@ func (c *Client) Digest(ctx context.Context, pullspec string) (digest.Digest, er
 // HEAD request (retried as every call); ErrNotFound when it has none.
 func (c *Client) head(ctx context.Context, src source) (digest.Digest, error) {
 	var d digest.Digest
-	err := c.do(ctx, func(ctx context.Context) error {
+	err := c.do(ctx, src.host, func(ctx context.Context) error {
 		c.manifestHEADs.Add(1)
 		h := http.Header{"Accept": manifest.DefaultRequestedManifestMIMETypes}
 		resp, err := c.session.send(ctx, src.endpoint, http.MethodHead, "/v2/"+src.repo+"/manifests/"+src.ref, src.repo, h)
@@ -556,7 +630,7 @@ func (c *Client) PutManifest(ctx context.Context, ref string, body []byte, mimeT
 	if err != nil {
 		return err
 	}
-	err = c.do(ctx, func(ctx context.Context) error {
+	err = c.do(ctx, src.host, func(ctx context.Context) error {
 		h := http.Header{"Content-Type": {mimeType}}
 		resp, err := c.session.sendBody(ctx, src.endpoint, http.MethodPut, "/v2/"+src.repo+"/manifests/"+src.ref, src.repo, "pull,push", h, body)
 		if err != nil {

@@ -34,6 +34,10 @@ type session struct {
 
 	mu    sync.Mutex
 	hosts map[endpoint]*hostSession
+	// silent are the hosts that did not answer a call in time, with that
+	// call's error: a one-shot client asks them nothing more.
+	oneShot bool
+	silent  map[string]error
 
 	pings, tokens atomic.Int64
 }
@@ -89,7 +93,30 @@ type grant struct {
 }
 
 func newSession(sys *types.SystemContext, conns int) *session {
-	return &session{sys: sys, conns: conns, creds: newCredentialStore(sys), hosts: map[endpoint]*hostSession{}}
+	return &session{sys: sys, conns: conns, creds: newCredentialStore(sys), hosts: map[endpoint]*hostSession{}, silent: map[string]error{}}
+}
+
+// noAnswer notes that host did not answer a call in time (err, when the
+// call's own timeout is what ended ctx), for a one-shot client.
+func (s *session) noAnswer(ctx context.Context, host string, err error) {
+	if !s.oneShot || context.Cause(ctx) != errCallTimeout {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.silent[host]; !ok {
+		s.silent[host] = err
+	}
+}
+
+// silentHost is the error of a host that did not answer in time.
+func (s *session) silentHost(host string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err, ok := s.silent[host]; ok {
+		return fmt.Errorf("%w: %s did not answer an earlier call in time (%v)", ErrSilent, host, err)
+	}
+	return nil
 }
 
 func (s *session) counts() (pings, tokens int64) { return s.pings.Load(), s.tokens.Load() }
@@ -98,6 +125,9 @@ func (s *session) counts() (pings, tokens int64) { return s.pings.Load(), s.toke
 // callers wait for that one ping. A failed ping is forgotten, so the next
 // call tries again.
 func (s *session) host(ctx context.Context, ep endpoint) (*hostSession, error) {
+	if err := s.silentHost(ep.host); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	h, ok := s.hosts[ep]
 	if !ok {
@@ -118,6 +148,13 @@ func (s *session) host(ctx context.Context, ep endpoint) (*hostSession, error) {
 	case <-h.ready:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	if h.err != nil && ok {
+		// Another call's ping failed: if the host did not answer it, this
+		// call is not sent either.
+		if err := s.silentHost(ep.host); err != nil {
+			return nil, err
+		}
 	}
 	return h, h.err
 }
@@ -160,6 +197,7 @@ func (s *session) ping(ctx context.Context, h *hostSession, ep endpoint) error {
 		s.pings.Add(1)
 		resp, err := h.client.Do(req)
 		if err != nil {
+			s.noAnswer(ctx, ep.host, err)
 			return err
 		}
 		defer resp.Body.Close()
@@ -256,6 +294,7 @@ func (s *session) sendBody(ctx context.Context, ep endpoint, method, path, repo,
 		}
 		resp, err := h.client.Do(req)
 		if err != nil {
+			s.noAnswer(ctx, ep.host, err)
 			return nil, err
 		}
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {

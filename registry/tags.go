@@ -49,7 +49,7 @@ func (c *Client) Tags(ctx context.Context, repository string) ([]string, error) 
 			Tags []string `json:"tags"`
 		}
 		var link string
-		err := c.do(ctx, func(ctx context.Context) error {
+		err := c.do(ctx, src.host, func(ctx context.Context) error {
 			resp, err := c.session.sendFor(ctx, src.endpoint, http.MethodGet, next, src.repo, "pull", http.Header{"Accept": {"application/json"}})
 			if err != nil {
 				var se *StatusError

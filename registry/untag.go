@@ -42,7 +42,7 @@ func (c *Client) Untag(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	err = c.do(ctx, func(ctx context.Context) error {
+	err = c.do(ctx, src.host, func(ctx context.Context) error {
 		resp, err := c.session.sendFor(ctx, src.endpoint, http.MethodDelete, "/v2/"+src.repo+"/manifests/"+src.ref, src.repo, "pull,push,delete", nil)
 		if err == nil {
 			resp.Body.Close()

@@ -43,8 +43,8 @@ type Classify func(err error) (again bool, after time.Duration)
 // Do calls call until it succeeds, fails in a way classify says will not
 // pass, the context ends, or p.Attempts calls have failed. The error is
 // the last call's, said to come "after N attempts" when there was more
-// than one; a context that ended while waiting is that context's error,
-// with the last call's.
+// than one; a context that ended while waiting is that context's cause,
+// with the last call's error.
 func Do(ctx context.Context, p Policy, classify Classify, call func(context.Context) error) error {
 	attempts := max(p.Attempts, 1)
 	after := p.After
@@ -72,7 +72,7 @@ func Do(ctx context.Context, p Policy, classify Classify, call func(context.Cont
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (waiting to retry after: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (waiting to retry after: %v)", context.Cause(ctx), err)
 		case <-after(min(pause, MaxWait)):
 		}
 	}

@@ -36,20 +36,30 @@ import (
 // stay on loopback (internal/loopback: it inherits the proxy variables).
 func TestMain(m *testing.M) {
 	if os.Getenv("DTKBOT_RUN_MAIN") == "1" {
+		// The process is dtkbot itself, main and all: what the built
+		// binary does with these arguments.
 		loopback.GuardResolver()
 		var args []string
 		_ = json.Unmarshal([]byte(os.Getenv("DTKBOT_ARGS")), &args)
-		os.Exit(run(context.Background(), args, os.Stdout, os.Stderr))
+		os.Args = append([]string{"dtkbot"}, args...)
+		main()
+		os.Exit(exitOK)
 	}
 	os.Exit(loopback.Run(m))
+}
+
+// dtkbotCommand is the test binary as the command `dtkbot args...`.
+func dtkbotCommand(ctx context.Context, args ...string) *exec.Cmd {
+	raw, _ := json.Marshal(args)
+	cmd := exec.CommandContext(ctx, os.Args[0])
+	cmd.Env = append(os.Environ(), "DTKBOT_RUN_MAIN=1", "DTKBOT_ARGS="+string(raw))
+	return cmd
 }
 
 // startDtkbot runs the test binary as `dtkbot args...`.
 func startDtkbot(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	raw, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "DTKBOT_RUN_MAIN=1", "DTKBOT_ARGS="+string(raw))
+	cmd := dtkbotCommand(context.Background(), args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

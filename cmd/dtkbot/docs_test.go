@@ -10,36 +10,41 @@ import (
 )
 
 // TestDocumentedFlagsAreTheCommands: docs/commands.md's table of each
-// command lists every flag `dtkbot COMMAND -h` prints, with the default it
-// prints, and no other.
+// command lists every flag `dtkbot COMMAND --help` prints, with its short
+// name and the default it prints, and no other.
 func TestDocumentedFlagsAreTheCommands(t *testing.T) {
 	data, err := os.ReadFile("../../docs/commands.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	documented := map[string]map[string]string{} // command -> flag -> default
+	type flagDoc struct{ short, def string }
+	documented := map[string]map[string]flagDoc{} // command -> long flag -> short, default
 	command := ""
-	row := regexp.MustCompile("^\\| `-{1,2}([a-z-]+)` \\| (.*?) \\| .* \\|$")
+	row := regexp.MustCompile("^\\| (?:`-([a-z])`, )?`--([a-z-]+)` \\| (.*?) \\| .* \\|$")
 	for _, line := range strings.Split(string(data), "\n") {
 		if c, ok := strings.CutPrefix(line, "## dtkbot "); ok {
 			command = c
-			documented[command] = map[string]string{}
+			documented[command] = map[string]flagDoc{}
 			continue
 		}
+		if strings.HasPrefix(line, "| `-") && !row.MatchString(line) {
+			t.Errorf("docs/commands.md: %s: a flag row is | `-s`, `--long` | default | meaning | or | `--long` | ...: %s", command, line)
+		}
 		if m := row.FindStringSubmatch(line); m != nil && command != "" {
-			def := m[2]
+			def := m[3]
 			switch {
 			case def == "none":
 				def = ""
 			case strings.HasPrefix(def, "`") || strings.HasPrefix(def, "*"):
 				def = strings.Trim(def, "`*")
 			default:
-				t.Errorf("docs/commands.md: %s --%s: a default is `code`, none or *prose*, not %q", command, m[1], def)
+				t.Errorf("docs/commands.md: %s --%s: a default is `code`, none or *prose*, not %q", command, m[2], def)
 			}
-			documented[command][m[1]] = def
+			documented[command][m[2]] = flagDoc{short: m[1], def: def}
 		}
 	}
-	flagLine := regexp.MustCompile(`^  -([a-z-]+)`)
+	// pflag's lines: "  -o, --output string   usage (default "table")".
+	flagLine := regexp.MustCompile(`^ +(?:-([a-z]), )?--([a-z-]+)(?: [a-zA-Z]+)?  +(.*)$`)
 	defaultOf := regexp.MustCompile(`\(default "?(.*?)"?\)$`)
 	for _, cmd := range []string{"reconcile", "run", "release-info", "kmod check", "report", "upgrade-check", "validate-config", "state export", "state check", "state recover"} {
 		want, ok := documented[cmd]
@@ -47,30 +52,34 @@ func TestDocumentedFlagsAreTheCommands(t *testing.T) {
 			t.Errorf("docs/commands.md has no section for dtkbot %s", cmd)
 			continue
 		}
-		code, _, stderr := runCLI(t, append(strings.Fields(cmd), "-h")...)
-		if code != 0 {
-			t.Fatalf("dtkbot %s -h: exit %d\n%s", cmd, code, stderr)
+		code, stdout, stderr := runCLI(t, append(strings.Fields(cmd), "--help")...)
+		if code != 0 || stderr != "" {
+			t.Fatalf("dtkbot %s --help: exit %d\n%s", cmd, code, stderr)
 		}
-		got := map[string]string{}
-		name := ""
-		for _, line := range strings.Split(stderr, "\n") {
-			if m := flagLine.FindStringSubmatch(line); m != nil {
-				name = m[1]
-				got[name] = ""
-			} else if m := defaultOf.FindStringSubmatch(strings.TrimSpace(line)); m != nil && name != "" {
-				got[name] = m[1]
+		got := map[string]flagDoc{}
+		for _, line := range strings.Split(stdout, "\n") {
+			m := flagLine.FindStringSubmatch(line)
+			if m == nil || m[2] == "help" {
+				continue
 			}
+			f := flagDoc{short: m[1]}
+			if d := defaultOf.FindStringSubmatch(strings.TrimSpace(m[3])); d != nil {
+				f.def = d[1]
+			}
+			got[m[2]] = f
 		}
 		if len(got) == 0 {
-			t.Fatalf("dtkbot %s -h printed no flags:\n%s", cmd, stderr)
+			t.Fatalf("dtkbot %s --help printed no flags:\n%s", cmd, stdout)
 		}
-		for f, def := range got {
+		for f, g := range got {
 			w, ok := want[f]
 			switch {
 			case !ok:
 				t.Errorf("dtkbot %s --%s is not in docs/commands.md", cmd, f)
-			case w != def:
-				t.Errorf("dtkbot %s --%s: -h says default %q, docs/commands.md %q", cmd, f, def, w)
+			case w.def != g.def:
+				t.Errorf("dtkbot %s --%s: --help says default %q, docs/commands.md %q", cmd, f, g.def, w.def)
+			case w.short != g.short:
+				t.Errorf("dtkbot %s --%s: --help says short -%s, docs/commands.md -%s", cmd, f, g.short, w.short)
 			}
 		}
 		var extra []string

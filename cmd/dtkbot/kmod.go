@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,9 @@ import (
 	"regexp"
 	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/kmod"
@@ -24,73 +26,90 @@ const (
 	exitCouldNotTell = 2 // the registry could not be read (or the command line is wrong)
 )
 
-const kmodUsage = `Usage: dtkbot kmod check IMAGE --kernel KERNEL_FULL [--dtk IMAGE | --symvers FILE] [--cert FILE]...
-                        [--module-path P] [--max-modules N] [--arch A] [--tls-verify=false] [--authfile F] [-o table|json]
-
-Checks every kernel module of a kmod image against one kernel, as the kernel's module loader would:
-vermagic, symbol versions (CRCs) against the kernel's Module.symvers, dependencies, and, given
-certificates, signatures. Exit 0: dtkbot would accept the image; 1: it would reject it; 2: it could
-not tell (the registry could not be read, the image holds more modules than --max-modules, or the
-command line is wrong).
-`
-
 // maxSymversBytes bounds a --symvers file (RHEL 9's is under 2 MB).
 const maxSymversBytes = 64 << 20
 
 var kernelArg = regexp.MustCompile(`^[0-9][0-9A-Za-z._+~-]{0,127}$`)
 
-func runKmod(ctx context.Context, env *cliEnv, args []string) int {
-	if len(args) == 0 || args[0] != "check" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprint(env.stdout, kmodUsage)
-			return exitOK
-		}
-		fmt.Fprint(env.stderr, kmodUsage)
-		return exitUsage
-	}
-	return runKmodCheck(ctx, env, args[1:])
+func newKmodCommand(env *cliEnv) *cobra.Command {
+	cmd := group(&cobra.Command{
+		Use:   "kmod",
+		Short: "Kernel module images: whether their modules load on a kernel",
+	})
+	cmd.AddCommand(newKmodCheckCommand(env))
+	return cmd
 }
 
-func runKmodCheck(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "kmod check", "IMAGE --kernel KERNEL_FULL [--dtk IMAGE | --symvers FILE] [--cert FILE]... [flags]")
-	kernel := fs.String("kernel", "", "the kernel to check against, as uname -r prints it (required)")
-	dtk := fs.String("dtk", "", "a Driver Toolkit image carrying the kernel's files in /etc/driver-toolkit/<kernel>/ (dtkbot's recipe writes them)")
-	symversPath := fs.String("symvers", "", "the kernel's Module.symvers (kernel-devel's /usr/src/kernels/<kernel>/Module.symvers), instead of --dtk")
-	var certs stringList
-	fs.Var(&certs, "cert", "a certificate (PEM or DER) a Secure Boot node trusts; every module must be signed by one (repeatable)")
-	modulePath := fs.String("module-path", "", "where the image holds the kernel's modules (default opt/lib/modules/<kernel>/, KMM's)")
-	load := fs.String("module", "", "the module a node loads (KMM's modprobe.moduleName): it must be in the image")
-	maxModules := fs.Int("max-modules", kmod.DefaultMaxModules, "the most module files read from the image; with more, the check cannot tell (exit 2)")
-	arch := fs.String("arch", "amd64", "the instance of a multi-arch image to read")
-	output := fs.String("o", "table", "output format: table or json")
+func newKmodCheckCommand(env *cliEnv) *cobra.Command {
+	var (
+		kernel, dtk, symversPath, modulePath, load, arch string
+		certs                                            []string
+		maxModules                                       int
+	)
+	cmd := &cobra.Command{
+		Use:   "check IMAGE --kernel KERNEL_FULL [--dtk IMAGE | --symvers FILE] [--cert FILE]...",
+		Short: "Whether every module of a kmod image loads on a kernel",
+		Long: `Checks every kernel module of a kmod image against one kernel, as the kernel's module loader would:
+vermagic, symbol versions (CRCs) against the kernel's Module.symvers, dependencies, and, given
+certificates, signatures.
+
+Exit 0: dtkbot would accept the image; 1: it would reject it; 2: it could not tell (the registry
+could not be read, the image holds more modules than --max-modules, or the command line is wrong).`,
+		Example: `  dtkbot kmod check quay.io/acme/simple-kmod:5.14.0-427.37.1.el9_4.x86_64 \
+    --kernel 5.14.0-427.37.1.el9_4.x86_64 --dtk quay.io/acme/driver-toolkit:5.14.0-427.37.1.el9_4.x86_64`,
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&kernel, "kernel", "", "the kernel to check against, as uname -r prints it (required)")
+	fs.StringVar(&dtk, "dtk", "", "a Driver Toolkit image carrying the kernel's files in /etc/driver-toolkit/<kernel>/ (dtkbot's recipe writes them)")
+	fs.StringVar(&symversPath, "symvers", "", "the kernel's Module.symvers (kernel-devel's /usr/src/kernels/<kernel>/Module.symvers), instead of --dtk")
+	fs.StringArrayVar(&certs, "cert", nil, "a certificate (PEM or DER) a Secure Boot node trusts; every module must be signed by one (repeatable)")
+	fs.StringVar(&modulePath, "module-path", "", "where the image holds the kernel's modules (default opt/lib/modules/<kernel>/, KMM's)")
+	fs.StringVar(&load, "module", "", "the module a node loads (KMM's modprobe.moduleName): it must be in the image")
+	fs.IntVar(&maxModules, "max-modules", kmod.DefaultMaxModules, "the most module files read from the image; with more, the check cannot tell (exit 2)")
+	fs.StringVar(&arch, "arch", "amd64", "the instance of a multi-arch image to read")
+	out := addOutputFlag(fs, "table", "json", "yaml")
 	rf := addRegistryFlags(fs)
-	args, err := parseInterleaved(fs, args)
-	if err != nil {
-		return usageExit(err)
+	deadline := addDeadlineFlag(fs, 10*time.Minute)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) != 1:
+			return usagef("give one kmod image")
+		case !kernelArg.MatchString(kernel):
+			return usagef("--kernel %q: give the kernel as uname -r prints it (5.14.0-427.37.1.el9_4.x86_64)", kernel)
+		case dtk != "" && symversPath != "":
+			return usagef("give --dtk or --symvers, not both")
+		case maxModules < 1:
+			return usagef("--max-modules %d: want at least 1", maxModules)
+		}
+		if err := out.check(); err != nil {
+			return err
+		}
+		image, err := imagePullspec(args[0])
+		if err != nil {
+			return usageError{err}
+		}
+		if dtk != "" {
+			if dtk, err = imagePullspec(dtk); err != nil {
+				return usagef("--dtk: %v", err)
+			}
+		}
+		regOpts, err := rf.options()
+		if err != nil {
+			return err
+		}
+		regOpts.Slow = slowReporter(env)
+		ctx, cancel := withDeadline(cmd.Context(), *deadline)
+		defer cancel()
+		read := kmod.ReadOptions{MaxModules: maxModules, Budget: kmod.NewBudget(0)}
+		return exit(kmodCheck(ctx, env, regOpts, image, kernel, dtk, symversPath, certs, modulePath, load, arch, out.value, read))
 	}
-	switch {
-	case len(args) != 1:
-		errorf(env, "kmod check: give one kmod image")
-	case !kernelArg.MatchString(*kernel):
-		errorf(env, "kmod check: --kernel %q: give the kernel as uname -r prints it (5.14.0-427.37.1.el9_4.x86_64)", *kernel)
-	case *dtk != "" && *symversPath != "":
-		errorf(env, "kmod check: give --dtk or --symvers, not both")
-	case *output != "table" && *output != "json":
-		errorf(env, "kmod check: -o %q: want table or json", *output)
-	case *maxModules < 1:
-		errorf(env, "kmod check: --max-modules %d: want at least 1", *maxModules)
-	default:
-		read := kmod.ReadOptions{MaxModules: *maxModules, Budget: kmod.NewBudget(0)}
-		return kmodCheck(ctx, env, rf, args[0], *kernel, *dtk, *symversPath, certs, *modulePath, *load, *arch, *output, read)
-	}
-	fs.Usage()
-	return exitUsage
+	return cmd
 }
 
 // kmodCheck checks image as a pass's verification does (verify.Kmod.Check:
 // the same reads, limits and verdict), against the kernel's files of dtk,
 // a Module.symvers file, or no more than the kernel's release.
-func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kernel, dtk, symversPath string, certPaths []string, modulePath, load, arch, output string, read kmod.ReadOptions) int {
+func kmodCheck(ctx context.Context, env *cliEnv, regOpts registry.Options, image, kernel, dtk, symversPath string, certPaths []string, modulePath, load, arch, output string, read kmod.ReadOptions) int {
 	c := verify.KmodCheck{Image: image, Arch: arch, KernelFull: kernel, ModulePath: modulePath, DTK: dtk, ModuleName: load}
 	var err error
 	if len(certPaths) > 0 {
@@ -98,11 +117,6 @@ func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kerne
 			errorf(env, "kmod check: %v", err)
 			return exitCouldNotTell
 		}
-	}
-	regOpts, err := rf.options()
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitCouldNotTell
 	}
 	if c.ModulePath == "" {
 		c.ModulePath = kmod.DefaultModulePath(kernel)
@@ -132,18 +146,16 @@ func kmodCheck(ctx context.Context, env *cliEnv, rf *registryFlags, image, kerne
 		errorf(env, "kmod check: %v", err) // the DTK's kernel files do not parse
 		return exitRejected
 	case errors.As(err, &tooMany):
-		errorf(env, "kmod check: could not tell: %v (raise --max-modules)", err)
+		errorf(env, "kmod check: could not tell: %v (raise --max-modules)", explainDeadline(ctx, err))
 		return exitCouldNotTell
 	case err != nil:
-		errorf(env, "kmod check: could not tell: %v", err)
+		errorf(env, "kmod check: could not tell: %v", explainDeadline(ctx, err))
 		return exitCouldNotTell
 	}
 	r := o.Report
 	r.Notes = append(notes, r.Notes...)
-	if output == "json" {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(r)
+	if output != "table" {
+		_ = writeDocument(env.stdout, output, r)
 	} else {
 		printKmodReport(env.stdout, r)
 	}

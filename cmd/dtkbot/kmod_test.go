@@ -181,7 +181,7 @@ func TestKmodCheck(t *testing.T) {
 		"no kernel":          {"kmod", "check", good},
 		"a kernel of spaces": {"kmod", "check", good, "--kernel", "a b"},
 		"both sources":       {"kmod", "check", good, "--kernel", testKernel, "--dtk", kw.dtk, "--symvers", symvers},
-		"a bad output":       {"kmod", "check", good, "--kernel", testKernel, "-o", "yaml"},
+		"a bad output":       {"kmod", "check", good, "--kernel", testKernel, "-o", "name"},
 		"no verb":            {"kmod"},
 		"a bad certificate":  {"kmod", "check", good, "--kernel", testKernel, "--cert", symvers},
 	} {

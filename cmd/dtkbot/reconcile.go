@@ -2,16 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/robfig/cron/v3"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/daemon"
@@ -22,12 +24,6 @@ import (
 )
 
 func cronParse(spec string) (cron.Schedule, error) { return daemon.ParseSchedule(spec) }
-
-// stringList is a repeatable flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // loadConfig loads --config and builds the logger it configures.
 func loadConfig(env *cliEnv, path string) (*config.Config, bool) {
@@ -40,24 +36,47 @@ func loadConfig(env *cliEnv, path string) (*config.Config, bool) {
 	return cfg, true
 }
 
-func runReconcile(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "reconcile", "[--config config.yaml] [--dry-run] [--channel C]... [--release V] [--retry-held] [--retry-failed] [-o table|json]")
-	path := fs.String("config", "config.yaml", "the config file")
-	dryRun := fs.Bool("dry-run", false, "print the plan; change nothing but the inspection cache")
-	retryHeld := fs.Bool("retry-held", false, "read again the payloads held for broken content")
-	retryFailed := fs.Bool("retry-failed", false, "give failed kernels a new round of build attempts")
-	release := fs.String("release", "", "only this release version")
-	output := fs.String("o", "table", "output format: table or json")
-	var channels stringList
-	fs.Var(&channels, "channel", "only this channel (repeatable)")
-	if _, err := parseInterleaved(fs, args); err != nil {
-		return usageExit(err)
+func newReconcileCommand(env *cliEnv) *cobra.Command {
+	var (
+		path, release                  string
+		dryRun, retryHeld, retryFailed bool
+		channels                       []string
+		kube                           kubeFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "reconcile [--config config.yaml] [--dry-run]",
+		Short: "One pass: discover releases, read new payloads, build, verify, promote, audit, notify",
+		Long: `One pass, as 'dtkbot run' runs on its schedule: discover releases, read each new payload's kernels,
+build a DTK once per kernel and each consumer's kmod image FROM it, verify, promote, audit the tags,
+tell GitHub. Exit 1 when something the pass did failed (after doing everything it could).`,
+		Example: `  dtkbot reconcile --config config.yaml --dry-run
+  dtkbot reconcile --config config.yaml --channel stable-4.16 -o json`,
+		Args: noArgs,
 	}
-	if *output != "table" && *output != "json" {
-		errorf(env, "reconcile: -o %q: want table or json", *output)
-		return exitUsage
+	fs := cmd.Flags()
+	fs.StringVar(&path, "config", "config.yaml", "the config file")
+	fs.BoolVar(&dryRun, "dry-run", false, "print the plan; change nothing but the inspection cache")
+	fs.BoolVar(&retryHeld, "retry-held", false, "read again the payloads held for broken content")
+	fs.BoolVar(&retryFailed, "retry-failed", false, "give failed images a new round of build attempts")
+	fs.StringVar(&release, "release", "", "only this release version")
+	fs.StringArrayVar(&channels, "channel", nil, "only this channel (repeatable)")
+	out := addOutputFlag(fs, "table", "json", "yaml")
+	kube.add(fs)
+	deadline := addDeadlineFlag(fs, 0)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := out.check(); err != nil {
+			return err
+		}
+		ctx, cancel := withDeadline(cmd.Context(), *deadline)
+		defer cancel()
+		return exit(reconcileOnce(ctx, env, path, kube, out.value, reconcile.Options{DryRun: dryRun, Channels: channels, Release: release,
+			RetryHeld: retryHeld, RetryFailed: retryFailed}))
 	}
-	p, code := openPass(env, *path)
+	return cmd
+}
+
+func reconcileOnce(ctx context.Context, env *cliEnv, path string, kube kubeFlags, output string, opts reconcile.Options) int {
+	p, code := openPass(env, path, kube)
 	if p == nil {
 		return code
 	}
@@ -73,12 +92,9 @@ func runReconcile(ctx context.Context, env *cliEnv, args []string) int {
 			}
 		}
 	}
-	res, err := r.RunOnce(ctx, time.Now().UTC(), reconcile.Options{DryRun: *dryRun, Channels: channels, Release: *release,
-		RetryHeld: *retryHeld, RetryFailed: *retryFailed})
-	if *output == "json" {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(res)
+	res, err := r.RunOnce(ctx, time.Now().UTC(), opts)
+	if output != "table" {
+		_ = writeDocument(env.stdout, output, res)
 	} else {
 		printPass(env.stdout, res)
 	}
@@ -86,9 +102,62 @@ func runReconcile(ctx context.Context, env *cliEnv, args []string) int {
 		for _, e := range res.Errors {
 			errorf(env, "%s", e)
 		}
+		if ctx.Err() != nil {
+			errorf(env, "%v", context.Cause(ctx))
+		}
 		return exitFailed
 	}
 	return exitOK
+}
+
+// kubeFlags are oc's --kubeconfig and -n for the kubernetes build
+// backend: they override build.kubernetes (and each consumer's).
+type kubeFlags struct {
+	kubeconfig, namespace string
+}
+
+func (k *kubeFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&k.kubeconfig, "kubeconfig", "", "the kubeconfig of the kubernetes build backend (overrides build.kubernetes.kubeconfig)")
+	fs.StringVarP(&k.namespace, "namespace", "n", "", "the namespace of the kubernetes build backend's Jobs (overrides build.kubernetes.namespace)")
+}
+
+// apply puts the flags into the config; a flag with no kubernetes backend
+// to apply to is a usage error.
+func (k kubeFlags) apply(cfg *config.Config) error {
+	if k.kubeconfig == "" && k.namespace == "" {
+		return nil
+	}
+	if k.kubeconfig != "" {
+		abs, err := filepath.Abs(k.kubeconfig)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return fmt.Errorf("--kubeconfig: %w", err)
+		}
+		k.kubeconfig = abs
+	}
+	used := false
+	set := func(b *config.BuildBackend) {
+		if b.Backend != "kubernetes" {
+			return
+		}
+		used = true
+		if k.kubeconfig != "" {
+			b.Kubernetes.Kubeconfig = k.kubeconfig
+		}
+		if k.namespace != "" {
+			b.Kubernetes.Namespace = k.namespace
+		}
+	}
+	set(&cfg.Build.BuildBackend)
+	for i := range cfg.Consumers {
+		set(&cfg.Consumers[i].Build)
+	}
+	if !used {
+		return errors.New("--kubeconfig and --namespace are for build.backend kubernetes, which this config does not use")
+	}
+	return nil
 }
 
 // printPass writes a pass's actions for people.
@@ -148,9 +217,13 @@ type pass struct {
 
 // openPass loads the config, opens the state file and wires the pass; on
 // failure it has said why and returns the exit code.
-func openPass(env *cliEnv, path string) (*pass, int) {
+func openPass(env *cliEnv, path string, kube kubeFlags) (*pass, int) {
 	cfg, ok := loadConfig(env, path)
 	if !ok {
+		return nil, exitUsage
+	}
+	if err := kube.apply(cfg); err != nil {
+		errorf(env, "%v", err)
 		return nil, exitUsage
 	}
 	store, err := state.Open(cfg.StatePath(), 2*time.Second)
@@ -167,13 +240,27 @@ func openPass(env *cliEnv, path string) (*pass, int) {
 	return &pass{cfg: cfg, store: store, reconciler: r, registry: reg}, exitOK
 }
 
-func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "run", "[--config config.yaml]")
-	path := fs.String("config", "config.yaml", "the config file")
-	if _, err := parseInterleaved(fs, args); err != nil {
-		return usageExit(err)
+func newRunCommand(env *cliEnv) *cobra.Command {
+	var (
+		path string
+		kube kubeFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "run [--config config.yaml]",
+		Short: "The daemon: a pass at start and on the schedule, with its HTTP endpoints",
+		Long: `The daemon: the pass of 'dtkbot reconcile' at start and on the config's schedule, with the coverage
+page (/), the JSON API (/api/v1), the update graph clusters read (/api/upgrades_info/v1/graph),
+/healthz, /readyz, /metrics, /status and POST /trigger.`,
+		Args: noArgs,
 	}
-	p, code := openPass(env, *path)
+	cmd.Flags().StringVar(&path, "config", "config.yaml", "the config file")
+	kube.add(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return exit(runDaemon(cmd.Context(), env, path, kube)) }
+	return cmd
+}
+
+func runDaemon(ctx context.Context, env *cliEnv, path string, kube kubeFlags) int {
+	p, code := openPass(env, path, kube)
 	if p == nil {
 		return code
 	}
@@ -191,7 +278,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	d := &daemon.Daemon{
 		Passer: p.reconciler, Store: p.store, Registry: p.registry, Schedule: cfg.Schedule, Listen: cfg.Listen,
 		TriggerToken: token, StaleAfter: staleAfter(cfg.Schedule, time.Now()), Version: version, Log: env.log,
-		SignatureMode: cfg.Verify.Mode, KMMModules: kmmModules(cfg),
+		SignatureMode: cfg.Verify.Mode, KMMModules: kmmModules(cfg), Services: outsideServices(cfg),
 		Upgrades: daemon.UpgradeOptions{Options: upgradeOptions(cfg), PublicURL: cfg.Upgrades.PublicURL,
 			Rate: cfg.Upgrades.RateLimit, Burst: cfg.Upgrades.Burst},
 	}
@@ -208,59 +295,74 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) int {
 	return exitOK
 }
 
-func runValidateConfig(_ context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "validate-config", "[--config config.yaml]")
-	path := fs.String("config", "config.yaml", "the config file")
-	if _, err := parseInterleaved(fs, args); err != nil {
-		return usageExit(err)
+func newValidateConfigCommand(env *cliEnv) *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "validate-config [--config config.yaml]",
+		Short: "Every problem of the config at once, each with its key and line",
+		Args:  noArgs,
 	}
-	if _, err := config.Load(*path); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			fmt.Fprintln(env.stderr, line)
+	cmd.Flags().StringVar(&path, "config", "config.yaml", "the config file")
+	cmd.RunE = func(*cobra.Command, []string) error {
+		if _, err := config.Load(path); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintln(env.stderr, line)
+			}
+			return exitCode(exitUsage)
 		}
-		return exitUsage
+		fmt.Fprintf(env.stdout, "%s: ok\n", path)
+		return nil
 	}
-	fmt.Fprintf(env.stdout, "%s: ok\n", *path)
-	return exitOK
+	return cmd
 }
 
-// runState is `dtkbot state export|check|recover`.
-func runState(ctx context.Context, env *cliEnv, args []string) int {
-	const usage = "usage: dtkbot state export|check|recover [--config config.yaml]"
-	if len(args) == 0 {
-		errorf(env, usage)
-		return exitUsage
+func newStateCommand(env *cliEnv) *cobra.Command {
+	cmd := group(&cobra.Command{
+		Use:   "state",
+		Short: "The state file: export it, check it, recover from a broken one",
+	})
+	var exportPath, checkPath, recoverPath string
+	var force bool
+	export := &cobra.Command{
+		Use:   "export [--config config.yaml] [-o json|yaml]",
+		Short: "The state file as JSON (or YAML)",
+		Args:  noArgs,
 	}
-	switch args[0] {
-	case "export":
-		return runStateExport(ctx, env, args[1:])
-	case "check":
-		return runStateCheck(ctx, env, args[1:])
-	case "recover":
-		return runStateRecover(ctx, env, args[1:])
+	export.Flags().StringVar(&exportPath, "config", "config.yaml", "the config file")
+	out := addOutputFlag(export.Flags(), "json", "yaml")
+	export.RunE = func(*cobra.Command, []string) error {
+		if err := out.check(); err != nil {
+			return err
+		}
+		return exit(stateExport(env, exportPath, out.value))
 	}
-	errorf(env, "state %q: %s", args[0], usage)
-	return exitUsage
+	check := &cobra.Command{
+		Use:   "check [--config config.yaml]",
+		Short: "Whether this dtkbot can use the state file; exit 1 says why not",
+		Args:  noArgs,
+	}
+	check.Flags().StringVar(&checkPath, "config", "config.yaml", "the config file")
+	check.RunE = func(*cobra.Command, []string) error { return exit(stateCheck(env, checkPath)) }
+	recover := &cobra.Command{
+		Use:   "recover [--config config.yaml] [--force]",
+		Short: "Move an unusable state file aside and start empty (the next pass rebuilds it)",
+		Args:  noArgs,
+	}
+	recover.Flags().StringVar(&recoverPath, "config", "config.yaml", "the config file")
+	recover.Flags().BoolVar(&force, "force", false, "move the file aside even when it is sound, or of a newer schema")
+	recover.RunE = func(*cobra.Command, []string) error { return exit(stateRecover(env, recoverPath, force)) }
+	cmd.AddCommand(export, check, recover)
+	return cmd
 }
 
-func runStateExport(_ context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "state export", "[--config config.yaml] [-o json]")
-	path := fs.String("config", "config.yaml", "the config file")
-	output := fs.String("o", "json", "output format: json")
-	if _, err := parseInterleaved(fs, args); err != nil {
-		return usageExit(err)
-	}
-	if *output != "json" {
-		errorf(env, "state export: -o %q: only json", *output)
-		return exitUsage
-	}
-	cfg, ok := loadConfig(env, *path)
+func stateExport(env *cliEnv, path, output string) int {
+	cfg, ok := loadConfig(env, path)
 	if !ok {
 		return exitUsage
 	}
-	store, err := state.OpenReadOnly(cfg.StatePath(), 2*time.Second)
+	store, err := openStateToRead(cfg, path)
 	if err != nil {
-		errorf(env, "%v", err)
+		errorf(env, "state export: %v", err)
 		return exitFailed
 	}
 	defer store.Close()
@@ -269,23 +371,21 @@ func runStateExport(_ context.Context, env *cliEnv, args []string) int {
 		errorf(env, "exporting state: %v", err)
 		return exitFailed
 	}
-	enc := json.NewEncoder(env.stdout)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(exp)
+	_ = writeDocument(env.stdout, output, exp)
 	return exitOK
 }
 
 // runStateCheck reads the whole state file (state.Check): exit 0 when this
 // dtkbot can use it, 1 when it cannot (each problem said).
-func runStateCheck(_ context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "state check", "[--config config.yaml]")
-	path := fs.String("config", "config.yaml", "the config file")
-	if _, err := parseInterleaved(fs, args); err != nil {
-		return usageExit(err)
-	}
-	cfg, ok := loadConfig(env, *path)
+func stateCheck(env *cliEnv, path string) int {
+	cfg, ok := loadConfig(env, path)
 	if !ok {
 		return exitUsage
+	}
+	if _, err := os.Stat(cfg.StatePath()); errors.Is(err, os.ErrNotExist) {
+		abs, _ := filepath.Abs(cfg.StatePath())
+		errorf(env, "state check: %v at %s: run `dtkbot reconcile --config %s` first", errNoState, abs, path)
+		return exitFailed
 	}
 	h, err := state.Check(cfg.StatePath(), 2*time.Second)
 	if err != nil {
@@ -303,25 +403,19 @@ func runStateCheck(_ context.Context, env *cliEnv, args []string) int {
 	if h.Newer {
 		fmt.Fprintln(env.stdout, "Upgrade dtkbot: a newer one wrote this file.")
 	} else {
-		fmt.Fprintf(env.stdout, "`dtkbot state recover --config %s` moves it aside and starts empty; the next pass rebuilds the state from the registry and GitHub.\n", *path)
+		fmt.Fprintf(env.stdout, "`dtkbot state recover --config %s` moves it aside and starts empty; the next pass rebuilds the state from the registry and GitHub.\n", path)
 	}
 	return exitFailed
 }
 
 // runStateRecover moves an unusable state file aside and starts empty
 // (state.Recover), loudly: on standard error and in the log.
-func runStateRecover(_ context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "state recover", "[--config config.yaml] [--force]")
-	path := fs.String("config", "config.yaml", "the config file")
-	force := fs.Bool("force", false, "move the file aside even when it is sound, or of a newer schema")
-	if _, err := parseInterleaved(fs, args); err != nil {
-		return usageExit(err)
-	}
-	cfg, ok := loadConfig(env, *path)
+func stateRecover(env *cliEnv, path string, force bool) int {
+	cfg, ok := loadConfig(env, path)
 	if !ok {
 		return exitUsage
 	}
-	rec, err := state.Recover(cfg.StatePath(), time.Now(), *force)
+	rec, err := state.Recover(cfg.StatePath(), time.Now(), force)
 	switch {
 	case errors.Is(err, state.ErrSound):
 		fmt.Fprintf(env.stdout, "%s: ok (schema %d): nothing to recover (--force moves it aside all the same)\n", cfg.StatePath(), rec.Health.Schema)

@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/distribution/reference"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/registry"
@@ -22,50 +26,79 @@ import (
 )
 
 // registryFlags are the registry options every command that reads images
-// takes, spelled as podman and skopeo spell them. They override config.yaml.
+// takes, spelled as podman, skopeo and oc spell them. They override
+// config.yaml.
 type registryFlags struct {
 	configPath     string
 	authfile       string
 	tlsVerify      bool
+	insecure       bool
 	registriesConf string
 	timeout        time.Duration
-	fs             *flag.FlagSet
+	fs             *pflag.FlagSet
 }
 
-func addRegistryFlags(fs *flag.FlagSet) *registryFlags {
+func addRegistryFlags(fs *pflag.FlagSet) *registryFlags {
 	rf := &registryFlags{fs: fs}
-	fs.StringVar(&rf.configPath, "config", "", "config.yaml to take registry settings from")
-	fs.StringVar(&rf.authfile, "authfile", "", "containers auth.json / pull secret (default $REGISTRY_AUTH_FILE, then the containers defaults)")
+	fs.StringVar(&rf.configPath, "config", "", "a config.yaml to take the registry settings from")
+	fs.StringVarP(&rf.authfile, "authfile", "a", "", "the pull secret, a containers auth.json; --registry-config is the same flag, as oc names it "+
+		"(default $REGISTRY_AUTH_FILE, then the containers defaults)")
 	fs.BoolVar(&rf.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates")
+	fs.BoolVar(&rf.insecure, "insecure", false, "allow plain HTTP and unverified certificates, as oc's --insecure (the same as --tls-verify=false)")
 	fs.StringVar(&rf.registriesConf, "registries-conf", "", "registries.conf with mirrors and insecure registries")
-	fs.DurationVar(&rf.timeout, "timeout", 0, "timeout of each registry call (default 2m)")
+	fs.DurationVar(&rf.timeout, "timeout", 2*time.Minute, "each registry call (a call that gets no answer in time is not tried again)")
+	// oc's name of the pull secret flag.
+	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "registry-config" {
+			name = "authfile"
+		}
+		return pflag.NormalizedName(name)
+	})
 	return rf
 }
 
-// options merges config.yaml (if given) and the flags set on the command line.
+// options merges config.yaml (if given) and the flags set on the command
+// line. A flag that cannot be right (a pull secret that is not there,
+// --insecure against --tls-verify) is a usageError.
 func (rf *registryFlags) options() (registry.Options, error) {
 	cfg := config.Default()
 	if rf.configPath != "" {
 		loaded, err := config.Load(rf.configPath)
 		if err != nil {
-			return registry.Options{}, err
+			return registry.Options{}, usageError{err}
 		}
 		cfg = *loaded
 	}
 	opts := registryOptions(&cfg)
-	rf.fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "authfile":
-			opts.AuthFile = rf.authfile
-		case "tls-verify":
-			v := rf.tlsVerify
-			opts.TLSVerify = &v
-		case "registries-conf":
-			opts.RegistriesConf = rf.registriesConf
-		case "timeout":
-			opts.Timeout = rf.timeout
+	if rf.fs.Changed("authfile") {
+		if _, err := os.Stat(rf.authfile); err != nil {
+			return registry.Options{}, usagef("--authfile: %v", err)
 		}
-	})
+		opts.AuthFile = rf.authfile
+	}
+	if rf.fs.Changed("tls-verify") && rf.fs.Changed("insecure") && rf.tlsVerify == rf.insecure {
+		return registry.Options{}, usagef("--insecure=%t and --tls-verify=%t say opposite things", rf.insecure, rf.tlsVerify)
+	}
+	switch {
+	case rf.fs.Changed("tls-verify"):
+		v := rf.tlsVerify
+		opts.TLSVerify = &v
+	case rf.fs.Changed("insecure"):
+		v := !rf.insecure
+		opts.TLSVerify = &v
+	}
+	if rf.fs.Changed("registries-conf") {
+		opts.RegistriesConf = rf.registriesConf
+	}
+	if rf.fs.Changed("timeout") {
+		if rf.timeout <= 0 {
+			return registry.Options{}, usagef("--timeout %s: must be positive", rf.timeout)
+		}
+		opts.Timeout = rf.timeout
+	}
+	// A one-shot command: a registry that does not answer costs it one
+	// timeout, not one per attempt and per image.
+	opts.OneShot = true
 	return opts, nil
 }
 
@@ -73,72 +106,146 @@ func (rf *registryFlags) options() (registry.Options, error) {
 // `oc adm release info 4.16.15` finds them.
 const releaseRepository = "quay.io/openshift-release-dev/ocp-release"
 
-var bareVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?$`)
+var (
+	bareVersion = regexp.MustCompile(`^v?([0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?)$`)
+	bareMinor   = regexp.MustCompile(`^v?([0-9]+\.[0-9]+)$`)
+	// archTag is a version with the arch suffix of the official tags
+	// (4.16.15-x86_64, 4.16.0-rc.1-aarch64, 4.16.15-multi).
+	archTag = regexp.MustCompile(`^v?([0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+?)?)-(x86_64|aarch64|s390x|ppc64le|multi)$`)
+)
 
-// releasePullspec turns a bare version into the official release's pullspec
-// for arch (4.16.15 → quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64);
-// anything else is taken as a pullspec.
-func releasePullspec(arg, arch string) string {
-	if !bareVersion.MatchString(arg) {
-		return arg
+// releasePullspec reads a release argument as oc does: a version is the
+// official release for arch (4.16.15 → quay.io/openshift-release-dev/
+// ocp-release:4.16.15-x86_64; v4.16.15 too), a version with its arch
+// suffix is that official tag, and anything else is a pullspec with its
+// registry (docker:// is taken off). A minor, or a name with no registry
+// (which would go to Docker Hub), is refused with a hint.
+func releasePullspec(arg, arch string) (string, error) {
+	if m := bareMinor.FindStringSubmatch(arg); m != nil {
+		return "", fmt.Errorf("%q: a minor is not a release: try --channel stable-%s, or a release such as %s.0", arg, m[1], m[1])
 	}
-	suffix := releaseinfo.KernelArch(arch)
-	if arch == "multi" {
-		suffix = "multi"
+	if m := archTag.FindStringSubmatch(arg); m != nil {
+		if want := archSuffix(arch); want != m[2] {
+			return "", fmt.Errorf("%q: the tag is for %s, and --arch is %s (%s)", arg, m[2], arch, want)
+		}
+		return releaseRepository + ":" + m[1] + "-" + m[2], nil
 	}
-	return releaseRepository + ":" + arg + "-" + suffix
+	if m := bareVersion.FindStringSubmatch(arg); m != nil {
+		return releaseRepository + ":" + m[1] + "-" + archSuffix(arch), nil
+	}
+	return imagePullspec(arg)
 }
 
-func runReleaseInfo(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "release-info", "PULLSPEC|VERSION... [--channel C] [flags]")
-	arch := fs.String("arch", "amd64", "architecture: the instance of multi-arch payloads, the suffix of bare versions, the graph's arch (amd64, arm64, s390x, ppc64le)")
-	output := fs.String("o", "table", "output format: table or json")
-	concurrency := fs.Int("concurrency", 16, "releases inspected at once")
-	channel := fs.String("channel", "", "every release of this update graph channel (stable-4.16)")
+// archSuffix is the arch suffix of official release tags.
+func archSuffix(arch string) string {
+	if arch == "multi" {
+		return "multi"
+	}
+	return releaseinfo.KernelArch(arch)
+}
+
+// otherTransports are containers/image's transports other than docker,
+// whose references skopeo takes: dtkbot reads registries only.
+var otherTransports = []string{"oci", "oci-archive", "docker-archive", "docker-daemon", "containers-storage", "dir", "tarball", "sif"}
+
+// imagePullspec takes an image argument as a pullspec: docker:// is taken
+// off (skopeo's and oc's transport name), and a name with no registry is
+// refused, not sent to Docker Hub (name docker.io to mean it).
+func imagePullspec(arg string) (string, error) {
+	ref := strings.TrimPrefix(arg, "docker://")
+	if transport, _, ok := strings.Cut(ref, "://"); ok {
+		return "", fmt.Errorf("%q: only registries are read (docker://...), not %s://", arg, transport)
+	}
+	first, _, hasSlash := strings.Cut(ref, "/")
+	if name, _, ok := strings.Cut(ref, ":"); ok && slices.Contains(otherTransports, name) {
+		return "", fmt.Errorf("%q: only registries are read (docker://...), not %s:", arg, name)
+	}
+	if !hasSlash || (!strings.ContainsAny(first, ".:") && first != "localhost") {
+		return "", fmt.Errorf("%q names no registry: give a version (4.16.15) or a pullspec with its registry "+
+			"(quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64; docker.io/... for Docker Hub)", arg)
+	}
+	if _, err := reference.ParseNormalizedNamed(ref); err != nil {
+		return "", fmt.Errorf("%q is not an image reference: %v", arg, err)
+	}
+	return ref, nil
+}
+
+func newReleaseInfoCommand(env *cliEnv) *cobra.Command {
+	var (
+		arch, channel string
+		concurrency   int
+	)
+	cmd := &cobra.Command{
+		Use:   "release-info (VERSION | PULLSPEC)... [--channel C]",
+		Short: "The kernels of release payloads, read from a few kilobytes each",
+		Long: `The RHCOS kernel, RT kernel, RHEL version and DTK image of each release payload, per stream, read
+from a few kilobytes of each payload (never an OS or DTK content layer).
+
+A release is named as oc names it: 4.16.15 (the official payload for --arch), 4.16.15-x86_64,
+quay.io/openshift-release-dev/ocp-release:4.16.15-x86_64, a pullspec by digest, or docker://....`,
+		Example: `  dtkbot release-info 4.16.15
+  dtkbot release-info --channel stable-4.16 -o json
+  dtkbot release-info quay.io/openshift-release-dev/ocp-release@sha256:<digest> -a ~/pull-secret.json`,
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&arch, "arch", "amd64", "the instance of multi-arch payloads, the suffix of bare versions, the graph's arch (amd64, arm64, s390x, ppc64le, multi)")
+	out := addOutputFlag(fs, "table", "json", "yaml", "name")
+	fs.IntVar(&concurrency, "concurrency", 16, "releases inspected at once")
+	fs.StringVar(&channel, "channel", "", "every release of this update graph channel (stable-4.16)")
 	rf := addRegistryFlags(fs)
-	args, err := parseInterleaved(fs, args)
-	if err != nil {
-		return usageExit(err)
-	}
-	if len(args) == 0 && *channel == "" {
-		errorf(env, "release-info: give release pullspecs or versions, or --channel")
-		fs.Usage()
-		return exitUsage
-	}
-	if *output != "table" && *output != "json" {
-		errorf(env, "release-info: -o %q: want table or json", *output)
-		return exitUsage
-	}
-	opts, err := rf.options()
-	if err != nil {
-		errorf(env, "%v", err)
-		return exitUsage
-	}
-	var pullspecs []string
-	for _, a := range args {
-		pullspecs = append(pullspecs, releasePullspec(a, *arch))
-	}
-	if *channel != "" {
-		nodes, err := channelReleases(ctx, rf.configPath, *channel, *arch)
+	deadline := addDeadlineFlag(fs, 10*time.Minute)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 && channel == "" {
+			return usagef("give release versions or pullspecs, or --channel")
+		}
+		if err := out.check(); err != nil {
+			return err
+		}
+		if concurrency < 1 {
+			return usagef("--concurrency %d: want at least 1", concurrency)
+		}
+		var pullspecs []string
+		for _, a := range args {
+			p, err := releasePullspec(a, arch)
+			if err != nil {
+				return usageError{err}
+			}
+			pullspecs = append(pullspecs, p)
+		}
+		opts, err := rf.options()
 		if err != nil {
-			errorf(env, "release-info: %v", err)
+			return err
+		}
+		ctx, cancel := withDeadline(cmd.Context(), *deadline)
+		defer cancel()
+		return exit(releaseInfo(ctx, env, opts, rf.configPath, pullspecs, channel, arch, concurrency, out.value))
+	}
+	return cmd
+}
+
+func releaseInfo(ctx context.Context, env *cliEnv, opts registry.Options, configPath string, pullspecs []string, channel, arch string, concurrency int, output string) int {
+	if channel != "" {
+		nodes, err := channelReleases(ctx, configPath, channel, arch)
+		if err != nil {
+			errorf(env, "release-info: %v", explainDeadline(ctx, err))
 			return exitFailed
 		}
 		pullspecs = append(pullspecs, nodes...)
 	}
-	inspectorOpts := releaseinfo.Options{Arch: *arch, Concurrency: *concurrency}
-	if *arch == "multi" {
+	inspectorOpts := releaseinfo.Options{Arch: arch, Concurrency: concurrency}
+	if arch == "multi" {
 		inspectorOpts.Arch = "amd64"
 	}
 	// With a config, inspections already in its state file answer for free.
-	if rf.configPath != "" {
-		if store, err := openStateForReading(rf.configPath); err == nil {
+	if configPath != "" {
+		if store, err := openStateForReading(configPath); err == nil {
 			defer store.Close()
 			inspectorOpts.Cache = store
 		} else {
 			env.log.Debug().Err(err).Msg("inspections are not reused")
 		}
 	}
+	opts.Slow = slowReporter(env)
 	in := releaseinfo.New(registry.New(opts), inspectorOpts)
 	results := in.InspectAll(ctx, pullspecs, nil)
 
@@ -147,19 +254,22 @@ func runReleaseInfo(ctx context.Context, env *cliEnv, args []string) int {
 	for _, r := range results {
 		if r.Err != nil {
 			failed++
-			errorf(env, "%v", r.Err)
+			errorf(env, "%v", explainDeadline(ctx, r.Err))
 			continue
 		}
 		reports = append(reports, r.Report)
 	}
-	if *output == "json" {
+	switch output {
+	case "json", "yaml":
 		if reports == nil {
 			reports = []*releaseinfo.Report{}
 		}
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(reports)
-	} else {
+		_ = writeDocument(env.stdout, output, reports)
+	case "name":
+		for _, r := range reports {
+			fmt.Fprintln(env.stdout, pinned(r.Pullspec, r.Digest))
+		}
+	default:
 		printReports(env.stdout, reports)
 	}
 	if failed > 0 {
@@ -167,6 +277,15 @@ func runReleaseInfo(ctx context.Context, env *cliEnv, args []string) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// pinned is a pullspec by digest: the repository of pullspec, @digest.
+func pinned(pullspec, digest string) string {
+	n, err := reference.ParseNormalizedNamed(pullspec)
+	if err != nil || digest == "" {
+		return pullspec
+	}
+	return n.Name() + "@" + digest
 }
 
 // channelReleases lists the payloads of a graph channel for arch, oldest

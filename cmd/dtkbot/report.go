@@ -2,48 +2,63 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/state"
 )
 
-// runReport renders the coverage page, the kernel index or a table from the
-// state file alone: what `dtkbot run` serves at / and /api/v1, for CronJob
-// users who have no daemon.
-func runReport(_ context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "report", "[--config config.yaml] [-o html|json|table] [--out FILE] [--channel C] [--minor 4.16] [--state S]")
-	path := fs.String("config", "config.yaml", "the config file")
-	output := fs.String("o", "table", "output format: html (the coverage page), json (the kernel index), table")
-	out := fs.String("out", "", "write to this file instead of standard output")
-	var f coverage.Filter
+func newReportCommand(env *cliEnv) *cobra.Command {
+	var (
+		path, outFile string
+		f             coverage.Filter
+	)
+	cmd := &cobra.Command{
+		Use:   "report [--config config.yaml] [-o table|html|json|yaml|name] [--out FILE]",
+		Short: "The coverage page, the kernel index or a table, from the state file",
+		Long: `The coverage page (-o html), the kernel index (-o json or yaml, what /api/v1 serves), the releases
+(-o name) or a table, from the state file alone: what 'dtkbot run' serves, for CronJob users who
+have no daemon.`,
+		Args: noArgs,
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&path, "config", "config.yaml", "the config file")
+	out := addOutputFlag(fs, "table", "html", "json", "yaml", "name")
+	fs.StringVar(&outFile, "out", "", "write to this file instead of standard output")
 	fs.StringVar(&f.Channel, "channel", "", "only releases of this channel")
 	fs.StringVar(&f.Minor, "minor", "", "only releases of this minor (4.16)")
 	fs.StringVar(&f.State, "state", "", "only releases with a stream in this state")
-	if _, err := parseInterleaved(fs, args); err != nil {
-		return usageExit(err)
+	cmd.RunE = func(*cobra.Command, []string) error {
+		if err := out.check(); err != nil {
+			return err
+		}
+		return exit(report(env, path, out.value, outFile, f))
 	}
-	if *output != "html" && *output != "json" && *output != "table" {
-		errorf(env, "report: -o %q: want html, json or table", *output)
-		return exitUsage
-	}
-	cfg, ok := loadConfig(env, *path)
+	return cmd
+}
+
+// report renders the coverage page, the kernel index or a table from the
+// state file alone.
+func report(env *cliEnv, path, output, out string, f coverage.Filter) int {
+	cfg, ok := loadConfig(env, path)
 	if !ok {
 		return exitUsage
 	}
-	store, err := state.OpenReadOnly(cfg.StatePath(), 5*time.Second)
+	store, err := openStateToRead(cfg, path)
 	if err != nil {
-		errorf(env, "%v", err)
+		errorf(env, "report: %v", err)
 		return exitFailed
 	}
 	snap, err := store.Snapshot()
 	var graphs []coverage.UpdateGraph
-	if err == nil && *output == "html" {
+	if err == nil && output == "html" {
 		graphs = updatePictures(cfg, store, f.Channel)
 	}
 	store.Close()
@@ -53,10 +68,10 @@ func runReport(_ context.Context, env *cliEnv, args []string) int {
 	}
 	ix := coverage.Build(snap, time.Now().UTC())
 	var buf bytes.Buffer
-	switch *output {
+	switch output {
 	case "html":
 		err = coverage.WritePage(&buf, ix, coverage.PageOptions{Filter: f, UpdateGraphs: graphs})
-	case "json":
+	case "json", "yaml":
 		filtered := *ix
 		filtered.Releases = nil
 		for _, r := range ix.Releases {
@@ -67,9 +82,13 @@ func runReport(_ context.Context, env *cliEnv, args []string) int {
 		if filtered.Releases == nil {
 			filtered.Releases = []coverage.Release{}
 		}
-		enc := json.NewEncoder(&buf)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(&filtered)
+		err = writeDocument(&buf, output, &filtered)
+	case "name":
+		for _, r := range ix.Releases {
+			if f.Match(r) {
+				fmt.Fprintf(&buf, "%s/%s\n", r.Release, r.Arch)
+			}
+		}
 	default:
 		err = coverage.WriteTable(&buf, ix, f)
 	}
@@ -77,16 +96,32 @@ func runReport(_ context.Context, env *cliEnv, args []string) int {
 		errorf(env, "report: %v", err)
 		return exitFailed
 	}
-	if *out == "" {
+	if out == "" {
 		_, _ = env.stdout.Write(buf.Bytes())
 		return exitOK
 	}
-	if err := writeFileAtomic(*out, buf.Bytes()); err != nil {
+	if err := writeFileAtomic(out, buf.Bytes()); err != nil {
 		errorf(env, "report: %v", err)
 		return exitFailed
 	}
-	fmt.Fprintf(env.stdout, "wrote %s (%d releases, %d kernels)\n", *out, len(ix.Releases), len(ix.Kernels))
+	fmt.Fprintf(env.stdout, "wrote %s (%d releases, %d kernels)\n", out, len(ix.Releases), len(ix.Kernels))
 	return exitOK
+}
+
+// errNoState is a state file that is not there yet.
+var errNoState = errors.New("no state yet")
+
+// openStateToRead opens the state file of a config to read, saying where
+// it looked and what to run when there is none yet.
+func openStateToRead(cfg *config.Config, configPath string) (*state.Store, error) {
+	p := cfg.StatePath()
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w at %s: run `dtkbot reconcile --config %s` first", errNoState, p, configPath)
+	}
+	return state.OpenReadOnly(p, 5*time.Second)
 }
 
 // writeFileAtomic replaces path with data, never leaving half a file.

@@ -65,8 +65,16 @@ func TestReportFromTheStateFile(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "4.16.17") || !strings.Contains(stdout, "3 of 3 releases") {
 		t.Errorf("report table:\n%s", stdout)
 	}
-	if code, _, _ := runCLI(t, "report", "--config", cw.config, "-o", "yaml"); code != exitUsage {
-		t.Errorf("-o yaml: %d", code)
+	if code, _, _ := runCLI(t, "report", "--config", cw.config, "-o", "xml"); code != exitUsage {
+		t.Errorf("-o xml: %d", code)
+	}
+	code, stdout, _ = runCLI(t, "report", "--config", cw.config, "-o", "yaml")
+	if code != exitOK || !strings.Contains(stdout, "releases:\n- arch: amd64") || !strings.Contains(stdout, "kernel_full: ") {
+		t.Errorf("-o yaml: %d\n%s", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, "report", "--config", cw.config, "-o", "name", "--minor", "4.16")
+	if code != exitOK || !strings.Contains(stdout, "4.16.17/amd64\n") {
+		t.Errorf("-o name: %d\n%s", code, stdout)
 	}
 }
 
@@ -118,10 +126,10 @@ func TestReleaseInfoForPeople(t *testing.T) {
 	if code, _, stderr := runCLI(t, "release-info", "--channel", "stable-4.99", "--config", cfg); code != exitFailed || !strings.Contains(stderr, "stable-4.99") {
 		t.Errorf("an empty channel: %d %s", code, stderr)
 	}
-	if got := releasePullspec("4.17.0-ec.2", "arm64"); got != "quay.io/openshift-release-dev/ocp-release:4.17.0-ec.2-aarch64" {
-		t.Errorf("arm64: %s", got)
+	if got, err := releasePullspec("4.17.0-ec.2", "arm64"); got != "quay.io/openshift-release-dev/ocp-release:4.17.0-ec.2-aarch64" {
+		t.Errorf("arm64: %s %v", got, err)
 	}
-	if got := releasePullspec("4.18.14", "multi"); got != "quay.io/openshift-release-dev/ocp-release:4.18.14-multi" {
-		t.Errorf("multi: %s", got)
+	if got, err := releasePullspec("4.18.14", "multi"); got != "quay.io/openshift-release-dev/ocp-release:4.18.14-multi" {
+		t.Errorf("multi: %s %v", got, err)
 	}
 }

@@ -11,65 +11,89 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/dtkbot/dtkbot/config"
 	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/upgradegraph"
 )
 
+func newUpgradeCheckCommand(env *cliEnv) *cobra.Command {
+	var path, server, channel, arch, from, to string
+	cmd := &cobra.Command{
+		Use:   "upgrade-check --channel C --from V [--to V] [--config config.yaml | --server URL]",
+		Short: "The updates from a version, each with its drivers ready or not",
+		Long: `The updates a cluster at --from is offered by the update graph dtkbot serves, newest first: for
+each, whether its drivers are ready (every kernel it ships has a promoted, verified DTK and image
+of each consumer) or what they wait for. It reads the state file, or asks a running dtkbot
+(/api/v1/upgrades) with --server.
+
+With --to: exit 0 when that update's drivers are ready, 1 when they are not, 2 when it cannot tell.`,
+		Example: `  dtkbot upgrade-check --channel stable-4.16 --from 4.16.10
+  dtkbot upgrade-check --channel stable-4.16 --from 4.16.10 --to 4.16.15 --server https://dtkbot.example.com`,
+		Args: noArgs,
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&path, "config", "config.yaml", "the config file (its state file is read)")
+	fs.StringVar(&server, "server", "", "ask a running dtkbot at this URL instead of reading the state file")
+	fs.StringVar(&channel, "channel", "", "the cluster's channel (stable-4.16)")
+	fs.StringVar(&arch, "arch", "amd64", "the cluster's arch: amd64, arm64, s390x, ppc64le, multi")
+	fs.StringVar(&from, "from", "", "the version the cluster runs")
+	fs.StringVar(&to, "to", "", "only the update to this version")
+	out := addOutputFlag(fs, "table", "json", "yaml", "name")
+	deadline := addDeadlineFlag(fs, 2*time.Minute)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if channel == "" || from == "" {
+			return usagef("--channel and --from are required")
+		}
+		if err := out.check(); err != nil {
+			return err
+		}
+		ctx, cancel := withDeadline(cmd.Context(), *deadline)
+		defer cancel()
+		return exit(runUpgradeCheck(ctx, env, path, server, channel, arch, from, to, out.value))
+	}
+	return cmd
+}
+
 // runUpgradeCheck lists the updates from a version as the update graph
 // dtkbot serves offers them, each with its drivers ready or not and what
 // they wait for: from the state file, or from a running daemon
 // (/api/v1/upgrades). With --to it exits 0 when that update's drivers are
 // ready, 1 when they are not, 2 when it cannot tell.
-func runUpgradeCheck(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "upgrade-check", "--channel C --from V [--to V] [--arch amd64] [--config config.yaml | --server URL] [-o table|json]")
-	path := fs.String("config", "config.yaml", "the config file (its state file is read)")
-	server := fs.String("server", "", "ask a running dtkbot at this URL instead of reading the state file")
-	channel := fs.String("channel", "", "the cluster's channel (stable-4.16)")
-	arch := fs.String("arch", "amd64", "the cluster's arch: amd64, arm64, s390x, ppc64le, multi")
-	from := fs.String("from", "", "the version the cluster runs")
-	to := fs.String("to", "", "only the update to this version")
-	output := fs.String("o", "table", "output format: table or json")
-	if _, err := parseInterleaved(fs, args); err != nil {
-		return usageExit(err)
-	}
-	switch {
-	case *channel == "" || *from == "":
-		errorf(env, "upgrade-check: --channel and --from are required")
-		return exitUsage
-	case *output != "table" && *output != "json":
-		errorf(env, "upgrade-check: -o %q: want table or json", *output)
-		return exitUsage
-	}
+func runUpgradeCheck(ctx context.Context, env *cliEnv, path, server, channel, arch, from, to, output string) int {
 	now := time.Now()
 	var check *upgradegraph.Check
 	var err error
-	if *server != "" {
-		check, err = askServer(ctx, *server, *channel, *arch, *from, *to)
+	if server != "" {
+		check, err = askServer(ctx, server, channel, arch, from, to)
 	} else {
-		cfg, ok := loadConfig(env, *path)
+		cfg, ok := loadConfig(env, path)
 		if !ok {
 			return exitUsage
 		}
-		check, err = upgradeCheck(cfg, *channel, *arch, *from, *to, now)
+		check, err = upgradeCheck(cfg, path, channel, arch, from, to, now)
 	}
 	if err != nil {
-		errorf(env, "upgrade-check: %v", err)
+		errorf(env, "upgrade-check: %v", explainDeadline(ctx, err))
 		return exitCannotTell
 	}
-	if *output == "json" {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(check)
-	} else {
+	switch output {
+	case "json", "yaml":
+		err = writeDocument(env.stdout, output, check)
+	case "name":
+		for _, t := range check.Targets {
+			fmt.Fprintln(env.stdout, t.Version)
+		}
+	default:
 		err = check.WriteTable(env.stdout, now)
 	}
 	if err != nil {
 		errorf(env, "upgrade-check: %v", err)
 		return exitCannotTell
 	}
-	if *to != "" && !check.Ready() {
+	if to != "" && !check.Ready() {
 		return exitFailed
 	}
 	return exitOK
@@ -80,8 +104,8 @@ const exitCannotTell = 2
 
 // upgradeCheck computes, from the state file, what the daemon serves at
 // /api/v1/upgrades.
-func upgradeCheck(cfg *config.Config, channel, arch, from, to string, now time.Time) (*upgradegraph.Check, error) {
-	store, err := state.OpenReadOnly(cfg.StatePath(), 5*time.Second)
+func upgradeCheck(cfg *config.Config, configPath, channel, arch, from, to string, now time.Time) (*upgradegraph.Check, error) {
+	store, err := openStateToRead(cfg, configPath)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +117,7 @@ func upgradeCheck(cfg *config.Config, channel, arch, from, to string, now time.T
 	served, err := upgradegraph.Compute(upgradegraph.Input{Options: upgradeOptions(cfg), Channel: channel, Arch: arch,
 		Upstream: st.Upstream, Snapshot: snap, PageURL: pageURL(cfg)})
 	if errors.Is(err, upgradegraph.ErrNoUpstream) {
-		return nil, fmt.Errorf("%w: run dtkbot reconcile first", err)
+		return nil, fmt.Errorf("%w: run `dtkbot reconcile --config %s` first", err, configPath)
 	}
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,11 +76,7 @@ func newBuilder(cfg *config.Config, key string, b config.BuildBackend, log zerol
 		if err != nil {
 			return nil, fmt.Errorf("%s.webhook.secret_file: %w", key, err)
 		}
-		service := "build-webhook"
-		if u, err := url.Parse(b.Webhook.URL); err == nil && u.Host != "" {
-			service += " " + u.Host // never its path or query, where tokens hide
-		}
-		return &build.WebhookBuilder{URL: b.Webhook.URL, Secret: secret, HTTP: serviceClient(service, buildRequestTimeout)}, nil
+		return &build.WebhookBuilder{URL: b.Webhook.URL, Secret: secret, HTTP: serviceClient(serviceWithHost("build-webhook", b.Webhook.URL), buildRequestTimeout)}, nil
 	case "kubernetes":
 		return newKubeBuilder(cfg, key, b, log)
 	}
@@ -323,12 +320,56 @@ func upgradeOptions(cfg *config.Config) upgradegraph.Options {
 func releaseControllers(cfg *config.Config) []*watcher.ReleaseController {
 	var out []*watcher.ReleaseController
 	for _, rc := range cfg.ReleaseControllers {
-		service := "release-controller"
-		if u, err := url.Parse(rc.URL); err == nil && u.Host != "" {
-			service += " " + u.Host
-		}
 		out = append(out, &watcher.ReleaseController{URL: rc.URL, Arch: rc.Arch, Streams: rc.Streams, Phases: rc.Phases,
-			HTTP: serviceClient(service, cfg.Graph.Timeout.Duration), MaxBytes: cfg.Graph.MaxBytes, UserAgent: "dtkbot/" + version})
+			HTTP: serviceClient(serviceWithHost("release-controller", rc.URL), cfg.Graph.Timeout.Duration), MaxBytes: cfg.Graph.MaxBytes, UserAgent: "dtkbot/" + version})
+	}
+	return out
+}
+
+// serviceWithHost names a service by its host: never its path or query,
+// where tokens hide.
+func serviceWithHost(service, rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil && u.Host != "" {
+		return service + " " + u.Host
+	}
+	return service
+}
+
+// outsideServices are the services a pass of cfg may ask, by the names
+// their breakers and metrics have (serviceClient's), so that their metrics
+// exist from the start.
+func outsideServices(cfg *config.Config) []string {
+	var out []string
+	add := func(s string) {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	if len(cfg.Graph.Channels) > 0 {
+		add("update-graph")
+	}
+	for _, rc := range cfg.ReleaseControllers {
+		add(serviceWithHost("release-controller", rc.URL))
+	}
+	if cfg.Verify.Mode != "off" {
+		if _, local := releasesig.LocalPath(cfg.Verify.SignatureStore); !local {
+			add("signature-store")
+		}
+	}
+	if cfg.GitHub.Repository != "" || cfg.GitHub.PullRequest.Repository != "" {
+		add("github")
+	}
+	backends := []config.BuildBackend{cfg.Build.BuildBackend}
+	for _, c := range cfg.Consumers {
+		backends = append(backends, c.Build)
+	}
+	for _, b := range backends {
+		switch b.Backend {
+		case "github-actions":
+			add("github-actions")
+		case "webhook":
+			add(serviceWithHost("build-webhook", b.Webhook.URL))
+		}
 	}
 	return out
 }

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -26,70 +26,69 @@ import (
 // demoKube is what the demo's build.backend kubernetes part needs of the
 // rest of the demo.
 type demoKube struct {
-	dir      string // the demo's temporary directory
 	reg      *registrytest.Registry
 	regHost  string
 	world    *payloadtest.World
 	graphURL string
-	authFile string
 }
 
-// demoKubernetes builds the DTKs of one channel with build.backend
+// kubernetes builds the DTKs of one channel with build.backend
 // kubernetes: one Job per kernel in a real kube-apiserver (and etcd), the
 // binaries `make kube-assets` provides, with internal/kubenode playing the
 // node (no kubelet runs: it "builds" by pushing to the Job's staging
-// reference). Without the binaries it says how to get them and returns
-// exitOK, unless DTKBOT_REQUIRE_TOOLS=1 (CI) asks for them.
-func demoKubernetes(ctx context.Context, env *cliEnv, d demoKube) int {
+// reference). Without the binaries it says how to get them and carries on,
+// unless DTKBOT_REQUIRE_TOOLS=1 (CI) asks for them.
+func (d *demo) kubernetes(ctx context.Context, k demoKube) error {
 	assets, err := kubeapi.Assets()
 	if err != nil {
-		fmt.Fprintf(env.stdout, "\nDEMO: build.backend kubernetes is not shown: %v\n", err)
+		d.say("")
+		d.say("+1   build.backend kubernetes is not shown: %v", err)
 		if os.Getenv("DTKBOT_REQUIRE_TOOLS") == "1" {
-			errorf(env, "demo: DTKBOT_REQUIRE_TOOLS=1: %v", err)
-			return exitFailed
+			return fmt.Errorf("DTKBOT_REQUIRE_TOOLS=1: %w", err)
 		}
-		return exitOK
+		return nil
 	}
-	fmt.Fprintln(env.stdout, "\nDEMO +1: build.backend kubernetes: a real kube-apiserver and etcd on loopback (from "+assets+"),")
-	fmt.Fprintln(env.stdout, "DEMO: a stand-in node that runs dtkbot's Jobs (no kubelet: it pushes what buildah would), channel stable-4.16 again")
+	d.say("")
+	d.say("+1   build.backend kubernetes, channel stable-4.16: a real kube-apiserver and etcd on loopback")
+	d.say("     (%s), and a stand-in node that runs dtkbot's Jobs (no kubelet: it", assets)
+	d.say("     pushes what buildah would)")
 	srv, err := kubeapi.Start(assets)
 	if err != nil {
-		errorf(env, "demo: starting the API server: %v", err)
-		return exitFailed
+		return fmt.Errorf("starting the API server: %w", err)
 	}
 	defer func() { _ = srv.Stop() }()
-	fmt.Fprintf(env.stdout, "DEMO: the API server at %s was ready in %.1fs\n", srv.Host, srv.Started.Seconds())
+	d.say("     The API server at %s was ready in %.1f s.", srv.Host, srv.Started.Seconds())
 
 	const ns = "dtkbot-demo"
 	setup, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := kubeSetup(setup, srv, ns); err != nil {
-		errorf(env, "demo: %v", err)
-		return exitFailed
+		return err
 	}
-	node, err := kubenode.Start(setup, srv, kubenode.Options{Namespace: ns, Selector: kubebuild.Selector, World: d.world,
-		Errorf: func(format string, args ...any) { errorf(env, "demo: "+format, args...) }})
+	var nodeErr error
+	node, err := kubenode.Start(setup, srv, kubenode.Options{Namespace: ns, Selector: kubebuild.Selector, World: k.world,
+		Errorf: func(format string, args ...any) {
+			nodeErr = fmt.Errorf(format, args...)
+			fmt.Fprintf(d.log, "node: "+format+"\n", args...)
+		}})
 	if err != nil {
-		errorf(env, "demo: %v", err)
-		return exitFailed
+		return err
 	}
 	defer node.Stop()
 
 	// The admin's token in a kubeconfig file: credentials come from files.
-	kubeconfig := filepath.Join(d.dir, "kubeconfig")
-	recipe := filepath.Join(d.dir, "recipe")
-	cfg := filepath.Join(d.dir, "kube-config.yaml")
+	recipe := filepath.Join(d.Dir, "recipe")
 	files := map[string]string{
-		kubeconfig:                             string(srv.Kubeconfig(ns)),
+		filepath.Join(d.Dir, "kubeconfig"):     string(srv.Kubeconfig(ns)),
 		filepath.Join(recipe, "Containerfile"): "# DEMO recipe: the node stand-in never runs it\nFROM registry.access.redhat.com/ubi9/ubi\n",
-		cfg: fmt.Sprintf(`# DEMO config: build.backend kubernetes
+		filepath.Join(d.Dir, "kube-config.yaml"): fmt.Sprintf(`# DEMO config: build.backend kubernetes
 state: kube-dtkbot.db
-log: {level: error, format: json}
+log: {level: info, format: json}
 graph:
   url: %s
   channels: [stable-4.16]
 registry:
-  authfile: %s
+  authfile: pull-secret.json
   tls_verify: false
   registries_conf: /dev/null
 target:
@@ -97,48 +96,55 @@ target:
 build:
   backend: kubernetes
   kubernetes:
-    kubeconfig: %s
     push_secret: push
     rhsm_secret: rhsm
-    containerfile: %s
-    context: %s
+    containerfile: recipe/Containerfile
+    context: recipe
 verify:
   mode: off
-`, d.graphURL, d.authFile, d.regHost, kubeconfig, filepath.Join(recipe, "Containerfile"), recipe),
+`, k.graphURL, k.regHost),
 	}
 	for p, body := range files {
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			errorf(env, "demo: %v", err)
-			return exitFailed
+			return err
 		}
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			errorf(env, "demo: %v", err)
-			return exitFailed
+			return err
 		}
 	}
 
 	// A Job's outcome is seen by the pass after the one that asked for it,
 	// as a real cluster's would be: pass 1 creates the Jobs, pass 2 (once
 	// they have finished) finds the images at their staging tags, verifies
-	// and promotes them.
+	// and promotes them. The kubeconfig and namespace are given as oc
+	// takes them.
 	for i := 1; i <= 2; i++ {
-		fmt.Fprintf(env.stdout, "DEMO: dtkbot reconcile --config <kubernetes config>   (pass %d)\n", i)
-		if code := runReconcile(ctx, env, []string{"--config", cfg}); code != exitOK && code != exitFailed {
-			return code
+		file := fmt.Sprintf("kube-pass-%d.txt", i)
+		d.say("     $ dtkbot reconcile --config kube-config.yaml --kubeconfig kubeconfig -n %s   (pass %d)", ns, i)
+		table, code, err := d.dtkbot(ctx, file, "reconcile", "--config", "kube-config.yaml", "--kubeconfig", "kubeconfig", "-n", ns)
+		if err != nil {
+			return err
 		}
+		if code != 0 && code != 1 {
+			d.say("     dtkbot reconcile exited %d: see %s", code, d.log.Name())
+			return errStep
+		}
+		d.summarisePass(table, file)
 		if i == 1 {
 			if err := waitJobsFinished(ctx, srv, ns); err != nil {
-				errorf(env, "demo: %v", err)
-				return exitFailed
+				return err
 			}
 		}
 	}
-	if err := printJobs(ctx, env, srv, ns, node); err != nil {
-		errorf(env, "demo: %v", err)
-		return exitFailed
+	if nodeErr != nil {
+		return fmt.Errorf("the node stand-in: %w", nodeErr)
 	}
-	fmt.Fprintf(env.stdout, "DEMO: tags now in %s/demo/driver-toolkit-kube: %v\n", d.regHost, d.reg.Tags("demo/driver-toolkit-kube"))
-	return exitOK
+	if err := d.printJobs(ctx, srv, ns, node); err != nil {
+		return err
+	}
+	d.say("     Tags now in %s/demo/driver-toolkit-kube:", k.regHost)
+	d.say("       %v", k.reg.Tags("demo/driver-toolkit-kube"))
+	return nil
 }
 
 // kubeSetup makes the namespace and the Secrets a deployment would have
@@ -201,7 +207,7 @@ func waitJobsFinished(ctx context.Context, srv *kubeapi.Server, ns string) error
 
 // printJobs lists dtkbot's Jobs as `kubectl get jobs -l <selector>` would,
 // with the annotations that say what each builds.
-func printJobs(ctx context.Context, env *cliEnv, srv *kubeapi.Server, ns string, node *kubenode.Node) error {
+func (d *demo) printJobs(ctx context.Context, srv *kubeapi.Server, ns string, node *kubenode.Node) error {
 	batch, err := batchv1client.NewForConfig(srv.Admin)
 	if err != nil {
 		return err
@@ -214,7 +220,8 @@ func printJobs(ctx context.Context, env *cliEnv, srv *kubeapi.Server, ns string,
 		return errors.New("the passes created no Job")
 	}
 	sort.Slice(jobs.Items, func(i, j int) bool { return jobs.Items[i].Name < jobs.Items[j].Name })
-	fmt.Fprintf(env.stdout, "DEMO: kubectl get jobs -n %s -l %s   (one Job per kind, stream, arch, kernel and attempt)\n", ns, kubebuild.Selector)
+	d.say("     Its Jobs, a Job per kind of image, stream, arch, kernel and attempt:")
+	d.say("     $ kubectl get jobs -n %s -l %s", ns, kubebuild.Selector)
 	for _, j := range jobs.Items {
 		status := "running"
 		for _, c := range j.Status.Conditions {
@@ -223,8 +230,7 @@ func printJobs(ctx context.Context, env *cliEnv, srv *kubeapi.Server, ns string,
 			}
 		}
 		a := j.Annotations
-		fmt.Fprintf(env.stdout, "DEMO:   %s  %s  kind=%s kernel=%s arch=%s builds=%d\n", j.Name, status,
-			a[kubebuild.AnnotKind], a[kubebuild.AnnotKernelFull], a[kubebuild.AnnotArch], node.Builds(j.Name))
+		d.say("       %s  %s  builds=%d  (%s)", j.Name, status, node.Builds(j.Name), a[kubebuild.AnnotKind])
 	}
 	return nil
 }
