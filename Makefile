@@ -10,9 +10,9 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Every fuzz target, as package:Target. Their seed corpora run in `make test`.
 FUZZ_TARGETS := \
 	./releaseinfo:FuzzParseKernel ./releaseinfo:FuzzImageReferences ./releaseinfo:FuzzReleaseMetadata \
-	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./releaseinfo:FuzzExtractFiles \
+	./releaseinfo:FuzzDTKReleaseJSON ./releaseinfo:FuzzOSLabelsAndMetaJSON ./imageread/layer:FuzzExtractFiles \
 	./watcher:FuzzParseGraph ./watcher:FuzzStreamTags ./config:FuzzConfig ./plan:FuzzRenderTag ./notify:FuzzMarker \
-	./releasesig:FuzzCheckContents ./releasesig:FuzzConfigMapSignatures ./releaseinfo:FuzzMergedLayers \
+	./releasesig:FuzzCheckContents ./releasesig:FuzzConfigMapSignatures ./imageread/layer:FuzzMergedLayers \
 	./kmod:FuzzParseModule ./kmod:FuzzParseVersions ./kmod:FuzzParseSymvers ./kmod:FuzzSplitSignature ./kmod:FuzzDecompress \
 	./upgradegraph:FuzzServedGraph
 FUZZTIME ?= 30s
@@ -44,14 +44,17 @@ kube-assets:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./releaseinfo/
 	$(GO) test -count=1 -run 'TestInspectRequestBudget' -v ./releaseinfo/ | grep -E 'cold:|ok|FAIL'
-	$(GO) test -count=1 -run 'TestKmodCheckCost' -v ./kmod/ | grep -E 'kmod check|ok|FAIL'
+	$(GO) test -count=1 -run 'TestKmodCheckCost' -v ./verify/ | grep -E 'kmod check|ok|FAIL'
 	$(GO) test -v -run '^$$' -bench BenchmarkColdBackfill -benchtime 1x -timeout 30m ./reconcile/ | grep -E 'payloads|concurrency |ok|FAIL'
 	$(GO) test -v -run '^$$' -bench BenchmarkVerifyPeakRSS -benchtime 1x -timeout 30m ./verify/ | grep -E 'modules|peak RSS|heap|ok|FAIL'
 	$(GO) test -run '^$$' -bench BenchmarkUpdateGraph500 -benchtime 2000x ./daemon/ | grep -E 'Benchmark|ok|FAIL'
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet, and no leftovers of a merge or a patch (*.orig, *.rej),
+## tracked or lying in the tree
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$( { git ls-files '*.orig' '*.rej'; find . -path ./.git -prune -o -type f \( -name '*.orig' -o -name '*.rej' \) -print | sed 's|^\./||'; } | sort -u); \
+	  if [ -n "$$out" ]; then echo "leftovers of a merge or a patch (remove them):"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 ## fuzz: run every fuzz target for FUZZTIME (default 30s) each

@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+
+	"github.com/dtkbot/dtkbot/ledger"
 )
 
 // DefaultThreshold is how many consecutive failures open a breaker: one
@@ -100,22 +102,9 @@ func (s *Set) Service(name string) *Breaker {
 	return b
 }
 
-// Report is what one service cost a pass.
-type Report struct {
-	Service string `json:"service"`
-	// Requests were sent; Failures of them got no answer; Skipped were
-	// not sent because the breaker was open.
-	Requests int `json:"requests"`
-	Failures int `json:"failures"`
-	Skipped  int `json:"skipped"`
-	// Open: the service was not asked for the rest of the pass, Reason
-	// says after what.
-	Open   bool   `json:"open"`
-	Reason string `json:"reason,omitempty"`
-}
-
-// Reports lists every service asked (or skipped) in the pass, by name.
-func (s *Set) Reports() []Report {
+// Reports lists every service asked (or skipped) in the pass, by name, as
+// the pass's record keeps them.
+func (s *Set) Reports() []ledger.ServiceReport {
 	if s == nil {
 		return nil
 	}
@@ -125,7 +114,7 @@ func (s *Set) Reports() []Report {
 		bs = append(bs, b)
 	}
 	s.mu.Unlock()
-	var out []Report
+	var out []ledger.ServiceReport
 	for _, b := range bs {
 		if r := b.Report(); r.Requests+r.Skipped > 0 {
 			out = append(out, r)
@@ -232,10 +221,10 @@ func (b *Breaker) Open() bool {
 }
 
 // Report is what the service cost so far.
-func (b *Breaker) Report() Report {
+func (b *Breaker) Report() ledger.ServiceReport {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	r := Report{Service: b.name, Requests: b.requests, Failures: b.failures, Skipped: b.skipped, Open: b.open}
+	r := ledger.ServiceReport{Service: b.name, Requests: b.requests, Failures: b.failures, Skipped: b.skipped, Open: b.open}
 	if b.open {
 		r.Reason = fmt.Sprintf("%d consecutive failures to answer (the last: %s)", b.consecutive, b.last)
 	}

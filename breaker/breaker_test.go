@@ -14,6 +14,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/faulttest"
 	"github.com/dtkbot/dtkbot/internal/poll"
+	"github.com/dtkbot/dtkbot/ledger"
 )
 
 // get sends one GET through tr with ctx and reads the whole body.
@@ -75,7 +76,7 @@ func TestDeadServiceCostsThresholdAttempts(t *testing.T) {
 		t.Errorf("the dead service saw %d connections, want at most 3", n)
 	}
 	reps := set.Reports()
-	if len(reps) != 1 || reps[0] != (Report{Service: "signature-store", Requests: 3, Failures: 3, Skipped: 17, Open: true, Reason: reps[0].Reason}) ||
+	if len(reps) != 1 || reps[0] != (ledger.ServiceReport{Service: "signature-store", Requests: 3, Failures: 3, Skipped: 17, Open: true, Reason: reps[0].Reason}) ||
 		reps[0].Reason == "" {
 		t.Errorf("reports %+v", reps)
 	}

@@ -26,11 +26,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/verify"
 )
 
@@ -409,5 +409,5 @@ func newVerifierForTest(t *testing.T, host string) *verify.DTK {
 	t.Helper()
 	f := false
 	return &verify.DTK{Registry: registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 10 * time.Second}),
-		Limits: releaseinfo.DefaultLimits()}
+		Limits: imageread.DefaultLimits()}
 }

@@ -10,14 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/redact"
+	"github.com/dtkbot/dtkbot/retry"
 )
 
 // Inputs are the string inputs every remote build receives: the
@@ -102,6 +103,9 @@ type StatusError struct {
 	What   string
 	Status int
 	Body   string
+	// RetryAfter is what a 429 or a 503 asked to wait before the next
+	// attempt (zero: it did not say).
+	RetryAfter time.Duration
 }
 
 func (e *StatusError) Error() string {
@@ -113,7 +117,8 @@ func (e *StatusError) Public() string {
 	return fmt.Sprintf("%s answered HTTP %d (its reply is in dtkbot's log)", e.What, e.Status)
 }
 
-// retryHTTP calls do until a 2xx, retrying 5xx, 429 and network errors.
+// retryHTTP calls do until a 2xx, retrying 5xx, 429 and network errors
+// (package retry), after the Retry-After the service asked for, if any.
 func retryHTTP(ctx context.Context, what string, attempts int, backoff time.Duration, do func(context.Context) (*http.Response, error)) error {
 	if attempts <= 0 {
 		attempts = 4
@@ -121,41 +126,44 @@ func retryHTTP(ctx context.Context, what string, attempts int, backoff time.Dura
 	if backoff <= 0 {
 		backoff = 2 * time.Second
 	}
-	var last error
-	for i := 1; i <= attempts; i++ {
+	return retry.Do(ctx, retry.Policy{Attempts: attempts, Backoff: backoff}, retryable, func(ctx context.Context) error {
 		resp, err := do(ctx)
-		if err == nil {
-			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			resp.Body.Close()
-			if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-				return nil
-			}
-			last = &StatusError{What: what, Status: resp.StatusCode, Body: strings.TrimSpace(string(msg))}
-			if resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
-				return last
-			}
-		} else {
+		if err != nil {
 			// net/http's errors quote the whole URL, path and query (and a
 			// token in either) included: what names the endpoint.
 			var ue *url.Error
 			if errors.As(err, &ue) {
 				ue.URL = redact.URL(ue.URL)
 			}
-			last = fmt.Errorf("%s: %w", what, err)
-			if errors.Is(err, breaker.ErrOpen) {
-				return last // not sent: the service stopped answering in this pass
-			}
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		if i == attempts || ctx.Err() != nil {
-			break
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			return nil
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
-		case <-time.After(wait):
-		}
-		backoff *= 2
+		return &StatusError{What: what, Status: resp.StatusCode, Body: strings.TrimSpace(string(msg)), RetryAfter: retryAfterHeader(resp.Header.Get("Retry-After"))}
+	})
+}
+
+// retryable classifies a failed request for package retry: an answer is
+// tried again when it is a 5xx or a 429 (after its Retry-After), no answer
+// always, unless the request was not sent because the service stopped
+// answering in this pass (breaker.ErrOpen).
+func retryable(err error) (bool, time.Duration) {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status >= 500 || se.Status == http.StatusTooManyRequests, se.RetryAfter
 	}
-	return fmt.Errorf("after %d attempts: %w", attempts, last)
+	return !errors.Is(err, breaker.ErrOpen), 0
+}
+
+// retryAfterHeader reads a Retry-After of seconds (RFC 9110, section
+// 10.2.3); a date, or anything else, leaves the wait to the backoff.
+func retryAfterHeader(v string) time.Duration {
+	s, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || s <= 0 {
+		return 0
+	}
+	return time.Duration(s) * time.Second
 }

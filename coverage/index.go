@@ -110,22 +110,18 @@ type Stream struct {
 	ABI []ABIVerdict `json:"abi,omitempty"`
 }
 
-// ABIVerdict says whether a consumer's newest modules, built for another
-// kernel (From), would load on this one: every symbol version they import
-// matches its Module.symvers (Loads), or which symbols changed or are gone.
+// ABIVerdict is the ledger's verdict on whether a consumer's newest
+// modules, built for another kernel (From), would load on this one, with
+// the verdict in a line, as people read it.
 type ABIVerdict struct {
-	Consumer string   `json:"consumer"`
-	From     string   `json:"from"`
-	Loads    bool     `json:"loads"`
-	Changed  []string `json:"changed,omitempty"`
-	Gone     []string `json:"gone,omitempty"`
-	Verdict  string   `json:"verdict"`
+	ledger.ABIVerdict
+	Verdict string `json:"verdict"`
 }
 
 func abiVerdicts(k ledger.Image) []ABIVerdict {
 	var out []ABIVerdict
 	for _, v := range k.ABI {
-		out = append(out, ABIVerdict{Consumer: v.Consumer, From: v.From, Loads: v.Loads, Changed: v.Changed, Gone: v.Gone, Verdict: redact.Text(v.String())})
+		out = append(out, ABIVerdict{ABIVerdict: v, Verdict: redact.Text(v.String())})
 	}
 	return out
 }

@@ -22,7 +22,7 @@ import (
 // would, over a fake root holding what kernel-core and kernel-devel (and
 // their RT twins) install, with uname, rpm, modinfo and depmod stubbed; then
 // pushes the /etc it wrote as the image's last layer and reads it back as
-// dtkbot does (releaseinfo.ReadDTKFiles, kmod.KernelFromDTK).
+// dtkbot does (releaseinfo.ReadDTKFiles, kmod.NewKernel).
 func TestDTKRecipeWritesKernelFiles(t *testing.T) {
 	need.Command(t, "sh", "a POSIX shell")
 	ins := parseContainerfile(t, "driver-toolkit/Containerfile")
@@ -117,7 +117,7 @@ func TestDTKRecipeWritesKernelFiles(t *testing.T) {
 					t.Errorf("%s: missing %v", k, kf.Missing())
 					continue
 				}
-				parsed, err := kmod.KernelFromDTK(kf)
+				parsed, err := kmod.NewKernel(kf.Kernel, kf.Symvers, kf.ModulesDep, kf.ModulesBuiltin, kf.Vermagic)
 				if err != nil {
 					t.Errorf("%s: %v", k, err)
 					continue

@@ -2,7 +2,9 @@
 // that item's error instead of the end of the process: Go ends the whole
 // program on a panic in any goroutine that does not recover it, and a
 // daemon that reads untrusted payloads, layers and modules must not die of
-// one, nor lose the rest of its pass. It never hides a panic: the error
+// one, nor lose the rest of its pass. Work that several items need at once
+// (one image's read) is shared among them (Flight), and each can stop
+// waiting for it when its context ends. It never hides a panic: the error
 // says where it happened, and carries the stack.
 package guard
 

@@ -2,15 +2,10 @@ package kmod
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
-
-	"github.com/dtkbot/dtkbot/internal/payloadtest"
-	"github.com/dtkbot/dtkbot/internal/registrytest"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
 // TestBudgetBoundsWhatIsHeld: readers taking stored bytes, then content
@@ -69,34 +64,4 @@ func TestBudgetBoundsWhatIsHeld(t *testing.T) {
 	} else {
 		giveBack()
 	}
-}
-
-// TestReadImagesWithinATinyBudget: images read at once through a budget
-// far smaller than one module still read every module (each waits for
-// its share), compressed or not.
-func TestReadImagesWithinATinyBudget(t *testing.T) {
-	srv := registrytest.New().Server()
-	defer srv.Close()
-	w := payloadtest.New(srv.Registry, srv.Host())
-	dir := DefaultModulePath(cloud)
-	files := map[string][]byte{}
-	for _, f := range []string{"dtkbot_hello.ko", "dtkbot_hello.ko.xz", "dtkbot_hello.ko.zst", "dtkbot_hello.ko.gz", "dtkbot_user.ko.xz"} {
-		files[f] = committed.module(t, cloud, "signed", f)
-	}
-	var images []string
-	for i := range 8 {
-		images = append(images, kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, files)}}.push(t, w, "acme/kmod", fmt.Sprint(i)).Pullspec)
-	}
-	c := newTestChecker(t, releaseinfo.DefaultLimits())
-	budget := NewBudget(4 << 10)
-	var wg sync.WaitGroup
-	for _, img := range images {
-		wg.Go(func() {
-			got, err := ReadImage(context.Background(), c.Inspector, img, dir, ReadOptions{Budget: budget})
-			if err != nil || len(got.Modules) != len(files) || len(got.Unreadable) != 0 {
-				t.Errorf("%s: %+v, %v", img, got, err)
-			}
-		})
-	}
-	wg.Wait()
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // Image is every module a kmod image holds under its module path, as
-// ReadImage found them.
+// a Collector gathered them.
 type Image struct {
 	Pullspec string `json:"image"`
 	// Digest is the manifest digest read (the instance's, for a list).

@@ -10,12 +10,12 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 )
 
 // Decompress returns a module file's content: data itself when
 // compression is CompressionNone, else data decompressed, at most max
-// bytes (more is an error wrapping releaseinfo.ErrLimit, a decompression
+// bytes (more is an error wrapping layer.ErrLimit, a decompression
 // bomb). The content must be what the name says it is.
 //
 // What decoding allocates is the content (once, at the size the container
@@ -27,7 +27,7 @@ func Decompress(data []byte, compression string, max int64) ([]byte, error) {
 	switch compression {
 	case CompressionNone:
 		if int64(len(data)) > max {
-			return nil, fmt.Errorf("%d bytes: %w of %d", len(data), releaseinfo.ErrLimit, max)
+			return nil, fmt.Errorf("%d bytes: %w of %d", len(data), layer.ErrLimit, max)
 		}
 		return data, nil
 	case CompressionXZ:
@@ -39,7 +39,7 @@ func Decompress(data []byte, compression string, max int64) ([]byte, error) {
 	case CompressionZstd:
 		out, err := decompressZstd(data, max)
 		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-			return nil, fmt.Errorf("decompressing zstd: more than %d bytes: %w (a decompression bomb?): %v", max, releaseinfo.ErrLimit, err)
+			return nil, fmt.Errorf("decompressing zstd: more than %d bytes: %w (a decompression bomb?): %v", max, layer.ErrLimit, err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading zstd: %w", err)
@@ -89,15 +89,15 @@ func DeclaredSize(data []byte, compression string) (size int64, ok bool) {
 // decompressZstd decodes every frame of data into one buffer, which is the
 // decoder's history too (klauspost/compress's DecodeAll): no window is
 // allocated beside it, so a frame may declare a window up to
-// releaseinfo.MaxZstdWindow (what `zstd --long` writes) and costs its
+// layer.MaxZstdWindow (what `zstd --long` writes) and costs its
 // content only. When the frames declare their sizes (zstd writes them for
 // a file), the buffer is allocated once, at that size, and holds no more;
 // else it grows as the content comes, up to max.
 func decompressZstd(data []byte, max int64) ([]byte, error) {
-	if !releaseinfo.IsZstd(data) {
+	if !layer.IsZstd(data) {
 		return nil, errors.New("not a zstd stream")
 	}
-	opts := []zstd.DOption{zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(releaseinfo.MaxZstdWindow)}
+	opts := []zstd.DOption{zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(layer.MaxZstdWindow)}
 	var dst []byte
 	if size, ok := zstdDeclaredSize(data); ok {
 		if size > max {
@@ -105,7 +105,7 @@ func decompressZstd(data []byte, max int64) ([]byte, error) {
 		}
 		// The window is checked against the decoder's "max memory" too:
 		// the output's bound is the buffer's capacity.
-		opts = append(opts, zstd.WithDecoderMaxMemory(uint64(size)+releaseinfo.MaxZstdWindow), zstd.WithDecodeAllCapLimit(true))
+		opts = append(opts, zstd.WithDecoderMaxMemory(uint64(size)+layer.MaxZstdWindow), zstd.WithDecodeAllCapLimit(true))
 		dst = make([]byte, 0, size)
 	} else {
 		opts = append(opts, zstd.WithDecoderMaxMemory(uint64(max)))
@@ -211,7 +211,7 @@ func decompressGzip(data []byte, max int64) ([]byte, error) {
 		n, err := gr.Read(out[len(out):min(cap(out), int(max)+1)])
 		out = out[:len(out)+n]
 		if int64(len(out)) > max {
-			return nil, fmt.Errorf("decompressing gzip: more than %d bytes: %w (a decompression bomb?)", max, releaseinfo.ErrLimit)
+			return nil, fmt.Errorf("decompressing gzip: more than %d bytes: %w (a decompression bomb?)", max, layer.ErrLimit)
 		}
 		if err == io.EOF {
 			return out, nil

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 )
 
 // allocated is how many bytes of heap f allocates (runtime.MemStats'
@@ -171,7 +171,7 @@ func TestXZRefusesWhatTheDecoderWouldNot(t *testing.T) {
 			t.Errorf("%s: %v; want an error saying %q", c.name, err, c.want)
 		}
 	}
-	if _, err := Decompress(good, CompressionXZ, int64(2*len(content)-1)); !errors.Is(err, releaseinfo.ErrLimit) {
+	if _, err := Decompress(good, CompressionXZ, int64(2*len(content)-1)); !errors.Is(err, layer.ErrLimit) {
 		t.Errorf("over the limit: %v", err)
 	}
 }
@@ -231,7 +231,7 @@ func TestZstdWindowCostsTheContent(t *testing.T) {
 			t.Errorf("size declared %v: DeclaredSize %d, %v", declared, size, ok)
 		}
 	}
-	if _, err := Decompress(craftZstd(content, 27, true), CompressionZstd, 1<<16); !errors.Is(err, releaseinfo.ErrLimit) {
+	if _, err := Decompress(craftZstd(content, 27, true), CompressionZstd, 1<<16); !errors.Is(err, layer.ErrLimit) {
 		t.Errorf("over the limit: %v", err)
 	}
 	lying := craftZstd(content, 27, true)

@@ -4,19 +4,12 @@ import (
 	"bytes"
 	"crypto/x509"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
-	"go.podman.io/storage/pkg/chunked/compressor"
-
-	"github.com/dtkbot/dtkbot/internal/payloadtest"
 )
 
 // The kernels of testdata (see testdata/README.md): the one the modules are
@@ -112,96 +105,4 @@ func testKernel(t testing.TB, kernel string) *Kernel {
 		t.Fatal(err)
 	}
 	return k
-}
-
-// layer compressions for test images.
-const (
-	layerGzip      = "gzip"
-	layerZstd      = "zstd"
-	layerChunked   = "zstd:chunked"
-	layerPlain     = "none"
-	mediaTypeZstd  = "application/vnd.oci.image.layer.v1.tar+zstd"
-	mediaTypePlain = "application/vnd.oci.image.layer.v1.tar"
-)
-
-// compressLayer compresses a tar stream as podman would push it.
-func compressLayer(t testing.TB, tarball []byte, how string) (blob []byte, mediaType string) {
-	t.Helper()
-	var buf bytes.Buffer
-	switch how {
-	case layerGzip:
-		return payloadtest.Gzip(tarball), ""
-	case layerPlain:
-		return tarball, mediaTypePlain
-	case layerZstd:
-		zw, err := zstd.NewWriter(&buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = zw.Write(tarball)
-		if err := zw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes(), mediaTypeZstd
-	case layerChunked:
-		// What podman push --compression-format zstd:chunked writes
-		// (containers/storage's chunked compressor: a frame per file, the
-		// table of contents in skippable frames at the end).
-		zw, err := compressor.ZstdCompressor(&buf, map[string]string{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = zw.Write(tarball)
-		if err := zw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes(), mediaTypeZstd
-	}
-	t.Fatalf("unknown layer compression %q", how)
-	return nil, ""
-}
-
-// kmodImage is a test kmod image: a base layer (standing in for
-// ubi-minimal, with a cp) and layers of entries on top.
-type kmodImage struct {
-	layers [][]payloadtest.TarEntry
-	how    []string // compression per layer on top of the base; gzip when not set
-}
-
-func (w kmodImage) push(t testing.TB, world *payloadtest.World, repo, tag string) payloadtest.Pushed {
-	t.Helper()
-	img := payloadtest.Image{OCI: true,
-		Layers:          [][]byte{payloadtest.TarGz(payloadtest.File("usr/bin/cp", payloadtest.Noise("cp", 4096)))},
-		LayerMediaTypes: []string{""}}
-	for i, entries := range w.layers {
-		how := layerGzip
-		if i < len(w.how) && w.how[i] != "" {
-			how = w.how[i]
-		}
-		blob, mt := compressLayer(t, payloadtest.Tar(entries), how)
-		img.Layers = append(img.Layers, blob)
-		img.LayerMediaTypes = append(img.LayerMediaTypes, mt)
-	}
-	return world.PushImage(repo, tag, img)
-}
-
-// modulesAt are tar entries putting files (name -> content) under dir.
-func modulesAt(dir string, files map[string][]byte) []payloadtest.TarEntry {
-	entries := []payloadtest.TarEntry{}
-	for _, d := range parents(dir) {
-		entries = append(entries, payloadtest.TarEntry{Name: d + "/", Type: '5'})
-	}
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		entries = append(entries, payloadtest.File(strings.TrimSuffix(dir, "/")+"/"+name, files[name]))
-	}
-	return entries
-}
-
-func parents(dir string) []string {
-	var out []string
-	parts := strings.Split(strings.Trim(dir, "/"), "/")
-	for i := range parts {
-		out = append(out, strings.Join(parts[:i+1], "/"))
-	}
-	return out
 }

@@ -7,8 +7,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-
-	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
 // Kernel is what checking modules against one kernel needs of it. A nil
@@ -218,11 +216,6 @@ func NewKernel(release string, symvers, dep, builtin, vermagic []byte) (*Kernel,
 		k.Sources = append(k.Sources, "vermagic")
 	}
 	return k, nil
-}
-
-// KernelFromDTK builds a Kernel from a DTK's files of it.
-func KernelFromDTK(f releaseinfo.KernelFiles) (*Kernel, error) {
-	return NewKernel(f.Kernel, f.Symvers, f.ModulesDep, f.ModulesBuiltin, f.Vermagic)
 }
 
 // hasFlag says whether a vermagic has a flag (a word after the release).

@@ -2,23 +2,21 @@
 // module loader would, whether they load on one exact kernel: before a node
 // ever sees them.
 //
-// It reads every module (.ko, .ko.xz, .ko.zst, .ko.gz) under the module
+// It gathers the modules (.ko, .ko.xz, .ko.zst, .ko.gz) under the module
 // path of a kmod image (a driver container, as Kernel Module Management
-// loads it), through package registry's digest-verified reads and package
-// releaseinfo's layer walk (whiteouts honoured, every untrusted-read
-// limit kept); parses each module's ELF (.modinfo, __versions, its exports
-// and the symbols it needs) and its appended signature; parses the
-// kernel's side (Module.symvers, modules.dep, modules.builtin, its
-// vermagic); and checks each module: vermagic names that kernel with that
-// kernel's flags, every symbol version (CRC) equals the kernel's, every
-// symbol and dependency resolves in the kernel or the image, and, given
-// certificates, the module's signature verifies against one of them.
+// loads it) as the image's files stream by (Collector: package imageread
+// walks the image, package verify joins the two), each within a memory
+// budget shared by every read in flight (Budget); parses each module's ELF
+// (.modinfo, __versions, its exports and the symbols it needs) and its
+// appended signature; parses the kernel's side (Module.symvers,
+// modules.dep, modules.builtin, its vermagic); and checks each module
+// (Check): vermagic names that kernel with that kernel's flags, every
+// symbol version (CRC) equals the kernel's, every symbol and dependency
+// resolves in the kernel or the image, and, given certificates, the
+// module's signature verifies against one of them.
 //
-// It never loads, runs or writes a module, never follows a link in an
-// image, never trusts a byte of a layer before its digest is verified,
-// never reads a layer over the limits, and never decides "rejected" on a
-// registry it could not reach: that is an error ("could not tell"), apart
-// from a verdict on the content.
+// It is pure: it reads only what it is handed, never a registry, a disk or
+// the network, and it never loads, runs or writes a module.
 package kmod
 
 import (

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 )
 
 // TestParseRealModule: what ParseModule reads of a module kbuild built is
@@ -201,7 +201,7 @@ func TestDecompress(t *testing.T) {
 		if err != nil || !bytes.Equal(got, plain) {
 			t.Errorf("%s: %d bytes, %v", c.file, len(got), err)
 		}
-		if _, err := Decompress(committed.module(t, cloud, "signed", c.file), c.compression, 4096); !errors.Is(err, releaseinfo.ErrLimit) {
+		if _, err := Decompress(committed.module(t, cloud, "signed", c.file), c.compression, 4096); !errors.Is(err, layer.ErrLimit) {
 			t.Errorf("%s over 4096 bytes: %v", c.file, err)
 		}
 		if _, err := Decompress(plain, c.compression, 1<<20); err == nil {

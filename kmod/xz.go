@@ -13,7 +13,7 @@ import (
 
 	"github.com/ulikunitz/xz/lzma"
 
-	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 )
 
 // MaxXZDictionary is the largest LZMA2 dictionary the xz decoder gives a
@@ -154,7 +154,7 @@ func readXZIndex(index []byte, max int64) ([]xzIndexRecord, error) {
 			return nil, fmt.Errorf("record %d: unpadded size 0", i)
 		}
 		if size > uint64(max) || total+int64(size) > max {
-			return nil, fmt.Errorf("more than %d bytes of content: %w", max, releaseinfo.ErrLimit)
+			return nil, fmt.Errorf("more than %d bytes of content: %w", max, layer.ErrLimit)
 		}
 		total += int64(size)
 		records = append(records, xzIndexRecord{int64(unpadded), int64(size)})

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dtkbot/dtkbot/builder"
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
@@ -19,7 +20,6 @@ import (
 	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/verify"
 	"github.com/dtkbot/dtkbot/watcher"
@@ -76,9 +76,9 @@ func (w *passWorld) pass(t *testing.T) *reconcile.Result {
 	r := &reconcile.Reconciler{
 		Discoverer: &watcher.Discoverer{Graph: &watcher.GraphClient{URL: w.graph.URL()}, Channels: []string{"stable-4.16"},
 			Arches: []string{"amd64"}, Store: w.store, Streams: w.store},
-		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: w.store, Checker: reg,
+		Registry: reg, Limits: imageread.DefaultLimits(), Store: w.store, Checker: reg,
 		Builder:  w.passBuilder(t),
-		Verifier: &verify.DTK{Registry: reg, Limits: releaseinfo.DefaultLimits()},
+		Verifier: &verify.DTK{Registry: reg, Limits: imageread.DefaultLimits()},
 		Promoter: promote.NewRemote(reg),
 		Target: plan.Target{Repository: w.host + "/acme/driver-toolkit", KernelTag: "{{.KernelFull}}",
 			ReleaseTags: []string{"{{.Release}}"}},

@@ -26,6 +26,7 @@ import (
 
 	"github.com/google/go-github/v88/github"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/redact"
@@ -51,7 +52,8 @@ type Options struct {
 	Repository        string // owner/name receiving the issues
 	Label             string // default "dtkbot"
 	CloseWhenPromoted bool
-	// MutationInterval spaces every write to GitHub (default 1s).
+	// MutationInterval is the least time between the starts of two writes
+	// to GitHub (default 1s).
 	MutationInterval time.Duration
 	// MaxWait is the longest the notifier sleeps for a rate limit inside a
 	// pass; a longer one defers the notification (default 10s).
@@ -94,9 +96,11 @@ type Notifier struct {
 	// preflightPath and mappingsPath name the KMM files (nil: none).
 	preflightPath, mappingsPath *template.Template
 
-	mu           sync.Mutex
-	lastMutation time.Time
-	login        string
+	// writes spaces the writes to GitHub: one every MutationInterval.
+	writes *rate.Limiter
+
+	mu    sync.Mutex
+	login string
 }
 
 // New returns a notifier.
@@ -113,7 +117,8 @@ func New(gh *github.Client, auth Auth, opts Options, store Store, log zerolog.Lo
 	if _, _, ok := strings.Cut(opts.Repository, "/"); !ok {
 		return nil, fmt.Errorf("github.repository %q is not owner/name", opts.Repository)
 	}
-	n := &Notifier{gh: gh, auth: auth, opts: opts, store: store, log: log, now: time.Now}
+	n := &Notifier{gh: gh, auth: auth, opts: opts, store: store, log: log, now: time.Now,
+		writes: rate.NewLimiter(rate.Every(opts.MutationInterval), 1)}
 	if pr := opts.PullRequest; pr != nil {
 		if pr.Repository == "" {
 			pr.Repository = opts.Repository
@@ -555,26 +560,32 @@ func (n *Notifier) htmlBase() string {
 	return strings.TrimSuffix(base, "/")
 }
 
-// mutate runs one write: after the previous one plus the interval, never
-// while a rate limit holds, and it records a rate limit GitHub answers with.
+// mutate runs one write: never while a rate limit holds, and never sooner
+// than the interval after the previous write began (a token bucket of one
+// token: n.writes), all on the notifier's clock. A wait longer than
+// MaxWait is ErrRateLimited, and takes no turn.
 func (n *Notifier) mutate(ctx context.Context, call func() error) error {
-	wait := time.Until(n.lastMutation.Add(n.opts.MutationInterval))
-	if until, err := n.store.BlockedUntil("github"); err == nil {
-		wait = max(wait, until.Sub(n.now()))
+	now := n.now()
+	at := now // when the limit GitHub set lifts; then the write takes its turn
+	if until, err := n.store.BlockedUntil("github"); err == nil && until.After(now) {
+		at = until
 	}
+	turn := n.writes.ReserveN(at, 1)
+	wait := at.Sub(now) + turn.DelayFrom(at)
 	if wait > n.opts.MaxWait {
+		turn.CancelAt(at)
 		return fmt.Errorf("%w (for %s)", ErrRateLimited, wait.Round(time.Second))
 	}
 	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(wait):
+		case <-t.C:
 		}
 	}
-	err := call()
-	n.lastMutation = time.Now()
-	return err
+	return call()
 }
 
 // checkBlocked refuses to start while a long rate limit holds.

@@ -525,3 +525,34 @@ func TestOnlyOurOwnCommentsCount(t *testing.T) {
 		t.Errorf("dtkbot's own comments on the rejection: %d, want 1 (someone else's marker must not silence it): %+v", ours, w.gh.Issues()[0].Comments)
 	}
 }
+
+// TestWritesAreSpacedOnTheNotifiersClock: writes to GitHub are spaced by
+// github.mutation_interval as the notifier's clock tells time: a write due
+// sooner than MaxWait from now waits, a later one is deferred (no request),
+// and once the clock has moved on by the interval the next write goes out.
+func TestWritesAreSpacedOnTheNotifiersClock(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	n := w.notifier(Options{MutationInterval: time.Hour})
+	clock := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	n.now = func() time.Time { return clock }
+	if err := n.Notify(ctx, kernel(ledger.StateNew)); err != nil {
+		t.Fatal(err)
+	}
+	writes := len(w.gh.Mutations())
+	if writes != 1 {
+		t.Fatalf("%d writes for a new kernel's issue, want 1", writes)
+	}
+	// The next write is due in an hour: deferred, nothing sent.
+	if err := n.Notify(ctx, kernel(ledger.StateBuildRequested)); !errors.Is(err, ErrRateLimited) || len(w.gh.Mutations()) != writes {
+		t.Fatalf("a write an hour early: %v, %d writes", err, len(w.gh.Mutations())-writes)
+	}
+	clock = clock.Add(59 * time.Minute)
+	if err := n.Notify(ctx, kernel(ledger.StateBuildRequested)); !errors.Is(err, ErrRateLimited) || len(w.gh.Mutations()) != writes {
+		t.Fatalf("a write a minute early: %v, %d writes", err, len(w.gh.Mutations())-writes)
+	}
+	clock = clock.Add(time.Minute)
+	if err := n.Notify(ctx, kernel(ledger.StateBuildRequested)); err != nil || len(w.gh.Mutations()) != writes+1 {
+		t.Fatalf("the write an hour later: %v, %d writes", err, len(w.gh.Mutations())-writes)
+	}
+}

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/builder"
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/verify"
 )
@@ -79,7 +79,7 @@ func (w *consumerWorld) reconciler() *Reconciler {
 			Target: plan.Target{Repository: w.srv.Host() + "/acme/beta-kmod", KernelTag: "{{.KernelFull}}"},
 			Build:  BuildPolicy{Timeout: time.Hour, MaxAttempts: 2, Backoff: 10 * time.Minute}})
 	}
-	r.KmodVerifier = &verify.Kmod{Registry: r.Registry, Limits: releaseinfo.DefaultLimits(), Kernels: w.store}
+	r.KmodVerifier = &verify.Kmod{Registry: r.Registry, Limits: imageread.DefaultLimits(), Kernels: w.store}
 	return r
 }
 

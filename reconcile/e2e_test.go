@@ -11,13 +11,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/builder"
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/promote"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/verify"
 )
 
@@ -26,7 +26,7 @@ func realEffects(h *harness, b builder.Builder) func() *Reconciler {
 		r := h.reconciler()
 		r.Builder = b
 		r.Promoter = promote.NewRemote(r.Registry)
-		r.Verifier = &verify.DTK{Registry: r.Registry, Limits: releaseinfo.DefaultLimits()}
+		r.Verifier = &verify.DTK{Registry: r.Registry, Limits: imageread.DefaultLimits()}
 		return r
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dtkbot/dtkbot/builder"
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/graphtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
@@ -25,7 +26,6 @@ import (
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/verify"
 	"github.com/dtkbot/dtkbot/watcher"
@@ -145,7 +145,7 @@ func (h *harness) reconciler() *Reconciler {
 			Channels: h.channels, Arches: h.arches, Releases: h.releases, Store: h.store,
 			ReleaseControllers: rcs, Streams: h.store,
 		},
-		Registry: reg, Limits: releaseinfo.DefaultLimits(), Store: h.store, Checker: reg,
+		Registry: reg, Limits: imageread.DefaultLimits(), Store: h.store, Checker: reg,
 		Builder: h.builder, Promoter: promote.NewRemote(reg), Notifier: h.notifier,
 		Target: h.target, Build: h.policy, Concurrency: 4, Log: zerolog.Nop(),
 		// As config.yaml's defaults: candidates are built and tagged.

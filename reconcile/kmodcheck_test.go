@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/ledger"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/verify"
 )
@@ -260,7 +260,7 @@ func TestKmodCheckCost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	v := &verify.Kmod{Registry: w.client(), Limits: releaseinfo.DefaultLimits(), Kernels: st}
+	v := &verify.Kmod{Registry: w.client(), Limits: imageread.DefaultLimits(), Kernels: st}
 	check := verify.KmodCheck{Image: c.PinnedImage(), Arch: "amd64", KernelFull: c.KernelFull, ModulePath: "opt/lib/modules/" + c.KernelFull + "/", DTK: c.DTKImage}
 	var costs []registrytest.Stats
 	for i := 0; i < 2; i++ {

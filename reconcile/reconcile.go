@@ -36,6 +36,7 @@ import (
 
 	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/builder"
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/promote"
@@ -86,7 +87,7 @@ type PrereleasePolicy struct {
 type Reconciler struct {
 	Discoverer *watcher.Discoverer
 	Registry   *registry.Client
-	Limits     releaseinfo.Limits
+	Limits     imageread.Limits
 	Store      *state.Store
 	Checker    ImageChecker
 	// The DTK, the first kind of image: Builder builds it to Target's

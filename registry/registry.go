@@ -19,9 +19,10 @@
 // containers/image stays the library for copies (promotion) and signature
 // policies; SystemContext hands them the same configuration.
 //
-// It never writes to a registry, except to remove a tag (Untag), and never
-// keeps a blob on disk: blobs are streamed to a caller's consumer and
-// verified at EOF.
+// Its only writes are to tags, for package promote: PutManifest points a
+// tag at a manifest whose blobs the repository already holds, Untag removes
+// a tag. It never uploads a blob, and never keeps one on disk: blobs are
+// streamed to a caller's consumer and verified at EOF.
 package registry
 
 import (
@@ -31,7 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -44,6 +44,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/manifest"
 	"go.podman.io/image/v5/types"
+
+	"github.com/dtkbot/dtkbot/retry"
 )
 
 // Options configure a Client. The zero value reads with the system's defaults.
@@ -414,43 +416,34 @@ func (p permanentError) Unwrap() error { return p.err }
 func permanent(err error) error { return permanentError{err} }
 
 // do runs call (a call to host) with a slot, a per-attempt timeout and
-// bounded retries; a 429's Retry-After is waited out instead of the
-// backoff. A one-shot client tries a call that got no answer in time only
-// once (the session then fails every later call to that host at once).
+// bounded retries (package retry); a 429's Retry-After is waited out
+// instead of the backoff. A one-shot client tries a call that got no
+// answer in time only once (the session then fails every later call to
+// that host at once).
 func (c *Client) do(ctx context.Context, host string, call func(context.Context) error) error {
-	delay := c.backoff
-	for attempt := 1; ; attempt++ {
-		err := c.once(ctx, host, attempt, call)
-		if err == nil {
-			return nil
+	attempt := 0
+	return retry.Do(ctx, retry.Policy{Attempts: c.attempts, Backoff: c.backoff, After: c.after}, c.retryable, func(ctx context.Context) error {
+		if attempt++; attempt > 1 {
+			c.retries.Add(1)
 		}
-		retry := attempt < c.attempts && ctx.Err() == nil && Transient(err)
-		if c.oneShot && (errors.Is(err, errCallTimeout) || errors.Is(err, ErrSilent)) {
-			retry = false
-		}
-		if !retry {
-			if attempt > 1 {
-				return fmt.Errorf("after %d attempts: %w", attempt, err)
-			}
-			return err
-		}
-		c.retries.Add(1)
-		wait := delay/2 + rand.N(delay/2+1)
-		var se *StatusError
-		if errors.As(err, &se) && se.RetryAfter > 0 {
-			wait = min(se.RetryAfter, maxRetryAfter)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (waiting to retry after: %v)", context.Cause(ctx), err)
-		case <-c.after(wait):
-		}
-		delay *= 2
-	}
+		return c.once(ctx, host, attempt, call)
+	})
 }
 
-// maxRetryAfter caps the wait a registry may ask for within one call.
-const maxRetryAfter = time.Minute
+// retryable is how the client classifies a failed call for package
+// retry: Transient errors are tried again, after the Retry-After a 429 (or
+// a 503) asked for, if any; a one-shot client's call that got no answer is
+// not.
+func (c *Client) retryable(err error) (bool, time.Duration) {
+	if c.oneShot && (errors.Is(err, errCallTimeout) || errors.Is(err, ErrSilent)) {
+		return false, 0
+	}
+	var se *StatusError
+	if errors.As(err, &se) && se.RetryAfter > 0 {
+		return Transient(err), se.RetryAfter
+	}
+	return Transient(err), 0
+}
 
 func (c *Client) once(ctx context.Context, host string, attempt int, call func(context.Context) error) error {
 	c.waiting.Add(1)

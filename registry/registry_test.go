@@ -21,6 +21,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/retry"
 )
 
 type fixture struct {
@@ -128,13 +129,13 @@ func countWaits(c *Client) func() []time.Duration {
 }
 
 // TestHonoursRetryAfter: a 429's Retry-After is the wait before the next
-// attempt instead of the backoff, capped at maxRetryAfter; counted by the
+// attempt instead of the backoff, capped at retry.MaxWait; counted by the
 // client's clock, not the test's.
 func TestHonoursRetryAfter(t *testing.T) {
 	for _, c := range []struct {
 		header string
 		want   time.Duration
-	}{{"1", time.Second}, {"3600", maxRetryAfter}} {
+	}{{"1", time.Second}, {"3600", retry.MaxWait}} {
 		f := newFixture(t)
 		var limited atomic.Bool
 		var blobGETs atomic.Int32

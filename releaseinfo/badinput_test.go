@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/imageread"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/registry"
 )
@@ -56,7 +58,7 @@ func TestInspectRejectsBadPayloads(t *testing.T) {
 		name   string
 		tweak  func([]payloadtest.TarEntry) []payloadtest.TarEntry
 		mutate func(tw *testWorld, p *payloadtest.Payload)
-		limits func(*Limits)
+		limits func(*imageread.Limits)
 		arch   string
 		want   []string
 		isErr  error
@@ -109,9 +111,9 @@ func TestInspectRejectsBadPayloads(t *testing.T) {
 			want:    []string{`tag "driver-toolkit" appears twice with different images`, "ambiguous"},
 			content: true,
 		},
-		{name: "decompression bomb", tweak: bomb, limits: func(l *Limits) { l.MaxDecompressedBytes = 4 << 20 }, want: []string{"decompression bomb"}, isErr: ErrLimit, content: true},
-		{name: "image-references over the size limit", tweak: bigRefs, want: []string{"release-manifests/image-references is", "over the limit"}, isErr: ErrLimit, content: true},
-		{name: "last layer over the size limit", limits: func(l *Limits) { l.MaxReleaseLayerBytes = 1 << 10 }, want: []string{"over the limit of 1024"}, content: true},
+		{name: "decompression bomb", tweak: bomb, limits: func(l *imageread.Limits) { l.MaxDecompressedBytes = 4 << 20 }, want: []string{"decompression bomb"}, isErr: layer.ErrLimit, content: true},
+		{name: "image-references over the size limit", tweak: bigRefs, want: []string{"release-manifests/image-references is", "over the limit"}, isErr: layer.ErrLimit, content: true},
+		{name: "last layer over the size limit", limits: func(l *imageread.Limits) { l.MaxReleaseLayerBytes = 1 << 10 }, want: []string{"over the limit of 1024"}, content: true},
 		{name: "manifest list without the wanted arch", arch: "s390x", want: []string{"no linux/s390x image"}, content: true},
 		{name: "missing release", mutate: func(tw *testWorld, p *payloadtest.Payload) {
 			p.Pullspec = tw.srv.Host() + "/openshift-release-dev/ocp-release:4.16.99-x86_64"
@@ -135,7 +137,7 @@ func TestInspectRejectsBadPayloads(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(tw, p)
 			}
-			lim := DefaultLimits()
+			lim := imageread.DefaultLimits()
 			if tt.limits != nil {
 				tt.limits(&lim)
 			}
@@ -202,7 +204,7 @@ func TestInspectInconsistentPayloadIsReportedNotFailed(t *testing.T) {
 func TestInspectDTKFileBeyondTheWalkFallsBackToOSKernel(t *testing.T) {
 	tw := newTestWorld(t)
 	p := tw.w.Release(spec416(nil)) // 4.16 DTKs have a small layer after the JSON
-	lim := DefaultLimits()
+	lim := imageread.DefaultLimits()
 	lim.MaxDTKLayers = 1
 	r, err := tw.inspector(Options{Limits: lim}).Inspect(context.Background(), p.Pullspec)
 	if err != nil {

@@ -2,12 +2,16 @@ package releaseinfo
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/registry"
 )
 
@@ -192,5 +196,44 @@ func TestWrongPullSecretIsAClearError(t *testing.T) {
 	_, err := in.Inspect(context.Background(), p.Pullspec)
 	if err == nil || !strings.Contains(err.Error(), "credentials for "+tw.srv.Host()+" were refused") || strings.Contains(err.Error(), "attempts") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// TestWaitersForASharedReadLeaveWithTheirContext: an inspection waiting
+// for another's read of a shared image stops waiting when its own context
+// ends, and makes no request of its own; the read goes on for the other.
+func TestWaitersForASharedReadLeaveWithTheirContext(t *testing.T) {
+	tw := newTestWorld(t)
+	p := tw.w.Release(eraReleases()[4])
+	dtk := p.DTK["driver-toolkit"].ForArch("amd64")
+	top := "GET /v2/" + dtk.Repo + "/blobs/" + dtk.Layers[len(dtk.Layers)-1].String()
+	arrived, release := make(chan struct{}, 4), make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	defer releaseOnce()
+	tw.srv.SetIntercept(func(_ http.ResponseWriter, r *http.Request) bool {
+		if r.Method+" "+r.URL.Path == top {
+			arrived <- struct{}{}
+			<-release
+		}
+		return false
+	})
+	in := tw.inspector(Options{})
+	first := make(chan error, 1)
+	go func() { _, err := in.readDTK(context.Background(), dtk.Pullspec); first <- err }()
+	poll.Receive(t, "the first read of the DTK's top layer", 0, arrived)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	waiter := make(chan error, 1)
+	go func() { _, err := in.readDTK(ctx, dtk.Pullspec); waiter <- err }()
+	if err := poll.Receive(t, "the waiter whose context ended to stop waiting", 0, waiter); !errors.Is(err, context.Canceled) {
+		t.Errorf("the waiter: %v", err)
+	}
+	releaseOnce()
+	if err := poll.Receive(t, "the first read to end", 0, first); err != nil {
+		t.Errorf("the first read: %v", err)
+	}
+	if n := tw.srv.Stats().ByPath[top]; n != 1 {
+		t.Errorf("the DTK's top layer was read %d times, want once", n)
 	}
 }

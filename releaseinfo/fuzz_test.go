@@ -1,15 +1,10 @@
 package releaseinfo
 
 import (
-	"archive/tar"
-	"bytes"
-	"io"
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
-
-	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/version"
 )
 
 func FuzzParseKernel(f *testing.F) {
@@ -44,7 +39,7 @@ func FuzzImageReferences(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !versionPattern.MatchString(c.version) || len(c.tags) == 0 {
+		if !version.Valid(c.version) || len(c.tags) == 0 {
 			t.Errorf("accepted version %q with %d tags", c.version, len(c.tags))
 		}
 		for name := range c.tags {
@@ -59,7 +54,7 @@ func FuzzReleaseMetadata(f *testing.F) {
 	f.Add([]byte(`{"kind":"cincinnati-metadata-v0","version":"4.16.15","previous":["4.16.14"],"metadata":{"url":"https://example.com"}}`))
 	f.Add([]byte(`{"kind":"cincinnati-metadata-v0","version":""}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if m, err := parseReleaseMetadata(data); err == nil && !versionPattern.MatchString(m.Version) {
+		if m, err := parseReleaseMetadata(data); err == nil && !version.Valid(m.Version) {
 			t.Errorf("accepted version %q", m.Version)
 		}
 	})
@@ -102,74 +97,6 @@ func FuzzOSLabelsAndMetaJSON(f *testing.F) {
 				if _, err := ParseKernel(rt.String()); err != nil {
 					t.Errorf("meta.json gave an invalid RT kernel %q", rt)
 				}
-			}
-		}
-	})
-}
-
-func FuzzExtractFiles(f *testing.F) {
-	refs := []byte(`{"kind":"ImageStream"}`)
-	f.Add(payloadtest.TarGz(payloadtest.TarEntry{Name: "release-manifests/", Type: tar.TypeDir}, payloadtest.File(imageReferencesPath, refs)))
-	f.Add(payloadtest.Tar([]payloadtest.TarEntry{{Name: imageReferencesPath, Type: tar.TypeSymlink, Linkname: "/etc/passwd"}}))
-	f.Add(payloadtest.TarGz(payloadtest.File("./"+imageReferencesPath, refs), payloadtest.File(imageReferencesPath, refs)))
-	f.Add([]byte{0x1f, 0x8b, 0, 0})
-	f.Add(zstdOf(payloadtest.Tar([]payloadtest.TarEntry{payloadtest.File(imageReferencesPath, refs)})))
-	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0x58})
-	lim := DefaultLimits()
-	lim.MaxDecompressedBytes, lim.MaxTarEntries = 1<<20, 1000
-	f.Fuzz(func(t *testing.T, layer []byte) {
-		files, err := extractFiles(bytes.NewReader(layer), map[string]int64{imageReferencesPath: 4096, releaseMetadataPath: 4096}, lim)
-		if err != nil {
-			return
-		}
-		for name, data := range files {
-			if name != imageReferencesPath && name != releaseMetadataPath {
-				t.Errorf("returned %q", name)
-			}
-			if len(data) > 4096 {
-				t.Errorf("%s: %d bytes over its limit", name, len(data))
-			}
-		}
-	})
-}
-
-func zstdOf(data []byte) []byte {
-	var buf bytes.Buffer
-	zw, _ := zstd.NewWriter(&buf)
-	_, _ = zw.Write(data)
-	_ = zw.Close()
-	return buf.Bytes()
-}
-
-// FuzzMergedLayers: any two layers, walked from the top as WalkImage walks
-// an image, visit each path under the prefix at most once, and only paths
-// under it.
-func FuzzMergedLayers(f *testing.F) {
-	const prefix = "opt/lib/modules/k/"
-	f.Add(payloadtest.Tar([]payloadtest.TarEntry{payloadtest.File(prefix+".wh.a.ko", nil), payloadtest.File(prefix+"b.ko", []byte("b"))}),
-		payloadtest.TarGz(payloadtest.File(prefix+"a.ko", []byte("a")), payloadtest.File(prefix+"b.ko", []byte("old b"))))
-	f.Add(payloadtest.Tar([]payloadtest.TarEntry{payloadtest.File(prefix+".wh..wh..opq", nil)}), payloadtest.Tar([]payloadtest.TarEntry{payloadtest.File(prefix+"a.ko", nil)}))
-	f.Add(payloadtest.Tar([]payloadtest.TarEntry{{Name: "opt/lib/modules/k", Type: tar.TypeSymlink, Linkname: "/"}}), zstdOf(payloadtest.Tar([]payloadtest.TarEntry{payloadtest.File(prefix+"a.ko", nil)})))
-	lim := DefaultLimits()
-	lim.MaxDecompressedBytes, lim.MaxTarEntries = 1<<20, 1000
-	f.Fuzz(func(t *testing.T, top, bottom []byte) {
-		v := newMergedView(prefix)
-		var out ImageWalk
-		seen := map[string]bool{}
-		for i, layer := range [][]byte{top, bottom} {
-			if v.prefixHidden() {
-				break
-			}
-			err := v.walkLayer(bytes.NewReader(layer), lim, 1-i, "", &out, nil, func(f ImageFile, content io.Reader) error {
-				if seen[f.Name] || !strings.HasPrefix(f.Name, prefix) {
-					t.Errorf("visited %q (seen before: %v)", f.Name, seen[f.Name])
-				}
-				seen[f.Name] = true
-				_, err := io.Copy(io.Discard, content)
-				return err
-			})
-			if err != nil {
-				return
 			}
 		}
 	})

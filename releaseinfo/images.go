@@ -4,12 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"regexp"
 	"slices"
 	"strings"
 
-	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/guard"
+	"github.com/dtkbot/dtkbot/imageread"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 )
 
 // Files read from component images.
@@ -36,62 +37,31 @@ type dtkReleaseJSON struct {
 	RHELVersion     string `json:"RHEL_VERSION"`
 }
 
-// imageConfig is the part of an image config we read.
-type imageConfig struct {
-	Architecture string `json:"architecture"`
-	Config       struct {
-		Labels map[string]string `json:"Labels"`
-	} `json:"config"`
-}
-
-func (in *Inspector) readConfig(ctx context.Context, r *resolved) (*imageConfig, error) {
-	info := r.manifest.ConfigInfo()
-	data, err := in.reg.ReadBlobBytes(ctx, r.img, info, in.opts.Limits.MaxConfigBytes)
-	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	var cfg imageConfig
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return nil, registry.Content(fmt.Errorf("parsing config %s: %w", info.Digest, err))
-	}
-	return &cfg, nil
-}
-
 // readDTK finds etc/driver-toolkit-release.json by walking the DTK's layers
 // from the top, reading only small layers; if it is not there, it falls back
 // to the DTK's kernel-version label.
 func (in *Inspector) readDTK(ctx context.Context, pullspec string) (dtkKernels, error) {
-	return cachedRead(in, "dtk "+pullspec, func() (dtkKernels, error) { return in.readDTKUncached(ctx, pullspec) })
+	return cachedRead(ctx, in, "dtk "+pullspec, func(ctx context.Context) (dtkKernels, error) { return in.readDTKUncached(ctx, pullspec) })
 }
 
 // cachedRead answers from the inspector's per-image memory, or reads and
 // remembers a success. Concurrent inspections of z-streams that share an
-// image wait for one read instead of making their own.
-func cachedRead[T any](in *Inspector, key string, read func() (T, error)) (T, error) {
-	c := &imageRead{done: make(chan struct{})}
-	if v, loaded := in.images.LoadOrStore(key, c); loaded {
-		prev := v.(*imageRead)
-		<-prev.done
-		if prev.err != nil {
-			var zero T
-			return zero, prev.err // forgotten: the next inspection reads again
+// image wait for one read instead of making their own; one whose context
+// ends stops waiting.
+func cachedRead[T any](ctx context.Context, in *Inspector, key string, read func(context.Context) (T, error)) (T, error) {
+	if v, ok := in.images.Load(key); ok {
+		return v.(T), nil
+	}
+	return guard.Share(ctx, &in.reading, key, func(ctx context.Context) (T, error) {
+		if v, ok := in.images.Load(key); ok {
+			return v.(T), nil // read by a call that ended as this one began
 		}
-		return prev.val.(T), nil
-	}
-	val, err := read()
-	c.val, c.err = val, err
-	if err != nil {
-		in.images.Delete(key)
-	}
-	close(c.done)
-	return val, err
-}
-
-// imageRead is one read of a DTK or OS image, done or under way.
-type imageRead struct {
-	done chan struct{}
-	val  any
-	err  error
+		val, err := read(ctx)
+		if err == nil {
+			in.images.Store(key, val) // a failure is forgotten: the next inspection reads again
+		}
+		return val, err
+	})
 }
 
 func (in *Inspector) readDTKUncached(ctx context.Context, pullspec string) (dtkKernels, error) {
@@ -104,11 +74,11 @@ func (in *Inspector) readDTKUncached(ctx context.Context, pullspec string) (dtkK
 // recipe writes them in the same last layer: no more bytes are read).
 func (in *Inspector) readDTKLayers(ctx context.Context, pullspec string, kernelFiles bool) (dtkKernels, map[string][]byte, error) {
 	var out dtkKernels
-	r, err := in.open(ctx, pullspec)
+	img, err := in.img.Open(ctx, pullspec)
 	if err != nil {
 		return out, nil, err
 	}
-	defer r.img.Close()
+	defer img.Close()
 	lim := in.opts.Limits
 	want := func(name string) (int64, bool) {
 		if name == dtkReleasePath {
@@ -122,19 +92,14 @@ func (in *Inspector) readDTKLayers(ctx context.Context, pullspec string, kernelF
 		return 0, false
 	}
 	collected := map[string][]byte{}
-	layers := r.manifest.LayerInfos()
+	layers := img.Layers()
 	for i, walked := len(layers)-1, 0; i >= 0 && walked < lim.MaxDTKLayers; i, walked = i-1, walked+1 {
-		layer := layers[i]
-		if layer.Size < 0 || layer.Size > lim.MaxDTKLayerBytes {
-			out.warnings = append(out.warnings, fmt.Sprintf("driver-toolkit layer %d (%s, %d bytes) is over the %d-byte limit for a metadata layer: not read", i, layer.Digest, layer.Size, lim.MaxDTKLayerBytes))
+		l := layers[i]
+		if l.Size < 0 || l.Size > lim.MaxDTKLayerBytes {
+			out.warnings = append(out.warnings, fmt.Sprintf("driver-toolkit layer %d (%s, %d bytes) is over the %d-byte limit for a metadata layer: not read", i, l.Digest, l.Size, lim.MaxDTKLayerBytes))
 			break
 		}
-		var files map[string][]byte
-		err := in.reg.ReadBlob(ctx, r.img, layer.BlobInfo, lim.MaxDTKLayerBytes, func(rd io.Reader) error {
-			var err error
-			files, err = extractMatching(rd, want, lim)
-			return err
-		})
+		files, err := in.img.Files(ctx, img, l, lim.MaxDTKLayerBytes, want)
 		if err != nil {
 			return out, nil, fmt.Errorf("reading layer %d: %w", i, err)
 		}
@@ -151,11 +116,11 @@ func (in *Inspector) readDTKLayers(ctx context.Context, pullspec string, kernelF
 	}
 	// Not in the small top layers (a squashed image?): the labels are all
 	// that is cheap. They come from build args that are often empty.
-	cfg, err := in.readConfig(ctx, r)
+	cfg, err := in.img.Config(ctx, img)
 	if err != nil {
 		return out, nil, err
 	}
-	if v := cfg.Config.Labels["kernel-version"]; v != "" {
+	if v := cfg.Labels()["kernel-version"]; v != "" {
 		if k, err := kernelFromLabel(v, cfg.Architecture); err == nil {
 			out.kernel, out.source = k, SourceDTKLabel
 		} else {
@@ -232,19 +197,19 @@ type osKernels struct {
 // images carry the kernel in a small last layer: that layer is then read
 // first, and the config only if the layer does not say.
 func (in *Inspector) readOS(ctx context.Context, pullspec string, metaEra bool) (osKernels, error) {
-	return cachedRead(in, "os "+pullspec, func() (osKernels, error) { return in.readOSUncached(ctx, pullspec, metaEra) })
+	return cachedRead(ctx, in, "os "+pullspec, func(ctx context.Context) (osKernels, error) { return in.readOSUncached(ctx, pullspec, metaEra) })
 }
 
 func (in *Inspector) readOSUncached(ctx context.Context, pullspec string, metaEra bool) (osKernels, error) {
 	var out osKernels
-	r, err := in.open(ctx, pullspec)
+	img, err := in.img.Open(ctx, pullspec)
 	if err != nil {
 		return out, err
 	}
-	defer r.img.Close()
+	defer img.Close()
 	if metaEra {
 		var meta osKernels
-		found, err := in.readMetaLayer(ctx, r, &meta, false)
+		found, err := in.readMetaLayer(ctx, img, &meta, false)
 		if err != nil {
 			return out, err
 		}
@@ -254,12 +219,12 @@ func (in *Inspector) readOSUncached(ctx context.Context, pullspec string, metaEr
 			return meta, nil
 		}
 	}
-	cfg, err := in.readConfig(ctx, r)
+	cfg, err := in.img.Config(ctx, img)
 	if err != nil {
 		return out, err
 	}
 	out.arch = cfg.Architecture
-	labels := cfg.Config.Labels
+	labels := cfg.Labels()
 	for _, l := range []struct{ label, source string }{
 		{"ostree.linux", SourceOSTreeLabel},
 		{"com.coreos.rpm.kernel", SourceRPMLabel},
@@ -286,7 +251,7 @@ func (in *Inspector) readOSUncached(ctx context.Context, pullspec string, metaEr
 		}
 	}
 	if out.kernel.IsZero() && labels["io.openshift.metalayer"] == "true" && !metaEra {
-		if _, err := in.readMetaLayer(ctx, r, &out, true); err != nil {
+		if _, err := in.readMetaLayer(ctx, img, &out, true); err != nil {
 			return out, err
 		}
 	}
@@ -300,9 +265,9 @@ func (in *Inspector) readOSUncached(ctx context.Context, pullspec string, metaEr
 // last layer, which 4.19+ RHCOS images keep small for exactly this. It
 // reports whether it found a kernel there; warn says whether to explain why
 // not (a guess of the era need not).
-func (in *Inspector) readMetaLayer(ctx context.Context, r *resolved, out *osKernels, warn bool) (bool, error) {
+func (in *Inspector) readMetaLayer(ctx context.Context, img *imageread.Image, out *osKernels, warn bool) (bool, error) {
 	lim := in.opts.Limits
-	layers := r.manifest.LayerInfos()
+	layers := img.Layers()
 	last := layers[len(layers)-1]
 	note := func(format string, args ...any) {
 		if warn {
@@ -313,12 +278,7 @@ func (in *Inspector) readMetaLayer(ctx context.Context, r *resolved, out *osKern
 		note("OS metadata layer %s is %d bytes, over the %d-byte limit: not read", last.Digest, last.Size, lim.MaxMetaLayerBytes)
 		return false, nil
 	}
-	var files map[string][]byte
-	err := in.reg.ReadBlob(ctx, r.img, last.BlobInfo, lim.MaxMetaLayerBytes, func(rd io.Reader) error {
-		var err error
-		files, err = extractFiles(rd, map[string]int64{metaJSONPath: lim.MaxMetaJSONBytes}, lim)
-		return err
-	})
+	files, err := in.img.Files(ctx, img, last, lim.MaxMetaLayerBytes, layer.Named(map[string]int64{metaJSONPath: lim.MaxMetaJSONBytes}))
 	if err != nil {
 		return false, fmt.Errorf("reading metadata layer: %w", err)
 	}
@@ -514,72 +474,6 @@ func (in *Inspector) ReadDTKFiles(ctx context.Context, pullspec string) (DTKFile
 			k.Vermagic = data
 		}
 		out.Kernels[kernel] = k
-	}
-	return out, nil
-}
-
-// Modules is what a kmod image (a driver container) carries.
-type Modules struct {
-	// Paths are the kernel modules (.ko, compressed or not) found in the
-	// layers walked, at most 1000.
-	Paths  []string
-	Labels map[string]string
-	// Walked is how many layers were read.
-	Walked int
-}
-
-// isModule says whether a file name is a kernel module.
-func isModule(name string) bool {
-	for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
-		if strings.HasSuffix(name, ext) {
-			return true
-		}
-	}
-	return false
-}
-
-// ReadModules lists the kernel modules of a kmod image (resolved for the
-// inspector's arch), walking its layers from the top, digests verified,
-// until one holds a module under wantPrefix (such as
-// opt/lib/modules/5.14.0-427.37.1.el9_4.x86_64/): a driver container's
-// modules are copied in by its last steps, its base layers are never read
-// if they need not be. At most Limits.MaxKmodLayers layers are read, each
-// no larger than MaxKmodLayerBytes.
-func (in *Inspector) ReadModules(ctx context.Context, pullspec, wantPrefix string) (Modules, error) {
-	out := Modules{}
-	r, err := in.open(ctx, pullspec)
-	if err != nil {
-		return out, fmt.Errorf("kmod image %s: %w", pullspec, err)
-	}
-	defer r.img.Close()
-	cfg, err := in.readConfig(ctx, r)
-	if err != nil {
-		return out, fmt.Errorf("kmod image %s: %w", pullspec, err)
-	}
-	out.Labels = cfg.Config.Labels
-	lim := in.opts.Limits
-	layers := r.manifest.LayerInfos()
-	for i := len(layers) - 1; i >= 0 && out.Walked < lim.MaxKmodLayers; i-- {
-		layer := layers[i]
-		if layer.Size < 0 || layer.Size > lim.MaxKmodLayerBytes {
-			return out, registry.Content(fmt.Errorf("kmod image %s: layer %d (%s) is %d bytes, over the %d-byte limit", pullspec, i, layer.Digest, layer.Size, lim.MaxKmodLayerBytes))
-		}
-		out.Walked++
-		var found []string
-		err := in.reg.ReadBlob(ctx, r.img, layer.BlobInfo, lim.MaxKmodLayerBytes, func(rd io.Reader) error {
-			var err error
-			found, err = listFiles(rd, isModule, 1000-len(out.Paths), lim)
-			return err
-		})
-		if err != nil {
-			return out, fmt.Errorf("kmod image %s: layer %d: %w", pullspec, i, err)
-		}
-		out.Paths = append(out.Paths, found...)
-		for _, p := range found {
-			if strings.HasPrefix(p, wantPrefix) {
-				return out, nil
-			}
-		}
 	}
 	return out, nil
 }

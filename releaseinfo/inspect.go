@@ -1,20 +1,22 @@
 // Package releaseinfo answers "which kernels does this OpenShift release
 // ship?" from a release payload pullspec, with a few small registry reads:
-// the release image's manifest and last layer (verified at EOF), and for each
-// OS stream the manifests, configs and the small top layers of its RHCOS and
-// Driver Toolkit images. It re-implements the part of `oc adm release info`
-// that dtkbot needs on containers/image.
+// the release image's manifest and last layer, and for each OS stream the
+// manifests, configs and the small top layers of its RHCOS and Driver
+// Toolkit images. It re-implements the part of `oc adm release info` that
+// dtkbot needs. It reads what a DTK image declares, too: its kernel
+// (ReadDTK) and the files of that kernel dtkbot's DTK recipe adds
+// (ReadDTKFiles), from the same small top layers.
 //
-// It never downloads an OS content layer or a DTK base layer, never trusts a
-// byte before its digest is verified, and never takes a label for a kernel
-// without checking its shape.
+// Images are read through package imageread (digests verified at EOF,
+// every read bounded). releaseinfo never downloads an OS content layer or
+// a DTK base layer, never trusts a byte before its digest is verified, and
+// never takes a label for a kernel without checking its shape.
 package releaseinfo
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,51 +24,12 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
-	"go.podman.io/image/v5/manifest"
-	"go.podman.io/image/v5/types"
 
 	"github.com/dtkbot/dtkbot/guard"
+	"github.com/dtkbot/dtkbot/imageread"
+	"github.com/dtkbot/dtkbot/imageread/layer"
 	"github.com/dtkbot/dtkbot/registry"
 )
-
-// Limits bound everything read from a registry. The defaults are generous
-// for real payloads and small enough that a hostile one cannot exhaust memory.
-type Limits struct {
-	MaxConfigBytes          int64 // an image config
-	MaxReleaseLayerBytes    int64 // the release image's last layer, compressed
-	MaxDecompressedBytes    int64 // what one layer may inflate to before we stop
-	MaxTarEntries           int   // entries walked in one layer
-	MaxImageReferencesBytes int64 // release-manifests/image-references
-	MaxReleaseMetadataBytes int64 // release-manifests/release-metadata
-	MaxDTKLayers            int   // DTK layers walked from the top
-	MaxDTKLayerBytes        int64 // a DTK layer larger than this is never read
-	MaxDTKJSONBytes         int64 // etc/driver-toolkit-release.json
-	MaxMetaLayerBytes       int64 // the RHCOS metadata layer (4.19+)
-	MaxMetaJSONBytes        int64 // usr/share/openshift/base/meta.json
-	MaxKmodLayers           int   // kmod image layers walked from the top; an image with more is not checked
-	MaxKmodLayerBytes       int64 // a kmod image layer larger than this is never read
-	MaxKernelFileBytes      int64 // a DTK's etc/driver-toolkit/<kernel>/ file (Module.symvers, modules.dep, ...)
-}
-
-// DefaultLimits are the limits used when Options.Limits is zero.
-func DefaultLimits() Limits {
-	return Limits{
-		MaxConfigBytes:          4 << 20,
-		MaxReleaseLayerBytes:    64 << 20,
-		MaxDecompressedBytes:    256 << 20,
-		MaxTarEntries:           20000,
-		MaxImageReferencesBytes: 8 << 20,
-		MaxReleaseMetadataBytes: 1 << 20,
-		MaxDTKLayers:            3,
-		MaxDTKLayerBytes:        32 << 20,
-		MaxDTKJSONBytes:         64 << 10,
-		MaxMetaLayerBytes:       32 << 20,
-		MaxMetaJSONBytes:        16 << 20,
-		MaxKmodLayers:           32,
-		MaxKmodLayerBytes:       256 << 20,
-		MaxKernelFileBytes:      16 << 20,
-	}
-}
 
 // Cache remembers reports by payload digest and arch. Implementations must
 // be safe for concurrent use. The state store implements it persistently.
@@ -105,8 +68,9 @@ func CacheKey(d digest.Digest, arch string) string { return d.String() + "/" + a
 type Options struct {
 	// Arch is the architecture to read, as the update graph names it
 	// (amd64, arm64, s390x, ppc64le); it picks the instance of a manifest list.
-	Arch   string
-	Limits Limits
+	Arch string
+	// Limits bound every read (imageread.DefaultLimits when zero).
+	Limits imageread.Limits
 	// Cache, if set, answers repeated inspections of a digest with no request.
 	Cache Cache
 	// Concurrency bounds the releases InspectAll reads at once. Default 4.
@@ -116,11 +80,14 @@ type Options struct {
 // Inspector reads release payloads.
 type Inspector struct {
 	reg  *registry.Client
+	img  *imageread.Reader
 	opts Options
 	// images remembers what each DTK and OS image (pinned by digest) said:
 	// z-streams that share an RHCOS build share these images, so a backfill
-	// reads each of them once.
-	images sync.Map
+	// reads each of them once, even when they are inspected at once
+	// (reading shares one read of an image under way).
+	images  sync.Map
+	reading guard.Flight
 }
 
 // New returns an Inspector reading through reg.
@@ -128,13 +95,13 @@ func New(reg *registry.Client, opts Options) *Inspector {
 	if opts.Arch == "" {
 		opts.Arch = "amd64"
 	}
-	if opts.Limits == (Limits{}) {
-		opts.Limits = DefaultLimits()
+	if opts.Limits == (imageread.Limits{}) {
+		opts.Limits = imageread.DefaultLimits()
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 4
 	}
-	return &Inspector{reg: reg, opts: opts}
+	return &Inspector{reg: reg, img: imageread.New(reg, opts.Arch, opts.Limits), opts: opts}
 }
 
 // Result is one release of InspectAll.
@@ -229,96 +196,24 @@ type PayloadError struct {
 func (e *PayloadError) Error() string { return fmt.Sprintf("release %s: %v", e.Pullspec, e.Err) }
 func (e *PayloadError) Unwrap() error { return e.Err }
 
-// resolved is one image narrowed to the wanted architecture.
-type resolved struct {
-	img      *registry.Image
-	manifest manifest.Manifest
-	instance digest.Digest // set when img is a manifest list
-	arch     string        // set when chosen from a manifest list
-}
-
-// resolve picks the instance for the wanted arch from a manifest list, or
-// parses a single manifest as it is.
-func (in *Inspector) resolve(ctx context.Context, img *registry.Image) (*resolved, error) {
-	blob, mt := img.Manifest, img.MIMEType
-	out := &resolved{img: img}
-	if manifest.MIMETypeIsMultiImage(mt) {
-		list, err := manifest.ListFromBlob(blob, mt)
-		if err != nil {
-			return nil, registry.Content(fmt.Errorf("parsing manifest list: %w", err))
-		}
-		inst, err := list.ChooseInstance(&types.SystemContext{ArchitectureChoice: in.opts.Arch, OSChoice: "linux"})
-		if err != nil {
-			return nil, registry.Content(fmt.Errorf("manifest list has no linux/%s image: %w", in.opts.Arch, err))
-		}
-		blob, mt, err = in.reg.Instance(ctx, img, inst)
-		if err != nil {
-			return nil, err
-		}
-		if manifest.MIMETypeIsMultiImage(mt) {
-			return nil, registry.Content(fmt.Errorf("manifest %s is a list inside a list", inst))
-		}
-		out.instance, out.arch = inst, in.opts.Arch
-	}
-	m, err := manifest.FromBlob(blob, mt)
-	if err != nil {
-		return nil, registry.Content(fmt.Errorf("parsing manifest: %w", err))
-	}
-	if len(m.LayerInfos()) == 0 {
-		return nil, registry.Content(fmt.Errorf("image has no layers"))
-	}
-	out.manifest = m
-	return out, nil
-}
-
-// Instance is the image pullspec (by digest) is for the inspector's arch:
-// pullspec's own digest when it is one image (list false), or the digest
-// of its linux/<arch> instance when it is a manifest list (list true). A
-// list without that instance, one inside a list, or a manifest that does
-// not parse is a content error (registry.IsContent): what is behind a
-// digest cannot change.
+// Instance is the image pullspec (by digest) is for the inspector's arch,
+// as imageread.Reader.Instance says.
 func (in *Inspector) Instance(ctx context.Context, pullspec string) (d digest.Digest, list bool, err error) {
-	r, err := in.open(ctx, pullspec)
-	if err != nil {
-		return "", false, err
-	}
-	defer r.img.Close()
-	if r.instance != "" {
-		return r.instance, true, nil
-	}
-	return r.img.Digest, false, nil
-}
-
-func (in *Inspector) open(ctx context.Context, pullspec string) (*resolved, error) {
-	img, err := in.reg.Open(ctx, pullspec)
-	if err != nil {
-		return nil, err
-	}
-	r, err := in.resolve(ctx, img)
-	if err != nil {
-		img.Close()
-		return nil, fmt.Errorf("image %s: %w", pullspec, err)
-	}
-	return r, nil
+	return in.img.Instance(ctx, pullspec)
 }
 
 func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*Report, error) {
-	rel, err := in.resolve(ctx, img)
+	rel, err := in.img.Resolve(ctx, img)
 	if err != nil {
 		return nil, err
 	}
-	layers := rel.manifest.LayerInfos()
+	layers := rel.Layers()
 	last := layers[len(layers)-1]
 	lim := in.opts.Limits
-	var files map[string][]byte
-	err = in.reg.ReadBlob(ctx, img, last.BlobInfo, lim.MaxReleaseLayerBytes, func(r io.Reader) error {
-		var err error
-		files, err = extractFiles(r, map[string]int64{
-			imageReferencesPath: lim.MaxImageReferencesBytes,
-			releaseMetadataPath: lim.MaxReleaseMetadataBytes,
-		}, lim)
-		return err
-	})
+	files, err := in.img.Files(ctx, rel, last, lim.MaxReleaseLayerBytes, layer.Named(map[string]int64{
+		imageReferencesPath: lim.MaxImageReferencesBytes,
+		releaseMetadataPath: lim.MaxReleaseMetadataBytes,
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("reading last layer: %w", err)
 	}
@@ -334,8 +229,8 @@ func (in *Inspector) inspectRelease(ctx context.Context, img *registry.Image) (*
 		Release:        comps.version,
 		Pullspec:       img.Ref,
 		Digest:         img.Digest.String(),
-		InstanceDigest: rel.instance.String(),
-		Arch:           rel.arch,
+		InstanceDigest: rel.Instance.String(),
+		Arch:           rel.Arch,
 		RHCOSVersions:  []string{},
 		Streams:        []Stream{},
 		Warnings:       comps.warnings,
@@ -434,27 +329,48 @@ var (
 
 // inspectStream reads the kernel of one stream from its DTK and OS images.
 func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec streamSpec) (Stream, string, error) {
+	s, err := streamImages(comps, spec)
+	if err != nil {
+		return s, "", err
+	}
+	dtk, osk, err := in.readStreamImages(ctx, s)
+	if err != nil {
+		return s, "", err
+	}
+	s.Warnings = append(s.Warnings, dtk.warnings...)
+	s.Warnings = append(s.Warnings, osk.warnings...)
+	kernel := s.setKernels(spec, dtk, osk)
+	s.setStream(spec, comps, dtk, kernel)
+	return s, osk.arch, nil
+}
+
+// streamImages is a stream as its payload names it: its OS and DTK
+// images, and the RHCOS build of its OS image.
+func streamImages(comps *components, spec streamSpec) (Stream, error) {
 	s := Stream{OSTag: spec.osTag, DTKTag: spec.dtkTag, KernelSource: SourceUnknown}
-	warn := func(format string, args ...any) { s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...)) }
 	var err error
 	if s.OSImage, err = comps.image(spec.osTag); err != nil {
-		return s, "", err
+		return s, err
 	}
 	if id := comps.buildVersions(spec.osTag)["machine-os"]; id != "" {
 		if _, ok := rhelOfRHCOS(id); ok {
 			s.RHCOSVersion = id
 		} else {
-			warn("machine-os annotation %q is not an RHCOS build id", id)
+			s.Warnings = append(s.Warnings, fmt.Sprintf("machine-os annotation %q is not an RHCOS build id", id))
 		}
 	}
-
 	if spec.dtkTag != "" {
 		if s.DTKImage, err = comps.image(spec.dtkTag); err != nil {
-			return s, "", err
+			return s, err
 		}
 	}
-	// The DTK and OS images are read at the same time: each call still
-	// takes its slot under the registry client's one bound.
+	return s, nil
+}
+
+// readStreamImages reads what the stream's DTK (if any) and OS images say
+// of their kernels, both at the same time: each call still takes its slot
+// under the registry client's one bound.
+func (in *Inspector) readStreamImages(ctx context.Context, s Stream) (dtkKernels, osKernels, error) {
 	var dtk dtkKernels
 	var osk osKernels
 	var dtkErr, osErr error
@@ -465,19 +381,23 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 	guard.Go(&wg, func() { osk, osErr = in.readOS(ctx, s.OSImage, rhcosNewID.MatchString(s.RHCOSVersion)) }, func(err error) { osErr = err })
 	wg.Wait()
 	if dtkErr != nil {
-		return s, "", fmt.Errorf("driver-toolkit %s: %w", s.DTKImage, dtkErr)
+		return dtk, osk, fmt.Errorf("driver-toolkit %s: %w", s.DTKImage, dtkErr)
 	}
 	if osErr != nil {
-		return s, "", fmt.Errorf("OS image %s: %w", s.OSImage, osErr)
+		return dtk, osk, fmt.Errorf("OS image %s: %w", s.OSImage, osErr)
 	}
-	s.Warnings = append(s.Warnings, dtk.warnings...)
-	s.Warnings = append(s.Warnings, osk.warnings...)
+	return dtk, osk, nil
+}
+
+// setKernels decides the stream's kernel and RT kernel from what its DTK
+// and OS images say, cross-checking them, and returns the kernel. The
+// nodes run the OS image's kernel: it is the kernel of the stream, the
+// DTK's only where the OS image does not say.
+func (s *Stream) setKernels(spec streamSpec, dtk dtkKernels, osk osKernels) Kernel {
+	warn := func(format string, args ...any) { s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...)) }
 	if !dtk.kernel.IsZero() {
 		s.DTKKernel, s.DTKKernelSource = dtk.kernel.String(), dtk.source
 	}
-
-	// The nodes run the OS image's kernel: it is the kernel of the stream,
-	// the DTK's only where the OS image does not say.
 	kernel, rt := osk.kernel, dtk.rt
 	switch {
 	case !osk.kernel.IsZero():
@@ -511,7 +431,14 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 	if !rt.IsZero() {
 		s.RTKernel, s.RTKernelFull = rt.VR(), rt.String()
 	}
+	return kernel
+}
 
+// setStream names the stream's RHEL version and stream (rhel-9, ...):
+// the DTK's RHEL version, else its RHCOS build's, else its kernel's; the
+// stream from the OS tag, its stream class, the RHEL version or the
+// kernel, checked against the kernel's.
+func (s *Stream) setStream(spec streamSpec, comps *components, dtk dtkKernels, kernel Kernel) {
 	rhelFromID, _ := rhelOfRHCOS(s.RHCOSVersion)
 	switch {
 	case dtk.rhel != "":
@@ -533,8 +460,7 @@ func (in *Inspector) inspectStream(ctx context.Context, comps *components, spec 
 		s.Stream = kernel.Stream()
 	}
 	if ks := kernel.Stream(); ks != "" && s.Stream != "" && ks != s.Stream {
-		warn("kernel %s belongs to %s, not to stream %s", kernel, ks, s.Stream)
+		s.Warnings = append(s.Warnings, fmt.Sprintf("kernel %s belongs to %s, not to stream %s", kernel, ks, s.Stream))
 		s.Consistent = false
 	}
-	return s, osk.arch, nil
 }

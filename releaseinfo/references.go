@@ -10,6 +10,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/dtkbot/dtkbot/registry"
+	"github.com/dtkbot/dtkbot/version"
 )
 
 // Paths inside the release image's last layer, as `oc adm release new` writes them.
@@ -46,8 +47,6 @@ type releaseMetadata struct {
 	Previous []string `json:"previous"`
 }
 
-var versionPattern = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
-
 // components is image-references reduced to what we use: component name ->
 // its tag, validated.
 type components struct {
@@ -68,7 +67,7 @@ func parseImageReferences(data []byte) (*components, error) {
 	if is.Kind != "ImageStream" || !strings.HasPrefix(is.APIVersion, "image.openshift.io/") {
 		return nil, fmt.Errorf("parsing %s: kind %q apiVersion %q, want an image.openshift.io ImageStream", imageReferencesPath, is.Kind, is.APIVersion)
 	}
-	if !versionPattern.MatchString(is.Metadata.Name) {
+	if !version.Valid(is.Metadata.Name) {
 		return nil, fmt.Errorf("parsing %s: metadata.name %q is not a release version", imageReferencesPath, is.Metadata.Name)
 	}
 	if len(is.Spec.Tags) == 0 {
@@ -139,7 +138,7 @@ func parseReleaseMetadata(data []byte) (*releaseMetadata, error) {
 	if m.Kind != "cincinnati-metadata-v0" {
 		return nil, fmt.Errorf("parsing %s: kind %q, want cincinnati-metadata-v0", releaseMetadataPath, m.Kind)
 	}
-	if !versionPattern.MatchString(m.Version) {
+	if !version.Valid(m.Version) {
 		return nil, fmt.Errorf("parsing %s: version %q is not a release version", releaseMetadataPath, m.Version)
 	}
 	return &m, nil

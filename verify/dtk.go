@@ -1,9 +1,11 @@
 // Package verify judges a built image, read by digest from the registry,
 // before anything a consumer reads is pointed at it: a DTK must carry the
 // kernel it was built for (DTK), a consumer's kmod image must hold modules
-// for that kernel (Kmod). An error wrapping ErrRejected is a verdict on the
-// image's content, which cannot change behind its digest; any other error
-// means it could not be read (try again later).
+// that load on that kernel (Kmod: package imageread reads the image,
+// package kmod judges its modules; `dtkbot kmod check` runs the same
+// check). An error wrapping ErrRejected is a verdict on the image's
+// content, which cannot change behind its digest; any other error means it
+// could not be read (try again later).
 //
 // It never writes to a registry and never builds.
 package verify
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 )
@@ -44,7 +47,7 @@ func Rejects(err error) bool { return errors.Is(err, ErrRejected) || registry.Is
 // wanted kernel for the wanted arch.
 type DTK struct {
 	Registry *registry.Client
-	Limits   releaseinfo.Limits
+	Limits   imageread.Limits
 }
 
 // Verify returns nil when image carries kernel (VERSION-RELEASE) for arch,

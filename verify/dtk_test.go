@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
 func TestVerify(t *testing.T) {
@@ -25,7 +25,7 @@ func TestVerify(t *testing.T) {
 		w.PushImage("acme/dtk", tag, payloadtest.Image{Layers: layers})
 		return srv.Host() + "/acme/dtk:" + tag
 	}
-	v := &DTK{Registry: testClient(), Limits: releaseinfo.DefaultLimits()}
+	v := &DTK{Registry: testClient(), Limits: imageread.DefaultLimits()}
 	good := push("good", "5.14.0-427.37.1.el9_4.x86_64")
 	if err := v.Verify(context.Background(), good, "5.14.0-427.37.1.el9_4", "amd64"); err != nil {
 		t.Errorf("good image: %v", err)

@@ -6,11 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
 const kmodKernel = "5.14.0-427.37.1.el9_4.x86_64"
@@ -43,7 +43,7 @@ func TestVerifyKmod(t *testing.T) {
 	w.PushImage("acme/dtk", "dtk", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.TarGz(dtkFiles...)}})
 	dtkDigest, _ := srv.TagDigest("acme/dtk", "dtk")
 	dtk := srv.Host() + "/acme/dtk@" + dtkDigest.String()
-	v := &Kmod{Registry: testClient(), Limits: releaseinfo.DefaultLimits()}
+	v := &Kmod{Registry: testClient(), Limits: imageread.DefaultLimits()}
 	const path = "opt/lib/modules/" + kmodKernel + "/"
 	check := func(v *Kmod, image, label string) error {
 		_, err := v.VerifyKmod(context.Background(), KmodCheck{Image: image, Arch: "amd64", KernelFull: kmodKernel, ModulePath: path, Label: label, DTK: dtk})
@@ -96,7 +96,7 @@ func TestVerifyKmod(t *testing.T) {
 	}
 	// A layer over the limit is never read.
 	small := v.Limits
-	small.MaxKmodLayerBytes = 1 << 20
+	small.MaxWalkLayerBytes = 1 << 20
 	big := &Kmod{Registry: v.Registry, Limits: small}
 	w.PushImage("acme/kmod", "big", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.NoiseLayer("big", 2<<20)}})
 	before = srv.Stats()
@@ -130,6 +130,67 @@ func TestModulePath(t *testing.T) {
 	for _, bad := range []string{"/opt/lib/modules/{{.KernelFull}}/", "opt/lib/modules/", "opt/{{.KernelFull}}/../../etc/", "opt/{{.Kernal}}/", "opt/{{.KernelFull"} {
 		if _, err := ModulePath(bad, "5.14.0-427.37.1.el9_4", kmodKernel); err == nil {
 			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+// TestOneCheckForThePassAndTheCLI: what the pass decides (VerifyKmod) and
+// what `dtkbot kmod check` prints (Check's report) are one verdict: the
+// report accepts exactly the images the pass accepts, for every kind of
+// image and DTK; a DTK that lacks any of the kernel's files rejects the
+// image unless verify.abi is false, saying which.
+func TestOneCheckForThePassAndTheCLI(t *testing.T) {
+	srv := registrytest.New().Server()
+	defer srv.Close()
+	w := payloadtest.New(srv.Registry, srv.Host())
+	const path = "opt/lib/modules/" + kmodKernel + "/"
+	mods := kmodtest.Modules(kmodtest.FlavourCloud, kmodKernel)
+	rtMods := kmodtest.Modules(kmodtest.FlavourRT, kmodKernel)
+	push := func(tag string, entries ...payloadtest.TarEntry) string {
+		w.PushImage("acme/kmod", tag, payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.TarGz(append(entries, payloadtest.File("usr/bin/cp", []byte("cp")))...)}})
+		return srv.Host() + "/acme/kmod:" + tag
+	}
+	images := map[string]string{
+		"good":      push("good", payloadtest.File(path+"dtkbot_hello.ko", mods["dtkbot_hello.ko"]), payloadtest.File(path+"dtkbot_user.ko", mods["dtkbot_user.ko"])),
+		"kernel-rt": push("rt", payloadtest.File(path+"dtkbot_hello.ko", rtMods["dtkbot_hello.ko"])),
+		"empty":     push("empty"),
+		"elsewhere": push("elsewhere", payloadtest.File("lib/modules/x/dtkbot_hello.ko", mods["dtkbot_hello.ko"])),
+		"garbage":   push("garbage", payloadtest.File(path+"acme.ko", []byte("\x7fELF"))),
+	}
+	release := payloadtest.File("etc/driver-toolkit-release.json", []byte(`{"KERNEL_VERSION":"`+kmodKernel+`"}`))
+	files := citest.DTKKernelFiles(kmodKernel, "", false)
+	var symversOnly []payloadtest.TarEntry
+	for _, f := range files {
+		if strings.HasSuffix(f.Name, "/Module.symvers") || strings.HasSuffix(f.Name, "/vermagic") {
+			symversOnly = append(symversOnly, f)
+		}
+	}
+	dtks := map[string][]payloadtest.TarEntry{"whole": append([]payloadtest.TarEntry{release}, files...), "symvers only": append([]payloadtest.TarEntry{release}, symversOnly...), "bare": {release}}
+	v := &Kmod{Registry: testClient(), Limits: imageread.DefaultLimits()}
+	for dtkName, entries := range dtks {
+		p := w.PushImage("acme/dtk", "", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.TarGz(entries...)}})
+		for name, image := range images {
+			for _, skipABI := range []bool{false, true} {
+				c := KmodCheck{Image: image, Arch: "amd64", KernelFull: kmodKernel, ModulePath: path, DTK: p.Pullspec, SkipABI: skipABI}
+				o, err := v.Check(context.Background(), c)
+				if err != nil {
+					t.Fatalf("%s on DTK %s: %v", name, dtkName, err)
+				}
+				_, verr := v.VerifyKmod(context.Background(), c)
+				if verr != nil && !errors.Is(verr, ErrRejected) {
+					t.Fatalf("%s on DTK %s: %v", name, dtkName, verr)
+				}
+				if o.Report.Accepted != (verr == nil) {
+					t.Errorf("%s on DTK %s (skip ABI %v): the report says accepted %v (%s), the pass %v", name, dtkName, skipABI, o.Report.Accepted, o.Report.Reason, verr)
+				}
+				wantAccepted := name == "good" && (dtkName == "whole" || skipABI)
+				if o.Report.Accepted != wantAccepted {
+					t.Errorf("%s on DTK %s (skip ABI %v): accepted %v (%s)", name, dtkName, skipABI, o.Report.Accepted, o.Report.Reason)
+				}
+				if name == "good" && dtkName == "symvers only" && !skipABI && !strings.Contains(verr.Error(), "has no etc/driver-toolkit/"+kmodKernel+"/modules.dep") {
+					t.Errorf("a DTK without modules.dep: %v", verr)
+				}
+			}
 		}
 	}
 }

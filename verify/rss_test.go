@@ -18,13 +18,13 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/kmodtest"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 )
 
 // rssChildEnv, when set, makes the test binary the child of
@@ -60,7 +60,7 @@ func BenchmarkVerifyPeakRSS(b *testing.B) {
 	dtkDigest, _ := srv.TagDigest("acme/dtk", "dtk")
 
 	entries, total := modules300MB(b)
-	// Two layers of modules: a layer is at most 256 MiB (releaseinfo.Limits).
+	// Two layers of modules: a layer is at most 256 MiB (imageread.Limits).
 	w.PushImage("acme/kmod", "big", payloadtest.Image{OCI: true, Layers: [][]byte{
 		payloadtest.NoiseLayer("ubi-minimal", 4<<20), payloadtest.TarGz(entries[:6]...), payloadtest.TarGz(entries[6:]...)}})
 	job := rssJob{DTK: srv.Host() + "/acme/dtk@" + dtkDigest.String(), Concurrency: 16}
@@ -207,7 +207,7 @@ func TestPeakRSSChild(t *testing.T) {
 	}
 	f := false
 	reg := registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 5 * time.Minute, Concurrency: job.Concurrency})
-	v := &Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits()}
+	v := &Kmod{Registry: reg, Limits: imageread.DefaultLimits()}
 	if job.Budget >= 0 {
 		v.Read.Budget = kmod.NewBudget(job.Budget)
 	}

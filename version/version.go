@@ -1,16 +1,18 @@
-// Package version orders and classifies OpenShift release versions: GA
-// releases (4.16.15), candidates (4.17.0-ec.3, 4.17.0-fc.1, 4.17.0-rc.10),
-// nightlies and CI builds (4.17.0-0.nightly-2024-06-01-123456). Versions are
-// semantic versions, compared with github.com/blang/semver (numeric
-// pre-release identifiers numerically: rc.9 before rc.10; a nightly, whose
-// pre-release starts with 0, before ec, ec before fc, fc before rc, rc
-// before the release), so every sort, every "newest" and every floating tag
-// agrees.
+// Package version checks the shape of, orders and classifies OpenShift
+// release versions: GA releases (4.16.15), candidates (4.17.0-ec.3,
+// 4.17.0-fc.1, 4.17.0-rc.10), nightlies and CI builds
+// (4.17.0-0.nightly-2024-06-01-123456). Versions are semantic versions,
+// compared with github.com/blang/semver (numeric pre-release identifiers
+// numerically: rc.9 before rc.10; a nightly, whose pre-release starts with
+// 0, before ec, ec before fc, fc before rc, rc before the release), so
+// every sort, every "newest" and every floating tag agrees. It orders
+// kernel versions as rpm does, too (CompareKernel).
 //
 // It never reads the network or a clock.
 package version
 
 import (
+	"regexp"
 	"strings"
 	"sync"
 
@@ -110,6 +112,17 @@ func Kind(v string) string {
 	}
 	return KindOther
 }
+
+// releasePattern is the shape of a release version: MAJOR.MINOR.PATCH with
+// an optional pre-release and build, semver's characters only.
+var releasePattern = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
+
+// Valid reports whether v has the shape of a release version as a
+// payload's image-references and release-metadata, the update graph and
+// release-controllers name one (4.16.15, 4.17.0-rc.1,
+// 4.17.0-0.nightly-2024-06-01-123456): what is read from outside is
+// checked against it before it names anything.
+func Valid(v string) bool { return releasePattern.MatchString(v) }
 
 // IsGA reports whether v is a GA release.
 func IsGA(v string) bool { return Kind(v) == KindGA }

@@ -77,3 +77,19 @@ func TestKindAndMinor(t *testing.T) {
 		t.Error("IsGA")
 	}
 }
+
+// TestValid: the shape every release version read from outside must have
+// (a payload's image-references and release-metadata, the update graph,
+// release-controllers' tags) before it names anything.
+func TestValid(t *testing.T) {
+	for _, v := range []string{"4.16.15", "4.17.0-rc.1", "4.17.0-0.nightly-2024-06-01-123456", "4.16.0-0.ci-2024-05-30-101010", "4.16.15+build.1", "10.0.0"} {
+		if !Valid(v) {
+			t.Errorf("%q: not valid", v)
+		}
+	}
+	for _, v := range []string{"", "4.16", "v4.16.15", "4.16.15 ", "4.16.15-", "4.16.15-rc/1", "../4.16.15", "4.16.15\n", "4.16.x"} {
+		if Valid(v) {
+			t.Errorf("%q: valid", v)
+		}
+	}
+}

@@ -14,10 +14,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/dtkbot/dtkbot/version"
 )
 
 // Node is one release of the graph.
@@ -143,8 +144,6 @@ type graphError struct {
 	Value string `json:"value"`
 }
 
-var versionPattern = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$`)
-
 // Fetch reads channel for arch, conditionally on prev.
 func (c *GraphClient) Fetch(ctx context.Context, channel, arch string, prev GraphState) (FetchResult, error) {
 	where := fmt.Sprintf("update graph %s (channel %s, arch %s)", c.URL, channel, arch)
@@ -249,7 +248,7 @@ func (g *Graph) Usable() (nodes []Node, skipped []string) {
 			skipped = append(skipped, fmt.Sprintf("node %d (%s): %v", i, gn.Version, err))
 			continue
 		}
-		if !versionPattern.MatchString(n.Version) {
+		if !version.Valid(n.Version) {
 			skipped = append(skipped, fmt.Sprintf("node %d: version %q is not a release version", i, n.Version))
 			continue
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+
+	"github.com/dtkbot/dtkbot/version"
 )
 
 // Release-controller phases (openshift/release-controller
@@ -123,7 +125,7 @@ func ParseStreamTags(body []byte, stream string) ([]StreamTag, []string, error) 
 	var skipped []string
 	for i, tag := range t.Tags {
 		switch {
-		case !versionPattern.MatchString(tag.Name):
+		case !version.Valid(tag.Name):
 			skipped = append(skipped, fmt.Sprintf("stream %s tag %d: %q is not a release version", stream, i, tag.Name))
 			continue
 		case !slices.Contains(knownPhases, tag.Phase):

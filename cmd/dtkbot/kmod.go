@@ -13,9 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/releaseinfo"
+	"github.com/dtkbot/dtkbot/verify"
 )
 
 // Exit codes of `dtkbot kmod check`: whether dtkbot would accept the image.
@@ -105,60 +106,53 @@ could not be read, the image holds more modules than --max-modules, or the comma
 	return cmd
 }
 
+// kmodCheck checks image as a pass's verification does (verify.Kmod.Check:
+// the same reads, limits and verdict), against the kernel's files of dtk,
+// a Module.symvers file, or no more than the kernel's release.
 func kmodCheck(ctx context.Context, env *cliEnv, regOpts registry.Options, image, kernel, dtk, symversPath string, certPaths []string, modulePath, load, arch, output string, read kmod.ReadOptions) int {
-	opts := kmod.CheckOptions{RequireABI: dtk != "" || symversPath != "", Load: load}
+	c := verify.KmodCheck{Image: image, Arch: arch, KernelFull: kernel, ModulePath: modulePath, DTK: dtk, ModuleName: load}
 	var err error
 	if len(certPaths) > 0 {
-		if opts.Certs, err = kmod.LoadCertificates(certPaths...); err != nil {
+		if c.Certs, err = kmod.LoadCertificates(certPaths...); err != nil {
 			errorf(env, "kmod check: %v", err)
 			return exitCouldNotTell
 		}
 	}
-	c := &kmod.Checker{Inspector: releaseinfo.New(registry.New(regOpts), releaseinfo.Options{Arch: arch}), Read: read}
-	if modulePath == "" {
-		modulePath = kmod.DefaultModulePath(kernel)
+	if c.ModulePath == "" {
+		c.ModulePath = kmod.DefaultModulePath(kernel)
 	}
-
-	var k *kmod.Kernel
 	var notes []string
 	switch {
-	case dtk != "":
-		var missing []string
-		k, missing, err = c.KernelFromDTK(ctx, dtk, kernel)
-		if err != nil {
-			errorf(env, "kmod check: reading the kernel's files from %v", explainDeadline(ctx, err))
-			if registry.IsContent(err) {
-				return exitRejected
-			}
-			return exitCouldNotTell
-		}
-		if len(missing) > 0 {
-			notes = append(notes, fmt.Sprintf("the driver-toolkit image has no %s (built by a recipe without them?)", strings.Join(missing, ", ")))
-		}
 	case symversPath != "":
 		data, err := readLimited(symversPath, maxSymversBytes)
 		if err != nil {
 			errorf(env, "kmod check: reading --symvers: %v", err)
 			return exitCouldNotTell
 		}
-		if k, err = kmod.NewKernel(kernel, data, nil, nil, nil); err != nil {
+		if c.Kernel, err = kmod.NewKernel(kernel, data, nil, nil, nil); err != nil {
 			errorf(env, "kmod check: %s: %v", symversPath, err)
 			return exitCouldNotTell
 		}
-		k.Sources = []string{symversPath + ": " + strings.Join(k.Sources, ", ")}
-	default:
-		k = &kmod.Kernel{Release: kernel, RT: kmod.IsRTRelease(kernel)}
+		c.Kernel.Sources = []string{symversPath + ": " + strings.Join(c.Kernel.Sources, ", ")}
+	case dtk == "":
+		c.Kernel = &kmod.Kernel{Release: kernel, RT: kmod.IsRTRelease(kernel)}
 		notes = append(notes, "no --dtk or --symvers: symbol versions (CRCs) are not checked")
 	}
 
-	r, err := c.CheckImage(ctx, image, modulePath, k, opts)
-	if err != nil {
-		if tooMany := (*kmod.TooManyModulesError)(nil); errors.As(err, &tooMany) {
-			err = fmt.Errorf("%w (raise --max-modules)", err)
-		}
+	v := &verify.Kmod{Registry: registry.New(regOpts), Limits: imageread.DefaultLimits(), Read: read}
+	o, err := v.Check(ctx, c)
+	switch tooMany := (*kmod.TooManyModulesError)(nil); {
+	case errors.Is(err, verify.ErrRejected):
+		errorf(env, "kmod check: %v", err) // the DTK's kernel files do not parse
+		return exitRejected
+	case errors.As(err, &tooMany):
+		errorf(env, "kmod check: could not tell: %v (raise --max-modules)", explainDeadline(ctx, err))
+		return exitCouldNotTell
+	case err != nil:
 		errorf(env, "kmod check: could not tell: %v", explainDeadline(ctx, err))
 		return exitCouldNotTell
 	}
+	r := o.Report
 	r.Notes = append(notes, r.Notes...)
 	if output != "table" {
 		_ = writeDocument(env.stdout, output, r)

@@ -17,6 +17,7 @@ import (
 	"github.com/dtkbot/dtkbot/breaker"
 	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/config"
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/kubebuild"
@@ -25,7 +26,6 @@ import (
 	"github.com/dtkbot/dtkbot/promote"
 	"github.com/dtkbot/dtkbot/reconcile"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/upgradegraph"
@@ -228,7 +228,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			Streams:            store,
 		},
 		Registry:   reg,
-		Limits:     releaseinfo.DefaultLimits(),
+		Limits:     imageread.DefaultLimits(),
 		Store:      store,
 		Checker:    reg,
 		Builder:    dtkBuilder,
@@ -243,7 +243,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 			Backoff:     cfg.Build.Backoff.Duration,
 		},
 		Consumers: consumers,
-		KmodVerifier: &verify.Kmod{Registry: reg, Limits: releaseinfo.DefaultLimits(), Kernels: store,
+		KmodVerifier: &verify.Kmod{Registry: reg, Limits: imageread.DefaultLimits(), Kernels: store,
 			Read: kmod.ReadOptions{MaxModules: cfg.Registry.MaxModules, Budget: kmod.NewBudget(cfg.Registry.ModuleMemory)}},
 		Concurrency:         cfg.Registry.Concurrency,
 		VerifyInterruptions: cfg.Build.VerifyInterruptions,
@@ -276,7 +276,7 @@ func newReconciler(cfg *config.Config, store *state.Store, log zerolog.Logger) (
 		r.Signatures, r.SignatureMode, r.SignatureRecheck = checker, v.Mode, v.Recheck.Duration
 	}
 	if cfg.Build.Verify {
-		r.Verifier = &verify.DTK{Registry: reg, Limits: releaseinfo.DefaultLimits()}
+		r.Verifier = &verify.DTK{Registry: reg, Limits: imageread.DefaultLimits()}
 	}
 	return r, reg, nil
 }

@@ -26,7 +26,7 @@ func kernelOf(t *testing.T, full, abi string) *kmod.Kernel {
 			f.Vermagic = e.Data
 		}
 	}
-	k, err := kmod.KernelFromDTK(f)
+	k, err := kmod.NewKernel(f.Kernel, f.Symvers, f.ModulesDep, f.ModulesBuiltin, f.Vermagic)
 	if err != nil {
 		t.Fatal(err)
 	}

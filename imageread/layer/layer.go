@@ -1,4 +1,17 @@
-package releaseinfo
+// Package layer reads one image layer as untrusted input: a tar stream,
+// gzip- or zstd-compressed (zstd:chunked included) or plain, told by its
+// content and never by a media type; its entries walked within limits
+// (entries, bytes inflated) with names cleaned; the regular files a caller
+// wants extracted, each within its own limit; and, for layers read from the
+// top of an image down, which entries a container would see (Merged:
+// whiteouts, opaque directories, replaced files).
+//
+// It never follows a link, never takes a name that is not clean (a "..",
+// a doubled slash), never lets a decompression bomb be a short file
+// (ErrLimit), and never reads a registry or a disk: the caller hands it a
+// layer's bytes, and must verify the layer's digest before it trusts
+// anything read from them (package imageread does).
+package layer
 
 import (
 	"archive/tar"
@@ -14,8 +27,18 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// ErrLimit is wrapped by every error about untrusted input exceeding a limit.
+// ErrLimit is wrapped by every error about untrusted input exceeding a
+// limit: a layer, a file in it, a compressed module.
 var ErrLimit = errors.New("over the limit")
+
+// Limits bound what reading one layer may cost.
+type Limits struct {
+	// MaxDecompressedBytes is what the layer may inflate to before the
+	// read stops with ErrLimit.
+	MaxDecompressedBytes int64
+	// MaxTarEntries is how many entries are walked at most.
+	MaxTarEntries int
+}
 
 // MaxZstdWindow bounds the window a zstd frame may ask its decoder to
 // allocate (128 MiB, what `zstd --long` uses at most): a hostile frame
@@ -47,12 +70,12 @@ func NewZstdReader(r io.Reader, maxMemory int64) (*zstd.Decoder, error) {
 		zstd.WithDecoderMaxWindow(MaxZstdWindow), zstd.WithDecoderMaxMemory(uint64(maxMemory)))
 }
 
-// openLayer is a layer's tar stream: gunzipped if it is gzip, decompressed
-// if it is zstd (zstd:chunked included: its extra frames are skippable),
-// as it is if it is a plain tar; any other compression is refused. The
+// open is a layer's tar stream: gunzipped if it is gzip, decompressed if it
+// is zstd (zstd:chunked included: its extra frames are skippable), as it
+// is if it is a plain tar; any other compression is refused. The
 // compression is told by the content, never by the media type, which the
 // registry serves from a manifest that may be wrong.
-func openLayer(r io.Reader, lim Limits) (io.Reader, func(), error) {
+func open(r io.Reader, lim Limits) (io.Reader, func(), error) {
 	br := bufio.NewReader(r)
 	magic, _ := br.Peek(4)
 	if len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b {
@@ -75,13 +98,12 @@ func openLayer(r io.Reader, lim Limits) (io.Reader, func(), error) {
 	return br, func() {}, nil
 }
 
-// walkTar reads a layer (gzip, zstd or plain tar) within the limits (its
+// Walk reads a layer (gzip, zstd or plain tar) within the limits (its
 // entries, what it inflates to) and calls visit for each entry with its
-// header and content. visit returning errStopWalk ends the walk early
-// without an error. Nothing visit sees may be trusted before the caller has
-// verified the layer's digest.
-func walkTar(r io.Reader, lim Limits, visit func(hdr *tar.Header, content io.Reader) error) error {
-	content, closeLayer, err := openLayer(r, lim)
+// header and content; visit's error ends the walk. Nothing visit sees may
+// be trusted before the caller has verified the layer's digest.
+func Walk(r io.Reader, lim Limits, visit func(hdr *tar.Header, content io.Reader) error) error {
+	content, closeLayer, err := open(r, lim)
 	if err != nil {
 		return err
 	}
@@ -99,46 +121,41 @@ func walkTar(r io.Reader, lim Limits, visit func(hdr *tar.Header, content io.Rea
 			return fmt.Errorf("reading tar: %w", err)
 		}
 		if err := visit(hdr, tr); err != nil {
-			if errors.Is(err, errStopWalk) {
-				return nil
-			}
 			return err
 		}
 	}
 }
 
-// errStopWalk ends walkTar early.
-var errStopWalk = errors.New("stop walking")
-
-// isRegular says whether a tar entry is a regular file.
-func isRegular(hdr *tar.Header) bool {
+// IsRegular says whether a tar entry is a regular file.
+func IsRegular(hdr *tar.Header) bool {
 	return hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA //nolint:staticcheck // TypeRegA still appears in old layers
 }
 
-// extractFiles reads a layer (gzip, zstd or plain tar) and returns the
-// contents of the regular files named in want (name -> maximum size). Only
-// regular files whose name, cleaned of a leading "./" or "/", equals a wanted
-// name exactly are taken: symlinks, hard links, devices and names with ".."
-// are ignored, so a hostile layer cannot point us elsewhere. The whole tar
-// is walked (within the limits), so that a wanted name appearing twice, which
-// would make the layer ambiguous, is an error. Nothing returned may be trusted before the caller has verified the
-// layer's digest.
-func extractFiles(r io.Reader, want map[string]int64, lim Limits) (map[string][]byte, error) {
-	return extractMatching(r, func(name string) (int64, bool) {
+// Named accepts the names of want, each up to its size: the want of Files
+// for files known by name.
+func Named(want map[string]int64) func(name string) (int64, bool) {
+	return func(name string) (int64, bool) {
 		max, ok := want[name]
 		return max, ok
-	}, lim)
+	}
 }
 
-// extractMatching is extractFiles for the names want accepts (with their
-// maximum size).
-func extractMatching(r io.Reader, want func(name string) (int64, bool), lim Limits) (map[string][]byte, error) {
+// Files reads a layer (gzip, zstd or plain tar) and returns the
+// contents of the regular files whose names want accepts, each at most the
+// size want gives it. Only regular files whose name, cleaned of a leading
+// "./" or "/", is accepted as it is are taken: symlinks, hard links,
+// devices and names with ".." are ignored, so a hostile layer cannot point
+// us elsewhere. The whole tar is walked (within the limits), so that a
+// wanted name appearing twice, which would make the layer ambiguous, is an
+// error. Nothing returned may be trusted before the caller has verified
+// the layer's digest.
+func Files(r io.Reader, want func(name string) (int64, bool), lim Limits) (map[string][]byte, error) {
 	found := map[string][]byte{}
-	err := walkTar(r, lim, func(hdr *tar.Header, content io.Reader) error {
-		if !isRegular(hdr) {
+	err := Walk(r, lim, func(hdr *tar.Header, content io.Reader) error {
+		if !IsRegular(hdr) {
 			return nil
 		}
-		name, ok := cleanEntryName(hdr.Name)
+		name, ok := CleanName(hdr.Name)
 		if !ok {
 			return nil
 		}
@@ -168,31 +185,10 @@ func extractMatching(r io.Reader, want func(name string) (int64, bool), lim Limi
 	return found, nil
 }
 
-// listFiles walks a layer (gzip, zstd or plain tar, within the limits) and
-// returns the names of the regular files match accepts, at most max of
-// them. Like extractFiles, it never follows a link and skips names that are
-// not clean.
-func listFiles(r io.Reader, match func(name string) bool, max int, lim Limits) ([]string, error) {
-	var out []string
-	err := walkTar(r, lim, func(hdr *tar.Header, _ io.Reader) error {
-		if !isRegular(hdr) {
-			return nil
-		}
-		if name, ok := cleanEntryName(hdr.Name); ok && match(name) && len(out) < max {
-			out = append(out, name)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// cleanEntryName strips "./" and "/" prefixes and refuses names that are not
-// already clean (a "..", a doubled slash). A directory's trailing "/" is
-// dropped.
-func cleanEntryName(name string) (string, bool) {
+// CleanName strips "./" and "/" prefixes of a tar entry's name and refuses
+// names that are not already clean (a "..", a doubled slash). A
+// directory's trailing "/" is dropped.
+func CleanName(name string) (string, bool) {
 	n := strings.TrimPrefix(name, "./")
 	n = strings.TrimLeft(n, "/")
 	n = strings.TrimSuffix(n, "/")

@@ -1,4 +1,4 @@
-package kmod
+package verify
 
 import (
 	"context"
@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 )
@@ -39,8 +41,8 @@ func TestKmodCheckCost(t *testing.T) {
 	dtk := w.PushImage("acme/driver-toolkit", "", payloadtest.Image{OCI: true,
 		Layers: [][]byte{payloadtest.NoiseLayer("ubi9", content), payloadtest.NoiseLayer("kernel-packages", content), last}})
 
-	hello, user := committed.module(t, cloud, "signed", "dtkbot_hello.ko.xz"), committed.module(t, cloud, "signed", "dtkbot_user.ko.xz")
-	modDir := DefaultModulePath(cloud)
+	hello, user := committedModule(t, cloud, "signed", "dtkbot_hello.ko.xz"), committedModule(t, cloud, "signed", "dtkbot_user.ko.xz")
+	modDir := kmod.DefaultModulePath(cloud)
 	const base = 4 << 20 // stands in for ubi-minimal (about 38 MB compressed): a check reads it whole
 	layers := [][]byte{
 		payloadtest.NoiseLayer("ubi-minimal", base),
@@ -56,17 +58,18 @@ func TestKmodCheckCost(t *testing.T) {
 
 	f := false
 	reg := registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 10 * time.Second})
-	c := &Checker{Inspector: releaseinfo.New(reg, releaseinfo.Options{Arch: "amd64"})}
-	certs := committed.certs(t, "trusted.pem")
+	c := &testChecker{reg: reg, lim: imageread.DefaultLimits()}
+	v := &Kmod{Registry: reg, Limits: imageread.DefaultLimits()}
+	certs := committedCerts(t, "trusted.pem")
 
 	before := srv.Stats()
-	k, missing, err := c.KernelFromDTK(context.Background(), dtk.Pullspec, cloud)
+	k, missing, err := v.KernelOf(context.Background(), dtk.Pullspec, "amd64", cloud)
 	if err != nil || len(missing) > 0 {
 		t.Fatalf("%v, missing %v", err, missing)
 	}
 	dtkCost := srv.Stats().Sub(before)
 	before = srv.Stats()
-	r, err := c.CheckImage(context.Background(), kmodImg.Pullspec, modDir, k, CheckOptions{Certs: certs, RequireABI: true})
+	r, err := c.checkImage(context.Background(), kmodImg.Pullspec, modDir, k, kmod.CheckOptions{Certs: certs, RequireABI: true}, kmod.ReadOptions{})
 	if err != nil || !r.Accepted {
 		t.Fatalf("%+v %v", r, err)
 	}

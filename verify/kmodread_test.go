@@ -1,26 +1,21 @@
-package kmod
+package verify
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
+	"github.com/dtkbot/dtkbot/imageread"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
+	"github.com/dtkbot/dtkbot/kmod"
 	"github.com/dtkbot/dtkbot/registry"
-	"github.com/dtkbot/dtkbot/releaseinfo"
 )
-
-func newTestChecker(t testing.TB, lim releaseinfo.Limits) *Checker {
-	t.Helper()
-	f := false
-	reg := registry.New(registry.Options{TLSVerify: &f, RegistriesConf: "/dev/null", Attempts: 1, Timeout: 10 * time.Second})
-	return &Checker{Inspector: releaseinfo.New(reg, releaseinfo.Options{Arch: "amd64", Limits: lim})}
-}
 
 // TestReadImageLayersAndWhiteouts: kmod images as podman and buildah push
 // them, read through the registry protocol: every layer compression, and
@@ -30,12 +25,11 @@ func TestReadImageLayersAndWhiteouts(t *testing.T) {
 	srv := registrytest.New().Server()
 	defer srv.Close()
 	w := payloadtest.New(srv.Registry, srv.Host())
-	c := newTestChecker(t, releaseinfo.DefaultLimits())
+	c := newTestChecker(t, imageread.DefaultLimits())
 	k := testKernel(t, cloud)
-	dir := DefaultModulePath(cloud)
-	m := committed
-	good := map[string][]byte{"dtkbot_hello.ko": m.module(t, cloud, "", "dtkbot_hello.ko"), "dtkbot_user.ko": m.module(t, cloud, "", "dtkbot_user.ko")}
-	rtHello := m.module(t, rt, "", "dtkbot_hello.ko")
+	dir := kmod.DefaultModulePath(cloud)
+	good := map[string][]byte{"dtkbot_hello.ko": committedModule(t, cloud, "", "dtkbot_hello.ko"), "dtkbot_user.ko": committedModule(t, cloud, "", "dtkbot_user.ko")}
+	rtHello := committedModule(t, rt, "", "dtkbot_hello.ko")
 	modulesDep := payloadtest.File(dir+"modules.dep", []byte("dtkbot_user.ko: dtkbot_hello.ko\ndtkbot_hello.ko:\n"))
 
 	for _, tc := range []struct {
@@ -46,7 +40,7 @@ func TestReadImageLayersAndWhiteouts(t *testing.T) {
 		// want a substring of the reason.
 		paths []string
 		want  string
-		check func(t *testing.T, img *Image)
+		check func(t *testing.T, img *kmod.Image)
 	}{
 		{name: "gzip layer", image: kmodImage{layers: [][]payloadtest.TarEntry{append(modulesAt(dir, good), modulesDep)}},
 			accept: true, paths: []string{dir + "dtkbot_hello.ko", dir + "dtkbot_user.ko"}},
@@ -58,20 +52,20 @@ func TestReadImageLayersAndWhiteouts(t *testing.T) {
 			accept: true, paths: []string{dir + "dtkbot_hello.ko", dir + "dtkbot_user.ko"}},
 		{name: "modules in two layers of different compressions", image: kmodImage{layers: [][]payloadtest.TarEntry{
 			modulesAt(dir, map[string][]byte{"dtkbot_user.ko": good["dtkbot_user.ko"]}),
-			modulesAt(dir+"extra/", map[string][]byte{"dtkbot_hello.ko.xz": m.module(t, cloud, "signed", "dtkbot_hello.ko.xz")}),
+			modulesAt(dir+"extra/", map[string][]byte{"dtkbot_hello.ko.xz": committedModule(t, cloud, "signed", "dtkbot_hello.ko.xz")}),
 		}, how: []string{layerZstd, layerPlain}},
 			accept: true, paths: []string{dir + "dtkbot_user.ko", dir + "extra/dtkbot_hello.ko.xz"}},
 		{name: "the RT build below, whited out by a higher layer: it does not count",
 			image: kmodImage{layers: [][]payloadtest.TarEntry{
 				modulesAt(dir, map[string][]byte{"dtkbot_hello.ko": rtHello, "dtkbot_user.ko": good["dtkbot_user.ko"]}),
-				append(modulesAt(dir, map[string][]byte{"dtkbot_hello.ko.zst": m.module(t, cloud, "signed", "dtkbot_hello.ko.zst")}),
+				append(modulesAt(dir, map[string][]byte{"dtkbot_hello.ko.zst": committedModule(t, cloud, "signed", "dtkbot_hello.ko.zst")}),
 					payloadtest.File(dir+".wh.dtkbot_hello.ko", nil)),
 			}},
 			accept: true, paths: []string{dir + "dtkbot_hello.ko.zst", dir + "dtkbot_user.ko"}},
 		{name: "the RT build below, not whited out: rejected",
 			image: kmodImage{layers: [][]payloadtest.TarEntry{
 				modulesAt(dir, map[string][]byte{"dtkbot_hello.ko": rtHello, "dtkbot_user.ko": good["dtkbot_user.ko"]}),
-				modulesAt(dir, map[string][]byte{"dtkbot_hello.ko.zst": m.module(t, cloud, "signed", "dtkbot_hello.ko.zst")}),
+				modulesAt(dir, map[string][]byte{"dtkbot_hello.ko.zst": committedModule(t, cloud, "signed", "dtkbot_hello.ko.zst")}),
 			}},
 			accept: false, paths: []string{dir + "dtkbot_hello.ko", dir + "dtkbot_hello.ko.zst", dir + "dtkbot_user.ko"}, want: "built for kernel 6.1.0-57-rt-amd64"},
 		{name: "the RT build replaced in place by a higher layer",
@@ -82,11 +76,11 @@ func TestReadImageLayersAndWhiteouts(t *testing.T) {
 			accept: true, paths: []string{dir + "dtkbot_hello.ko", dir + "dtkbot_user.ko"}},
 		{name: "an opaque module directory hides the layers below (which are then not read)",
 			image: kmodImage{layers: [][]payloadtest.TarEntry{
-				modulesAt(dir, map[string][]byte{"dtkbot_hello.ko": rtHello, "dtkbot_user.ko": m.module(t, rt, "", "dtkbot_user.ko")}),
+				modulesAt(dir, map[string][]byte{"dtkbot_hello.ko": rtHello, "dtkbot_user.ko": committedModule(t, rt, "", "dtkbot_user.ko")}),
 				append(modulesAt(dir, good), payloadtest.File(dir+".wh..wh..opq", nil)),
 			}},
 			accept: true, paths: []string{dir + "dtkbot_hello.ko", dir + "dtkbot_user.ko"},
-			check: func(t *testing.T, img *Image) {
+			check: func(t *testing.T, img *kmod.Image) {
 				if img.Walked != 1 || img.Layers != 3 {
 					t.Errorf("walked %d of %d layers, want only the top one", img.Walked, img.Layers)
 				}
@@ -114,12 +108,12 @@ func TestReadImageLayersAndWhiteouts(t *testing.T) {
 				append(modulesAt(dir, good), payloadtest.TarEntry{Name: dir + "host", Type: '2', Linkname: "/lib/modules/" + cloud}),
 			}},
 			accept: true, paths: []string{dir + "dtkbot_hello.ko", dir + "dtkbot_user.ko"},
-			check: func(t *testing.T, img *Image) {
+			check: func(t *testing.T, img *kmod.Image) {
 				if !slices.Equal(img.Links, []string{dir + "host -> /lib/modules/" + cloud}) {
 					t.Errorf("links %v", img.Links)
 				}
 			}},
-		{name: "modules for another kernel only", image: kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(DefaultModulePath(older), good)}},
+		{name: "modules for another kernel only", image: kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(kmod.DefaultModulePath(older), good)}},
 			accept: false, want: "its modules are elsewhere: opt/lib/modules/6.1.0-56-cloud-amd64/dtkbot_hello.ko"},
 		{name: "not a module: garbage named .ko.xz", image: kmodImage{layers: [][]payloadtest.TarEntry{
 			append(modulesAt(dir, good), payloadtest.File(dir+"broken.ko.xz", []byte("this is not xz")))}},
@@ -127,14 +121,14 @@ func TestReadImageLayersAndWhiteouts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := tc.image.push(t, w, "acme/kmod", "")
-			img, err := ReadImage(context.Background(), c.Inspector, p.Pullspec, dir, ReadOptions{})
+			img, err := c.readImage(context.Background(), p.Pullspec, dir, kmod.ReadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if img.Digest != p.Digest.String() {
 				t.Errorf("digest %s, pushed %s", img.Digest, p.Digest)
 			}
-			r := Check(img, k, CheckOptions{})
+			r := kmod.Check(img, k, kmod.CheckOptions{})
 			var paths []string
 			for _, mr := range r.Modules {
 				paths = append(paths, mr.Path)
@@ -159,15 +153,15 @@ func TestCheckImageCouldNotTell(t *testing.T) {
 	srv := registrytest.New().Server()
 	defer srv.Close()
 	w := payloadtest.New(srv.Registry, srv.Host())
-	c := newTestChecker(t, releaseinfo.DefaultLimits())
+	c := newTestChecker(t, imageread.DefaultLimits())
 	k := testKernel(t, cloud)
-	dir := DefaultModulePath(cloud)
+	dir := kmod.DefaultModulePath(cloud)
 	corrupt := w.PushImage("acme/kmod", "", payloadtest.Image{OCI: true, Layers: [][]byte{[]byte("neither gzip, zstd nor a tar: just bytes, quite a few of them, to be sure")}})
-	r, err := c.CheckImage(context.Background(), corrupt.Pullspec, dir, k, CheckOptions{})
+	r, err := c.checkImage(context.Background(), corrupt.Pullspec, dir, k, kmod.CheckOptions{}, kmod.ReadOptions{})
 	if err != nil || r.Accepted || !strings.Contains(r.Reason, "its layers cannot be read") {
 		t.Errorf("a corrupt layer: %+v, %v", r, err)
 	}
-	good := kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, map[string][]byte{"dtkbot_hello.ko": committed.module(t, cloud, "", "dtkbot_hello.ko")})}}.push(t, w, "acme/kmod", "good")
+	good := kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, map[string][]byte{"dtkbot_hello.ko": committedModule(t, cloud, "", "dtkbot_hello.ko")})}}.push(t, w, "acme/kmod", "good")
 	srv.SetIntercept(func(rw http.ResponseWriter, req *http.Request) bool {
 		if strings.Contains(req.URL.Path, "/blobs/") {
 			rw.WriteHeader(http.StatusServiceUnavailable)
@@ -175,14 +169,14 @@ func TestCheckImageCouldNotTell(t *testing.T) {
 		}
 		return false
 	})
-	if r, err := c.CheckImage(context.Background(), good.Pullspec, dir, k, CheckOptions{}); err == nil || registry.IsContent(err) {
+	if r, err := c.checkImage(context.Background(), good.Pullspec, dir, k, kmod.CheckOptions{}, kmod.ReadOptions{}); err == nil || registry.IsContent(err) {
 		t.Errorf("the registry failing: %+v, %v; want an error that is not about the content", r, err)
 	}
 	srv.SetIntercept(nil)
-	if r, err := c.CheckImage(context.Background(), good.Pullspec, dir, k, CheckOptions{}); err != nil || !r.Accepted {
+	if r, err := c.checkImage(context.Background(), good.Pullspec, dir, k, kmod.CheckOptions{}, kmod.ReadOptions{}); err != nil || !r.Accepted {
 		t.Errorf("the registry back: %+v, %v", r, err)
 	}
-	if _, err := c.CheckImage(context.Background(), srv.Host()+"/acme/kmod:missing", dir, k, CheckOptions{}); err == nil {
+	if _, err := c.checkImage(context.Background(), srv.Host()+"/acme/kmod:missing", dir, k, kmod.CheckOptions{}, kmod.ReadOptions{}); err == nil {
 		t.Error("a missing image: no error")
 	}
 }
@@ -194,43 +188,72 @@ func TestReadImageLimits(t *testing.T) {
 	srv := registrytest.New().Server()
 	defer srv.Close()
 	w := payloadtest.New(srv.Registry, srv.Host())
-	dir := DefaultModulePath(cloud)
-	hello := committed.module(t, cloud, "", "dtkbot_hello.ko")
-	lim := releaseinfo.DefaultLimits()
-	lim.MaxKmodLayers = 3
+	dir := kmod.DefaultModulePath(cloud)
+	hello := committedModule(t, cloud, "", "dtkbot_hello.ko")
+	lim := imageread.DefaultLimits()
+	lim.MaxWalkLayers = 3
 	c := newTestChecker(t, lim)
 
 	many := kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, map[string][]byte{"a.ko": hello}), {payloadtest.File("x", nil)}, {payloadtest.File("y", nil)}}}.push(t, w, "acme/kmod", "")
-	if _, err := ReadImage(context.Background(), c.Inspector, many.Pullspec, dir, ReadOptions{}); !registry.IsContent(err) || !strings.Contains(err.Error(), "4 layers, over the limit of 3") {
+	if _, err := c.readImage(context.Background(), many.Pullspec, dir, kmod.ReadOptions{}); !registry.IsContent(err) || !strings.Contains(err.Error(), "4 layers, over the limit of 3") {
 		t.Errorf("too many layers: %v", err)
 	}
 	three := kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, map[string][]byte{"a.ko": hello, "b.ko": hello, "c.ko": hello})}}.push(t, w, "acme/kmod", "")
 	// Over the limit of modules: could not tell (the limit is ours), never
 	// a verdict on the content.
-	var tooMany *TooManyModulesError
-	if _, err := ReadImage(context.Background(), c.Inspector, three.Pullspec, dir, ReadOptions{MaxModules: 2}); registry.IsContent(err) || !errors.As(err, &tooMany) ||
+	var tooMany *kmod.TooManyModulesError
+	if _, err := c.readImage(context.Background(), three.Pullspec, dir, kmod.ReadOptions{MaxModules: 2}); registry.IsContent(err) || !errors.As(err, &tooMany) ||
 		tooMany.Limit != 2 || !strings.Contains(err.Error(), "more than 2 modules under /"+dir) {
 		t.Errorf("too many modules: %v", err)
 	}
-	limited := &Checker{Inspector: c.Inspector, Read: ReadOptions{MaxModules: 2}}
-	if r, err := limited.CheckImage(context.Background(), three.Pullspec, dir, testKernel(t, cloud), CheckOptions{}); err == nil {
+	if r, err := c.checkImage(context.Background(), three.Pullspec, dir, testKernel(t, cloud), kmod.CheckOptions{}, kmod.ReadOptions{MaxModules: 2}); err == nil {
 		t.Errorf("too many modules: a verdict, %+v", r)
 	}
 	// 64 MiB of zeros, a few KB compressed.
 	bomb, _ := compressLayer(t, make([]byte, 64<<20), layerZstd)
 	big := kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, map[string][]byte{"bomb.ko.zst": bomb, "dtkbot_hello.ko": hello})}}.push(t, w, "acme/kmod", "")
-	img, err := ReadImage(context.Background(), c.Inspector, big.Pullspec, dir, ReadOptions{MaxModuleBytes: 1 << 20})
+	img, err := c.readImage(context.Background(), big.Pullspec, dir, kmod.ReadOptions{MaxModuleBytes: 1 << 20})
 	if err != nil || len(img.Unreadable) != 1 || !strings.Contains(img.Unreadable[0].Problem, "decompression bomb") || len(img.Modules) != 1 {
 		t.Errorf("a decompression bomb: %+v, %v", img, err)
 	}
-	lim.MaxKmodLayerBytes = 1 << 20
+	lim.MaxWalkLayerBytes = 1 << 20
 	small := newTestChecker(t, lim)
 	huge := w.PushImage("acme/kmod", "", payloadtest.Image{OCI: true, Layers: [][]byte{payloadtest.NoiseLayer("huge", 2<<20)}})
 	before := srv.Stats()
-	if _, err := ReadImage(context.Background(), small.Inspector, huge.Pullspec, dir, ReadOptions{}); !registry.IsContent(err) || !strings.Contains(err.Error(), "over the") {
+	if _, err := small.readImage(context.Background(), huge.Pullspec, dir, kmod.ReadOptions{}); !registry.IsContent(err) || !strings.Contains(err.Error(), "over the") {
 		t.Errorf("a layer over the limit: %v", err)
 	}
 	if got := srv.Stats().Sub(before).BytesServed; got > 64<<10 {
 		t.Errorf("a layer over the limit was downloaded: %d bytes", got)
 	}
+}
+
+// TestReadImagesWithinATinyBudget: images read at once through a budget
+// far smaller than one module still read every module (each waits for
+// its share), compressed or not.
+func TestReadImagesWithinATinyBudget(t *testing.T) {
+	srv := registrytest.New().Server()
+	defer srv.Close()
+	w := payloadtest.New(srv.Registry, srv.Host())
+	dir := kmod.DefaultModulePath(cloud)
+	files := map[string][]byte{}
+	for _, f := range []string{"dtkbot_hello.ko", "dtkbot_hello.ko.xz", "dtkbot_hello.ko.zst", "dtkbot_hello.ko.gz", "dtkbot_user.ko.xz"} {
+		files[f] = committedModule(t, cloud, "signed", f)
+	}
+	var images []string
+	for i := range 8 {
+		images = append(images, kmodImage{layers: [][]payloadtest.TarEntry{modulesAt(dir, files)}}.push(t, w, "acme/kmod", fmt.Sprint(i)).Pullspec)
+	}
+	c := newTestChecker(t, imageread.DefaultLimits())
+	budget := kmod.NewBudget(4 << 10)
+	var wg sync.WaitGroup
+	for _, img := range images {
+		wg.Go(func() {
+			got, err := c.readImage(context.Background(), img, dir, kmod.ReadOptions{Budget: budget})
+			if err != nil || len(got.Modules) != len(files) || len(got.Unreadable) != 0 {
+				t.Errorf("%s: %+v, %v", img, got, err)
+			}
+		})
+	}
+	wg.Wait()
 }
