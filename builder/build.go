@@ -30,6 +30,13 @@ type Request struct {
 	// built FROM the kernel's DTK): its name, and the DTK pinned by digest.
 	Consumer string `json:"consumer,omitempty"`
 	DTK      string `json:"dtk_image,omitempty"`
+	// Variant is, for a consumer's build, the kernel variant it is for
+	// (KERNEL_VARIANT: default, rt, 64k; KernelFull is that variant's
+	// uname -r). Variants are, for a DTK's build, the variants' kernels it
+	// is to carry besides its own (KERNEL_VARIANTS: "rt" with the RT
+	// kernel the payload ships, "64k" on aarch64).
+	Variant  string   `json:"kernel_variant,omitempty"`
+	Variants []string `json:"kernel_variants,omitempty"`
 	// Attempt numbers the attempts at this image (1, 2, ...), and Round
 	// the rounds of attempts (`--retry-failed` starts a new one, from
 	// attempt 1): a backend that names its builds (a Kubernetes Job) tells

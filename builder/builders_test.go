@@ -330,7 +330,7 @@ LABEL kernel-version="${KERNEL_VERSION}" kernel-rt-version="${RT_KERNEL_VERSION}
 		t.Fatal("podman reported success but nothing was pushed")
 	}
 	v := newVerifierForTest(t, srv.Host())
-	if err := v.Verify(context.Background(), r.Image, "5.14.0-427.37.1.el9_4", "amd64"); err != nil {
+	if err := v.Verify(context.Background(), r.Image, verify.Want{Kernel: "5.14.0-427.37.1.el9_4", Arch: "amd64"}); err != nil {
 		t.Errorf("verifying the podman-built image: %v", err)
 	}
 	files, blobs := pushedImage(t, srv, "acme/dtk", "5.14.0-427.37.1.el9_4.x86_64")

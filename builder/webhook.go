@@ -33,15 +33,29 @@ type Inputs struct {
 	Releases          string `json:"releases"`
 	DTKImage          string `json:"dtk_image,omitempty"`
 	KernelFullVersion string `json:"kernel_full_version,omitempty"`
+	// KernelVariant is a consumer build's kernel variant (default, rt,
+	// 64k); KernelVariants a DTK build's other kernels, space-separated
+	// ("rt", "64k"), sent only when there are any.
+	KernelVariant  string `json:"kernel_variant,omitempty"`
+	KernelVariants string `json:"kernel_variants,omitempty"`
 }
 
 // Inputs turns a request into its string inputs.
 func (r Request) Inputs() Inputs {
-	in := Inputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ",")}
+	in := Inputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ","),
+		KernelVariants: strings.Join(r.Variants, " ")}
 	if r.DTK != "" {
-		in.DTKImage, in.KernelFullVersion = r.DTK, r.KernelFull
+		in.DTKImage, in.KernelFullVersion, in.KernelVariant = r.DTK, r.KernelFull, r.KernelVariant()
 	}
 	return in
+}
+
+// KernelVariant is a consumer build's KERNEL_VARIANT: default, rt or 64k.
+func (r Request) KernelVariant() string {
+	if r.Variant == "" {
+		return "default"
+	}
+	return r.Variant
 }
 
 // WebhookBuilder asks a CI system for a build with a signed POST: the body is

@@ -14,6 +14,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/dtkbot/dtkbot/kmod"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 	"github.com/dtkbot/dtkbot/verify"
 )
@@ -32,6 +33,33 @@ type Consumer struct {
 	Target plan.Target    `yaml:"target"`
 	Verify ConsumerVerify `yaml:"verify"`
 	KMM    ConsumerKMM    `yaml:"kmm"`
+	// Variants are the kernel variants its images are built for: default
+	// (the kernel of the release), rt (realtime, x86_64) and 64k (64 KB
+	// pages, aarch64), each kernel's that its DTK carries. Default
+	// [default].
+	Variants []string `yaml:"variants"`
+}
+
+// KernelVariants are Variants as the ledger spells them ("" the default
+// kernel), in the order given.
+func (c Consumer) KernelVariants() []string {
+	var out []string
+	for _, name := range c.Variants {
+		if v, err := ledger.ParseVariant(name); err == nil && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// ConsumerVariants are the kernel variants each consumer asks for, by name
+// (ledger's spelling).
+func (c *Config) ConsumerVariants() map[string][]string {
+	out := map[string][]string{}
+	for _, k := range c.Consumers {
+		out[k.Name] = k.KernelVariants()
+	}
+	return out
 }
 
 // ConsumerVerify says what a consumer's image must hold to be promoted.
@@ -118,6 +146,9 @@ func (c *Config) consumerDefaults() {
 			t := true
 			k.Verify.ABI = &t
 		}
+		if len(k.Variants) == 0 {
+			k.Variants = []string{"default"}
+		}
 	}
 }
 
@@ -186,7 +217,52 @@ func (c *Config) validateConsumers(bad func(key, format string, args ...any)) {
 			bad(key+".build.podman", "base_image and the RHSM files are not used: a consumer is built FROM the DTK, which carries the kernel's packages")
 		}
 		c.validateBackend(key+".build", k.Build, bad)
+		c.validateVariants(key+".variants", k, bad)
 	}
+}
+
+// validateVariants checks a consumer's kernel variants: known names, each
+// once, each for an arch dtkbot reads (RT kernels are x86_64's, 64k ones
+// aarch64's), and tags that tell the variants' images apart.
+func (c *Config) validateVariants(key string, k Consumer, bad func(key, format string, args ...any)) {
+	arches := c.arches()
+	seen := map[string]bool{}
+	for i, name := range k.Variants {
+		v, err := ledger.ParseVariant(name)
+		switch {
+		case err != nil || name == "":
+			bad(fmt.Sprintf("%s[%d]", key, i), "%q is not a kernel variant: one of %s", name, strings.Join(ledger.VariantNames, ", "))
+			continue
+		case seen[v]:
+			bad(fmt.Sprintf("%s[%d]", key, i), "%q is named twice", name)
+		}
+		seen[v] = true
+		if a := ledger.VariantArch(v); a != "" && len(arches) > 0 && !slices.Contains(arches, a) {
+			bad(fmt.Sprintf("%s[%d]", key, i), "%s kernels exist for %s only, and dtkbot reads no %s payload (graph.arches, release_controllers[].arch: %s)",
+				name, a, a, strings.Join(arches, ", "))
+		}
+	}
+	if len(seen) < 2 {
+		return
+	}
+	for _, t := range append([]struct{ key, tmpl string }{{".target.kernel_tag", k.Target.KernelTag}, {".target.staging.tag", k.Target.Staging.Tag}},
+		tagKeys(k.Target)...) {
+		if err := plan.NamesVariant(t.tmpl); err != nil {
+			bad(strings.TrimSuffix(key, ".variants")+t.key, "%v: the images of the consumer's variants would share a tag", err)
+		}
+	}
+}
+
+// tagKeys are a target's release and floating tag templates, with their keys.
+func tagKeys(t plan.Target) []struct{ key, tmpl string } {
+	var out []struct{ key, tmpl string }
+	for i, tmpl := range t.ReleaseTags {
+		out = append(out, struct{ key, tmpl string }{fmt.Sprintf(".target.release_tags[%d]", i), tmpl})
+	}
+	for i, tmpl := range t.FloatingTags {
+		out = append(out, struct{ key, tmpl string }{fmt.Sprintf(".target.floating_tags[%d]", i), tmpl})
+	}
+	return out
 }
 
 // validateKMMPaths checks the path templates of github.pull_request.kmm.

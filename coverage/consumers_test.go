@@ -30,7 +30,7 @@ func withConsumers() *state.Snapshot {
 }
 
 func TestIndexShowsConsumersAndKMM(t *testing.T) {
-	ix := Build(withConsumers(), now)
+	ix := Build(withConsumers(), now, Options{})
 	byKernel := map[string]Kernel{}
 	for _, k := range ix.Kernels {
 		byKernel[k.Kernel] = k
@@ -73,7 +73,7 @@ func TestIndexShowsConsumersAndKMM(t *testing.T) {
 	}
 	// Without consumers, no column.
 	page.Reset()
-	if err := WritePage(&page, Build(world(), now), PageOptions{}); err != nil {
+	if err := WritePage(&page, Build(world(), now, Options{}), PageOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(page.String(), "Consumers</th>") {
@@ -90,7 +90,7 @@ func TestIndexShowsABIVerdicts(t *testing.T) {
 			snap.Kernels[i].ABI = []ledger.ABIVerdict{{Consumer: "acme-nic", From: "5.14.0-427.22.1.el9_4.x86_64", Changed: []string{"mutex_lock", "kmalloc_trace"}}}
 		}
 	}
-	ix := Build(snap, now)
+	ix := Build(snap, now, Options{})
 	var got []ABIVerdict
 	for _, k := range ix.Kernels {
 		if k.Kernel == "5.14.0-427.37.1.el9_4" {

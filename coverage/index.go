@@ -9,6 +9,8 @@
 package coverage
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -30,13 +32,16 @@ const (
 	StateFailed   = "failed"   // no more attempts (the reason says why)
 	StateHeld     = "held"     // never built from: broken, inconsistent, or unsigned
 	StateUnknown  = "unknown"  // the kernel cannot be known cheaply (4.1-4.7)
+	// StateMissing is a consumer's image of a kernel variant the release
+	// ships (its RT kernel) that its DTK does not carry: none can be built.
+	StateMissing = "missing"
 )
 
 // Kinds are the kinds of releases (version.Kind), GA first.
 var Kinds = []string{version.KindGA, version.KindRC, version.KindEC, version.KindFC, version.KindNightly, version.KindCI, version.KindOther}
 
 // States lists them in the order pages show them.
-var States = []string{StatePromoted, StateVerified, StateBuilt, StateBuilding, StatePending, StateFailed, StateHeld, StateUnknown}
+var States = []string{StatePromoted, StateVerified, StateBuilt, StateBuilding, StatePending, StateFailed, StateMissing, StateHeld, StateUnknown}
 
 // Index is the whole kernel index.
 type Index struct {
@@ -104,10 +109,26 @@ type Stream struct {
 	// Attempts and Since say how a build goes (since: when it was asked).
 	Attempts int       `json:"attempts,omitempty"`
 	Since    time.Time `json:"since,omitzero"`
-	// Consumers are the images built FROM this stream's DTK.
+	// Consumers are the images built FROM this stream's DTK, one per
+	// consumer and kernel variant it asks for (a variant the release ships
+	// without an image is one too: pending, or missing).
 	Consumers []ConsumerImage `json:"consumers,omitempty"`
+	// Variants are the kernels of the stream's variants a node may boot
+	// (default, rt, 64k), and Covered says whether the DTK and every
+	// consumer's image of every variant it asks for are promoted.
+	Variants []VariantKernel `json:"variants,omitempty"`
+	Covered  bool            `json:"covered"`
 	// ABI are the consumers' ABI verdicts on the kernel.
 	ABI []ABIVerdict `json:"abi,omitempty"`
+}
+
+// VariantKernel is one variant's kernel of a stream: its uname -r, and
+// how many consumers' images of it are wanted and promoted.
+type VariantKernel struct {
+	Variant    string `json:"variant"`
+	KernelFull string `json:"kernel_full"`
+	Wanted     int    `json:"wanted"`
+	Promoted   int    `json:"promoted"`
 }
 
 // ABIVerdict is the ledger's verdict on whether a consumer's newest
@@ -130,7 +151,11 @@ func abiVerdicts(k ledger.Image) []ABIVerdict {
 // container) for one kernel.
 type ConsumerImage struct {
 	Consumer string `json:"consumer"`
-	State    string `json:"state"`
+	// Variant is the kernel variant the image is built for (default, rt,
+	// 64k), KernelFull that variant's uname -r.
+	Variant    string `json:"variant"`
+	KernelFull string `json:"kernel_full,omitempty"`
+	State      string `json:"state"`
 	Reason   string `json:"reason,omitempty"`
 	// Image is the image by digest once built; KernelTag where it is (or
 	// will be) promoted; Tags where it has been.
@@ -218,8 +243,15 @@ func KernelState(k ledger.Image) string {
 	return StatePending
 }
 
+// Options are the config's part of the index: the kernel variants each
+// consumer asks for (ledger.Variant*, "" the default kernel; a consumer
+// not named asks for the default kernel's, as do its images' variants).
+type Options struct {
+	Variants map[string][]string
+}
+
 // Build makes the index of a snapshot, newest releases first.
-func Build(snap *state.Snapshot, now time.Time) *Index {
+func Build(snap *state.Snapshot, now time.Time, opts Options) *Index {
 	ix := &Index{GeneratedAt: now, LastPass: snap.LastPass, Releases: []Release{}, Kernels: []Kernel{}}
 	kernels := map[string]ledger.Image{}
 	for _, k := range snap.Kernels {
@@ -247,11 +279,14 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 	for key := range tagsOf {
 		sort.Slice(tagsOf[key], func(i, j int) bool { return tagsOf[key][i].Ref < tagsOf[key][j].Ref })
 	}
-	consumers := map[string][]ConsumerImage{}
-	buildsOf := map[string][]ledger.Image{}
+	buildsOf := map[string][]ledger.Image{} // by DTK key: every variant's
 	for _, c := range snap.Consumers {
-		consumers[c.KernelKey()] = append(consumers[c.KernelKey()], consumerImage(c, tagsOf[c.Key()]))
-		buildsOf[c.KernelKey()] = append(buildsOf[c.KernelKey()], c)
+		buildsOf[c.DTKKey()] = append(buildsOf[c.DTKKey()], c)
+	}
+	consumers := map[string][]ConsumerImage{}
+	variants := map[string][]VariantKernel{}
+	for _, k := range snap.Kernels {
+		consumers[k.Key()], variants[k.Key()] = consumersOf(k, buildsOf[k.Key()], tagsOf, opts)
 	}
 	withdrawn := map[string]bool{}
 	for _, r := range snap.Releases {
@@ -313,8 +348,10 @@ func Build(snap *state.Snapshot, now time.Time) *Index {
 		}
 		for _, s := range r.Streams {
 			st := streamOf(r, s, kernels, tagsOf, snap.Notices)
-			st.Consumers = consumers[ledger.KernelKey(s.Stream, r.Arch, s.Kernel)]
-			st.ABI = abiVerdicts(kernels[ledger.KernelKey(s.Stream, r.Arch, s.Kernel)])
+			key := ledger.ImageID{Stream: s.Stream, Arch: r.Arch, Kernel: s.Kernel}.Key()
+			st.Consumers, st.Variants = consumers[key], variants[key]
+			st.Covered = st.State == StatePromoted && !slices.ContainsFunc(st.Consumers, func(c ConsumerImage) bool { return c.State != StatePromoted })
+			st.ABI = abiVerdicts(kernels[key])
 			e.Streams = append(e.Streams, st)
 		}
 		ix.Releases = append(ix.Releases, e)
@@ -345,7 +382,7 @@ func streamOf(r ledger.Release, s ledger.ReleaseShips, kernels map[string]ledger
 		out.State, out.Reason = StateHeld, redact.Text(s.Held)
 		return out
 	}
-	key := ledger.KernelKey(s.Stream, r.Arch, s.Kernel)
+	key := ledger.ImageID{Stream: s.Stream, Arch: r.Arch, Kernel: s.Kernel}.Key()
 	k, ok := kernels[key]
 	if !ok {
 		out.State = StateUnknown
@@ -374,8 +411,67 @@ func streamOf(r ledger.Release, s ledger.ReleaseShips, kernels map[string]ledger
 	return out
 }
 
+// consumersOf lists the consumers' images of DTK k's kernel, one per
+// consumer and variant: those there are, and those asked for without an
+// image (pending until the DTK is promoted and known to carry the variant;
+// missing when the release ships the variant's kernel and the DTK does not
+// carry it); and the variants' kernels with what is wanted and promoted.
+func consumersOf(k ledger.Image, builds []ledger.Image, tagsOf map[string][]ledger.Promotion, opts Options) ([]ConsumerImage, []VariantKernel) {
+	kernels := []VariantKernel{{Variant: ledger.VariantName(ledger.VariantDefault), KernelFull: k.KernelFull}}
+	full := map[string]string{ledger.VariantDefault: k.KernelFull}
+	for _, v := range []string{ledger.VariantRT, ledger.Variant64K} {
+		if vk, ok := k.Carries(v); ok {
+			full[v] = vk.KernelFull
+		} else if v == ledger.VariantRT && k.RTKernel != "" {
+			full[v] = "" // shipped (the payload's RT kernel), not carried
+		} else {
+			continue
+		}
+		kernels = append(kernels, VariantKernel{Variant: v, KernelFull: full[v]})
+	}
+	have := map[string]bool{}
+	var out []ConsumerImage
+	for _, c := range builds {
+		have[c.Key()] = true
+		out = append(out, consumerImage(c, tagsOf[c.Key()]))
+	}
+	_, filesKnown := k.KernelFilesOf()
+	for _, name := range slices.Sorted(maps.Keys(opts.Variants)) {
+		for _, v := range opts.Variants[name] {
+			f, ships := full[v]
+			id := k.ID()
+			id.Consumer, id.Variant = name, v
+			if !ships || have[id.Key()] {
+				continue
+			}
+			ci := ConsumerImage{Consumer: name, Variant: ledger.VariantName(v), KernelFull: f, State: StatePending, Tags: []string{}}
+			if v != ledger.VariantDefault && f == "" && filesKnown {
+				ci.State, ci.Reason = StateMissing, fmt.Sprintf("the release ships a %s kernel (%s) and its DTK does not carry it", v, k.RTKernel)
+			}
+			out = append(out, ci)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Consumer != out[j].Consumer {
+			return out[i].Consumer < out[j].Consumer
+		}
+		return slices.Index(ledger.VariantNames, out[i].Variant) < slices.Index(ledger.VariantNames, out[j].Variant)
+	})
+	for i := range kernels {
+		for _, c := range out {
+			if c.Variant == kernels[i].Variant {
+				kernels[i].Wanted++
+				if c.State == StatePromoted {
+					kernels[i].Promoted++
+				}
+			}
+		}
+	}
+	return out, kernels
+}
+
 func consumerImage(c ledger.Image, tags []ledger.Promotion) ConsumerImage {
-	out := ConsumerImage{Consumer: c.Consumer, State: KernelState(c), Reason: redact.Text(c.Reason), KernelTag: c.Image, Tags: []string{},
+	out := ConsumerImage{Consumer: c.Consumer, Variant: ledger.VariantName(c.Variant), KernelFull: c.KernelFull, State: KernelState(c), Reason: redact.Text(c.Reason), KernelTag: c.Image, Tags: []string{},
 		DTKImage: c.DTKImage, Attempts: c.Attempts, Rejected: len(c.Rejections), PromotedAt: c.PromotedAt}
 	if c.ImageDigest != "" && (c.State == ledger.StatePromoted || c.State == ledger.StateVerified || c.State == ledger.StateBuilt) {
 		out.Image = c.PinnedImage()

@@ -78,7 +78,7 @@ func streamOfRelease(t *testing.T, ix *Index, version string) Stream {
 }
 
 func TestIndexSaysWhatEachStreamIs(t *testing.T) {
-	ix := Build(world(), now)
+	ix := Build(world(), now, Options{})
 	var versions []string
 	for _, r := range ix.Releases {
 		versions = append(versions, r.Release)
@@ -123,7 +123,7 @@ func TestIndexSaysWhatEachStreamIs(t *testing.T) {
 
 // TestDocumentsKeepTheirFieldNames: the API's field names are a contract.
 func TestDocumentsKeepTheirFieldNames(t *testing.T) {
-	ix := Build(world(), now)
+	ix := Build(world(), now, Options{})
 	keys := func(v any) string {
 		b, _ := json.Marshal(v)
 		var m map[string]any
@@ -135,7 +135,7 @@ func TestDocumentsKeepTheirFieldNames(t *testing.T) {
 		sort.Strings(out)
 		return strings.Join(out, " ")
 	}
-	if got, want := keys(streamOfRelease(t, ix, "4.16.17")), "attempts consumers? image? issue_url? kernel kernel_full pr_url? reason? rhcos_version rhel_version rt_kernel since state stream tags"; !fieldsMatch(got, want) {
+	if got, want := keys(streamOfRelease(t, ix, "4.16.17")), "attempts consumers? covered image? issue_url? kernel kernel_full pr_url? reason? rhcos_version rhel_version rt_kernel since state stream tags variants?"; !fieldsMatch(got, want) {
 		t.Errorf("stream fields %q, want %q", got, want)
 	}
 	if got, want := keys(ix.Releases[0]), "arch channels digest first_seen? kind pullspec reason? release signature sources state? streams tagged_at? withdrawn?"; !fieldsMatch(got, want) {
@@ -164,7 +164,7 @@ func fieldsMatch(got, want string) bool {
 }
 
 func TestFilters(t *testing.T) {
-	ix := Build(world(), now)
+	ix := Build(world(), now, Options{})
 	count := func(f Filter) int {
 		n := 0
 		for _, r := range ix.Releases {
@@ -185,7 +185,7 @@ func TestFilters(t *testing.T) {
 
 func TestPageIsSelfContainedAndAccessible(t *testing.T) {
 	var buf bytes.Buffer
-	if err := WritePage(&buf, Build(world(), now), PageOptions{NextPass: now.Add(30 * time.Minute)}); err != nil {
+	if err := WritePage(&buf, Build(world(), now, Options{}), PageOptions{NextPass: now.Add(30 * time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	html := buf.String()
@@ -202,7 +202,7 @@ func TestPageIsSelfContainedAndAccessible(t *testing.T) {
 		t.Errorf("the page loads an outside asset or script: %q", m)
 	}
 	buf.Reset()
-	_ = WritePage(&buf, Build(world(), now), PageOptions{Filter: Filter{State: StateFailed}})
+	_ = WritePage(&buf, Build(world(), now, Options{}), PageOptions{Filter: Filter{State: StateFailed}})
 	if html := buf.String(); !strings.Contains(html, "1 of 7 releases shown") || strings.Contains(html, `data-release="4.16.15"`) ||
 		!strings.Contains(html, `<option selected>failed</option>`) {
 		t.Errorf("filtered page:\n%s", html)
@@ -234,7 +234,7 @@ func bigWorld(n int) *state.Snapshot {
 
 // TestPageOf2000Releases renders a large state in full.
 func TestPageOf2000Releases(t *testing.T) {
-	ix := Build(bigWorld(2000), now)
+	ix := Build(bigWorld(2000), now, Options{})
 	var buf bytes.Buffer
 	if err := WritePage(&buf, ix, PageOptions{}); err != nil {
 		t.Fatal(err)
@@ -253,7 +253,7 @@ func BenchmarkPage2000(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		buf.Reset()
-		if err := WritePage(&buf, Build(snap, now), PageOptions{}); err != nil {
+		if err := WritePage(&buf, Build(snap, now, Options{}), PageOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -263,7 +263,7 @@ func BenchmarkPage2000(b *testing.B) {
 func BenchmarkBuild2000(b *testing.B) {
 	snap := bigWorld(2000)
 	for i := 0; i < b.N; i++ {
-		Build(snap, now)
+		Build(snap, now, Options{})
 	}
 }
 
@@ -279,7 +279,7 @@ func TestLeadTimes(t *testing.T) {
 	k.FirstSeen, k.PromotedAt, k.FirstSource = now, now.Add(2*time.Hour), "4.17.0-ec.1 from release-controller"
 	snap.Releases = append(snap.Releases, ec, ga)
 	snap.Kernels = append(snap.Kernels, k)
-	ix := Build(snap, now)
+	ix := Build(snap, now, Options{})
 	lead, d := ix.Leads()
 	if lead.KernelsWithGA != 1 || lead.ReadyBeforeGA != 1 || lead.ReadyBeforeGAMedian != 30*24*time.Hour-2*time.Hour ||
 		lead.KernelsPromoted != 1 || lead.PromotionMedian != 2*time.Hour || lead.ReleasesTagged != 2 || len(d.Tag) != 2 {
@@ -301,7 +301,7 @@ func TestPageShowsPrereleases(t *testing.T) {
 	snap.Releases = append(snap.Releases, ec, rejected)
 	snap.Kernels = append(snap.Kernels, k)
 	var buf bytes.Buffer
-	if err := WritePage(&buf, Build(snap, now), PageOptions{Filter: Filter{Kind: "ec"}}); err != nil {
+	if err := WritePage(&buf, Build(snap, now, Options{}), PageOptions{Filter: Filter{Kind: "ec"}}); err != nil {
 		t.Fatal(err)
 	}
 	html := buf.String()

@@ -33,7 +33,7 @@ func (d *Daemon) coverageIndex() (*coverage.Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.ix, d.ixGen = coverage.Build(snap, d.now()), snap.Generation
+	d.ix, d.ixGen = coverage.Build(snap, d.now(), coverage.Options{Variants: d.Upgrades.Variants}), snap.Generation
 	return d.ix, nil
 }
 

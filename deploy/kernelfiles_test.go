@@ -32,17 +32,20 @@ func TestDTKRecipeWritesKernelFiles(t *testing.T) {
 			last = in.args
 		}
 	}
-	const vr, arch = "5.14.0-427.37.1.el9_4", "x86_64"
-	kernel, rt := vr+"."+arch, vr+"."+arch+"+rt"
-
+	const vr = "5.14.0-427.37.1.el9_4"
 	for _, tc := range []struct {
-		name        string
-		rtInstalled bool
-		want        []string
+		name                      string
+		arch                      string
+		rtInstalled, k64Installed bool
+		want                      []string
 	}{
-		{name: "with the RT kernel", rtInstalled: true, want: []string{kernel, rt}},
-		{name: "without it", rtInstalled: false, want: []string{kernel}},
+		{name: "with the RT kernel", arch: "x86_64", rtInstalled: true, want: []string{vr + ".x86_64", vr + ".x86_64+rt"}},
+		{name: "without it", arch: "x86_64", want: []string{vr + ".x86_64"}},
+		{name: "with the 64k kernel", arch: "aarch64", k64Installed: true, want: []string{vr + ".aarch64", vr + ".aarch64+64k"}},
+		{name: "aarch64 without it", arch: "aarch64", want: []string{vr + ".aarch64"}},
 	} {
+		arch := tc.arch
+		kernel, rt, k64 := vr+"."+arch, vr+"."+arch+"+rt", vr+"."+arch+"+64k"
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			script := last
@@ -53,7 +56,7 @@ func TestDTKRecipeWritesKernelFiles(t *testing.T) {
 				script = strings.ReplaceAll(script, `"`+p, `"`+root+p)
 				script = strings.ReplaceAll(script, " "+p, " "+root+p)
 			}
-			for _, k := range []string{kernel, rt} {
+			for _, k := range []string{kernel, rt, k64} {
 				write(t, root, "usr/src/kernels/"+k+"/Module.symvers", "0x4dfa8d4b\tmutex_lock\tvmlinux\tEXPORT_SYMBOL\t\n0x09a34a2b\tcrc_itu_t\tlib/crc-itu-t\tEXPORT_SYMBOL\t\n")
 				write(t, root, "lib/modules/"+k+"/modules.builtin", "kernel/fs/ext4/ext4.ko\n")
 				write(t, root, "lib/modules/"+k+"/kernel/lib/crc-itu-t.ko.xz", "a module")
@@ -63,12 +66,9 @@ func TestDTKRecipeWritesKernelFiles(t *testing.T) {
 			write(t, root, "lib/modules/"+kernel+"/modules.dep", "kernel/lib/crc-itu-t.ko.xz:\n")
 			write(t, root, "etc/os-release", "ID=rhel\n") // the base image's /etc
 			bin := filepath.Join(root, "stub-bin")
-			rpmExit := "1"
-			if tc.rtInstalled {
-				rpmExit = "0"
-			}
+			exit := map[bool]string{true: "0", false: "1"}
 			stub(t, bin, "uname", "echo "+arch)
-			stub(t, bin, "rpm", "exit "+rpmExit)
+			stub(t, bin, "rpm", `case "$2" in kernel-rt-core-*) exit `+exit[tc.rtInstalled]+` ;; kernel-64k-core-*) exit `+exit[tc.k64Installed]+` ;; esac; exit 1`)
 			stub(t, bin, "depmod", `printf 'kernel/lib/crc-itu-t.ko.xz:\n' > "`+root+`/lib/modules/$1/modules.dep"`)
 			// modinfo -F vermagic FILE: the kernel's release (its directory) and flags.
 			stub(t, bin, "modinfo", `k="${3#`+root+`/lib/modules/}"; k="${k%%/*}"; case "$k" in *+rt) f="SMP preempt_rt mod_unload modversions" ;; *) f="SMP preempt mod_unload modversions" ;; esac; echo "$k $f "`)
@@ -105,8 +105,8 @@ func TestDTKRecipeWritesKernelFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if files.Kernel.String() != kernel || (files.RTKernel.String() == rt) != tc.rtInstalled {
-				t.Errorf("release JSON: kernel %s, RT %s", files.Kernel, files.RTKernel)
+			if files.Kernel.String() != kernel || (files.RTKernel.String() == rt) != tc.rtInstalled || (files.Kernel64K.String() == k64) != tc.k64Installed {
+				t.Errorf("release JSON: kernel %s, RT %s, 64k %s", files.Kernel, files.RTKernel, files.Kernel64K)
 			}
 			if len(files.Kernels) != len(tc.want) {
 				t.Errorf("kernel files for %d kernels, want %v", len(files.Kernels), tc.want)

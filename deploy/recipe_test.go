@@ -95,7 +95,8 @@ func TestDTKRecipeInvariants(t *testing.T) {
 		"subscription-manager register", "subscription-manager unregister",
 		"kernel-core-${KERNEL_VERSION}", "kernel-devel-${KERNEL_VERSION}", "kernel-headers-${KERNEL_VERSION}", "kernel-modules-${KERNEL_VERSION}",
 		"kernel-modules-extra-${KERNEL_VERSION}", "kernel-rt-core-${RT_KERNEL_VERSION}", "kernel-rt-devel-${RT_KERNEL_VERSION}",
-		"elfutils-libelf-devel", "kmod", "binutils", "kabi-dw", "kernel-abi-stablelists"} {
+		"kernel-64k-core-${KERNEL_VERSION}", "kernel-64k-devel-${KERNEL_VERSION}", "kernel-64k-modules-${KERNEL_VERSION}",
+		"kernel-64k-modules-extra-${KERNEL_VERSION}", `*" 64k "*`, "elfutils-libelf-devel", "kmod", "binutils", "kabi-dw", "kernel-abi-stablelists"} {
 		if !strings.Contains(install, want) {
 			t.Errorf("the install RUN lacks %q", want)
 		}
@@ -107,6 +108,7 @@ func TestDTKRecipeInvariants(t *testing.T) {
 	}
 	last := runs[len(runs)-1]
 	for _, want := range []string{"/etc/driver-toolkit-release.json", `"KERNEL_VERSION"`, `"RT_KERNEL_VERSION"`, `"RHEL_VERSION"`, "package kernel-rt-core is not installed",
+		`"KERNEL_64K_VERSION"`, "package kernel-64k-core is not installed", `kernels="${kernels} ${k64}"`,
 		// What a kmod check reads, in the same small layer (releaseinfo.ReadDTKFiles).
 		`d="/` + releaseinfo.KernelFilesDir + `${k}"`, `"/usr/src/kernels/${k}/` + releaseinfo.SymversFile + `"`,
 		`"/lib/modules/${k}/` + releaseinfo.ModulesDepFile + `"`, `"/lib/modules/${k}/` + releaseinfo.ModulesBuiltinFile + `"`,
@@ -186,7 +188,8 @@ func TestKmodExampleIsWhatKMMLoads(t *testing.T) {
 }
 
 func TestWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
-	checkWorkflow(t, "github/build-dtk.yml", builder.Request{}.Inputs())
+	// An aarch64 DTK: dtkbot asks it to carry the 64k kernel too.
+	checkWorkflow(t, "github/build-dtk.yml", builder.Request{Variants: []string{"64k"}}.Inputs())
 }
 
 func TestKmodWorkflowTakesTheInputsDtkbotSends(t *testing.T) {

@@ -97,14 +97,20 @@ type Modprobe struct {
 	ModuleName string `json:"moduleName" yaml:"moduleName"`
 }
 
-// Preflight is the PreflightValidationOCP of one release and stream: the
-// kernel its nodes will run and the DTK image (by digest) for it.
-func Preflight(release, stream, arch, kernelFull, dtkImage string) PreflightValidationOCP {
+// Preflight is the PreflightValidationOCP of one release, stream and
+// kernel variant ("" the default kernel, rt, 64k): the kernel its nodes of
+// that variant will run and the DTK image (by digest) for it. KMM takes one
+// kernel per PreflightValidationOCP, so nodes booting a variant need one of
+// their own.
+func Preflight(release, stream, arch, variant, kernelFull, dtkImage string) PreflightValidationOCP {
+	labels := map[string]string{"app.kubernetes.io/managed-by": "dtkbot", "dtkbot.io/release": label(release), "dtkbot.io/stream": label(stream)}
+	if variant != ledger.VariantDefault {
+		labels["dtkbot.io/kernel-variant"] = label(variant)
+	}
 	return PreflightValidationOCP{
 		APIVersion: PreflightAPIVersion, Kind: "PreflightValidationOCP",
-		Metadata: ObjectMeta{Name: Name("preflight", release, stream, arch), Labels: map[string]string{
-			"app.kubernetes.io/managed-by": "dtkbot", "dtkbot.io/release": label(release), "dtkbot.io/stream": label(stream)}},
-		Spec: PreflightSpec{KernelVersion: kernelFull, DTKImage: dtkImage},
+		Metadata:   ObjectMeta{Name: Name("preflight", release, stream, arch, variant), Labels: labels},
+		Spec:       PreflightSpec{KernelVersion: kernelFull, DTKImage: dtkImage},
 	}
 }
 
@@ -194,39 +200,60 @@ type Kernel struct {
 	Mappings   []ConsumerMapping  `json:"kernel_mappings"`
 }
 
-// ReleasePreflight is the preflight of one release shipping the kernel.
+// ReleasePreflight is the preflight of one release shipping the kernel,
+// for one variant's kernel.
 type ReleasePreflight struct {
 	Release  string                 `json:"release"`
+	Variant  string                 `json:"variant"`
 	Manifest PreflightValidationOCP `json:"manifest"`
 }
 
-// ConsumerMapping is one consumer's kernel mapping for a kernel.
+// ConsumerMapping is one consumer's kernel mapping for a kernel variant.
 type ConsumerMapping struct {
 	Consumer string        `json:"consumer"`
+	Variant  string        `json:"variant"`
 	Mapping  KernelMapping `json:"mapping"`
 }
 
 // ForKernel is the KMM view of a kernel: nothing until its DTK is
 // promoted (a preflight must never name an unverified image), then a
-// preflight per release shipping it (withdrawn ones left out), and a
-// mapping for each consumer build that is promoted too.
+// preflight per release shipping it (withdrawn ones left out) for each
+// variant's kernel the DTK carries, and a mapping for each consumer image
+// that is promoted too: one literal per variant's uname -r, since KMM maps
+// a node by its exact kernel.
 func ForKernel(k ledger.Image, builds []ledger.Image, withdrawn func(release string) bool) Kernel {
 	out := Kernel{Preflights: []ReleasePreflight{}, Mappings: []ConsumerMapping{}}
 	if k.State != ledger.StatePromoted || k.ImageDigest == "" || k.KernelFull == "" {
 		return out
 	}
+	kernels := []ledger.VariantKernel{{KernelFull: k.KernelFull}}
+	for _, v := range []string{ledger.VariantRT, ledger.Variant64K} {
+		if vk, ok := k.Carries(v); ok {
+			kernels = append(kernels, vk)
+		}
+	}
 	for _, r := range k.Releases {
 		if withdrawn != nil && withdrawn(r) {
 			continue
 		}
-		out.Preflights = append(out.Preflights, ReleasePreflight{Release: r, Manifest: Preflight(r, k.Stream, k.Arch, k.KernelFull, k.PinnedImage())})
-	}
-	for _, b := range builds {
-		if b.State == ledger.StatePromoted && b.KernelKey() == k.KernelKey() && b.Image != "" {
-			out.Mappings = append(out.Mappings, ConsumerMapping{Consumer: b.Consumer, Mapping: KernelMapping{Literal: b.KernelFull, ContainerImage: b.Image}})
+		for _, vk := range kernels {
+			out.Preflights = append(out.Preflights, ReleasePreflight{Release: r, Variant: ledger.VariantName(vk.Variant),
+				Manifest: Preflight(r, k.Stream, k.Arch, vk.Variant, vk.KernelFull, k.PinnedImage())})
 		}
 	}
-	sort.Slice(out.Mappings, func(i, j int) bool { return out.Mappings[i].Consumer < out.Mappings[j].Consumer })
+	for _, b := range builds {
+		if b.State == ledger.StatePromoted && b.DTKKey() == k.Key() && b.Image != "" {
+			out.Mappings = append(out.Mappings, ConsumerMapping{Consumer: b.Consumer, Variant: ledger.VariantName(b.Variant),
+				Mapping: KernelMapping{Literal: b.KernelFull, ContainerImage: b.Image}})
+		}
+	}
+	sort.Slice(out.Mappings, func(i, j int) bool {
+		a, b := out.Mappings[i], out.Mappings[j]
+		if a.Consumer != b.Consumer {
+			return a.Consumer < b.Consumer
+		}
+		return a.Mapping.Literal < b.Mapping.Literal
+	})
 	return out
 }
 

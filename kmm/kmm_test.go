@@ -187,11 +187,11 @@ func TestPreflightsValidateAgainstTheCRD(t *testing.T) {
 func TestValidationCatchesBrokenManifests(t *testing.T) {
 	pre := crdSchema(t, "kmm.sigs.x-k8s.io_preflightvalidationsocp.yaml", "v1beta2")
 	mod := crdSchema(t, "kmm.sigs.x-k8s.io_modules.yaml", "v1beta1")
-	good := jsonShaped(t, Preflight("4.19.0", "rhel9", "amd64", "5.14.0-570.19.1.el9_6.x86_64", "quay.io/x/dtk@sha256:00"))
+	good := jsonShaped(t, Preflight("4.19.0", "rhel9", "amd64", "", "5.14.0-570.19.1.el9_6.x86_64", "quay.io/x/dtk@sha256:00"))
 	if err := validateObject(pre, good); err != nil {
 		t.Fatal(err)
 	}
-	noKernel := jsonShaped(t, Preflight("4.19.0", "rhel9", "amd64", "", ""))
+	noKernel := jsonShaped(t, Preflight("4.19.0", "rhel9", "amd64", "", "", ""))
 	delete(noKernel["spec"].(map[string]any), "kernelVersion")
 	typo := jsonShaped(t, good)
 	typo["spec"].(map[string]any)["dtkimage"] = "x"

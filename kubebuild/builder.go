@@ -473,6 +473,10 @@ const (
 	AnnotAttempt    = "dtkbot.io/attempt"
 	AnnotStream     = "dtkbot.io/stream"
 	AnnotDTKImage   = "dtkbot.io/dtk-image"
+	// AnnotKernelVariant is a consumer build's kernel variant (default,
+	// rt, 64k), AnnotKernelVariants a DTK build's other kernels.
+	AnnotKernelVariant  = "dtkbot.io/kernel-variant"
+	AnnotKernelVariants = "dtkbot.io/kernel-variants"
 )
 
 // Selector selects dtkbot's build Jobs (and their pods).
@@ -506,6 +510,10 @@ func (b *Builder) job(req Request, name, configMap string, rec *recipe) (*batchv
 	}
 	if req.Consumer != "" {
 		annotations[AnnotDTKImage] = req.DTK
+		annotations[AnnotKernelVariant] = req.KernelVariant()
+	}
+	if len(req.Variants) > 0 {
+		annotations[AnnotKernelVariants] = strings.Join(req.Variants, " ")
 	}
 	tlsVerify := ""
 	if b.opts.TLSVerify != nil {

@@ -30,7 +30,11 @@ const KindDTK = "dtk"
 // failed.
 type Image struct {
 	// Consumer names the consumer whose image this is; empty for the DTK.
-	Consumer   string   `json:"consumer,omitempty"`
+	Consumer string `json:"consumer,omitempty"`
+	// Variant is, for a consumer's image, the kernel variant it is built
+	// for ("" the default kernel: every image of a state file from before
+	// variants); KernelFull is then that variant's uname -r. A DTK has none.
+	Variant    string   `json:"variant,omitempty"`
 	Stream     string   `json:"stream"`
 	Arch       string   `json:"arch"`
 	Kernel     string   `json:"kernel"` // VERSION-RELEASE
@@ -134,9 +138,42 @@ type Verification struct {
 // KernelFilesCheck says whether the DTK image Digest carries the kernel's
 // files under etc/driver-toolkit/<uname -r>/ (Module.symvers, modules.dep,
 // modules.builtin): Missing names those it lacks (none: it has them all).
+// Variants are the other kernels the DTK declares it carries (its release
+// JSON's RT_KERNEL_VERSION and KERNEL_64K_VERSION), each with the files it
+// lacks: what the DTK says, read from it, is the only source of which
+// variants a kernel has images for.
 type KernelFilesCheck struct {
-	Digest  string   `json:"digest"`
-	Missing []string `json:"missing,omitempty"`
+	Digest   string          `json:"digest"`
+	Missing  []string        `json:"missing,omitempty"`
+	Variants []VariantKernel `json:"variants,omitempty"`
+}
+
+// VariantKernel is one variant's kernel a DTK carries: its uname -r, and
+// the kernel files it lacks.
+type VariantKernel struct {
+	Variant    string   `json:"variant"`
+	KernelFull string   `json:"kernel_full"`
+	Missing    []string `json:"missing,omitempty"`
+}
+
+// Carries says whether the DTK's current image carries variant v's kernel,
+// as the check of its files read it: its uname -r and the files it lacks.
+// The default kernel is always carried (its files may be missing: see
+// Missing), but known only once the check was made.
+func (m Image) Carries(v string) (VariantKernel, bool) {
+	check, ok := m.KernelFilesOf()
+	if !ok {
+		return VariantKernel{}, false
+	}
+	if v == VariantDefault {
+		return VariantKernel{KernelFull: m.KernelFull, Missing: check.Missing}, true
+	}
+	for _, vk := range check.Variants {
+		if vk.Variant == v {
+			return vk, true
+		}
+	}
+	return VariantKernel{}, false
 }
 
 // KernelFilesOf is the check of the DTK's current image, if it was made.
@@ -162,7 +199,10 @@ type ModuleRecord struct {
 // version they import equals that kernel's Module.symvers (Loads), or
 // which symbols changed (a CRC differs) or are gone (not exported).
 type ABIVerdict struct {
-	Consumer string    `json:"consumer"`
+	Consumer string `json:"consumer"`
+	// Variant is the kernel variant compared: the consumer's modules for
+	// that variant of another kernel, against this kernel's same variant.
+	Variant  string    `json:"variant,omitempty"`
 	From     string    `json:"from"`
 	Image    string    `json:"image,omitempty"`
 	Loads    bool      `json:"loads"`
@@ -176,7 +216,11 @@ type ABIVerdict struct {
 // load" or "... would not load: 6 symbol versions changed (printk,
 // kmalloc, kfree, ...)".
 func (v ABIVerdict) String() string {
-	head := v.Consumer + ": the modules for " + v.From
+	head := v.Consumer
+	if v.Variant != VariantDefault {
+		head += " (" + v.Variant + ")"
+	}
+	head += ": the modules for " + v.From
 	if v.Loads {
 		return head + " would load (every symbol version matches)"
 	}
@@ -237,11 +281,59 @@ func (m Image) Kind() string {
 // IsDTK reports whether m is a kernel's DTK image.
 func (m Image) IsDTK() bool { return m.Consumer == "" }
 
-// KernelKey identifies a kernel: stream/arch/kernel.
-func KernelKey(stream, arch, kernel string) string { return stream + "/" + arch + "/" + kernel }
+// Kernel variants: the kernels a node of one release can boot
+// (MachineConfig spec.kernelType default, realtime, 64k-pages), each its
+// own `uname -r`: the default kernel (5.14.0-427.37.1.el9_4.x86_64), RT
+// (...x86_64+rt from RHEL 9.4, 4.18.0-305.19.1.rt7.91.el8_4.x86_64 before)
+// and 64k pages on aarch64 (...aarch64+64k). A DTK image carries the
+// variants of its kernel (what openshift/driver-toolkit does: kernel-rt on
+// x86_64, kernel-64k on aarch64), so it has none of its own; a consumer's
+// image is built for exactly one (a module loads on one uname -r). The
+// default variant is "" in records and keys, so state from before variants
+// means what it meant; VariantName spells it "default" for people.
+const (
+	VariantDefault = ""
+	VariantRT      = "rt"
+	Variant64K     = "64k"
+)
 
-// ImageKey identifies an image: the kernel's key for its DTK,
-// consumer/stream/arch/kernel for a consumer's.
+// VariantNames are the variants as people write them (consumers[].variants).
+var VariantNames = []string{"default", VariantRT, Variant64K}
+
+// VariantName is the variant as people write it: "default", "rt", "64k".
+func VariantName(v string) string {
+	if v == VariantDefault {
+		return "default"
+	}
+	return v
+}
+
+// ParseVariant reads a variant as people write it: "default" (or ""),
+// "rt", "64k".
+func ParseVariant(name string) (string, error) {
+	switch name {
+	case "", "default":
+		return VariantDefault, nil
+	case VariantRT, Variant64K:
+		return name, nil
+	}
+	return "", fmt.Errorf("kernel variant %q is not one of %s", name, strings.Join(VariantNames, ", "))
+}
+
+// VariantArch is the only arch (in graph terms) a variant's kernels exist
+// on, "" for every arch: RT is built for x86_64, 64k pages for aarch64.
+func VariantArch(v string) string {
+	switch v {
+	case VariantRT:
+		return "amd64"
+	case Variant64K:
+		return "arm64"
+	}
+	return ""
+}
+
+// ImageKey identifies an image: its kernel's key for the DTK,
+// consumer/kernel key for a consumer's.
 func ImageKey(consumer, kernelKey string) string {
 	if consumer == "" {
 		return kernelKey
@@ -250,26 +342,44 @@ func ImageKey(consumer, kernelKey string) string {
 }
 
 // ImageID is an image's identity: whose image it is (Consumer, empty for
-// the kernel's DTK) and for which kernel (stream, arch, kernel). It is the
-// one place an image's identity is spelt: a new part of a kernel's
-// identity is a new field here, in KernelKey and in Image.
+// the kernel's DTK) and for which kernel (stream, arch, kernel, variant).
+// It is the one place an image's identity is spelt: a new part of a
+// kernel's identity is a new field here and in Image.
 type ImageID struct {
 	Consumer, Stream, Arch, Kernel string
+	// Variant is the kernel variant ("" default, rt, 64k): a consumer's
+	// image is built for one; a DTK carries them all, and has none.
+	Variant string
 }
 
-// KernelKey is the key of the image's kernel.
-func (id ImageID) KernelKey() string { return KernelKey(id.Stream, id.Arch, id.Kernel) }
+// KernelKey is the key of the kernel the image is for,
+// stream/arch/kernel, with "+variant" for a variant (as uname -r writes
+// one): rhel-9/amd64/5.14.0-427.37.1.el9_4+rt.
+func (id ImageID) KernelKey() string {
+	key := id.Stream + "/" + id.Arch + "/" + id.Kernel
+	if id.Variant != VariantDefault {
+		key += "+" + id.Variant
+	}
+	return key
+}
 
 // Key identifies the image among every image.
 func (id ImageID) Key() string { return ImageKey(id.Consumer, id.KernelKey()) }
 
+// DTK is the identity of the DTK image of id's kernel: the one every
+// variant's images are built FROM.
+func (id ImageID) DTK() ImageID { return ImageID{Stream: id.Stream, Arch: id.Arch, Kernel: id.Kernel} }
+
 // ID is m's identity.
 func (m Image) ID() ImageID {
-	return ImageID{Consumer: m.Consumer, Stream: m.Stream, Arch: m.Arch, Kernel: m.Kernel}
+	return ImageID{Consumer: m.Consumer, Stream: m.Stream, Arch: m.Arch, Kernel: m.Kernel, Variant: m.Variant}
 }
 
-// KernelKey is the key of m's kernel.
+// KernelKey is the key of m's kernel (its variant's).
 func (m Image) KernelKey() string { return m.ID().KernelKey() }
+
+// DTKKey is the key of the DTK image of m's kernel.
+func (m Image) DTKKey() string { return m.ID().DTK().Key() }
 
 // Key identifies m among every image.
 func (m Image) Key() string { return m.ID().Key() }

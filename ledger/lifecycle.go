@@ -72,10 +72,15 @@ func NewDTK(arch string, ships ReleaseShips, dtkImage, release, source string, n
 	return m
 }
 
-// NewConsumerImage is the record of consumer's image of the DTK's kernel,
-// to be built FROM the DTK: new, shipped by the DTK's releases.
-func (m Image) NewConsumerImage(consumer string, now time.Time) Image {
-	return Image{Consumer: consumer, Stream: m.Stream, Arch: m.Arch, Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel,
+// NewConsumerImage is the record of consumer's image of the DTK's kernel
+// variant vk (the default kernel, or a variant the DTK carries), to be
+// built FROM the DTK: new, shipped by the DTK's releases.
+func (m Image) NewConsumerImage(consumer string, vk VariantKernel, now time.Time) Image {
+	full := vk.KernelFull
+	if vk.Variant == VariantDefault {
+		full = m.KernelFull
+	}
+	return Image{Consumer: consumer, Variant: vk.Variant, Stream: m.Stream, Arch: m.Arch, Kernel: m.Kernel, KernelFull: full, RTKernel: m.RTKernel,
 		RHEL: m.RHEL, State: StateNew, FirstSeen: now, UpdatedAt: now, FirstSource: m.FirstSource,
 		Releases: m.Releases, DTKImage: m.PinnedImage()}
 }
@@ -396,9 +401,10 @@ func (m *Image) Notified(hash string) {
 }
 
 // KernelFilesRead records whether the DTK's current image carries the
-// kernel's files.
-func (m *Image) KernelFilesRead(missing []string, at time.Time) {
-	m.KernelFiles, m.UpdatedAt = &KernelFilesCheck{Digest: m.ImageDigest, Missing: missing}, at
+// kernel's files, and which variants' kernels it carries.
+func (m *Image) KernelFilesRead(check KernelFilesCheck, at time.Time) {
+	check.Digest = m.ImageDigest
+	m.KernelFiles, m.UpdatedAt = &check, at
 }
 
 // Judged records a consumer's ABI verdict on the DTK's kernel.

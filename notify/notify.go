@@ -168,6 +168,9 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 		rt = "`" + k.RTKernel + "`"
 	}
 	fmt.Fprintf(&b, "| RT kernel | %s |\n| RHEL | %s |\n", rt, dash(k.RHEL))
+	if kernels := variantKernels(k); kernels != "" {
+		fmt.Fprintf(&b, "| Kernel variants the DTK carries | %s |\n", kernels)
+	}
 	if k.DTKImage != "" {
 		fmt.Fprintf(&b, "| Payload DTK image | `%s` |\n", k.DTKImage)
 	}
@@ -198,7 +201,8 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 	}
 	if len(builds) > 0 {
 		b.WriteString("\n### Consumers\n\nBuilt FROM the promoted DTK image, verified to load on this kernel (vermagic, symbol versions, dependencies, signatures if asked), then promoted.\n\n")
-		b.WriteString("| Consumer | State | Image | Note |\n|---|---|---|---|\n")
+		b.WriteString("One image per consumer and kernel variant it is built for (a node boots one `uname -r`: default, rt or 64k).\n\n")
+		b.WriteString("| Consumer | Variant | State | Image | Note |\n|---|---|---|---|---|\n")
 		for _, c := range builds {
 			img := "-"
 			if c.Image != "" {
@@ -214,7 +218,7 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 			if n := len(c.Rejections); n > 0 {
 				note = strings.TrimPrefix(fmt.Sprintf("%s; %d rejected", note, n), "; ")
 			}
-			fmt.Fprintf(&b, "| %s | **%s** | %s | %s |\n", c.Consumer, c.State, img, dash(cell(note)))
+			fmt.Fprintf(&b, "| %s | %s (`%s`) | **%s** | %s | %s |\n", c.Consumer, ledger.VariantName(c.Variant), c.KernelFull, c.State, img, dash(cell(note)))
 		}
 	}
 	b.WriteString(ABISection(k))
@@ -238,6 +242,18 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 	b.WriteString("\n<sub>Kept up to date by dtkbot; edits to this text are overwritten.</sub>\n")
 	b.WriteString(Marker(k) + "\n")
 	return b.String()
+}
+
+// variantKernels lists the variants' kernels the DTK carries, as its
+// files' check read them ("" when none is known).
+func variantKernels(k ledger.Image) string {
+	var out []string
+	for _, v := range []string{ledger.VariantRT, ledger.Variant64K} {
+		if vk, ok := k.Carries(v); ok {
+			out = append(out, fmt.Sprintf("%s `%s`", v, vk.KernelFull))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // ABISection is the kernel's ABI verdicts, for an issue or pull request

@@ -8,45 +8,62 @@ import (
 )
 
 // ABICheck is an ABI verdict due: would Consumer's modules of Base (its
-// newest promoted image of another kernel of the DTK's stream and arch)
-// load on the DTK's kernel?
+// newest promoted image of another kernel of the DTK's stream and arch, of
+// the same variant) load on the DTK's kernel of that variant (KernelFull)?
 type ABICheck struct {
 	DTK      ledger.Image
 	Consumer string
-	Base     ledger.Image
+	Variant  string
+	// KernelFull is the uname -r of the DTK's kernel of Variant.
+	KernelFull string
+	Base       ledger.Image
 }
 
 // ABIDue lists the ABI verdicts due, DTK by DTK: each promoted DTK of dtks,
-// for each consumer without a verdict on it, as soon as there is a module
-// set to judge (a DTK promoted before any gets none). Each is decided once
-// per kernel and consumer. images are every image of the ledger.
-func ABIDue(dtks, images []ledger.Image, consumers []string) []ABICheck {
-	consumers = slices.Sorted(slices.Values(consumers))
+// for each consumer and each variant it asks for (consumers: name ->
+// variants) without a verdict on it, as soon as there is a module set of
+// that variant to judge (a DTK promoted before any gets none); a variant is
+// judged only on a DTK known to carry it. A variant is compared with the
+// same variant: an RT module set against the RT kernel. Each is decided
+// once per kernel, consumer and variant. images are every image of the
+// ledger.
+func ABIDue(dtks, images []ledger.Image, consumers map[string][]string) []ABICheck {
 	var out []ABICheck
 	for _, dtk := range dtks {
 		if !dtk.IsDTK() || !builtFrom(dtk) {
 			continue
 		}
-		for _, name := range consumers {
-			if slices.ContainsFunc(dtk.ABI, func(v ledger.ABIVerdict) bool { return v.Consumer == name }) {
-				continue
-			}
-			if base, ok := newestModuleSet(images, name, dtk); ok {
-				out = append(out, ABICheck{DTK: dtk, Consumer: name, Base: base})
+		for _, name := range sortedKeys(consumers) {
+			for _, v := range (Kind{Variants: consumers[name]}).variants() {
+				if slices.ContainsFunc(dtk.ABI, func(j ledger.ABIVerdict) bool { return j.Consumer == name && j.Variant == v }) {
+					continue
+				}
+				full := dtk.KernelFull
+				if v != ledger.VariantDefault {
+					vk, ok := dtk.Carries(v)
+					if !ok {
+						continue
+					}
+					full = vk.KernelFull
+				}
+				if base, ok := newestModuleSet(images, name, v, dtk); ok {
+					out = append(out, ABICheck{DTK: dtk, Consumer: name, Variant: v, KernelFull: full, Base: base})
+				}
 			}
 		}
 	}
 	return out
 }
 
-// newestModuleSet is consumer's newest promoted image, with its modules
-// recorded, of another kernel of dtk's stream and arch, promoted no later
-// than dtk (of those promoted at once, the kernel before dtk's).
-func newestModuleSet(images []ledger.Image, consumer string, dtk ledger.Image) (ledger.Image, bool) {
+// newestModuleSet is consumer's newest promoted image of variant v, with
+// its modules recorded, of another kernel of dtk's stream and arch,
+// promoted no later than dtk (of those promoted at once, the kernel before
+// dtk's).
+func newestModuleSet(images []ledger.Image, consumer, v string, dtk ledger.Image) (ledger.Image, bool) {
 	var best ledger.Image
 	found := false
 	for _, m := range images {
-		if m.Consumer != consumer || m.Stream != dtk.Stream || m.Arch != dtk.Arch || m.Kernel == dtk.Kernel ||
+		if m.Consumer != consumer || m.Variant != v || m.Stream != dtk.Stream || m.Arch != dtk.Arch || m.Kernel == dtk.Kernel ||
 			m.State != ledger.StatePromoted || len(m.Modules) == 0 || m.PromotedAt.After(dtk.PromotedAt) {
 			continue
 		}

@@ -110,7 +110,7 @@ func TestABIDue(t *testing.T) {
 		{"a DTK not promoted", kernel(kB, ledger.StateVerified, "4.16.17"), []ledger.Image{base}, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			due := ABIDue([]ledger.Image{tt.dtk}, tt.images, []string{"acme-nic"})
+			due := ABIDue([]ledger.Image{tt.dtk}, tt.images, map[string][]string{"acme-nic": nil})
 			if len(due) != tt.due || (tt.due > 0 && (due[0].Base.Kernel != kA || due[0].Consumer != "acme-nic")) {
 				t.Errorf("%+v", due)
 			}

@@ -302,10 +302,14 @@ func (p *planner) settle(m *ledger.Image, k Kind) {
 	}
 }
 
-// consumerImages gives every promoted DTK an image of each consumer (new,
-// to be built FROM it, once the registry was looked at for it), and keeps
-// the consumers' images of each kernel in step with its DTK: the releases
-// that ship the kernel, and the DTK by digest.
+// consumerImages gives every promoted DTK an image of each consumer for
+// each kernel variant the consumer asks for that the DTK carries (new, to
+// be built FROM it, once the registry was looked at for it), and keeps the
+// consumers' images of each kernel in step with its DTK: the releases that
+// ship the kernel, and the DTK by digest. The default kernel's image is
+// made at once; a variant's once the DTK's files were read (KernelFilesDue)
+// and say the DTK carries that variant's kernel: what the DTK declares,
+// never a guess, names a variant's uname -r.
 func (p *planner) consumerImages(images []ledger.Image) {
 	at := map[string]int{}
 	for i, m := range images {
@@ -319,14 +323,23 @@ func (p *planner) consumerImages(images []ledger.Image) {
 			if name == ledger.KindDTK {
 				continue
 			}
-			i, ok := at[ledger.ImageKey(name, dtk.KernelKey())]
-			if !ok {
-				p.change(dtk.NewConsumerImage(name, p.in.Now), "")
-				continue
-			}
-			if m := images[i]; m.Follow(dtk, p.in.Now) {
-				images[i] = m
-				p.change(m, "")
+			for _, v := range p.in.Kinds[name].variants() {
+				vk, carried := dtk.Carries(v)
+				if v == ledger.VariantDefault {
+					vk, carried = ledger.VariantKernel{}, true
+				}
+				id := dtk.ID()
+				id.Consumer, id.Variant = name, v
+				i, ok := at[id.Key()]
+				switch {
+				case !ok && carried:
+					p.change(dtk.NewConsumerImage(name, vk, p.in.Now), "")
+				case ok:
+					if m := images[i]; m.Follow(dtk, p.in.Now) {
+						images[i] = m
+						p.change(m, "")
+					}
+				}
 			}
 		}
 	}
@@ -334,13 +347,14 @@ func (p *planner) consumerImages(images []ledger.Image) {
 
 // KernelFilesDue lists the promoted DTKs of which it is not known whether
 // they carry the kernel's files, when a consumer needs them (a DTK promoted
-// before a consumer needed them): the plan builds no such consumer's image
-// FROM a DTK before it knows, and holds them, with that one reason, FROM
-// one that lacks them. They are read once per DTK image.
+// before a consumer needed them), or which variants' kernels they carry,
+// when a consumer asks for a variant: the plan builds no such consumer's
+// image FROM a DTK before it knows, and holds them, with that one reason,
+// FROM one that lacks them. They are read once per DTK image.
 func KernelFilesDue(images []ledger.Image, kinds map[string]Kind) []ledger.Image {
 	needed := false
 	for _, k := range kinds {
-		needed = needed || k.NeedsKernelFiles
+		needed = needed || k.NeedsKernelFiles || k.asksVariants()
 	}
 	var out []ledger.Image
 	for _, dtk := range images {
@@ -355,15 +369,15 @@ func KernelFilesDue(images []ledger.Image, kinds map[string]Kind) []ledger.Image
 // files.
 func (p *planner) readKernelFiles(images []ledger.Image) {
 	for i, dtk := range images {
-		missing, ok := p.in.KernelFiles[dtk.Key()]
+		check, ok := p.in.KernelFiles[dtk.Key()]
 		if !ok {
 			continue
 		}
-		dtk.KernelFilesRead(missing, p.in.Now)
+		dtk.KernelFilesRead(check, p.in.Now)
 		images[i] = dtk
 		c := p.change(dtk, "")
-		if len(missing) > 0 {
-			c.Warns = KernelFilesMissing(dtk)
+		if len(check.Missing) > 0 {
+			c.Warns = KernelFilesMissing(dtk, ledger.VariantKernel{KernelFull: dtk.KernelFull, Missing: check.Missing})
 		}
 	}
 }

@@ -442,7 +442,7 @@ func TestKernelFiles(t *testing.T) {
 	kinds := dtkKind(true)
 	kinds["acme-nic"] = Kind{Target: Target{Repository: "quay.io/acme/nic", KernelTag: "{{.KernelFull}}"}, Verified: true, NeedsKernelFiles: true, Retries: retries}
 	dtk := kernel(kA, ledger.StatePromoted, "4.16.15")
-	consumer := dtk.NewConsumerImage("acme-nic", now)
+	consumer := dtk.NewConsumerImage("acme-nic", ledger.VariantKernel{}, now)
 	if due := KernelFilesDue([]ledger.Image{dtk}, kinds); len(due) != 1 {
 		t.Fatalf("due: %+v", due)
 	}
@@ -450,7 +450,7 @@ func TestKernelFiles(t *testing.T) {
 	if c := Plan(in); summary(c.Actions) != "" {
 		t.Fatalf("built before the DTK's kernel files are known: %s", summary(c.Actions))
 	}
-	in.KernelFiles = map[string][]string{dtk.Key(): {"Module.symvers"}}
+	in.KernelFiles = map[string]ledger.KernelFilesCheck{dtk.Key(): {Missing: []string{"Module.symvers"}}}
 	c := Plan(in)
 	if m := after(c, dtk); m.KernelFiles == nil || m.KernelFiles.Digest != dtk.ImageDigest || summary(c.Actions) != "hold" ||
 		!strings.Contains(c.Actions[0].Reason, "has no Module.symvers") || c.Images[0].Warns == "" {
@@ -459,7 +459,7 @@ func TestKernelFiles(t *testing.T) {
 	if due := KernelFilesDue([]ledger.Image{after(c, dtk)}, kinds); len(due) != 0 {
 		t.Errorf("read again: %+v", due)
 	}
-	in.KernelFiles = map[string][]string{dtk.Key(): nil}
+	in.KernelFiles = map[string]ledger.KernelFilesCheck{dtk.Key(): {}}
 	if c := Plan(in); summary(c.Actions) != "build" {
 		t.Errorf("a DTK with the kernel's files: %s", summary(c.Actions))
 	}

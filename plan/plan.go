@@ -69,6 +69,8 @@ type Action struct {
 	Kernel   string   `json:"kernel,omitempty"`
 	Stream   string   `json:"stream,omitempty"`
 	Arch     string   `json:"arch,omitempty"`
+	// Variant is the kernel variant of a consumer's image ("" default).
+	Variant  string   `json:"variant,omitempty"`
 	Releases []string `json:"releases,omitempty"`
 	Release  string   `json:"release,omitempty"`
 	Tag      string   `json:"tag,omitempty"`
@@ -132,7 +134,7 @@ func (a Action) Key() string {
 
 // about is an action about image m.
 func about(m ledger.Image) Action {
-	return Action{Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, KernelKey: m.KernelKey(), Consumer: m.Consumer}
+	return Action{Kernel: m.Kernel, Stream: m.Stream, Arch: m.Arch, Variant: m.Variant, KernelKey: m.KernelKey(), Consumer: m.Consumer}
 }
 
 // Target is where a kind's images and tags go: the one shape of every
@@ -178,6 +180,24 @@ type Kind struct {
 	NeedsKernelFiles bool
 	// Retries bounds its attempts.
 	Retries Retries
+	// Variants are the kernel variants its images are built for, each
+	// kernel's that its DTK carries ("" the default kernel; none: the
+	// default only). A DTK has none: it carries its kernel's variants.
+	Variants []string
+}
+
+// variants are the variants the kind's images are built for.
+func (k Kind) variants() []string {
+	if len(k.Variants) == 0 {
+		return []string{ledger.VariantDefault}
+	}
+	return k.Variants
+}
+
+// asksVariants reports whether the kind's images are built for a variant
+// other than the default kernel.
+func (k Kind) asksVariants() bool {
+	return slices.ContainsFunc(k.Variants, func(v string) bool { return v != ledger.VariantDefault })
 }
 
 // DefaultStagingTag names a kernel's staging image.
@@ -223,14 +243,22 @@ type Input struct {
 	Policy Policy
 	// Seen is what this round saw of the images it looked at, by key;
 	// KernelFiles what it read of promoted DTKs (KernelFilesDue), by key:
-	// the kernel's files each lacks.
+	// the kernel's files each lacks, and the variants' kernels it carries.
 	Seen        map[string]Seen
-	KernelFiles map[string][]string
+	KernelFiles map[string]ledger.KernelFilesCheck
 	// VerifyInterruptions is how many verifications of one image may die
 	// with the process before it is rejected unread.
 	VerifyInterruptions int
 	// Done is what the pass did already.
 	Done Done
+}
+
+// kindOf is image m's kind, if it is configured and still asks for m's
+// variant: an image of a kind, or a variant, no longer configured is left
+// alone.
+func (in Input) kindOf(m ledger.Image) (Kind, bool) {
+	k, ok := in.Kinds[m.Kind()]
+	return k, ok && slices.Contains(k.variants(), m.Variant)
 }
 
 // Done is what a pass did already: the plan does nothing twice in a pass.
@@ -302,7 +330,8 @@ func StagingImage(t Target, m ledger.Image) (string, error) {
 func kernelTagData(m ledger.Image) TagData {
 	release := first(m.Releases)
 	return TagData{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
-		Release: release, Minor: version.Minor(release), Arch: m.Arch, Stream: m.Stream}
+		Release: release, Minor: version.Minor(release), Arch: m.Arch, Stream: m.Stream,
+		Variant: ledger.VariantName(m.Variant), VariantSuffix: variantSuffix(m.Variant)}
 }
 
 // Plan computes one round of a pass: each image's record moved on by what
@@ -315,14 +344,14 @@ func Plan(in Input) Changes {
 	images := slices.Clone(in.Images)
 	sort.Slice(images, func(i, j int) bool { return images[i].Key() < images[j].Key() })
 	for i := range images {
-		if k, ok := in.Kinds[images[i].Kind()]; ok {
+		if k, ok := in.kindOf(images[i]); ok {
 			p.forgetAdoptedBefore(&images[i])
 			p.see(&images[i], k)
 		}
 	}
 	p.readKernelFiles(images)
 	for i := range images {
-		if k, ok := in.Kinds[images[i].Kind()]; ok {
+		if k, ok := in.kindOf(images[i]); ok {
 			p.settle(&images[i], k)
 		}
 	}

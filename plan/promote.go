@@ -42,14 +42,14 @@ func (p *planner) lifecycle(images []ledger.Image) {
 	dtks := map[string]ledger.Image{}
 	for _, m := range images {
 		if m.IsDTK() {
-			dtks[m.KernelKey()] = m
+			dtks[m.Key()] = m
 		}
 	}
 	t := &tagPlan{desired: map[string][]want{}, floating: map[string]want{}, floatingConflict: map[string]bool{},
 		visible: map[string]bool{}, staging: map[string]string{}}
 	var buildable []Action
 	for _, m := range images {
-		kind, ok := p.in.Kinds[m.Kind()]
+		kind, ok := p.in.kindOf(m)
 		if !ok {
 			continue // a kind no longer configured: nothing is done about it
 		}
@@ -59,7 +59,7 @@ func (p *planner) lifecycle(images []ledger.Image) {
 		}
 		t.visible[kernelRef] = true
 		t.staging[stagingRef] = m.Key()
-		if b, ok := p.build(m, kind, releases, dtks[m.KernelKey()], kernelRef, stagingRef); ok {
+		if b, ok := p.build(m, kind, releases, dtks[m.DTKKey()], kernelRef, stagingRef); ok {
 			buildable = append(buildable, b)
 		}
 		if promotable(m, kind) {
@@ -125,8 +125,8 @@ func (p *planner) build(m ledger.Image, kind Kind, releases map[string]ledger.Re
 	case !m.IsDTK() && kind.NeedsKernelFiles && !kernelFilesKnown(dtk):
 		// Not before the pass knows whether the DTK carries the kernel's
 		// files its modules are checked against.
-	case !m.IsDTK() && kind.NeedsKernelFiles && len(dtk.KernelFiles.Missing) > 0:
-		a.Reason = KernelFilesMissing(dtk)
+	case !m.IsDTK() && kind.NeedsKernelFiles && len(variantFiles(dtk, m.Variant).Missing) > 0:
+		a.Reason = KernelFilesMissing(dtk, variantFiles(dtk, m.Variant))
 		p.hold(a)
 	case !p.in.Now.Before(m.NextAttemptAt):
 		a.Type, a.Releases, a.Image, a.KernelTag, a.Reason = ActionBuild, m.Releases, stagingRef, kernelRef, "new kernel"
@@ -280,10 +280,17 @@ func kernelFilesKnown(dtk ledger.Image) bool {
 }
 
 // KernelFilesMissing says why no consumer that needs the kernel's files is
-// built FROM dtk: the one reason, decided once per DTK image.
-func KernelFilesMissing(dtk ledger.Image) string {
-	return fmt.Sprintf("the DTK %s has no %s: no consumer image is built FROM it that would be checked against them (verify.abi: true; "+
-		"dtkbot's DTK recipe copies them: a recipe of your own? or set the consumer's verify.abi: false)", dtk.PinnedImage(), strings.Join(dtk.KernelFiles.Missing, ", "))
+// built FROM dtk for kernel vk: the one reason, decided once per DTK image.
+func KernelFilesMissing(dtk ledger.Image, vk ledger.VariantKernel) string {
+	return fmt.Sprintf("the DTK %s has no %s for %s: no consumer image is built FROM it that would be checked against them (verify.abi: true; "+
+		"dtkbot's DTK recipe copies them: a recipe of your own? or set the consumer's verify.abi: false)", dtk.PinnedImage(), strings.Join(vk.Missing, ", "), vk.KernelFull)
+}
+
+// variantFiles is what the check of dtk's files says of variant v's
+// kernel (known: kernelFilesKnown).
+func variantFiles(dtk ledger.Image, v string) ledger.VariantKernel {
+	vk, _ := dtk.Carries(v)
+	return vk
 }
 
 // builtFrom reports whether a consumer's image may be built FROM dtk: the
@@ -295,7 +302,8 @@ func builtFrom(dtk ledger.Image) bool {
 // tagData is the template data for image m promoted for release version v.
 func tagData(m ledger.Image, r ledger.Release, v string) (TagData, bool) {
 	d := TagData{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
-		Release: v, Minor: version.Minor(v), Arch: m.Arch, Stream: m.Stream}
+		Release: v, Minor: version.Minor(v), Arch: m.Arch, Stream: m.Stream,
+		Variant: ledger.VariantName(m.Variant), VariantSuffix: variantSuffix(m.Variant)}
 	for i, s := range r.Streams {
 		if s.Stream == m.Stream && s.Kernel == m.Kernel {
 			if i > 0 {

@@ -139,7 +139,7 @@ func Shipped(rel ledger.Release, dtkImages []string, image func(key string) (led
 		if s.Held != "" {
 			continue
 		}
-		key := ledger.KernelKey(s.Stream, rel.Arch, s.Kernel)
+		key := ledger.ImageID{Stream: s.Stream, Arch: rel.Arch, Kernel: s.Kernel}.Key()
 		m, ok := image(key)
 		if !ok {
 			var source, dtkImage string

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/version"
 )
 
@@ -24,6 +25,21 @@ type TagData struct {
 	// the others (4.22's "-rhel-10"), so "{{.Release}}{{.StreamSuffix}}"
 	// names every stream of a dual-stream payload apart.
 	StreamSuffix string
+	// Variant is the kernel variant of a consumer's image: default, rt or
+	// 64k (a DTK's: default, it carries them all); VariantSuffix is "" for
+	// the default kernel and "-rt", "-64k" for the others, so
+	// "{{.Release}}{{.VariantSuffix}}" names each variant's image apart.
+	// KernelFull, the variant's uname -r, names it already.
+	Variant       string
+	VariantSuffix string
+}
+
+// variantSuffix is a variant's VariantSuffix.
+func variantSuffix(v string) string {
+	if v == ledger.VariantDefault {
+		return ""
+	}
+	return "-" + v
 }
 
 var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
@@ -51,8 +67,27 @@ func ValidateTemplate(tmpl string) error {
 	_, err := RenderTag(tmpl, TagData{
 		Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64+rt", RHEL: "9.4",
 		Release: "4.16.15", Minor: "4.16", Arch: "amd64", Stream: "rhel-9", StreamSuffix: "-rhel-10",
+		Variant: ledger.VariantRT, VariantSuffix: "-rt",
 	})
 	return err
+}
+
+// NamesVariant checks, for config validation, that a tag template gives
+// each kernel variant's image of one kernel its own tag ({{.KernelFull}},
+// the variant's uname -r, or {{.VariantSuffix}}): a consumer built for
+// several variants would otherwise push or promote two images to one tag.
+func NamesVariant(tmpl string) error {
+	d := TagData{Kernel: "5.14.0-427.37.1.el9_4", KernelFull: "5.14.0-427.37.1.el9_4.x86_64", RHEL: "9.4",
+		Release: "4.16.15", Minor: "4.16", Arch: "amd64", Stream: "rhel-9", Variant: "default"}
+	def, err := RenderTag(tmpl, d)
+	if err != nil {
+		return nil // reported as the template's own problem
+	}
+	d.KernelFull, d.Variant, d.VariantSuffix = d.KernelFull+"+rt", ledger.VariantRT, variantSuffix(ledger.VariantRT)
+	if rt, err := RenderTag(tmpl, d); err == nil && rt == def {
+		return fmt.Errorf("%q does not name the kernel variant (use {{.KernelFull}} or {{.VariantSuffix}})", tmpl)
+	}
+	return nil
 }
 
 // roles names the templates of a target, for messages: the config key

@@ -24,10 +24,10 @@ func (p *pass) abi(ctx context.Context) {
 	if kv == nil || p.opts.DryRun {
 		return
 	}
-	var consumers []string
-	for name := range p.kinds {
+	consumers := map[string][]string{}
+	for name, k := range p.kinds {
 		if name != ledger.KindDTK {
-			consumers = append(consumers, name)
+			consumers[name] = k.variants
 		}
 	}
 	due := plan.ABIDue(p.book.dtkList(p.opts.Release), p.book.imageList(""), consumers)
@@ -42,32 +42,41 @@ func (p *pass) abi(ctx context.Context) {
 	}
 }
 
-// judge gives one DTK the verdicts due on its kernel, read once.
+// judge gives one DTK the verdicts due on its kernel, each variant's
+// kernel read once.
 func (p *pass) judge(ctx context.Context, due []plan.ABICheck) {
 	dtk, ok := p.book.image(due[0].DTK.Key())
 	if !ok {
 		return
 	}
-	k, _, err := p.r.KmodVerifier.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
-	if err != nil {
-		p.out.warn(fmt.Sprintf("the ABI verdict of %s for consumer %s: %v", dtk.KernelFull, due[0].Consumer, err))
-		return
-	}
-	if k.Symvers == nil {
-		return // its DTK lacks Module.symvers: no verdict to give
-	}
+	kernels := map[string]*kmod.Kernel{}
+	judged := false
 	for _, c := range due {
-		v := verdict(c.Consumer, c.Base, k, p.now)
+		k, read := kernels[c.KernelFull]
+		if !read {
+			var err error
+			if k, _, err = p.r.KmodVerifier.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, c.KernelFull); err != nil {
+				p.out.warn(fmt.Sprintf("the ABI verdict of %s for consumer %s: %v", c.KernelFull, c.Consumer, err))
+			}
+			kernels[c.KernelFull] = k
+		}
+		if k == nil || k.Symvers == nil {
+			continue // its DTK lacks Module.symvers: no verdict to give
+		}
+		v := verdict(c.Consumer, c.Variant, c.Base, k, p.now)
 		dtk.Judged(v, p.now)
-		p.log.Info().Str("kernel", dtk.Kernel).Str("consumer", c.Consumer).Msg(v.String())
+		judged = true
+		p.log.Info().Str("kernel", dtk.Kernel).Str("consumer", c.Consumer).Str("variant", ledger.VariantName(c.Variant)).Msg(v.String())
 	}
-	p.keep(dtk, nil, "")
+	if judged {
+		p.keep(dtk, nil, "")
+	}
 }
 
-// verdict compares the symbol versions base's modules take from the kernel
-// with kernel k's.
-func verdict(consumer string, base ledger.Image, k *kmod.Kernel, now time.Time) ledger.ABIVerdict {
-	v := ledger.ABIVerdict{Consumer: consumer, From: base.KernelFull, Image: base.PinnedImage(), At: now}
+// verdict compares the symbol versions base's modules (of variant) take
+// from the kernel with kernel k's, the same variant's.
+func verdict(consumer, variant string, base ledger.Image, k *kmod.Kernel, now time.Time) ledger.ABIVerdict {
+	v := ledger.ABIVerdict{Consumer: consumer, Variant: variant, From: base.KernelFull, Image: base.PinnedImage(), At: now}
 	changed, gone := map[string]bool{}, map[string]bool{}
 	for _, m := range base.Modules {
 		for _, c := range kmod.CompareImports(m.Imports, k) {

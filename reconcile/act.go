@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/plan"
 )
 
@@ -47,7 +48,7 @@ func (p *pass) awaited() []string {
 }
 
 // input is what plan.Plan decides a round from.
-func (p *pass) input(seen map[string]plan.Seen, kernelFiles map[string][]string) plan.Input {
+func (p *pass) input(seen map[string]plan.Seen, kernelFiles map[string]ledger.KernelFilesCheck) plan.Input {
 	return plan.Input{Now: p.now, Releases: p.book.releaseList(p.opts.Release), Images: p.book.imageList(p.opts.Release),
 		Promoted: p.book.promotions(), Held: p.book.heldList(p.opts.Release), Kinds: planKinds(p.kinds), Policy: p.r.Policy,
 		Seen: seen, KernelFiles: kernelFiles, VerifyInterruptions: p.r.VerifyInterruptions, Done: p.done}

@@ -126,9 +126,10 @@ func (b *book) dtkList(only string) []ledger.Image {
 	return slices.DeleteFunc(b.imageList(only), func(m ledger.Image) bool { return !m.IsDTK() })
 }
 
-// consumersOf lists the consumers' images of one kernel, by consumer.
-func (b *book) consumersOf(kernelKey string) []ledger.Image {
-	return slices.DeleteFunc(b.imageList(""), func(m ledger.Image) bool { return m.IsDTK() || m.KernelKey() != kernelKey })
+// consumersOf lists the consumers' images of the kernel whose DTK is
+// dtkKey, every variant's, by consumer and variant.
+func (b *book) consumersOf(dtkKey string) []ledger.Image {
+	return slices.DeleteFunc(b.imageList(""), func(m ledger.Image) bool { return m.IsDTK() || m.DTKKey() != dtkKey })
 }
 
 // ---- releases and held payloads ----

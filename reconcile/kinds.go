@@ -35,6 +35,9 @@ type kind struct {
 	// needsKernelFiles: its images are checked against the kernel's files
 	// of the DTK they are built FROM (a consumer's verify.abi: true).
 	needsKernelFiles bool
+	// variants are the kernel variants its images are built for (none:
+	// the default kernel's only).
+	variants []string
 }
 
 // Consumer is a team's image built FROM every promoted DTK: a driver
@@ -60,15 +63,20 @@ type Consumer struct {
 	// ModuleName is the module KMM loads from its images (kmm.module_name):
 	// when set, an image that does not hold it is rejected.
 	ModuleName string
+	// Variants are the kernel variants it is built for (ledger.Variant*:
+	// "" the default kernel); none: the default only.
+	Variants []string
 }
 
 // KmodVerifier checks a consumer's image against the kernel of the DTK it
 // was built FROM: an error wrapping verify.ErrRejected is a verdict
 // against it. KernelOf reads a kernel's files from a DTK (once: see
-// verify.Kmod), for the ABI verdicts.
+// verify.Kmod), for the ABI verdicts; Carried which kernels (the
+// variants') a DTK carries, and the files each lacks.
 type KmodVerifier interface {
 	VerifyKmod(ctx context.Context, c verify.KmodCheck) (verify.KmodResult, error)
 	KernelOf(ctx context.Context, dtk, arch, kernelFull string) (*kmod.Kernel, []string, error)
+	Carried(ctx context.Context, dtk, arch, kernelFull string) (ledger.KernelFilesCheck, error)
 }
 
 // DefaultModulePath is where KMM looks for a kmod image's modules.
@@ -76,7 +84,8 @@ const DefaultModulePath = "opt/lib/modules/{{.KernelFull}}/"
 
 // plan is the kind as the planner takes it.
 func (k *kind) plan() plan.Kind {
-	return plan.Kind{Target: k.target, What: k.what, Verified: k.verify != nil, NeedsKernelFiles: k.needsKernelFiles, Retries: k.build}
+	return plan.Kind{Target: k.target, What: k.what, Verified: k.verify != nil, NeedsKernelFiles: k.needsKernelFiles, Retries: k.build,
+		Variants: k.variants}
 }
 
 // kinds is the table of the kinds of image a pass builds, by name; warn
@@ -86,7 +95,7 @@ func (r *Reconciler) kinds(warn func(string)) map[string]*kind {
 	out := map[string]*kind{ledger.KindDTK: dtk}
 	if v := r.Verifier; v != nil {
 		dtk.verify = func(ctx context.Context, pinned string, m ledger.Image) (ledger.Verdict, error) {
-			if err := v.Verify(ctx, pinned, m.Kernel, m.Arch); err != nil {
+			if err := v.Verify(ctx, pinned, verify.Want{Kernel: m.Kernel, RTKernel: m.RTKernel, Arch: m.Arch}); err != nil {
 				return ledger.Verdict{}, err
 			}
 			return r.verifyKernelFiles(ctx, m, kernelFilesNeededBy(out))
@@ -103,7 +112,8 @@ func (r *Reconciler) kinds(warn func(string)) map[string]*kind {
 		if tmpl == "" {
 			tmpl = DefaultModulePath
 		}
-		k := &kind{name: c.Name, what: "consumer " + c.Name + "'s image", builder: c.Builder, target: c.Target, build: c.Build, needsKernelFiles: !c.SkipABI}
+		k := &kind{name: c.Name, what: "consumer " + c.Name + "'s image", builder: c.Builder, target: c.Target, build: c.Build, needsKernelFiles: !c.SkipABI,
+			variants: c.Variants}
 		kv := r.KmodVerifier
 		k.verify = func(ctx context.Context, pinned string, m ledger.Image) (ledger.Verdict, error) {
 			modulePath, err := verify.ModulePath(tmpl, m.Kernel, m.KernelFull)
@@ -132,11 +142,12 @@ func planKinds(kinds map[string]*kind) map[string]plan.Kind {
 }
 
 // kernelFilesNeededBy names the consumers whose modules are checked against
-// the kernel's files of their DTK (verify.abi: true).
+// the kernel's files of their DTK (verify.abi: true), or that are built for
+// a kernel variant (which kernels a DTK carries is read with its files).
 func kernelFilesNeededBy(kinds map[string]*kind) []string {
 	var out []string
 	for name, k := range kinds {
-		if k.needsKernelFiles {
+		if k.needsKernelFiles || slices.ContainsFunc(k.variants, func(v string) bool { return v != ledger.VariantDefault }) {
 			out = append(out, name)
 		}
 	}
@@ -145,35 +156,38 @@ func kernelFilesNeededBy(kinds map[string]*kind) []string {
 }
 
 // readKernelFiles reads whether dtk's image carries the kernel's files
-// (etc/driver-toolkit/<uname -r>/), and says which it lacks (kept by
-// KmodVerifier for the consumers' checks). Content that cannot be read is
-// a verdict too; a read that failed is an error (try again later).
-func (r *Reconciler) readKernelFiles(ctx context.Context, dtk ledger.Image) ([]string, error) {
-	_, missing, err := r.KmodVerifier.KernelOf(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
+// (etc/driver-toolkit/<uname -r>/), and which variants' kernels it declares
+// with theirs, and says which each lacks (kept by KmodVerifier for the
+// consumers' checks). Content that cannot be read is a verdict too; a read
+// that failed is an error (try again later).
+func (r *Reconciler) readKernelFiles(ctx context.Context, dtk ledger.Image) (ledger.KernelFilesCheck, error) {
+	check, err := r.KmodVerifier.Carried(ctx, dtk.PinnedImage(), dtk.Arch, dtk.KernelFull)
 	switch {
 	case verify.Rejects(err):
-		missing = []string{"readable kernel files (" + err.Error() + ")"}
+		check = ledger.KernelFilesCheck{Missing: []string{"readable kernel files (" + err.Error() + ")"}}
 	case err != nil:
-		return nil, fmt.Errorf("reading the kernel's files of the DTK %s: %w", dtk.PinnedImage(), err)
+		return ledger.KernelFilesCheck{}, fmt.Errorf("reading the kernel's files of the DTK %s: %w", dtk.PinnedImage(), err)
 	}
-	return missing, nil
+	return check, nil
 }
 
 // verifyKernelFiles is the DTK's check for its consumers: when one checks
 // its modules against the kernel's files (verify.abi: true), a DTK that
 // lacks them is rejected, with that one reason, before any consumer image
-// is built FROM it (each would be rejected for it).
+// is built FROM it (each would be rejected for it). What it reads says
+// which variants' kernels the DTK carries, for the consumers built for
+// one.
 func (r *Reconciler) verifyKernelFiles(ctx context.Context, dtk ledger.Image, needs []string) (ledger.Verdict, error) {
 	if len(needs) == 0 || r.KmodVerifier == nil {
 		return ledger.Verdict{}, nil
 	}
 	check, ok := dtk.KernelFilesOf()
 	if !ok {
-		missing, err := r.readKernelFiles(ctx, dtk)
-		if err != nil {
+		var err error
+		if check, err = r.readKernelFiles(ctx, dtk); err != nil {
 			return ledger.Verdict{}, err
 		}
-		check = ledger.KernelFilesCheck{Digest: dtk.ImageDigest, Missing: missing}
+		check.Digest = dtk.ImageDigest
 	}
 	if missing := check.Missing; len(missing) > 0 {
 		return ledger.Verdict{}, fmt.Errorf("%w: the DTK %s has no %s, which %s check their modules against (verify.abi: true; dtkbot's DTK recipe copies them: a recipe of your own? or set verify.abi: false)",

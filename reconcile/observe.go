@@ -158,20 +158,21 @@ func (p *observer) askHowItGoes(ctx context.Context, m ledger.Image, k *kind, r 
 }
 
 // kernelFiles reads, once per DTK image, whether each promoted DTK the plan
-// names carries the kernel's files (plan.KernelFilesDue), and returns what
-// each lacks, by key. A read that failed is an error of the pass.
-func (p *observer) kernelFiles(ctx context.Context, dtks []ledger.Image) map[string][]string {
+// names carries the kernel's files, and which variants' kernels
+// (plan.KernelFilesDue), and returns what each lacks, by key. A read that
+// failed is an error of the pass.
+func (p *observer) kernelFiles(ctx context.Context, dtks []ledger.Image) map[string]ledger.KernelFilesCheck {
 	if len(dtks) == 0 || p.r.KmodVerifier == nil {
 		return nil
 	}
-	out := map[string][]string{}
+	out := map[string]ledger.KernelFilesCheck{}
 	for _, dtk := range dtks {
-		missing, err := p.r.readKernelFiles(ctx, dtk)
+		check, err := p.r.readKernelFiles(ctx, dtk)
 		if err != nil {
 			p.out.fail(err)
 			continue
 		}
-		out[dtk.Key()] = missing
+		out[dtk.Key()] = check
 	}
 	return out
 }
@@ -203,9 +204,25 @@ func requestOf(m ledger.Image) builder.Request {
 	req := builder.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
 		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts, Round: m.Round}
 	if m.IsDTK() {
-		req.DTKImage = m.DTKImage
+		req.DTKImage, req.Variants = m.DTKImage, dtkVariants(m)
 	} else {
-		req.Consumer, req.DTK = m.Consumer, m.DTKImage
+		req.Consumer, req.DTK, req.Variant = m.Consumer, m.DTKImage, m.Variant
 	}
 	return req
+}
+
+// dtkVariants are the variants' kernels a DTK's build is asked to carry
+// besides its own: the RT kernel the payload ships (x86_64), and 64k pages
+// on aarch64, as the OpenShift DTK carries kernel-64k there
+// (openshift/driver-toolkit#140); the recipe installs kernel-64k where RHEL
+// has it for the kernel, and says in its release JSON whether it did.
+func dtkVariants(m ledger.Image) []string {
+	var out []string
+	if m.RTKernel != "" && m.Arch == ledger.VariantArch(ledger.VariantRT) {
+		out = append(out, ledger.VariantRT)
+	}
+	if m.Arch == ledger.VariantArch(ledger.Variant64K) {
+		out = append(out, ledger.Variant64K)
+	}
+	return out
 }

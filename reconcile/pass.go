@@ -121,7 +121,7 @@ func (p *pass) recordPass(err error) {
 // noticeHash sums what a kernel's notification says: its DTK, and its
 // consumers' images.
 func (p *pass) noticeHash(k ledger.Image) string {
-	return NoticeHash(k, p.book.consumersOf(k.KernelKey()))
+	return NoticeHash(k, p.book.consumersOf(k.Key()))
 }
 
 // NoticeHash is what a kernel's notifications say, hashed: its DTK's state
@@ -129,7 +129,11 @@ func (p *pass) noticeHash(k ledger.Image) string {
 func NoticeHash(k ledger.Image, consumers []ledger.Image) string {
 	h := k.NoticeHash()
 	for _, c := range consumers {
-		h += fmt.Sprintf("|%s:%s:%s:%d:%d", c.Consumer, c.State, c.ImageDigest, len(c.Rejections), len(c.Conflicts))
+		who := c.Consumer
+		if c.Variant != ledger.VariantDefault {
+			who += "+" + c.Variant // the default's as before variants: no notice is due for nothing
+		}
+		h += fmt.Sprintf("|%s:%s:%s:%d:%d", who, c.State, c.ImageDigest, len(c.Rejections), len(c.Conflicts))
 	}
 	if len(h) == 16 {
 		return h

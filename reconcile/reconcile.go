@@ -44,6 +44,7 @@ import (
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/releasesig"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/verify"
 	"github.com/dtkbot/dtkbot/watcher"
 )
 
@@ -57,7 +58,7 @@ type ImageChecker interface {
 // an error for which verify.Rejects holds (verify.ErrWrongKernel, content
 // that cannot be read) is a verdict against it (a failed build).
 type Verifier interface {
-	Verify(ctx context.Context, image, kernel, arch string) error
+	Verify(ctx context.Context, image string, want verify.Want) error
 }
 
 // SignatureChecker checks a payload's signature; an error means the check

@@ -19,12 +19,17 @@ const (
 	metaJSONPath   = "usr/share/openshift/base/meta.json"
 )
 
-// rtNotInstalled is what DTK builds off x86_64 (and late 4.12.z) write for RT.
-const rtNotInstalled = "package kernel-rt-core is not installed"
+// rtNotInstalled is what DTK builds off x86_64 (and late 4.12.z) write for
+// RT; k64NotInstalled what dtkbot's recipe writes for a DTK without
+// kernel-64k.
+const (
+	rtNotInstalled  = "package kernel-rt-core is not installed"
+	k64NotInstalled = "package kernel-64k-core is not installed"
+)
 
 // dtkKernels is what a Driver Toolkit image says.
 type dtkKernels struct {
-	kernel, rt Kernel
+	kernel, rt, k64 Kernel
 	rhel       string
 	source     string
 	warnings   []string
@@ -35,6 +40,10 @@ type dtkReleaseJSON struct {
 	KernelVersion   string `json:"KERNEL_VERSION"`
 	RTKernelVersion string `json:"RT_KERNEL_VERSION"`
 	RHELVersion     string `json:"RHEL_VERSION"`
+	// Kernel64KVersion is written by dtkbot's recipe (the OpenShift DTK
+	// carries kernel-64k on aarch64 since openshift/driver-toolkit#140
+	// without saying so): the +64k kernel's uname -r.
+	Kernel64KVersion string `json:"KERNEL_64K_VERSION"`
 }
 
 // readDTK finds etc/driver-toolkit-release.json by walking the DTK's layers
@@ -172,6 +181,15 @@ func parseDTKRelease(data []byte, out *dtkKernels) {
 			warn("driver-toolkit %s RT_KERNEL_VERSION: %v", dtkReleasePath, err)
 		} else {
 			out.rt = k
+		}
+	}
+	switch k64 := strings.TrimSpace(j.Kernel64KVersion); k64 {
+	case "", k64NotInstalled:
+	default:
+		if k, err := ParseKernel(k64); err != nil || !k.Pages64K {
+			warn("driver-toolkit %s KERNEL_64K_VERSION %q is not a +64k kernel", dtkReleasePath, k64)
+		} else {
+			out.k64 = k
 		}
 	}
 	if v := strings.TrimSpace(j.RHELVersion); v != "" {
@@ -350,9 +368,29 @@ func asRT(k Kernel) Kernel {
 // DTK is what a Driver Toolkit image declares about its kernel.
 type DTK struct {
 	Kernel, RTKernel Kernel
-	RHEL             string
+	// Kernel64K is the +64k kernel a DTK dtkbot's recipe built declares.
+	Kernel64K Kernel
+	RHEL      string
 	Source           string // SourceDTKReleaseJSON, SourceDTKLabel or ""
 	Warnings         []string
+}
+
+// declared is what the DTK declares, for callers.
+func (d dtkKernels) declared() DTK {
+	return DTK{Kernel: d.kernel, RTKernel: d.rt, Kernel64K: d.k64, RHEL: d.rhel, Source: d.source, Warnings: d.warnings}
+}
+
+// Variants are the kernels the DTK declares besides its own, by variant
+// name ("rt", "64k"; the ledger's names).
+func (d DTK) Variants() map[string]Kernel {
+	out := map[string]Kernel{}
+	if !d.RTKernel.IsZero() {
+		out["rt"] = d.RTKernel
+	}
+	if !d.Kernel64K.IsZero() {
+		out["64k"] = d.Kernel64K
+	}
+	return out
 }
 
 // ReadDTK reads the kernel a DTK image (ours or a payload's) declares, as an
@@ -364,7 +402,7 @@ func (in *Inspector) ReadDTK(ctx context.Context, pullspec string) (DTK, error) 
 	if err != nil {
 		return DTK{}, fmt.Errorf("driver-toolkit %s: %w", pullspec, err)
 	}
-	return DTK{Kernel: d.kernel, RTKernel: d.rt, RHEL: d.rhel, Source: d.source, Warnings: d.warnings}, nil
+	return d.declared(), nil
 }
 
 // KernelFilesDir is where the DTK recipe (deploy/driver-toolkit/Containerfile)
@@ -453,7 +491,7 @@ func (in *Inspector) ReadDTKFiles(ctx context.Context, pullspec string) (DTKFile
 		return DTKFiles{}, fmt.Errorf("driver-toolkit %s: %w", pullspec, err)
 	}
 	out := DTKFiles{
-		DTK:     DTK{Kernel: d.kernel, RTKernel: d.rt, RHEL: d.rhel, Source: d.source, Warnings: d.warnings},
+		DTK:     d.declared(),
 		Kernels: map[string]KernelFiles{},
 	}
 	for name, data := range files {

@@ -12,6 +12,9 @@ type Kernel struct {
 	Release string // 427.22.1.el9_4
 	Arch    string // x86_64
 	RT      bool   // the "+rt" flavour of RHEL 9 and later (RHEL 8 writes "rt" into Release)
+	// Pages64K is the "+64k" flavour of aarch64 (kernel-64k, RHEL 9.2 and
+	// later): 64 KB pages.
+	Pages64K bool
 }
 
 // kernelPattern is the shape of a `uname -r` string: VERSION-RELEASE.ARCH with
@@ -19,15 +22,17 @@ type Kernel struct {
 // so that labels like "true" or "package kernel-rt-core is not installed" are
 // never taken for kernels.
 var (
-	kernelPattern = regexp.MustCompile(`^([0-9]+\.[0-9]+(?:\.[0-9]+)?)-([0-9][0-9A-Za-z_]*(?:\.[0-9A-Za-z_]+)*)\.(x86_64|aarch64|s390x|ppc64le)(\+rt)?$`)
+	kernelPattern = regexp.MustCompile(`^([0-9]+\.[0-9]+(?:\.[0-9]+)?)-([0-9][0-9A-Za-z_]*(?:\.[0-9A-Za-z_]+)*)\.(x86_64|aarch64|s390x|ppc64le)(\+rt|\+64k)?$`)
 	vrPattern     = regexp.MustCompile(`^([0-9]+\.[0-9]+(?:\.[0-9]+)?)-([0-9][0-9A-Za-z_]*(?:\.[0-9A-Za-z_]+)*)$`)
 	distPattern   = regexp.MustCompile(`(?:^|\.)(el[0-9]+(?:_[0-9]+)?|fc[0-9]+)(?:\.|$)`)
 )
 
 const maxKernelLen = 128
 
-// ParseKernel parses a `uname -r` string such as "5.14.0-427.22.1.el9_4.x86_64"
-// or "5.14.0-427.22.1.el9_4.x86_64+rt". It is strict: anything else is an error.
+// ParseKernel parses a `uname -r` string such as "5.14.0-427.22.1.el9_4.x86_64",
+// "5.14.0-427.22.1.el9_4.x86_64+rt" or "5.14.0-427.22.1.el9_4.aarch64+64k".
+// It is strict: anything else is an error (an RT kernel off x86_64, a 64k
+// one off aarch64 among them: RHEL builds neither).
 func ParseKernel(s string) (Kernel, error) {
 	if len(s) > maxKernelLen {
 		return Kernel{}, fmt.Errorf("kernel %.40q...: longer than %d characters", s, maxKernelLen)
@@ -39,7 +44,11 @@ func ParseKernel(s string) (Kernel, error) {
 	if !distPattern.MatchString(m[2]) {
 		return Kernel{}, fmt.Errorf("kernel %q: release %q has no dist tag (el9_4, fc37, ...)", s, m[2])
 	}
-	return Kernel{Version: m[1], Release: m[2], Arch: m[3], RT: m[4] != ""}, nil
+	k := Kernel{Version: m[1], Release: m[2], Arch: m[3], RT: m[4] == "+rt", Pages64K: m[4] == "+64k"}
+	if (k.RT && k.Arch != "x86_64") || (k.Pages64K && k.Arch != "aarch64") {
+		return Kernel{}, fmt.Errorf("kernel %q: RHEL builds %s kernels for %s only", s, m[4], map[bool]string{true: "x86_64", false: "aarch64"}[k.RT])
+	}
+	return k, nil
 }
 
 // ParseKernelVR parses VERSION-RELEASE without arch, as the DTK recipe's
@@ -79,6 +88,9 @@ func (k Kernel) String() string {
 	}
 	if k.RT {
 		s += "+rt"
+	}
+	if k.Pages64K {
+		s += "+64k"
 	}
 	return s
 }

@@ -356,13 +356,14 @@ func (s *Store) PutPin(pullspec string, p Pin) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketPins, pullspec, p) })
 }
 
-// ConsumerImagesOf lists the consumers' images of one kernel, by consumer.
-func (s *Store) ConsumerImagesOf(kernelKey string) ([]ledger.Image, error) {
+// ConsumerImagesOf lists the consumers' images of the kernel whose DTK is
+// dtkKey, every variant's, by consumer and variant.
+func (s *Store) ConsumerImagesOf(dtkKey string) ([]ledger.Image, error) {
 	var out []ledger.Image
 	err := s.View(func(t *Tx) error {
 		all, err := t.ConsumerImages()
 		for _, c := range all {
-			if c.KernelKey() == kernelKey {
+			if c.DTKKey() == dtkKey {
 				out = append(out, c)
 			}
 		}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/blang/semver/v4"
 
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/watcher"
 )
@@ -37,11 +38,22 @@ type Options struct {
 	Channels []string
 	Arches   []string
 	// Consumers are the consumers' names: each needs a promoted, verified
-	// image for every kernel.
+	// image for every kernel, and (Variants, by name: "" the default
+	// kernel, rt, 64k; none: the default only) of every variant it asks
+	// for that a release ships.
 	Consumers []string
+	Variants  map[string][]string
 	// BuildKinds are the pre-release kinds whose kernels are built
 	// (prerelease.build).
 	BuildKinds []string
+}
+
+// variantsOf are the kernel variants consumer c asks for.
+func (o Options) variantsOf(c string) []string {
+	if v := o.Variants[c]; len(v) > 0 {
+		return v
+	}
+	return []string{ledger.VariantDefault}
 }
 
 // Watched reports whether dtkbot reads the graph of channel for arch.

@@ -171,17 +171,61 @@ type kernelRef struct {
 	Stream, Arch string
 	Kernel       string // VERSION-RELEASE, the ledger's key
 	KernelFull   string // uname -r
+	Variant      string // "" the default kernel, rt, 64k
+	// Shipped: the payload says the release ships the variant (its RT
+	// kernel); else it is known from the DTK that carries it.
+	Shipped bool
 }
 
-func (k kernelRef) key() string { return ledger.KernelKey(k.Stream, k.Arch, k.Kernel) }
+// id is the identity of the kernel's images (of consumer c).
+func (k kernelRef) id(c string) ledger.ImageID {
+	return ledger.ImageID{Consumer: c, Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, Variant: k.Variant}
+}
 
-// kernelsOf lists the kernels of one stream of a release.
-func kernelsOf(r ledger.Release, s ledger.ReleaseShips) []kernelRef {
+// key is the key of the kernel's DTK.
+func (k kernelRef) key() string { return k.id("").DTK().Key() }
+
+// kernelsOf lists the kernels of one stream of a release a node may boot:
+// the default kernel, the RT kernel the payload ships, and each variant's
+// kernel its DTK carries (64k pages).
+func (ix *index) kernelsOf(r ledger.Release, s ledger.ReleaseShips) []kernelRef {
 	full := s.KernelFull
 	if full == "" {
 		full = s.Kernel
 	}
-	return []kernelRef{{Stream: s.Stream, Arch: r.Arch, Kernel: s.Kernel, KernelFull: full}}
+	def := kernelRef{Stream: s.Stream, Arch: r.Arch, Kernel: s.Kernel, KernelFull: full, Shipped: true}
+	out := []kernelRef{def}
+	dtk := ix.images[def.key()]
+	for _, v := range []string{ledger.VariantRT, ledger.Variant64K} {
+		k := def
+		k.Variant, k.Shipped, k.KernelFull = v, false, ""
+		if vk, ok := dtk.Carries(v); ok {
+			k.KernelFull = vk.KernelFull
+		}
+		if v == ledger.VariantRT && s.RTKernel != "" {
+			k.Shipped = true
+			if k.KernelFull == "" {
+				k.KernelFull = rtFull(s.RTKernel, r.Arch, full)
+			}
+		}
+		if k.KernelFull != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// rtFull is the RT kernel's uname -r from its VERSION-RELEASE: RHEL 8 and
+// early RHEL 9 write "rt" into the release, later ones add "+rt".
+func rtFull(vr, arch, kernelFull string) string {
+	a := kernelFull[strings.LastIndex(kernelFull, ".")+1:] // the kernel's arch: x86_64
+	if a == kernelFull {
+		a = arch
+	}
+	if strings.Contains(vr, ".rt") {
+		return vr + "." + a
+	}
+	return vr + "." + a + "+rt"
 }
 
 // streamRisks adds the risks of one stream of a release: held, or each of
@@ -197,7 +241,7 @@ func (ix *index) streamRisks(out *Readiness, r ledger.Release, s ledger.ReleaseS
 			Message: fmt.Sprintf("dtkbot builds nothing for the %s stream of %s (%s): %s.", s.Stream, r.Version, r.Arch, firstLine(s.Held))})
 		return
 	}
-	for _, k := range kernelsOf(r, s) {
+	for _, k := range ix.kernelsOf(r, s) {
 		ix.kernelRisks(out, k)
 	}
 }
@@ -212,22 +256,36 @@ func (ix *index) kernelRisks(out *Readiness, k kernelRef) {
 	dtkReady := haveDTK && dtk.State == ledger.StatePromoted
 	var waiting []string
 	for _, c := range ix.in.Consumers {
-		m, ok := ix.images[ledger.ImageKey(c, k.key())]
+		if !slices.Contains(ix.in.variantsOf(c), k.Variant) {
+			continue
+		}
+		m, ok := ix.images[k.id(c).Key()]
+		_, carried := dtk.Carries(k.Variant)
 		switch {
 		case ok && m.State == ledger.StatePromoted:
 		case !ok && !dtkReady:
 			waiting = append(waiting, c)
+		case !ok && k.Variant != ledger.VariantDefault && !carried && !k.Shipped:
+			// A variant the payload does not name and the DTK does not carry.
+		case !ok && k.Variant != ledger.VariantDefault && !carried:
+			if _, known := dtk.KernelFilesOf(); known {
+				out.add(Risk{Name: riskName("KernelModuleNotReady", c, k.KernelFull), State: Blocked, URL: ix.kernelURL(k),
+					Message: fmt.Sprintf("No verified %s image for the %s kernel %s (%s): the release ships it, and its Driver Toolkit image does not carry it.", c, k.Variant, k.KernelFull, k.Stream)})
+				continue
+			}
+			out.add(Risk{Name: riskName("KernelModuleNotReady", c, k.KernelFull), State: Waiting, URL: ix.kernelURL(k),
+				Message: fmt.Sprintf("No verified %s image for the %s kernel %s (%s) yet: not built yet.", c, k.Variant, k.KernelFull, k.Stream)})
 		default:
 			phrase, st := ix.phrase(m, ok)
-			if v, ok := abiVerdict(dtk, c); ok && !v.Loads {
+			if v, ok := abiVerdict(dtk, c, k.Variant); ok && !v.Loads {
 				phrase += "; ABI: " + redact.Text(v.String())
 			}
 			out.add(Risk{Name: riskName("KernelModuleNotReady", c, k.KernelFull), State: st, URL: ix.kernelURL(k),
 				Message: fmt.Sprintf("No verified %s image for kernel %s (%s) yet: %s.", c, k.KernelFull, k.Stream, phrase)})
 		}
 	}
-	if dtkReady {
-		return
+	if dtkReady || k.Variant != ledger.VariantDefault {
+		return // a DTK's risk is its kernel's, said once
 	}
 	phrase, st := ix.phrase(dtk, haveDTK)
 	msg := fmt.Sprintf("No verified Driver Toolkit image for kernel %s (%s) yet: %s.", k.KernelFull, k.Stream, phrase)
@@ -292,9 +350,9 @@ func (ix *index) driven(m ledger.Image) bool {
 
 // abiVerdict is the DTK's newest verdict on whether a consumer's modules of
 // another kernel would load on this one.
-func abiVerdict(dtk ledger.Image, consumer string) (ledger.ABIVerdict, bool) {
+func abiVerdict(dtk ledger.Image, consumer, variant string) (ledger.ABIVerdict, bool) {
 	for i := len(dtk.ABI) - 1; i >= 0; i-- {
-		if dtk.ABI[i].Consumer == consumer {
+		if dtk.ABI[i].Consumer == consumer && dtk.ABI[i].Variant == variant {
 			return dtk.ABI[i], true
 		}
 	}

@@ -63,7 +63,7 @@ func TestRisksOfATarget(t *testing.T) {
 			dtk(ledger.StateFailed, func(m *ledger.Image) {
 				m.Reason = "build webhook https://ci.example.com/hooks/tok-1 answered HTTP 500\nsecond line"
 			})(w)
-			w.snap.Notices[ledger.KernelKey("rhel-9", "amd64", kNew)] = ledger.Notice{IssueURL: issue}
+			w.snap.Notices[ledger.ImageID{Stream: "rhel-9", Arch: "amd64", Kernel: kNew}.Key()] = ledger.Notice{IssueURL: issue}
 		}, state: Blocked,
 			risks: map[string][]string{name("DriverToolkitNotReady", kNew+".x86_64"): {"failed: build webhook https://ci.example.com answered HTTP 500"}},
 			url:   issue},

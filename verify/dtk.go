@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/dtkbot/dtkbot/imageread"
@@ -50,13 +52,24 @@ type DTK struct {
 	Limits   imageread.Limits
 }
 
-// Verify returns nil when image carries kernel (VERSION-RELEASE) for arch,
-// an error wrapping ErrWrongKernel when it carries another or none,
-// ErrUnreadable when its content is not a DTK's (a top layer that is not a
-// tar), and any other error when it could not be read (try again later).
-func (v *DTK) Verify(ctx context.Context, image, kernel, arch string) error {
-	in := releaseinfo.New(v.Registry, releaseinfo.Options{Arch: arch, Limits: v.Limits})
-	dtk, err := in.ReadDTK(ctx, image)
+// Want is what a DTK image must carry: its kernel (VERSION-RELEASE) for
+// Arch, and RTKernel (VERSION-RELEASE), the RT kernel the payload ships,
+// if any.
+type Want struct {
+	Kernel, RTKernel, Arch string
+}
+
+// Verify returns nil when image carries want's kernel for its arch, an
+// error wrapping ErrWrongKernel when it carries another or none, or an RT
+// kernel other than the payload's, or declares a variant's kernel (RT,
+// 64k) whose files it does not carry (etc/driver-toolkit/<uname -r>/, where
+// it carries its own kernel's: a DTK without any, built by a recipe of its
+// own, cannot be checked for them); ErrUnreadable when its content is not
+// a DTK's (a top layer that is not a tar), and any other error when it
+// could not be read (try again later).
+func (v *DTK) Verify(ctx context.Context, image string, want Want) error {
+	in := releaseinfo.New(v.Registry, releaseinfo.Options{Arch: want.Arch, Limits: v.Limits})
+	dtk, err := in.ReadDTKFiles(ctx, image)
 	if registry.IsContent(err) {
 		return fmt.Errorf("verifying %s: %w: %w", image, ErrUnreadable, err)
 	}
@@ -66,11 +79,23 @@ func (v *DTK) Verify(ctx context.Context, image, kernel, arch string) error {
 	if dtk.Kernel.IsZero() {
 		return fmt.Errorf("verifying %s: %w: it declares no kernel (%s)", image, ErrWrongKernel, strings.Join(dtk.Warnings, "; "))
 	}
-	if dtk.Kernel.VR() != kernel {
-		return fmt.Errorf("verifying %s: %w: it carries %s, want %s", image, ErrWrongKernel, dtk.Kernel, kernel)
+	if dtk.Kernel.VR() != want.Kernel {
+		return fmt.Errorf("verifying %s: %w: it carries %s, want %s", image, ErrWrongKernel, dtk.Kernel, want.Kernel)
 	}
-	if want := releaseinfo.KernelArch(arch); dtk.Kernel.Arch != want {
-		return fmt.Errorf("verifying %s: %w: it carries a %s kernel, want %s", image, ErrWrongKernel, dtk.Kernel.Arch, want)
+	if arch := releaseinfo.KernelArch(want.Arch); dtk.Kernel.Arch != arch {
+		return fmt.Errorf("verifying %s: %w: it carries a %s kernel, want %s", image, ErrWrongKernel, dtk.Kernel.Arch, arch)
+	}
+	if rt := dtk.RTKernel; !rt.IsZero() && want.RTKernel != "" && rt.VR() != want.RTKernel {
+		return fmt.Errorf("verifying %s: %w: it carries the RT kernel %s, the payload ships %s", image, ErrWrongKernel, rt, want.RTKernel)
+	}
+	if _, hasFiles := dtk.Kernels[dtk.Kernel.String()]; hasFiles {
+		variants := dtk.Variants()
+		for _, name := range slices.Sorted(maps.Keys(variants)) {
+			k := variants[name]
+			if _, ok := dtk.Kernels[k.String()]; !ok {
+				return fmt.Errorf("verifying %s: %w: it declares the %s kernel %s but carries no %s%s/", image, ErrWrongKernel, name, k, releaseinfo.KernelFilesDir, k)
+			}
+		}
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ func TestVerify(t *testing.T) {
 	}
 	v := &DTK{Registry: testClient(), Limits: imageread.DefaultLimits()}
 	good := push("good", "5.14.0-427.37.1.el9_4.x86_64")
-	if err := v.Verify(context.Background(), good, "5.14.0-427.37.1.el9_4", "amd64"); err != nil {
+	if err := v.Verify(context.Background(), good, Want{Kernel: "5.14.0-427.37.1.el9_4", Arch: "amd64"}); err != nil {
 		t.Errorf("good image: %v", err)
 	}
 	for name, tc := range map[string]struct{ image, arch string }{
@@ -35,21 +35,21 @@ func TestVerify(t *testing.T) {
 		"another arch":    {push("arm", "5.14.0-427.37.1.el9_4.aarch64"), "amd64"},
 		"no release file": {push("empty", ""), "amd64"},
 	} {
-		if err := v.Verify(context.Background(), tc.image, "5.14.0-427.37.1.el9_4", tc.arch); !errors.Is(err, ErrWrongKernel) {
+		if err := v.Verify(context.Background(), tc.image, Want{Kernel: "5.14.0-427.37.1.el9_4", Arch: tc.arch}); !errors.Is(err, ErrWrongKernel) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if err := v.Verify(context.Background(), srv.Host()+"/acme/dtk:missing", "5.14.0-427.37.1.el9_4", "amd64"); err == nil || errors.Is(err, ErrWrongKernel) || Rejects(err) {
+	if err := v.Verify(context.Background(), srv.Host()+"/acme/dtk:missing", Want{Kernel: "5.14.0-427.37.1.el9_4", Arch: "amd64"}); err == nil || errors.Is(err, ErrWrongKernel) || Rejects(err) {
 		t.Errorf("a missing image is not a wrong kernel, nor any verdict (it may appear): %v", err)
 	}
 	// A top layer that is not a tar: its content cannot change, a verdict.
 	w.PushImage("acme/dtk", "not-a-tar", payloadtest.Image{Layers: [][]byte{payloadtest.NoiseLayer("base", 4096), []byte("a build log, not a layer")}})
-	if err := v.Verify(context.Background(), srv.Host()+"/acme/dtk:not-a-tar", "5.14.0-427.37.1.el9_4", "amd64"); !errors.Is(err, ErrUnreadable) || !Rejects(err) {
+	if err := v.Verify(context.Background(), srv.Host()+"/acme/dtk:not-a-tar", Want{Kernel: "5.14.0-427.37.1.el9_4", Arch: "amd64"}); !errors.Is(err, ErrUnreadable) || !Rejects(err) {
 		t.Errorf("a top layer that is not a tar: %v, want ErrUnreadable", err)
 	}
 	// The base layer is never read: verification costs the manifest and the small top layer.
 	before := srv.Stats()
-	_ = v.Verify(context.Background(), good, "5.14.0-427.37.1.el9_4", "amd64")
+	_ = v.Verify(context.Background(), good, Want{Kernel: "5.14.0-427.37.1.el9_4", Arch: "amd64"})
 	if c := srv.Stats().Sub(before); c.BytesServed > 64<<10 {
 		t.Errorf("verification read %d bytes", c.BytesServed)
 	}

@@ -296,6 +296,54 @@ func (v *Kmod) KernelOf(ctx context.Context, dtk, arch, kernelFull string) (*kmo
 	return v.kernel(ctx, dtk, arch, kernelFull)
 }
 
+// Carried is what the DTK image dtk (by digest) carries of kernel
+// kernelFull (its own) and of the other kernels it declares (RT, 64k: the
+// variants' uname -r): for each, the required files it lacks. The DTK's
+// top layer is read once, and each kernel found kept in Kernels for the
+// consumers' checks. Files that do not parse are ErrWontLoad.
+func (v *Kmod) Carried(ctx context.Context, dtk, arch, kernelFull string) (ledger.KernelFilesCheck, error) {
+	files, err := releaseinfo.New(v.Registry, releaseinfo.Options{Arch: arch, Limits: v.Limits}).ReadDTKFiles(ctx, dtk)
+	if err != nil {
+		if registry.IsContent(err) {
+			return ledger.KernelFilesCheck{}, fmt.Errorf("%w: the kernel's files in the DTK: %v", ErrWontLoad, err)
+		}
+		return ledger.KernelFilesCheck{}, fmt.Errorf("reading the kernel's files of the DTK: %w", err)
+	}
+	s, err := v.keep(dtk, files, kernelFull)
+	if err != nil {
+		return ledger.KernelFilesCheck{}, err
+	}
+	out := ledger.KernelFilesCheck{Missing: s.Missing}
+	variants := files.Variants()
+	for _, name := range []string{ledger.VariantRT, ledger.Variant64K} {
+		k, ok := variants[name]
+		if !ok {
+			continue
+		}
+		s, err := v.keep(dtk, files, k.String())
+		if err != nil {
+			return ledger.KernelFilesCheck{}, err
+		}
+		out.Variants = append(out.Variants, ledger.VariantKernel{Variant: name, KernelFull: k.String(), Missing: s.Missing})
+	}
+	return out, nil
+}
+
+// keep makes kernelFull's Kernel of the DTK's files, and keeps it in
+// Kernels (a cache: read again next time if it cannot be kept).
+func (v *Kmod) keep(dtk string, files releaseinfo.DTKFiles, kernelFull string) (storedKernel, error) {
+	s, err := kernelOfFiles(dtk, files, kernelFull)
+	if err != nil {
+		return s, err
+	}
+	if _, digest, pinned := strings.Cut(dtk, "@"); pinned && v.Kernels != nil {
+		if data, err := s.Encode(); err == nil {
+			_ = v.Kernels.PutKernelFiles(digest+"/"+kernelFull, data)
+		}
+	}
+	return s, nil
+}
+
 // storedKernel is a kernel as read from a DTK, or as kept in Kernels.
 type storedKernel = kmod.StoredKernel
 
@@ -341,6 +389,11 @@ func (v *Kmod) readKernel(ctx context.Context, dtk, arch, kernelFull string) (st
 		}
 		return storedKernel{}, fmt.Errorf("reading the kernel's files of the DTK: %w", err)
 	}
+	return kernelOfFiles(dtk, files, kernelFull)
+}
+
+// kernelOfFiles is kernel kernelFull as the DTK's files have it.
+func kernelOfFiles(dtk string, files releaseinfo.DTKFiles, kernelFull string) (storedKernel, error) {
 	kf, _ := files.Files(kernelFull)
 	k, err := kmod.NewKernel(kf.Kernel, kf.Symvers, kf.ModulesDep, kf.ModulesBuiltin, kf.Vermagic)
 	if err != nil {

@@ -66,7 +66,7 @@ func report(env *cliEnv, path, output, out string, f coverage.Filter) int {
 		errorf(env, "reading state: %v", err)
 		return exitFailed
 	}
-	ix := coverage.Build(snap, time.Now().UTC())
+	ix := coverage.Build(snap, time.Now().UTC(), coverage.Options{Variants: cfg.ConsumerVariants()})
 	var buf bytes.Buffer
 	switch output {
 	case "html":

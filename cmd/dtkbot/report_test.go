@@ -39,7 +39,7 @@ func TestReportFromTheStateFile(t *testing.T) {
 	}
 	snap, _ := s.Snapshot()
 	s.Close()
-	want := coverage.Build(snap, got.GeneratedAt)
+	want := coverage.Build(snap, got.GeneratedAt, coverage.Options{})
 	roundTrip := func(v any) any {
 		b, _ := json.Marshal(v)
 		var out any

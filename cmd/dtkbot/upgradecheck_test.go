@@ -36,7 +36,7 @@ func TestUpgradeCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = store.Update(func(tx *state.Tx) error {
-		m, ok, err := tx.Image(ledger.KernelKey("rhel-9", "amd64", "5.14.0-427.37.1.el9_4"))
+		m, ok, err := tx.Image(ledger.ImageID{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.37.1.el9_4"}.Key())
 		if err != nil || !ok {
 			t.Fatalf("no DTK of 5.14.0-427.37.1.el9_4: %v", err)
 		}

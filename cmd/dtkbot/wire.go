@@ -292,7 +292,8 @@ func newConsumers(cfg *config.Config, log zerolog.Logger) ([]reconcile.Consumer,
 		}
 		out = append(out, reconcile.Consumer{Name: c.Name, Builder: b, Target: c.Target,
 			Build:      reconcile.BuildPolicy{Timeout: c.Build.Timeout.Duration, MaxAttempts: c.Build.MaxAttempts, Backoff: c.Build.Backoff.Duration},
-			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label, Certs: c.Verify.Certs, SkipABI: !c.Verify.RequireABI(), ModuleName: c.KMM.ModuleName})
+			ModulePath: c.Verify.ModulePath, Label: c.Verify.Label, Certs: c.Verify.Certs, SkipABI: !c.Verify.RequireABI(), ModuleName: c.KMM.ModuleName,
+			Variants: c.KernelVariants()})
 	}
 	return out, nil
 }
@@ -309,7 +310,8 @@ func kmmModules(cfg *config.Config) map[string]kmm.ModuleOptions {
 // upgradeOptions are what the served update graph needs of the config:
 // the graphs watched, the consumers, the pre-releases built.
 func upgradeOptions(cfg *config.Config) upgradegraph.Options {
-	o := upgradegraph.Options{Channels: cfg.Graph.Channels, Arches: cfg.Graph.Arches, BuildKinds: cfg.Prerelease.Build}
+	o := upgradegraph.Options{Channels: cfg.Graph.Channels, Arches: cfg.Graph.Arches, BuildKinds: cfg.Prerelease.Build,
+		Variants: cfg.ConsumerVariants()}
 	for _, c := range cfg.Consumers {
 		o.Consumers = append(o.Consumers, c.Name)
 	}

@@ -517,7 +517,7 @@ func (d *demo) summarisePass(table []byte, file string) {
 // printLead says how long before a release was first seen its kernel's
 // images were promoted.
 func (d *demo) printLead(snap *state.Snapshot, release string) {
-	ix := coverage.Build(snap, time.Now())
+	ix := coverage.Build(snap, time.Now(), coverage.Options{})
 	for _, row := range ix.Timeline(coverage.Filter{Release: release}, 4) {
 		line := fmt.Sprintf("     %s %s: kernel %s first seen %s", row.Release, row.Stream, row.Kernel, coverage.Lead(row.KernelSeen.Sub(row.ReleaseSeen)))
 		if !row.DTKPromoted.IsZero() {
@@ -607,7 +607,7 @@ func (d *demo) printKmodVerdicts(snap *state.Snapshot) {
 // printKMM writes the KMM manifests of one kernel to a file, as dtkbot run
 // serves them under /api/v1/kmm/, and says what they hold.
 func (d *demo) printKMM(cfg *config.Config, snap *state.Snapshot) error {
-	ix := coverage.Build(snap, time.Now())
+	ix := coverage.Build(snap, time.Now(), coverage.Options{})
 	pre := ix.Preflights("4.16.17", "amd64", "")
 	if len(pre) == 0 {
 		return fmt.Errorf("no preflight for 4.16.17")
