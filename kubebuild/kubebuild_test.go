@@ -222,6 +222,23 @@ func TestOneJobPerBuildAcrossCallsAndRestarts(t *testing.T) {
 	if len(f.jobs(t)) != 2 {
 		t.Errorf("%d jobs after the consumer's build, want 2", len(f.jobs(t)))
 	}
+	// The RT kernel's image of the same consumer: a Job of its own, which
+	// says its variant and builds for the variant's uname -r.
+	rt := kmod
+	rt.Variant, rt.KernelFull = "rt", kmod.KernelFull+"+rt"
+	rt.Image = f.host + "/acme/acme-nic:staging-" + req.KernelFull + "_rt"
+	if err := f.builder(t, nil).Build(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	rtJob, err := f.batch.Jobs(f.ns).Get(ctx, f.jobName(t, rt), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Join(rtJob.Spec.Template.Spec.Containers[0].Args, " ") + strings.Join(rtJob.Spec.Template.Spec.Containers[0].Command, " ")
+	if rtJob.Name == job.Name || rtJob.Annotations[AnnotKernelVariant] != "rt" || job.Annotations[AnnotKernelVariant] != "default" ||
+		!strings.Contains(args, "KERNEL_VARIANT=rt") || !strings.Contains(args, "KERNEL_FULL_VERSION="+rt.KernelFull) {
+		t.Errorf("the RT image's Job %s: annotations %v, args %s", rtJob.Name, rtJob.Annotations, args)
+	}
 	for _, v := range job.Spec.Template.Spec.Volumes {
 		if v.Secret != nil && v.Secret.SecretName == "dtkbot-build-rhsm" {
 			t.Error("a consumer's build mounts the RHSM secret: it is built FROM the DTK and needs no entitlement")

@@ -253,11 +253,16 @@ func TestAKillBetweenIntentAndJobSpendsNoAttempt(t *testing.T) {
 	w.store = nil
 
 	w.wrap = nil
+	w.node.HoldBuild(w.kernel + ".x86_64") // the pass must not outlast the build
 	w.pass(t)
 	m := w.image(t)
 	jobs := w.jobs(t)
 	if m.State != ledger.StateBuildRequested || m.Attempts != 1 || m.Reason != "" || len(jobs) != 1 || jobs[0].Annotations[AnnotAttempt] != "1" {
 		t.Fatalf("the pass after the kill: %s, %d attempts, reason %q, %d jobs: want attempt 1's Job created, no attempt spent", m.State, m.Attempts, m.Reason, len(jobs))
+	}
+	w.waitJob(t, 1, Running)
+	if !w.node.ReleaseBuild(testContext(t), w.kernel+".x86_64") {
+		t.Fatal("the node holds no build of the kernel")
 	}
 	w.waitJob(t, 1, Succeeded)
 	w.pass(t)
@@ -282,10 +287,15 @@ func TestRetryFailedMakesANewJob(t *testing.T) {
 	}
 	w.node.Mend(w.kernel+".x86_64", 1) // the recipe is fixed
 	w.opts = reconcile.Options{RetryFailed: true}
+	w.node.HoldBuild(w.kernel + ".x86_64") // the pass must not outlast the build
 	w.pass(t)
 	w.opts = reconcile.Options{}
 	if m, jobs := w.image(t), w.jobs(t); m.State != ledger.StateBuildRequested || m.Attempts != 1 || len(jobs) != 2 {
 		t.Fatalf("after --retry-failed: %s, %d attempts, %d Jobs: want attempt 1 of a new round, a new Job", m.State, m.Attempts, len(jobs))
+	}
+	w.waitJob(t, 1, Running)
+	if !w.node.ReleaseBuild(testContext(t), w.kernel+".x86_64") {
+		t.Fatal("the node holds no build of the kernel")
 	}
 	w.waitJob(t, 1, Succeeded)
 	w.pass(t)

@@ -61,7 +61,9 @@ type Node struct {
 	batch batchv1client.BatchV1Interface
 	core  corev1client.CoreV1Interface
 
-	mu sync.Mutex
+	// holding is held while a held build starts (see ReleaseBuild).
+	holding sync.Mutex
+	mu      sync.Mutex
 	// fail maps "kernel-full/attempt" to a build that fails.
 	fail map[string]failure
 	// logs are the pods' logs, by pod name; containers the pods'
@@ -160,6 +162,8 @@ func (n *Node) HoldBuild(kernelFull string) {
 // ReleaseBuild lets a held build finish (succeed, or fail as FailBuild
 // said), as its container would when it ends; false when none is held.
 func (n *Node) ReleaseBuild(ctx context.Context, kernelFull string) bool {
+	n.holding.Lock()
+	defer n.holding.Unlock()
 	n.mu.Lock()
 	h, ok := n.held[kernelFull]
 	delete(n.hold, kernelFull)
@@ -228,6 +232,12 @@ func (n *Node) handle(ctx context.Context, job *batchv1.Job) {
 	n.started[job.Name]++
 	hold := n.hold[kernelFull]
 	n.mu.Unlock()
+	if hold {
+		// ReleaseBuild waits until the build is held: a test that saw the
+		// Job start or its pod run finds its build there to release.
+		n.holding.Lock()
+		defer n.holding.Unlock()
+	}
 
 	now := metav1.Now()
 	name := job.Name
