@@ -468,9 +468,10 @@ func ignoredUndefined(name, machine string) bool {
 }
 
 // machineOf is the ELF machine of a kernel's modules, from its release:
-// RHEL's .x86_64, Debian's -amd64, ... ("" when the name does not say).
+// RHEL's .x86_64, Debian's -amd64, ... ("" when the name does not say),
+// a variant's suffix (+rt, +64k) aside.
 func machineOf(release string) string {
-	r := strings.TrimSuffix(release, "+rt")
+	r := strings.TrimSuffix(strings.TrimSuffix(release, "+rt"), "+64k")
 	for _, a := range []struct {
 		suffixes []string
 		machine  string

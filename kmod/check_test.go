@@ -54,6 +54,8 @@ func checkCases() []checkCase {
 				wantCRCs(t, moduleReport(t, r, "dtkbot_hello"), rtDiffering...)
 				wantCRCs(t, moduleReport(t, r, "dtkbot_user"), "module_layout")
 			}},
+		{name: "RT modules on the RT kernel", files: both(rt, ""), kernel: kernelOf(rt), accept: true,
+			want: []string{"2 modules load on 6.1.0-57-rt-amd64 (vermagic, symbol versions, dependencies checked)"}},
 		{name: "standard modules on the RT kernel", files: both(cloud, ""), kernel: kernelOf(rt), accept: false,
 			want: []string{"built for kernel 6.1.0-57-cloud-amd64, not 6.1.0-57-rt-amd64"},
 			check: func(t *testing.T, r *Report) {
@@ -221,8 +223,8 @@ func wantCompression(c string) func(t *testing.T, r *Report) {
 }
 
 // runCheckCases checks every case on the modules of m.
-func runCheckCases(t *testing.T, m material) {
-	for _, tc := range checkCases() {
+func runCheckCases(t *testing.T, m material, cases []checkCase) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			img := &Image{Pullspec: "example.com/kmod:test", ModulePath: DefaultModulePath(cloud)}
 			for file, src := range tc.files {
@@ -267,7 +269,7 @@ func runCheckCases(t *testing.T, m material) {
 	}
 }
 
-func TestCheckRealModules(t *testing.T) { runCheckCases(t, committed) }
+func TestCheckRealModules(t *testing.T) { runCheckCases(t, committed, checkCases()) }
 
 // TestCheckLicenseAndNamespaces: a module that is not GPL-compatible
 // cannot use GPL-only symbols, and a namespaced symbol needs its namespace

@@ -33,7 +33,7 @@ func TestMakeModulesScript(t *testing.T) {
 		t.Fatalf("make-modules.sh: %v\n%s", err, out)
 	}
 	fresh := material{dir: dir}
-	runCheckCases(t, fresh)
+	runCheckCases(t, fresh, checkCases())
 
 	for _, tool := range []string{"modprobe", "modinfo"} {
 		need.Command(t, tool, "apt-get install kmod")

@@ -63,6 +63,8 @@ func FuzzReleaseMetadata(f *testing.F) {
 func FuzzDTKReleaseJSON(f *testing.F) {
 	f.Add([]byte(`{ "KERNEL_VERSION": "5.14.0-427.22.1.el9_4.x86_64", "RT_KERNEL_VERSION": "5.14.0-427.22.1.el9_4.x86_64+rt", "RHEL_VERSION": "9.4" }`))
 	f.Add([]byte(`{ "KERNEL_VERSION": "true", "RT_KERNEL_VERSION": "package kernel-rt-core is not installed", "RHEL_VERSION": "9.4; rm" }`))
+	f.Add([]byte(`{ "KERNEL_VERSION": "5.14.0-427.22.1.el9_4.aarch64", "RT_KERNEL_VERSION": "package kernel-rt-core is not installed", "KERNEL_64K_VERSION": "5.14.0-427.22.1.el9_4.aarch64+64k", "RHEL_VERSION": "9.4" }`))
+	f.Add([]byte(`{ "KERNEL_VERSION": "5.14.0-427.22.1.el9_4.x86_64", "KERNEL_64K_VERSION": "5.14.0-427.22.1.el9_4.x86_64+64k" }`))
 	f.Add([]byte(`[1,2]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out dtkKernels
@@ -71,6 +73,11 @@ func FuzzDTKReleaseJSON(f *testing.F) {
 		if !out.kernel.IsZero() {
 			if _, err := ParseKernel(out.kernel.String()); err != nil {
 				t.Errorf("kept an invalid kernel %q", out.kernel)
+			}
+		}
+		if !out.k64.IsZero() {
+			if k, err := ParseKernel(out.k64.String()); err != nil || !k.Pages64K || k.Arch != "aarch64" {
+				t.Errorf("kept %q as the 64k kernel", out.k64)
 			}
 		}
 		if out.rhel != "" && !rhelVersionPattern.MatchString(out.rhel) {

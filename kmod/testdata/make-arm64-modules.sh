@@ -37,8 +37,8 @@ mkdir -p "$work"
 version=$(dpkg-query -W -f='${Version}' linux-source-6.1)
 
 # kernel pages release: one small arm64 kernel, with modules and
-# modversions, SMP and voluntary preemption as RHEL's aarch64 kernels
-# (vermagic "SMP preempt mod_unload modversions aarch64"), crc-itu-t as a
+# modversions, SMP and preemption as RHEL's aarch64 kernels (vermagic
+# "SMP preempt mod_unload modversions aarch64"), crc-itu-t as a
 # module (dtkbot_user depends on it), and the page size asked.
 kernel() { # pages(4k|64k) release
 	t="$work/linux-$1"
@@ -100,7 +100,7 @@ kernelfiles() {
 	modinfo -F vermagic "$(find "$d/kernel" -name 'crc-itu-t.ko*' | head -1)" >"$3/vermagic"
 	{
 		echo "Module.symvers, modules.dep, modules.builtin, vermagic: linux-source-6.1 $version, ARCH=arm64 allnoconfig with" \
-			"$(tr '\n' ' ' <"$t/arch/arm64/configs/dtkbot.config")"
+			"$(paste -sd' ' "$t/arch/arm64/configs/dtkbot.config")"
 		echo "built by $(${cross}gcc --version | head -1); modules.dep by depmod $(depmod -V | head -1 | sed 's/^kmod version //')"
 	} >"$3/SOURCE"
 }
