@@ -204,13 +204,21 @@ func (c *CI) build(w http.ResponseWriter, in builder.Inputs, kernelFull, deliver
 
 // DTKKernelFiles are the entries of a DTK's last layer under
 // etc/driver-toolkit/<kernelFull>/, as dtkbot's recipe copies them: the
-// files of Debian kernel abi (default kmodtest.Cloud) for kernelFull.
+// files of Debian kernel abi (default kmodtest.Cloud) for kernelFull; for
+// an aarch64 kernel, Cloud's are the arm64 kernel's of its page size.
 func DTKKernelFiles(kernelFull, abi string, whole bool) []payloadtest.TarEntry {
 	if abi == "" {
 		abi = kmodtest.Cloud
 	}
+	files := kmodtest.KernelFiles
+	if pages, ok := kmodtest.ArmPages(kernelFull); ok && abi == kmodtest.Cloud {
+		// an aarch64 kernel: the arm64 kernel of its page size
+		files = func(kernelFull, _ string, _ bool) []kmodtest.File {
+			return kmodtest.KernelFilesArm64(kernelFull, pages)
+		}
+	}
 	var out []payloadtest.TarEntry
-	for _, f := range kmodtest.KernelFiles(kernelFull, abi, whole) {
+	for _, f := range files(kernelFull, abi, whole) {
 		out = append(out, payloadtest.File(f.Name, f.Data))
 	}
 	return out

@@ -1,6 +1,9 @@
 package kmodtest
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // The aarch64 material: two small arm64 kernels kbuild cross-built from
 // Debian's linux-source-6.1 by kmod/testdata/make-arm64-modules.sh, one
@@ -23,6 +26,18 @@ const (
 	Pages4K  = "4k"
 	Pages64K = "64k"
 )
+
+// ArmPages says whether a world kernel's uname -r is aarch64's, and its
+// page size: Pages64K for the 64k-page variant (...aarch64+64k).
+func ArmPages(kernelFull string) (string, bool) {
+	switch {
+	case strings.HasSuffix(kernelFull, ".aarch64"):
+		return Pages4K, true
+	case strings.HasSuffix(kernelFull, ".aarch64+64k"):
+		return Pages64K, true
+	}
+	return "", false
+}
 
 // arm64Kernel is the kernel of pages.
 func arm64Kernel(pages string) string {

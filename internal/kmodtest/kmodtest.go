@@ -18,11 +18,12 @@
 //     runs of NULs between .modinfo strings, so offsets stay and the module
 //     still parses as one kbuild made. A patched module carries no
 //     signature (it would no longer verify);
-//   - the modules are x86_64's: for a world kernel of another arch
-//     (5.14.0-427.37.1.el9_4.aarch64) Modules marks them built for it (the
-//     ELF header's e_machine), a stand-in for a build this machine cannot
-//     make, so that the pass's tests of several arches see a module set
-//     for each; the checks of an arch's module are package kmod's tests;
+//   - for an aarch64 world kernel (5.14.0-427.37.1.el9_4.aarch64, and
+//     its 64k-page variant ...aarch64+64k) the modules and kernel files
+//     are those of two small arm64 kernels kbuild cross-built, with 4 KB
+//     and 64 KB pages (see arm64.go); the RT flavour, which has no arm64
+//     build, stays x86_64's with its ELF header's e_machine marked
+//     aarch64;
 //   - for Secure Boot, Signed gives modules kbuild built with the release
 //     of SignedRelease exactly and sign-file signed: the pass tests of
 //     signatures use that world kernel.
@@ -81,13 +82,16 @@ func read(name string) []byte {
 // Modules returns the module set built against flavour's headers, its
 // vermagic naming release, by file name (dtkbot_hello.ko, dtkbot_user.ko).
 func Modules(flavour, release string) map[string][]byte {
+	if pages, ok := ArmPages(release); ok && flavour == FlavourCloud {
+		return ModulesArm64(pages, release)
+	}
 	out := map[string][]byte{}
 	for _, m := range ModuleNames {
 		data, err := Patch(read("template-"+flavour+"/"+m+".ko"), release)
 		if err != nil {
 			panic(err)
 		}
-		if strings.HasSuffix(release, ".aarch64") || strings.HasSuffix(release, ".aarch64+64k") {
+		if _, ok := ArmPages(release); ok {
 			data[18], data[19] = 183, 0 // e_machine: EM_AARCH64 (include/uapi/linux/elf-em.h)
 		}
 		out[m+".ko"] = data
