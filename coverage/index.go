@@ -156,7 +156,7 @@ type ConsumerImage struct {
 	Variant    string `json:"variant"`
 	KernelFull string `json:"kernel_full,omitempty"`
 	State      string `json:"state"`
-	Reason   string `json:"reason,omitempty"`
+	Reason     string `json:"reason,omitempty"`
 	// Image is the image by digest once built; KernelTag where it is (or
 	// will be) promoted; Tags where it has been.
 	Image     string    `json:"image,omitempty"`
