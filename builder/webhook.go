@@ -33,9 +33,10 @@ type Inputs struct {
 	Releases          string `json:"releases"`
 	DTKImage          string `json:"dtk_image,omitempty"`
 	KernelFullVersion string `json:"kernel_full_version,omitempty"`
-	// KernelVariant is a consumer build's kernel variant (default, rt,
-	// 64k); KernelVariants a DTK build's other kernels, space-separated
-	// ("rt", "64k"), sent only when there are any.
+	// KernelVariant is a consumer build's kernel variant (rt, 64k), sent
+	// only for a variant's build (none: the default kernel);
+	// KernelVariants a DTK build's other kernels, space-separated ("rt",
+	// "64k"), sent only when there are any.
 	KernelVariant  string `json:"kernel_variant,omitempty"`
 	KernelVariants string `json:"kernel_variants,omitempty"`
 }
@@ -45,7 +46,10 @@ func (r Request) Inputs() Inputs {
 	in := Inputs{KernelVersion: r.Kernel, RTKernelVersion: r.RTKernel, RHELVersion: r.RHEL, Image: r.Image, Releases: strings.Join(r.Releases, ","),
 		KernelVariants: strings.Join(r.Variants, " ")}
 	if r.DTK != "" {
-		in.DTKImage, in.KernelFullVersion, in.KernelVariant = r.DTK, r.KernelFull, r.KernelVariant()
+		// The default kernel's builds send no kernel_variant: a workflow
+		// written before variants (GitHub refuses a dispatch with an input
+		// the workflow does not declare) goes on building them.
+		in.DTKImage, in.KernelFullVersion, in.KernelVariant = r.DTK, r.KernelFull, r.Variant
 	}
 	return in
 }

@@ -154,3 +154,43 @@ func TestSigningCertsAreReadAtLoad(t *testing.T) {
 		t.Errorf("abi: false: %v", err)
 	}
 }
+
+// TestConsumerVariantsAreChecked: a consumer's kernel variants default to
+// the default kernel's; an unknown one, one named twice, one for an arch no
+// payload read has, and a tag template that would give two variants' images
+// one tag are each named with their key.
+func TestConsumerVariantsAreChecked(t *testing.T) {
+	head := "graph: {channels: [stable-4.16], arches: [ARCHES]}\ntarget: {repository: quay.io/acme/dtk}\nconsumers:\n- name: acme-nic\n  target: {repository: quay.io/acme/nic, release_tags: [TAGS]}\n"
+	load := func(arches, tags, variants string) (*Config, error) {
+		s := strings.NewReplacer("ARCHES", arches, "TAGS", tags).Replace(head)
+		if variants != "" {
+			s += "  variants: " + variants + "\n"
+		}
+		return Load(writeConfig(t, s))
+	}
+	cfg, err := load("amd64", `"{{.Release}}"`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := cfg.Consumers[0].Variants; len(v) != 1 || v[0] != "default" || len(cfg.ConsumerVariants()["acme-nic"]) != 1 || cfg.ConsumerVariants()["acme-nic"][0] != "" {
+		t.Fatalf("default variants %v, %v", v, cfg.ConsumerVariants())
+	}
+	cfg, err = load("amd64, arm64", `"{{.Release}}-{{.Arch}}{{.VariantSuffix}}"`, "[default, rt, 64k]")
+	if err != nil {
+		t.Fatalf("every variant, tags naming it: %v", err)
+	}
+	if got := cfg.ConsumerVariants()["acme-nic"]; strings.Join(got, ",") != ",rt,64k" {
+		t.Errorf("variants as the ledger spells them: %q", got)
+	}
+	for _, tc := range []struct{ arches, tags, variants, want string }{
+		{"amd64", `"{{.Release}}{{.VariantSuffix}}"`, "[default, realtime]", `consumers[0].variants[1]: "realtime" is not a kernel variant: one of default, rt, 64k`},
+		{"amd64", `"{{.Release}}{{.VariantSuffix}}"`, "[rt, rt]", `consumers[0].variants[1]: "rt" is named twice`},
+		{"amd64", `"{{.Release}}{{.VariantSuffix}}"`, "[default, 64k]", "consumers[0].variants[1]: 64k kernels exist for arm64 only, and dtkbot reads no arm64 payload"},
+		{"arm64", `"{{.Release}}{{.VariantSuffix}}"`, "[rt]", "consumers[0].variants[0]: rt kernels exist for amd64 only"},
+		{"amd64", `"{{.Release}}"`, "[default, rt]", `consumers[0].target.release_tags[0]: "{{.Release}}" does not name the kernel variant`},
+	} {
+		if _, err := load(tc.arches, tc.tags, tc.variants); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %s: want %q in: %v", tc.arches, tc.variants, tc.want, err)
+		}
+	}
+}

@@ -39,7 +39,7 @@ func TestKMMModuleTheAPIServerTakes(t *testing.T) {
 		}
 	}
 	r := start(t, &fakePasser{}, "", func(d *Daemon) {
-		d.KMMModules = map[string]kmm.ModuleOptions{"acme-nic": {Namespace: ns, ModuleName: "acme_nic"}}
+		d.KMMModules = map[string]kmm.ModuleOptions{"acme-nic": {Namespace: ns, ModuleName: "acme_nic"}, "beta": {Namespace: ns, ModuleName: "beta"}}
 		put(d, dtk)
 		put(d, nic)
 	})
@@ -61,5 +61,26 @@ func TestKMMModuleTheAPIServerTakes(t *testing.T) {
 	}
 	if err := api.Create(context.Background(), modules, []byte(body)); err != nil {
 		t.Errorf("the Module served: %v\n%s", err, body)
+	}
+
+	// A consumer built for the default and the RT kernel: its Module maps
+	// each uname -r, and the API server takes it.
+	const rt = kf + "+rt"
+	dtk.KernelFilesRead(ledger.KernelFilesCheck{Variants: []ledger.VariantKernel{{Variant: ledger.VariantRT, KernelFull: rt}}}, dtk.UpdatedAt)
+	put(r.d, dtk)
+	for _, v := range []string{ledger.VariantDefault, ledger.VariantRT} {
+		b := nic
+		b.Consumer, b.Variant, b.Image = "beta", v, "quay.io/acme/beta:"+map[string]string{"": kf, "rt": strings.ReplaceAll(rt, "+", "_")}[v]
+		if v == ledger.VariantRT {
+			b.KernelFull = rt
+		}
+		put(r.d, b)
+	}
+	code, body = get(t, r.url+"/api/v1/kmm/modules/beta")
+	if code != http.StatusOK || !strings.Contains(body, "- literal: "+kf+"\n") || !strings.Contains(body, "- literal: "+rt+"\n") {
+		t.Fatalf("a Module for the default and the RT kernel: %d %s", code, body)
+	}
+	if err := api.Create(context.Background(), modules, []byte(body)); err != nil {
+		t.Errorf("the Module served for two variants: %v\n%s", err, body)
 	}
 }

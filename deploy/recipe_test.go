@@ -193,7 +193,15 @@ func TestWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
 }
 
 func TestKmodWorkflowTakesTheInputsDtkbotSends(t *testing.T) {
-	checkWorkflow(t, "examples/kmod/build-kmod.yml", consumerRequest.Inputs())
+	// An RT image's build: the default kernel's sends no kernel_variant
+	// (the workflow's default), so that workflows from before variants
+	// still take it.
+	rt := consumerRequest
+	rt.Variant, rt.KernelFull = "rt", rt.KernelFull+"+rt"
+	checkWorkflow(t, "examples/kmod/build-kmod.yml", rt.Inputs())
+	if in := consumerRequest.Inputs(); in.KernelVariant != "" {
+		t.Errorf("the default kernel's build sends kernel_variant %q", in.KernelVariant)
+	}
 	data, _ := os.ReadFile("examples/kmod/build-kmod.yml")
 	if strings.Contains(string(data), "RHSM") && !strings.Contains(string(data), "No RHSM") {
 		t.Error("the kmod workflow uses an RHSM entitlement: the DTK carries the packages")

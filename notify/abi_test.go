@@ -41,7 +41,7 @@ func TestIssueSaysTheABIWasNotChecked(t *testing.T) {
 	k := ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: "5.14.0-427.40.1.el9_4", KernelFull: "5.14.0-427.40.1.el9_4.x86_64", State: ledger.StatePromoted}
 	c := ledger.Image{Consumer: "acme-nic", Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, State: ledger.StatePromoted,
 		Checked: "vermagic, dependencies; ABI not checked: the promoted DTK x@sha256:1 has no etc/driver-toolkit/k/Module.symvers"}
-	if body := Body(k, nil, []ledger.Image{c}, false); !strings.Contains(body, "| acme-nic | **promoted** | - | ABI not checked: the promoted DTK") {
+	if body := Body(k, nil, []ledger.Image{c}, false); !strings.Contains(body, "| acme-nic | default | **promoted** | - | ABI not checked: the promoted DTK") {
 		t.Errorf("the issue does not say the ABI was not checked:\n%s", body)
 	}
 }

@@ -62,7 +62,7 @@ func TestPullRequestCarriesKMMManifests(t *testing.T) {
 		t.Fatal("a kernel mapping for an image not promoted")
 	}
 	body := w.gh.Issues()[0].Body
-	if !strings.Contains(body, "### Consumers") || !strings.Contains(body, "| acme-nic | **build_requested** |") {
+	if !strings.Contains(body, "### Consumers") || !strings.Contains(body, "| acme-nic | default (`5.14.0-427.37.1.el9_4.x86_64`) | **build_requested** |") {
 		t.Fatalf("issue body:\n%s", body)
 	}
 
@@ -75,7 +75,7 @@ func TestPullRequestCarriesKMMManifests(t *testing.T) {
 	if !ok || !strings.Contains(maps, "acme-nic:\n  - literal: 5.14.0-427.37.1.el9_4.x86_64\n    containerImage: quay.io/acme/acme-nic:5.14.0-427.37.1.el9_4.x86_64") {
 		t.Fatalf("mappings on the branch:\n%s", maps)
 	}
-	if body := w.gh.Issues()[0].Body; !strings.Contains(body, "| acme-nic | **promoted** | `quay.io/acme/acme-nic:5.14.0-427.37.1.el9_4.x86_64` (`sha256:cccc") {
+	if body := w.gh.Issues()[0].Body; !strings.Contains(body, "| acme-nic | default (`5.14.0-427.37.1.el9_4.x86_64`) | **promoted** | `quay.io/acme/acme-nic:5.14.0-427.37.1.el9_4.x86_64` (`sha256:cccc") {
 		t.Fatalf("issue body:\n%s", body)
 	}
 	if len(w.gh.Pulls()) != 1 {
@@ -125,5 +125,51 @@ func TestBadKMMPath(t *testing.T) {
 		KMM: &KMMOptions{PreflightPath: "kmm/{{.Kernel"}}}, w.store, w.notifier(Options{}).log)
 	if err == nil || !strings.Contains(err.Error(), "github.pull_request.kmm.preflight_path") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestAKernelsVariantsShareItsIssueAndPullRequest: a kernel whose DTK
+// carries an RT kernel has one issue and one pull request, which name each
+// variant's image, a KMM mapping per variant's uname -r and a preflight per
+// release and variant.
+func TestAKernelsVariantsShareItsIssueAndPullRequest(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	opts := Options{PullRequest: &PullRequestOptions{Path: "kernels.yaml", KMM: &KMMOptions{}}}
+	const rt = "5.14.0-427.37.1.el9_4.x86_64+rt"
+	k := built(ledger.StatePromoted)
+	k.Published = true
+	k.KernelFilesRead(ledger.KernelFilesCheck{Variants: []ledger.VariantKernel{{Variant: ledger.VariantRT, KernelFull: rt}}}, k.UpdatedAt)
+	w.putConsumer(consumerBuild(k, ledger.StatePromoted))
+	rtImage := consumerBuild(k, ledger.StatePromoted)
+	rtImage.Variant, rtImage.KernelFull, rtImage.Image = ledger.VariantRT, rt, "quay.io/acme/acme-nic:5.14.0-427.37.1.el9_4.x86_64_rt"
+	w.putConsumer(rtImage)
+	if err := w.notifier(opts).Notify(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if n, p := len(w.gh.Issues()), len(w.gh.Pulls()); n != 1 || p != 1 {
+		t.Fatalf("%d issues and %d pull requests for one kernel and its RT variant", n, p)
+	}
+	body := w.gh.Issues()[0].Body
+	for _, want := range []string{
+		"| Kernel variants the DTK carries | rt `" + rt + "` |",
+		"| acme-nic | default (`5.14.0-427.37.1.el9_4.x86_64`) | **promoted** |",
+		"| acme-nic | rt (`" + rt + "`) | **promoted** | `quay.io/acme/acme-nic:5.14.0-427.37.1.el9_4.x86_64_rt`",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the issue lacks %q:\n%s", want, body)
+		}
+	}
+	dir := "kmm/rhel-9-amd64/5.14.0-427.37.1.el9_4.x86_64/"
+	maps, _ := w.gh.File(Branch(k), dir+"kernel-mappings.yaml")
+	for _, want := range []string{"- literal: 5.14.0-427.37.1.el9_4.x86_64\n", "- literal: " + rt + "\n    containerImage: quay.io/acme/acme-nic:5.14.0-427.37.1.el9_4.x86_64_rt"} {
+		if !strings.Contains(maps, want) {
+			t.Errorf("the mappings lack %q:\n%s", want, maps)
+		}
+	}
+	pre, _ := w.gh.File(Branch(k), dir+"preflightvalidationocp.yaml")
+	if n := strings.Count(pre, "kind: PreflightValidationOCP"); n != 4 || strings.Count(pre, "kernelVersion: "+rt) != 2 ||
+		!strings.Contains(pre, "name: preflight-4.16.16-rhel-9-amd64-rt") {
+		t.Errorf("%d preflights for 2 releases and 2 variants:\n%s", n, pre)
 	}
 }

@@ -218,7 +218,11 @@ func Body(k ledger.Image, tags []ledger.Promotion, builds []ledger.Image, buildL
 			if n := len(c.Rejections); n > 0 {
 				note = strings.TrimPrefix(fmt.Sprintf("%s; %d rejected", note, n), "; ")
 			}
-			fmt.Fprintf(&b, "| %s | %s (`%s`) | **%s** | %s | %s |\n", c.Consumer, ledger.VariantName(c.Variant), c.KernelFull, c.State, img, dash(cell(note)))
+			variant := ledger.VariantName(c.Variant)
+			if c.KernelFull != "" {
+				variant += " (`" + c.KernelFull + "`)"
+			}
+			fmt.Fprintf(&b, "| %s | %s | **%s** | %s | %s |\n", c.Consumer, variant, c.State, img, dash(cell(note)))
 		}
 	}
 	b.WriteString(ABISection(k))

@@ -35,8 +35,10 @@ type consumerWorld struct {
 	certs   []*x509.Certificate
 	skipABI bool
 	second  bool
-	// moduleName is acme-nic's kmm.module_name.
+	// moduleName is acme-nic's kmm.module_name; variants its kernel
+	// variants (ledger's spelling; none: the default kernel's).
 	moduleName string
+	variants   []string
 }
 
 func newConsumerWorld(t *testing.T) *consumerWorld {
@@ -73,6 +75,7 @@ func (w *consumerWorld) reconciler() *Reconciler {
 		Certs:      w.certs,
 		SkipABI:    w.skipABI,
 		ModuleName: w.moduleName,
+		Variants:   w.variants,
 	}}
 	if w.second {
 		r.Consumers = append(r.Consumers, Consumer{Name: "beta", Builder: webhook,

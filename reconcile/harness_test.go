@@ -226,9 +226,12 @@ type fakeBuilder struct {
 	// dtkbot's recipe copies them): kernelABI maps a kernel to the Debian
 	// kernel whose files stand in (default kmodtest.Cloud), noKernelFiles
 	// are kernels whose DTK has none (a recipe of the user's own).
-	kernelABI     map[string]string
-	noKernelFiles map[string]bool
-	wholeSymvers  bool
+	// noVariantFiles are kernels whose DTK declares the variants' kernels
+	// asked for without their files.
+	kernelABI      map[string]string
+	noKernelFiles  map[string]bool
+	noVariantFiles map[string]bool
+	wholeSymvers   bool
 	// notTar are kernels whose DTK's top layer is not a tar (a broken
 	// build); asList are kernels whose build pushes a manifest list: the
 	// DTK for amd64 and an image of someone else's for arm64 (with
@@ -271,14 +274,11 @@ func (b *fakeBuilder) Finish() {
 		}
 		tagged := named.(reference.NamedTagged)
 		repo := strings.TrimPrefix(reference.Path(named), "")
-		release := []byte(`{"KERNEL_VERSION":"` + req.KernelFull + `","RT_KERNEL_VERSION":"","RHEL_VERSION":"` + req.RHEL + `"}`)
-		top := []payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", release)}
 		b.mu.Lock()
-		files, abi, whole, notTar, asList := !b.noKernelFiles[req.Kernel], b.kernelABI[req.Kernel], b.wholeSymvers, b.notTar[req.Kernel], b.asList[req.Kernel]
+		top := citest.DTKTopLayer(citest.DTKBuild{KernelFull: req.KernelFull, RTKernel: req.RTKernel, RHEL: req.RHEL, Variants: req.Variants,
+			ABI: b.kernelABI[req.Kernel], WholeSymvers: b.wholeSymvers, NoKernelFiles: b.noKernelFiles[req.Kernel], NoVariantFiles: b.noVariantFiles[req.Kernel]})
+		notTar, asList := b.notTar[req.Kernel], b.asList[req.Kernel]
 		b.mu.Unlock()
-		if files {
-			top = append(top, citest.DTKKernelFiles(req.KernelFull, abi, whole)...)
-		}
 		layer := payloadtest.TarGz(top...)
 		if notTar {
 			layer = []byte("a build log pushed as a layer: neither gzip, zstd nor a tar, for kernel " + req.Kernel)

@@ -19,6 +19,12 @@ func name(reason, kernelFull string, consumer ...string) string {
 	return riskName(reason, append(consumer, kernelFull)...)
 }
 
+// carriesRT marks a DTK whose files were read: it carries kNew's RT kernel.
+func carriesRT(m *ledger.Image) {
+	m.ImageDigest = "sha256:" + strings.Repeat("d", 64)
+	m.KernelFilesRead(ledger.KernelFilesCheck{Variants: []ledger.VariantKernel{{Variant: ledger.VariantRT, KernelFull: kNew + ".x86_64+rt"}}}, at0)
+}
+
 // TestRisksOfATarget: one target release (4.16.20) in every state its
 // drivers can be in, per stream, per arch, held, pre-release and not
 // read; each case checks the target's readiness, its risks (names,
@@ -102,6 +108,48 @@ func TestRisksOfATarget(t *testing.T) {
 			w.release(target, "amd64", ships("rhel-9", kNew, "amd64"))
 			w.ready("rhel-9", "amd64", kNew, target)
 			w.image("gone-kmod", "rhel-9", "amd64", kNew, ledger.StateFailed, rel)
+		}, state: Ready},
+		{name: "RT: the default kernel's image ready, the RT one rejected", setup: func(w *world) {
+			w.opts.Variants = map[string][]string{kmod: {ledger.VariantDefault, ledger.VariantRT}}
+			rtShips := ships("rhel-9", kNew, "amd64")
+			rtShips.RTKernel = kNew
+			w.release(target, "amd64", rtShips)
+			w.image("", "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, carriesRT)
+			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel)
+			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StateFailed, rel, func(m *ledger.Image) {
+				m.Variant, m.KernelFull, m.Reason = ledger.VariantRT, kNew+".x86_64+rt", "verification failed: simple-kmod.ko: vermagic without preempt_rt"
+			})
+		}, state: Blocked,
+			risks: map[string][]string{name("KernelModuleNotReady", kNew+".x86_64+rt", kmod): {"No verified simple-kmod image for kernel " + kNew + ".x86_64+rt (rhel-9) yet: failed: verification failed"}}},
+		{name: "RT: every variant promoted", setup: func(w *world) {
+			w.opts.Variants = map[string][]string{kmod: {ledger.VariantDefault, ledger.VariantRT}}
+			rtShips := ships("rhel-9", kNew, "amd64")
+			rtShips.RTKernel = kNew
+			w.release(target, "amd64", rtShips)
+			w.image("", "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, carriesRT)
+			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel)
+			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, func(m *ledger.Image) {
+				m.Variant, m.KernelFull = ledger.VariantRT, kNew+".x86_64+rt"
+			})
+		}, state: Ready},
+		{name: "RT shipped, its DTK without it", setup: func(w *world) {
+			w.opts.Variants = map[string][]string{kmod: {ledger.VariantDefault, ledger.VariantRT}}
+			rtShips := ships("rhel-9", kNew, "amd64")
+			rtShips.RTKernel = kNew
+			w.release(target, "amd64", rtShips)
+			w.image("", "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, func(m *ledger.Image) {
+				m.ImageDigest = "sha256:" + strings.Repeat("d", 64)
+				m.KernelFilesRead(ledger.KernelFilesCheck{}, at0)
+			})
+			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel)
+		}, state: Blocked,
+			risks: map[string][]string{name("KernelModuleNotReady", kNew+".x86_64+rt", kmod): {"the release ships it, and its Driver Toolkit image does not carry it"}}},
+		{name: "RT not asked for: the default kernel's image is enough", setup: func(w *world) {
+			rtShips := ships("rhel-9", kNew, "amd64")
+			rtShips.RTKernel = kNew
+			w.release(target, "amd64", rtShips)
+			w.image("", "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, carriesRT)
+			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel)
 		}, state: Ready},
 		{name: "two consumers, two streams: RHEL 9 ready, RHEL 10 without its DTK", setup: func(w *world) {
 			w.opts.Consumers = []string{kmod, nic}

@@ -20,6 +20,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/distribution/reference"
@@ -63,12 +65,16 @@ type Builds struct {
 	// Older) whose files its DTK builds carry; default kmodtest.Cloud.
 	// NoKernelFiles are kernels whose DTK builds carry none (a recipe of
 	// the user's own); WholeSymvers keeps Module.symvers whole.
-	KernelABI     map[string]string
-	NoKernelFiles map[string]bool
-	WholeSymvers  bool
-	// For consumer builds: Flavour maps a kernel to the headers its modules
-	// are built against (kmodtest.FlavourCloud by default, FlavourRT: a
-	// module for kernel-rt); Vermagic to the release their vermagic names
+	// NoVariantFiles are kernels whose DTK builds declare the variants'
+	// kernels asked for (KERNEL_VARIANTS) without carrying their files.
+	KernelABI      map[string]string
+	NoKernelFiles  map[string]bool
+	NoVariantFiles map[string]bool
+	WholeSymvers   bool
+	// For consumer builds: Flavour maps a kernel, or a kernel's variant
+	// (kernel+"+rt"), to the headers its modules are built against (by
+	// default kmodtest.FlavourRT for the RT variant, FlavourCloud for the
+	// others: FlavourRT is a module for kernel-rt); Vermagic to the release their vermagic names
 	// instead of the kernel's; Signed to the key that signs them ("trusted"
 	// or "other": modules built for kmodtest.SignedRelease only); Only to
 	// the modules the image holds (default both, dtkbot_user needing
@@ -185,11 +191,9 @@ func (c *CI) build(w http.ResponseWriter, in builder.Inputs, kernelFull, deliver
 	if kernelFull == "" || kernel != in.KernelVersion {
 		kernelFull = kernel + ".x86_64"
 	}
-	rel, _ := json.Marshal(map[string]string{"KERNEL_VERSION": kernelFull, "RHEL_VERSION": in.RHELVersion})
-	top := []payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", rel)}
-	if !b.NoKernelFiles[in.KernelVersion] {
-		top = append(top, DTKKernelFiles(kernelFull, b.KernelABI[in.KernelVersion], b.WholeSymvers)...)
-	}
+	top := DTKTopLayer(DTKBuild{KernelFull: kernelFull, RTKernel: in.RTKernelVersion, RHEL: in.RHELVersion, Variants: strings.Fields(in.KernelVariants),
+		ABI: b.KernelABI[in.KernelVersion], WholeSymvers: b.WholeSymvers, NoKernelFiles: b.NoKernelFiles[in.KernelVersion],
+		NoVariantFiles: b.NoVariantFiles[in.KernelVersion]})
 	world.PushImage(reference.Path(named), tagged.Tag(), payloadtest.Image{
 		OCI:    true,
 		Labels: map[string]string{"kernel-version": in.KernelVersion},
@@ -212,16 +216,73 @@ func DTKKernelFiles(kernelFull, abi string, whole bool) []payloadtest.TarEntry {
 	return out
 }
 
+// DTKBuild is what a DTK build is asked for, as the test world builds it.
+type DTKBuild struct {
+	// KernelFull is the default kernel's uname -r; RTKernel the payload's
+	// RT kernel (VERSION-RELEASE), RHEL its RHEL version.
+	KernelFull, RTKernel, RHEL string
+	// Variants are the variants' kernels asked for (KERNEL_VARIANTS): "rt"
+	// (with RTKernel, on x86_64), "64k" (on aarch64).
+	Variants []string
+	// ABI is the Debian kernel whose files stand in for the default
+	// kernel's (default kmodtest.Cloud; the RT kernel's are kmodtest.RT's,
+	// the 64k kernel's kmodtest.Cloud's); WholeSymvers keeps its
+	// Module.symvers whole. NoKernelFiles: no kernel's files at all (a
+	// recipe of the user's own); NoVariantFiles: the variants' kernels are
+	// declared and their files missing.
+	ABI                                         string
+	WholeSymvers, NoKernelFiles, NoVariantFiles bool
+}
+
+// DTKTopLayer is the last layer of a DTK build, as dtkbot's recipe
+// (deploy/driver-toolkit/Containerfile) writes it: the release JSON naming
+// each kernel it carries (RT_KERNEL_VERSION, KERNEL_64K_VERSION), and each
+// one's files under etc/driver-toolkit/<uname -r>/.
+func DTKTopLayer(b DTKBuild) []payloadtest.TarEntry {
+	rel := map[string]string{"KERNEL_VERSION": b.KernelFull, "RT_KERNEL_VERSION": "package kernel-rt-core is not installed",
+		"KERNEL_64K_VERSION": "package kernel-64k-core is not installed", "RHEL_VERSION": b.RHEL}
+	type carried struct{ full, abi string }
+	kernels := []carried{{b.KernelFull, b.ABI}}
+	if slices.Contains(b.Variants, "rt") && b.RTKernel != "" && strings.HasSuffix(b.KernelFull, ".x86_64") {
+		full := b.RTKernel + ".x86_64"
+		if !strings.Contains(b.RTKernel, ".rt") {
+			full += "+rt" // RHEL 9.4 and later; earlier RT releases say "rt" in theirs
+		}
+		rel["RT_KERNEL_VERSION"] = full
+		kernels = append(kernels, carried{full, kmodtest.RT})
+	}
+	if slices.Contains(b.Variants, "64k") && strings.HasSuffix(b.KernelFull, ".aarch64") {
+		rel["KERNEL_64K_VERSION"] = b.KernelFull + "+64k"
+		kernels = append(kernels, carried{b.KernelFull + "+64k", kmodtest.Cloud})
+	}
+	data, _ := json.Marshal(rel)
+	out := []payloadtest.TarEntry{payloadtest.File("etc/driver-toolkit-release.json", data)}
+	for i, k := range kernels {
+		if b.NoKernelFiles || (i > 0 && b.NoVariantFiles) {
+			continue
+		}
+		out = append(out, DTKKernelFiles(k.full, k.abi, b.WholeSymvers && i == 0)...)
+	}
+	return out
+}
+
 // kmodModules are the module files of a kmod image for kernel (VERSION-
 // RELEASE), kernelFull's: real modules (see Flavour, Vermagic, Signed,
 // Only), under dir.
-func (c Builds) kmodModules(dir, kernel, kernelFull string) []payloadtest.TarEntry {
+func (c Builds) kmodModules(dir, kernel, variant, kernelFull string) []payloadtest.TarEntry {
 	var mods map[string][]byte
 	if key, ok := c.Signed[kernel]; ok {
 		mods = kmodtest.Signed(key)
 	} else {
-		flavour, release := c.Flavour[kernel], kernelFull
+		flavour, release := c.Flavour[kernel+"+"+variant], kernelFull
 		if flavour == "" {
+			flavour = c.Flavour[kernel]
+		}
+		switch {
+		case flavour != "":
+		case variant == "rt":
+			flavour = kmodtest.FlavourRT
+		default:
 			flavour = kmodtest.FlavourCloud
 		}
 		if v, ok := c.Vermagic[kernel]; ok {
@@ -250,7 +311,7 @@ func (c Builds) pushKmod(world *payloadtest.World, repo, tag string, in builder.
 	}
 	dir := "opt/lib/modules/" + kernelFull + "/"
 	entries := []payloadtest.TarEntry{payloadtest.File(dir+"modules.dep", []byte("extra/dtkbot_hello.ko:\nextra/dtkbot_user.ko: extra/dtkbot_hello.ko kernel/lib/crc-itu-t.ko\n"))}
-	top := payloadtest.TarGz(append(entries, c.kmodModules(dir, in.KernelVersion, kernelFull)...)...)
+	top := payloadtest.TarGz(append(entries, c.kmodModules(dir, in.KernelVersion, in.KernelVariant, kernelFull)...)...)
 	if c.NoModules[in.KernelVersion] {
 		top = payloadtest.TarGz(payloadtest.File("usr/share/doc/acme-nic/README", []byte("no module here")))
 	}

@@ -87,7 +87,7 @@ func Modules(flavour, release string) map[string][]byte {
 		if err != nil {
 			panic(err)
 		}
-		if strings.HasSuffix(release, ".aarch64") {
+		if strings.HasSuffix(release, ".aarch64") || strings.HasSuffix(release, ".aarch64+64k") {
 			data[18], data[19] = 183, 0 // e_machine: EM_AARCH64 (include/uapi/linux/elf-em.h)
 		}
 		out[m+".ko"] = data
