@@ -109,8 +109,8 @@ func Preflight(release, stream, arch, variant, kernelFull, dtkImage string) Pref
 	}
 	return PreflightValidationOCP{
 		APIVersion: PreflightAPIVersion, Kind: "PreflightValidationOCP",
-		Metadata:   ObjectMeta{Name: Name("preflight", release, stream, arch, variant), Labels: labels},
-		Spec:       PreflightSpec{KernelVersion: kernelFull, DTKImage: dtkImage},
+		Metadata: ObjectMeta{Name: Name("preflight", release, stream, arch, variant), Labels: labels},
+		Spec:     PreflightSpec{KernelVersion: kernelFull, DTKImage: dtkImage},
 	}
 }
 

@@ -202,13 +202,13 @@ type ABIVerdict struct {
 	Consumer string `json:"consumer"`
 	// Variant is the kernel variant compared: the consumer's modules for
 	// that variant of another kernel, against this kernel's same variant.
-	Variant  string    `json:"variant,omitempty"`
-	From     string    `json:"from"`
-	Image    string    `json:"image,omitempty"`
-	Loads    bool      `json:"loads"`
-	Changed  []string  `json:"changed,omitempty"`
-	Gone     []string  `json:"gone,omitempty"`
-	At       time.Time `json:"at"`
+	Variant string    `json:"variant,omitempty"`
+	From    string    `json:"from"`
+	Image   string    `json:"image,omitempty"`
+	Loads   bool      `json:"loads"`
+	Changed []string  `json:"changed,omitempty"`
+	Gone    []string  `json:"gone,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // String is the verdict in a line, for issues, pull requests, the API and

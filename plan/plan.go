@@ -65,10 +65,10 @@ const (
 // digest, and After the kernel tag that must hold that image, in this pass,
 // before the tag is written ("" for the kernel tag itself).
 type Action struct {
-	Type     string   `json:"type"`
-	Kernel   string   `json:"kernel,omitempty"`
-	Stream   string   `json:"stream,omitempty"`
-	Arch     string   `json:"arch,omitempty"`
+	Type   string `json:"type"`
+	Kernel string `json:"kernel,omitempty"`
+	Stream string `json:"stream,omitempty"`
+	Arch   string `json:"arch,omitempty"`
 	// Variant is the kernel variant of a consumer's image ("" default).
 	Variant  string   `json:"variant,omitempty"`
 	Releases []string `json:"releases,omitempty"`

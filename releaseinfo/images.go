@@ -30,9 +30,9 @@ const (
 // dtkKernels is what a Driver Toolkit image says.
 type dtkKernels struct {
 	kernel, rt, k64 Kernel
-	rhel       string
-	source     string
-	warnings   []string
+	rhel            string
+	source          string
+	warnings        []string
 }
 
 // dtkReleaseJSON is etc/driver-toolkit-release.json.
@@ -371,8 +371,8 @@ type DTK struct {
 	// Kernel64K is the +64k kernel a DTK dtkbot's recipe built declares.
 	Kernel64K Kernel
 	RHEL      string
-	Source           string // SourceDTKReleaseJSON, SourceDTKLabel or ""
-	Warnings         []string
+	Source    string // SourceDTKReleaseJSON, SourceDTKLabel or ""
+	Warnings  []string
 }
 
 // declared is what the DTK declares, for callers.
