@@ -65,8 +65,8 @@ func TestIndexShowsConsumersAndKMM(t *testing.T) {
 		t.Fatal(err)
 	}
 	html := page.String()
-	for _, want := range []string{`<th scope="col">Consumers</th>`, `<li data-consumer="acme-nic" data-state="promoted">acme-nic <span class="state state-promoted">promoted</span>`,
-		`<li data-consumer="acme-nic" data-state="building">`} {
+	for _, want := range []string{`<th scope="col">Consumers</th>`, `<li data-consumer="acme-nic" data-variant="default" data-state="promoted">acme-nic <span class="state state-promoted">promoted</span>`,
+		`<li data-consumer="acme-nic" data-variant="default" data-state="building">`, `<span class="covered">covered</span>`} {
 		if !strings.Contains(html, want) {
 			t.Errorf("page lacks %s", want)
 		}

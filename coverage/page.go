@@ -33,6 +33,24 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	// name and a short digest (or the tag), the full one in the title.
 	"ref": shortRef,
 	// brief is the start of a long reason, the rest behind a <details>.
+	// variants are a stream's kernel variants as its Kernel cell lists
+	// them, when a consumer asks for one besides the default kernel;
+	// variant says whether the stream's DTK carries (or the release
+	// ships) variant v with a known uname -r.
+	"variants": variantRows,
+	"variant": func(s Stream, v string) bool {
+		return slices.ContainsFunc(s.Variants, func(k VariantKernel) bool { return k.Variant == v && k.KernelFull != "" })
+	},
+	// promoted counts the consumer images promoted.
+	"promoted": func(cs []ConsumerImage) int {
+		n := 0
+		for _, c := range cs {
+			if c.State == StatePromoted {
+				n++
+			}
+		}
+		return n
+	},
 	"brief": func(s string) string {
 		if len(s) <= 120 {
 			return s
@@ -93,6 +111,41 @@ func shortRef(ref string) string {
 	return name + tag
 }
 
+// variantRow is one kernel variant of a stream as the page lists it: its
+// uname -r (or why there is none yet) and its consumer images' tally.
+type variantRow struct {
+	VariantKernel
+	// Note stands for an unknown uname -r: "not carried" when the DTK was
+	// read and lacks the variant (its images are missing), else "not read
+	// yet".
+	Note string
+}
+
+// variantRows lists s's kernel variants when a consumer asks for one other
+// than the default kernel (a stream of default kernels only says nothing
+// new); those no consumer asks for are left out.
+func variantRows(s Stream) []variantRow {
+	asked := slices.ContainsFunc(s.Variants, func(k VariantKernel) bool { return k.Variant != "default" && k.Wanted > 0 })
+	if !asked {
+		return nil
+	}
+	var out []variantRow
+	for _, k := range s.Variants {
+		if k.Wanted == 0 {
+			continue
+		}
+		row := variantRow{VariantKernel: k}
+		if k.KernelFull == "" {
+			row.Note = "not read yet"
+			if slices.ContainsFunc(s.Consumers, func(c ConsumerImage) bool { return c.Variant == k.Variant && c.State == StateMissing }) {
+				row.Note = "not carried by its DTK"
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
 type pageData struct {
 	*Index
 	CSS                           template.CSS
@@ -104,6 +157,7 @@ type pageData struct {
 	Lead                          LeadTimes
 	Groups                        []group
 	Counts                        []count
+	ConsumerCounts                []count // consumer images (each once) by state
 	Shown, Total                  int
 	ShowConsumers                 bool // a column for consumer images
 	UpdateGraphs                  []UpdateGraph
@@ -158,6 +212,17 @@ func WritePage(w io.Writer, ix *Index, opts PageOptions) error {
 	}
 	d.Channels = sortedKeys(channels, func(a, b string) int { return strings.Compare(a, b) })
 	d.Minors = sortedKeys(minors, func(a, b string) int { return version.Compare(b+".0", a+".0") })
+	consumerCounts := map[string]int{}
+	for _, k := range ix.Kernels {
+		for _, c := range k.Consumers {
+			consumerCounts[c.State]++
+		}
+	}
+	for _, s := range States {
+		if consumerCounts[s] > 0 {
+			d.ConsumerCounts = append(d.ConsumerCounts, count{s, consumerCounts[s]})
+		}
+	}
 	for _, s := range States {
 		if counts[s] > 0 {
 			d.Counts = append(d.Counts, count{s, counts[s]})

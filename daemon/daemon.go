@@ -129,7 +129,9 @@ type Daemon struct {
 
 // m is the daemon's metrics, made on first use.
 func (d *Daemon) m() *metrics {
-	d.metricsOnce.Do(func() { d.metricsSet = newMetrics(d.Version, d.Store, d.Registry, d.coverageIndex, d.Services) })
+	d.metricsOnce.Do(func() {
+		d.metricsSet = newMetrics(d.Version, d.Store, d.Registry, d.coverageIndex, d.Services, consumerVariants(d.Upgrades.Options))
+	})
 	return d.metricsSet
 }
 

@@ -43,7 +43,10 @@ func TestDocumentedMetricsAreServed(t *testing.T) {
 	for _, m := range regexp.MustCompile("(?m)^\\| `(dtkbot_[a-z_]+)` \\|([^|]*)\\|").FindAllStringSubmatch(string(data), -1) {
 		documented[m[1]] = strings.Trim(strings.TrimSpace(m[2]), "`")
 	}
-	r := start(t, servicePasser{}, "", func(d *Daemon) { d.Registry = registry.New(registry.Options{}) })
+	r := start(t, servicePasser{}, "", func(d *Daemon) {
+		d.Registry = registry.New(registry.Options{})
+		d.Upgrades.Consumers = []string{"simple-kmod"} // dtkbot_consumer_images has its series
+	})
 	waitFor(t, func() bool { return !r.d.m().lastSuccessAt().IsZero() })
 	_, metrics := get(t, r.url+"/metrics")
 	served := map[string]string{}
@@ -104,6 +107,8 @@ func TestEveryMetricExistsFromTheStart(t *testing.T) {
 	}
 	d := &Daemon{Passer: p, Store: store, Registry: registry.New(registry.Options{}), Schedule: "@every 1h", StaleAfter: time.Hour,
 		Grace: time.Second, Version: "test", Log: zerolog.Nop(), Services: []string{"update-graph", "github", "build-webhook ci.example.com"}}
+	d.Upgrades.Consumers = []string{"simple-kmod", "acme-nic"}
+	d.Upgrades.Variants = map[string][]string{"acme-nic": {ledger.VariantDefault, ledger.VariantRT}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Serve(ctx, ln) }()
@@ -124,7 +129,10 @@ func TestEveryMetricExistsFromTheStart(t *testing.T) {
 	for _, want := range []string{`dtkbot_kernels{state="promoted"} 0`, `dtkbot_kernels{state="failed"} 0`, `dtkbot_kernels{state="build_requested"} 0`,
 		`dtkbot_service_stopped_passes_total{service="update-graph"} 0`, `dtkbot_service_unanswered_total{service="github"} 0`,
 		`dtkbot_service_requests_total{service="build-webhook ci.example.com"} 0`, `dtkbot_service_skipped_total{service="github"} 0`,
-		"dtkbot_passes_total 0", `dtkbot_releases_held{reason="content"} 0`} {
+		"dtkbot_passes_total 0", `dtkbot_releases_held{reason="content"} 0`,
+		`dtkbot_consumer_images{consumer="simple-kmod",state="promoted",variant="default"} 0`,
+		`dtkbot_consumer_images{consumer="acme-nic",state="missing",variant="rt"} 0`,
+		`dtkbot_consumer_images{consumer="acme-nic",state="pending",variant="default"} 0`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/dtkbot/dtkbot/redact"
 	"github.com/dtkbot/dtkbot/registry"
 	"github.com/dtkbot/dtkbot/state"
+	"github.com/dtkbot/dtkbot/upgradegraph"
 )
 
 // metrics are the daemon's Prometheus metrics, with the Go runtime's and
@@ -53,7 +54,28 @@ type passSummary struct {
 	Result   *reconcile.Result `json:"result,omitempty"`
 }
 
-func newMetrics(version string, store *state.Store, reg *registry.Client, index func() (*coverage.Index, error), services []string) *metrics {
+// consumerVariants are the kernel variants each consumer asks for, as
+// people name them (default, rt, 64k): the config's, which the update
+// graph's options carry.
+func consumerVariants(o upgradegraph.Options) map[string][]string {
+	out := map[string][]string{}
+	for _, c := range o.Consumers {
+		vs := o.Variants[c]
+		if len(vs) == 0 {
+			vs = []string{ledger.VariantDefault}
+		}
+		for _, v := range vs {
+			out[c] = append(out[c], ledger.VariantName(v))
+		}
+	}
+	return out
+}
+
+// newMetrics registers dtkbot's metrics; variants (consumer -> the kernel
+// variants it asks for, by name) give dtkbot_consumer_images its series
+// from the start.
+func newMetrics(version string, store *state.Store, reg *registry.Client, index func() (*coverage.Index, error), services []string,
+	variants map[string][]string) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	counter := func(name, help string) prometheus.Counter {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -107,7 +129,7 @@ func newMetrics(version string, store *state.Store, reg *registry.Client, index 
 	m.reg.MustRegister(info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&ledgerCollector{store: store, index: index})
+		&ledgerCollector{store: store, index: index, variants: variants})
 	if reg != nil {
 		m.reg.MustRegister(&registryCollector{reg: reg})
 	}
@@ -190,14 +212,22 @@ func (m *metrics) handler() http.Handler {
 // ledgerCollector reads the kernels by state, what is held and the lead
 // times from the state file at scrape time.
 type ledgerCollector struct {
-	store *state.Store
-	index func() (*coverage.Index, error)
+	store    *state.Store
+	index    func() (*coverage.Index, error)
+	variants map[string][]string // consumer -> variants it asks for, by name
 }
 
 var (
-	kernelsDesc  = prometheus.NewDesc("dtkbot_kernels", "Kernels in the ledger by state.", []string{"state"}, nil)
-	heldDesc     = prometheus.NewDesc("dtkbot_releases_held", "Releases (or streams of them) held: never built from, by reason.", []string{"reason"}, nil)
-	heldReasons  = []string{"content", "signature", "inconsistent", "kernel_unknown", "other"}
+	kernelsDesc        = prometheus.NewDesc("dtkbot_kernels", "Kernels in the ledger by state.", []string{"state"}, nil)
+	heldDesc           = prometheus.NewDesc("dtkbot_releases_held", "Releases (or streams of them) held: never built from, by reason.", []string{"reason"}, nil)
+	heldReasons        = []string{"content", "signature", "inconsistent", "kernel_unknown", "other"}
+	consumerImagesDesc = prometheus.NewDesc("dtkbot_consumer_images",
+		"Consumers' images (one per kernel and variant), by kernel variant and state; those wanted and not built too (pending, missing).",
+		[]string{"consumer", "variant", "state"}, nil)
+	// consumerStates are the states of a consumer's image in the
+	// coverage index (held and unknown are releases' and streams').
+	consumerStates = []string{coverage.StatePromoted, coverage.StateVerified, coverage.StateBuilt, coverage.StateBuilding,
+		coverage.StatePending, coverage.StateFailed, coverage.StateMissing}
 	kernelStates = []string{ledger.StateNew, ledger.StateBuildRequested, ledger.StateBuilt, ledger.StateVerified, ledger.StatePromoted, ledger.StateFailed}
 	conflictDesc = prometheus.NewDesc("dtkbot_tag_conflicts",
 		"Tags dtkbot would write that hold images it did not put there (never overwritten), by kind of image (dtk, or the consumer).", []string{"kind"}, nil)
@@ -213,6 +243,7 @@ var (
 
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- kernelsDesc
+	ch <- consumerImagesDesc
 	ch <- heldDesc
 	ch <- conflictDesc
 	ch <- promotionLeadDesc
@@ -260,11 +291,40 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(conflictDesc, prometheus.GaugeValue, float64(n), kind)
 		}
 	}
-	if ix, err := c.index(); err == nil {
+	ix, err := c.index()
+	c.collectConsumerImages(ch, ix, err)
+	if err == nil {
 		_, d := ix.Leads()
 		ch <- histogram(promotionLeadDesc, d.Promotion)
 		ch <- histogram(gaLeadDesc, d.ReadyBeforeGA)
 		ch <- histogram(tagLeadDesc, d.Tag)
+	}
+}
+
+// collectConsumerImages counts the consumers' images of every kernel by
+// consumer, variant and state: every consumer, variant it asks for and
+// state from the start (0), and what the index holds besides (a variant
+// no longer asked for, with images still in the ledger). Without an index
+// only the zeros of the config are there, never a made-up count.
+func (c *ledgerCollector) collectConsumerImages(ch chan<- prometheus.Metric, ix *coverage.Index, err error) {
+	type key struct{ consumer, variant, state string }
+	counts := map[key]int{}
+	for consumer, vs := range c.variants {
+		for _, v := range vs {
+			for _, st := range consumerStates {
+				counts[key{consumer, v, st}] = 0
+			}
+		}
+	}
+	if err == nil {
+		for _, k := range ix.Kernels {
+			for _, ci := range k.Consumers {
+				counts[key{ci.Consumer, ci.Variant, ci.State}]++
+			}
+		}
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(consumerImagesDesc, prometheus.GaugeValue, float64(n), k.consumer, k.variant, k.state)
 	}
 }
 

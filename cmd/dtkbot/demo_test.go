@@ -55,6 +55,10 @@ func TestDemoRuns(t *testing.T) {
 		// The consumer: built FROM each promoted DTK, verified, promoted; its KMM manifests.
 		"build simple-kmod", "verify simple-kmod", "promote simple-kmod", "demo/simple-kmod", "5.14.0-427.37.1.el9_4.x86_64",
 		"kmm/rhel-9-amd64/5.14.0-427.37.1.el9_4.x86_64/kernel-mappings.yaml",
+		// The RT variant: an image of its own per kernel, for its own uname -r.
+		"simple-kmod asks for variants [default, rt]:", "5.14.0-427.37.1.el9_4.x86_64_rt",
+		"booting 5.14.0-427.37.1.el9_4.x86_64+rt", "KERNEL_VARIANT=rt", "simple-kmod (rt): the modules for",
+		"8 of 10 streams covered",
 		// Verified means it loads: a CRC mismatch rejected with the symbols named, and ABI verdicts.
 		"EXPECTED: simple-kmod's image for 5.14.0-427.50.1.el9_4.x86_64 was rejected and never promoted",
 		"dtkbot_hello.ko: vermagic", "6 symbol versions differ from kernel 5.14.0-427.50.1.el9_4.x86_64's (disagrees about version of symbol mutex_lock",

@@ -82,7 +82,7 @@ func report(env *cliEnv, path, output, out string, f coverage.Filter) int {
 		if filtered.Releases == nil {
 			filtered.Releases = []coverage.Release{}
 		}
-		err = writeDocument(&buf, output, &filtered)
+		err = writeDocument(&buf, output, reportDoc{Index: &filtered, ConsumerVariants: ix.VariantCounts(f)})
 	case "name":
 		for _, r := range ix.Releases {
 			if f.Match(r) {
@@ -106,6 +106,13 @@ func report(env *cliEnv, path, output, out string, f coverage.Filter) int {
 	}
 	fmt.Fprintf(env.stdout, "wrote %s (%d releases, %d kernels)\n", out, len(ix.Releases), len(ix.Kernels))
 	return exitOK
+}
+
+// reportDoc is `report -o json|yaml`: the kernel index, and the consumers'
+// images counted per kernel variant.
+type reportDoc struct {
+	*coverage.Index
+	ConsumerVariants []coverage.VariantCount `json:"consumer_variants,omitempty"`
 }
 
 // errNoState is a state file that is not there yet.

@@ -46,6 +46,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/internal/sigtest"
 	"github.com/dtkbot/dtkbot/kmm"
+	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/releaseinfo"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/upgradegraph"
@@ -242,6 +243,9 @@ github:
     kmm: {}
 consumers:
   - name: simple-kmod
+    # An image for the default kernel and one for the RT kernel (nodes of
+    # kernelType: realtime), each with its own uname -r: its kernel tag.
+    variants: [default, rt]
     build:
       backend: webhook
       max_attempts: 1
@@ -322,6 +326,7 @@ verify:
 		return err
 	}
 	d.printImages(reg, regHost)
+	d.printRT(snap)
 	d.printTrust(snap)
 	d.printKmodVerdicts(snap)
 	if err := d.printKMM(cfg, snap); err != nil {
@@ -560,6 +565,26 @@ func (d *demo) printImages(reg *registrytest.Registry, regHost string) {
 	d.say("       %s", strings.Join(reg.Tags("demo/simple-kmod"), " "))
 }
 
+// printRT says what simple-kmod's RT images are: one per kernel whose DTK
+// carries the RT kernel, built, verified and mapped for its own uname -r.
+func (d *demo) printRT(snap *state.Snapshot) {
+	promoted, example := 0, ""
+	for _, c := range snap.Consumers {
+		if c.Variant == ledger.VariantRT && c.State == ledger.StatePromoted {
+			promoted++
+			if c.Kernel == "5.14.0-427.37.1.el9_4" {
+				example = c.KernelFull
+			}
+		}
+	}
+	d.say("     simple-kmod asks for variants [default, rt]: %d RT images promoted (the tags ending _rt),", promoted)
+	if example != "" {
+		d.say("     e.g. for nodes of kernelType realtime booting %s: built with", example)
+	}
+	d.say("     KERNEL_VARIANT=rt FROM the same DTK, which carries kernel-rt's files, verified against those")
+	d.say("     (vermagic preempt_rt, the RT kernel's CRCs), and mapped for KMM by that uname -r.")
+}
+
 // printTrust shows each release's signature and the payloads held.
 func (d *demo) printTrust(snap *state.Snapshot) {
 	d.say("     Release signatures:")
@@ -607,7 +632,7 @@ func (d *demo) printKmodVerdicts(snap *state.Snapshot) {
 // printKMM writes the KMM manifests of one kernel to a file, as dtkbot run
 // serves them under /api/v1/kmm/, and says what they hold.
 func (d *demo) printKMM(cfg *config.Config, snap *state.Snapshot) error {
-	ix := coverage.Build(snap, time.Now(), coverage.Options{})
+	ix := coverage.Build(snap, time.Now(), coverage.Options{Variants: cfg.ConsumerVariants()})
 	pre := ix.Preflights("4.16.17", "amd64", "")
 	if len(pre) == 0 {
 		return fmt.Errorf("no preflight for 4.16.17")
@@ -631,11 +656,23 @@ func (d *demo) printKMM(cfg *config.Config, snap *state.Snapshot) error {
 }
 
 // summariseReport says how many streams are in each state, and the
-// report's last line.
+// report's lines of totals: releases shown, streams covered.
 func (d *demo) summariseReport(table []byte) {
 	lines := strings.Split(strings.TrimRight(string(table), "\n"), "\n")
 	counts := map[string]int{}
+	var shown, covered string
+	for _, l := range lines {
+		switch {
+		case strings.HasSuffix(l, " releases"):
+			shown = l
+		case strings.Contains(l, " streams covered"):
+			covered, _, _ = strings.Cut(l, " (")
+		}
+	}
 	for _, l := range lines[1:] {
+		if strings.TrimSpace(l) == "" {
+			break // the releases' rows end; the consumers' variants follow
+		}
 		for _, st := range coverage.States {
 			if slices.Contains(strings.Fields(l), st) {
 				counts[st]++
@@ -649,7 +686,10 @@ func (d *demo) summariseReport(table []byte) {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
 		}
 	}
-	d.say("     %s: streams %s (the table: report.txt)", lines[len(lines)-1], strings.Join(parts, ", "))
+	d.say("     %s: streams %s (the table: report.txt)", shown, strings.Join(parts, ", "))
+	if covered != "" {
+		d.say("     %s: their DTK and simple-kmod's default and RT images promoted", covered)
+	}
 }
 
 // printClusterUpdates shows what a cluster at 4.16.16 whose update service
