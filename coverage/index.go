@@ -536,7 +536,9 @@ func (f Filter) Match(r Release) bool {
 		return true
 	}
 	for _, s := range r.Streams {
-		if s.State == f.State {
+		// a stream's DTK, or a consumer's image of it (a variant's image
+		// missing, one failed while the DTK is promoted)
+		if s.State == f.State || slices.ContainsFunc(s.Consumers, func(c ConsumerImage) bool { return c.State == f.State }) {
 			return true
 		}
 	}

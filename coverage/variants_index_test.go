@@ -1,6 +1,7 @@
 package coverage
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,7 +72,11 @@ func TestCoveredOnlyWhenEveryVariantIs(t *testing.T) {
 			snap.Kernels[i].KernelFilesRead(ledger.KernelFilesCheck{}, now)
 		}
 	}
-	s = streamOfRelease(t, Build(snap, now, opts), "4.16.15")
+	ix = Build(snap, now, opts)
+	s = streamOfRelease(t, ix, "4.16.15")
+	if !(Filter{State: StateMissing}).Match(ix.Releases[slices.IndexFunc(ix.Releases, func(r Release) bool { return r.Release == "4.16.15" })]) {
+		t.Error("?state=missing does not find the release whose RT image is missing")
+	}
 	if s.Covered || len(s.Consumers) != 2 || s.Consumers[1].State != StateMissing || !strings.Contains(s.Consumers[1].Reason, "does not carry it") {
 		t.Errorf("an RT kernel its DTK does not carry: covered %v, %+v", s.Covered, s.Consumers)
 	}
