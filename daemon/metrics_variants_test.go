@@ -26,7 +26,7 @@ func TestConsumerImagesByVariant(t *testing.T) {
 	dtk := func(arch, kernel, full, d string, variants ...ledger.VariantKernel) ledger.Image {
 		return ledger.Image{Stream: "rhel-9", Arch: arch, Kernel: kernel, KernelFull: full, RTKernel: kernel, State: ledger.StatePromoted,
 			Image: "quay.io/acme/driver-toolkit:" + full, ImageDigest: d, Published: true, FirstSeen: at, UpdatedAt: at, PromotedAt: at,
-			KernelFiles: &ledger.KernelFilesCheck{Digest: d, Variants: variants}}
+			KernelFiles: &ledger.KernelFilesCheck{Digest: d, Variants: variants, VariantsRead: true}}
 	}
 	image := func(k ledger.Image, variant, full, d string) ledger.Image {
 		return ledger.Image{Consumer: "simple-kmod", Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, Variant: variant, KernelFull: full,

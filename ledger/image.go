@@ -146,6 +146,9 @@ type KernelFilesCheck struct {
 	Digest   string          `json:"digest"`
 	Missing  []string        `json:"missing,omitempty"`
 	Variants []VariantKernel `json:"variants,omitempty"`
+	// VariantsRead says the check read the variants' kernels too: a check
+	// an earlier dtkbot recorded did not, and is made again.
+	VariantsRead bool `json:"variants_read,omitempty"`
 }
 
 // VariantKernel is one variant's kernel a DTK carries: its uname -r, and
@@ -178,7 +181,7 @@ func (m Image) Carries(v string) (VariantKernel, bool) {
 
 // KernelFilesOf is the check of the DTK's current image, if it was made.
 func (m Image) KernelFilesOf() (KernelFilesCheck, bool) {
-	if m.KernelFiles == nil || m.KernelFiles.Digest == "" || m.KernelFiles.Digest != m.ImageDigest {
+	if m.KernelFiles == nil || m.KernelFiles.Digest == "" || m.KernelFiles.Digest != m.ImageDigest || !m.KernelFiles.VariantsRead {
 		return KernelFilesCheck{}, false
 	}
 	return *m.KernelFiles, true

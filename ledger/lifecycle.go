@@ -403,7 +403,7 @@ func (m *Image) Notified(hash string) {
 // KernelFilesRead records whether the DTK's current image carries the
 // kernel's files, and which variants' kernels it carries.
 func (m *Image) KernelFilesRead(check KernelFilesCheck, at time.Time) {
-	check.Digest = m.ImageDigest
+	check.Digest, check.VariantsRead = m.ImageDigest, true
 	m.KernelFiles, m.UpdatedAt = &check, at
 }
 

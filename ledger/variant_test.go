@@ -43,3 +43,24 @@ func TestAVariantIsPartOfAnImagesIdentity(t *testing.T) {
 		t.Error("realtime is not a variant's name")
 	}
 }
+
+// TestAKernelFilesCheckFromBeforeVariantsIsMadeAgain: a DTK's check of its
+// kernel files recorded by a dtkbot that did not read its variants' kernels
+// is not known: it is made again, so that an RT or 64k image can be built
+// FROM a DTK promoted before the upgrade.
+func TestAKernelFilesCheckFromBeforeVariantsIsMadeAgain(t *testing.T) {
+	var dtk Image
+	if err := json.Unmarshal([]byte(`{"stream":"rhel-9","arch":"amd64","kernel":"5.14.0-427.37.1.el9_4","image_digest":"sha256:1","kernel_files":{"digest":"sha256:1"}}`), &dtk); err != nil {
+		t.Fatal(err)
+	}
+	if dtk.ImageDigest != "sha256:1" || dtk.KernelFiles == nil {
+		t.Fatalf("the record did not parse as expected: %+v", dtk)
+	}
+	if _, known := dtk.KernelFilesOf(); known {
+		t.Error("a check from before variants is taken as known")
+	}
+	dtk.KernelFilesRead(KernelFilesCheck{}, dtk.UpdatedAt)
+	if _, known := dtk.KernelFilesOf(); !known {
+		t.Error("a check made now is not known")
+	}
+}

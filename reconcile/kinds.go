@@ -187,7 +187,7 @@ func (r *Reconciler) verifyKernelFiles(ctx context.Context, dtk ledger.Image, ne
 		if check, err = r.readKernelFiles(ctx, dtk); err != nil {
 			return ledger.Verdict{}, err
 		}
-		check.Digest = dtk.ImageDigest
+		check.Digest, check.VariantsRead = dtk.ImageDigest, true
 	}
 	if missing := check.Missing; len(missing) > 0 {
 		return ledger.Verdict{}, fmt.Errorf("%w: the DTK %s has no %s, which %s check their modules against (verify.abi: true; dtkbot's DTK recipe copies them: a recipe of your own? or set verify.abi: false)",

@@ -56,7 +56,7 @@ consumers:
 		return ledger.Image{Stream: "rhel-9", Arch: arch, Kernel: kernel, KernelFull: full, RTKernel: rt, RHEL: "9.6",
 			Releases: []string{"4.18.5"}, State: ledger.StatePromoted, Image: "quay.io/acme/driver-toolkit:" + full,
 			ImageDigest: d, Published: true, FirstSeen: at, UpdatedAt: at, PromotedAt: at,
-			KernelFiles: &ledger.KernelFilesCheck{Digest: d, Variants: variants}}
+			KernelFiles: &ledger.KernelFilesCheck{Digest: d, Variants: variants, VariantsRead: true}}
 	}
 	image := func(k ledger.Image, variant, full, d string) ledger.Image {
 		return ledger.Image{Consumer: "simple-kmod", Stream: k.Stream, Arch: k.Arch, Kernel: k.Kernel, Variant: variant, KernelFull: full,
