@@ -34,7 +34,7 @@ const (
 	safeColour     = "#8c959f"
 	upstreamColour = "#bc4c00"
 	rowHeight      = 96
-	left, top      = 56, 64
+	left, top      = 56, 84 // top: below the legend's two rows
 )
 
 type pictureNode struct {
@@ -64,7 +64,7 @@ type pictureData struct {
 
 type legendItem struct {
 	Label, Colour, Dash string
-	X                   int
+	X, Y                int // Y: the middle of its row
 	Line                bool
 }
 
@@ -211,14 +211,16 @@ func (s *Served) Picture(opts PictureOptions) template.HTML {
 	}
 	d.Description = fmt.Sprintf("%d releases, a row per minor, older to newer from left to right; %d updates (%s); a release is coloured by its drivers' readiness.",
 		n, len(keys), shownHow)
+	// The legend: the releases' colours on one row, the arrows' dashes on
+	// a second, so that it fits the narrowest picture (480 px).
 	x := left
 	for _, st := range States {
-		d.Legend = append(d.Legend, legendItem{Label: "drivers " + st, Colour: stateColour[st], X: x})
+		d.Legend = append(d.Legend, legendItem{Label: "drivers " + st, Colour: stateColour[st], X: x, Y: 18})
 		x += 132
 	}
-	d.Legend = append(d.Legend, legendItem{Label: "drivers not ready", Colour: stateColour[Blocked], Dash: "5 3", X: x, Line: true},
-		legendItem{Label: "an upstream risk only", Colour: upstreamColour, Dash: "1.5 2.5", X: x + 150, Line: true})
-	d.Width = max(d.Width, x+320)
+	d.Legend = append(d.Legend, legendItem{Label: "drivers not ready", Colour: stateColour[Blocked], Dash: "5 3", X: left, Y: 40, Line: true},
+		legendItem{Label: "an upstream risk only", Colour: upstreamColour, Dash: "1.5 2.5", X: left + 190, Y: 40, Line: true})
+	d.Width = max(d.Width, x)
 	var buf bytes.Buffer
 	if err := picture.Execute(&buf, d); err != nil {
 		return template.HTML(template.HTMLEscapeString("drawing the update graph: " + err.Error()))

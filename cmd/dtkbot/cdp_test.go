@@ -261,6 +261,10 @@ const measureLayout = `JSON.stringify((() => {
         ' "' + (n.textContent || '').trim().slice(0, 60) + '" at ' + Math.round(r.left) + '..' + Math.round(r.right) + ' of ' + Math.round(c.left) + '..' + Math.round(c.right));
     }
   }
+  for (const g of document.querySelectorAll('svg g.legend')) { // a legend is read whole, not scrolled to
+    const box = g.closest('svg').parentElement.getBoundingClientRect(), r = g.getBoundingClientRect();
+    if (r.width > 0 && r.right > box.right + 1) out.overflows.push('a picture\'s legend reaches ' + Math.round(r.right) + ', past its box at ' + Math.round(box.right));
+  }
   out.updateGraphs = document.querySelectorAll('.update-graph svg').length;
   out.timelines = document.querySelectorAll('#timeline svg').length;
   out.marks = document.querySelectorAll('#timeline svg [data-mark]').length;
