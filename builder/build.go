@@ -52,6 +52,22 @@ type Builder interface {
 	Build(ctx context.Context, req Request) error
 }
 
+// AsksOnce is a backend whose build cannot outlive dtkbot's asking for it
+// (podman, buildah: the build is dtkbot's child, killed with it, and pushes
+// only at its end). An attempt recorded and never acknowledged (the
+// process died between recording and asking, or during the build) is then
+// asked again at once, rather than waited for until build.timeout and
+// spent: no build of that attempt can be running or push.
+type AsksOnce interface {
+	AsksOnce() bool
+}
+
+// AsksOnceFor reports whether b is such a backend.
+func AsksOnceFor(b Builder) bool {
+	a, ok := b.(AsksOnce)
+	return ok && a.AsksOnce()
+}
+
 // ErrNotConfigured is the result of an effect whose backend is not set up.
 var ErrNotConfigured = errors.New("not configured")
 

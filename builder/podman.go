@@ -126,6 +126,10 @@ func (b *CommandBuilder) baseImage(rhel string) (string, error) {
 	return r.Replace(t), nil
 }
 
+// AsksOnce implements AsksOnce: the build runs as dtkbot's child and dies
+// with it, and the push is a step of its own after it.
+func (b *CommandBuilder) AsksOnce() bool { return true }
+
 // Build implements Builder: build, then push.
 func (b *CommandBuilder) Build(ctx context.Context, req Request) error {
 	build, push, err := b.Args(req)
@@ -167,7 +171,9 @@ func runCommand(ctx context.Context, name string, args []string, out io.Writer) 
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group, killed whole on timeout: podman's children
 	// (conmon, the build's RUN) must not outlive it holding our pipes.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Killed with dtkbot too (Pdeathsig): a build of a dtkbot that died
+	// never pushes, so its attempt can be asked again (AsksOnce).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	return cmd.Run()

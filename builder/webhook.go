@@ -65,8 +65,12 @@ func (r Request) KernelVariant() string {
 // WebhookBuilder asks a CI system for a build with a signed POST: the body is
 // the build inputs as JSON, X-Signature-256 is "sha256=" and the hex HMAC-SHA256
 // of the body with the shared secret (as GitHub signs its webhooks), and
-// X-Dtkbot-Delivery is the same for the same image, so the receiver can drop
-// a repeated request. A 2xx means accepted; a 5xx or network error is retried
+// X-Dtkbot-Delivery is the same for the same attempt at the same image (its
+// staging reference, attempt and round), so the receiver can drop a repeated
+// request (the HTTP retries below), and never a later attempt's. It is not
+// AsksOnce: a receiver may ignore the header, and a request that reached it
+// before dtkbot died would be built twice; such an attempt waits for its
+// build until build.timeout. A 2xx means accepted; a 5xx or network error is retried
 // with backoff; anything else fails the attempt.
 type WebhookBuilder struct {
 	URL      string
@@ -92,7 +96,7 @@ func (b *WebhookBuilder) Build(ctx context.Context, req Request) error {
 	mac := hmac.New(sha256.New, b.Secret)
 	mac.Write(body)
 	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
-	delivery := sha256.Sum256([]byte(req.Image))
+	delivery := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%d", req.Image, req.Attempt, req.Round)))
 	// Named by its host alone: a webhook's path (and query) is often its
 	// token, and this name reaches the log, the state file and the pass's
 	// errors.

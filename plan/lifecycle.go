@@ -180,16 +180,21 @@ func (p *planner) atKernelTag(m *ledger.Image, k Kind, kernelRef, d string) {
 // rather than at the timeout; one with no trace of an attempt recorded and
 // never acknowledged (the pass died between recording and asking) is asked
 // again instead, as it names its builds by attempt; one that has it
-// acknowledges it. Without a word, the timeout decides.
+// acknowledges it. A backend that cannot say, and whose builds die with
+// the process that asked (Kind.AsksAgain), is asked again too. Else the
+// timeout decides.
 func (p *planner) requested(m *ledger.Image, k Kind, s Seen, staging string, rejected bool) {
 	r := s.Report
 	unacknowledged := m.Asked < m.Attempts
 	switch {
 	case r != nil && r.Unanswered:
-	case r != nil && unacknowledged && r.Gone:
+	case r != nil && unacknowledged && r.Gone, r == nil && unacknowledged && k.AsksAgain:
 		b := about(*m)
 		b.Type, b.Releases, b.Image, b.Again = ActionBuild, m.Releases, m.Staging, true
 		b.Reason = fmt.Sprintf("attempt %d was recorded and never asked for", m.Attempts)
+		if r == nil {
+			b.Reason = fmt.Sprintf("attempt %d was recorded and its request never acknowledged", m.Attempts)
+		}
 		b.IfFailed = k.Retries.after(m.Attempts, p.in.Now)
 		p.act(&p.builds, b)
 	case r != nil && unacknowledged && !r.Over:

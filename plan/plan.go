@@ -180,6 +180,10 @@ type Kind struct {
 	NeedsKernelFiles bool
 	// Retries bounds its attempts.
 	Retries Retries
+	// AsksAgain: no build of its backend outlives the asking
+	// (builder.AsksOnce), so an attempt recorded and never acknowledged is
+	// asked again at once rather than waited for until the timeout.
+	AsksAgain bool
 	// Variants are the kernel variants its images are built for, each
 	// kernel's that its DTK carries ("" the default kernel; none: the
 	// default only). A DTK has none: it carries its kernel's variants.

@@ -85,7 +85,7 @@ const DefaultModulePath = "opt/lib/modules/{{.KernelFull}}/"
 // plan is the kind as the planner takes it.
 func (k *kind) plan() plan.Kind {
 	return plan.Kind{Target: k.target, What: k.what, Verified: k.verify != nil, NeedsKernelFiles: k.needsKernelFiles, Retries: k.build,
-		Variants: k.variants}
+		Variants: k.variants, AsksAgain: builder.AsksOnceFor(k.builder)}
 }
 
 // kinds is the table of the kinds of image a pass builds, by name; warn
