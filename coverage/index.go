@@ -422,8 +422,8 @@ func consumersOf(k ledger.Image, builds []ledger.Image, tagsOf map[string][]ledg
 	for _, v := range []string{ledger.VariantRT, ledger.Variant64K} {
 		if vk, ok := k.Carries(v); ok {
 			full[v] = vk.KernelFull
-		} else if v == ledger.VariantRT && k.RTKernel != "" {
-			full[v] = "" // shipped (the payload's RT kernel), not carried
+		} else if (v == ledger.VariantRT && k.RTKernel != "") || (v == ledger.Variant64K && k.Ships64K()) {
+			full[v] = "" // shipped (the payload's RT kernel; kernel-64k), not carried
 		} else {
 			continue
 		}
@@ -435,7 +435,7 @@ func consumersOf(k ledger.Image, builds []ledger.Image, tagsOf map[string][]ledg
 		have[c.Key()] = true
 		out = append(out, consumerImage(c, tagsOf[c.Key()]))
 	}
-	_, filesKnown := k.KernelFilesOf()
+	filesKnown := k.VariantsKnown()
 	for _, name := range slices.Sorted(maps.Keys(opts.Variants)) {
 		for _, v := range opts.Variants[name] {
 			f, ships := full[v]
@@ -446,7 +446,10 @@ func consumersOf(k ledger.Image, builds []ledger.Image, tagsOf map[string][]ledg
 			}
 			ci := ConsumerImage{Consumer: name, Variant: ledger.VariantName(v), KernelFull: f, State: StatePending, Tags: []string{}}
 			if v != ledger.VariantDefault && f == "" && filesKnown {
-				ci.State, ci.Reason = StateMissing, fmt.Sprintf("the release ships a %s kernel (%s) and its DTK does not carry it", v, k.RTKernel)
+				ci.State, ci.Reason = StateMissing, fmt.Sprintf("the release ships a %s kernel and its DTK does not carry it", v)
+				if v == ledger.VariantRT {
+					ci.Reason = fmt.Sprintf("the release ships an rt kernel (%s) and its DTK does not carry it", k.RTKernel)
+				}
 			}
 			out = append(out, ci)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/dtkbot/dtkbot/ledger"
+	"github.com/dtkbot/dtkbot/state"
 )
 
 // TestCoveredOnlyWhenEveryVariantIs: a consumer asking for the default and
@@ -79,5 +80,33 @@ func TestCoveredOnlyWhenEveryVariantIs(t *testing.T) {
 	}
 	if s.Covered || len(s.Consumers) != 2 || s.Consumers[1].State != StateMissing || !strings.Contains(s.Consumers[1].Reason, "does not carry it") {
 		t.Errorf("an RT kernel its DTK does not carry: covered %v, %+v", s.Covered, s.Consumers)
+	}
+}
+
+// TestA64kKernelItsDTKLacksIsMissing: a consumer asking for the 64k kernel
+// of an aarch64 kernel of RHEL 9.2 or later (which has kernel-64k) whose DTK
+// was read and does not carry it is shown missing, not covered; for RHEL
+// 9.0 (no kernel-64k) the variant does not exist, and nothing is missing.
+func TestA64kKernelItsDTKLacksIsMissing(t *testing.T) {
+	for _, tc := range []struct {
+		rhel    string
+		covered bool
+	}{{"9.4", false}, {"9.0", true}} {
+		const vr = "5.14.0-427.37.1.el9_4"
+		dtk := ledger.Image{Stream: "rhel-9", Arch: "arm64", Kernel: vr, KernelFull: vr + ".aarch64", RHEL: tc.rhel, Releases: []string{"4.16.15"},
+			State: ledger.StatePromoted, Image: "quay.io/acme/dtk:" + vr + ".aarch64", ImageDigest: "sha256:" + strings.Repeat("a", 64), Published: true}
+		dtk.KernelFilesRead(ledger.KernelFilesCheck{}, now)
+		nic := ledger.Image{Consumer: "acme-nic", Stream: dtk.Stream, Arch: dtk.Arch, Kernel: vr, KernelFull: dtk.KernelFull, State: ledger.StatePromoted,
+			Image: "quay.io/acme/nic:" + dtk.KernelFull, ImageDigest: "sha256:" + strings.Repeat("c", 64), Published: true, DTKImage: dtk.PinnedImage()}
+		snap := &state.Snapshot{Kernels: []ledger.Image{dtk}, Consumers: []ledger.Image{nic}, Tags: map[string]ledger.Promotion{}, Notices: map[string]ledger.Notice{},
+			Releases: []ledger.Release{{Version: "4.16.15", Arch: "arm64", Digest: "sha256:" + strings.Repeat("f", 64), Kind: "ga",
+				Streams: []ledger.ReleaseShips{{Stream: "rhel-9", Kernel: vr, KernelFull: dtk.KernelFull, RHEL: tc.rhel}}}}}
+		s := streamOfRelease(t, Build(snap, now, Options{Variants: map[string][]string{"acme-nic": {ledger.VariantDefault, ledger.Variant64K}}}), "4.16.15")
+		if s.Covered != tc.covered {
+			t.Errorf("RHEL %s: covered %v, want %v (%+v)", tc.rhel, s.Covered, tc.covered, s.Consumers)
+		}
+		if !tc.covered && (len(s.Consumers) != 2 || s.Consumers[1].State != StateMissing || s.Consumers[1].Variant != "64k") {
+			t.Errorf("RHEL %s: %+v", tc.rhel, s.Consumers)
+		}
 	}
 }

@@ -305,8 +305,11 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 // consumer, variant and state: every consumer, variant it asks for and
 // state from the start (0), and what the index holds besides (a variant
 // no longer asked for, with images still in the ledger). Without an index
-// only the zeros of the config are there, never a made-up count.
+// there is nothing to count: no series, never a made-up 0.
 func (c *ledgerCollector) collectConsumerImages(ch chan<- prometheus.Metric, ix *coverage.Index, err error) {
+	if err != nil {
+		return
+	}
 	type key struct{ consumer, variant, state string }
 	counts := map[key]int{}
 	for consumer, vs := range c.variants {

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -218,7 +219,8 @@ type ConsumerMapping struct {
 // ForKernel is the KMM view of a kernel: nothing until its DTK is
 // promoted (a preflight must never name an unverified image), then a
 // preflight per release shipping it (withdrawn ones left out) for each
-// variant's kernel the DTK carries, and a mapping for each consumer image
+// variant's kernel the DTK carries that a consumer is built for, and a
+// mapping for each consumer image
 // that is promoted too: one literal per variant's uname -r, since KMM maps
 // a node by its exact kernel.
 func ForKernel(k ledger.Image, builds []ledger.Image, withdrawn func(release string) bool) Kernel {
@@ -226,9 +228,13 @@ func ForKernel(k ledger.Image, builds []ledger.Image, withdrawn func(release str
 	if k.State != ledger.StatePromoted || k.ImageDigest == "" || k.KernelFull == "" {
 		return out
 	}
+	// A variant's kernel gets preflights once a consumer is built for it
+	// (an image of it exists): with none, KMM would find no Module with an
+	// image for it, and the preflight fails for nothing.
 	kernels := []ledger.VariantKernel{{KernelFull: k.KernelFull}}
 	for _, v := range []string{ledger.VariantRT, ledger.Variant64K} {
-		if vk, ok := k.Carries(v); ok {
+		wanted := slices.ContainsFunc(builds, func(b ledger.Image) bool { return b.Variant == v && b.DTKKey() == k.Key() })
+		if vk, ok := k.Carries(v); ok && wanted {
 			kernels = append(kernels, vk)
 		}
 	}
@@ -288,8 +294,14 @@ func (k Kernel) PreflightsYAML() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	head := fmt.Sprintf("# Written by dtkbot. Before upgrading to a release below, create its PreflightValidationOCP:\n"+
-		"# KMM checks that every Module has an image for kernel %s.\n", k.Preflights[0].Manifest.Spec.KernelVersion)
+	var kernels []string
+	for _, p := range k.Preflights {
+		if v := p.Manifest.Spec.KernelVersion; !slices.Contains(kernels, v) {
+			kernels = append(kernels, v)
+		}
+	}
+	head := fmt.Sprintf("# Written by dtkbot. Before upgrading to a release below, create its PreflightValidationOCPs:\n"+
+		"# KMM checks that every Module has an image for kernel %s.\n", strings.Join(kernels, ", "))
 	return append([]byte(head), body...), nil
 }
 
@@ -300,14 +312,22 @@ func (k Kernel) MappingsYAML() ([]byte, error) {
 		return nil, nil
 	}
 	var b bytes.Buffer
-	b.WriteString("# Written by dtkbot: add each consumer's item to spec.moduleLoader.container.kernelMappings of its Module.\n")
-	for _, m := range k.Mappings {
-		item, err := yaml.Marshal([]KernelMapping{m.Mapping})
-		if err != nil {
-			return nil, fmt.Errorf("encoding a kernel mapping: %w", err)
+	b.WriteString("# Written by dtkbot: add each consumer's items to spec.moduleLoader.container.kernelMappings of its Module\n" +
+		"# (one per kernel variant it is built for: each its own uname -r).\n")
+	// One key per consumer, its variants' items in one list (Mappings is
+	// sorted by consumer): a key written twice is not YAML tools take.
+	for i := 0; i < len(k.Mappings); {
+		consumer := k.Mappings[i].Consumer
+		var items []KernelMapping
+		for ; i < len(k.Mappings) && k.Mappings[i].Consumer == consumer; i++ {
+			items = append(items, k.Mappings[i].Mapping)
 		}
-		fmt.Fprintf(&b, "%s:\n", m.Consumer)
-		for _, line := range strings.SplitAfter(strings.TrimSuffix(string(item), "\n"), "\n") {
+		list, err := yaml.Marshal(items)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the kernel mappings of %s: %w", consumer, err)
+		}
+		fmt.Fprintf(&b, "%s:\n", consumer)
+		for _, line := range strings.SplitAfter(strings.TrimSuffix(string(list), "\n"), "\n") {
 			b.WriteString("  " + line)
 		}
 		b.WriteString("\n")

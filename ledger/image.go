@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"strconv"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -147,7 +148,8 @@ type KernelFilesCheck struct {
 	Missing  []string        `json:"missing,omitempty"`
 	Variants []VariantKernel `json:"variants,omitempty"`
 	// VariantsRead says the check read the variants' kernels too: a check
-	// an earlier dtkbot recorded did not, and is made again.
+	// an earlier dtkbot recorded did not, and is made again when a
+	// consumer asks for a variant.
 	VariantsRead bool `json:"variants_read,omitempty"`
 }
 
@@ -171,6 +173,9 @@ func (m Image) Carries(v string) (VariantKernel, bool) {
 	if v == VariantDefault {
 		return VariantKernel{KernelFull: m.KernelFull, Missing: check.Missing}, true
 	}
+	if !check.VariantsRead {
+		return VariantKernel{}, false // not known: an earlier dtkbot's check
+	}
 	for _, vk := range check.Variants {
 		if vk.Variant == v {
 			return vk, true
@@ -179,9 +184,17 @@ func (m Image) Carries(v string) (VariantKernel, bool) {
 	return VariantKernel{}, false
 }
 
+// VariantsKnown reports whether it is known which variants' kernels the
+// DTK's current image carries: its files were checked by a dtkbot that
+// reads them (a check an earlier one recorded says nothing of them).
+func (m Image) VariantsKnown() bool {
+	check, ok := m.KernelFilesOf()
+	return ok && check.VariantsRead
+}
+
 // KernelFilesOf is the check of the DTK's current image, if it was made.
 func (m Image) KernelFilesOf() (KernelFilesCheck, bool) {
-	if m.KernelFiles == nil || m.KernelFiles.Digest == "" || m.KernelFiles.Digest != m.ImageDigest || !m.KernelFiles.VariantsRead {
+	if m.KernelFiles == nil || m.KernelFiles.Digest == "" || m.KernelFiles.Digest != m.ImageDigest {
 		return KernelFilesCheck{}, false
 	}
 	return *m.KernelFiles, true
@@ -321,6 +334,20 @@ func ParseVariant(name string) (string, error) {
 		return name, nil
 	}
 	return "", fmt.Errorf("kernel variant %q is not one of %s", name, strings.Join(VariantNames, ", "))
+}
+
+// Ships64K reports whether nodes of the kernel of DTK m can boot its
+// 64k-page variant: aarch64 kernels of RHEL 9.2 and later (RHCOS of
+// OpenShift 4.13 and later) have kernel-64k (MachineConfig kernelType:
+// 64k-pages). Its DTK says whether it carries it (Carries).
+func (m Image) Ships64K() bool {
+	if m.Arch != VariantArch(Variant64K) {
+		return false
+	}
+	major, minor, _ := strings.Cut(m.RHEL, ".")
+	x, err1 := strconv.Atoi(major)
+	y, err2 := strconv.Atoi(minor)
+	return err1 == nil && (x > 9 || (x == 9 && err2 == nil && y >= 2))
 }
 
 // VariantArch is the only arch (in graph terms) a variant's kernels exist

@@ -46,8 +46,10 @@ func TestAVariantIsPartOfAnImagesIdentity(t *testing.T) {
 
 // TestAKernelFilesCheckFromBeforeVariantsIsMadeAgain: a DTK's check of its
 // kernel files recorded by a dtkbot that did not read its variants' kernels
-// is not known: it is made again, so that an RT or 64k image can be built
-// FROM a DTK promoted before the upgrade.
+// still says what it said of the kernel's own files, and nothing of its
+// variants: when a consumer asks for one, it is made again
+// (plan.KernelFilesDue), so that an RT or 64k image can be built FROM a DTK
+// promoted before the upgrade.
 func TestAKernelFilesCheckFromBeforeVariantsIsMadeAgain(t *testing.T) {
 	var dtk Image
 	if err := json.Unmarshal([]byte(`{"stream":"rhel-9","arch":"amd64","kernel":"5.14.0-427.37.1.el9_4","image_digest":"sha256:1","kernel_files":{"digest":"sha256:1"}}`), &dtk); err != nil {
@@ -56,11 +58,14 @@ func TestAKernelFilesCheckFromBeforeVariantsIsMadeAgain(t *testing.T) {
 	if dtk.ImageDigest != "sha256:1" || dtk.KernelFiles == nil {
 		t.Fatalf("the record did not parse as expected: %+v", dtk)
 	}
-	if _, known := dtk.KernelFilesOf(); known {
-		t.Error("a check from before variants is taken as known")
+	if _, known := dtk.KernelFilesOf(); !known || dtk.VariantsKnown() {
+		t.Errorf("a check from before variants: known %v (want: of the kernel's own files), of its variants' kernels %v (want not)", known, dtk.VariantsKnown())
+	}
+	if _, ok := dtk.Carries(VariantRT); ok {
+		t.Error("a check from before variants says the DTK carries an RT kernel")
 	}
 	dtk.KernelFilesRead(KernelFilesCheck{}, dtk.UpdatedAt)
-	if _, known := dtk.KernelFilesOf(); !known {
+	if _, known := dtk.KernelFilesOf(); !known || !dtk.VariantsKnown() {
 		t.Error("a check made now is not known")
 	}
 }

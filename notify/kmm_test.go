@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"go.yaml.in/yaml/v3"
+
+	"github.com/dtkbot/dtkbot/kmm"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
 )
@@ -166,6 +169,10 @@ func TestAKernelsVariantsShareItsIssueAndPullRequest(t *testing.T) {
 		if !strings.Contains(maps, want) {
 			t.Errorf("the mappings lack %q:\n%s", want, maps)
 		}
+	}
+	var parsed map[string][]kmm.KernelMapping // yaml.v3 refuses a key written twice
+	if err := yaml.Unmarshal([]byte(maps), &parsed); err != nil || len(parsed["acme-nic"]) != 2 {
+		t.Errorf("the mappings file as YAML: %v, %+v", err, parsed)
 	}
 	pre, _ := w.gh.File(Branch(k), dir+"preflightvalidationocp.yaml")
 	if n := strings.Count(pre, "kind: PreflightValidationOCP"); n != 4 || strings.Count(pre, "kernelVersion: "+rt) != 2 ||

@@ -357,13 +357,14 @@ func (p *planner) consumerImages(images []ledger.Image) {
 // image FROM a DTK before it knows, and holds them, with that one reason,
 // FROM one that lacks them. They are read once per DTK image.
 func KernelFilesDue(images []ledger.Image, kinds map[string]Kind) []ledger.Image {
-	needed := false
+	needed, variants := false, false
 	for _, k := range kinds {
-		needed = needed || k.NeedsKernelFiles || k.asksVariants()
+		needed, variants = needed || k.NeedsKernelFiles, variants || k.asksVariants()
 	}
 	var out []ledger.Image
 	for _, dtk := range images {
-		if _, known := dtk.KernelFilesOf(); needed && !known && dtk.IsDTK() && builtFrom(dtk) {
+		_, known := dtk.KernelFilesOf()
+		if ((needed && !known) || (variants && !dtk.VariantsKnown())) && dtk.IsDTK() && builtFrom(dtk) {
 			out = append(out, dtk)
 		}
 	}

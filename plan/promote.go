@@ -125,6 +125,12 @@ func (p *planner) build(m ledger.Image, kind Kind, releases map[string]ledger.Re
 	case !m.IsDTK() && kind.NeedsKernelFiles && !kernelFilesKnown(dtk):
 		// Not before the pass knows whether the DTK carries the kernel's
 		// files its modules are checked against.
+	case !m.IsDTK() && m.Variant != ledger.VariantDefault && !dtk.VariantsKnown():
+		// Not before the pass knows which variants' kernels the DTK carries.
+	case !m.IsDTK() && m.Variant != ledger.VariantDefault && !carries(dtk, m.Variant, m.KernelFull):
+		// The DTK it follows (rebuilt) no longer carries its kernel.
+		a.Reason = fmt.Sprintf("the DTK %s does not carry the %s kernel %s", dtk.PinnedImage(), m.Variant, m.KernelFull)
+		p.hold(a)
 	case !m.IsDTK() && kind.NeedsKernelFiles && len(variantFiles(dtk, m.Variant).Missing) > 0:
 		a.Reason = KernelFilesMissing(dtk, variantFiles(dtk, m.Variant))
 		p.hold(a)
@@ -291,6 +297,13 @@ func KernelFilesMissing(dtk ledger.Image, vk ledger.VariantKernel) string {
 func variantFiles(dtk ledger.Image, v string) ledger.VariantKernel {
 	vk, _ := dtk.Carries(v)
 	return vk
+}
+
+// carries reports whether dtk's current image carries variant v's kernel
+// kernelFull.
+func carries(dtk ledger.Image, v, kernelFull string) bool {
+	vk, ok := dtk.Carries(v)
+	return ok && vk.KernelFull == kernelFull
 }
 
 // builtFrom reports whether a consumer's image may be built FROM dtk: the

@@ -120,3 +120,42 @@ func TestABIIsComparedVariantToVariant(t *testing.T) {
 		t.Errorf("the default kernel's verdict stands for the RT one: %+v", due)
 	}
 }
+
+// TestAnEarlierCheckIsReadAgainForVariants: a DTK whose files an earlier
+// dtkbot checked (nothing said of its variants' kernels) is read again
+// when a consumer asks for a variant, and only then.
+func TestAnEarlierCheckIsReadAgainForVariants(t *testing.T) {
+	dtk := kernel(kA, ledger.StatePromoted, "4.16.15")
+	dtk.KernelFiles = &ledger.KernelFilesCheck{Digest: dtk.ImageDigest}
+	abiOnly := dtkKind(true)
+	abiOnly["acme-nic"] = Kind{Target: Target{Repository: "quay.io/acme/nic", KernelTag: "{{.KernelFull}}"}, Verified: true, NeedsKernelFiles: true, Retries: retries}
+	if due := KernelFilesDue([]ledger.Image{dtk}, abiOnly); len(due) != 0 {
+		t.Errorf("read again for a consumer of the default kernel only: %d", len(due))
+	}
+	if due := KernelFilesDue([]ledger.Image{dtk}, variantKinds(ledger.VariantDefault, ledger.VariantRT)); len(due) != 1 {
+		t.Errorf("not read again for a consumer of the RT kernel: %d", len(due))
+	}
+	in := Input{Now: now, Images: []ledger.Image{dtk}, Kinds: variantKinds(ledger.VariantDefault, ledger.VariantRT), Promoted: tagsOf(dtk, "4.16.15")}
+	for _, m := range Plan(in).Images {
+		if m.Image.Variant == ledger.VariantRT {
+			t.Errorf("an RT image made from a check that said nothing of the RT kernel: %+v", m.Image)
+		}
+	}
+}
+
+// TestAVariantsImageWaitsForItsKernel: an RT image whose DTK was rebuilt
+// without the RT kernel is held, saying so, not built.
+func TestAVariantsImageWaitsForItsKernel(t *testing.T) {
+	dtk := carrying(ledger.VariantKernel{Variant: ledger.VariantRT, KernelFull: rtFull})
+	rt := dtk.NewConsumerImage("acme-nic", ledger.VariantKernel{Variant: ledger.VariantRT, KernelFull: rtFull}, now)
+	rebuilt := carrying()
+	c := Plan(Input{Now: now, Images: []ledger.Image{rebuilt, rt}, Kinds: variantKinds(ledger.VariantDefault, ledger.VariantRT), Promoted: tagsOf(rebuilt, "4.16.15")})
+	for _, a := range c.Actions {
+		if a.Variant == ledger.VariantRT && (a.Type != "hold" || !strings.Contains(a.Reason, "does not carry the rt kernel")) {
+			t.Errorf("%s %s", a.Type, a.Reason)
+		}
+	}
+	if !strings.Contains(summary(c.Actions), "hold") {
+		t.Errorf("actions %s", summary(c.Actions))
+	}
+}

@@ -200,7 +200,7 @@ func (p *pass) build(ctx context.Context, a plan.Action) outcome {
 		p.out.fail(fmt.Errorf("recording the build of %s: %w", a.ImageKey(), err))
 		return failure(err.Error())
 	}
-	err = k.builder.Build(ctx, requestOf(m))
+	err = k.builder.Build(ctx, requestOf(m, p.kinds))
 	var o outcome
 	switch {
 	case err == nil:
@@ -229,7 +229,7 @@ func (p *pass) build(ctx context.Context, a plan.Action) outcome {
 // names its builds by attempt (a Reporter does), so this is the request
 // that was never made, not a second build; the attempt is not spent.
 func (p *pass) buildAgain(ctx context.Context, a plan.Action, m ledger.Image, k *kind) outcome {
-	err := k.builder.Build(ctx, requestOf(m))
+	err := k.builder.Build(ctx, requestOf(m, p.kinds))
 	var o outcome
 	switch {
 	case errors.Is(err, builder.ErrNotConfigured), errors.Is(err, breaker.ErrOpen):

@@ -98,7 +98,7 @@ func (r *Reconciler) kinds(warn func(string)) map[string]*kind {
 			if err := v.Verify(ctx, pinned, verify.Want{Kernel: m.Kernel, RTKernel: m.RTKernel, Arch: m.Arch}); err != nil {
 				return ledger.Verdict{}, err
 			}
-			return r.verifyKernelFiles(ctx, m, kernelFilesNeededBy(out))
+			return r.verifyKernelFiles(ctx, m, kernelFilesNeededBy(out), variantsAskedBy(out))
 		}
 	}
 	if len(r.Consumers) > 0 && r.KmodVerifier == nil {
@@ -142,12 +142,23 @@ func planKinds(kinds map[string]*kind) map[string]plan.Kind {
 }
 
 // kernelFilesNeededBy names the consumers whose modules are checked against
-// the kernel's files of their DTK (verify.abi: true), or that are built for
-// a kernel variant (which kernels a DTK carries is read with its files).
+// the kernel's files of their DTK (verify.abi: true).
 func kernelFilesNeededBy(kinds map[string]*kind) []string {
+	return kindsWhere(kinds, func(k *kind) bool { return k.needsKernelFiles })
+}
+
+// variantsAskedBy names the consumers built for a kernel variant: which
+// variants' kernels a DTK carries is read with its files, for them.
+func variantsAskedBy(kinds map[string]*kind) []string {
+	return kindsWhere(kinds, func(k *kind) bool {
+		return slices.ContainsFunc(k.variants, func(v string) bool { return v != ledger.VariantDefault })
+	})
+}
+
+func kindsWhere(kinds map[string]*kind, f func(*kind) bool) []string {
 	var out []string
 	for name, k := range kinds {
-		if k.needsKernelFiles || slices.ContainsFunc(k.variants, func(v string) bool { return v != ledger.VariantDefault }) {
+		if f(k) {
 			out = append(out, name)
 		}
 	}
@@ -177,19 +188,19 @@ func (r *Reconciler) readKernelFiles(ctx context.Context, dtk ledger.Image) (led
 // is built FROM it (each would be rejected for it). What it reads says
 // which variants' kernels the DTK carries, for the consumers built for
 // one.
-func (r *Reconciler) verifyKernelFiles(ctx context.Context, dtk ledger.Image, needs []string) (ledger.Verdict, error) {
-	if len(needs) == 0 || r.KmodVerifier == nil {
+func (r *Reconciler) verifyKernelFiles(ctx context.Context, dtk ledger.Image, needs, variants []string) (ledger.Verdict, error) {
+	if (len(needs) == 0 && len(variants) == 0) || r.KmodVerifier == nil {
 		return ledger.Verdict{}, nil
 	}
 	check, ok := dtk.KernelFilesOf()
-	if !ok {
+	if !ok || (len(variants) > 0 && !check.VariantsRead) {
 		var err error
 		if check, err = r.readKernelFiles(ctx, dtk); err != nil {
 			return ledger.Verdict{}, err
 		}
 		check.Digest, check.VariantsRead = dtk.ImageDigest, true
 	}
-	if missing := check.Missing; len(missing) > 0 {
+	if missing := check.Missing; len(missing) > 0 && len(needs) > 0 {
 		return ledger.Verdict{}, fmt.Errorf("%w: the DTK %s has no %s, which %s check their modules against (verify.abi: true; dtkbot's DTK recipe copies them: a recipe of your own? or set verify.abi: false)",
 			verify.ErrRejected, dtk.PinnedImage(), strings.Join(missing, ", "), strings.Join(needs, ", "))
 	}

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -144,7 +145,7 @@ func (p *observer) instance(ctx context.Context, m ledger.Image, ref string, k *
 // askHowItGoes asks a backend that can say how the build of m's current
 // attempt goes; its words are explained (and scrubbed) for the plan.
 func (p *observer) askHowItGoes(ctx context.Context, m ledger.Image, k *kind, r builder.Reporter) *plan.Report {
-	rep, err := r.Report(ctx, requestOf(m))
+	rep, err := r.Report(ctx, requestOf(m, p.kinds))
 	if err != nil {
 		p.out.warn(fmt.Sprintf("asking how the build of %s (%s) goes: %v", m.Key(), k.what, err))
 		return &plan.Report{Unanswered: true}
@@ -200,11 +201,11 @@ func (p *observer) tags(ctx context.Context, promoted map[string]ledger.Promotio
 
 // requestOf is the build request of m's current attempt, to its staging
 // reference: what was asked for, and what a backend reports on.
-func requestOf(m ledger.Image) builder.Request {
+func requestOf(m ledger.Image, kinds map[string]*kind) builder.Request {
 	req := builder.Request{Kernel: m.Kernel, KernelFull: m.KernelFull, RTKernel: m.RTKernel, RHEL: m.RHEL,
 		Stream: m.Stream, Arch: m.Arch, Image: m.Staging, Releases: m.Releases, Attempt: m.Attempts, Round: m.Round}
 	if m.IsDTK() {
-		req.DTKImage, req.Variants = m.DTKImage, dtkVariants(m)
+		req.DTKImage, req.Variants = m.DTKImage, dtkVariants(m, kinds)
 	} else {
 		req.Consumer, req.DTK, req.Variant = m.Consumer, m.DTKImage, m.Variant
 	}
@@ -212,17 +213,21 @@ func requestOf(m ledger.Image) builder.Request {
 }
 
 // dtkVariants are the variants' kernels a DTK's build is asked to carry
-// besides its own: the RT kernel the payload ships (x86_64), and 64k pages
-// on aarch64, as the OpenShift DTK carries kernel-64k there
-// (openshift/driver-toolkit#140); the recipe installs kernel-64k where RHEL
-// has it for the kernel, and says in its release JSON whether it did.
-func dtkVariants(m ledger.Image) []string {
-	var out []string
-	if m.RTKernel != "" && m.Arch == ledger.VariantArch(ledger.VariantRT) {
-		out = append(out, ledger.VariantRT)
+// besides its own, by name: "64k" on aarch64 when a consumer asks for it
+// (the recipe installs kernel-64k where RHEL has it for the kernel, as the
+// OpenShift DTK carries it since openshift/driver-toolkit#140, and says in
+// its release JSON whether it did). The RT kernel is not asked for: the
+// recipe installs the RT_KERNEL_VERSION the payload ships on x86_64, as it
+// always did; so a DTK build of a config without 64k sends no
+// kernel_variants, which a workflow from before variants does not declare.
+func dtkVariants(m ledger.Image, kinds map[string]*kind) []string {
+	if m.Arch != ledger.VariantArch(ledger.Variant64K) {
+		return nil
 	}
-	if m.Arch == ledger.VariantArch(ledger.Variant64K) {
-		out = append(out, ledger.Variant64K)
+	for _, k := range kinds {
+		if slices.Contains(k.variants, ledger.Variant64K) {
+			return []string{ledger.Variant64K}
+		}
 	}
-	return out
+	return nil
 }

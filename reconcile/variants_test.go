@@ -174,3 +174,46 @@ func keys(m map[string]ledger.Image) []string {
 	}
 	return out
 }
+
+// TestDTKBuildsAskFor64kOnlyWhenAConsumerDoes: an aarch64 DTK's build asks
+// for kernel-64k (kernel_variants: 64k) only when a consumer is built for
+// it; an x86_64 DTK's never names rt (the recipe installs the payload's RT
+// kernel as it always did): a config without 64k sends no kernel_variants,
+// which a workflow written before variants does not declare.
+func TestDTKBuildsAskFor64kOnlyWhenAConsumerDoes(t *testing.T) {
+	arm := ledger.Image{Stream: "rhel-9", Arch: "arm64", Kernel: k1.Kernel, KernelFull: k1.Kernel + ".aarch64"}
+	amd := ledger.Image{Stream: "rhel-9", Arch: "amd64", Kernel: k1.Kernel, KernelFull: k1.Kernel + ".x86_64", RTKernel: k1.Kernel}
+	rtOnly := map[string]*kind{"acme-nic": {variants: []string{ledger.VariantDefault, ledger.VariantRT}}}
+	with64k := map[string]*kind{"acme-nic": {variants: []string{ledger.VariantDefault}}, "beta": {variants: []string{ledger.Variant64K}}}
+	for _, tc := range []struct {
+		m     ledger.Image
+		kinds map[string]*kind
+		want  string
+	}{{arm, rtOnly, ""}, {arm, with64k, "64k"}, {amd, with64k, ""}, {amd, rtOnly, ""}} {
+		req := requestOf(tc.m, tc.kinds)
+		if got := strings.Join(req.Variants, " "); got != tc.want || req.Inputs().KernelVariants != tc.want {
+			t.Errorf("%s DTK: kernel_variants %q, want %q", tc.m.Arch, got, tc.want)
+		}
+	}
+}
+
+// TestVariantsWithoutTheABICheckRejectNoDTK: a consumer built for the RT
+// kernel with verify.abi: false, FROM DTKs of a recipe of the user's own
+// (no kernel files), has its DTKs read for their variants, not rejected
+// for lacking the files only an ABI check needs: its default kernel's
+// image is promoted.
+func TestVariantsWithoutTheABICheckRejectNoDTK(t *testing.T) {
+	w := variantWorld(t, ledger.VariantDefault, ledger.VariantRT)
+	w.skipABI = true
+	w.builder.set(func(b *fakeBuilder) { b.noKernelFiles = map[string]bool{k1.Kernel: true} })
+	w.passes()
+	images := byIdentity(t, w.store)
+	dtk := images[ledger.ImageID{Stream: "rhel-9", Arch: "amd64", Kernel: k1.Kernel}.Key()]
+	def := images[ledger.ImageID{Consumer: "acme-nic", Stream: "rhel-9", Arch: "amd64", Kernel: k1.Kernel}.Key()]
+	if dtk.State != ledger.StatePromoted || def.State != ledger.StatePromoted {
+		t.Errorf("the DTK %s (%+v), the default kernel's image %s (%s)", dtk.State, dtk.Rejections, def.State, def.Reason)
+	}
+	if !dtk.VariantsKnown() {
+		t.Error("the DTK's variants were not read")
+	}
+}

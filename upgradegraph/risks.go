@@ -202,10 +202,16 @@ func (ix *index) kernelsOf(r ledger.Release, s ledger.ReleaseShips) []kernelRef 
 		if vk, ok := dtk.Carries(v); ok {
 			k.KernelFull = vk.KernelFull
 		}
-		if v == ledger.VariantRT && s.RTKernel != "" {
+		switch {
+		case v == ledger.VariantRT && s.RTKernel != "":
 			k.Shipped = true
 			if k.KernelFull == "" {
 				k.KernelFull = rtFull(s.RTKernel, r.Arch, full)
+			}
+		case v == ledger.Variant64K && dtk.Ships64K():
+			k.Shipped = true
+			if k.KernelFull == "" {
+				k.KernelFull = full + "+64k"
 			}
 		}
 		if k.KernelFull != "" {
@@ -268,7 +274,7 @@ func (ix *index) kernelRisks(out *Readiness, k kernelRef) {
 		case !ok && k.Variant != ledger.VariantDefault && !carried && !k.Shipped:
 			// A variant the payload does not name and the DTK does not carry.
 		case !ok && k.Variant != ledger.VariantDefault && !carried:
-			if _, known := dtk.KernelFilesOf(); known {
+			if dtk.VariantsKnown() {
 				out.add(Risk{Name: riskName("KernelModuleNotReady", c, k.KernelFull), State: Blocked, URL: ix.kernelURL(k),
 					Message: fmt.Sprintf("No verified %s image for the %s kernel %s (%s): the release ships it, and its Driver Toolkit image does not carry it.", c, k.Variant, k.KernelFull, k.Stream)})
 				continue

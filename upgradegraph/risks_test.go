@@ -144,6 +144,17 @@ func TestRisksOfATarget(t *testing.T) {
 			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel)
 		}, state: Blocked,
 			risks: map[string][]string{name("KernelModuleNotReady", kNew+".x86_64+rt", kmod): {"the release ships it, and its Driver Toolkit image does not carry it"}}},
+		{name: "64k: asked for, the arm64 DTK without kernel-64k", arch: "arm64", setup: func(w *world) {
+			w.opts.Variants = map[string][]string{kmod: {ledger.VariantDefault, ledger.Variant64K}}
+			w.opts.Arches = append(w.opts.Arches, "arm64")
+			w.release(target, "arm64", ships("rhel-9", kNew, "arm64"))
+			w.image("", "rhel-9", "arm64", kNew, ledger.StatePromoted, rel, func(m *ledger.Image) {
+				m.RHEL, m.ImageDigest = "9.4", "sha256:"+strings.Repeat("d", 64)
+				m.KernelFilesRead(ledger.KernelFilesCheck{}, at0)
+			})
+			w.image(kmod, "rhel-9", "arm64", kNew, ledger.StatePromoted, rel)
+		}, state: Blocked,
+			risks: map[string][]string{name("KernelModuleNotReady", kNew+".aarch64+64k", kmod): {"the 64k kernel " + kNew + ".aarch64+64k", "its Driver Toolkit image does not carry it"}}},
 		{name: "RT not asked for: the default kernel's image is enough", setup: func(w *world) {
 			rtShips := ships("rhel-9", kNew, "amd64")
 			rtShips.RTKernel = kNew

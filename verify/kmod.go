@@ -321,7 +321,12 @@ func (v *Kmod) Carried(ctx context.Context, dtk, arch, kernelFull string) (ledge
 			continue
 		}
 		s, err := v.keep(dtk, files, k.String())
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrWontLoad):
+			// That variant's files do not parse: its images cannot be
+			// checked, the default kernel's still can.
+			s.Missing = []string{"readable kernel files (" + err.Error() + ")"}
+		case err != nil:
 			return ledger.KernelFilesCheck{}, err
 		}
 		out.Variants = append(out.Variants, ledger.VariantKernel{Variant: name, KernelFull: k.String(), Missing: s.Missing})

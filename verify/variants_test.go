@@ -270,3 +270,31 @@ func TestVerifyKmodVariants(t *testing.T) {
 		})
 	}
 }
+
+// TestCarriedVariantWithUnreadableFiles: an RT kernel whose Module.symvers
+// does not parse makes that variant's images uncheckable (its files are
+// missing, readably said), not the whole DTK: the default kernel's files
+// are still read.
+func TestCarriedVariantWithUnreadableFiles(t *testing.T) {
+	srv := registrytest.New().Server()
+	defer srv.Close()
+	w := payloadtest.New(srv.Registry, srv.Host())
+	var entries []payloadtest.TarEntry
+	entries = append(entries, dtkRelease(x86Kernel, rtKernel, not64K))
+	entries = append(entries, citest.DTKKernelFiles(x86Kernel, "", false)...)
+	for _, e := range citest.DTKKernelFiles(rtKernel, kmodtest.RT, false) {
+		if strings.HasSuffix(e.Name, "/Module.symvers") {
+			e = payloadtest.File(e.Name, []byte("0xzz\tnot a symbol version line\n"))
+		}
+		entries = append(entries, e)
+	}
+	p := w.PushImage("acme/dtk", "", payloadtest.Image{OCI: true, Arch: "amd64", Layers: [][]byte{payloadtest.TarGz(entries...)}})
+	v := &Kmod{Registry: testClient(), Limits: imageread.DefaultLimits()}
+	got, err := v.Carried(context.Background(), p.Pullspec, "amd64", x86Kernel)
+	if err != nil {
+		t.Fatalf("one variant's unreadable files fail the whole DTK: %v", err)
+	}
+	if len(got.Missing) != 0 || len(got.Variants) != 1 || len(got.Variants[0].Missing) != 1 || !strings.Contains(got.Variants[0].Missing[0], "readable kernel files") {
+		t.Errorf("%+v", got)
+	}
+}

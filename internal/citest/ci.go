@@ -229,8 +229,9 @@ type DTKBuild struct {
 	// KernelFull is the default kernel's uname -r; RTKernel the payload's
 	// RT kernel (VERSION-RELEASE), RHEL its RHEL version.
 	KernelFull, RTKernel, RHEL string
-	// Variants are the variants' kernels asked for (KERNEL_VARIANTS): "rt"
-	// (with RTKernel, on x86_64), "64k" (on aarch64).
+	// Variants are the variants' kernels asked for (KERNEL_VARIANTS): "64k"
+	// (on aarch64). The RT kernel is carried whenever RTKernel is given
+	// (on x86_64), as the recipe installs it.
 	Variants []string
 	// ABI is the Debian kernel whose files stand in for the default
 	// kernel's (default kmodtest.Cloud; the RT kernel's are kmodtest.RT's,
@@ -251,7 +252,7 @@ func DTKTopLayer(b DTKBuild) []payloadtest.TarEntry {
 		"KERNEL_64K_VERSION": "package kernel-64k-core is not installed", "RHEL_VERSION": b.RHEL}
 	type carried struct{ full, abi string }
 	kernels := []carried{{b.KernelFull, b.ABI}}
-	if slices.Contains(b.Variants, "rt") && b.RTKernel != "" && strings.HasSuffix(b.KernelFull, ".x86_64") {
+	if b.RTKernel != "" && strings.HasSuffix(b.KernelFull, ".x86_64") { // installed whenever the payload ships one
 		full := b.RTKernel + ".x86_64"
 		if !strings.Contains(b.RTKernel, ".rt") {
 			full += "+rt" // RHEL 9.4 and later; earlier RT releases say "rt" in theirs
