@@ -1,10 +1,10 @@
 package ledger
 
 import (
-	"strconv"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
