@@ -20,9 +20,7 @@ import (
 // saying what to install, on a machine without the tools; CI installs them
 // (.ci/run).
 func TestMakeModulesScript(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds six kernel modules (about 30 s): not with -short")
-	}
+	need.Long(t, "builds six kernel modules (about 30 s)")
 	dir := t.TempDir()
 	out, err := exec.Command("./testdata/make-modules.sh", "--modules-only", dir).CombinedOutput()
 	var exit *exec.ExitError

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/internal/sigtest"
@@ -36,9 +37,7 @@ func backfillWorld(t testing.TB, n int) *harness {
 // TestBackfillAndSteadyStateCost is the figure of the README: a cold
 // backfill of 300 releases, then a steady-state pass, then a restart.
 func TestBackfillAndSteadyStateCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds 300 payloads")
-	}
+	need.Long(t, "builds 300 payloads")
 	h := backfillWorld(t, 300)
 	before, graph0 := h.srv.Stats(), h.graph.Requests.Load()
 	start := time.Now()

@@ -20,6 +20,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/faulttest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/notify"
 	"github.com/dtkbot/dtkbot/plan"
@@ -194,9 +195,7 @@ func writeToken(t *testing.T, tok string) string {
 // by itself), no pass needs its hang guard, and no goroutine is left
 // behind. Nothing is timed: the verdicts are states and counts.
 func TestFaultsConverge(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs dozens of passes")
-	}
+	need.Long(t, "runs dozens of passes")
 	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
 	clean := runToConvergence(t, nil)
 	inj := faulttest.New(0.30, 42, faulttest.ServerError, faulttest.Unavailable, faulttest.TooMany, faulttest.Reset,

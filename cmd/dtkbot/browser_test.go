@@ -55,9 +55,7 @@ func chromium(t *testing.T, args ...string) []byte {
 // graph (each release's readiness, the risks on updates, the updates from
 // one release); then lays it out at 1366 px: it fits (checkLayout).
 func TestCoveragePageInABrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a browser")
-	}
+	need.Long(t, "starts a browser")
 	const (
 		promoted = "5.14.0-427.37.1.el9_4"
 		failed   = "5.14.0-427.40.1.el9_4"
@@ -250,9 +248,7 @@ func textOf(n *html.Node) string {
 // 1366 px to $DTKBOT_SCREENSHOT when set (`make screenshot`:
 // docs/coverage.png).
 func TestDemoCoveragePageInABrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a browser")
-	}
+	need.Long(t, "starts a browser")
 	need.Command(t, "chromium", "Debian's chromium package; .ci/run installs it")
 	dir := t.TempDir()
 	var story bytes.Buffer

@@ -26,6 +26,7 @@ import (
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/githubtest"
 	"github.com/dtkbot/dtkbot/internal/loopback"
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 	"github.com/dtkbot/dtkbot/state"
@@ -164,9 +165,7 @@ func (k *killer) release() {
 // and checks every image was requested exactly once and one more pass
 // changes nothing.
 func TestKilledPassesLoseNothingAndRepeatNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts dtkbot processes")
-	}
+	need.Long(t, "starts dtkbot processes")
 	k := &killer{}
 	secret := "crash-test-secret"
 	ci := &citest.CI{Secret: []byte(secret)} // no de-duplication: a second request is a second build

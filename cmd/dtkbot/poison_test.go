@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/internal/citest"
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/state"
 )
 
@@ -26,9 +27,7 @@ import (
 // (build.verify_interruptions: 2), the next start rejects it without
 // reading it, says why, and the pass ends by itself.
 func TestPoisonImageIsFailed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts dtkbot processes")
-	}
+	need.Long(t, "starts dtkbot processes")
 	var mu sync.Mutex
 	var running *exec.Cmd
 	reads := 0

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dtkbot/dtkbot/coverage"
+	"github.com/dtkbot/dtkbot/internal/need"
 	"github.com/dtkbot/dtkbot/ledger"
 	"github.com/dtkbot/dtkbot/state"
 )
@@ -167,9 +168,7 @@ func TestReportCountsVariants(t *testing.T) {
 // the missing RT image styled as such (not as pending); and the page still
 // fits 1366 px.
 func TestCoveragePageShowsVariants(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a browser")
-	}
+	need.Long(t, "starts a browser")
 	config := variantWorld(t)
 	out := filepath.Join(t.TempDir(), "coverage.html")
 	if code, _, stderr := runCLI(t, "report", "--config", config, "-o", "html", "--out", out); code != exitOK {

@@ -37,3 +37,13 @@ func Command(t testing.TB, name, how string) string {
 	}
 	return p
 }
+
+// Long skips t under -short (it is slow: why says how), or fails it when
+// tests are required to run whole (Env=1): a CI run with -short would
+// otherwise pass without the tests that need its tools.
+func Long(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		Missing(t, "-short, and this test %s", why)
+	}
+}
