@@ -8,11 +8,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 
 	"github.com/dtkbot/dtkbot/builder"
 	"github.com/dtkbot/dtkbot/internal/payloadtest"
+	"github.com/dtkbot/dtkbot/internal/poll"
 	"github.com/dtkbot/dtkbot/internal/registrytest"
 )
 
@@ -39,24 +39,12 @@ func TestKnobsChangeWhileServing(t *testing.T) {
 		}
 	}
 	ci.Change(func(b *Builds) { b.Never = map[string]bool{kernel: true} })
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				send()
-			}
-		}
-	})
+	stop := poll.Repeat(func() { send() })
 	for len(ci.Requests()) < 100 {
 		ci.Change(func(b *Builds) { b.Never = map[string]bool{kernel: true}; b.Wrong = map[string]string{} })
 		ci.SetWorld(payloadtest.New(reg, srv.Host()))
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if tags := reg.Tags("acme/dtk"); len(tags) != 0 {
 		t.Fatalf("a build never to finish pushed %v", tags)
 	}

@@ -2,9 +2,10 @@ package githubtest
 
 import (
 	"net/http"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/dtkbot/dtkbot/internal/poll"
 )
 
 // TestKnobsChangeWhileServing: a test may turn every knob while requests
@@ -21,25 +22,13 @@ func TestKnobsChangeWhileServing(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				get("user")
-			}
-		}
-	})
+	stop := poll.Repeat(func() { get("user") })
 	for len(s.Requests()) < 200 {
 		s.SetFault(func(http.ResponseWriter, *http.Request) bool { return false })
 		s.SetTokenTTL(time.Minute)
 		s.EnableApp(App{ID: 1, InstallationID: 2, Slug: "app"})
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	s.SetFault(func(w http.ResponseWriter, _ *http.Request) bool { w.WriteHeader(http.StatusTeapot); return true })
 	if code := get("user"); code != http.StatusTeapot {
 		t.Errorf("with a fault: %d", code)

@@ -5,6 +5,7 @@
 package poll
 
 import (
+	"sync"
 	"testing"
 	"time"
 )
@@ -65,4 +66,23 @@ func Receive[T any](t testing.TB, what string, deadline time.Duration, c <-chan 
 		var zero T
 		return zero
 	}
+}
+
+// Repeat calls f again and again in a goroutine of its own (a load the
+// test runs against while it changes something) until the returned stop
+// is called; stop returns once f has returned for the last time.
+func Repeat(f func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				f()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }

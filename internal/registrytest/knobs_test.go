@@ -2,9 +2,10 @@ package registrytest
 
 import (
 	"net/http"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/dtkbot/dtkbot/internal/poll"
 )
 
 // TestKnobsChangeWhileServing: a test may turn every knob while requests
@@ -25,26 +26,14 @@ func TestKnobsChangeWhileServing(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				del("v1")
-			}
-		}
-	})
+	stop := poll.Repeat(func() { del("v1") })
 	for i := 0; reg.Stats().Requests < 200; i++ {
 		srv.SetIntercept(func(http.ResponseWriter, *http.Request) bool { return false })
 		srv.SetTagDelete(TagDelete(i % 3))
 		srv.SetClock(time.Now)
 		srv.SetTokenTTL(time.Minute)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 
 	srv.SetIntercept(nil)
 	reg.PutManifest("acme/x", "v1", mt, []byte(`{}`))
