@@ -17,6 +17,7 @@ import (
 	"github.com/dtkbot/dtkbot/coverage"
 	"github.com/dtkbot/dtkbot/state"
 	"github.com/dtkbot/dtkbot/upgradegraph"
+	"github.com/dtkbot/dtkbot/watcher"
 )
 
 func newUpgradeCheckCommand(env *cliEnv) *cobra.Command {
@@ -110,12 +111,7 @@ func upgradeCheck(cfg *config.Config, configPath, channel, arch, from, to string
 		return nil, err
 	}
 	defer store.Close()
-	snap, st, err := store.GraphView(channel, arch, nil)
-	if err != nil {
-		return nil, fmt.Errorf("reading state: %w", err)
-	}
-	served, err := upgradegraph.Compute(upgradegraph.Input{Options: upgradeOptions(cfg), Channel: channel, Arch: arch,
-		Upstream: st.Upstream, Snapshot: snap, PageURL: pageURL(cfg)})
+	served, st, err := servedFromState(cfg, store, channel, arch)
 	if errors.Is(err, upgradegraph.ErrNoUpstream) {
 		return nil, fmt.Errorf("%w: run `dtkbot reconcile --config %s` first", err, configPath)
 	}
@@ -123,6 +119,18 @@ func upgradeCheck(cfg *config.Config, configPath, channel, arch, from, to string
 		return nil, err
 	}
 	return served.Check(from, to, upgradegraph.UpstreamAt(st.ReadAt, st.Failure, st.FailedAt, now))
+}
+
+// servedFromState is the update graph of channel and arch the daemon
+// serves, computed from the state file (the daemon's caches aside).
+func servedFromState(cfg *config.Config, store *state.Store, channel, arch string) (*upgradegraph.Served, watcher.GraphState, error) {
+	snap, st, err := store.GraphView(channel, arch, nil)
+	if err != nil {
+		return nil, st, fmt.Errorf("reading state: %w", err)
+	}
+	served, err := upgradegraph.Compute(upgradegraph.Input{Options: upgradeOptions(cfg), Channel: channel, Arch: arch,
+		Upstream: st.Upstream, Snapshot: snap, PageURL: pageURL(cfg)})
+	return served, st, err
 }
 
 // updatePictures draws, from the state, the update graph of each watched
@@ -135,16 +143,10 @@ func updatePictures(cfg *config.Config, store *state.Store, channel string) []co
 		}
 		for _, arch := range cfg.Graph.Arches {
 			g := coverage.UpdateGraph{Channel: ch, Arch: arch}
-			snap, st, err := store.GraphView(ch, arch, nil)
-			if err == nil {
-				var served *upgradegraph.Served
-				if served, err = upgradegraph.Compute(upgradegraph.Input{Options: upgradeOptions(cfg), Channel: ch, Arch: arch,
-					Upstream: st.Upstream, Snapshot: snap, PageURL: pageURL(cfg)}); err == nil {
-					g.Picture = served.Picture(upgradegraph.PictureOptions{})
-				}
-			}
-			if err != nil {
+			if served, _, err := servedFromState(cfg, store, ch, arch); err != nil {
 				g.Note = err.Error()
+			} else {
+				g.Picture = served.Picture(upgradegraph.PictureOptions{})
 			}
 			out = append(out, g)
 		}
