@@ -19,6 +19,15 @@ func name(reason, kernelFull string, consumer ...string) string {
 	return riskName(reason, append(consumer, kernelFull)...)
 }
 
+// shipsRT records the target as shipping kNew and its RT kernel, and
+// simple-kmod as built for the default and the RT kernel.
+func shipsRT(w *world) {
+	w.opts.Variants = map[string][]string{kmod: {ledger.VariantDefault, ledger.VariantRT}}
+	s := ships("rhel-9", kNew, "amd64")
+	s.RTKernel = kNew
+	w.release(target, "amd64", s)
+}
+
 // carriesRT marks a DTK whose files were read: it carries kNew's RT kernel.
 func carriesRT(m *ledger.Image) {
 	m.ImageDigest = "sha256:" + strings.Repeat("d", 64)
@@ -110,10 +119,7 @@ func TestRisksOfATarget(t *testing.T) {
 			w.image("gone-kmod", "rhel-9", "amd64", kNew, ledger.StateFailed, rel)
 		}, state: Ready},
 		{name: "RT: the default kernel's image ready, the RT one rejected", setup: func(w *world) {
-			w.opts.Variants = map[string][]string{kmod: {ledger.VariantDefault, ledger.VariantRT}}
-			rtShips := ships("rhel-9", kNew, "amd64")
-			rtShips.RTKernel = kNew
-			w.release(target, "amd64", rtShips)
+			shipsRT(w)
 			w.image("", "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, carriesRT)
 			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel)
 			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StateFailed, rel, func(m *ledger.Image) {
@@ -122,10 +128,7 @@ func TestRisksOfATarget(t *testing.T) {
 		}, state: Blocked,
 			risks: map[string][]string{name("KernelModuleNotReady", kNew+".x86_64+rt", kmod): {"No verified simple-kmod image for kernel " + kNew + ".x86_64+rt (rhel-9) yet: failed: verification failed"}}},
 		{name: "RT: every variant promoted", setup: func(w *world) {
-			w.opts.Variants = map[string][]string{kmod: {ledger.VariantDefault, ledger.VariantRT}}
-			rtShips := ships("rhel-9", kNew, "amd64")
-			rtShips.RTKernel = kNew
-			w.release(target, "amd64", rtShips)
+			shipsRT(w)
 			w.image("", "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, carriesRT)
 			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel)
 			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, func(m *ledger.Image) {
@@ -133,10 +136,7 @@ func TestRisksOfATarget(t *testing.T) {
 			})
 		}, state: Ready},
 		{name: "RT shipped, its DTK without it", setup: func(w *world) {
-			w.opts.Variants = map[string][]string{kmod: {ledger.VariantDefault, ledger.VariantRT}}
-			rtShips := ships("rhel-9", kNew, "amd64")
-			rtShips.RTKernel = kNew
-			w.release(target, "amd64", rtShips)
+			shipsRT(w)
 			w.image("", "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, func(m *ledger.Image) {
 				m.ImageDigest = "sha256:" + strings.Repeat("d", 64)
 				m.KernelFilesRead(ledger.KernelFilesCheck{}, at0)
@@ -156,9 +156,8 @@ func TestRisksOfATarget(t *testing.T) {
 		}, state: Blocked,
 			risks: map[string][]string{name("KernelModuleNotReady", kNew+".aarch64+64k", kmod): {"the 64k kernel " + kNew + ".aarch64+64k", "its Driver Toolkit image does not carry it"}}},
 		{name: "RT not asked for: the default kernel's image is enough", setup: func(w *world) {
-			rtShips := ships("rhel-9", kNew, "amd64")
-			rtShips.RTKernel = kNew
-			w.release(target, "amd64", rtShips)
+			shipsRT(w)
+			w.opts.Variants = nil
 			w.image("", "rhel-9", "amd64", kNew, ledger.StatePromoted, rel, carriesRT)
 			w.image(kmod, "rhel-9", "amd64", kNew, ledger.StatePromoted, rel)
 		}, state: Ready},
