@@ -56,6 +56,23 @@ func Go(wg *sync.WaitGroup, f func(), onPanic func(error)) {
 	})
 }
 
+// Each calls do(0) … do(n-1), at most limit at a time (at least one), each
+// in a goroutine of its own, and returns when all have returned. A panic in
+// do(i) is handed, as a *PanicError, to failed(i, err) instead of ending
+// the program: the other calls go on.
+func Each(limit, n int, do func(i int), failed func(i int, err error)) {
+	slots := make(chan struct{}, max(limit, 1))
+	var wg sync.WaitGroup
+	for i := range n {
+		slots <- struct{}{}
+		Go(&wg, func() {
+			defer func() { <-slots }()
+			do(i)
+		}, func(err error) { failed(i, err) })
+	}
+	wg.Wait()
+}
+
 // panicked is the function and line that panicked, as seen from a
 // deferred call during the panic: the first frame below runtime.gopanic
 // that is not the runtime's.

@@ -62,3 +62,42 @@ func TestGoReportsEachPanic(t *testing.T) {
 		t.Errorf("%d slots still taken", len(slots))
 	}
 }
+
+// TestEachRunsEveryCallWithinItsLimit: Each calls do for every index, never
+// more than limit at once, and hands a panic to failed with its index while
+// the other calls go on.
+func TestEachRunsEveryCallWithinItsLimit(t *testing.T) {
+	var mu sync.Mutex
+	running, most := 0, 0
+	done := make([]bool, 20)
+	var failedAt []int
+	Each(3, len(done), func(i int) {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		defer func() { mu.Lock(); running--; mu.Unlock() }()
+		if i == 7 {
+			panic("seven")
+		}
+		mu.Lock()
+		done[i] = true
+		mu.Unlock()
+	}, func(i int, err error) {
+		var p *PanicError
+		if !errors.As(err, &p) {
+			t.Errorf("%d: %v is no *PanicError", i, err)
+		}
+		mu.Lock()
+		failedAt = append(failedAt, i)
+		mu.Unlock()
+	})
+	for i, d := range done {
+		if d != (i != 7) {
+			t.Errorf("call %d done: %v", i, d)
+		}
+	}
+	if most > 3 || len(failedAt) != 1 || failedAt[0] != 7 {
+		t.Errorf("at most %d at once (limit 3); failed %v", most, failedAt)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -81,20 +80,13 @@ func (p *pass) carryOut(ctx context.Context, actions []plan.Action) []outcome {
 		out[0] = p.do(ctx, actions[0])
 		return out
 	}
-	slots := make(chan struct{}, max(p.r.Concurrency, 1))
-	var wg sync.WaitGroup
-	for i, a := range actions {
-		slots <- struct{}{}
-		guard.Go(&wg, func() {
-			defer func() { <-slots }()
-			out[i] = p.do(ctx, a)
-		}, func(err error) {
-			err = fmt.Errorf("verifying %s: %w", a.Image, err)
-			p.out.fail(err)
-			out[i] = failure(err.Error())
-		})
-	}
-	wg.Wait()
+	guard.Each(p.r.Concurrency, len(actions), func(i int) {
+		out[i] = p.do(ctx, actions[i])
+	}, func(i int, err error) {
+		err = fmt.Errorf("verifying %s: %w", actions[i].Image, err)
+		p.out.fail(err)
+		out[i] = failure(err.Error())
+	})
 	return out
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -47,25 +46,23 @@ func (p *pass) discover(ctx context.Context) watcher.Discovery {
 // returns those pinned by digest: one that could not be resolved is not
 // for this pass.
 func (p *pass) pinAll(ctx context.Context, releases []watcher.Release) []watcher.Release {
-	slots := make(chan struct{}, max(p.r.Concurrency, 1))
-	var wg sync.WaitGroup
+	var unpinned []int
 	for i := range releases {
-		if releases[i].Digest != "" {
-			continue
+		if releases[i].Digest == "" {
+			unpinned = append(unpinned, i)
 		}
-		notThisPass := func(err error) {
-			p.out.fail(err)
-			releases[i].Pullspec = "" // not this pass
-		}
-		guard.Go(&wg, func() {
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			if err := p.pin(ctx, &releases[i]); err != nil {
-				notThisPass(err)
-			}
-		}, func(err error) { notThisPass(fmt.Errorf("resolving %s: %w", releases[i].Pullspec, err)) })
 	}
-	wg.Wait()
+	notThisPass := func(k int, err error) {
+		p.out.fail(err)
+		releases[unpinned[k]].Pullspec = "" // not this pass
+	}
+	guard.Each(p.r.Concurrency, len(unpinned), func(k int) {
+		if err := p.pin(ctx, &releases[unpinned[k]]); err != nil {
+			notThisPass(k, err)
+		}
+	}, func(k int, err error) {
+		notThisPass(k, fmt.Errorf("resolving %s: %w", releases[unpinned[k]].Pullspec, err))
+	})
 	return slices.DeleteFunc(releases, func(rel watcher.Release) bool { return rel.Pullspec == "" })
 }
 

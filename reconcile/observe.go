@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -39,26 +38,20 @@ type observer struct {
 // registry client has calls in flight; what cannot be seen now is said as
 // an error of the pass, and the plan decides nothing about it.
 func (p *observer) images(ctx context.Context, images []ledger.Image) map[string]plan.Seen {
+	awaited := slices.DeleteFunc(slices.Clone(images), func(m ledger.Image) bool { return p.kinds[m.Kind()] == nil || !plan.Awaited(m) })
+	seen := make([]*plan.Seen, len(awaited))
+	guard.Each(p.r.Concurrency, len(awaited), func(i int) {
+		s := p.see(ctx, awaited[i], p.kinds[awaited[i].Kind()])
+		seen[i] = &s
+	}, func(i int, err error) { // nothing seen: the plan decides nothing about it
+		p.out.fail(fmt.Errorf("looking at %s (%s): %w", awaited[i].Key(), p.kinds[awaited[i].Kind()].what, err))
+	})
 	out := map[string]plan.Seen{}
-	var mu sync.Mutex
-	slots := make(chan struct{}, max(p.r.Concurrency, 1))
-	var wg sync.WaitGroup
-	for _, m := range images {
-		k := p.kinds[m.Kind()]
-		if k == nil || !plan.Awaited(m) {
-			continue
+	for i, s := range seen {
+		if s != nil {
+			out[awaited[i].Key()] = *s
 		}
-		key := m.Key()
-		slots <- struct{}{}
-		guard.Go(&wg, func() {
-			defer func() { <-slots }()
-			s := p.see(ctx, m, k)
-			mu.Lock()
-			out[key] = s
-			mu.Unlock()
-		}, func(err error) { p.out.fail(fmt.Errorf("looking at %s (%s): %w", m.Key(), k.what, err)) })
 	}
-	wg.Wait()
 	return out
 }
 
@@ -160,20 +153,29 @@ func (p *observer) askHowItGoes(ctx context.Context, m ledger.Image, k *kind, r 
 
 // kernelFiles reads, once per DTK image, whether each promoted DTK the plan
 // names carries the kernel's files, and which variants' kernels
-// (plan.KernelFilesDue), and returns what each lacks, by key. A read that
-// failed is an error of the pass.
+// (plan.KernelFilesDue), as many at once as the pass's concurrency, and
+// returns what each lacks, by key. A read that failed is an error of the
+// pass.
 func (p *observer) kernelFiles(ctx context.Context, dtks []ledger.Image) map[string]ledger.KernelFilesCheck {
 	if len(dtks) == 0 || p.r.KmodVerifier == nil {
 		return nil
 	}
-	out := map[string]ledger.KernelFilesCheck{}
-	for _, dtk := range dtks {
-		check, err := p.r.readKernelFiles(ctx, dtk)
+	checks := make([]*ledger.KernelFilesCheck, len(dtks))
+	guard.Each(p.r.Concurrency, len(dtks), func(i int) {
+		check, err := p.r.readKernelFiles(ctx, dtks[i])
 		if err != nil {
 			p.out.fail(err)
-			continue
+			return
 		}
-		out[dtk.Key()] = check
+		checks[i] = &check
+	}, func(i int, err error) {
+		p.out.fail(fmt.Errorf("reading the kernel's files of the DTK %s: %w", dtks[i].PinnedImage(), err))
+	})
+	out := map[string]ledger.KernelFilesCheck{}
+	for i, check := range checks {
+		if check != nil {
+			out[dtks[i].Key()] = *check
+		}
 	}
 	return out
 }
