@@ -346,15 +346,7 @@ consumers:
 		}
 	}
 	// The state file agrees with the world.
-	store, err := state.OpenReadOnly(statePath, 5*time.Second)
-	if err != nil {
-		t.Fatalf("the state file does not open after the kills: %v", err)
-	}
-	defer store.Close()
-	exp, err := store.Export()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exp := exportState(t, statePath)
 	if len(exp.Releases) != len(kernelOf) || len(exp.Kernels) != len(kernels) || len(exp.Consumers) != len(kernels) {
 		t.Errorf("the state file records %d releases, %d kernels, %d consumer images; want %d, %d, %d",
 			len(exp.Releases), len(exp.Kernels), len(exp.Consumers), len(kernelOf), len(kernels), len(kernels))
@@ -552,4 +544,20 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// exportState is the state file at path, read as another process would
+// while dtkbot may hold it (read-only, waiting for its lock).
+func exportState(t *testing.T, path string) *state.Export {
+	t.Helper()
+	s, err := state.OpenReadOnly(path, 5*time.Second)
+	if err != nil {
+		t.Fatalf("opening the state file %s: %v", path, err)
+	}
+	defer s.Close()
+	exp, err := s.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exp
 }

@@ -8,10 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/dtkbot/dtkbot/internal/citest"
-	"github.com/dtkbot/dtkbot/state"
 )
 
 // TestConsumerImageWithoutTheModuleKMMLoadsIsRejected: the Module dtkbot
@@ -51,16 +49,7 @@ consumers:
 	statePath := filepath.Join(filepath.Dir(cw.config), "dtkbot.db")
 	consumer := func() (string, string) {
 		t.Helper()
-		s, err := state.OpenReadOnly(statePath, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		exp, err := s.Export()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range exp.Consumers {
+		for _, c := range exportState(t, statePath).Consumers {
 			if c.Kernel == "5.14.0-427.37.1.el9_4" {
 				reasons := []string{}
 				for _, r := range c.Rejections {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/dtkbot/dtkbot/internal/citest"
 	"github.com/dtkbot/dtkbot/internal/need"
-	"github.com/dtkbot/dtkbot/state"
 )
 
 // TestPoisonImageIsFailed: an image whose verification kills dtkbot is not
@@ -81,15 +80,7 @@ func TestPoisonImageIsFailed(t *testing.T) {
 	if n != 2 {
 		t.Errorf("the poison image was read %d times, want 2", n)
 	}
-	s, err := state.OpenReadOnly(filepath.Join(filepath.Dir(cw.config), "dtkbot.db"), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	exp, err := s.Export()
-	if err != nil {
-		t.Fatal(err)
-	}
+	exp := exportState(t, filepath.Join(filepath.Dir(cw.config), "dtkbot.db"))
 	if len(exp.Kernels) != 1 {
 		t.Fatalf("kernels %+v", exp.Kernels)
 	}
